@@ -1,0 +1,101 @@
+# vgpu — build and test.
+#
+#   make build   libvgpu, the simulated driver, test programs and the Go binaries
+#   make test    everything above, then every test (installs what it needs: Debian 12, root)
+#   make bench   the overhead benchmark on the simulated node (JSON under bench/results/)
+#
+# Nothing here needs a CUDA toolkit: libvgpu and the simulated driver declare the
+# driver-API/NVML ABI they use in libvgpu/include/vgpu_cuda.h.
+
+CC      ?= gcc
+GO      ?= go
+BUILD   := build
+BIN     := bin
+
+CWARN   := -Wall -Wextra -Werror
+CFLAGS  := -std=gnu11 -O2 -g $(CWARN) -fPIC -Ilibvgpu/include
+# libvgpu: everything hidden except the hooks (marked VGPU_EXPORT in the sources).
+LIBVGPU_CFLAGS := $(CFLAGS) -fvisibility=hidden -pthread
+LIBVGPU_LDFLAGS := -shared -Wl,-soname,libvgpu.so -Wl,--no-undefined -ldl -pthread
+# The simulated driver binds its own symbols internally (-Bsymbolic) so that an
+# interposer never sees the driver calling itself, exactly like the real libcuda.
+SIM_CFLAGS  := $(CFLAGS) -fvisibility=hidden -pthread -Itest/simgpu
+SIM_LDFLAGS := -shared -Wl,-Bsymbolic -Wl,--no-undefined -pthread -lrt -ldl
+
+LIBVGPU_SRC := $(wildcard libvgpu/src/*.c)
+LIBVGPU_HDR := $(wildcard libvgpu/include/*.h libvgpu/src/*.h)
+SIM_COMMON  := $(filter-out test/simgpu/cuda.c test/simgpu/nvml.c,$(wildcard test/simgpu/*.c))
+SIM_HDR     := $(wildcard test/simgpu/*.h) libvgpu/include/vgpu_cuda.h
+
+# Test programs: test/cprog/<name>.c -> build/test/<name>. Every program links the
+# driver it is given at run time (LD_LIBRARY_PATH), so the same binaries run on the
+# simulated node and on a real GPU. Programs named dl_* use dlopen only.
+CPROG_SRC := $(wildcard test/cprog/*.c)
+CPROG_BIN := $(patsubst test/cprog/%.c,$(BUILD)/test/%,$(CPROG_SRC))
+
+GO_CMDS := $(notdir $(wildcard cmd/*))
+
+.PHONY: all build clib go test test-go test-c vet fmt-check deps bench run clean
+
+all: build
+
+build: clib go
+
+clib: $(BUILD)/libvgpu.so $(BUILD)/simgpu/libcuda.so.1 $(BUILD)/simgpu/libnvidia-ml.so.1 $(CPROG_BIN)
+
+$(BUILD)/libvgpu.so: $(LIBVGPU_SRC) $(LIBVGPU_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(LIBVGPU_CFLAGS) -o $@ $(LIBVGPU_SRC) $(LIBVGPU_LDFLAGS)
+
+$(BUILD)/simgpu/libcuda.so.1: test/simgpu/cuda.c $(SIM_COMMON) $(SIM_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(SIM_CFLAGS) -o $@ test/simgpu/cuda.c $(SIM_COMMON) -Wl,-soname,libcuda.so.1 $(SIM_LDFLAGS)
+	ln -sf libcuda.so.1 $(BUILD)/simgpu/libcuda.so
+
+$(BUILD)/simgpu/libnvidia-ml.so.1: test/simgpu/nvml.c $(SIM_COMMON) $(SIM_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(SIM_CFLAGS) -o $@ test/simgpu/nvml.c $(SIM_COMMON) -Wl,-soname,libnvidia-ml.so.1 $(SIM_LDFLAGS)
+	ln -sf libnvidia-ml.so.1 $(BUILD)/simgpu/libnvidia-ml.so
+
+# Test programs link libcuda/libnvidia-ml by soname; at run time LD_LIBRARY_PATH
+# picks the simulated or the real driver.
+$(BUILD)/test/dl_%: test/cprog/dl_%.c test/cprog/testutil.h $(BUILD)/simgpu/libcuda.so.1
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O2 -g $(CWARN) -Ilibvgpu/include -Itest/cprog -o $@ $< -ldl -pthread
+
+$(BUILD)/test/%: test/cprog/%.c test/cprog/testutil.h $(BUILD)/simgpu/libcuda.so.1 $(BUILD)/simgpu/libnvidia-ml.so.1
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O2 -g $(CWARN) -Ilibvgpu/include -Itest/cprog -o $@ $< \
+		-L$(BUILD)/simgpu -l:libcuda.so.1 -l:libnvidia-ml.so.1 -ldl -pthread -lm
+
+go:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# Debian 12 packages the tests need; installed only when missing.
+DEB_PKGS := gcc make libc6-dev
+deps:
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$bad" ]; then echo "not gofmt-formatted:"; echo "$$bad"; exit 1; fi
+
+test: deps build vet fmt-check
+	$(GO) test -count=1 -timeout 30m ./...
+
+bench: build
+	@mkdir -p bench/results
+	$(BIN)/vgpu-bench overhead --json > bench/results/overhead-simgpu.json
+	@cat bench/results/overhead-simgpu.json
+
+clean:
+	rm -rf $(BUILD) $(BIN)

@@ -1,0 +1,173 @@
+/*
+ * vgpu_shm.h — the shared-memory contract between vgpud, libvgpu and the enforcer.
+ *
+ * This header is the single source of truth. The Go mirror in enforcer/layout.go is
+ * checked against it field by field (enforcer/abi_test.go), so the two cannot drift.
+ *
+ * Each slice has two files, both mapped MAP_SHARED:
+ *   budget  written only by vgpud (or `vgpuctl slice create`), mounted read-only in
+ *           the container: limits, shares, priority, QoS, token rates, elastic grants.
+ *           A container cannot raise its own limit by editing a file.
+ *   usage   written by libvgpu in every process of the slice (read-write): per-device
+ *           used bytes (the admission counter), per-process slots, token buckets,
+ *           elastic requests. vgpud reads it and repairs it (dead processes).
+ *
+ * Rules every writer follows (DESIGN §3):
+ *   - No lock of any kind lives in these files. Admission is a CAS loop on
+ *     usage.dev[d].used_bytes against budget.dev[d].memory_limit: reserve first, call the
+ *     driver, give back on failure. A SIGKILL at any instruction leaves the file usable.
+ *   - Charge order is device counter first, then the slot. A kill between the two can
+ *     only leak a charge (safe), never let a reclaim subtract more than was added.
+ *   - Slots are claimed by CAS on `owner`; identity (pid, pid namespace, start time)
+ *     lets the daemon tell a reused pid from the original process.
+ *   - All arithmetic on limits is clamped: free = limit > used ? limit - used : 0.
+ *
+ * Versioning: readers accept the same ABI major and any minor. A minor bump may only
+ * give meaning to reserved fields; anything else is a major bump. total_size must equal
+ * both the file size and the size computed from device_count/slot_count capacity.
+ */
+#ifndef VGPU_SHM_H
+#define VGPU_SHM_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VGPU_BUDGET_MAGIC 0x5447444255504756ULL /* "VGPUBDGT" little-endian */
+#define VGPU_USAGE_MAGIC 0x4741535555504756ULL  /* "VGPUUSAG" little-endian */
+#define VGPU_ABI_MAJOR 1
+#define VGPU_ABI_MINOR 0
+
+#define VGPU_MAX_DEVICES 16        /* devices one slice may span */
+#define VGPU_DEFAULT_SLOTS 1024    /* process slots in a usage file */
+#define VGPU_MAX_SLOTS 65536       /* readers refuse anything larger */
+#define VGPU_UUID_LEN 64           /* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" + NUL fits */
+#define VGPU_SLICE_ID_LEN 64
+
+/* Region file names inside a slice directory. */
+#define VGPU_BUDGET_FILE "budget"
+#define VGPU_USAGE_FILE "usage"
+
+/* Where the runtime mounts a container's slice; libvgpu looks here first. */
+#define VGPU_CONTAINER_SLICE_DIR "/run/vgpu/slice"
+
+/* QoS classes (DESIGN §5). */
+#define VGPU_QOS_GUARANTEED 0
+#define VGPU_QOS_BURSTABLE 1
+#define VGPU_QOS_BEST_EFFORT 2
+
+/* Throttle policies. */
+#define VGPU_POLICY_CAP 0   /* never above the share, even alone on the device */
+#define VGPU_POLICY_SHARE 1 /* the share is a guarantee; idle capacity may be used */
+
+/* budget.flags */
+#define VGPU_BUDGET_F_ELASTIC 0x1 /* the slice may ask vgpud for more memory on OOM */
+
+/* slot.owner encoding: (pid << 8) | state. 0 means free. */
+#define VGPU_SLOT_FREE 0u
+#define VGPU_SLOT_CLAIMING 1u /* owned, identity being written */
+#define VGPU_SLOT_LIVE 2u     /* owned, identity valid */
+#define VGPU_SLOT_STATE_MASK 0xffu
+#define VGPU_SLOT_PID_SHIFT 8
+
+/* Self-describing header shared by both files: 64 bytes. */
+struct vgpu_header {
+    uint64_t magic;
+    uint16_t abi_major;
+    uint16_t abi_minor;
+    uint32_t header_size;  /* sizeof(struct vgpu_header) */
+    uint64_t total_size;   /* bytes in the file; must equal the file's size */
+    uint32_t device_count; /* devices this slice uses, <= max_devices */
+    uint32_t slot_count;   /* usage: process slots that follow; budget: 0 */
+    uint32_t max_devices;  /* length of the dev[] arrays (VGPU_MAX_DEVICES) */
+    uint32_t reserved0;
+    uint64_t reserved[3];
+};
+
+/* ------------------------------------------------------------------ budget file */
+
+/* Per-device limits: 192 bytes. Written by vgpud only. */
+struct vgpu_budget_device {
+    char uuid[VGPU_UUID_LEN];    /* device UUID; empty: match by index */
+    uint32_t index;              /* host device index (NVML index / CUDA ordinal) */
+    uint32_t flags;
+    uint64_t memory_limit;       /* bytes this slice may hold on the device now */
+    uint64_t memory_guaranteed;  /* bytes never lent away (elastic floor) */
+    uint64_t context_overhead;   /* bytes charged per CUDA context (driver footprint) */
+    uint32_t compute_share_bp;   /* compute share, basis points (10000 = whole GPU) */
+    uint32_t compute_floor_bp;   /* share held to while a higher priority is active */
+    uint64_t token_rate;         /* device-ns of work granted per wall second; 0 = none due */
+    uint64_t token_burst;        /* bucket depth, device-ns */
+    uint64_t elastic_grant_seq;  /* = usage request seq once vgpud has answered it */
+    uint64_t reserved[8];
+};
+
+/* The budget file: 256-byte fixed part, then max_devices entries. */
+struct vgpu_budget {
+    struct vgpu_header hdr;
+    uint64_t generation;          /* bumped after every change by vgpud */
+    char slice_id[VGPU_SLICE_ID_LEN];
+    uint32_t priority;            /* higher wins; 0 = default */
+    uint32_t qos;                 /* VGPU_QOS_* */
+    uint32_t policy;              /* VGPU_POLICY_* */
+    uint32_t flags;               /* VGPU_BUDGET_F_* */
+    uint64_t created_unix_ns;
+    uint64_t reserved[12];
+    struct vgpu_budget_device dev[VGPU_MAX_DEVICES];
+};
+
+/* ------------------------------------------------------------------- usage file */
+
+/* Per-device counters: 128 bytes. Written by libvgpu (atomics), repaired by vgpud. */
+struct vgpu_usage_device {
+    uint64_t used_bytes;            /* admission counter: all charges on this device */
+    uint64_t peak_bytes;            /* high-water mark of used_bytes */
+    uint64_t refused_allocs;        /* allocations answered CUDA_ERROR_OUT_OF_MEMORY */
+    uint64_t elastic_request_bytes; /* extra bytes wanted past the limit */
+    uint64_t elastic_request_seq;   /* bumped by libvgpu for each posted request */
+    int64_t tokens;                 /* token bucket credit, device-ns */
+    uint64_t last_refill_ns;        /* CLOCK_MONOTONIC of the last refill */
+    uint64_t launches;              /* launches that went through the throttle */
+    uint64_t throttled_ns;          /* time launches waited for tokens */
+    uint64_t reserved[7];
+};
+
+/* One process: 256 bytes. Claimed by CAS on owner. */
+struct vgpu_slot {
+    uint64_t owner;        /* (pid << 8) | VGPU_SLOT_*; 0 = free */
+    uint64_t pid;          /* pid in the process's own pid namespace */
+    uint64_t pidns_ino;    /* inode of /proc/self/ns/pid, 0 if unknown */
+    uint64_t start_time;   /* /proc/self/stat field 22 (clock ticks since boot) */
+    uint64_t host_pid;     /* filled by vgpud; 0 = not yet mapped */
+    uint64_t contexts;     /* CUDA contexts the process holds (all devices) */
+    uint64_t reserved0[2];
+    uint64_t used_bytes[VGPU_MAX_DEVICES]; /* this process's share of dev[].used_bytes */
+    uint64_t reserved[8];
+};
+
+/* The usage file: 256-byte fixed part, max_devices device entries, slot_count slots. */
+struct vgpu_usage {
+    struct vgpu_header hdr;
+    uint64_t attach_count;        /* processes that ever claimed a slot */
+    uint64_t reserved[23];
+    struct vgpu_usage_device dev[VGPU_MAX_DEVICES];
+    struct vgpu_slot slots[];     /* slot_count entries */
+};
+
+#define VGPU_BUDGET_SIZE ((uint64_t)sizeof(struct vgpu_budget))
+#define VGPU_USAGE_SIZE(slots) ((uint64_t)sizeof(struct vgpu_usage) + (uint64_t)(slots) * sizeof(struct vgpu_slot))
+
+_Static_assert(sizeof(struct vgpu_header) == 64, "vgpu_header is 64 bytes");
+_Static_assert(sizeof(struct vgpu_budget_device) == 192, "vgpu_budget_device is 192 bytes");
+_Static_assert(sizeof(struct vgpu_usage_device) == 128, "vgpu_usage_device is 128 bytes");
+_Static_assert(sizeof(struct vgpu_slot) == 256, "vgpu_slot is 256 bytes");
+_Static_assert(sizeof(struct vgpu_budget) == 256 + VGPU_MAX_DEVICES * 192, "budget layout");
+_Static_assert(sizeof(struct vgpu_usage) == 256 + VGPU_MAX_DEVICES * 128, "usage layout");
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VGPU_SHM_H */
