@@ -69,6 +69,12 @@ extern "C" {
 #define VGPU_SLOT_FREE 0u
 #define VGPU_SLOT_CLAIMING 1u /* owned, identity being written */
 #define VGPU_SLOT_LIVE 2u     /* owned, identity valid */
+#define VGPU_SLOT_RECLAIMING 3u /* owner judged dead; a reclaimer is returning its charge.
+                                 * Only a reclaimer moves a slot here (CAS from the exact
+                                 * owner value it judged), so two reclaimers never both
+                                 * return one slot and a process can never claim it
+                                 * mid-reclaim. A reclaimer that dies leaves it here; the
+                                 * next one finishes the job. */
 #define VGPU_SLOT_STATE_MASK 0xffu
 #define VGPU_SLOT_PID_SHIFT 8
 
@@ -107,7 +113,8 @@ struct vgpu_budget_device {
 /* The budget file: 256-byte fixed part, then max_devices entries. */
 struct vgpu_budget {
     struct vgpu_header hdr;
-    uint64_t generation;          /* bumped after every change by vgpud */
+    uint64_t generation;          /* seqlock: odd while vgpud changes fields, even when stable;
+                                   * readers of several fields retry while odd or changed */
     char slice_id[VGPU_SLICE_ID_LEN];
     uint32_t priority;            /* higher wins; 0 = default */
     uint32_t qos;                 /* VGPU_QOS_* */

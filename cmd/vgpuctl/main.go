@@ -1,0 +1,125 @@
+// Command vgpuctl inspects and manages vGPU slices.
+//
+//	vgpuctl slice create --dir DIR --memory SIZE [--device N|UUID ...] [flags]
+//	vgpuctl slice show --dir DIR [--json]
+//
+// `slice create` writes a budget/usage pair with no daemon: for tests,
+// debugging and bare-metal users, who then run CUDA programs with
+// LD_PRELOAD=libvgpu.so VGPU_SLICE_DIR=DIR. Exit status: 0 success, 1 runtime
+// error, 2 usage error; messages go to stderr prefixed "vgpuctl: ".
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// usageError marks an error caused by the command line (exit status 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// command is one node of the subcommand tree: either it has children or it
+// runs.
+type command struct {
+	name     string
+	help     string // full help of a leaf or group
+	children []*command
+	run      func(args []string, stdout, stderr io.Writer) error
+}
+
+func rootCommand() *command {
+	return &command{
+		name: "vgpuctl",
+		help: `vgpuctl inspects and manages vGPU slices.
+
+Usage:
+  vgpuctl <command> [arguments]
+
+Commands:
+  slice    create or show a slice's budget/usage files
+
+Run 'vgpuctl <command> --help' for details.
+`,
+		children: []*command{sliceCommand()},
+	}
+}
+
+func sliceCommand() *command {
+	return &command{
+		name: "slice",
+		help: `Usage:
+  vgpuctl slice create --dir DIR --memory SIZE [--device N|UUID ...] [flags]
+  vgpuctl slice show --dir DIR [--json]
+
+A slice is a directory holding two files: "budget" (limits, written by vgpud or
+'slice create', read-only for tenants) and "usage" (counters written by libvgpu in
+every process of the slice).
+
+Run 'vgpuctl slice <create|show> --help' for details.
+`,
+		children: []*command{sliceCreateCommand(), sliceShowCommand()},
+	}
+}
+
+// run executes vgpuctl with args (without the program name) and returns the
+// exit status. It never calls os.Exit, so tests can drive it directly.
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := rootCommand()
+	path := cmd.name
+	for cmd.run == nil {
+		if len(args) == 0 {
+			fmt.Fprint(stderr, cmd.help)
+			return exitUsage
+		}
+		name := args[0]
+		if name == "-h" || name == "-help" || name == "--help" || name == "help" {
+			fmt.Fprint(stdout, cmd.help)
+			return exitOK
+		}
+		var next *command
+		for _, c := range cmd.children {
+			if c.name == name {
+				next = c
+			}
+		}
+		if next == nil {
+			fmt.Fprintf(stderr, "vgpuctl: unknown command %q for %q\nRun '%s --help' for usage.\n", name, path, path)
+			return exitUsage
+		}
+		cmd, path, args = next, path+" "+name, args[1:]
+	}
+	err := cmd.run(args, stdout, stderr)
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errHelpShown):
+		return exitOK
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "vgpuctl: %v\nRun '%s --help' for usage.\n", err, path)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "vgpuctl: %v\n", err)
+		return exitError
+	}
+}
+
+// errHelpShown: --help was asked for and printed.
+var errHelpShown = errors.New("help shown")

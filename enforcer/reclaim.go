@@ -1,0 +1,319 @@
+package enforcer
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// ReclaimedSlot says what Reclaim did with one dead process's slot.
+type ReclaimedSlot struct {
+	SlotIdentity
+	// Freed is what the slot held per device and was taken off the device
+	// counters (length DeviceCount()).
+	Freed []uint64
+	// Clamped: a device counter was lower than the slot's share and stopped at 0
+	// (a charge was already credited, or the file was repaired before).
+	Clamped bool
+	// Released: the owner word was still the value read and is now free. False
+	// when someone else changed it meanwhile (a concurrent reclaimer).
+	Released bool
+}
+
+// ReclaimReport is the outcome of one Reclaim pass.
+type ReclaimReport struct {
+	Owned int             // slots owned (CLAIMING or LIVE) when scanned
+	Slots []ReclaimedSlot // slots of dead processes, in slot order
+}
+
+// Freed returns the bytes returned on device d by the pass.
+func (rep *ReclaimReport) Freed(d int) uint64 {
+	var n uint64
+	for i := range rep.Slots {
+		if d < len(rep.Slots[i].Freed) {
+			n += rep.Slots[i].Freed[d]
+		}
+	}
+	return n
+}
+
+// Reclaim returns the charges of processes that died without releasing their
+// slot (SIGKILL, crash) and frees their slots. For every owned slot whose
+// process alive() says is gone, it takes each per-device share out of the slot
+// (atomic swap to 0), subtracts it from the device counter (CAS, clamped at 0,
+// never wrapping), clears the slot's identity and counters, and finally frees
+// the slot by CAS from the exact owner value read.
+//
+// A dead owner's slot is first moved to RECLAIMING by CAS from the exact owner
+// value judged, so two reclaimers (even in different processes) never return
+// the same slot twice and no process can claim it while its charge is being
+// returned; a slot a crashed reclaimer left in RECLAIMING is finished by the
+// next pass. Calls on one UsageRegion are serialized.
+//
+// Scanning allocates nothing when no process died; alive is called once per
+// owned slot. A process killed between charging the device counter and its
+// slot leaks that charge (the safe direction); the daemon corrects such drift
+// from NVML separately.
+//
+// The usage file is writable by the tenant: a fault while touching the mapping
+// (file truncated underneath) is returned as an ErrTruncated error instead of
+// crashing the caller.
+func (r *UsageRegion) Reclaim(alive func(SlotIdentity) bool) (rep ReclaimReport, err error) {
+	r.reclaimMu.Lock()
+	defer r.reclaimMu.Unlock()
+	if r.u == nil {
+		return rep, fmt.Errorf("usage file %s: reclaim: %w", r.path, ErrClosed)
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer r.recoverFault(&err)
+
+	for i := range r.slots {
+		s := &r.slots[i]
+		owner := atomic.LoadUint64(&s.Owner)
+		id := slotIdentity(i, owner, s)
+		switch {
+		case owner&SlotStateMask == SlotReclaiming:
+			// A reclaimer died half-way through this slot: its owner was already
+			// judged dead, so finish returning the charge.
+		case ownedState(owner):
+			rep.Owned++
+			if alive(id) {
+				continue
+			}
+			// Take the slot before touching it: from here no process can claim
+			// it and no other reclaimer can return it a second time. A slot
+			// released or re-claimed since owner was read fails the CAS.
+			if !atomic.CompareAndSwapUint64(&s.Owner, owner, owner&^SlotStateMask|SlotReclaiming) {
+				continue
+			}
+		default:
+			continue
+		}
+		rs := ReclaimedSlot{SlotIdentity: id}
+		var freed [MaxDevices]uint64
+		rs.Clamped = r.returnSlot(s, &freed)
+		rs.Freed = append([]uint64(nil), freed[:r.devices]...)
+		atomic.StoreUint64(&s.Owner, SlotFree)
+		rs.Released = true
+		rep.Slots = append(rep.Slots, rs)
+	}
+	return rep, nil
+}
+
+// returnSlot moves every per-device share of s back off the device counters and
+// clears the slot's identity and counters (not the owner word). freed, if not
+// nil, receives what each device got back; the result says whether a device
+// counter had to be clamped.
+func (r *UsageRegion) returnSlot(s *ShmSlot, freed *[MaxDevices]uint64) (clamped bool) {
+	for d := 0; d < MaxDevices; d++ {
+		v := atomic.SwapUint64(&s.UsedBytes[d], 0)
+		if v == 0 || d >= r.devices {
+			// Bytes past device_count were never charged to a counter (only a
+			// corrupt writer puts them there): just clear them.
+			continue
+		}
+		if got := subClamped(&r.u.Dev[d].UsedBytes, v); got < v {
+			clamped = true
+		}
+		if freed != nil {
+			freed[d] = v
+		}
+	}
+	atomic.StoreUint64(&s.Contexts, 0)
+	atomic.StoreUint64(&s.HostPID, 0)
+	atomic.StoreUint64(&s.StartTime, 0)
+	atomic.StoreUint64(&s.PIDNsIno, 0)
+	atomic.StoreUint64(&s.PID, 0)
+	return clamped
+}
+
+// Guard runs fn, turning a memory fault on a mapping (a usage file truncated
+// under it by its tenant) into an ErrTruncated error instead of a crash.
+func (r *UsageRegion) Guard(fn func()) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer r.recoverFault(&err)
+	fn()
+	return nil
+}
+
+// recoverFault turns a memory fault on the mapping into an error; any other
+// panic (from alive, say) goes on.
+func (r *UsageRegion) recoverFault(err *error) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	if re, ok := p.(runtime.Error); ok {
+		if _, isFault := re.(interface{ Addr() uintptr }); isFault {
+			*err = fmt.Errorf("usage file %s: %w: fault on the mapping (file shrunk underneath?): %v",
+				r.path, ErrTruncated, re)
+			return
+		}
+	}
+	panic(p)
+}
+
+// ---------------------------------------------------------------------------
+// Process liveness.
+
+// ProcessAlive is the liveness check for slots whose process lives in the
+// caller's pid namespace (bare metal, tests, a daemon sharing the tenant's
+// namespace). A process is alive when /proc/<pid> exists, is not a zombie (a
+// zombie's CUDA memory is already gone, so its charge must be returned), its
+// start time matches (a reused pid is a different process), and, when the slot
+// knows its pid namespace, /proc/<pid>/ns/pid is that namespace.
+//
+// It errs towards "alive" whenever it cannot decide (unreadable /proc entry, a
+// slot from another pid namespace, whose pid means nothing here): reclaiming a
+// live process's charge would let the tenant exceed its limit, while keeping a
+// dead one's only delays its return. The daemon maps container pids to host pids
+// itself and passes its own alive function for those.
+func ProcessAlive(id SlotIdentity) bool {
+	if id.PID <= 0 {
+		return false
+	}
+	if id.PIDNamespace != 0 {
+		if own := selfPIDNamespace(); own != 0 && own != id.PIDNamespace {
+			return true // another namespace: cannot judge from our /proc
+		}
+	}
+	state, start, err := readProcStat(id.PID)
+	if err != nil {
+		return !isGone(err)
+	}
+	if state == 'Z' || state == 'X' {
+		return false
+	}
+	if id.StartTime != 0 && start != id.StartTime {
+		return false
+	}
+	if id.PIDNamespace != 0 {
+		ino, err := pidNamespaceOf(id.PID)
+		if err != nil {
+			return !isGone(err)
+		}
+		if ino != id.PIDNamespace {
+			return false
+		}
+	}
+	return true
+}
+
+// ProcessIdentity reads the identity libvgpu would record for pid (in the
+// caller's pid namespace): pid, pid-namespace inode and start time.
+func ProcessIdentity(pid int) (SlotIdentity, error) {
+	_, start, err := readProcStat(pid)
+	if err != nil {
+		return SlotIdentity{}, fmt.Errorf("process %d: %w", pid, err)
+	}
+	ino, err := pidNamespaceOf(pid)
+	if err != nil {
+		return SlotIdentity{}, fmt.Errorf("process %d: %w", pid, err)
+	}
+	return SlotIdentity{PID: pid, PIDNamespace: ino, StartTime: start}, nil
+}
+
+// isGone reports whether a /proc error means the process no longer exists.
+func isGone(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
+}
+
+var errStatFormat = errors.New("unexpected /proc/<pid>/stat format")
+
+// readProcStat returns the state letter (field 3) and start time (field 22) of
+// /proc/<pid>/stat. The command name (field 2) may contain spaces and ')', so
+// fields are counted from after the last ')'. It reads into a stack buffer: the
+// daemon calls this for every slot on every tick.
+func readProcStat(pid int) (state byte, start uint64, err error) {
+	var pathBuf [32]byte
+	path := strconv.AppendInt(append(pathBuf[:0], "/proc/"...), int64(pid), 10)
+	path = append(path, "/stat"...)
+	fd, err := unix.Open(string(path), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, 0, err
+	}
+	var buf [1024]byte
+	n, err := unix.Read(fd, buf[:])
+	unix.Close(fd)
+	if err != nil {
+		return 0, 0, err
+	}
+	line := buf[:n]
+	rp := -1
+	for i := len(line) - 1; i >= 0; i-- {
+		if line[i] == ')' {
+			rp = i
+			break
+		}
+	}
+	if rp < 0 {
+		return 0, 0, errStatFormat
+	}
+	// After ") " come fields 3, 4, ...: field k is token k-3.
+	field := 3
+	i := rp + 1
+	for i < len(line) {
+		for i < len(line) && line[i] == ' ' {
+			i++
+		}
+		j := i
+		for j < len(line) && line[j] != ' ' && line[j] != '\n' {
+			j++
+		}
+		if j == i {
+			break
+		}
+		switch field {
+		case 3:
+			state = line[i]
+		case 22:
+			v, perr := parseUint(line[i:j])
+			if perr != nil {
+				return 0, 0, errStatFormat
+			}
+			return state, v, nil
+		}
+		field++
+		i = j
+	}
+	return 0, 0, errStatFormat
+}
+
+func parseUint(b []byte) (uint64, error) {
+	if len(b) == 0 {
+		return 0, errStatFormat
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, errStatFormat
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	return v, nil
+}
+
+// pidNamespaceOf returns the inode of /proc/<pid>/ns/pid.
+func pidNamespaceOf(pid int) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/pid", &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
+}
+
+// selfPIDNamespace is the caller's pid-namespace inode (0 if unknown). A
+// process cannot change its own pid namespace, so it is read once.
+var selfPIDNamespace = sync.OnceValue(func() uint64 {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return 0
+	}
+	return st.Ino
+})
