@@ -1,0 +1,640 @@
+//go:build ignore
+
+// (The line above keeps the Go toolchain from treating this C file as part of
+// package simgpu, which lives in the same directory; gcc sees a comment.)
+
+/*
+ * nvml.c — the simulated NVML (build/simgpu/libnvidia-ml.so.1).
+ *
+ * Reads the same state file as the simulated libcuda, so NVML figures are the
+ * driver's figures: device memory in use, per-process used memory (the pids the
+ * processes registered with, i.e. their getpid()), utilization over the last second
+ * from the launch queue's buckets. Queries that report processes or memory first
+ * reclaim dead processes, as the real driver frees a process's memory on exit.
+ *
+ * Struct layouts follow nvml.h (checked against the copy in go-nvml).
+ */
+#define _GNU_SOURCE
+#include "state.h"
+#include "vgpu_cuda.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+#define SIM_NVML_DRIVER_VERSION "550.54.15"
+#define SIM_NVML_VERSION "12.550.54.15"
+#define SIM_CUDA_DRIVER_VERSION 12040
+
+/* nvml.h structs the shared header does not declare. */
+typedef struct {
+    char busIdLegacy[16];
+    unsigned int domain;
+    unsigned int bus;
+    unsigned int device;
+    unsigned int pciDeviceId;
+    unsigned int pciSubSystemId;
+    char busId[32];
+} sim_nvmlPciInfo_t;
+
+/* The original (v1) nvmlPciInfo_t: busId[16] then the ids and four reserved words. */
+typedef struct {
+    char busId[16];
+    unsigned int domain;
+    unsigned int bus;
+    unsigned int device;
+    unsigned int pciDeviceId;
+    unsigned int pciSubSystemId;
+    unsigned int reserved0, reserved1, reserved2, reserved3;
+} sim_nvmlPciInfo_v1_t;
+
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+} sim_nvmlProcessInfo_v1_t;
+
+typedef struct {
+    unsigned int pid;
+    unsigned long long usedGpuMemory;
+    unsigned int gpuInstanceId;
+    unsigned int computeInstanceId;
+} sim_nvmlProcessInfo_v2_t;
+
+typedef struct {
+    unsigned int gpu;
+    unsigned int memory;
+} sim_nvmlUtilization_t;
+
+typedef struct {
+    unsigned int pid;
+    unsigned long long timeStamp;
+    unsigned int smUtil;
+    unsigned int memUtil;
+    unsigned int encUtil;
+    unsigned int decUtil;
+} sim_nvmlProcessUtilizationSample_t;
+
+struct nvmlDevice_st {
+    int index;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    int refcount;
+    struct sim_state *st;
+    struct nvmlDevice_st dev[SIM_MAX_DEVICES];
+} N = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static int initialized(void)
+{
+    pthread_mutex_lock(&N.lock);
+    int ok = N.refcount > 0;
+    pthread_mutex_unlock(&N.lock);
+    return ok;
+}
+
+#define CHECK_INIT()                            \
+    do {                                        \
+        if (!initialized())                     \
+            return NVML_ERROR_UNINITIALIZED;    \
+    } while (0)
+
+static int dev_of(nvmlDevice_t h)
+{
+    if (h == NULL || h < &N.dev[0] || h >= &N.dev[N.st->hdr.device_count])
+        return -1;
+    return h->index;
+}
+
+#define DEV_OR_INVALID(h, d)                    \
+    int d = dev_of(h);                          \
+    if (d < 0)                                  \
+    return NVML_ERROR_INVALID_ARGUMENT
+
+static nvmlReturn_t copy_str(char *out, unsigned int len, const char *s)
+{
+    if (out == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (strlen(s) + 1 > len)
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    memcpy(out, s, strlen(s) + 1);
+    return NVML_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ init */
+
+EXPORT nvmlReturn_t nvmlInitWithFlags(unsigned int flags)
+{
+    (void)flags;
+    pthread_mutex_lock(&N.lock);
+    nvmlReturn_t r = NVML_SUCCESS;
+    if (N.st == NULL) {
+        const char *why = NULL;
+        N.st = sim_map(&why);
+        if (N.st == NULL) {
+            fprintf(stderr, "%s\n", why);
+            r = NVML_ERROR_DRIVER_NOT_LOADED;
+            goto out;
+        }
+        for (int i = 0; i < SIM_MAX_DEVICES; i++)
+            N.dev[i].index = i;
+    }
+    N.refcount++;
+out:
+    pthread_mutex_unlock(&N.lock);
+    return r;
+}
+
+EXPORT nvmlReturn_t nvmlInit_v2(void) { return nvmlInitWithFlags(0); }
+EXPORT nvmlReturn_t nvmlInit(void) { return nvmlInitWithFlags(0); }
+
+EXPORT nvmlReturn_t nvmlShutdown(void)
+{
+    pthread_mutex_lock(&N.lock);
+    nvmlReturn_t r = NVML_SUCCESS;
+    if (N.refcount == 0)
+        r = NVML_ERROR_UNINITIALIZED;
+    else
+        N.refcount--;
+    pthread_mutex_unlock(&N.lock);
+    return r;
+}
+
+EXPORT const char *nvmlErrorString(nvmlReturn_t r)
+{
+    switch ((int)r) {
+    case 0: return "Success";
+    case 1: return "Uninitialized";
+    case 2: return "Invalid Argument";
+    case 3: return "Not Supported";
+    case 4: return "Insufficient Permissions";
+    case 6: return "Not Found";
+    case 7: return "Insufficient Size";
+    case 9: return "Driver Not Loaded";
+    case 13: return "Function Not Found";
+    case 15: return "GPU is lost";
+    case 25: return "Argument version mismatch";
+    default: return "Unknown Error";
+    }
+}
+
+/* ------------------------------------------------------------------ system */
+
+EXPORT nvmlReturn_t nvmlSystemGetDriverVersion(char *version, unsigned int length)
+{
+    CHECK_INIT();
+    return copy_str(version, length, SIM_NVML_DRIVER_VERSION);
+}
+
+EXPORT nvmlReturn_t nvmlSystemGetNVMLVersion(char *version, unsigned int length)
+{
+    CHECK_INIT();
+    return copy_str(version, length, SIM_NVML_VERSION);
+}
+
+EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion(int *v)
+{
+    CHECK_INIT();
+    if (v == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *v = SIM_CUDA_DRIVER_VERSION;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion_v2(int *v) { return nvmlSystemGetCudaDriverVersion(v); }
+
+EXPORT nvmlReturn_t nvmlSystemGetProcessName(unsigned int pid, char *name, unsigned int length)
+{
+    CHECK_INIT();
+    if (name == NULL || length == 0)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%u/comm", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NVML_ERROR_NOT_FOUND;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return NVML_ERROR_NOT_FOUND;
+    buf[n] = '\0';
+    if (buf[n - 1] == '\n')
+        buf[n - 1] = '\0';
+    snprintf(name, length, "%s", buf);
+    return NVML_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ devices */
+
+EXPORT nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count)
+{
+    CHECK_INIT();
+    if (count == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *count = N.st->hdr.device_count;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetCount(unsigned int *count) { return nvmlDeviceGetCount_v2(count); }
+
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, nvmlDevice_t *device)
+{
+    CHECK_INIT();
+    if (device == NULL || index >= N.st->hdr.device_count)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *device = &N.dev[index];
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned int index, nvmlDevice_t *device)
+{
+    return nvmlDeviceGetHandleByIndex_v2(index, device);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device)
+{
+    CHECK_INIT();
+    if (uuid == NULL || device == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    for (unsigned i = 0; i < N.st->hdr.device_count; i++) {
+        if (strcmp(N.st->hdr.dev[i].uuid, uuid) == 0) {
+            *device = &N.dev[i];
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_NOT_FOUND;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByPciBusId_v2(const char *busId, nvmlDevice_t *device)
+{
+    CHECK_INIT();
+    if (busId == NULL || device == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned dom = 0, bus = 0, dv = 0, fn = 0;
+    if (sscanf(busId, "%x:%x:%x.%x", &dom, &bus, &dv, &fn) != 4) {
+        dom = 0;
+        if (sscanf(busId, "%x:%x.%x", &bus, &dv, &fn) != 3)
+            return NVML_ERROR_INVALID_ARGUMENT;
+    }
+    for (unsigned i = 0; i < N.st->hdr.device_count; i++) {
+        const struct sim_devcfg *c = &N.st->hdr.dev[i];
+        if (c->pci_domain == dom && c->pci_bus == bus && c->pci_device == dv) {
+            *device = &N.dev[i];
+            return NVML_SUCCESS;
+        }
+    }
+    return NVML_ERROR_NOT_FOUND;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetHandleByPciBusId(const char *busId, nvmlDevice_t *device)
+{
+    return nvmlDeviceGetHandleByPciBusId_v2(busId, device);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t h, unsigned int *index)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    if (index == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *index = (unsigned)d;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t h, char *name, unsigned int length)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    return copy_str(name, length, N.st->hdr.dev[d].name);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t h, char *uuid, unsigned int length)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    return copy_str(uuid, length, N.st->hdr.dev[d].uuid);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetSerial(nvmlDevice_t h, char *serial, unsigned int length)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    char buf[32];
+    snprintf(buf, sizeof buf, "SIM%010d", d);
+    return copy_str(serial, length, buf);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t h, unsigned int *minor)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    if (minor == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *minor = N.st->hdr.dev[d].minor;
+    return NVML_SUCCESS;
+}
+
+static void fill_pci(int d, sim_nvmlPciInfo_t *p)
+{
+    const struct sim_devcfg *c = &N.st->hdr.dev[d];
+    memset(p, 0, sizeof *p);
+    snprintf(p->busIdLegacy, sizeof p->busIdLegacy, "%04X:%02X:%02X.0", c->pci_domain & 0xffff, c->pci_bus,
+             c->pci_device);
+    snprintf(p->busId, sizeof p->busId, "%08X:%02X:%02X.0", c->pci_domain, c->pci_bus, c->pci_device);
+    p->domain = c->pci_domain;
+    p->bus = c->pci_bus;
+    p->device = c->pci_device;
+    p->pciDeviceId = c->pci_device_id;
+    p->pciSubSystemId = c->pci_subsys_id;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t h, sim_nvmlPciInfo_t *pci)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    if (pci == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    fill_pci(d, pci);
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetPciInfo_v2(nvmlDevice_t h, sim_nvmlPciInfo_t *pci)
+{
+    return nvmlDeviceGetPciInfo_v3(h, pci);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetPciInfo(nvmlDevice_t h, sim_nvmlPciInfo_v1_t *pci)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    if (pci == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    sim_nvmlPciInfo_t full;
+    fill_pci(d, &full);
+    memset(pci, 0, sizeof *pci);
+    memcpy(pci->busId, full.busIdLegacy, sizeof pci->busId);
+    pci->domain = full.domain;
+    pci->bus = full.bus;
+    pci->device = full.device;
+    pci->pciDeviceId = full.pciDeviceId;
+    pci->pciSubSystemId = full.pciSubSystemId;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t h, int *major, int *minor)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    if (major == NULL || minor == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *major = (int)N.st->hdr.dev[d].cc_major;
+    *minor = (int)N.st->hdr.dev[d].cc_minor;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetNumaNodeId(nvmlDevice_t h, unsigned int *node)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    (void)d;
+    if (node == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    return NVML_ERROR_NOT_SUPPORTED;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMultiGpuBoard(nvmlDevice_t h, unsigned int *multi)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    (void)d;
+    if (multi == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *multi = 0;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t h, unsigned int *current, unsigned int *pending)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    (void)d;
+    if (current == NULL || pending == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    return NVML_ERROR_NOT_SUPPORTED; /* the simulated device has no MIG */
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetArchitecture(nvmlDevice_t h, unsigned int *arch)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    if (arch == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *arch = N.st->hdr.dev[d].cc_major >= 9 ? 9u /* NVML_DEVICE_ARCH_HOPPER */ : 7u /* AMPERE */;
+    return NVML_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ memory & processes */
+
+EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t h, nvmlMemory_t *mem)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    if (mem == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    sim_reclaim_dead(N.st);
+    uint64_t total = N.st->hdr.dev[d].total_mem;
+    uint64_t used = atomic_load(&N.st->dev[d].used);
+    if (used > total)
+        used = total;
+    mem->total = total;
+    mem->used = used;
+    mem->free = total - used;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t h, nvmlMemory_v2_t *mem)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    if (mem == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (mem->version != nvmlMemory_v2)
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    nvmlMemory_t m;
+    nvmlReturn_t r = nvmlDeviceGetMemoryInfo(h, &m);
+    if (r != NVML_SUCCESS)
+        return r;
+    mem->total = m.total;
+    mem->reserved = 0; /* no driver-reserved memory on the simulated device */
+    mem->used = m.used;
+    mem->free = m.free;
+    return NVML_SUCCESS;
+}
+
+/* Live slots with a context or memory on device d, in slot order. */
+static unsigned collect_procs(int d, unsigned max, unsigned *pids, unsigned long long *used)
+{
+    unsigned n = 0;
+    for (int i = 0; i < SIM_MAX_PROCS; i++) {
+        struct sim_proc *p = &N.st->proc[i];
+        uint64_t w = atomic_load(&p->state);
+        if (SIM_SLOT_PHASE(w) != SIM_PHASE_LIVE)
+            continue;
+        uint64_t u = atomic_load(&p->dev[d].used);
+        if (atomic_load(&p->dev[d].contexts) == 0 && u == 0)
+            continue;
+        if (n < max) {
+            pids[n] = SIM_SLOT_PID(w);
+            used[n] = u;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* The real call's contract: *infoCount in = capacity, out = count (or the size needed
+ * with NVML_ERROR_INSUFFICIENT_SIZE); infos may be NULL only when *infoCount is 0. */
+static nvmlReturn_t running_procs(nvmlDevice_t h, unsigned int *infoCount, void *infos, int version)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    if (infoCount == NULL || (infos == NULL && *infoCount != 0))
+        return NVML_ERROR_INVALID_ARGUMENT;
+    sim_reclaim_dead(N.st);
+    unsigned pids[SIM_MAX_PROCS];
+    unsigned long long used[SIM_MAX_PROCS];
+    unsigned n = collect_procs(d, SIM_MAX_PROCS, pids, used);
+    if (n > *infoCount) {
+        *infoCount = n;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (version == 1) {
+            sim_nvmlProcessInfo_v1_t *pi = (sim_nvmlProcessInfo_v1_t *)infos + i;
+            pi->pid = pids[i];
+            pi->usedGpuMemory = used[i];
+        } else {
+            sim_nvmlProcessInfo_v2_t *pi = (sim_nvmlProcessInfo_v2_t *)infos + i;
+            pi->pid = pids[i];
+            pi->usedGpuMemory = used[i];
+            pi->gpuInstanceId = 0xFFFFFFFFu; /* no MIG */
+            pi->computeInstanceId = 0xFFFFFFFFu;
+        }
+    }
+    *infoCount = n;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses(nvmlDevice_t h, unsigned int *c, sim_nvmlProcessInfo_v1_t *i)
+{
+    return running_procs(h, c, i, 1);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t h, unsigned int *c, sim_nvmlProcessInfo_v2_t *i)
+{
+    return running_procs(h, c, i, 2);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t h, unsigned int *c, sim_nvmlProcessInfo_v2_t *i)
+{
+    return running_procs(h, c, i, 3);
+}
+
+/* No graphics or MPS clients exist on the simulated node. */
+static nvmlReturn_t no_procs(nvmlDevice_t h, unsigned int *infoCount)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    (void)d;
+    if (infoCount == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *infoCount = 0;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses(nvmlDevice_t h, unsigned int *c, void *i) { (void)i; return no_procs(h, c); }
+EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v2(nvmlDevice_t h, unsigned int *c, void *i) { (void)i; return no_procs(h, c); }
+EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v3(nvmlDevice_t h, unsigned int *c, void *i) { (void)i; return no_procs(h, c); }
+EXPORT nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses(nvmlDevice_t h, unsigned int *c, void *i) { (void)i; return no_procs(h, c); }
+EXPORT nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses_v2(nvmlDevice_t h, unsigned int *c, void *i) { (void)i; return no_procs(h, c); }
+EXPORT nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses_v3(nvmlDevice_t h, unsigned int *c, void *i) { (void)i; return no_procs(h, c); }
+
+/* ------------------------------------------------------------------ utilization */
+
+static uint64_t clock_ns(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t h, sim_nvmlUtilization_t *u)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    if (u == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    uint64_t window = 0;
+    uint64_t busy = sim_ring_window_busy(N.st->dev[d].buckets, sim_now_ns(), 0, &window, NULL);
+    unsigned pct = window ? (unsigned)(busy * 100 / window) : 0;
+    u->gpu = pct > 100 ? 100 : pct;
+    u->memory = 0; /* no memory traffic is simulated */
+    return NVML_SUCCESS;
+}
+
+/* One sample per process that ran on the device in the window: the last second of
+ * complete 100 ms buckets, restricted to those ending after lastSeenTimeStamp
+ * (CPU time in microseconds, CLOCK_REALTIME like the real driver). */
+EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t h, sim_nvmlProcessUtilizationSample_t *samples,
+                                                    unsigned int *count, unsigned long long lastSeenTimeStamp)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    if (count == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    sim_reclaim_dead(N.st);
+    uint64_t mono = sim_now_ns();
+    uint64_t real = clock_ns(CLOCK_REALTIME);
+    uint64_t offset = real - mono; /* realtime = monotonic + offset */
+    uint64_t since = 0;
+    if (lastSeenTimeStamp != 0) {
+        uint64_t seen_ns = (uint64_t)lastSeenTimeStamp * 1000ull;
+        since = seen_ns > offset ? seen_ns - offset : 0;
+    }
+    unsigned n = 0;
+    for (int i = 0; i < SIM_MAX_PROCS; i++) {
+        struct sim_proc *p = &N.st->proc[i];
+        uint64_t w = atomic_load(&p->state);
+        if (SIM_SLOT_PHASE(w) != SIM_PHASE_LIVE)
+            continue;
+        uint64_t window = 0, end = 0;
+        uint64_t busy = sim_ring_window_busy(p->dev[d].buckets, mono, since, &window, &end);
+        if (busy == 0 || window == 0)
+            continue;
+        if (samples != NULL && n < *count) {
+            unsigned pct = (unsigned)(busy * 100 / window);
+            samples[n].pid = SIM_SLOT_PID(w);
+            samples[n].timeStamp = (end + offset) / 1000ull;
+            samples[n].smUtil = pct > 100 ? 100 : pct;
+            samples[n].memUtil = 0;
+            samples[n].encUtil = 0;
+            samples[n].decUtil = 0;
+        }
+        n++;
+    }
+    if (n == 0) {
+        *count = 0;
+        return NVML_ERROR_NOT_FOUND;
+    }
+    if (samples == NULL || n > *count) {
+        *count = n;
+        return NVML_ERROR_INSUFFICIENT_SIZE;
+    }
+    *count = n;
+    return NVML_SUCCESS;
+}
