@@ -99,3 +99,7 @@ bench: build
 
 clean:
 	rm -rf $(BUILD) $(BIN)
+
+# The capped-workload demo on a simulated node (vgpud joins it with issue 3).
+run: build
+	bash test/demo/run.sh
