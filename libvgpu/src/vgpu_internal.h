@@ -1,0 +1,358 @@
+/*
+ * vgpu_internal.h — private declarations shared by libvgpu's sources.
+ *
+ * Everything here has hidden visibility (the Makefile builds with
+ * -fvisibility=hidden); only the hooks are exported, marked VGPU_EXPORT.
+ *
+ * The library is split by concern:
+ *   init.c    slice discovery and validation, real-symbol resolution, process slot,
+ *             device map, fork and exit handling, the one-line stderr messages
+ *   table.c   the hook table (symbol -> hook -> real pointer), dlsym interposition,
+ *             cuGetProcAddress(_v2)
+ *   account.c admission (CAS reservation against the budget) and crediting, the
+ *             process-local allocation table
+ *   memory.c  allocation / release hooks (plain, pitch, managed, VMM, arrays)
+ *   pool.c    stream-ordered allocator: async allocs and pool reservations
+ *   context.c the current context -> slice device cache, context footprints,
+ *             crediting the allocations a destroyed context takes with it
+ *   query.c   cuMemGetInfo, cuDeviceTotalMem, nvmlDeviceGetMemoryInfo(_v2)
+ *   launch.c  kernel and graph launches (throttle fast path)
+ */
+#ifndef VGPU_INTERNAL_H
+#define VGPU_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vgpu_cuda.h"
+#include "vgpu_shm.h"
+
+#define VGPU_EXPORT __attribute__((visibility("default")))
+#define VGPU_LIKELY(x) __builtin_expect(!!(x), 1)
+#define VGPU_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* CUDA ordinals libvgpu maps to slice devices. Real nodes have at most 16-ish. */
+#define VGPU_MAX_ORDINALS 64
+
+/* ------------------------------------------------------------- driver types */
+
+/* Function types of every driver / NVML entry point libvgpu calls or hooks. They
+ * follow cuda.h / nvml.h exactly; versioned names (_v2, _v3, _ptsz) are distinct
+ * ABI entry points in the real driver, so each gets its own type and real pointer. */
+typedef CUresult (*cuInit_fn)(unsigned int);
+typedef CUresult (*cuGetProcAddress_fn)(const char *, void **, int, cuuint64_t);
+typedef CUresult (*cuGetProcAddress_v2_fn)(const char *, void **, int, cuuint64_t,
+                                          CUdriverProcAddressQueryResult *);
+typedef CUresult (*cuMemAlloc_v2_fn)(CUdeviceptr *, size_t);
+typedef CUresult (*cuMemAllocPitch_v2_fn)(CUdeviceptr *, size_t *, size_t, size_t, unsigned int);
+typedef CUresult (*cuMemAllocManaged_fn)(CUdeviceptr *, size_t, unsigned int);
+typedef CUresult (*cuMemFree_v2_fn)(CUdeviceptr);
+typedef CUresult (*cuMemCreate_fn)(CUmemGenericAllocationHandle *, size_t,
+                                   const CUmemAllocationProp *, unsigned long long);
+typedef CUresult (*cuMemRelease_fn)(CUmemGenericAllocationHandle);
+typedef CUresult (*cuArrayCreate_v2_fn)(CUarray *, const CUDA_ARRAY_DESCRIPTOR *);
+typedef CUresult (*cuArrayDestroy_fn)(CUarray);
+typedef CUresult (*cuMemAllocAsync_fn)(CUdeviceptr *, size_t, CUstream);
+typedef CUresult (*cuMemAllocFromPoolAsync_fn)(CUdeviceptr *, size_t, CUmemoryPool, CUstream);
+typedef CUresult (*cuMemFreeAsync_fn)(CUdeviceptr, CUstream);
+typedef CUresult (*cuMemPoolCreate_fn)(CUmemoryPool *, const CUmemPoolProps *);
+typedef CUresult (*cuMemPoolDestroy_fn)(CUmemoryPool);
+typedef CUresult (*cuMemPoolTrimTo_fn)(CUmemoryPool, size_t);
+typedef CUresult (*cuMemPoolSetAttribute_fn)(CUmemoryPool, CUmemPool_attribute, void *);
+typedef CUresult (*cuMemPoolGetAttribute_fn)(CUmemoryPool, CUmemPool_attribute, void *);
+typedef CUresult (*cuDeviceGetDefaultMemPool_fn)(CUmemoryPool *, CUdevice);
+typedef CUresult (*cuDeviceGetMemPool_fn)(CUmemoryPool *, CUdevice);
+typedef CUresult (*cuStreamSynchronize_fn)(CUstream);
+typedef CUresult (*cuCtxSynchronize_fn)(void);
+typedef CUresult (*cuCtxCreate_v2_fn)(CUcontext *, unsigned int, CUdevice);
+typedef CUresult (*cuCtxCreate_v3_fn)(CUcontext *, void *, int, unsigned int, CUdevice);
+typedef CUresult (*cuCtxCreate_v4_fn)(CUcontext *, void *, unsigned int, CUdevice);
+typedef CUresult (*cuCtxDestroy_v2_fn)(CUcontext);
+typedef CUresult (*cuDevicePrimaryCtxRetain_fn)(CUcontext *, CUdevice);
+typedef CUresult (*cuDevicePrimaryCtxRelease_fn)(CUdevice);
+typedef CUresult (*cuMemGetInfo_v2_fn)(size_t *, size_t *);
+typedef CUresult (*cuDeviceTotalMem_v2_fn)(size_t *, CUdevice);
+typedef CUresult (*cuLaunchKernel_fn)(CUfunction, unsigned int, unsigned int, unsigned int,
+                                      unsigned int, unsigned int, unsigned int, unsigned int,
+                                      CUstream, void **, void **);
+typedef CUresult (*cuLaunchKernelEx_fn)(const CUlaunchConfig *, CUfunction, void **, void **);
+typedef CUresult (*cuLaunchCooperativeKernel_fn)(CUfunction, unsigned int, unsigned int,
+                                                 unsigned int, unsigned int, unsigned int,
+                                                 unsigned int, unsigned int, CUstream, void **);
+typedef CUresult (*cuGraphLaunch_fn)(CUgraphExec, CUstream);
+/* Not hooked, only called. */
+typedef CUresult (*cuCtxGetDevice_fn)(CUdevice *);
+typedef CUresult (*cuCtxGetCurrent_fn)(CUcontext *);
+typedef CUresult (*cuDeviceGetCount_fn)(int *);
+typedef CUresult (*cuDeviceGetUuid_fn)(CUuuid *, CUdevice);
+
+typedef nvmlReturn_t (*nvmlDeviceGetMemoryInfo_fn)(nvmlDevice_t, nvmlMemory_t *);
+typedef nvmlReturn_t (*nvmlDeviceGetMemoryInfo_v2_fn)(nvmlDevice_t, nvmlMemory_v2_t *);
+typedef nvmlReturn_t (*nvmlDeviceGetUUID_fn)(nvmlDevice_t, char *, unsigned int);
+typedef nvmlReturn_t (*nvmlDeviceGetIndex_fn)(nvmlDevice_t, unsigned int *);
+
+/*
+ * The hooked entry points: X(library, symbol). One list drives the real-pointer
+ * struct and the hook table, so a hook cannot exist without its real slot.
+ * Library C = libcuda.so.1, N = libnvidia-ml.so.1.
+ */
+#define VGPU_HOOKS(X)                   \
+    X(C, cuInit)                        \
+    X(C, cuGetProcAddress)              \
+    X(C, cuGetProcAddress_v2)           \
+    X(C, cuMemAlloc_v2)                 \
+    X(C, cuMemAllocPitch_v2)            \
+    X(C, cuMemAllocManaged)             \
+    X(C, cuMemFree_v2)                  \
+    X(C, cuMemCreate)                   \
+    X(C, cuMemRelease)                  \
+    X(C, cuArrayCreate_v2)              \
+    X(C, cuArrayDestroy)                \
+    X(C, cuMemAllocAsync)               \
+    X(C, cuMemAllocAsync_ptsz)          \
+    X(C, cuMemAllocFromPoolAsync)       \
+    X(C, cuMemAllocFromPoolAsync_ptsz)  \
+    X(C, cuMemFreeAsync)                \
+    X(C, cuMemFreeAsync_ptsz)           \
+    X(C, cuMemPoolCreate)               \
+    X(C, cuMemPoolDestroy)              \
+    X(C, cuMemPoolTrimTo)               \
+    X(C, cuMemPoolSetAttribute)         \
+    X(C, cuDeviceGetDefaultMemPool)     \
+    X(C, cuDeviceGetMemPool)            \
+    X(C, cuStreamSynchronize)           \
+    X(C, cuStreamSynchronize_ptsz)      \
+    X(C, cuCtxSynchronize)              \
+    X(C, cuCtxCreate)                   \
+    X(C, cuCtxCreate_v2)                \
+    X(C, cuCtxCreate_v3)                \
+    X(C, cuCtxCreate_v4)                \
+    X(C, cuCtxDestroy)                  \
+    X(C, cuCtxDestroy_v2)               \
+    X(C, cuDevicePrimaryCtxRetain)      \
+    X(C, cuDevicePrimaryCtxRelease)     \
+    X(C, cuDevicePrimaryCtxRelease_v2)  \
+    X(C, cuDevicePrimaryCtxReset)       \
+    X(C, cuDevicePrimaryCtxReset_v2)    \
+    X(C, cuMemGetInfo_v2)               \
+    X(C, cuDeviceTotalMem_v2)           \
+    X(C, cuLaunchKernel)                \
+    X(C, cuLaunchKernel_ptsz)           \
+    X(C, cuLaunchKernelEx)              \
+    X(C, cuLaunchKernelEx_ptsz)         \
+    X(C, cuLaunchCooperativeKernel)     \
+    X(C, cuLaunchCooperativeKernel_ptsz) \
+    X(C, cuGraphLaunch)                 \
+    X(C, cuGraphLaunch_ptsz)            \
+    X(N, nvmlDeviceGetMemoryInfo)       \
+    X(N, nvmlDeviceGetMemoryInfo_v2)
+
+/* Entry points libvgpu calls but does not hook. */
+#define VGPU_CALLS(X)            \
+    X(C, cuCtxGetCurrent)        \
+    X(C, cuCtxGetDevice)         \
+    X(C, cuDeviceGetCount)       \
+    X(C, cuDeviceGetUuid)        \
+    X(C, cuDeviceGetUuid_v2)     \
+    X(C, cuMemPoolGetAttribute)  \
+    X(N, nvmlDeviceGetUUID)      \
+    X(N, nvmlDeviceGetIndex)
+
+/* The _ptsz / _v2 variants share their base's function type. */
+typedef cuMemAllocAsync_fn cuMemAllocAsync_ptsz_fn;
+typedef cuMemAllocFromPoolAsync_fn cuMemAllocFromPoolAsync_ptsz_fn;
+typedef cuMemFreeAsync_fn cuMemFreeAsync_ptsz_fn;
+typedef cuStreamSynchronize_fn cuStreamSynchronize_ptsz_fn;
+typedef cuDevicePrimaryCtxRelease_fn cuDevicePrimaryCtxRelease_v2_fn;
+typedef cuDevicePrimaryCtxRelease_fn cuDevicePrimaryCtxReset_fn;
+typedef cuDevicePrimaryCtxRelease_fn cuDevicePrimaryCtxReset_v2_fn;
+/* The pre-3.2 names cuCtxCreate / cuCtxDestroy have the same 64-bit ABI as their
+ * _v2 successors (only the 32-bit pointer-size variants differ), so a program or
+ * cuGetProcAddress caller asking for an old version still gets them hooked. */
+typedef cuCtxCreate_v2_fn cuCtxCreate_fn;
+typedef cuCtxDestroy_v2_fn cuCtxDestroy_fn;
+typedef cuLaunchKernel_fn cuLaunchKernel_ptsz_fn;
+typedef cuLaunchKernelEx_fn cuLaunchKernelEx_ptsz_fn;
+typedef cuLaunchCooperativeKernel_fn cuLaunchCooperativeKernel_ptsz_fn;
+typedef cuGraphLaunch_fn cuGraphLaunch_ptsz_fn;
+typedef cuDeviceGetUuid_fn cuDeviceGetUuid_v2_fn;
+
+/* Real entry points, resolved from the driver libraries by exact symbol name. */
+struct vgpu_real {
+#define VGPU_REAL_FIELD(lib, name) name##_fn name;
+    VGPU_HOOKS(VGPU_REAL_FIELD)
+    VGPU_CALLS(VGPU_REAL_FIELD)
+#undef VGPU_REAL_FIELD
+};
+extern struct vgpu_real vgpu_real;
+
+/* One hook table entry: the symbol, our hook, the slot of the real pointer. */
+struct vgpu_hook {
+    const char *name;
+    void *hook;
+    void **real;
+    char lib; /* 'C' libcuda, 'N' libnvidia-ml */
+};
+extern const struct vgpu_hook vgpu_hooks[];
+extern const size_t vgpu_nhooks;
+
+/* --------------------------------------------------------------- global state */
+
+enum vgpu_mode {
+    VGPU_MODE_UNINIT = 0,
+    VGPU_MODE_ENFORCE = 1,     /* a valid slice: charge, cap, virtualize queries */
+    VGPU_MODE_PASSTHROUGH = 2, /* no slice / bad region, passthrough chosen */
+    VGPU_MODE_REFUSE = 3,      /* no slice / bad region, refusal chosen (always in containers) */
+};
+
+struct vgpu_global {
+    _Atomic int mode; /* enum vgpu_mode; written once (release) at the end of init */
+    /* Set when any budget device has a token rate: launches take the throttle path
+     * (issue 5). Read with one relaxed load per launch. */
+    _Atomic int throttle_active;
+
+    const struct vgpu_budget *budget; /* PROT_READ mapping */
+    struct vgpu_usage *usage;         /* PROT_READ|PROT_WRITE mapping */
+    uint32_t ndev;                    /* budget device_count */
+    uint32_t nslots;                  /* usage slot_count */
+
+    /* CUDA ordinal -> slice device index (-1: not in the slice). Built once the
+     * driver is initialized (needs cuDeviceGetUuid), published by devmap_ready. */
+    _Atomic int devmap_ready;
+    int ndevmap;
+    int8_t devmap[VGPU_MAX_ORDINALS];
+
+    /* This process's slot; NULL until the first charge (claimed lazily, so
+     * processes that never allocate — monitors, forked children that exec — never
+     * hold one). slot_pid guards exit-time release against clone children. */
+    _Atomic(struct vgpu_slot *) slot;
+    int slot_pid;
+    _Atomic int released; /* exit started: the slot was returned, charges refused */
+
+    void *libcuda;
+    void *libnvml;
+};
+extern struct vgpu_global vgpu_g;
+
+/* Lazy initialization: returns the mode (never VGPU_MODE_UNINIT). The fast path is
+ * one acquire load (a plain load on x86). */
+int vgpu_init_slow(void);
+static inline int vgpu_mode(void)
+{
+    int m = atomic_load_explicit(&vgpu_g.mode, memory_order_acquire);
+    if (VGPU_UNLIKELY(m == VGPU_MODE_UNINIT))
+        m = vgpu_init_slow();
+    return m;
+}
+/* Opens libnvidia-ml and resolves NVML reals (once). Returns 0 on success. */
+int vgpu_nvml_init(void);
+
+/* The real dlsym (used for every internal lookup: never our own export). */
+typedef void *(*dlsym_fn)(void *, const char *);
+dlsym_fn vgpu_real_dlsym(void);
+
+/* Hook table lookups (table.c). */
+const struct vgpu_hook *vgpu_hook_by_name(const char *name);
+void vgpu_resolve_reals(char lib, void *handle);
+
+/* "vgpu: ..." on stderr. No allocation (stack buffer + write(2)). */
+void vgpu_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Logs at most once per flag. */
+#define VGPU_LOG_ONCE(flag, ...)                                   \
+    do {                                                           \
+        static _Atomic int flag;                                   \
+        if (!atomic_exchange_explicit(&flag, 1, memory_order_relaxed)) \
+            vgpu_log(__VA_ARGS__);                                 \
+    } while (0)
+
+/* Device map: CUDA ordinal -> slice device (>= 0). -1: the device is not in the
+ * slice (*err = CUDA_ERROR_OUT_OF_MEMORY, one stderr line per process); -2: the
+ * driver cannot tell (not initialized, bad ordinal; *err is its error). */
+int vgpu_slice_dev_of_ordinal(CUdevice dev, CUresult *err);
+/* Slice device of the calling thread's current context (context.c): one driver
+ * call (cuCtxGetCurrent) plus a lookup in a small context cache. Returns the slice
+ * device, or <0 with *err set to what the hook must return: -1 when the device is
+ * not in the slice (CUDA_ERROR_OUT_OF_MEMORY), -2 for the driver's own error (no
+ * context, not initialized). ctx / ordinal may be NULL. */
+int vgpu_current_target(CUcontext *ctx, CUdevice *ordinal, CUresult *err);
+
+/* Budget device index for an NVML device (index, uuid may be NULL), or -1. */
+int vgpu_match_nvml_device(unsigned int index, const char *uuid);
+/* The slice directory in use (for messages). */
+const char *vgpu_slice_dir(void);
+
+/* This process's slot, claimed on first use. NULL: none free or exit started. */
+struct vgpu_slot *vgpu_slot_get(void);
+
+/* ---------------------------------------------------------------- accounting */
+
+/* Reserves bytes on slice device sd by CAS against its limit (device counter only).
+ * Returns true when admitted; a refusal is answered with vgpu_refuse(). */
+bool vgpu_reserve(int sd, uint64_t bytes);
+/* Gives a reservation back (device counter only), clamped at zero. */
+void vgpu_unreserve(int sd, uint64_t bytes);
+/* After the driver succeeded: adds a reservation to this process's slot. */
+void vgpu_commit(int sd, uint64_t bytes);
+/* Adds bytes the driver already took beyond the reservation (device + slot),
+ * without admission: the counter must tell the truth. */
+void vgpu_force_charge(int sd, uint64_t bytes);
+/* Credits bytes held by this process: slot first, then the device counter. */
+void vgpu_credit(int sd, uint64_t bytes);
+/* Current figures for queries. */
+uint64_t vgpu_limit(int sd);
+uint64_t vgpu_used(int sd);
+/* Refusal: counts it and returns CUDA_ERROR_OUT_OF_MEMORY. */
+CUresult vgpu_refuse(int sd);
+
+/* Process-local allocation table: (namespace, key) -> record. */
+enum vgpu_ns { VGPU_NS_PTR = 1, VGPU_NS_ARRAY = 2, VGPU_NS_VMM = 3 };
+enum vgpu_kind {
+    VGPU_KIND_PLAIN = 1, /* size charged on its own */
+    VGPU_KIND_POOL = 2,  /* stream-ordered: charged through its pool's reservation */
+};
+struct vgpu_rec {
+    uint64_t size;
+    uint64_t ctx; /* CUcontext it belongs to; 0 when not context-bound (VMM, pools) */
+    int16_t sd;
+    uint8_t kind;
+    uint8_t pad;
+    uint32_t pool; /* pool record index for VGPU_KIND_POOL */
+};
+/* Returns false when the table could not grow (the charge then stays until exit). */
+bool vgpu_tab_insert(int ns, uint64_t key, const struct vgpu_rec *rec);
+/* Removes and returns the record; false when unknown. */
+bool vgpu_tab_remove(int ns, uint64_t key, struct vgpu_rec *out);
+void vgpu_tab_init(void);
+/* A context was destroyed: the driver freed every plain allocation and array made
+ * in it. Calls fn for each such record (stripe lock held: fn must only account)
+ * and drops it. Slow path (walks the table). */
+void vgpu_tab_drop_ctx(uint64_t ctx, void (*fn)(const struct vgpu_rec *));
+void vgpu_tab_reset_child(void);
+
+/* Pools (pool.c). */
+void vgpu_pools_init(void);
+void vgpu_pools_reset_child(void);
+void vgpu_pools_sync_used(void);
+void vgpu_pool_after_free(uint32_t pool, uint64_t size);
+/* Contexts (context.c). */
+void vgpu_ctx_reset_child(void);
+
+/* Process-local spinlock: held for a handful of instructions only (never across a
+ * driver call), resettable in a fork child by storing 0. */
+typedef struct {
+    _Atomic int v;
+} vgpu_lock_t;
+void vgpu_lock_slow(vgpu_lock_t *l);
+static inline void vgpu_lock(vgpu_lock_t *l)
+{
+    if (VGPU_UNLIKELY(atomic_exchange_explicit(&l->v, 1, memory_order_acquire)))
+        vgpu_lock_slow(l);
+}
+static inline void vgpu_unlock(vgpu_lock_t *l)
+{
+    atomic_store_explicit(&l->v, 0, memory_order_release);
+}
+
+#endif /* VGPU_INTERNAL_H */

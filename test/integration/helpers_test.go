@@ -1,0 +1,480 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/test/simgpu"
+)
+
+const (
+	MiB = uint64(1) << 20
+	GiB = uint64(1) << 30
+
+	// lineTimeout bounds every wait for a program's next line: generous, because a
+	// loaded CI machine runs many processes at once, but finite so a hung program
+	// fails the test instead of the whole run.
+	lineTimeout = 60 * time.Second
+)
+
+// root returns the repository root, found from this file's location (the tests
+// may run from any working directory), and checks that `make build` produced
+// everything the tests run.
+func root(t *testing.T) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	require.True(t, ok, "cannot locate the test source")
+	dir := filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	for _, a := range []string{
+		"build/libvgpu.so",
+		"build/simgpu/libcuda.so.1",
+		"build/simgpu/libnvidia-ml.so.1",
+		"build/test/alloc",
+		"build/test/dl_alloc",
+		"build/test/hammer",
+		"build/test/forker",
+		"build/test/query",
+		"build/test/badfree",
+		"build/test/execer",
+		"build/test/dlsym_handles",
+	} {
+		if _, err := os.Stat(filepath.Join(dir, a)); err != nil {
+			t.Fatalf("%s is missing: run `make build` in %s first (%v)", a, dir, err)
+		}
+	}
+	// libvgpu prefers the container path; on a machine where it exists the
+	// bare-metal behaviour these tests check cannot be reached.
+	if _, err := os.Stat("/run/vgpu/slice"); err == nil {
+		t.Fatalf("/run/vgpu/slice exists on this machine: libvgpu would use it instead of " +
+			"VGPU_SLICE_DIR; remove it to run these tests")
+	}
+	return dir
+}
+
+// env is the environment of one test program run.
+type env struct {
+	root    string
+	node    string // VGPU_SIM_STATE
+	slice   string // VGPU_SLICE_DIR; "" = unset
+	preload bool   // LD_PRELOAD=build/libvgpu.so
+	extra   []string
+	// container, when set, runs the program in a private mount namespace where
+	// /run/vgpu/slice exists — bind-mounted from this directory, or empty for
+	// "-" — as the runtime sets up a container. Needs root (tests check).
+	container string
+}
+
+// command builds the exec.Cmd of build/test/<prog> in e.
+func (e env) command(prog string, args ...string) *exec.Cmd {
+	bin := filepath.Join(e.root, "build/test", prog)
+	var cmd *exec.Cmd
+	if e.container == "" {
+		cmd = exec.Command(bin, args...)
+	} else {
+		// unshare(1) without --fork execs in place: the program keeps this pid.
+		// A tmpfs over /run in the private namespace lets us create
+		// /run/vgpu/slice without touching the host's /run.
+		script := `mount -t tmpfs vgpu-test /run && mkdir -p /run/vgpu/slice && ` +
+			`{ [ "$1" = - ] || mount --bind "$1" /run/vgpu/slice; } && shift && exec "$@"`
+		cmd = exec.Command("unshare", append([]string{"--mount", "--propagation", "private",
+			"sh", "-c", script, "sh", e.container, bin}, args...)...)
+	}
+	cmd.Env = e.vars()
+	cmd.Dir = e.root
+	return cmd
+}
+
+// vars builds the process environment: the test's own, minus anything that
+// could change libvgpu's or the simulator's behaviour, plus the run's settings.
+func (e env) vars() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "LD_PRELOAD" || k == "LD_LIBRARY_PATH" || k == "CUDA_VISIBLE_DEVICES" ||
+			strings.HasPrefix(k, "VGPU_") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	out = append(out,
+		"LD_LIBRARY_PATH="+filepath.Join(e.root, "build/simgpu"),
+		"VGPU_SIM_STATE="+e.node)
+	if e.slice != "" {
+		out = append(out, "VGPU_SLICE_DIR="+e.slice)
+	}
+	if e.preload {
+		out = append(out, "LD_PRELOAD="+filepath.Join(e.root, "build/libvgpu.so"))
+	}
+	return append(out, e.extra...)
+}
+
+// fixture is one simulated node and one slice on it.
+type fixture struct {
+	t     *testing.T
+	root  string
+	node  string
+	slice string
+	sl    *enforcer.Slice
+	limit uint64
+	ovh   uint64 // context overhead: the sim's context memory and the budget's alike
+}
+
+type fixtureOpts struct {
+	devices  int
+	physical uint64 // memory per simulated device
+	limit    uint64 // slice limit on device 0
+	ovh      uint64 // per-context footprint (sim and budget)
+	uuid     bool   // name the slice's device by UUID instead of index
+	sliceDev int    // the node device the slice uses
+}
+
+func newFixture(t *testing.T, o fixtureOpts) *fixture {
+	t.Helper()
+	r := root(t)
+	if o.devices == 0 {
+		o.devices = 1
+	}
+	if o.physical == 0 {
+		o.physical = 8 * GiB
+	}
+	if o.limit == 0 {
+		o.limit = 2 * GiB
+	}
+	dir := t.TempDir()
+	f := &fixture{t: t, root: r, node: filepath.Join(dir, "node"),
+		slice: filepath.Join(dir, "slice"), limit: o.limit, ovh: o.ovh}
+	ctxMem := o.ovh
+	require.NoError(t, simgpu.Init(f.node, simgpu.Config{
+		Devices: o.devices, Memory: o.physical, SMs: 4, ContextMemory: &ctxMem}))
+	dev := enforcer.DeviceBudget{Index: uint32(o.sliceDev), MemoryLimit: o.limit,
+		MemoryGuaranteed: o.limit, ContextOverhead: o.ovh, ComputeShareBP: 10000}
+	if o.uuid {
+		abs, err := filepath.Abs(f.node)
+		require.NoError(t, err)
+		dev.UUID = simgpu.DeviceUUID(abs, o.sliceDev)
+		dev.Index = 0 // must not matter: the UUID decides
+	}
+	require.NoError(t, enforcer.CreateSlice(f.slice, enforcer.SliceSpec{
+		ID: "test", Devices: []enforcer.DeviceBudget{dev}, Slots: 64}))
+	sl, err := enforcer.OpenSlice(f.slice)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sl.Close() })
+	f.sl = sl
+	return f
+}
+
+// env returns the environment of a program confined to the fixture's slice.
+func (f *fixture) env(extra ...string) env {
+	return env{root: f.root, node: f.node, slice: f.slice, preload: true, extra: extra}
+}
+
+// bare returns the environment of a program outside any slice (no libvgpu).
+func (f *fixture) bare() env {
+	return env{root: f.root, node: f.node}
+}
+
+// used is the slice's admission counter on device 0.
+func (f *fixture) used() uint64 { return f.sl.Usage.DeviceUsed(0) }
+
+// slotOf returns the usage slot owned by pid.
+func (f *fixture) slotOf(pid int) (enforcer.SlotInfo, bool) {
+	for _, s := range f.sl.Usage.Slots() {
+		if s.PID == pid {
+			return s, true
+		}
+	}
+	return enforcer.SlotInfo{}, false
+}
+
+// slotUsed is what pid's slot holds on device 0 (0 without a slot).
+func (f *fixture) slotUsed(pid int) uint64 {
+	s, ok := f.slotOf(pid)
+	if !ok {
+		return 0
+	}
+	return s.UsedBytes[0]
+}
+
+// simStatus is the simulated driver's view of the node.
+func (f *fixture) simStatus() simgpu.NodeStatus {
+	st, err := simgpu.Status(f.node)
+	require.NoError(f.t, err)
+	return st
+}
+
+// simProc is the simulated driver's per-process figure for pid on device d.
+func (f *fixture) simProc(d, pid int) simgpu.ProcessStatus {
+	st := f.simStatus()
+	for _, p := range st.Devices[d].Processes {
+		if p.PID == pid {
+			return p
+		}
+	}
+	return simgpu.ProcessStatus{PID: pid}
+}
+
+// requireAgree checks that libvgpu's charge of pid (its slot) equals the
+// simulated driver's per-process figure and the expected value.
+func (f *fixture) requireAgree(pid int, want uint64, what string) {
+	f.t.Helper()
+	require.Equal(f.t, want, f.slotUsed(pid), "%s: libvgpu's charge of pid %d", what, pid)
+	require.Equal(f.t, want, f.simProc(0, pid).UsedBytes,
+		"%s: the simulated driver's figure for pid %d", what, pid)
+}
+
+// proc is a running test program, read line by line.
+type proc struct {
+	t     *testing.T
+	name  string
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines chan string
+	mu    sync.Mutex
+	errb  bytes.Buffer
+	done  chan struct{}
+	state *os.ProcessState
+}
+
+// start runs build/test/<prog> with args in e.
+func start(t *testing.T, e env, prog string, args ...string) *proc {
+	t.Helper()
+	cmd := e.command(prog, args...)
+	p := &proc{t: t, name: prog + " " + strings.Join(args, " "), cmd: cmd,
+		lines: make(chan string, 1024), done: make(chan struct{})}
+	stdin, err := cmd.StdinPipe()
+	require.NoError(t, err)
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	cmd.Stderr = &lockedWriter{mu: &p.mu, b: &p.errb}
+	p.stdin = stdin
+	require.NoError(t, cmd.Start(), "start %s", p.name)
+	// One goroutine reads to EOF and only then waits: exec closes the pipe in
+	// Wait, so waiting concurrently with the reads could lose the last lines.
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+		_ = cmd.Wait()
+		p.state = cmd.ProcessState
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w *lockedWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(b)
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// stderr is what the program wrote to stderr so far.
+func (p *proc) stderr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.errb.String()
+}
+
+// expect reads lines until one starts with prefix and returns its key=value
+// fields. Fails on EOF or timeout, showing the program's stderr.
+func (p *proc) expect(prefix string) map[string]string {
+	p.t.Helper()
+	timer := time.NewTimer(lineTimeout)
+	defer timer.Stop()
+	for {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				<-p.done
+				p.t.Fatalf("%s: ended (%v) before printing %q; stderr:\n%s", p.name, p.state,
+					prefix, p.stderr())
+			}
+			if strings.HasPrefix(l, prefix) {
+				return fields(l)
+			}
+		case <-timer.C:
+			p.t.Fatalf("%s: no %q line within %v; stderr:\n%s", p.name, prefix, lineTimeout,
+				p.stderr())
+		}
+	}
+}
+
+// phase waits for "PHASE name".
+func (p *proc) phase(name string) {
+	p.t.Helper()
+	p.expect("PHASE " + name)
+}
+
+// next lets a stepping program continue past its current phase.
+func (p *proc) next() {
+	p.t.Helper()
+	_, err := io.WriteString(p.stdin, "\n")
+	require.NoError(p.t, err, "%s: write stdin", p.name)
+}
+
+// wait waits for the program to exit and returns its exit code (-1: signal).
+func (p *proc) wait() int {
+	p.t.Helper()
+	_ = p.stdin.Close()
+	if !p.drainUntilDone() {
+		p.t.Fatalf("%s: did not exit within %v; stderr:\n%s", p.name, lineTimeout, p.stderr())
+	}
+	return p.state.ExitCode()
+}
+
+// drainUntilDone discards output until the process has exited and its output
+// is read (so the reader never blocks on a full channel). False on timeout.
+func (p *proc) drainUntilDone() bool {
+	timer := time.NewTimer(lineTimeout)
+	defer timer.Stop()
+	lines := p.lines
+	for {
+		select {
+		case _, ok := <-lines:
+			if !ok {
+				lines = nil
+			}
+		case <-p.done:
+			return true
+		case <-timer.C:
+			return false
+		}
+	}
+}
+
+// waitOK waits for a clean exit.
+func (p *proc) waitOK() {
+	p.t.Helper()
+	code := p.wait()
+	require.Equal(p.t, 0, code, "%s exited %d; stderr:\n%s", p.name, code, p.stderr())
+}
+
+// kill sends SIGKILL and waits until the process is gone.
+func (p *proc) kill() {
+	p.t.Helper()
+	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGKILL))
+	if !p.drainUntilDone() {
+		p.t.Fatalf("%s: still running %v after SIGKILL", p.name, lineTimeout)
+	}
+}
+
+// run runs a program to completion, returning stdout lines, stderr and exit code.
+func run(t *testing.T, e env, prog string, args ...string) (lines []string, stderr string, code int) {
+	t.Helper()
+	cmd := e.command(prog, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Stdin = nil
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("run %s: %v", prog, err)
+	}
+	return strings.Split(strings.TrimSpace(out.String()), "\n"), errb.String(),
+		cmd.ProcessState.ExitCode()
+}
+
+// lineWith returns the fields of the first line starting with prefix.
+func lineWith(t *testing.T, lines []string, prefix string) map[string]string {
+	t.Helper()
+	for _, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			return fields(l)
+		}
+	}
+	t.Fatalf("no %q line in output:\n%s", prefix, strings.Join(lines, "\n"))
+	return nil
+}
+
+// fields parses "KEY a=1 b=x" into {a: 1, b: x}.
+func fields(line string) map[string]string {
+	m := map[string]string{}
+	for _, f := range strings.Fields(line) {
+		if k, v, ok := strings.Cut(f, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// num parses a numeric field.
+func num(t *testing.T, m map[string]string, k string) uint64 {
+	t.Helper()
+	v, ok := m[k]
+	require.True(t, ok, "field %s missing in %v", k, m)
+	n, err := strconv.ParseUint(v, 10, 64)
+	require.NoError(t, err, "field %s=%q", k, v)
+	return n
+}
+
+// vgpuLines returns the lines libvgpu wrote on stderr.
+func vgpuLines(stderr string) []string {
+	var out []string
+	for _, l := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(l, "vgpu: ") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// mib formats a byte count for messages.
+func mib(b uint64) string { return fmt.Sprintf("%.1fMiB", float64(b)/float64(MiB)) }
+
+// patch overwrites bytes of a file at off.
+func patch(t *testing.T, path string, off int64, b []byte) {
+	t.Helper()
+	fh, err := os.OpenFile(path, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	defer fh.Close()
+	_, err = fh.WriteAt(b, off)
+	require.NoError(t, err)
+}
+
+// truncate cuts a file to size bytes.
+func truncate(t *testing.T, path string, size int64) {
+	t.Helper()
+	require.NoError(t, os.Truncate(path, size))
+}
+
+// grow appends n zero bytes to a file.
+func grow(t *testing.T, path string, n int64) {
+	t.Helper()
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	require.NoError(t, os.Truncate(path, st.Size()+n))
+}
+
+func removeFile(path string) error { return os.Remove(path) }
