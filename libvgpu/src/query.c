@@ -1,10 +1,13 @@
 /*
  * query.c — memory queries report the slice, never another tenant's usage.
  *
- *   cuMemGetInfo_v2            total = limit, free = min(limit - used, real free)
- *   cuDeviceTotalMem_v2        limit
- *   nvmlDeviceGetMemoryInfo    total = limit, used = the slice's used bytes,
- *   nvmlDeviceGetMemoryInfo_v2 free = min(limit - used, real free), reserved = 0
+ *   cuMemGetInfo_v2            total = min(limit, real total),
+ *                              free = min(limit - used, real free)
+ *   cuDeviceTotalMem_v2        min(limit, real total)
+ *   nvmlDeviceGetMemoryInfo    total = min(limit, real total), used = the slice's used
+ *   nvmlDeviceGetMemoryInfo_v2 bytes, free = min(limit - used, real free), reserved = 0
+ * A limit larger than the card (a misconfigured or deliberately unlimited slice)
+ * never makes the card look bigger than it is.
  * "used" is the slice's admission counter (all its processes, context footprints
  * included). free is clamped at zero (a limit lowered below usage reports 0, not a
  * wrapped-around huge number) and never exceeds what the physical device really
@@ -15,6 +18,12 @@
 #include <string.h>
 
 #include "vgpu_internal.h"
+
+static inline uint64_t clamped_total(int sd, uint64_t real_total)
+{
+    uint64_t limit = vgpu_limit(sd);
+    return limit < real_total ? limit : real_total;
+}
 
 static inline uint64_t clamped_free(int sd, uint64_t real_free)
 {
@@ -38,7 +47,7 @@ VGPU_EXPORT CUresult cuMemGetInfo_v2(size_t *free, size_t *total)
     if (free)
         *free = (size_t)clamped_free(sd, *free);
     if (total)
-        *total = (size_t)vgpu_limit(sd);
+        *total = (size_t)clamped_total(sd, *total);
     return r;
 }
 
@@ -53,7 +62,7 @@ VGPU_EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
     CUresult err;
     int sd = vgpu_slice_dev_of_ordinal(dev, &err);
     if (sd >= 0)
-        *bytes = (size_t)vgpu_limit(sd);
+        *bytes = (size_t)clamped_total(sd, *bytes);
     return r;
 }
 
@@ -110,7 +119,7 @@ VGPU_EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory
     if (sd < 0)
         return r;
     memory->free = clamped_free(sd, memory->free);
-    memory->total = vgpu_limit(sd);
+    memory->total = clamped_total(sd, memory->total);
     memory->used = vgpu_used(sd);
     return r;
 }
@@ -128,7 +137,7 @@ VGPU_EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMem
     if (sd < 0)
         return r;
     memory->free = clamped_free(sd, memory->free);
-    memory->total = vgpu_limit(sd);
+    memory->total = clamped_total(sd, memory->total);
     memory->used = vgpu_used(sd);
     memory->reserved = 0;
     return r;

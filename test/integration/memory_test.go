@@ -521,6 +521,9 @@ func TestExecTakesOverItsStaleSlot(t *testing.T) {
 	require.Equal(t, ovh+chunk, slots[0].UsedBytes[0], "only the new image's charge")
 	require.Equal(t, ovh+chunk, f.used())
 	require.Equal(t, uint64(1), f.sl.Usage.AttachCount(), "a takeover is not a new attach")
+	// The simulated driver, like the real one, dropped the first image's memory
+	// at exec: its figure agrees with libvgpu's.
+	f.requireAgree(p.pid(), ovh+chunk, "after exec")
 	p.next()
 	p.waitOK()
 	require.Equal(t, uint64(0), f.used())
@@ -737,6 +740,23 @@ func TestQueriesReportTheSlice(t *testing.T) {
 			p.waitOK()
 		})
 	}
+}
+
+// TestQueriesNeverExceedTheCard: a slice whose limit is larger than the card
+// (misconfigured, or deliberately unlimited) reports the card's own total, and
+// free never more than the card has.
+func TestQueriesNeverExceedTheCard(t *testing.T) {
+	const ovh = 256 * MiB
+	f := newFixture(t, fixtureOpts{ovh: ovh, limit: 64 * GiB, physical: 4 * GiB})
+	p, query := runQuery(t, f.env(), "--alloc", "512MiB")
+	q := query()
+	for _, k := range []string{"cu_total", "totalmem", "nvml_total", "nvml2_total"} {
+		require.Equal(t, 4*GiB, q[k], "%s: the card's total, not the 64 GiB limit", k)
+	}
+	for _, k := range []string{"cu_free", "nvml_free", "nvml2_free"} {
+		require.Equal(t, 4*GiB-ovh-512*MiB, q[k], k)
+	}
+	p.waitOK()
 }
 
 // corruption damages a freshly created slice; want is what libvgpu's one line

@@ -217,11 +217,29 @@ static void read_comm(char out[16])
         out[n - 1] = '\0';
 }
 
+/* A LIVE slot with our own pid, pid namespace and start time belongs to the image
+ * this process ran before exec(2). The real driver freed that memory at exec (its
+ * device files are close-on-exec), so the new image returns it before it registers. */
+static void reclaim_pre_exec_self(struct sim_state *st, int pid, uint64_t start, uint64_t ns)
+{
+    for (int i = 0; i < SIM_MAX_PROCS; i++) {
+        struct sim_proc *p = &st->proc[i];
+        uint64_t w = atomic_load(&p->state);
+        if (SIM_SLOT_PHASE(w) != SIM_PHASE_LIVE || SIM_SLOT_PID(w) != (uint32_t)pid ||
+            p->pidns != ns || p->start_time != start)
+            continue;
+        uint64_t r = SIM_SLOT_WORD(SIM_SLOT_GEN(w), SIM_SLOT_PID(w), SIM_PHASE_RECLAIMING);
+        if (atomic_compare_exchange_strong(&p->state, &w, r))
+            drain_and_free(st, p, r, 1);
+    }
+}
+
 int sim_proc_register(struct sim_state *st)
 {
     int pid = getpid();
     uint64_t start = sim_proc_start_time(pid);
     uint64_t ns = sim_pidns_of(pid);
+    reclaim_pre_exec_self(st, pid, start, ns);
     for (int attempt = 0; attempt < 2; attempt++) {
         for (int i = 0; i < SIM_MAX_PROCS; i++) {
             struct sim_proc *p = &st->proc[i];
