@@ -1,0 +1,151 @@
+// Package api holds the wire types of vgpud's HTTP+JSON API, served on a unix
+// socket (default /run/vgpu/vgpud.sock, mode 0600), and a small client for it.
+// The server is in package daemon; vgpuctl, vgpu-runtime and vgpu-bench are
+// clients. Field names are the JSON contract: add fields, never rename them.
+//
+// Routes (all JSON):
+//
+//	GET    /v1/health          Health
+//	GET    /v1/devices         []Device
+//	GET    /v1/slices          []Slice
+//	POST   /v1/slices          AllocRequest -> 201 Slice | 4xx/5xx Error
+//	GET    /v1/slices/{id}     Slice | 404 Error
+//	DELETE /v1/slices/{id}     204 | 404 Error
+//	GET    /v1/top             []SliceUsage
+package api
+
+import "time"
+
+// DefaultSocket is where vgpud listens unless told otherwise.
+const DefaultSocket = "/run/vgpu/vgpud.sock"
+
+// QoS classes (DESIGN §5). Guaranteed budgets are never lent and their sum on a
+// device never exceeds it; burstable slices may lend and borrow; best-effort
+// slices get what is left.
+const (
+	QoSGuaranteed = "guaranteed"
+	QoSBurstable  = "burstable"
+	QoSBestEffort = "best-effort"
+)
+
+// Placement policies: binpack fills the fullest device that fits first (keeps
+// whole GPUs free), spread picks the emptiest (spreads load).
+const (
+	PlacementBinpack = "binpack"
+	PlacementSpread  = "spread"
+)
+
+// Owner kinds: what keeps a slice alive. When the owner is gone, vgpud releases
+// the slice.
+const (
+	OwnerNone      = ""          // released only by an explicit DELETE
+	OwnerPID       = "pid"       // a host process (vgpuctl run)
+	OwnerContainer = "container" // a container (vgpu-runtime), issue 4
+)
+
+// Owner says what a slice belongs to.
+type Owner struct {
+	Kind string `json:"kind,omitempty"`
+	// PID and StartTime identify a host process (start time in clock ticks
+	// since boot, /proc/PID/stat field 22), so a reused pid is not mistaken for
+	// the owner. StartTime 0: vgpud reads it when the slice is created.
+	PID       int    `json:"pid,omitempty"`
+	StartTime uint64 `json:"start_time,omitempty"`
+	// ContainerID is the container's id (vgpu-runtime).
+	ContainerID string `json:"container_id,omitempty"`
+}
+
+// AllocRequest asks for a slice. Exactly one of MemoryBytes and MemoryPercent
+// is set; the memory is per device.
+type AllocRequest struct {
+	// ID names the slice (vgpu-runtime uses the container id). Empty: vgpud
+	// generates one. An ID already in use is refused (409).
+	ID            string  `json:"id,omitempty"`
+	MemoryBytes   uint64  `json:"memory_bytes,omitempty"`
+	MemoryPercent float64 `json:"memory_percent,omitempty"`
+	// ComputePercent is the compute share per device, 0 < p <= 100; 0 means 100.
+	ComputePercent float64 `json:"compute_percent,omitempty"`
+	// DeviceCount is how many devices the slice spans; 0 means 1 (or len(UUIDs)).
+	DeviceCount int `json:"device_count,omitempty"`
+	// UUIDs pins the slice to these devices.
+	UUIDs     []string `json:"uuids,omitempty"`
+	Priority  int      `json:"priority,omitempty"`
+	QoS       string   `json:"qos,omitempty"`       // default guaranteed
+	Placement string   `json:"placement,omitempty"` // default: the node's policy
+	Owner     Owner    `json:"owner,omitempty"`
+}
+
+// Device is one physical GPU as vgpud sees it.
+type Device struct {
+	Index       int    `json:"index"`
+	UUID        string `json:"uuid"`
+	Name        string `json:"name"`
+	MemoryBytes uint64 `json:"memory_bytes"`
+	Minor       int    `json:"minor"`
+	PCIBusID    string `json:"pci_bus_id"`
+	// NUMANode is -1 where unknown.
+	NUMANode int `json:"numa_node"`
+	// What slices hold on it: guaranteed memory (never overbooked) and all
+	// memory budgets together (may exceed the device with burstable slices).
+	GuaranteedBytes uint64  `json:"guaranteed_bytes"`
+	AllocatedBytes  uint64  `json:"allocated_bytes"`
+	ComputePercent  float64 `json:"compute_percent"` // guaranteed compute shares, summed
+	Slices          int     `json:"slices"`
+}
+
+// SliceDevice is a slice's share of one device.
+type SliceDevice struct {
+	Index          int     `json:"index"`
+	UUID           string  `json:"uuid"`
+	MemoryBytes    uint64  `json:"memory_bytes"`
+	ComputePercent float64 `json:"compute_percent"`
+}
+
+// Slice is an allocated slice. Dir holds its budget and usage region files.
+type Slice struct {
+	ID        string        `json:"id"`
+	Dir       string        `json:"dir"`
+	Devices   []SliceDevice `json:"devices"`
+	QoS       string        `json:"qos"`
+	Priority  int           `json:"priority"`
+	Owner     Owner         `json:"owner"`
+	CreatedAt time.Time     `json:"created_at"`
+}
+
+// ProcessUsage is one process in a slice, as the enforcer last saw it.
+type ProcessUsage struct {
+	PID     int `json:"pid"`      // in the process's own pid namespace
+	HostPID int `json:"host_pid"` // 0: not mapped yet
+	// UsedBytes per slice device, as libvgpu charged it.
+	UsedBytes []uint64 `json:"used_bytes"`
+	// DriverBytes per slice device, as the driver (NVML) reports it; nil when unknown.
+	DriverBytes []uint64 `json:"driver_bytes,omitempty"`
+}
+
+// SliceUsage is a slice's live usage (vgpuctl top).
+type SliceUsage struct {
+	Slice     Slice          `json:"slice"`
+	UsedBytes []uint64       `json:"used_bytes"` // per slice device
+	PeakBytes []uint64       `json:"peak_bytes"`
+	Refused   []uint64       `json:"refused_allocs"`
+	Processes []ProcessUsage `json:"processes"`
+}
+
+// Health is vgpud's own state.
+type Health struct {
+	Status        string    `json:"status"` // "ok"
+	Version       string    `json:"version"`
+	StartedAt     time.Time `json:"started_at"`
+	Devices       int       `json:"devices"`
+	Slices        int       `json:"slices"`
+	EnforcerMode  string    `json:"enforcer_mode"`
+	LastTick      time.Time `json:"last_tick"`
+	LastTickError string    `json:"last_tick_error,omitempty"`
+}
+
+// Error is every non-2xx body. Reasons lists, for a refused allocation, what each
+// device lacked ("GPU-…: 3.0GiB guaranteed memory free, 4.0GiB asked").
+type Error struct {
+	Error   string   `json:"error"`
+	Reasons []string `json:"reasons,omitempty"`
+}
