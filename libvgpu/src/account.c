@@ -12,8 +12,11 @@
  * enforcer's Reclaim cannot turn into an under-count), never let usage drop below
  * what processes really hold.
  *
- * The allocation table maps (namespace, key) -> {size, slice device, kind}. It is
- * process-local, preallocated at init, open-addressed with linear probing and
+ * The allocation table maps (namespace, key) -> {size, slice device, kind, ...}:
+ * pointers, arrays, VMM handles and VMM mappings (vmm.c), each its own namespace.
+ * Besides insert and remove it offers update (look at / change / drop one record
+ * atomically under its stripe lock) and next (smallest key in a range: a full
+ * walk, slow path only). It is process-local, preallocated at init, open-addressed with linear probing and
  * split into 64 stripes, each behind a spinlock held for a few instructions. The
  * hot paths (insert on alloc, remove on free) make no syscall and no malloc; a
  * stripe that fills past 3/4 grows by mmap, under its lock, on the slow path.
@@ -210,7 +213,26 @@ static bool grow(struct stripe *s)
     return true;
 }
 
-bool vgpu_tab_insert(int ns, uint64_t key, const struct vgpu_rec *rec)
+static inline void read_rec(const struct ent *e, struct vgpu_rec *out)
+{
+    out->size = e->size;
+    out->ctx = e->ctx;
+    out->kind = (uint8_t)(e->meta >> 8);
+    out->sd = (int16_t)((int)(e->meta >> 16) - 1);
+    out->pool = e->pool;
+    out->pad = 0;
+}
+
+static inline void write_rec(struct ent *e, int ns, uint64_t key, const struct vgpu_rec *rec)
+{
+    e->key = key;
+    e->size = rec->size;
+    e->ctx = rec->ctx;
+    e->pool = rec->pool;
+    e->meta = (uint32_t)ns | ((uint32_t)rec->kind << 8) | ((uint32_t)(rec->sd + 1) << 16);
+}
+
+int vgpu_tab_put(int ns, uint64_t key, const struct vgpu_rec *rec, struct vgpu_rec *replaced)
 {
     uint64_t h = hash_key(ns, key);
     struct stripe *s = &stripes[h & (NSTRIPES - 1)];
@@ -220,39 +242,37 @@ bool vgpu_tab_insert(int ns, uint64_t key, const struct vgpu_rec *rec)
             vgpu_unlock(&s->lock);
             VGPU_LOG_ONCE(logged_nomem,
                           "allocation table cannot grow; affected charges stay until exit");
-            return false;
+            return -1;
         }
     }
     uint32_t mask = s->cap - 1;
     uint32_t i = (uint32_t)(h >> 6) & mask;
-    uint32_t meta = (uint32_t)ns | ((uint32_t)rec->kind << 8) | ((uint32_t)(rec->sd + 1) << 16);
+    int ret = 0;
     for (;;) {
         struct ent *e = &s->tab[i];
         if (!(e->meta & 0xff)) {
             s->count++;
             break;
         }
-        if (e->key == key && (e->meta & 0xff) == (uint32_t)ns)
-            break; /* the driver reused a key we missed the release of: replace */
+        if (e->key == key && (e->meta & 0xff) == (uint32_t)ns) {
+            /* The driver reused a key whose release we missed (or, for a VMM
+             * handle, whose release is still finishing): replace; the caller
+             * decides what the old record means. */
+            if (replaced)
+                read_rec(e, replaced);
+            ret = 1;
+            break;
+        }
         i = (i + 1) & mask;
     }
-    s->tab[i].key = key;
-    s->tab[i].size = rec->size;
-    s->tab[i].ctx = rec->ctx;
-    s->tab[i].pool = rec->pool;
-    s->tab[i].meta = meta;
+    write_rec(&s->tab[i], ns, key, rec);
     vgpu_unlock(&s->lock);
-    return true;
+    return ret;
 }
 
-static inline void read_rec(const struct ent *e, struct vgpu_rec *out)
+bool vgpu_tab_insert(int ns, uint64_t key, const struct vgpu_rec *rec)
 {
-    out->size = e->size;
-    out->ctx = e->ctx;
-    out->kind = (uint8_t)(e->meta >> 8);
-    out->sd = (int16_t)((int)(e->meta >> 16) - 1);
-    out->pool = e->pool;
-    out->pad = 0;
+    return vgpu_tab_put(ns, key, rec, NULL) >= 0;
 }
 
 /* Backward-shift deletion of slot i (stripe lock held): no tombstones, so probe
@@ -279,29 +299,81 @@ static void delete_at(struct stripe *s, uint32_t i)
     s->count--;
 }
 
+/* Slot of (ns, key) in its stripe (lock held), or -1. */
+static inline int64_t find_at(const struct stripe *s, uint64_t h, int ns, uint64_t key)
+{
+    if (VGPU_UNLIKELY(s->cap == 0))
+        return -1;
+    uint32_t mask = s->cap - 1;
+    uint32_t i = (uint32_t)(h >> 6) & mask;
+    for (;;) {
+        const struct ent *e = &s->tab[i];
+        if (!(e->meta & 0xff))
+            return -1;
+        if (e->key == key && (e->meta & 0xff) == (uint32_t)ns)
+            return i;
+        i = (i + 1) & mask;
+    }
+}
+
+bool vgpu_tab_update(int ns, uint64_t key, vgpu_tab_fn fn, void *arg)
+{
+    uint64_t h = hash_key(ns, key);
+    struct stripe *s = &stripes[h & (NSTRIPES - 1)];
+    vgpu_lock(&s->lock);
+    int64_t i = find_at(s, h, ns, key);
+    if (i < 0) {
+        vgpu_unlock(&s->lock);
+        return false;
+    }
+    struct vgpu_rec rec;
+    read_rec(&s->tab[i], &rec);
+    switch (fn(key, &rec, arg)) {
+    case VGPU_TAB_WRITE:
+        write_rec(&s->tab[i], ns, key, &rec); /* same key and ns: stays in place */
+        break;
+    case VGPU_TAB_DROP:
+        delete_at(s, (uint32_t)i);
+        break;
+    default:
+        break;
+    }
+    vgpu_unlock(&s->lock);
+    return true;
+}
+
+bool vgpu_tab_next(int ns, uint64_t from, uint64_t to, uint64_t *key)
+{
+    bool found = false;
+    uint64_t best = to;
+    for (int k = 0; k < NSTRIPES; k++) {
+        struct stripe *s = &stripes[k];
+        vgpu_lock(&s->lock);
+        for (uint32_t i = 0; i < s->cap; i++) {
+            const struct ent *e = &s->tab[i];
+            if ((e->meta & 0xff) == (uint32_t)ns && e->key >= from && e->key < best) {
+                best = e->key;
+                found = true;
+            }
+        }
+        vgpu_unlock(&s->lock);
+    }
+    *key = best;
+    return found;
+}
+
 bool vgpu_tab_remove(int ns, uint64_t key, struct vgpu_rec *out)
 {
     uint64_t h = hash_key(ns, key);
     struct stripe *s = &stripes[h & (NSTRIPES - 1)];
     vgpu_lock(&s->lock);
-    if (VGPU_UNLIKELY(s->cap == 0)) {
+    int64_t i = find_at(s, h, ns, key);
+    if (i < 0) {
         vgpu_unlock(&s->lock);
         return false;
     }
-    uint32_t mask = s->cap - 1;
-    uint32_t i = (uint32_t)(h >> 6) & mask;
-    for (;;) {
-        struct ent *e = &s->tab[i];
-        if (!(e->meta & 0xff)) {
-            vgpu_unlock(&s->lock);
-            return false;
-        }
-        if (e->key == key && (e->meta & 0xff) == (uint32_t)ns)
-            break;
-        i = (i + 1) & mask;
-    }
     read_rec(&s->tab[i], out);
-    delete_at(s, i);
+    delete_at(s, (uint32_t)i);
     vgpu_unlock(&s->lock);
     return true;
 }
@@ -316,6 +388,8 @@ void vgpu_tab_drop_ctx(uint64_t ctx, void (*fn)(const struct vgpu_rec *))
         for (uint32_t i = 0; i < s->cap;) {
             struct ent *e = &s->tab[i];
             uint32_t ns = e->meta & 0xff;
+            /* Only pointers and arrays die with their context: VMM handles and
+             * mappings are the process's, whatever context was current. */
             if (ns && e->ctx == ctx && (ns == VGPU_NS_PTR || ns == VGPU_NS_ARRAY) &&
                 (uint8_t)(e->meta >> 8) == VGPU_KIND_PLAIN) {
                 struct vgpu_rec rec;

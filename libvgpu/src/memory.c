@@ -9,9 +9,12 @@
  *                        context's device. Managed memory can migrate to the host,
  *                        but a slice that could oversubscribe through it would not be
  *                        a cap; frameworks rarely use it for large buffers.
- *   cuMemCreate          the size, at create, on prop->location.id (VMM: PyTorch
- *                        expandable segments, vLLM sleep mode); credited at
- *                        cuMemRelease. Reserving/mapping VA costs nothing.
+ *   cuMemCreate          in vmm.c: the size, at create, on prop->location.id (VMM:
+ *                        PyTorch expandable segments, vLLM sleep mode); credited
+ *                        when the handle is released AND no longer mapped — at
+ *                        cuMemRelease if it is unmapped, else at the cuMemUnmap
+ *                        that drops its last mapping (the driver frees it then).
+ *                        Reserving VA costs nothing; mapping holds the memory.
  *   cuArrayCreate_v2     round_up(Width * bytes_per_element * NumChannels, 512) *
  *                        max(Height, 1), on the current context's device
  * Releases credit exactly what was charged. A pointer/handle libvgpu never saw (it
@@ -164,62 +167,6 @@ VGPU_EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr)
         vgpu_pool_after_free(rec.pool, rec.size);
     else
         vgpu_credit(rec.sd, rec.size);
-    return r;
-}
-
-/* ------------------------------------------------------------------------ VMM */
-
-VGPU_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
-                                 const CUmemAllocationProp *prop, unsigned long long flags)
-{
-    int m = vgpu_mode();
-    cuMemCreate_fn real = vgpu_real.cuMemCreate;
-    if (VGPU_UNLIKELY(!real))
-        return CUDA_ERROR_NOT_FOUND;
-    if (m != VGPU_MODE_ENFORCE)
-        return m == VGPU_MODE_REFUSE ? CUDA_ERROR_OUT_OF_MEMORY : real(handle, size, prop, flags);
-    /* Only device-located physical memory counts; anything else (host NUMA
-     * locations of newer drivers, a NULL prop the driver rejects) passes. */
-    if (!prop || prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE)
-        return real(handle, size, prop, flags);
-    CUresult err;
-    int sd = vgpu_slice_dev_of_ordinal(prop->location.id, &err);
-    if (sd < 0) {
-        if (sd == -2 && err == CUDA_ERROR_INVALID_DEVICE)
-            return real(handle, size, prop, flags); /* the driver's own error */
-        return err;
-    }
-    if (!vgpu_slot_get())
-        return CUDA_ERROR_OUT_OF_MEMORY;
-    if (!vgpu_reserve(sd, size))
-        return vgpu_refuse(sd);
-    CUresult r = real(handle, size, prop, flags);
-    if (r != CUDA_SUCCESS) {
-        vgpu_unreserve(sd, size);
-        return r;
-    }
-    vgpu_commit(sd, size);
-    remember(VGPU_NS_VMM, *handle, size, sd, NULL); /* not bound to a context */
-    return r;
-}
-
-VGPU_EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
-{
-    int m = vgpu_mode();
-    cuMemRelease_fn real = vgpu_real.cuMemRelease;
-    if (VGPU_UNLIKELY(!real))
-        return CUDA_ERROR_NOT_FOUND;
-    struct vgpu_rec rec;
-    if (m != VGPU_MODE_ENFORCE || !vgpu_tab_remove(VGPU_NS_VMM, handle, &rec))
-        return real(handle);
-    CUresult r = real(handle);
-    if (r != CUDA_SUCCESS) {
-        vgpu_tab_insert(VGPU_NS_VMM, handle, &rec);
-        return r;
-    }
-    /* Credited at release even if still mapped: the handle is gone for the
-     * program, and the driver frees the memory at the last unmap. */
-    vgpu_credit(rec.sd, rec.size);
     return r;
 }
 

@@ -11,7 +11,9 @@
  *             cuGetProcAddress(_v2)
  *   account.c admission (CAS reservation against the budget) and crediting, the
  *             process-local allocation table
- *   memory.c  allocation / release hooks (plain, pitch, managed, VMM, arrays)
+ *   memory.c  allocation / release hooks (plain, pitch, managed, arrays)
+ *   vmm.c     VMM: cuMemCreate / cuMemMap / cuMemUnmap / cuMemRelease — a handle is
+ *             credited once it is released and no longer mapped
  *   pool.c    stream-ordered allocator: async allocs and pool reservations
  *   context.c the current context -> slice device cache, context footprints,
  *             crediting the allocations a destroyed context takes with it
@@ -52,6 +54,9 @@ typedef CUresult (*cuMemFree_v2_fn)(CUdeviceptr);
 typedef CUresult (*cuMemCreate_fn)(CUmemGenericAllocationHandle *, size_t,
                                    const CUmemAllocationProp *, unsigned long long);
 typedef CUresult (*cuMemRelease_fn)(CUmemGenericAllocationHandle);
+typedef CUresult (*cuMemMap_fn)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle,
+                                unsigned long long);
+typedef CUresult (*cuMemUnmap_fn)(CUdeviceptr, size_t);
 typedef CUresult (*cuArrayCreate_v2_fn)(CUarray *, const CUDA_ARRAY_DESCRIPTOR *);
 typedef CUresult (*cuArrayDestroy_fn)(CUarray);
 typedef CUresult (*cuMemAllocAsync_fn)(CUdeviceptr *, size_t, CUstream);
@@ -108,6 +113,8 @@ typedef nvmlReturn_t (*nvmlDeviceGetIndex_fn)(nvmlDevice_t, unsigned int *);
     X(C, cuMemFree_v2)                  \
     X(C, cuMemCreate)                   \
     X(C, cuMemRelease)                  \
+    X(C, cuMemMap)                      \
+    X(C, cuMemUnmap)                    \
     X(C, cuArrayCreate_v2)              \
     X(C, cuArrayDestroy)                \
     X(C, cuMemAllocAsync)               \
@@ -306,28 +313,65 @@ uint64_t vgpu_used(int sd);
 /* Refusal: counts it and returns CUDA_ERROR_OUT_OF_MEMORY. */
 CUresult vgpu_refuse(int sd);
 
-/* Process-local allocation table: (namespace, key) -> record. */
-enum vgpu_ns { VGPU_NS_PTR = 1, VGPU_NS_ARRAY = 2, VGPU_NS_VMM = 3 };
+/* Process-local allocation table: (namespace, key) -> record.
+ *   PTR    device pointer -> allocation          ARRAY  CUarray -> array
+ *   VMM    cuMemCreate handle -> physical memory VMAP   mapped VA start -> mapping (vmm.c) */
+enum vgpu_ns { VGPU_NS_PTR = 1, VGPU_NS_ARRAY = 2, VGPU_NS_VMM = 3, VGPU_NS_VMAP = 4 };
+/* rec.kind of PTR / ARRAY records. */
 enum vgpu_kind {
     VGPU_KIND_PLAIN = 1, /* size charged on its own */
     VGPU_KIND_POOL = 2,  /* stream-ordered: charged through its pool's reservation */
 };
+/* rec.kind of VMM records: the handle's life as the program sees it. */
+enum vgpu_vmm_state {
+    VGPU_VMM_LIVE = 1,      /* not released */
+    VGPU_VMM_RELEASING = 2, /* cuMemRelease in flight */
+    VGPU_VMM_RELEASED = 3,  /* released, still mapped: charged until its last unmap */
+};
+/* rec.kind of VMAP records. */
+enum vgpu_vmap_state {
+    VGPU_VMAP_MAPPED = 1,
+    VGPU_VMAP_UNMAPPING = 2, /* a cuMemUnmap covering it is in flight */
+};
 struct vgpu_rec {
-    uint64_t size;
-    uint64_t ctx; /* CUcontext it belongs to; 0 when not context-bound (VMM, pools) */
+    uint64_t size; /* bytes charged (PTR, ARRAY, VMM); bytes of VA mapped (VMAP) */
+    union {
+        uint64_t ctx;    /* PTR/ARRAY: CUcontext it belongs to; 0 when not context-bound */
+        uint64_t gen;    /* VMM: creation number, tells a reused handle value apart */
+        uint64_t handle; /* VMAP: the handle mapped there */
+    };
     int16_t sd;
-    uint8_t kind;
+    uint8_t kind; /* enum vgpu_kind, vgpu_vmm_state or vgpu_vmap_state (by namespace) */
     uint8_t pad;
-    uint32_t pool; /* pool record index for VGPU_KIND_POOL */
+    union {
+        uint32_t pool; /* PTR of VGPU_KIND_POOL: pool record index */
+        uint32_t maps; /* VMM: mappings of the handle, counting maps in flight */
+        uint32_t hgen; /* VMAP: low 32 bits of the mapped handle's gen */
+    };
 };
 /* Returns false when the table could not grow (the charge then stays until exit). */
 bool vgpu_tab_insert(int ns, uint64_t key, const struct vgpu_rec *rec);
+/* As vgpu_tab_insert; an entry already under (ns, key) is replaced and returned in
+ * *replaced. Returns -1 when the table could not grow, 0 inserted, 1 replaced. */
+int vgpu_tab_put(int ns, uint64_t key, const struct vgpu_rec *rec, struct vgpu_rec *replaced);
 /* Removes and returns the record; false when unknown. */
 bool vgpu_tab_remove(int ns, uint64_t key, struct vgpu_rec *out);
+/* What a vgpu_tab_fn does with the record it is shown. */
+enum vgpu_tab_act { VGPU_TAB_KEEP = 0, VGPU_TAB_WRITE = 1, VGPU_TAB_DROP = 2 };
+/* Sees (and may change) one record with its stripe lock held: must only look at
+ * and change *rec and *arg — no table call, no driver call, no accounting. */
+typedef int (*vgpu_tab_fn)(uint64_t key, struct vgpu_rec *rec, void *arg);
+/* Calls fn on the record under (ns, key) and applies its verdict (keep, write *rec
+ * back, drop), atomically under the stripe lock. False when unknown (fn not called). */
+bool vgpu_tab_update(int ns, uint64_t key, vgpu_tab_fn fn, void *arg);
+/* The smallest key of namespace ns in [from, to), in *key. False when none. Slow
+ * path: walks the whole table, one stripe lock at a time. */
+bool vgpu_tab_next(int ns, uint64_t from, uint64_t to, uint64_t *key);
 void vgpu_tab_init(void);
 /* A context was destroyed: the driver freed every plain allocation and array made
  * in it. Calls fn for each such record (stripe lock held: fn must only account)
- * and drops it. Slow path (walks the table). */
+ * and drops it. VMM handles and mappings are not bound to a context and stay.
+ * Slow path (walks the table). */
 void vgpu_tab_drop_ctx(uint64_t ctx, void (*fn)(const struct vgpu_rec *));
 void vgpu_tab_reset_child(void);
 

@@ -12,7 +12,8 @@
  *
  * Optional parts, enabled by defining before the include:
  *   VGPU_TEST_WORKLOAD  the allocation workload shared by alloc.c and dl_alloc.c
- *                       (entry points resolved through a chosen interception path)
+ *                       (entry points resolved through a chosen interception path;
+ *                       vmm_escape.c uses only its resolve_api / report_hooks)
  *   VGPU_TEST_LINKED    the program is linked to libcuda (enables --path linked)
  *   VGPU_TEST_ELF       real_symbol(): a driver symbol's address read from the ELF
  *                       file, bypassing every interposer (to test what libvgpu does
@@ -652,7 +653,8 @@ static void wl_usage(const char *prog)
  * CUDA_ERROR_OUT_OF_MEMORY), 3 when --until-oom stopped on another error, 4 when
  * cuInit failed (the error is printed as "INIT err=N name=...").
  */
-static int workload_main(int argc, char **argv)
+/* unused: a program may include the workload only for resolve_api / report_hooks. */
+__attribute__((unused)) static int workload_main(int argc, char **argv)
 {
     const char *path = "dlsym", *ctxmode = "primary";
     struct workload w;

@@ -41,6 +41,7 @@ var hookOf = map[string]string{
 	"ctx_create3": "cuCtxCreate_v3", "ctx_destroy": "cuCtxDestroy_v2",
 	"alloc": "cuMemAlloc_v2", "pitch": "cuMemAllocPitch_v2", "managed": "cuMemAllocManaged",
 	"mfree": "cuMemFree_v2", "create": "cuMemCreate", "mrelease": "cuMemRelease",
+	"map": "cuMemMap", "unmap": "cuMemUnmap",
 	"array_create": "cuArrayCreate_v2", "array_destroy": "cuArrayDestroy",
 	"alloc_async": "cuMemAllocAsync", "free_async": "cuMemFreeAsync",
 	"alloc_pool": "cuMemAllocFromPoolAsync", "pool_create": "cuMemPoolCreate",
@@ -56,7 +57,7 @@ var perThread = map[string]bool{"alloc_async": true, "free_async": true, "alloc_
 	"stream_sync": true, "launch": true, "launch_ex": true, "launch_coop": true, "graph_launch": true}
 
 // Entry points libvgpu leaves alone: they must come back as the driver's own.
-var notHooked = []string{"set_current", "reserve", "addr_free", "map", "unmap", "set_access",
+var notHooked = []string{"set_current", "reserve", "addr_free", "set_access",
 	"pool_get", "module_load", "get_function"}
 
 // checkHooks verifies a "HOOKS vgpu=field:symbol,... driver=field,..." line.
