@@ -63,7 +63,10 @@ type AllocRequest struct {
 	ID            string  `json:"id,omitempty"`
 	MemoryBytes   uint64  `json:"memory_bytes,omitempty"`
 	MemoryPercent float64 `json:"memory_percent,omitempty"`
-	// ComputePercent is the compute share per device, 0 < p <= 100; 0 means 100.
+	// ComputePercent is the compute share per device, 0 < p <= 100. 0 asks for
+	// no share: the slice is not throttled and reserves no compute, so
+	// memory-only slices can share a GPU. An explicit share is a cap, and for a
+	// guaranteed slice also a reservation (their sum on a device is <= 100).
 	ComputePercent float64 `json:"compute_percent,omitempty"`
 	// DeviceCount is how many devices the slice spans; 0 means 1 (or len(UUIDs)).
 	DeviceCount int `json:"device_count,omitempty"`

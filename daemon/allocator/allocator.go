@@ -1,0 +1,551 @@
+// Package allocator carves the node's GPUs into slices: it validates a request,
+// places it by policy and keeps the books of what every slice holds. It is pure
+// (no I/O) and safe for concurrent use (one mutex; every operation is a few
+// comparisons per device).
+//
+// # Rules
+//
+// A slice asks, per device, for memory (bytes, or a percent of each chosen
+// device's total, rounded down to a whole MiB) and optionally a compute share
+// (percent), on DeviceCount devices (or on the devices named by UUIDs). A slice
+// that asks no compute share gets ComputePercent 0 in its placement: it may use
+// the whole device (compute_share_bp 10000) and reserves none of it, so slices
+// carved by memory alone can share a GPU.
+//
+//   - guaranteed slices reserve what they ask: on every device, the guaranteed
+//     memory of all slices stays <= the device's memory and their (asked)
+//     compute shares stay <= 100%. These are the budgets never lent away
+//     (DESIGN §5).
+//   - burstable and best-effort slices reserve nothing: their memory is a cap,
+//     which must be <= the device's memory, and their compute share is a cap
+//     too; neither counts against the guaranteed sums, so they can overcommit a
+//     device. (Lending and borrowing between them is the elastic-memory work of
+//     DESIGN §5; the enforcer's backstop still holds every slice to its cap.)
+//
+// Placement looks at each device's free guaranteed memory (memory minus the
+// guaranteed memory of its slices): binpack takes the device with the LEAST that
+// still fits the request (fill one GPU before starting another, keeping whole
+// GPUs free for big requests), spread the one with the MOST (spread the load);
+// ties go to the lowest index. A slice of N devices takes the best N devices
+// that fit, listed in index order; pinned devices (UUIDs) are used in the order
+// given. A request that cannot be placed is refused with a RefusedError naming
+// each device and what it lacked.
+package allocator
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/daemon/devices"
+)
+
+const (
+	mib = 1 << 20
+	// fullBP is a whole device's compute, in basis points: shares are summed as
+	// integers so that 3 x 33.33% never drifts over 100% in floating point.
+	fullBP = 10000
+	// MaxSliceDevices is the most devices one slice may span (the region files'
+	// per-device arrays).
+	MaxSliceDevices = 16
+)
+
+// ErrInvalidRequest is wrapped by every error about a malformed request (a
+// client error: HTTP 400).
+var ErrInvalidRequest = errors.New("invalid request")
+
+// ErrExists is wrapped when the slice id is already in use (HTTP 409).
+var ErrExists = errors.New("slice already exists")
+
+// RefusedError says why a well-formed request does not fit the node: one reason
+// per device that lacked something, then what the request as a whole needed.
+type RefusedError struct {
+	Reasons []string
+}
+
+func (e *RefusedError) Error() string {
+	return "slice does not fit: " + strings.Join(e.Reasons, "; ")
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidRequest, fmt.Sprintf(format, args...))
+}
+
+// device is one GPU and the sums of the slices it carries.
+type device struct {
+	devices.Device
+	guaranteedBytes uint64 // memory of guaranteed slices: <= MemoryBytes
+	allocatedBytes  uint64 // memory budgets of all slices (may exceed MemoryBytes)
+	guaranteedBP    int    // compute shares of guaranteed slices: <= fullBP
+	slices          int
+}
+
+func (d *device) freeGuaranteed() uint64 { return d.MemoryBytes - d.guaranteedBytes }
+
+// share is what one slice holds on one device.
+type share struct {
+	dev   int // index into Allocator.devs
+	bytes uint64
+	bp    int
+}
+
+type slice struct {
+	guaranteed bool
+	shares     []share
+}
+
+// Allocator keeps the books of a node's slices.
+type Allocator struct {
+	placement string // the node's default policy
+
+	mu     sync.Mutex
+	devs   []device
+	byUUID map[string]int
+	slices map[string]*slice
+}
+
+// New returns an allocator for devs (all must have distinct, non-empty uuids
+// and some memory). defaultPlacement is the node's policy, "" meaning binpack.
+func New(devs []devices.Device, defaultPlacement string) (*Allocator, error) {
+	switch defaultPlacement {
+	case "":
+		defaultPlacement = api.PlacementBinpack
+	case api.PlacementBinpack, api.PlacementSpread:
+	default:
+		return nil, fmt.Errorf("new allocator: unknown placement policy %q (want %s or %s)",
+			defaultPlacement, api.PlacementBinpack, api.PlacementSpread)
+	}
+	a := &Allocator{
+		placement: defaultPlacement,
+		devs:      make([]device, len(devs)),
+		byUUID:    make(map[string]int, len(devs)),
+		slices:    make(map[string]*slice),
+	}
+	for i, d := range devs {
+		if d.UUID == "" {
+			return nil, fmt.Errorf("new allocator: device %d has no uuid", d.Index)
+		}
+		if d.MemoryBytes == 0 {
+			return nil, fmt.Errorf("new allocator: device %s has no memory", d.UUID)
+		}
+		if _, dup := a.byUUID[d.UUID]; dup {
+			return nil, fmt.Errorf("new allocator: uuid %s listed twice", d.UUID)
+		}
+		a.byUUID[d.UUID] = i
+		a.devs[i] = device{Device: d}
+	}
+	return a, nil
+}
+
+// Placement is the node's default policy.
+func (a *Allocator) Placement() string { return a.placement }
+
+// request is a validated AllocRequest.
+type request struct {
+	count      int
+	pinned     []string // uuids, in the order asked; nil: placed by policy
+	bytes      uint64   // 0: percent
+	percent    float64
+	bp         int // 0: no compute share asked (whole device, nothing reserved)
+	guaranteed bool
+	placement  string
+}
+
+// validate checks everything about req that does not depend on what is
+// allocated; it needs the device list only for pinned uuids (byUUID never
+// changes after New, so no lock is needed).
+func (a *Allocator) validate(req *api.AllocRequest) (request, error) {
+	r := request{placement: req.Placement}
+	switch {
+	case req.MemoryBytes != 0 && req.MemoryPercent != 0:
+		return r, invalid("memory is asked both in bytes and in percent; give one")
+	case req.MemoryBytes == 0 && req.MemoryPercent == 0:
+		return r, invalid("no memory asked: give memory in bytes or in percent of a device")
+	case req.MemoryBytes != 0:
+		r.bytes = req.MemoryBytes
+	default:
+		p := req.MemoryPercent
+		if math.IsNaN(p) || p <= 0 || p > 100 {
+			return r, invalid("memory percent %v out of range (0, 100]", p)
+		}
+		r.percent = p
+	}
+
+	// No compute share asked: the slice may use the whole device and reserves
+	// none of it (bp 0), so slices carved by memory alone can share a GPU.
+	if c := req.ComputePercent; c != 0 {
+		if math.IsNaN(c) || c < 0 || c > 100 {
+			return r, invalid("compute percent %v out of range (0, 100]", c)
+		}
+		r.bp = int(math.Round(c * 100))
+		if r.bp == 0 {
+			return r, invalid("compute percent %v is below the 0.01%% granularity", c)
+		}
+	}
+
+	switch req.QoS {
+	case "", api.QoSGuaranteed:
+		r.guaranteed = true
+	case api.QoSBurstable, api.QoSBestEffort:
+	default:
+		return r, invalid("unknown qos %q (want %s, %s or %s)",
+			req.QoS, api.QoSGuaranteed, api.QoSBurstable, api.QoSBestEffort)
+	}
+	if req.Priority < 0 {
+		return r, invalid("priority %d is negative", req.Priority)
+	}
+
+	switch r.placement {
+	case "":
+		r.placement = a.placement
+	case api.PlacementBinpack, api.PlacementSpread:
+	default:
+		return r, invalid("unknown placement %q (want %s or %s)",
+			req.Placement, api.PlacementBinpack, api.PlacementSpread)
+	}
+
+	r.count = req.DeviceCount
+	if r.count < 0 {
+		return r, invalid("device count %d is negative", r.count)
+	}
+	if len(req.UUIDs) > 0 {
+		if r.count == 0 {
+			r.count = len(req.UUIDs)
+		}
+		if r.count != len(req.UUIDs) {
+			return r, invalid("device count %d but %d uuids given", r.count, len(req.UUIDs))
+		}
+		seen := make(map[string]bool, len(req.UUIDs))
+		for _, u := range req.UUIDs {
+			if seen[u] {
+				return r, invalid("uuid %s given twice", u)
+			}
+			seen[u] = true
+			if _, ok := a.byUUID[u]; !ok {
+				return r, invalid("no device with uuid %q on this node", u)
+			}
+		}
+		r.pinned = req.UUIDs
+	}
+	if r.count == 0 {
+		r.count = 1
+	}
+	if r.count > MaxSliceDevices {
+		return r, invalid("%d devices asked, a slice spans at most %d", r.count, MaxSliceDevices)
+	}
+	return r, nil
+}
+
+// need is the memory the request asks on d.
+func (r *request) need(d *device) uint64 {
+	if r.percent == 0 {
+		return r.bytes
+	}
+	b := uint64(float64(d.MemoryBytes) * r.percent / 100)
+	return b &^ (mib - 1)
+}
+
+// fit says what d lacks for r (nil: it fits). Callers hold a.mu.
+func (r *request) fit(d *device) []string {
+	need := r.need(d)
+	name := fmt.Sprintf("%s (index %d)", d.UUID, d.Index)
+	if need == 0 {
+		return []string{fmt.Sprintf("%s: %v%% of %s is less than 1MiB",
+			name, r.percent, sizeFloor(d.MemoryBytes))}
+	}
+	var lacks []string
+	if r.guaranteed {
+		if free := d.freeGuaranteed(); need > free {
+			lacks = append(lacks, fmt.Sprintf("%s: %s guaranteed memory free, %s asked",
+				name, sizeFloor(free), sizeCeil(need)))
+		}
+		if free := fullBP - d.guaranteedBP; r.bp > 0 && r.bp > free {
+			lacks = append(lacks, fmt.Sprintf("%s: %s compute free, %s asked",
+				name, percent(free), percent(r.bp)))
+		}
+	} else if need > d.MemoryBytes {
+		lacks = append(lacks, fmt.Sprintf("%s: %s memory, %s asked",
+			name, sizeFloor(d.MemoryBytes), sizeCeil(need)))
+	}
+	return lacks
+}
+
+// Allocate places a slice named id and books it. The result lists the slice's
+// share of each device it spans. Errors: ErrInvalidRequest (wrapped) for a
+// malformed request, ErrExists for an id in use, *RefusedError when it does not
+// fit.
+func (a *Allocator) Allocate(id string, req api.AllocRequest) ([]api.SliceDevice, error) {
+	if id == "" {
+		return nil, invalid("empty slice id")
+	}
+	r, err := a.validate(&req)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.slices[id]; ok {
+		return nil, fmt.Errorf("slice %s: %w", id, ErrExists)
+	}
+	if r.count > len(a.devs) {
+		return nil, &RefusedError{Reasons: []string{
+			fmt.Sprintf("needs %s, node has %d", plural(r.count, "device"), len(a.devs))}}
+	}
+
+	var chosen []int
+	if r.pinned != nil {
+		var reasons []string
+		for _, u := range r.pinned {
+			i := a.byUUID[u]
+			if lacks := r.fit(&a.devs[i]); lacks != nil {
+				reasons = append(reasons, lacks...)
+			}
+			chosen = append(chosen, i)
+		}
+		if reasons != nil {
+			return nil, &RefusedError{Reasons: reasons}
+		}
+	} else {
+		var reasons []string
+		for i := range a.devs {
+			if lacks := r.fit(&a.devs[i]); lacks != nil {
+				reasons = append(reasons, lacks...)
+				continue
+			}
+			chosen = append(chosen, i)
+		}
+		if len(chosen) < r.count {
+			if r.count > 1 {
+				verb := "have"
+				if len(chosen) == 1 {
+					verb = "has"
+				}
+				reasons = append(reasons, fmt.Sprintf("needs %d devices with room, %d %s it",
+					r.count, len(chosen), verb))
+			}
+			return nil, &RefusedError{Reasons: reasons}
+		}
+		a.order(chosen, r.placement)
+		chosen = chosen[:r.count]
+		slices.Sort(chosen)
+	}
+
+	s := &slice{guaranteed: r.guaranteed, shares: make([]share, len(chosen))}
+	out := make([]api.SliceDevice, len(chosen))
+	for k, i := range chosen {
+		d := &a.devs[i]
+		s.shares[k] = share{dev: i, bytes: r.need(d), bp: r.bp}
+		out[k] = api.SliceDevice{
+			Index:          d.Index,
+			UUID:           d.UUID,
+			MemoryBytes:    s.shares[k].bytes,
+			ComputePercent: float64(r.bp) / 100,
+		}
+	}
+	a.book(id, s)
+	return out, nil
+}
+
+// order sorts candidate devices best first for the policy. Callers hold a.mu.
+func (a *Allocator) order(idx []int, placement string) {
+	sort.SliceStable(idx, func(x, y int) bool {
+		fx, fy := a.devs[idx[x]].freeGuaranteed(), a.devs[idx[y]].freeGuaranteed()
+		if fx != fy {
+			if placement == api.PlacementSpread {
+				return fx > fy
+			}
+			return fx < fy
+		}
+		return a.devs[idx[x]].Index < a.devs[idx[y]].Index
+	})
+}
+
+// book adds s to the sums. Callers hold a.mu and have checked that it fits.
+func (a *Allocator) book(id string, s *slice) {
+	for _, sh := range s.shares {
+		d := &a.devs[sh.dev]
+		d.allocatedBytes += sh.bytes
+		d.slices++
+		if s.guaranteed {
+			d.guaranteedBytes += sh.bytes
+			d.guaranteedBP += sh.bp
+		}
+	}
+	a.slices[id] = s
+}
+
+// Restore books a slice that was allocated before a restart, exactly as
+// recorded (devices matched by uuid, by index when the record has none). It
+// refuses what this node cannot carry any more (an unknown device, or
+// guaranteed sums that would overflow a device, which only happens if the
+// hardware changed), leaving the books as they were; the caller decides what
+// to do with such a slice.
+func (a *Allocator) Restore(id string, devs []api.SliceDevice, qos string) error {
+	if id == "" {
+		return invalid("empty slice id")
+	}
+	if len(devs) == 0 || len(devs) > MaxSliceDevices {
+		return invalid("slice %s: %d devices, want 1..%d", id, len(devs), MaxSliceDevices)
+	}
+	var guaranteed bool
+	switch qos {
+	case "", api.QoSGuaranteed:
+		guaranteed = true
+	case api.QoSBurstable, api.QoSBestEffort:
+	default:
+		return invalid("slice %s: unknown qos %q", id, qos)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.slices[id]; ok {
+		return fmt.Errorf("restore slice %s: %w", id, ErrExists)
+	}
+	s := &slice{guaranteed: guaranteed, shares: make([]share, len(devs))}
+	// A device listed twice would be checked against sums that do not yet
+	// include its first share.
+	seen := make(map[int]bool, len(devs))
+	for k, sd := range devs {
+		i, err := a.find(sd)
+		if err != nil {
+			return fmt.Errorf("restore slice %s: %w", id, err)
+		}
+		if seen[i] {
+			return invalid("slice %s lists device %s twice", id, a.devs[i].UUID)
+		}
+		d := &a.devs[i]
+		if sd.MemoryBytes == 0 {
+			return invalid("slice %s: no memory on device %s", id, d.UUID)
+		}
+		bp := int(math.Round(sd.ComputePercent * 100))
+		if math.IsNaN(sd.ComputePercent) || bp < 0 || bp > fullBP || (bp == 0 && sd.ComputePercent != 0) {
+			return invalid("slice %s: compute percent %v on device %s out of range (0, 100]",
+				id, sd.ComputePercent, d.UUID)
+		}
+		if sd.MemoryBytes > d.MemoryBytes {
+			return &RefusedError{Reasons: []string{fmt.Sprintf("%s (index %d): %s memory, slice %s holds %s",
+				d.UUID, d.Index, sizeFloor(d.MemoryBytes), id, sizeCeil(sd.MemoryBytes))}}
+		}
+		if guaranteed {
+			if sd.MemoryBytes > d.freeGuaranteed() {
+				return &RefusedError{Reasons: []string{fmt.Sprintf("%s (index %d): %s guaranteed memory free, slice %s holds %s",
+					d.UUID, d.Index, sizeFloor(d.freeGuaranteed()), id, sizeCeil(sd.MemoryBytes))}}
+			}
+			if bp > fullBP-d.guaranteedBP {
+				return &RefusedError{Reasons: []string{fmt.Sprintf("%s (index %d): %s compute free, slice %s holds %s",
+					d.UUID, d.Index, percent(fullBP-d.guaranteedBP), id, percent(bp))}}
+			}
+		}
+		seen[i] = true
+		s.shares[k] = share{dev: i, bytes: sd.MemoryBytes, bp: bp}
+	}
+	a.book(id, s)
+	return nil
+}
+
+// find returns the position of the device a recorded share names. Callers hold a.mu.
+func (a *Allocator) find(sd api.SliceDevice) (int, error) {
+	if sd.UUID != "" {
+		i, ok := a.byUUID[sd.UUID]
+		if !ok {
+			return 0, fmt.Errorf("%w: no device with uuid %s on this node", ErrInvalidRequest, sd.UUID)
+		}
+		return i, nil
+	}
+	for i := range a.devs {
+		if a.devs[i].Index == sd.Index {
+			return i, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: no device with index %d on this node", ErrInvalidRequest, sd.Index)
+}
+
+// Release returns a slice's shares; false when there is no such slice.
+func (a *Allocator) Release(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, ok := a.slices[id]
+	if !ok {
+		return false
+	}
+	for _, sh := range s.shares {
+		d := &a.devs[sh.dev]
+		d.allocatedBytes -= sh.bytes
+		d.slices--
+		if s.guaranteed {
+			d.guaranteedBytes -= sh.bytes
+			d.guaranteedBP -= sh.bp
+		}
+	}
+	delete(a.slices, id)
+	return true
+}
+
+// Has reports whether a slice with this id is booked.
+func (a *Allocator) Has(id string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.slices[id]
+	return ok
+}
+
+// Devices returns every device with the sums of the slices on it, in index order.
+func (a *Allocator) Devices() []api.Device {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]api.Device, len(a.devs))
+	for i := range a.devs {
+		d := &a.devs[i]
+		out[i] = d.API()
+		out[i].GuaranteedBytes = d.guaranteedBytes
+		out[i].AllocatedBytes = d.allocatedBytes
+		out[i].ComputePercent = float64(d.guaranteedBP) / 100
+		out[i].Slices = d.slices
+	}
+	return out
+}
+
+// sizeFloor and sizeCeil render a byte count with one decimal in the largest
+// binary unit it reaches, rounded down (what is free is never overstated) or up
+// (what is asked is never understated), so a refusal never reads "2.0GiB free,
+// 2.0GiB asked".
+func sizeFloor(n uint64) string { return size(n, false) }
+func sizeCeil(n uint64) string  { return size(n, true) }
+
+func size(n uint64, up bool) string {
+	units := []struct {
+		suffix string
+		size   uint64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}}
+	for _, u := range units {
+		if n >= u.size {
+			// n*10/size exactly, without overflow for any n.
+			hi, lo := bits.Mul64(n, 10)
+			tenths, rem := bits.Div64(hi, lo, u.size)
+			if up && rem != 0 {
+				tenths++
+			}
+			return strconv.FormatUint(tenths/10, 10) + "." + strconv.FormatUint(tenths%10, 10) + u.suffix
+		}
+	}
+	return strconv.FormatUint(n, 10) + "B"
+}
+
+// plural renders "1 device", "3 devices".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
+}
+
+// percent renders basis points as a percentage ("30%", "33.33%").
+func percent(bp int) string {
+	return strconv.FormatFloat(float64(bp)/100, 'f', -1, 64) + "%"
+}
