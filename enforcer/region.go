@@ -208,7 +208,23 @@ func (s *Slice) Close() error {
 // them and are no longer seen by readers of the new pair. On any error nothing
 // this call created is left behind (temporary files, directories it made, and a
 // usage file it placed when the budget then failed).
-func CreateSlice(dir string, spec SliceSpec) (err error) {
+func CreateSlice(dir string, spec SliceSpec) error {
+	return CreateSliceWith(dir, spec, CreateOptions{Durable: true})
+}
+
+// CreateOptions tunes CreateSliceWith.
+type CreateOptions struct {
+	// Durable fsyncs both files and the directory before returning, so the pair
+	// survives a power loss. A caller that makes its own record durable in the
+	// same directory afterwards (vgpud's store fsyncs the directory then) and
+	// repairs a damaged pair on load can skip it: a killed process never loses
+	// page-cache contents, only a power loss can, and then no process of the
+	// slice survives to notice the repair.
+	Durable bool
+}
+
+// CreateSliceWith is CreateSlice with options.
+func CreateSliceWith(dir string, spec SliceSpec, opts CreateOptions) (err error) {
 	if err := spec.Validate(); err != nil {
 		return fmt.Errorf("create slice in %s: %w", dir, err)
 	}
@@ -229,12 +245,12 @@ func CreateSlice(dir string, spec SliceSpec) (err error) {
 		}
 	}()
 
-	budgetTmp, err := writeTemp(dir, BudgetFile, budgetBytes(&spec, time.Now()), 0o644)
+	budgetTmp, err := writeTemp(dir, BudgetFile, budgetBytes(&spec, time.Now()), 0o644, opts.Durable)
 	if err != nil {
 		return fmt.Errorf("create slice in %s: %w", dir, err)
 	}
 	cleanup = append(cleanup, budgetTmp)
-	usageTmp, err := writeTemp(dir, UsageFile, usageBytes(&spec), 0o666)
+	usageTmp, err := writeTemp(dir, UsageFile, usageBytes(&spec), 0o666, opts.Durable)
 	if err != nil {
 		return fmt.Errorf("create slice in %s: %w", dir, err)
 	}
@@ -257,6 +273,9 @@ func CreateSlice(dir string, spec SliceSpec) (err error) {
 	}
 	// Make the renames durable; a failure here is reported but the files are
 	// complete and in place, so they are not removed.
+	if !opts.Durable {
+		return nil
+	}
 	if err := syncDir(dir); err != nil {
 		cleanup = nil
 		madeDirs = nil
@@ -323,9 +342,9 @@ func removeAll(dirs []string) {
 	}
 }
 
-// writeTemp writes data to a new temporary file in dir with the given mode and
-// fsyncs it; it returns the temporary path and removes it on failure.
-func writeTemp(dir, name string, data []byte, mode os.FileMode) (path string, err error) {
+// writeTemp writes data to a new temporary file in dir with the given mode and,
+// if durable, fsyncs it; it returns the temporary path and removes it on failure.
+func writeTemp(dir, name string, data []byte, mode os.FileMode, durable bool) (path string, err error) {
 	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
 	if err != nil {
 		return "", err
@@ -342,8 +361,10 @@ func writeTemp(dir, name string, data []byte, mode os.FileMode) (path string, er
 	if err := f.Chmod(mode); err != nil {
 		return "", fmt.Errorf("chmod %s: %w", f.Name(), err)
 	}
-	if err := f.Sync(); err != nil {
-		return "", fmt.Errorf("fsync %s: %w", f.Name(), err)
+	if durable {
+		if err := f.Sync(); err != nil {
+			return "", fmt.Errorf("fsync %s: %w", f.Name(), err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return "", fmt.Errorf("close %s: %w", f.Name(), err)

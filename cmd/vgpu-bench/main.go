@@ -23,8 +23,9 @@ const topUsage = `usage: vgpu-bench COMMAND [flags]
 
 Commands:
   overhead   what libvgpu adds to driver calls and to process start-up
+  daemon     vgpud: enforcer tick CPU over 1,000 slices, slice allocation latency
 
-Run 'vgpu-bench overhead --help' for its flags.
+Run 'vgpu-bench COMMAND --help' for its flags.
 `
 
 func main() {
@@ -41,6 +42,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "overhead":
 		return overhead(ctx, args[1:], stdout, stderr)
+	case "daemon":
+		return daemonBench(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, topUsage)
 		return 0

@@ -12,8 +12,9 @@
 // Create makes, in order:
 //
 //  1. slices/<id>/ (mkdir, exclusive: an id in use is refused);
-//  2. the two regions (enforcer.CreateSlice: temporary files, fsync, rename,
-//     fsync of the slice directory);
+//  2. the two regions (enforcer.CreateSliceWith: temporary files renamed into
+//     place, not fsynced: step 3's directory fsync makes the renames durable,
+//     and Load recreates a pair whose contents a power loss damaged);
 //  3. slice.json (written to a temporary name, fsynced, renamed into place,
 //     the slice directory fsynced), then slices/ is fsynced so the slice's own
 //     directory entry is durable too. Only then does Create return.
@@ -265,7 +266,10 @@ func (s *Store) Create(rec Record) (sl *enforcer.Slice, err error) {
 	if err := s.step("mkdir"); err != nil {
 		return nil, err
 	}
-	if err := enforcer.CreateSlice(dir, spec); err != nil {
+	// The regions need no fsync of their own: writeRecord fsyncs this
+	// directory (making their renames durable too) and Load recreates a pair a
+	// power loss damaged. This halves the fsyncs of an alloc.
+	if err := enforcer.CreateSliceWith(dir, spec, enforcer.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("create slice %s: %w", id, err)
 	}
 	if err := s.step("regions"); err != nil {

@@ -1,0 +1,313 @@
+// Package metrics exports vgpud's state in the Prometheus format: per device,
+// per slice and the daemon's own health. Every metric is documented in
+// README.md next to this file.
+//
+// The daemon feeds it two ways: ObserveTick after every enforcer tick (tick
+// durations go into a histogram, the latest report provides the per-slice
+// figures), and a Source called at every scrape for what the daemon holds
+// (devices with their carving sums, slices, utilization, health). Metrics use
+// their own Registry, never the global one, so that tests and several daemons
+// in one process do not collide.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/enforcer"
+)
+
+// Health is the daemon's own state.
+type Health struct {
+	Version      string
+	StartTime    time.Time
+	EnforcerMode string // off | report | enforce
+}
+
+// Input is what the collector reads from the daemon at every scrape.
+type Input struct {
+	// Devices as the allocator sums them (guaranteed/allocated memory,
+	// guaranteed compute, slice count).
+	Devices []api.Device
+	// Slices the daemon holds: counted per QoS class.
+	Slices []api.Slice
+	// Utilization maps a device uuid to its GPU utilization, 0..1 (NVML's
+	// percent / 100). Devices without an entry export no utilization.
+	Utilization map[string]float64
+	Health      Health
+}
+
+// Source returns the daemon's current Input. It is called once per scrape,
+// from the scraping goroutine: it should copy what it needs under the
+// daemon's lock and return.
+type Source func() Input
+
+// TickDurationBuckets are the histogram buckets of
+// vgpu_enforcer_tick_duration_seconds: 50µs to ~100ms, where a tick over
+// 1,000 slices is expected to stay under 5ms.
+var TickDurationBuckets = prometheus.ExponentialBuckets(50e-6, 2, 12)
+
+// Metrics is vgpud's Prometheus collector and registry.
+type Metrics struct {
+	reg          *prometheus.Registry
+	src          Source
+	tickDuration prometheus.Histogram
+
+	mu   sync.Mutex
+	last *enforcer.TickReport
+}
+
+// New returns the metrics of a daemon reading src (nil: no devices, slices
+// or health, only what ObserveTick provides). The registry also holds the Go
+// runtime and process collectors.
+func New(src Source) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		src: src,
+		tickDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "vgpu_enforcer_tick_duration_seconds",
+			Help:    "Wall time of each enforcer tick.",
+			Buckets: TickDurationBuckets,
+		}),
+	}
+	m.reg.MustRegister(
+		m.tickDuration,
+		(*collector)(m),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// Registry is the registry holding every vgpud metric.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the registry (mount it at /metrics).
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// ObserveTick records one enforcer tick. Call it after every tick: the
+// duration histogram counts each call, the other figures come from the latest
+// report. The report is kept, not copied: do not modify it afterwards (the
+// loop never does).
+func (m *Metrics) ObserveTick(rep *enforcer.TickReport) {
+	if rep == nil {
+		return
+	}
+	m.tickDuration.Observe(rep.Duration.Seconds())
+	m.mu.Lock()
+	m.last = rep
+	m.mu.Unlock()
+}
+
+// Descriptions of the metrics the collector builds at scrape time.
+var (
+	descDaemonUp = prometheus.NewDesc("vgpu_daemon_up",
+		"1 while vgpud serves metrics.", nil, nil)
+	descDaemonStart = prometheus.NewDesc("vgpu_daemon_start_time_seconds",
+		"Unix time vgpud started.", nil, nil)
+	descDaemonInfo = prometheus.NewDesc("vgpu_daemon_info",
+		"vgpud's version and enforcer mode (value 1).", []string{"version", "enforcer_mode"}, nil)
+
+	descTicks = prometheus.NewDesc("vgpu_enforcer_ticks_total",
+		"Enforcer ticks run.", nil, nil)
+	descLastTick = prometheus.NewDesc("vgpu_enforcer_last_tick_timestamp_seconds",
+		"Unix time the latest enforcer tick started.", nil, nil)
+	descLastTickErrors = prometheus.NewDesc("vgpu_enforcer_last_tick_errors",
+		"Errors in the latest enforcer tick (unreadable slice regions, failing driver queries).", nil, nil)
+	descErrors = prometheus.NewDesc("vgpu_enforcer_errors_total",
+		"Errors over all enforcer ticks.", nil, nil)
+	descReclaimedBytes = prometheus.NewDesc("vgpu_enforcer_reclaimed_bytes_total",
+		"Bytes returned to slices from processes that died without releasing them.", nil, nil)
+	descReclaimedProcs = prometheus.NewDesc("vgpu_enforcer_reclaimed_processes_total",
+		"Dead processes whose charge the enforcer returned.", nil, nil)
+	descBackstop = prometheus.NewDesc("vgpu_enforcer_backstop_events_total",
+		"Processes found using more device memory than their slice allows (each violation counted once).", nil, nil)
+	descKills = prometheus.NewDesc("vgpu_enforcer_kills_total",
+		"Processes the backstop killed (enforce mode).", nil, nil)
+
+	devLabels       = []string{"uuid"}
+	descDeviceInfo  = prometheus.NewDesc("vgpu_device_info", "A GPU of the node (value 1).", []string{"uuid", "index", "name", "pci_bus_id", "numa_node"}, nil)
+	descDeviceTotal = prometheus.NewDesc("vgpu_device_memory_total_bytes",
+		"Device memory.", devLabels, nil)
+	descDeviceGuaranteed = prometheus.NewDesc("vgpu_device_memory_guaranteed_bytes",
+		"Memory guaranteed to slices on the device (never more than the device).", devLabels, nil)
+	descDeviceAllocated = prometheus.NewDesc("vgpu_device_memory_allocated_bytes",
+		"Sum of the memory limits of the slices on the device (may exceed it with burstable slices).", devLabels, nil)
+	descDeviceCompute = prometheus.NewDesc("vgpu_device_compute_guaranteed_ratio",
+		"Sum of the guaranteed compute shares on the device, 0..1.", devLabels, nil)
+	descDeviceSlices = prometheus.NewDesc("vgpu_device_slices",
+		"Slices placed on the device.", devLabels, nil)
+	descDeviceDriverUsed = prometheus.NewDesc("vgpu_device_driver_used_bytes",
+		"Memory the driver reports for all processes on the device (latest tick).", devLabels, nil)
+	descDeviceDriverProcs = prometheus.NewDesc("vgpu_device_driver_processes",
+		"Processes the driver reports on the device (latest tick).", devLabels, nil)
+	descDeviceUtil = prometheus.NewDesc("vgpu_device_utilization_ratio",
+		"GPU utilization over the driver's last sample period, 0..1.", devLabels, nil)
+
+	sliceLabels    = []string{"slice", "uuid", "qos"}
+	descSliceLimit = prometheus.NewDesc("vgpu_slice_memory_limit_bytes",
+		"The slice's memory limit on the device.", sliceLabels, nil)
+	descSliceUsed = prometheus.NewDesc("vgpu_slice_memory_used_bytes",
+		"Memory libvgpu has charged to the slice on the device (its admission counter).", sliceLabels, nil)
+	descSlicePeak = prometheus.NewDesc("vgpu_slice_memory_peak_bytes",
+		"Highest value of vgpu_slice_memory_used_bytes since the slice was created.", sliceLabels, nil)
+	descSliceDriver = prometheus.NewDesc("vgpu_slice_driver_used_bytes",
+		"Memory the driver reports for the slice's processes on the device.", sliceLabels, nil)
+	descSliceRefused = prometheus.NewDesc("vgpu_slice_allocations_refused_total",
+		"Allocations libvgpu refused because they would exceed the slice's limit.", sliceLabels, nil)
+	descSliceBackstop = prometheus.NewDesc("vgpu_slice_backstop_events_total",
+		"Backstop violations in the slice on the device.", sliceLabels, nil)
+	descSliceReclaimed = prometheus.NewDesc("vgpu_slice_reclaimed_bytes_total",
+		"Bytes returned to the slice from dead processes on the device.", sliceLabels, nil)
+	descSliceProcs = prometheus.NewDesc("vgpu_slice_processes",
+		"Processes in the slice (with a slot, or attributed to it by the daemon).", []string{"slice", "qos"}, nil)
+	descSlices = prometheus.NewDesc("vgpu_slices",
+		"Slices held by vgpud, by QoS class.", []string{"qos"}, nil)
+
+	allDescs = []*prometheus.Desc{
+		descDaemonUp, descDaemonStart, descDaemonInfo,
+		descTicks, descLastTick, descLastTickErrors, descErrors, descReclaimedBytes, descReclaimedProcs,
+		descBackstop, descKills,
+		descDeviceInfo, descDeviceTotal, descDeviceGuaranteed, descDeviceAllocated, descDeviceCompute,
+		descDeviceSlices, descDeviceDriverUsed, descDeviceDriverProcs, descDeviceUtil,
+		descSliceLimit, descSliceUsed, descSlicePeak, descSliceDriver, descSliceRefused, descSliceBackstop,
+		descSliceReclaimed, descSliceProcs, descSlices,
+	}
+)
+
+// qosClasses are always exported by vgpu_slices, 0 when empty, so that a
+// class appearing is a change of value rather than a new series.
+var qosClasses = []string{api.QoSGuaranteed, api.QoSBurstable, api.QoSBestEffort}
+
+// collector is Metrics seen as the prometheus.Collector of the scrape-time
+// metrics (a distinct type so that Metrics' own method set stays small).
+type collector Metrics
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range allDescs {
+		ch <- d
+	}
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	var in Input
+	if c.src != nil {
+		in = c.src()
+	}
+	c.mu.Lock()
+	rep := c.last
+	c.mu.Unlock()
+
+	gauge(ch, descDaemonUp, 1)
+	if !in.Health.StartTime.IsZero() {
+		gauge(ch, descDaemonStart, float64(in.Health.StartTime.UnixNano())/1e9)
+	}
+	gauge(ch, descDaemonInfo, 1, in.Health.Version, in.Health.EnforcerMode)
+
+	var totals enforcer.TickTotals
+	if rep != nil {
+		totals = rep.Totals
+		gauge(ch, descLastTick, float64(rep.Start.UnixNano())/1e9)
+		gauge(ch, descLastTickErrors, float64(len(rep.Errors)))
+	}
+	counter(ch, descTicks, float64(totals.Ticks))
+	counter(ch, descErrors, float64(totals.Errors))
+	counter(ch, descReclaimedBytes, float64(totals.ReclaimedBytes))
+	counter(ch, descReclaimedProcs, float64(totals.ReclaimedProcesses))
+	counter(ch, descBackstop, float64(totals.BackstopEvents))
+	counter(ch, descKills, float64(totals.Kills))
+
+	seenDev := make(map[string]bool, len(in.Devices))
+	for _, d := range in.Devices {
+		if seenDev[d.UUID] {
+			continue // one series per device, whatever the source says
+		}
+		seenDev[d.UUID] = true
+		gauge(ch, descDeviceInfo, 1, d.UUID, strconv.Itoa(d.Index), d.Name, d.PCIBusID, strconv.Itoa(d.NUMANode))
+		gauge(ch, descDeviceTotal, float64(d.MemoryBytes), d.UUID)
+		gauge(ch, descDeviceGuaranteed, float64(d.GuaranteedBytes), d.UUID)
+		gauge(ch, descDeviceAllocated, float64(d.AllocatedBytes), d.UUID)
+		gauge(ch, descDeviceCompute, d.ComputePercent/100, d.UUID)
+		gauge(ch, descDeviceSlices, float64(d.Slices), d.UUID)
+	}
+	for uuid, u := range in.Utilization {
+		gauge(ch, descDeviceUtil, u, uuid)
+	}
+	if rep != nil {
+		for _, d := range rep.Devices {
+			if d.Err != "" {
+				continue // no figure is better than a wrong 0
+			}
+			gauge(ch, descDeviceDriverUsed, float64(d.ProcessBytes), d.UUID)
+			gauge(ch, descDeviceDriverProcs, float64(d.Processes), d.UUID)
+		}
+	}
+
+	byQoS := make(map[string]int, len(qosClasses))
+	for _, q := range qosClasses {
+		byQoS[q] = 0
+	}
+	if in.Slices != nil {
+		for _, s := range in.Slices {
+			q := s.QoS
+			if q == "" {
+				q = api.QoSGuaranteed
+			}
+			byQoS[q]++
+		}
+	} else if rep != nil {
+		for _, s := range rep.Slices {
+			byQoS[enforcer.QoSName(s.QoS)]++
+		}
+	}
+	for q, n := range byQoS {
+		gauge(ch, descSlices, float64(n), q)
+	}
+
+	if rep == nil {
+		return
+	}
+	seenSlice := make(map[string]bool, len(rep.Slices))
+	for _, s := range rep.Slices {
+		if seenSlice[s.ID] {
+			continue
+		}
+		seenSlice[s.ID] = true
+		qos := enforcer.QoSName(s.QoS)
+		gauge(ch, descSliceProcs, float64(len(s.Processes)), s.ID, qos)
+		for k, d := range s.Devices {
+			uuid := d.UUID
+			if uuid == "" {
+				// A device matched by index (no uuid in the budget): name
+				// it by its place in the slice so the series stay apart.
+				uuid = "slice-device-" + strconv.Itoa(k)
+			}
+			gauge(ch, descSliceLimit, float64(d.LimitBytes), s.ID, uuid, qos)
+			gauge(ch, descSliceUsed, float64(d.UsedBytes), s.ID, uuid, qos)
+			gauge(ch, descSlicePeak, float64(d.PeakBytes), s.ID, uuid, qos)
+			if d.DriverKnown {
+				gauge(ch, descSliceDriver, float64(d.DriverBytes), s.ID, uuid, qos)
+			}
+			counter(ch, descSliceRefused, float64(d.RefusedAllocs), s.ID, uuid, qos)
+			counter(ch, descSliceBackstop, float64(d.BackstopEventsTotal), s.ID, uuid, qos)
+			counter(ch, descSliceReclaimed, float64(d.ReclaimedBytesTotal), s.ID, uuid, qos)
+		}
+	}
+}
