@@ -3,6 +3,7 @@
 #   make build   libvgpu, the simulated driver, test programs and the Go binaries
 #   make test    everything above, then every test (installs what it needs: Debian 12, root)
 #   make bench   the overhead benchmark on the simulated node (JSON under bench/results/)
+#   make run     vgpud and a capped workload (real GPUs, or a simulated node)
 #
 # Nothing here needs a CUDA toolkit: libvgpu and the simulated driver declare the
 # driver-API/NVML ABI they use in libvgpu/include/vgpu_cuda.h.
@@ -100,6 +101,7 @@ bench: build
 clean:
 	rm -rf $(BUILD) $(BIN)
 
-# The capped-workload demo on a simulated node (vgpud joins it with issue 3).
+# The demo: vgpud on the real GPUs (nvidia-smi -L lists any) or else on a simulated
+# two-GPU node, a capped workload through `vgpuctl run`, then a clean stop.
 run: build
 	bash test/demo/run.sh

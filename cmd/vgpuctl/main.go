@@ -1,12 +1,20 @@
 // Command vgpuctl inspects and manages vGPU slices.
 //
+//	vgpuctl devices|slices [--json]                  what vgpud has
+//	vgpuctl alloc --memory SIZE|PCT% [flags]         a slice from vgpud
+//	vgpuctl release ID...
+//	vgpuctl top [--watch]                            live usage per slice and process
+//	vgpuctl run --memory SIZE|PCT% [flags] -- CMD    CMD in a fresh slice
 //	vgpuctl slice create --dir DIR --memory SIZE [--device N|UUID ...] [flags]
 //	vgpuctl slice show --dir DIR [--json]
 //
-// `slice create` writes a budget/usage pair with no daemon: for tests,
-// debugging and bare-metal users, who then run CUDA programs with
+// The daemon commands talk to vgpud on its unix socket (--socket, env
+// VGPU_SOCKET, default /run/vgpu/vgpud.sock). `slice create` writes a
+// budget/usage pair with no daemon: for tests, debugging and bare-metal users,
+// who then run CUDA programs with
 // LD_PRELOAD=libvgpu.so VGPU_SLICE_DIR=DIR. Exit status: 0 success, 1 runtime
-// error, 2 usage error; messages go to stderr prefixed "vgpuctl: ".
+// error, 2 usage error (`run`: the command's own status); messages go to stderr
+// prefixed "vgpuctl: ".
 package main
 
 import (
@@ -53,12 +61,24 @@ func rootCommand() *command {
 Usage:
   vgpuctl <command> [arguments]
 
-Commands:
+Commands (vgpud):
+  devices  list the GPUs and what slices hold on each
+  slices   list the slices
+  alloc    allocate a slice; prints its id and directory
+  release  free slices
+  top      live memory use per slice and process
+  run      run a command in a fresh slice, released when it exits
+
+Commands (no daemon):
   slice    create or show a slice's budget/usage files
+
+The vgpud commands take --socket PATH (default $VGPU_SOCKET, else
+/run/vgpu/vgpud.sock; the socket is mode 0600, so usually: run as root).
 
 Run 'vgpuctl <command> --help' for details.
 `,
-		children: []*command{sliceCommand()},
+		children: []*command{devicesCommand(), slicesCommand(), allocCommand(), releaseCommand(),
+			topCommand(), runCommand(), sliceCommand()},
 	}
 }
 
@@ -107,9 +127,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cmd, path, args = next, path+" "+name, args[1:]
 	}
 	err := cmd.run(args, stdout, stderr)
+	var ee childExit
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &ee):
+		if ee.err != nil {
+			fmt.Fprintf(stderr, "vgpuctl: %v\n", ee.err)
+		}
+		return ee.code
 	case errors.Is(err, errHelpShown):
 		return exitOK
 	case errors.As(err, new(usageError)):

@@ -1,0 +1,529 @@
+package main
+
+// The commands that talk to vgpud over its unix socket: devices, slices,
+// alloc, release and top (run is in runcmd.go).
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/internal/units"
+)
+
+// requestTimeout bounds one API call: vgpud answers in milliseconds; a call
+// that takes this long is a hung daemon, and the user should hear about it.
+const requestTimeout = 30 * time.Second
+
+// socketFlag adds --socket to fs, defaulting to $VGPU_SOCKET or api.DefaultSocket.
+func socketFlag(fs *flag.FlagSet) *string {
+	def := os.Getenv("VGPU_SOCKET")
+	if def == "" {
+		def = api.DefaultSocket
+	}
+	return fs.String("socket", def, "vgpud's API socket `PATH` (env VGPU_SOCKET)")
+}
+
+// parseWithArgs is parseFlags for commands that take positional arguments:
+// flags may come before or after them (the flag package alone stops at the
+// first non-flag), except after "--", where everything is positional.
+func parseWithArgs(fs *flag.FlagSet, help string, args []string, stdout io.Writer) ([]string, error) {
+	var pos []string
+	for {
+		fs.SetOutput(io.Discard)
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, parseFlags(fs, help, []string{"--help"}, stdout) // prints the help
+			}
+			return nil, usageError{err}
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		// The flag package drops a "--" that ends the flags.
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// jsonOut writes v as indented JSON.
+func jsonOut(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// apiError turns a client error into vgpuctl's message: the server's text and,
+// for a refused allocation, one line per reason.
+func apiError(what string, err error) error {
+	var se *api.StatusError
+	if errors.As(err, &se) && len(se.Reasons) > 0 {
+		return fmt.Errorf("%s: %s:\n  %s", what, se.Message, strings.Join(se.Reasons, "\n  "))
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func callCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), requestTimeout)
+}
+
+// ---------------------------------------------------------------- devices
+
+const devicesHelp = `Usage:
+  vgpuctl devices [--json] [--socket PATH]
+
+Lists the node's GPUs as vgpud sees them, with what slices hold on each:
+GUARANTEED is the guaranteed memory of the slices placed there (never more than
+the device), ALLOCATED every slice's memory budget together (burstable and
+best-effort slices may take it past the device), COMPUTE the guaranteed compute
+shares summed.
+
+Flags:
+`
+
+func devicesCommand() *command {
+	return &command{name: "devices", run: func(args []string, stdout, _ io.Writer) error {
+		fs := flag.NewFlagSet("vgpuctl devices", flag.ContinueOnError)
+		socket := socketFlag(fs)
+		asJSON := fs.Bool("json", false, "print JSON (sizes in bytes)")
+		if err := parseFlags(fs, devicesHelp, args, stdout); err != nil {
+			return err
+		}
+		ctx, cancel := callCtx()
+		defer cancel()
+		devs, err := api.NewClient(*socket).Devices(ctx)
+		if err != nil {
+			return apiError("devices", err)
+		}
+		if *asJSON {
+			return jsonOut(stdout, devs)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "INDEX\tUUID\tNAME\tMEMORY\tGUARANTEED\tALLOCATED\tCOMPUTE\tSLICES\tPCI BUS\tNUMA")
+		for _, d := range devs {
+			numa := "-"
+			if d.NUMANode >= 0 {
+				numa = strconv.Itoa(d.NUMANode)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.Index, d.UUID, d.Name,
+				units.HumanSize(d.MemoryBytes), units.HumanSize(d.GuaranteedBytes),
+				units.HumanSize(d.AllocatedBytes), pct(d.ComputePercent), d.Slices, dash(d.PCIBusID), numa)
+		}
+		return tw.Flush()
+	}}
+}
+
+func pct(p float64) string { return strconv.FormatFloat(p, 'f', -1, 64) + "%" }
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// ----------------------------------------------------------------- slices
+
+const slicesHelp = `Usage:
+  vgpuctl slices [--json] [--socket PATH]
+
+Lists every slice: its devices (index:memory), compute share, QoS class,
+priority, owner (a process for 'vgpuctl run', a container for vgpu-runtime, '-'
+for a slice released only by 'vgpuctl release') and directory.
+
+Flags:
+`
+
+func slicesCommand() *command {
+	return &command{name: "slices", run: func(args []string, stdout, _ io.Writer) error {
+		fs := flag.NewFlagSet("vgpuctl slices", flag.ContinueOnError)
+		socket := socketFlag(fs)
+		asJSON := fs.Bool("json", false, "print JSON (sizes in bytes)")
+		if err := parseFlags(fs, slicesHelp, args, stdout); err != nil {
+			return err
+		}
+		ctx, cancel := callCtx()
+		defer cancel()
+		slices, err := api.NewClient(*socket).Slices(ctx)
+		if err != nil {
+			return apiError("slices", err)
+		}
+		sort.Slice(slices, func(i, j int) bool { return slices[i].ID < slices[j].ID })
+		if *asJSON {
+			return jsonOut(stdout, slices)
+		}
+		if len(slices) == 0 {
+			_, err := fmt.Fprintln(stdout, "no slices")
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tDEVICES\tCOMPUTE\tQOS\tPRIORITY\tOWNER\tAGE\tDIR")
+		now := time.Now()
+		for _, s := range slices {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.ID, sliceDevices(s), sliceCompute(s),
+				s.QoS, s.Priority, ownerString(s.Owner), age(now.Sub(s.CreatedAt)), s.Dir)
+		}
+		return tw.Flush()
+	}}
+}
+
+func sliceDevices(s api.Slice) string {
+	parts := make([]string, len(s.Devices))
+	for i, d := range s.Devices {
+		parts[i] = fmt.Sprintf("%d:%s", d.Index, units.HumanSize(d.MemoryBytes))
+	}
+	return strings.Join(parts, ",")
+}
+
+func sliceCompute(s api.Slice) string {
+	if len(s.Devices) == 0 {
+		return "-"
+	}
+	c := s.Devices[0].ComputePercent
+	for _, d := range s.Devices[1:] {
+		if d.ComputePercent != c {
+			parts := make([]string, len(s.Devices))
+			for i, d := range s.Devices {
+				parts[i] = pct(d.ComputePercent)
+			}
+			return strings.Join(parts, ",")
+		}
+	}
+	return pct(c)
+}
+
+func ownerString(o api.Owner) string {
+	switch o.Kind {
+	case api.OwnerPID:
+		return "pid " + strconv.Itoa(o.PID)
+	case api.OwnerContainer:
+		id := o.ContainerID
+		if len(id) > 12 {
+			id = id[:12]
+		}
+		return "container " + id
+	case api.OwnerNone:
+		return "-"
+	}
+	return o.Kind
+}
+
+// age renders a duration like kubectl does: 45s, 12m, 3h, 5d.
+func age(d time.Duration) string {
+	switch {
+	case d < 0:
+		return "0s"
+	case d < time.Minute:
+		return strconv.Itoa(int(d.Seconds())) + "s"
+	case d < time.Hour:
+		return strconv.Itoa(int(d.Minutes())) + "m"
+	case d < 48*time.Hour:
+		return strconv.Itoa(int(d.Hours())) + "h"
+	}
+	return strconv.Itoa(int(d.Hours()/24)) + "d"
+}
+
+// ------------------------------------------------------------------ alloc
+
+// requestFlags are the flags of alloc and run that make an api.AllocRequest.
+type requestFlags struct {
+	memory    string
+	compute   float64
+	devices   int
+	uuids     listFlag
+	priority  int
+	qos       string
+	placement string
+	id        string
+}
+
+func (r *requestFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&r.memory, "memory", "", "memory per device: a `SIZE` (2GiB, 512M; binary units) or a percent of the device (25%) (required)")
+	fs.Float64Var(&r.compute, "compute", 0, "compute share per device in percent, 0 < `PCT` <= 100 (default 100)")
+	fs.IntVar(&r.devices, "devices", 0, "number of devices `N` the slice spans (default 1, or the number of --uuid)")
+	fs.Var(&r.uuids, "uuid", "place the slice on the device with this `UUID`; repeat for several")
+	fs.IntVar(&r.priority, "priority", 0, "slice priority `N`; higher wins")
+	fs.StringVar(&r.qos, "qos", "", "QoS `class`: guaranteed (default), burstable or best-effort")
+	fs.StringVar(&r.placement, "placement", "", "placement `policy` for this slice: binpack or spread (default: vgpud's)")
+	fs.StringVar(&r.id, "id", "", "slice `ID` (letters, digits, '_', '.', '-'; default: generated)")
+}
+
+// request builds the AllocRequest, checking what can be checked here; vgpud
+// checks the rest.
+func (r *requestFlags) request() (api.AllocRequest, error) {
+	req := api.AllocRequest{
+		ID:             r.id,
+		ComputePercent: r.compute,
+		DeviceCount:    r.devices,
+		UUIDs:          r.uuids,
+		Priority:       r.priority,
+		QoS:            r.qos,
+		Placement:      r.placement,
+	}
+	mem := strings.TrimSpace(r.memory)
+	switch {
+	case mem == "":
+		return req, usagef("--memory is required (a size like 2GiB or a percent like 25%%)")
+	case strings.HasSuffix(mem, "%"):
+		p, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(mem, "%")), 64)
+		if err != nil || !(p > 0 && p <= 100) {
+			return req, usagef("--memory %q: a percent must be in (0, 100]", r.memory)
+		}
+		req.MemoryPercent = p
+	default:
+		n, err := units.ParseSize(mem)
+		if err != nil {
+			return req, usagef("--memory: %v", err)
+		}
+		if n == 0 {
+			return req, usagef("--memory must be more than 0")
+		}
+		req.MemoryBytes = n
+	}
+	if r.compute < 0 || r.compute > 100 {
+		return req, usagef("--compute %g out of range (0, 100]", r.compute)
+	}
+	if r.devices < 0 {
+		return req, usagef("--devices %d: want 1 or more", r.devices)
+	}
+	return req, nil
+}
+
+const allocHelp = `Usage:
+  vgpuctl alloc --memory SIZE|PCT% [request flags] [--json] [--socket PATH]
+
+Asks vgpud for a slice and prints "<id> <dir>": the slice's id and the directory
+of its budget and usage files. Run CUDA programs in it with
+  LD_PRELOAD=/usr/lib/vgpu/libvgpu.so VGPU_SLICE_DIR=<dir> program
+and free it with 'vgpuctl release <id>' (or use 'vgpuctl run', which does all
+three). The slice has no owner: it lives until released, across vgpud restarts.
+
+A request that does not fit is refused with what each device lacked.
+
+Examples:
+  vgpuctl alloc --memory 4GiB --compute 50
+  vgpuctl alloc --memory 25% --devices 2 --qos burstable --placement spread
+  vgpuctl alloc --memory 8G --uuid GPU-5d3a1f2e-0c4b-4a6e-9f1d-2b7c8e9a0b1c --id train-1
+
+Flags:
+`
+
+func allocCommand() *command {
+	return &command{name: "alloc", run: func(args []string, stdout, _ io.Writer) error {
+		fs := flag.NewFlagSet("vgpuctl alloc", flag.ContinueOnError)
+		socket := socketFlag(fs)
+		var rf requestFlags
+		rf.register(fs)
+		asJSON := fs.Bool("json", false, "print the slice as JSON")
+		if err := parseFlags(fs, allocHelp, args, stdout); err != nil {
+			return err
+		}
+		req, err := rf.request()
+		if err != nil {
+			return err
+		}
+		ctx, cancel := callCtx()
+		defer cancel()
+		s, err := api.NewClient(*socket).Alloc(ctx, req)
+		if err != nil {
+			return apiError("alloc", err)
+		}
+		if *asJSON {
+			return jsonOut(stdout, s)
+		}
+		_, err = fmt.Fprintf(stdout, "%s %s\n", s.ID, s.Dir)
+		return err
+	}}
+}
+
+// ---------------------------------------------------------------- release
+
+const releaseHelp = `Usage:
+  vgpuctl release ID... [--socket PATH]
+
+Frees slices: their records and region files are removed and their memory and
+compute return to the devices. Processes still running in a released slice keep
+their mapped files but are no longer counted or enforced.
+
+Flags:
+`
+
+func releaseCommand() *command {
+	return &command{name: "release", run: func(args []string, stdout, _ io.Writer) error {
+		fs := flag.NewFlagSet("vgpuctl release", flag.ContinueOnError)
+		socket := socketFlag(fs)
+		ids, err := parseWithArgs(fs, releaseHelp, args, stdout)
+		if err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			return usagef("release: which slice? (vgpuctl release ID)")
+		}
+		c := api.NewClient(*socket)
+		defer c.Close()
+		var errs []error
+		for _, id := range ids {
+			ctx, cancel := callCtx()
+			err := c.Release(ctx, id)
+			cancel()
+			if err != nil {
+				errs = append(errs, apiError("release "+id, err))
+				if errors.Is(err, api.ErrNotRunning) {
+					break
+				}
+				continue
+			}
+			fmt.Fprintf(stdout, "released %s\n", id)
+		}
+		return errors.Join(errs...)
+	}}
+}
+
+// -------------------------------------------------------------------- top
+
+const topHelp = `Usage:
+  vgpuctl top [--watch [--interval D] [--count N]] [--json] [--socket PATH]
+
+Shows every slice's memory as the enforcer loop last saw it: per slice device
+the limit, what libvgpu charged (USED; contexts included), the peak and the
+allocations refused; then every process with its pid, host pid, charged bytes
+and what the driver reports for it (DRIVER; '-' where unknown: no NVML
+per-process figure yet). A process libvgpu does not know (it bypassed it) is
+listed with pid '-'.
+
+--watch redraws every --interval (default 1s) until interrupted (Ctrl-C) or
+--count refreshes are shown.
+
+Flags:
+`
+
+func topCommand() *command {
+	return &command{name: "top", run: func(args []string, stdout, _ io.Writer) error {
+		fs := flag.NewFlagSet("vgpuctl top", flag.ContinueOnError)
+		socket := socketFlag(fs)
+		asJSON := fs.Bool("json", false, "print JSON (sizes in bytes)")
+		watch := fs.Bool("watch", false, "refresh until interrupted")
+		interval := fs.Duration("interval", time.Second, "refresh period `D` with --watch")
+		count := fs.Int("count", 0, "with --watch: stop after `N` refreshes (0: until interrupted)")
+		if err := parseFlags(fs, topHelp, args, stdout); err != nil {
+			return err
+		}
+		if *interval < 10*time.Millisecond {
+			return usagef("--interval %s: want at least 10ms", *interval)
+		}
+		c := api.NewClient(*socket)
+		defer c.Close()
+		show := func(clear bool) error {
+			ctx, cancel := callCtx()
+			defer cancel()
+			usage, err := c.Top(ctx)
+			if err != nil {
+				return apiError("top", err)
+			}
+			if *asJSON {
+				return jsonOut(stdout, usage)
+			}
+			if clear {
+				// Home the cursor and clear the screen, like watch(1).
+				fmt.Fprintf(stdout, "\033[H\033[2J%s  vgpuctl top (every %s, Ctrl-C to stop)\n\n",
+					time.Now().Format("15:04:05"), *interval)
+			}
+			return printTop(stdout, usage)
+		}
+		if !*watch {
+			return show(false)
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		t := time.NewTicker(*interval)
+		defer t.Stop()
+		for n := 1; ; n++ {
+			if err := show(true); err != nil {
+				return err
+			}
+			if *count > 0 && n >= *count {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+		}
+	}}
+}
+
+func printTop(w io.Writer, usage []api.SliceUsage) error {
+	if len(usage) == 0 {
+		_, err := fmt.Fprintln(w, "no slices")
+		return err
+	}
+	sort.Slice(usage, func(i, j int) bool { return usage[i].Slice.ID < usage[j].Slice.ID })
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SLICE\tDEVICE\tLIMIT\tUSED\tPEAK\tREFUSED\tPROCESSES")
+	for _, u := range usage {
+		for d, sd := range u.Slice.Devices {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\n", u.Slice.ID, sd.Index,
+				units.HumanSize(sd.MemoryBytes), units.HumanSize(at(u.UsedBytes, d)),
+				units.HumanSize(at(u.PeakBytes, d)), at(u.Refused, d), len(u.Processes))
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	procs := 0
+	for _, u := range usage {
+		procs += len(u.Processes)
+	}
+	if procs == 0 {
+		_, err := fmt.Fprintln(w, "\nno processes")
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SLICE\tPID\tHOST PID\tDEVICE\tUSED\tDRIVER")
+	for _, u := range usage {
+		for _, p := range u.Processes {
+			pid, host := "-", "-"
+			if p.PID != 0 {
+				pid = strconv.Itoa(p.PID)
+			}
+			if p.HostPID != 0 {
+				host = strconv.Itoa(p.HostPID)
+			}
+			for d, sd := range u.Slice.Devices {
+				driver := "-"
+				if p.DriverBytes != nil {
+					driver = units.HumanSize(at(p.DriverBytes, d))
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", u.Slice.ID, pid, host, sd.Index,
+					units.HumanSize(at(p.UsedBytes, d)), driver)
+			}
+		}
+	}
+	return tw.Flush()
+}
+
+// at returns v[i], or 0 when v is shorter (a report from an older vgpud).
+func at(v []uint64, i int) uint64 {
+	if i < len(v) {
+		return v[i]
+	}
+	return 0
+}

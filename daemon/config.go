@@ -1,0 +1,292 @@
+// Package daemon is vgpud: it wires NVML device discovery, the allocator, the
+// on-disk slice store, the enforcer loop and the metrics together, and serves
+// the HTTP+JSON API of package daemon/api on a unix socket (DESIGN §5).
+package daemon
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/internal/units"
+)
+
+// Defaults of every setting (documented in vgpud --help and deploy/README.md).
+const (
+	DefaultStateDir          = "/var/lib/vgpu"
+	DefaultMetricsAddr       = "127.0.0.1:9400"
+	DefaultPlacement         = api.PlacementBinpack
+	DefaultEnforcerMode      = "report"
+	DefaultEnforcerInterval  = 50 * time.Millisecond
+	DefaultContextOverhead   = 256 << 20
+	DefaultBackstopTolerance = 64 << 20
+	DefaultLogFormat         = "json"
+	DefaultLogLevel          = "info"
+)
+
+// Config is vgpud's configuration: defaults, then the JSON config file, then
+// command-line flags (cmd/vgpud applies them in that order).
+type Config struct {
+	// StateDir holds one record per slice (<state>/slices/<id>/) and a lock
+	// file that keeps a second vgpud off the same state.
+	StateDir string `json:"state_dir"`
+	// Socket is the API's unix socket (mode 0600; its directory is created 0755).
+	Socket string `json:"socket"`
+	// MetricsAddr is the host:port of the Prometheus endpoint (/metrics, /healthz);
+	// "" turns it off.
+	MetricsAddr string `json:"metrics_addr"`
+	// Placement is the node-wide policy, binpack or spread; a request may name its own.
+	Placement string `json:"placement"`
+	// EnforcerMode is off, report or enforce: what the backstop does with a
+	// process whose real memory use exceeds its slice. Dead processes' charges are
+	// returned and dead owners' slices released in every mode.
+	EnforcerMode string `json:"enforcer_mode"`
+	// EnforcerInterval is the period of the enforcer loop.
+	EnforcerInterval Duration `json:"enforcer_interval"`
+	// ContextOverhead is charged by libvgpu per CUDA context, on top of the
+	// program's allocations: set it to the driver's per-context footprint.
+	ContextOverhead Size `json:"context_overhead"`
+	// BackstopTolerance is how far a process's real (driver) usage may exceed
+	// what libvgpu charged it, and a slice's driver total its limit, before the
+	// backstop acts: it absorbs the gap between the configured context overhead
+	// and the driver's real footprint.
+	BackstopTolerance Size `json:"backstop_tolerance"`
+	// NVMLLibrary is the path of libnvidia-ml.so.1; "" lets the dynamic loader
+	// find it (LD_LIBRARY_PATH, ld.so.cache).
+	NVMLLibrary string `json:"nvml_library"`
+	// LogFormat is json (production) or console; LogLevel debug, info, warn or error.
+	LogFormat string `json:"log_format"`
+	LogLevel  string `json:"log_level"`
+}
+
+// DefaultConfig returns the built-in defaults.
+func DefaultConfig() Config {
+	return Config{
+		StateDir:          DefaultStateDir,
+		Socket:            api.DefaultSocket,
+		MetricsAddr:       DefaultMetricsAddr,
+		Placement:         DefaultPlacement,
+		EnforcerMode:      DefaultEnforcerMode,
+		EnforcerInterval:  Duration(DefaultEnforcerInterval),
+		ContextOverhead:   DefaultContextOverhead,
+		BackstopTolerance: DefaultBackstopTolerance,
+		LogFormat:         DefaultLogFormat,
+		LogLevel:          DefaultLogLevel,
+	}
+}
+
+// LoadConfigFile reads a JSON config file over cfg: keys present in the file
+// replace cfg's values, absent keys keep them. Unknown keys are an error, so a
+// misspelt setting is not silently ignored.
+func LoadConfigFile(path string, cfg *Config) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	var raw map[string]json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&raw); err != nil {
+		var typ *json.UnmarshalTypeError
+		if errors.As(err, &typ) {
+			return fmt.Errorf("config file %s: want a JSON object ({\"key\": value, ...}), got a JSON %s", path, typ.Value)
+		}
+		return fmt.Errorf("config file %s: %w", path, describeJSONError(data, err))
+	}
+	if dec.More() {
+		return fmt.Errorf("config file %s: more than one JSON value", path)
+	}
+	fields := cfg.fields()
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // report problems in a stable order
+	for _, k := range keys {
+		dst, ok := fields[k]
+		if !ok {
+			known := make([]string, 0, len(fields))
+			for name := range fields {
+				known = append(known, name)
+			}
+			sort.Strings(known)
+			return fmt.Errorf("config file %s: unknown key %q (known keys: %s)", path, k, strings.Join(known, ", "))
+		}
+		if err := json.Unmarshal(raw[k], dst); err != nil {
+			return fmt.Errorf("config file %s: key %q: %w", path, k, describeJSONError(raw[k], err))
+		}
+	}
+	return nil
+}
+
+// fields maps every config key to the field it sets.
+func (c *Config) fields() map[string]any {
+	return map[string]any{
+		"state_dir":          &c.StateDir,
+		"socket":             &c.Socket,
+		"metrics_addr":       &c.MetricsAddr,
+		"placement":          &c.Placement,
+		"enforcer_mode":      &c.EnforcerMode,
+		"enforcer_interval":  &c.EnforcerInterval,
+		"context_overhead":   &c.ContextOverhead,
+		"backstop_tolerance": &c.BackstopTolerance,
+		"nvml_library":       &c.NVMLLibrary,
+		"log_format":         &c.LogFormat,
+		"log_level":          &c.LogLevel,
+	}
+}
+
+// describeJSONError adds the line number to a syntax error (encoding/json only
+// gives a byte offset) and says what type a value should have had.
+func describeJSONError(data []byte, err error) error {
+	var syn *json.SyntaxError
+	if errors.As(err, &syn) {
+		line := 1 + bytes.Count(data[:min(int(syn.Offset), len(data))], []byte("\n"))
+		return fmt.Errorf("line %d: %w", line, err)
+	}
+	var typ *json.UnmarshalTypeError
+	if errors.As(err, &typ) {
+		return fmt.Errorf("want a JSON value for a %s, got a JSON %s", typ.Type, typ.Value)
+	}
+	return err
+}
+
+// Enforcer modes.
+const (
+	ModeOff     = "off"
+	ModeReport  = "report"
+	ModeEnforce = "enforce"
+)
+
+// Validate checks every setting and says which one is wrong and what it should be.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if c.StateDir == "" {
+		bad("state_dir: empty (want a directory, e.g. %s)", DefaultStateDir)
+	} else if !filepath.IsAbs(c.StateDir) {
+		bad("state_dir %q: want an absolute path", c.StateDir)
+	}
+	switch {
+	case c.Socket == "":
+		bad("socket: empty (want a path, e.g. %s)", api.DefaultSocket)
+	case !filepath.IsAbs(c.Socket):
+		bad("socket %q: want an absolute path", c.Socket)
+	case len(c.Socket) > 107:
+		// sun_path is 108 bytes with the terminating NUL.
+		bad("socket %q: %d bytes, a unix socket path has at most 107", c.Socket, len(c.Socket))
+	}
+	if c.MetricsAddr != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			bad("metrics_addr %q: want host:port, e.g. %s (or \"\" to turn it off): %v",
+				c.MetricsAddr, DefaultMetricsAddr, err)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			bad("metrics_addr %q: bad port %q", c.MetricsAddr, port)
+		}
+	}
+	if c.Placement != api.PlacementBinpack && c.Placement != api.PlacementSpread {
+		bad("placement %q: want %s or %s", c.Placement, api.PlacementBinpack, api.PlacementSpread)
+	}
+	switch c.EnforcerMode {
+	case ModeOff, ModeReport, ModeEnforce:
+	default:
+		bad("enforcer_mode %q: want off, report or enforce", c.EnforcerMode)
+	}
+	if iv := time.Duration(c.EnforcerInterval); iv < time.Millisecond || iv > time.Minute {
+		bad("enforcer_interval %s: want 1ms..1m (default %s)", iv, DefaultEnforcerInterval)
+	}
+	if c.ContextOverhead > 64<<30 {
+		bad("context_overhead %s: more than a GPU's memory; want the driver's per-context footprint (default %s)",
+			units.FormatSize(uint64(c.ContextOverhead)), units.FormatSize(DefaultContextOverhead))
+	}
+	if c.BackstopTolerance > 64<<30 {
+		bad("backstop_tolerance %s: too large (default %s)",
+			units.FormatSize(uint64(c.BackstopTolerance)), units.FormatSize(DefaultBackstopTolerance))
+	}
+	switch c.LogFormat {
+	case "json", "console":
+	default:
+		bad("log_format %q: want json or console", c.LogFormat)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+// Duration is a time.Duration written as a Go duration string ("50ms", "1s")
+// in JSON; a bare number is nanoseconds.
+type Duration time.Duration
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON accepts "50ms" or nanoseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		return d.Set(s)
+	}
+	var n int64
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("duration: want a string like \"50ms\" or nanoseconds, got %s", b)
+	}
+	*d = Duration(n)
+	return nil
+}
+
+// Set parses a duration (flag.Value).
+func (d *Duration) Set(s string) error {
+	v, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("duration %q: want e.g. 50ms, 1s: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Size is a byte count written as "256MiB" (binary units, see internal/units)
+// or a plain number of bytes in JSON.
+type Size uint64
+
+func (s Size) String() string { return units.FormatSize(uint64(s)) }
+
+// MarshalJSON writes the size as a string ("256MiB").
+func (s Size) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) }
+
+// UnmarshalJSON accepts "256MiB" or bytes.
+func (s *Size) UnmarshalJSON(b []byte) error {
+	var str string
+	if err := json.Unmarshal(b, &str); err == nil {
+		return s.Set(str)
+	}
+	var n uint64
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("size: want a string like \"256MiB\" or bytes, got %s", b)
+	}
+	*s = Size(n)
+	return nil
+}
+
+// Set parses a size (flag.Value).
+func (s *Size) Set(str string) error {
+	n, err := units.ParseSize(str)
+	if err != nil {
+		return err
+	}
+	*s = Size(n)
+	return nil
+}

@@ -1,0 +1,220 @@
+package daemon
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/vgpu-project/vgpu/daemon/allocator"
+	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/daemon/metrics"
+	"github.com/vgpu-project/vgpu/daemon/store"
+	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/internal/units"
+)
+
+// maxRequestBytes bounds a request body: an AllocRequest is a few hundred bytes.
+const maxRequestBytes = 1 << 20
+
+// apiHandler routes the API of package daemon/api.
+func (s *Server) apiHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.health())
+	})
+	mux.HandleFunc("GET /v1/devices", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.alloc.Devices())
+	})
+	mux.HandleFunc("GET /v1/slices", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.list())
+	})
+	mux.HandleFunc("POST /v1/slices", s.handleAlloc)
+	mux.HandleFunc("GET /v1/slices/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		sl, ok := s.get(id)
+		if !ok {
+			writeError(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("slice %s: %v", id, errNotFound)})
+			return
+		}
+		writeJSON(w, http.StatusOK, sl)
+	})
+	mux.HandleFunc("DELETE /v1/slices/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.release(r.PathValue("id"), "released through the API"); err != nil {
+			s.writeErr(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /v1/top", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.top())
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no route %s %s (see package daemon/api)", r.Method, r.URL.Path)})
+	})
+	return mux
+}
+
+func (s *Server) handleAlloc(w http.ResponseWriter, r *http.Request) {
+	var req api.AllocRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, api.Error{Error: "bad request body: " + err.Error()})
+		return
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, api.Error{Error: "bad request body: more than one JSON value"})
+		return
+	}
+	if req.ID == "" {
+		req.ID = newSliceID()
+	}
+	start := time.Now()
+	sl, err := s.allocate(req)
+	if err != nil {
+		s.log.Info("allocation refused", zap.String("slice", req.ID), zap.Error(err))
+		s.writeErr(w, err)
+		return
+	}
+	s.log.Debug("allocation answered", zap.String("slice", sl.ID), zap.Duration("took", time.Since(start)))
+	writeJSON(w, http.StatusCreated, sl)
+}
+
+// writeErr answers err with the status it deserves.
+func (s *Server) writeErr(w http.ResponseWriter, err error) {
+	var refused *allocator.RefusedError
+	switch {
+	case errors.As(err, &refused):
+		writeError(w, http.StatusUnprocessableEntity, api.Error{Error: "the slice does not fit", Reasons: refused.Reasons})
+	case errors.Is(err, allocator.ErrInvalidRequest), errors.Is(err, store.ErrInvalidID):
+		writeError(w, http.StatusBadRequest, api.Error{Error: err.Error()})
+	case errors.Is(err, allocator.ErrExists), errors.Is(err, store.ErrExists):
+		writeError(w, http.StatusConflict, api.Error{Error: err.Error()})
+	case errors.Is(err, errNotFound):
+		writeError(w, http.StatusNotFound, api.Error{Error: err.Error()})
+	case errors.Is(err, errClosing):
+		writeError(w, http.StatusServiceUnavailable, api.Error{Error: err.Error()})
+	default:
+		s.log.Error("request failed", zap.Error(err))
+		writeError(w, http.StatusInternalServerError, api.Error{Error: err.Error()})
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v) // a client gone away is not our error
+}
+
+func writeError(w http.ResponseWriter, status int, e api.Error) { writeJSON(w, status, e) }
+
+// health is vgpud's own state (/v1/health).
+func (s *Server) health() api.Health {
+	h := api.Health{
+		Status:       "ok",
+		Version:      Version,
+		StartedAt:    s.startedAt,
+		Devices:      len(s.devs),
+		EnforcerMode: s.cfg.EnforcerMode,
+	}
+	s.mu.Lock()
+	h.Slices = len(s.slices)
+	s.mu.Unlock()
+	if st := s.latest.Load(); st != nil {
+		h.LastTick, h.LastTickError = st.at, st.err
+	}
+	return h
+}
+
+// top builds every slice's usage from the last tick's report. A slice
+// allocated since that tick is listed with no usage yet.
+func (s *Server) top() []api.SliceUsage {
+	snaps := map[string]*enforcer.SliceSnapshot{}
+	if st := s.latest.Load(); st != nil {
+		for i := range st.report.Slices {
+			snaps[st.report.Slices[i].ID] = &st.report.Slices[i]
+		}
+	}
+	slices := s.list()
+	out := make([]api.SliceUsage, 0, len(slices))
+	for _, sl := range slices {
+		n := len(sl.Devices)
+		u := api.SliceUsage{
+			Slice:     sl,
+			UsedBytes: make([]uint64, n),
+			PeakBytes: make([]uint64, n),
+			Refused:   make([]uint64, n),
+			Processes: []api.ProcessUsage{},
+		}
+		if snap := snaps[sl.ID]; snap != nil {
+			for d := range snap.Devices {
+				if d >= n {
+					break
+				}
+				u.UsedBytes[d] = snap.Devices[d].UsedBytes
+				u.PeakBytes[d] = snap.Devices[d].PeakBytes
+				u.Refused[d] = snap.Devices[d].RefusedAllocs
+			}
+			for _, p := range snap.Processes {
+				pu := api.ProcessUsage{PID: p.PID, HostPID: p.HostPID, UsedBytes: p.UsedBytes, DriverBytes: p.DriverBytes}
+				if pu.UsedBytes == nil {
+					pu.UsedBytes = make([]uint64, n)
+				}
+				u.Processes = append(u.Processes, pu)
+			}
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// metricsHandler serves /metrics and /healthz.
+func (s *Server) metricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		// Healthy while the enforcer loop keeps ticking: a stalled loop means
+		// dead processes' memory is not returned and the backstop is blind.
+		stall := max(10*time.Duration(s.cfg.EnforcerInterval), 2*time.Second)
+		st := s.latest.Load()
+		switch {
+		case st == nil:
+			http.Error(w, "starting: no enforcer tick yet", http.StatusServiceUnavailable)
+		case time.Since(st.at) > stall:
+			http.Error(w, fmt.Sprintf("enforcer loop stalled: last tick %s ago", time.Since(st.at).Round(time.Millisecond)),
+				http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ok")
+		}
+	})
+	return mux
+}
+
+// metricsInput is what the collector reads on each scrape.
+func (s *Server) metricsInput() metrics.Input {
+	in := metrics.Input{
+		Devices:     s.alloc.Devices(),
+		Slices:      s.list(),
+		Utilization: make(map[string]float64, len(s.devs)),
+		Health: metrics.Health{
+			Version:      Version,
+			StartTime:    s.startedAt,
+			EnforcerMode: s.cfg.EnforcerMode,
+		},
+	}
+	for _, d := range s.devs {
+		// A device that cannot tell (no permission, not supported) is simply
+		// not exported.
+		if pct, err := s.gpus.Utilization(d.UUID); err == nil {
+			in.Utilization[d.UUID] = float64(pct) / 100
+		}
+	}
+	return in
+}
+
+func sizeString(n uint64) string { return units.HumanSize(n) }
