@@ -200,12 +200,21 @@ func sliceCompute(s api.Slice) string {
 		if d.ComputePercent != c {
 			parts := make([]string, len(s.Devices))
 			for i, d := range s.Devices {
-				parts[i] = pct(d.ComputePercent)
+				parts[i] = share(d.ComputePercent)
 			}
 			return strings.Join(parts, ",")
 		}
 	}
-	return pct(c)
+	return share(c)
+}
+
+// share shows a slice's compute share; 0 asked for none (not throttled, nothing
+// reserved), shown as "-".
+func share(p float64) string {
+	if p == 0 {
+		return "-"
+	}
+	return pct(p)
 }
 
 func ownerString(o api.Owner) string {

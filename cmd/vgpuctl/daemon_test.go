@@ -66,6 +66,15 @@ func TestDaemonCommands(t *testing.T) {
 	r := vgpuctl("devices")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "GPU-00000000-0000-4000-8000-000000000000")
+	// The socket may also come before the command, in both spellings.
+	for _, args := range [][]string{{"--socket", socket, "devices"}, {"--socket=" + socket, "devices"}} {
+		g := vgpuctl(args...)
+		require.Equal(t, 0, g.code, g.stderr)
+		require.Equal(t, r.stdout, g.stdout, "%v", args)
+	}
+	g := vgpuctl("--socket")
+	require.Equal(t, 2, g.code)
+	require.Contains(t, g.stderr, "--socket needs a path")
 	require.Contains(t, r.stdout, "16GiB")
 	require.Len(t, strings.Split(strings.TrimSpace(r.stdout), "\n"), 3, "header and 2 devices")
 

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 const (
@@ -72,8 +73,9 @@ Commands (vgpud):
 Commands (no daemon):
   slice    create or show a slice's budget/usage files
 
-The vgpud commands take --socket PATH (default $VGPU_SOCKET, else
-/run/vgpu/vgpud.sock; the socket is mode 0600, so usually: run as root).
+The vgpud commands take --socket PATH, before or after the command name
+(default $VGPU_SOCKET, else /run/vgpu/vgpud.sock; the socket is mode 0600, so
+usually: run as root).
 
 Run 'vgpuctl <command> --help' for details.
 `,
@@ -104,6 +106,22 @@ Run 'vgpuctl slice <create|show> --help' for details.
 func run(args []string, stdout, stderr io.Writer) int {
 	cmd := rootCommand()
 	path := cmd.name
+	// `vgpuctl --socket PATH devices` is accepted as well as
+	// `vgpuctl devices --socket PATH`: the global form is handed to the leaf
+	// command, whose own flag set parses (and validates) it.
+	var global []string
+	for len(args) > 0 && (args[0] == "--socket" || args[0] == "-socket" ||
+		strings.HasPrefix(args[0], "--socket=") || strings.HasPrefix(args[0], "-socket=")) {
+		if strings.Contains(args[0], "=") {
+			global, args = append(global, args[0]), args[1:]
+			continue
+		}
+		if len(args) < 2 {
+			fmt.Fprintln(stderr, "vgpuctl: --socket needs a path")
+			return exitUsage
+		}
+		global, args = append(global, args[0], args[1]), args[2:]
+	}
 	for cmd.run == nil {
 		if len(args) == 0 {
 			fmt.Fprint(stderr, cmd.help)
@@ -126,7 +144,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		cmd, path, args = next, path+" "+name, args[1:]
 	}
-	err := cmd.run(args, stdout, stderr)
+	err := cmd.run(append(global, args...), stdout, stderr)
 	var ee childExit
 	switch {
 	case err == nil:
