@@ -97,6 +97,7 @@ test: deps build vet fmt-check
 bench: build
 	@mkdir -p bench/results
 	$(BIN)/vgpu-bench overhead --out bench/results
+	$(BIN)/vgpu-bench daemon --out bench/results
 
 clean:
 	rm -rf $(BUILD) $(BIN)
