@@ -121,6 +121,7 @@ func TestABIConstants(t *testing.T) {
 		"VGPU_QOS_GUARANTEED":                 QoSGuaranteed,
 		"VGPU_QOS_BURSTABLE":                  QoSBurstable,
 		"VGPU_QOS_BEST_EFFORT":                QoSBestEffort,
+		"VGPU_TOKEN_WAVE_NS":                  TokenWaveNs,
 		"VGPU_POLICY_CAP":                     PolicyCap,
 		"VGPU_POLICY_SHARE":                   PolicyShare,
 		"VGPU_BUDGET_F_ELASTIC":               BudgetFlagElastic,

@@ -29,7 +29,7 @@ const (
 	ABIMajor = 1
 	// ABIMinor changes when reserved fields gain meaning; readers accept any
 	// minor of their major.
-	ABIMinor = 0
+	ABIMinor = 1
 
 	// MaxDevices is the length of the per-device arrays (devices one slice may span).
 	MaxDevices = 16
@@ -51,6 +51,12 @@ const (
 	// looks there first and, when it exists, ignores VGPU_SLICE_DIR.
 	ContainerSliceDir = "/run/vgpu/slice"
 )
+
+// TokenWaveNs is VGPU_TOKEN_WAVE_NS: the tokens (estimated device-ns) libvgpu
+// charges per wave of blocks (ceil(blocks/SMs)) of a launch. The estimate only has
+// to be proportional to real device time: the controller scales token rates by
+// feedback (controller.go).
+const TokenWaveNs = 10000
 
 // QoS classes (budget.qos).
 const (
@@ -143,7 +149,9 @@ type ShmUsageDevice struct {
 	LastRefillNs        uint64    `c:"last_refill_ns"`
 	Launches            uint64    `c:"launches"`
 	ThrottledNs         uint64    `c:"throttled_ns"`
-	Reserved            [7]uint64 `c:"reserved"`
+	TokenSpent          uint64    `c:"token_spent"`    // ABI 1.1
+	TokenRefilled       uint64    `c:"token_refilled"` // ABI 1.1
+	Reserved            [5]uint64 `c:"reserved"`
 }
 
 // ShmSlot mirrors struct vgpu_slot: one process (256 bytes).

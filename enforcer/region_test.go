@@ -2,6 +2,7 @@ package enforcer
 
 import (
 	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -253,7 +254,7 @@ func TestCorruptRegions(t *testing.T) {
 	}{{budget, budgetLen, usage}, {usage, usageLen, budget}} {
 		cases = append(cases,
 			tc{"wrong magic", f.src, put64(offMagic, 0x1122334455667788), ErrBadMagic, ""},
-			tc{"major+1", f.src, put16(offABIMajor, ABIMajor+1), ErrABIVersion, "2.0"},
+			tc{"major+1", f.src, put16(offABIMajor, ABIMajor+1), ErrABIVersion, fmt.Sprintf("%d.%d", ABIMajor+1, ABIMinor)},
 			tc{"major 0", f.src, put16(offABIMajor, 0), ErrABIVersion, ""},
 			tc{"minor+1 accepted", f.src, put16(offABIMinor, ABIMinor+1), nil, ""},
 			tc{"empty", f.src, truncTo(0), ErrTruncated, ""},

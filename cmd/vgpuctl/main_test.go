@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,8 +55,12 @@ func TestCreateAndShow(t *testing.T) {
 	require.Equal(t, enforcer.SliceSpec{
 		ID: "job-7",
 		Devices: []enforcer.DeviceBudget{
-			{Index: 1, MemoryLimit: 2 << 30, ContextOverhead: 300 << 20, ComputeShareBP: 3750},
-			{UUID: uuid, MemoryLimit: 2 << 30, ContextOverhead: 300 << 20, ComputeShareBP: 3750},
+			// --compute 37.5: a static rate of 37.5% of a second of estimated
+			// device-ns per second, 20 ms of it as burst.
+			{Index: 1, MemoryLimit: 2 << 30, ContextOverhead: 300 << 20, ComputeShareBP: 3750,
+				TokenRate: 375_000_000, TokenBurst: 7_500_000},
+			{UUID: uuid, MemoryLimit: 2 << 30, ContextOverhead: 300 << 20, ComputeShareBP: 3750,
+				TokenRate: 375_000_000, TokenBurst: 7_500_000},
 		},
 		Priority: 5,
 		QoS:      enforcer.QoSBurstable,
@@ -106,7 +111,7 @@ func TestCreateAndShow(t *testing.T) {
 	var v sliceView
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &v))
 	require.Equal(t, "job-7", v.ID)
-	require.Equal(t, "1.0", v.ABI)
+	require.Equal(t, fmt.Sprintf("%d.%d", enforcer.ABIMajor, enforcer.ABIMinor), v.ABI)
 	require.Equal(t, 16, v.Slots)
 	require.Len(t, v.Devices, 2)
 	require.Equal(t, uint64(2<<30+1<<20), v.Devices[0].UsedBytes)

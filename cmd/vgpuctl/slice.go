@@ -162,7 +162,7 @@ func runSliceCreate(args []string, stdout, _ io.Writer) error {
 		devices  listFlag
 		id       = fs.String("id", "", "slice name `ID` recorded in the budget (at most 63 bytes)")
 		slots    = fs.Int("slots", enforcer.DefaultSlots, "`N` process slots: how many processes may use the slice at once (1..65536)")
-		compute  = fs.Float64("compute", 100, "compute share in percent (`PCT`) of each device, recorded in the budget for the launch throttle (0 < PCT <= 100)")
+		compute  = fs.Float64("compute", 100, "compute share in percent (`PCT`) of each device: launches are throttled to a static rate estimated from it (0 < PCT <= 100; 100 = not throttled)")
 		priority = fs.Uint("priority", 0, "slice priority `N`; higher wins")
 		qos      = fs.String("qos", "guaranteed", "QoS `class`: guaranteed, burstable or best-effort")
 		force    = fs.Bool("force", false, "replace an existing slice in DIR")
@@ -212,11 +212,15 @@ func runSliceCreate(args []string, stdout, _ io.Writer) error {
 		Policy:   enforcer.PolicyCap,
 	}
 	shareBP := uint32(math.Round(*compute * 100))
+	// No daemon adjusts this slice's rate: a static one estimated from the share.
+	rate, burst := enforcer.StaticTokenBucket(shareBP)
 	for _, arg := range devices {
 		d := enforcer.DeviceBudget{
 			MemoryLimit:     memory.bytes,
 			ContextOverhead: overhead.bytes,
 			ComputeShareBP:  shareBP,
+			TokenRate:       rate,
+			TokenBurst:      burst,
 		}
 		if n, err := strconv.ParseUint(arg, 10, 32); err == nil {
 			d.Index = uint32(n)

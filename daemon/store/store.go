@@ -222,6 +222,11 @@ func Spec(rec Record) (enforcer.SliceSpec, error) {
 		if floor {
 			b.ComputeFloorBP = bp
 		}
+		// Start from the static rate of the share, so the slice is throttled
+		// from its first launch (not only from the controller's first step) and
+		// keeps a sane rate if vgpud is down; the controller then corrects it
+		// from measured utilization.
+		b.TokenRate, b.TokenBurst = enforcer.StaticTokenBucket(bp)
 		spec.Devices[i] = b
 	}
 	if err := spec.Validate(); err != nil {

@@ -174,7 +174,9 @@ func TestSpec(t *testing.T) {
 		QoS:      enforcer.QoSGuaranteed,
 		Devices: []enforcer.DeviceBudget{
 			{Index: 0, UUID: uuid(0), MemoryLimit: 2 * gib, MemoryGuaranteed: 2 * gib,
-				ContextOverhead: 256 * mib, ComputeShareBP: 2500, ComputeFloorBP: 2500},
+				ContextOverhead: 256 * mib, ComputeShareBP: 2500, ComputeFloorBP: 2500,
+				// the static rate of a 25% share: throttled from the first launch
+				TokenRate: 250_000_000, TokenBurst: 5_000_000},
 			{Index: 1, UUID: uuid(1), MemoryLimit: 3 * gib, MemoryGuaranteed: 3 * gib,
 				ContextOverhead: 256 * mib, ComputeShareBP: 10000},
 		},
@@ -187,7 +189,8 @@ func TestSpec(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, code, spec.QoS)
 		require.Equal(t, enforcer.DeviceBudget{Index: 0, UUID: uuid(0), MemoryLimit: 2 * gib,
-			ContextOverhead: 256 * mib, ComputeShareBP: 3333}, spec.Devices[0],
+			ContextOverhead: 256 * mib, ComputeShareBP: 3333, TokenRate: 333_300_000, TokenBurst: 6_666_000},
+			spec.Devices[0],
 			"nothing guaranteed, no compute floor")
 	}
 	spec, err = Spec(record("default", "", 1))
@@ -236,7 +239,8 @@ func TestCreate(t *testing.T) {
 	require.Equal(t, enforcer.DefaultSlots, sl.Usage.SlotCount())
 	for d := 0; d < 2; d++ {
 		require.Equal(t, enforcer.DeviceBudget{Index: uint32(d), UUID: uuid(d), MemoryLimit: 2 * gib,
-			MemoryGuaranteed: 2 * gib, ContextOverhead: 256 * mib, ComputeShareBP: 2500, ComputeFloorBP: 2500},
+			MemoryGuaranteed: 2 * gib, ContextOverhead: 256 * mib, ComputeShareBP: 2500, ComputeFloorBP: 2500,
+			TokenRate: 250_000_000, TokenBurst: 5_000_000},
 			b.Device(d))
 	}
 	// The budget is mapped writable: vgpud is its only writer.

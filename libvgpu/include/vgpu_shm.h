@@ -38,7 +38,7 @@ extern "C" {
 #define VGPU_BUDGET_MAGIC 0x5447444255504756ULL /* "VGPUBDGT" little-endian */
 #define VGPU_USAGE_MAGIC 0x4741535555504756ULL  /* "VGPUUSAG" little-endian */
 #define VGPU_ABI_MAJOR 1
-#define VGPU_ABI_MINOR 0
+#define VGPU_ABI_MINOR 1 /* 1: token_spent / token_refilled (launch throttle) */
 
 #define VGPU_MAX_DEVICES 16        /* devices one slice may span */
 #define VGPU_DEFAULT_SLOTS 1024    /* process slots in a usage file */
@@ -57,6 +57,23 @@ extern "C" {
 #define VGPU_QOS_GUARANTEED 0
 #define VGPU_QOS_BURSTABLE 1
 #define VGPU_QOS_BEST_EFFORT 2
+
+/* Launch throttle (token bucket, one per slice and device, in usage.dev[d]).
+ *
+ * A token is one "estimated device-ns". libvgpu charges each launch
+ * ceil(blocks / SMs) * VGPU_TOKEN_WAVE_NS tokens (a graph: the sum over its kernel
+ * nodes, learnt at instantiation). The estimate only needs to be proportional to the
+ * real device time: vgpud measures the achieved share from the driver and scales
+ * token_rate by feedback, so neither the nominal wave time nor the SM count enters
+ * its gain. A slice without vgpud gets a static rate of share * 1e9 tokens/s.
+ *
+ * The bucket is two monotonic counters, so that the hot path is one atomic add and
+ * the accounting is exact: token_spent (launchers fetch_add their cost: a ticket) and
+ * token_refilled (advanced at token_rate per wall second by whichever waiter finds the
+ * bucket empty, never past token_spent + token_burst). A launch whose ticket started
+ * below token_refilled runs at once; otherwise it sleeps until token_refilled passes
+ * its ticket (FIFO across the slice's processes). Credit = refilled - spent. */
+#define VGPU_TOKEN_WAVE_NS 10000ull
 
 /* Throttle policies. */
 #define VGPU_POLICY_CAP 0   /* never above the share, even alone on the device */
@@ -104,8 +121,9 @@ struct vgpu_budget_device {
     uint64_t context_overhead;   /* bytes charged per CUDA context (driver footprint) */
     uint32_t compute_share_bp;   /* compute share, basis points (10000 = whole GPU) */
     uint32_t compute_floor_bp;   /* share held to while a higher priority is active */
-    uint64_t token_rate;         /* device-ns of work granted per wall second; 0 = none due */
-    uint64_t token_burst;        /* bucket depth, device-ns */
+    uint64_t token_rate;         /* tokens (estimated device-ns) granted per wall second;
+                                  * 0 = launches on this device are not throttled */
+    uint64_t token_burst;        /* bucket depth, tokens */
     uint64_t elastic_grant_seq;  /* = usage request seq once vgpud has answered it */
     uint64_t reserved[8];
 };
@@ -134,11 +152,16 @@ struct vgpu_usage_device {
     uint64_t refused_allocs;        /* allocations answered CUDA_ERROR_OUT_OF_MEMORY */
     uint64_t elastic_request_bytes; /* extra bytes wanted past the limit */
     uint64_t elastic_request_seq;   /* bumped by libvgpu for each posted request */
-    int64_t tokens;                 /* token bucket credit, device-ns */
+    int64_t tokens;                 /* credit (refilled - spent) as of the last refill;
+                                     * informational: the bucket is the two counters below */
     uint64_t last_refill_ns;        /* CLOCK_MONOTONIC of the last refill */
-    uint64_t launches;              /* launches that went through the throttle */
-    uint64_t throttled_ns;          /* time launches waited for tokens */
-    uint64_t reserved[7];
+    uint64_t launches;              /* launches that went through the throttle (counted
+                                     * per thread in batches: may lag by a few) */
+    uint64_t throttled_ns;          /* time launches waited for tokens (summed over threads) */
+    /* ABI 1.1 */
+    uint64_t token_spent;           /* tokens charged by launches, cumulative */
+    uint64_t token_refilled;        /* tokens granted by refills, cumulative */
+    uint64_t reserved[5];
 };
 
 /* One process: 256 bytes. Claimed by CAS on owner. */

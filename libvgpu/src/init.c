@@ -255,11 +255,9 @@ static int open_slice(void)
     vgpu_g.usage = u;
     vgpu_g.ndev = bh.device_count;
     vgpu_g.nslots = uh.slot_count;
-    int throttle = 0;
-    for (uint32_t d = 0; d < vgpu_g.ndev; d++)
-        if (vgpu_g.budget->dev[d].token_rate != 0)
-            throttle = 1;
-    atomic_store_explicit(&vgpu_g.throttle_active, throttle, memory_order_relaxed);
+    /* Launches compare this word with the gate (launch.c): from now on a change of
+     * the budget (a token rate set by vgpud) reaches every launch. */
+    atomic_store_explicit(&vgpu_gate.gen, &vgpu_g.budget->generation, memory_order_relaxed);
     return VGPU_MODE_ENFORCE;
 }
 
@@ -279,6 +277,7 @@ static void atfork_child(void)
         vgpu_pools_reset_child();
     }
     vgpu_ctx_reset_child();
+    vgpu_throttle_reset_child();
 }
 
 /* ------------------------------------------------------------------------ init */
@@ -297,6 +296,7 @@ static void init_once_fn(void)
         vgpu_tab_init();
         vgpu_pools_init();
     }
+    vgpu_throttle_init(mode);
     pthread_atfork(NULL, NULL, atfork_child);
     atomic_store_explicit(&vgpu_g.mode, mode, memory_order_release);
 }
@@ -397,8 +397,22 @@ static CUresult build_devmap(void)
             format_uuid(&u, s, sizeof s);
             us = s;
         }
-        vgpu_g.devmap[o] = (int8_t)match_budget((unsigned int)o, us);
+        int sd = match_budget((unsigned int)o, us);
+        vgpu_g.devmap[o] = (int8_t)sd;
+        /* The throttle's cost unit is a wave of blocks over the device's SMs. */
+        int sms = 0;
+        if (sd >= 0 && vgpu_real.cuDeviceGetAttribute &&
+            vgpu_real.cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, o) ==
+                CUDA_SUCCESS &&
+            sms > 0)
+            atomic_store_explicit(&vgpu_g.sms[sd], (uint32_t)sms, memory_order_relaxed);
     }
+    /* A slice device this process cannot see (or whose SM count the driver would not
+     * tell) still needs a unit: a typical large GPU's. vgpud's feedback corrects the
+     * scale; only a daemonless static rate depends on it. */
+    for (uint32_t d = 0; d < vgpu_g.ndev; d++)
+        if (!atomic_load_explicit(&vgpu_g.sms[d], memory_order_relaxed))
+            atomic_store_explicit(&vgpu_g.sms[d], VGPU_FALLBACK_SMS, memory_order_relaxed);
     vgpu_g.ndevmap = n;
     atomic_store_explicit(&vgpu_g.devmap_ready, 1, memory_order_release);
 out:
@@ -428,6 +442,17 @@ int vgpu_slice_dev_of_ordinal(CUdevice dev, CUresult *err)
         return -1;
     }
     return sd;
+}
+
+uint32_t vgpu_sms_of(int sd)
+{
+    uint32_t sms = atomic_load_explicit(&vgpu_g.sms[sd], memory_order_relaxed);
+    if (VGPU_LIKELY(sms))
+        return sms;
+    if (!atomic_load_explicit(&vgpu_g.devmap_ready, memory_order_acquire))
+        build_devmap();
+    sms = atomic_load_explicit(&vgpu_g.sms[sd], memory_order_relaxed);
+    return sms ? sms : VGPU_FALLBACK_SMS; /* driver not ready: try again next time */
 }
 
 /* ------------------------------------------------------------------- the slot */

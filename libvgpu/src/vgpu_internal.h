@@ -18,7 +18,9 @@
  *   context.c the current context -> slice device cache, context footprints,
  *             crediting the allocations a destroyed context takes with it
  *   query.c   cuMemGetInfo, cuDeviceTotalMem, nvmlDeviceGetMemoryInfo(_v2)
- *   launch.c  kernel and graph launches (throttle fast path)
+ *   launch.c  kernel and graph launches: the gate every launch passes
+ *   throttle.c the launch throttle behind the gate: token bucket per slice device,
+ *             graph costs learnt at instantiation
  */
 #ifndef VGPU_INTERNAL_H
 #define VGPU_INTERNAL_H
@@ -37,6 +39,8 @@
 
 /* CUDA ordinals libvgpu maps to slice devices. Real nodes have at most 16-ish. */
 #define VGPU_MAX_ORDINALS 64
+/* SM count assumed for a slice device the driver does not describe. */
+#define VGPU_FALLBACK_SMS 132u
 
 /* ------------------------------------------------------------- driver types */
 
@@ -87,11 +91,26 @@ typedef CUresult (*cuLaunchCooperativeKernel_fn)(CUfunction, unsigned int, unsig
                                                  unsigned int, unsigned int, unsigned int,
                                                  unsigned int, unsigned int, CUstream, void **);
 typedef CUresult (*cuGraphLaunch_fn)(CUgraphExec, CUstream);
+typedef CUresult (*cuGraphInstantiate_fn)(CUgraphExec *, CUgraph, CUgraphNode *, char *, size_t);
+typedef CUresult (*cuGraphInstantiateWithFlags_fn)(CUgraphExec *, CUgraph, unsigned long long);
+/* The third argument is a CUDA_GRAPH_INSTANTIATE_PARAMS *; libvgpu never looks into it. */
+typedef CUresult (*cuGraphInstantiateWithParams_fn)(CUgraphExec *, CUgraph, void *);
+typedef CUresult (*cuGraphExecDestroy_fn)(CUgraphExec);
 /* Not hooked, only called. */
 typedef CUresult (*cuCtxGetDevice_fn)(CUdevice *);
 typedef CUresult (*cuCtxGetCurrent_fn)(CUcontext *);
 typedef CUresult (*cuDeviceGetCount_fn)(int *);
 typedef CUresult (*cuDeviceGetUuid_fn)(CUuuid *, CUdevice);
+typedef CUresult (*cuDeviceGetAttribute_fn)(int *, CUdevice_attribute, CUdevice);
+/* Graph introspection (costing a graph at instantiation). CUgraphNodeType is an
+ * int-sized enum: kernel = 0, child graph = 4 (cuda.h). */
+typedef CUresult (*cuGraphGetNodes_fn)(CUgraph, CUgraphNode *, size_t *);
+typedef CUresult (*cuGraphNodeGetType_fn)(CUgraphNode, int *);
+typedef CUresult (*cuGraphKernelNodeGetParams_fn)(CUgraphNode, CUDA_KERNEL_NODE_PARAMS *);
+typedef CUresult (*cuGraphKernelNodeGetParams_v2_fn)(CUgraphNode, CUDA_KERNEL_NODE_PARAMS_v2 *);
+typedef CUresult (*cuGraphChildGraphNodeGetGraph_fn)(CUgraphNode, CUgraph *);
+#define VGPU_GRAPH_NODE_KERNEL 0
+#define VGPU_GRAPH_NODE_GRAPH 4
 
 typedef nvmlReturn_t (*nvmlDeviceGetMemoryInfo_fn)(nvmlDevice_t, nvmlMemory_t *);
 typedef nvmlReturn_t (*nvmlDeviceGetMemoryInfo_v2_fn)(nvmlDevice_t, nvmlMemory_v2_t *);
@@ -153,6 +172,12 @@ typedef nvmlReturn_t (*nvmlDeviceGetIndex_fn)(nvmlDevice_t, unsigned int *);
     X(C, cuLaunchCooperativeKernel_ptsz) \
     X(C, cuGraphLaunch)                 \
     X(C, cuGraphLaunch_ptsz)            \
+    X(C, cuGraphInstantiate)            \
+    X(C, cuGraphInstantiate_v2)         \
+    X(C, cuGraphInstantiateWithFlags)   \
+    X(C, cuGraphInstantiateWithParams)  \
+    X(C, cuGraphInstantiateWithParams_ptsz) \
+    X(C, cuGraphExecDestroy)            \
     X(N, nvmlDeviceGetMemoryInfo)       \
     X(N, nvmlDeviceGetMemoryInfo_v2)
 
@@ -164,6 +189,12 @@ typedef nvmlReturn_t (*nvmlDeviceGetIndex_fn)(nvmlDevice_t, unsigned int *);
     X(C, cuDeviceGetUuid)        \
     X(C, cuDeviceGetUuid_v2)     \
     X(C, cuMemPoolGetAttribute)  \
+    X(C, cuDeviceGetAttribute)   \
+    X(C, cuGraphGetNodes)        \
+    X(C, cuGraphNodeGetType)     \
+    X(C, cuGraphKernelNodeGetParams) \
+    X(C, cuGraphKernelNodeGetParams_v2) \
+    X(C, cuGraphChildGraphNodeGetGraph) \
     X(N, nvmlDeviceGetUUID)      \
     X(N, nvmlDeviceGetIndex)
 
@@ -184,6 +215,9 @@ typedef cuLaunchKernel_fn cuLaunchKernel_ptsz_fn;
 typedef cuLaunchKernelEx_fn cuLaunchKernelEx_ptsz_fn;
 typedef cuLaunchCooperativeKernel_fn cuLaunchCooperativeKernel_ptsz_fn;
 typedef cuGraphLaunch_fn cuGraphLaunch_ptsz_fn;
+/* cuGraphInstantiate_v2 (CUDA 11) is cuGraphInstantiate's ABI under a new name. */
+typedef cuGraphInstantiate_fn cuGraphInstantiate_v2_fn;
+typedef cuGraphInstantiateWithParams_fn cuGraphInstantiateWithParams_ptsz_fn;
 typedef cuDeviceGetUuid_fn cuDeviceGetUuid_v2_fn;
 
 /* Real entry points, resolved from the driver libraries by exact symbol name. */
@@ -216,9 +250,6 @@ enum vgpu_mode {
 
 struct vgpu_global {
     _Atomic int mode; /* enum vgpu_mode; written once (release) at the end of init */
-    /* Set when any budget device has a token rate: launches take the throttle path
-     * (issue 5). Read with one relaxed load per launch. */
-    _Atomic int throttle_active;
 
     const struct vgpu_budget *budget; /* PROT_READ mapping */
     struct vgpu_usage *usage;         /* PROT_READ|PROT_WRITE mapping */
@@ -230,6 +261,9 @@ struct vgpu_global {
     _Atomic int devmap_ready;
     int ndevmap;
     int8_t devmap[VGPU_MAX_ORDINALS];
+    /* SM count of each slice device (0 until the device map is built): a launch of
+     * B blocks costs ceil(B / sms) waves. */
+    _Atomic uint32_t sms[VGPU_MAX_DEVICES];
 
     /* This process's slot; NULL until the first charge (claimed lazily, so
      * processes that never allocate — monitors, forked children that exec — never
@@ -292,6 +326,46 @@ const char *vgpu_slice_dir(void);
 
 /* This process's slot, claimed on first use. NULL: none free or exit started. */
 struct vgpu_slot *vgpu_slot_get(void);
+
+/* ------------------------------------------------------------------ throttle */
+
+/*
+ * The launch gate (launch.c, throttle.c). Every launch hook compares two words:
+ * the budget's generation (through gen: a constant 0 without a slice) and fast, the
+ * generation under which nothing of this process is throttled. Equal: the launch
+ * goes straight to the driver. Different — not initialized yet, a token rate is set
+ * (fast then holds VGPU_GATE_CLOSED, which no generation reaches), or vgpud changed
+ * the budget since — the launch takes the throttle path, which re-reads the budget.
+ * state packs (generation << 16 | mask of throttled slice devices) as last read, so
+ * a throttled launch need not scan the budget either.
+ */
+#define VGPU_GATE_CLOSED UINT64_MAX
+struct vgpu_gate {
+    _Atomic(const uint64_t *) gen; /* set once, at initialization */
+    _Atomic uint64_t fast;
+    _Atomic uint64_t state;
+};
+extern struct vgpu_gate vgpu_gate;
+
+static inline bool vgpu_gate_closed(void)
+{
+    const uint64_t *gen = atomic_load_explicit(&vgpu_gate.gen, memory_order_relaxed);
+    return __atomic_load_n(gen, __ATOMIC_RELAXED) !=
+           atomic_load_explicit(&vgpu_gate.fast, memory_order_relaxed);
+}
+
+enum vgpu_launch_kind {
+    VGPU_LAUNCH_KERNEL = 0, /* arg: blocks in the grid */
+    VGPU_LAUNCH_GRAPH = 1,  /* arg: the CUgraphExec */
+};
+/* Charges one launch to its slice device's bucket; sleeps (bounded steps) while
+ * the bucket is empty. Returns at once when nothing is throttled. */
+void vgpu_throttle_launch(enum vgpu_launch_kind kind, uint64_t arg);
+/* Called once the mode is known (end of init). */
+void vgpu_throttle_init(int mode);
+void vgpu_throttle_reset_child(void);
+/* SM count of slice device sd, building the device map if needed. */
+uint32_t vgpu_sms_of(int sd);
 
 /* ---------------------------------------------------------------- accounting */
 

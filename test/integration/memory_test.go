@@ -778,9 +778,9 @@ func corruptions() []corruption {
 		{"usage-bad-magic", func(t *testing.T, s string) { patch(t, s+"/usage", 0, []byte("NOTVGPU!")) },
 			"usage: bad magic", false},
 		{"budget-abi-major", func(t *testing.T, s string) { patch(t, s+"/budget", 8, []byte{2, 0}) },
-			"budget: ABI version 2.0", true},
+			"budget: ABI version 2.", true}, // any minor
 		{"usage-abi-major", func(t *testing.T, s string) { patch(t, s+"/usage", 8, []byte{9, 0}) },
-			"usage: ABI version 9.0", false},
+			"usage: ABI version 9.", false},
 		{"usage-truncated", func(t *testing.T, s string) { truncate(t, s+"/usage", 1000) },
 			"usage: truncated: file has 1000 bytes", false},
 		{"budget-truncated-header", func(t *testing.T, s string) { truncate(t, s+"/budget", 10) },

@@ -123,6 +123,10 @@ struct sim_func {
 struct sim_gnode {
     uint32_t magic;
     uint64_t blocks;
+    /* What cuGraphKernelNodeGetParams(_v2) reports back. */
+    CUfunction func;
+    CUkernel kern;
+    unsigned grid[3], block[3], shmem;
 };
 
 struct sim_graph {
@@ -2032,8 +2036,8 @@ EXPORT CUresult cuGraphCreate(CUgraph *ph, unsigned int flags)
 }
 
 static CUresult graph_add_kernel(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps, size_t ndeps,
-                                 bool have_fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                                 unsigned bz, unsigned shmem)
+                                 bool have_fn, CUfunction func, CUkernel kern, unsigned gx, unsigned gy,
+                                 unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shmem)
 {
     CHECK_INIT();
     struct sim_graph *g = (struct sim_graph *)hg;
@@ -2056,6 +2060,11 @@ static CUresult graph_add_kernel(CUgraphNode *ph, CUgraph hg, const CUgraphNode 
         return CUDA_ERROR_OUT_OF_MEMORY;
     n->magic = GNODE_MAGIC;
     n->blocks = (uint64_t)gx * gy * gz;
+    n->func = func;
+    n->kern = kern;
+    n->grid[0] = gx, n->grid[1] = gy, n->grid[2] = gz;
+    n->block[0] = bx, n->block[1] = by, n->block[2] = bz;
+    n->shmem = shmem;
     pthread_mutex_lock(&G.lock);
     if (g->n == g->cap) {
         size_t cap = g->cap ? g->cap * 2 : 8;
@@ -2081,8 +2090,8 @@ EXPORT CUresult cuGraphAddKernelNode(CUgraphNode *ph, CUgraph hg, const CUgraphN
         return ready() ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_NOT_INITIALIZED;
     if (ready() && !func_ok(p->func))
         return CUDA_ERROR_INVALID_VALUE;
-    return graph_add_kernel(ph, hg, deps, ndeps, true, p->gridDimX, p->gridDimY, p->gridDimZ, p->blockDimX,
-                            p->blockDimY, p->blockDimZ, p->sharedMemBytes);
+    return graph_add_kernel(ph, hg, deps, ndeps, true, p->func, NULL, p->gridDimX, p->gridDimY, p->gridDimZ,
+                            p->blockDimX, p->blockDimY, p->blockDimZ, p->sharedMemBytes);
 }
 
 EXPORT CUresult cuGraphAddKernelNode_v2(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps, size_t ndeps,
@@ -2092,8 +2101,78 @@ EXPORT CUresult cuGraphAddKernelNode_v2(CUgraphNode *ph, CUgraph hg, const CUgra
         return ready() ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_NOT_INITIALIZED;
     /* v2 names the kernel by CUfunction or by CUkernel (opaque here). */
     bool have = (p->func != NULL && ready() && func_ok(p->func)) || (p->func == NULL && p->kern != NULL);
-    return graph_add_kernel(ph, hg, deps, ndeps, have, p->gridDimX, p->gridDimY, p->gridDimZ, p->blockDimX,
-                            p->blockDimY, p->blockDimZ, p->sharedMemBytes);
+    return graph_add_kernel(ph, hg, deps, ndeps, have, p->func, p->kern, p->gridDimX, p->gridDimY, p->gridDimZ,
+                            p->blockDimX, p->blockDimY, p->blockDimZ, p->sharedMemBytes);
+}
+
+/* Graph introspection, as the real driver: every node of this sim's graphs is a
+ * kernel node (CU_GRAPH_NODE_TYPE_KERNEL = 0). */
+#define SIM_GRAPH_NODE_KERNEL 0
+
+EXPORT CUresult cuGraphGetNodes(CUgraph hg, CUgraphNode *nodes, size_t *num)
+{
+    CHECK_INIT();
+    struct sim_graph *g = (struct sim_graph *)hg;
+    if (num == NULL || !graph_ok(g))
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&G.lock);
+    if (nodes != NULL) {
+        /* Fills up to *num entries; extra entries are NULL; *num = nodes returned. */
+        size_t i = 0;
+        for (; i < *num && i < g->n; i++)
+            nodes[i] = (CUgraphNode)g->nodes[i];
+        for (size_t j = i; j < *num; j++)
+            nodes[j] = NULL;
+        *num = i;
+    } else {
+        *num = g->n;
+    }
+    pthread_mutex_unlock(&G.lock);
+    return CUDA_SUCCESS;
+}
+
+static const struct sim_gnode *gnode_of(CUgraphNode h)
+{
+    const struct sim_gnode *n = (const struct sim_gnode *)h;
+    return n != NULL && n->magic == GNODE_MAGIC ? n : NULL;
+}
+
+EXPORT CUresult cuGraphNodeGetType(CUgraphNode h, int *type)
+{
+    CHECK_INIT();
+    if (type == NULL || gnode_of(h) == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    *type = SIM_GRAPH_NODE_KERNEL;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGraphKernelNodeGetParams(CUgraphNode h, CUDA_KERNEL_NODE_PARAMS *p)
+{
+    CHECK_INIT();
+    const struct sim_gnode *n = gnode_of(h);
+    if (p == NULL || n == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    memset(p, 0, sizeof *p);
+    p->func = n->func;
+    p->gridDimX = n->grid[0], p->gridDimY = n->grid[1], p->gridDimZ = n->grid[2];
+    p->blockDimX = n->block[0], p->blockDimY = n->block[1], p->blockDimZ = n->block[2];
+    p->sharedMemBytes = n->shmem;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuGraphKernelNodeGetParams_v2(CUgraphNode h, CUDA_KERNEL_NODE_PARAMS_v2 *p)
+{
+    CHECK_INIT();
+    const struct sim_gnode *n = gnode_of(h);
+    if (p == NULL || n == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    memset(p, 0, sizeof *p);
+    p->func = n->func;
+    p->kern = n->kern;
+    p->gridDimX = n->grid[0], p->gridDimY = n->grid[1], p->gridDimZ = n->grid[2];
+    p->blockDimX = n->block[0], p->blockDimY = n->block[1], p->blockDimZ = n->block[2];
+    p->sharedMemBytes = n->shmem;
+    return CUDA_SUCCESS;
 }
 
 EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *pexec, CUgraph hg, unsigned long long flags)
@@ -2350,6 +2429,10 @@ static const struct proc_ent k_procs[] = {
     PE("cuGraphCreate", "cuGraphCreate", 10000, cuGraphCreate),
     PE("cuGraphAddKernelNode", "cuGraphAddKernelNode", 10000, cuGraphAddKernelNode),
     PE("cuGraphAddKernelNode", "cuGraphAddKernelNode_v2", 12000, cuGraphAddKernelNode_v2),
+    PE("cuGraphGetNodes", "cuGraphGetNodes", 10000, cuGraphGetNodes),
+    PE("cuGraphNodeGetType", "cuGraphNodeGetType", 10000, cuGraphNodeGetType),
+    PE("cuGraphKernelNodeGetParams", "cuGraphKernelNodeGetParams", 10000, cuGraphKernelNodeGetParams),
+    PE("cuGraphKernelNodeGetParams", "cuGraphKernelNodeGetParams_v2", 12000, cuGraphKernelNodeGetParams_v2),
     PE("cuGraphInstantiate", "cuGraphInstantiate", 10000, cuGraphInstantiate),
     PE("cuGraphInstantiate", "cuGraphInstantiate_v2", 11000, cuGraphInstantiate_v2),
     PE("cuGraphInstantiate", "cuGraphInstantiateWithFlags", 12000, cuGraphInstantiateWithFlags),

@@ -74,6 +74,8 @@ static const struct cabi_field cabi_fields[] = {
 	CABI_F(vgpu_usage_device, last_refill_ns),
 	CABI_F(vgpu_usage_device, launches),
 	CABI_F(vgpu_usage_device, throttled_ns),
+	CABI_F(vgpu_usage_device, token_spent),
+	CABI_F(vgpu_usage_device, token_refilled),
 	CABI_F(vgpu_usage_device, reserved),
 
 	CABI_F(vgpu_slot, owner),
@@ -137,6 +139,7 @@ static const struct cabi_const cabi_consts[] = {
 	CABI_C(VGPU_QOS_GUARANTEED),
 	CABI_C(VGPU_QOS_BURSTABLE),
 	CABI_C(VGPU_QOS_BEST_EFFORT),
+	CABI_C(VGPU_TOKEN_WAVE_NS),
 	CABI_C(VGPU_POLICY_CAP),
 	CABI_C(VGPU_POLICY_SHARE),
 	CABI_C(VGPU_BUDGET_F_ELASTIC),

@@ -1,0 +1,569 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/test/simgpu"
+)
+
+// The throttle benchmark (issue 5): tenants on a simulated node, each a slice
+// with its own budget, run build/test/throttle_load under libvgpu while an
+// in-process enforcer.Controller (what vgpud runs every tick) drives their token
+// rates from the busy time the simulated driver measures per process. Achieved
+// shares come from the same per-process busy time over a window of at least
+// 10 s of wall time (= simulated device time: the simulated device runs in real
+// time).
+
+// Workloads of the throttle benchmark (throttle_load modes and sizes; a "wave"
+// is one pass of a grid over the device's SMs).
+const (
+	WorkFlood = "flood" // cuLaunchKernel back to back, 100-wave kernels
+	WorkSync  = "sync"  // launch, synchronize, repeat; 1000-wave kernels
+	WorkGraph = "graph" // cuGraphLaunch of a 4-kernel graph (1000 waves), synchronize, repeat
+	WorkMix   = "mix"   // 2 threads: kernel / Ex / cooperative / graph at random, 300-wave mean, 1 sync in 3
+)
+
+// AllWorkloads in report order.
+var AllWorkloads = []string{WorkFlood, WorkSync, WorkGraph, WorkMix}
+
+// Goals of the throttle benchmark (issue 5, "Must show"): reported, not asserted.
+const (
+	// GoalShareErrorPts: every tenant's achieved share within this many
+	// percentage points of its target.
+	GoalShareErrorPts = 2.0
+	// GoalPriorityRatio: a high-priority tenant's throughput next to a
+	// low-priority flood, relative to running alone.
+	GoalPriorityRatio = 0.95
+)
+
+// ThrottleOptions configures RunThrottle.
+type ThrottleOptions struct {
+	// Root is the repository root holding build/ ("" = FindRoot).
+	Root string
+	// Workloads to run in every target cell.
+	Workloads []string
+	// Groups: which parts run ("alone", "pairs", "four", "settle", "priority").
+	Groups []string
+	// Window is the measured part of a cell; Warmup runs before it (the
+	// controller learns the slice's scale there).
+	Window, Warmup time.Duration
+	// Tick is the controller's step (vgpud's enforcer interval).
+	Tick time.Duration
+	// SMs and NsPerBlock of the simulated device. The default wave time differs
+	// from libvgpu's nominal one (enforcer.TokenWaveNs), so the static rates are
+	// off and the controller has to measure the real scale.
+	SMs        int
+	NsPerBlock uint64
+	// PriorityFloorBP is the floor the low-priority tenant is held to.
+	PriorityFloorBP uint32
+	// Controller tunes the controller (zero: its defaults).
+	Controller enforcer.ControllerConfig
+	// KeepTemp leaves the temp dirs behind.
+	KeepTemp bool
+	// StepLog receives one line per tenant per controller step (nil: none).
+	StepLog io.Writer
+	// Log receives progress lines (nil: discarded).
+	Log io.Writer
+}
+
+// Groups of the throttle benchmark.
+const (
+	GroupAlone    = "alone"
+	GroupPairs    = "pairs"
+	GroupFour     = "four"
+	GroupSettle   = "settle"
+	GroupPriority = "priority"
+)
+
+// AllGroups in report order.
+var AllGroups = []string{GroupAlone, GroupPairs, GroupFour, GroupSettle, GroupPriority}
+
+// DefaultThrottleOptions returns what `vgpu-bench throttle` runs.
+func DefaultThrottleOptions() ThrottleOptions {
+	return ThrottleOptions{
+		Workloads:       append([]string(nil), AllWorkloads...),
+		Groups:          append([]string(nil), AllGroups...),
+		Window:          10 * time.Second,
+		Warmup:          2 * time.Second,
+		Tick:            50 * time.Millisecond,
+		SMs:             132,
+		NsPerBlock:      13000,
+		PriorityFloorBP: 200,
+	}
+}
+
+func (o *ThrottleOptions) validate() error {
+	for _, w := range o.Workloads {
+		if !contains(AllWorkloads, w) {
+			return fmt.Errorf("unknown workload %q (want %s)", w, strings.Join(AllWorkloads, ", "))
+		}
+	}
+	for _, g := range o.Groups {
+		if !contains(AllGroups, g) {
+			return fmt.Errorf("unknown group %q (want %s)", g, strings.Join(AllGroups, ", "))
+		}
+	}
+	switch {
+	case o.Window <= 0 || o.Warmup < 0:
+		return fmt.Errorf("window %v must be > 0 and warmup %v >= 0", o.Window, o.Warmup)
+	case o.Tick < time.Millisecond || o.Tick > time.Second:
+		return fmt.Errorf("tick %v out of range 1ms..1s", o.Tick)
+	case o.SMs < 1 || o.SMs > 100000:
+		return fmt.Errorf("sms %d out of range", o.SMs)
+	case o.NsPerBlock < 100:
+		return fmt.Errorf("ns-per-block %d too small (< 100)", o.NsPerBlock)
+	case o.PriorityFloorBP > enforcer.MaxShareBP:
+		return fmt.Errorf("priority floor %d bp > %d", o.PriorityFloorBP, enforcer.MaxShareBP)
+	}
+	return nil
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if x == y {
+			return true
+		}
+	}
+	return false
+}
+
+// TenantSpec is one slice of a cell.
+type TenantSpec struct {
+	Name     string `json:"name"`
+	ShareBP  uint32 `json:"share_bp"`
+	FloorBP  uint32 `json:"floor_bp,omitempty"`
+	Policy   string `json:"policy"` // "cap" or "share"
+	Priority uint32 `json:"priority,omitempty"`
+	Workload string `json:"workload"`
+	// Processes of the slice running the workload (default 1).
+	Processes int `json:"processes"`
+	// Start delays the tenant's processes (its slice exists from the start).
+	Start time.Duration `json:"-"`
+}
+
+// TargetChange changes a tenant's share at an offset from the cell's start.
+type TargetChange struct {
+	At      time.Duration
+	Tenant  int
+	ShareBP uint32
+}
+
+// cellSpec is one run: tenants on a fresh simulated node.
+type cellSpec struct {
+	Group    string
+	Workload string
+	Tenants  []TenantSpec
+	Warmup   time.Duration // before the window
+	Window   time.Duration
+	Changes  []TargetChange
+	// Trace records the per-tick series (settle analysis).
+	Trace bool
+}
+
+// TenantResult is one tenant's figures over a cell's window.
+type TenantResult struct {
+	TenantSpec
+	TargetPct   float64 `json:"target_pct"`   // share, percent
+	AchievedPct float64 `json:"achieved_pct"` // busy time / window, percent
+	ErrorPts    float64 `json:"error_pts"`    // achieved - target (cap, or contended share); 0 where not applicable
+	Checked     bool    `json:"checked"`      // whether this tenant's error counts against the goal
+	Launches    uint64  `json:"launches"`     // launches counted by libvgpu over the window
+	WaitedPct   float64 `json:"waited_pct"`   // time its launchers waited for tokens / window (summed over threads)
+	Scale       float64 `json:"scale"`        // device-ns per token the controller learnt
+	Trim        float64 `json:"trim"`
+}
+
+// traceSample is one controller step as seen by the benchmark.
+type traceSample struct {
+	At   time.Duration // since the cell started
+	Busy []uint64      // cumulative busy ns per tenant
+}
+
+// cellResult is what runCell measured.
+type cellResult struct {
+	Tenants []TenantResult
+	Window  time.Duration
+	Trace   []traceSample
+	Ticks   int
+	// MaxTickLate is the largest delay of a controller step behind its schedule.
+	MaxTickLate time.Duration
+}
+
+type throttleRun struct {
+	opts  ThrottleOptions
+	paths Paths
+	prog  string
+	log   io.Writer
+}
+
+// tenantProc is a running throttle_load.
+type tenantProc struct {
+	cmd   *exec.Cmd
+	ready chan error
+	done  chan struct{}
+	errb  strings.Builder
+}
+
+func (r *throttleRun) workloadArgs(work string, seconds float64) []string {
+	s := strconv.FormatFloat(seconds, 'f', 3, 64)
+	grid := func(waves int) string { return strconv.Itoa(waves * r.opts.SMs) }
+	switch work {
+	case WorkFlood:
+		return []string{"flood", s, "--grid", grid(100)}
+	case WorkSync:
+		return []string{"sync", s, "--grid", grid(1000)}
+	case WorkGraph:
+		return []string{"graphsync", s, "--grid", grid(1000), "--nodes", "4"}
+	case WorkMix:
+		return []string{"mix", s, "--grid", grid(300), "--threads", "2"}
+	}
+	panic("unknown workload " + work)
+}
+
+func (r *throttleRun) start(ctx context.Context, env []string, args []string) (*tenantProc, error) {
+	cmd := exec.CommandContext(ctx, r.prog, args...)
+	cmd.Env = env
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGKILL) }
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	p := &tenantProc{cmd: cmd, ready: make(chan error, 1), done: make(chan struct{})}
+	cmd.Stderr = &lockedBuilder{b: &p.errb}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", r.prog, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sent := false
+		for sc.Scan() {
+			if !sent && strings.HasPrefix(sc.Text(), "READY ") {
+				p.ready <- nil
+				sent = true
+			}
+		}
+		_ = cmd.Wait()
+		if !sent {
+			p.ready <- fmt.Errorf("throttle_load %s exited before READY (%v): %s",
+				strings.Join(args, " "), cmd.ProcessState, strings.TrimSpace(p.errb.String()))
+		}
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *tenantProc) stop() {
+	select {
+	case <-p.done:
+	default:
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	}
+}
+
+// lockedBuilder collects a child's stderr (written by exec's copier goroutine,
+// read after Wait).
+type lockedBuilder struct{ b *strings.Builder }
+
+func (w *lockedBuilder) Write(p []byte) (int, error) {
+	if w.b.Len() > 1<<16 {
+		return len(p), nil
+	}
+	return w.b.Write(p)
+}
+
+// tenantState is a tenant during a cell.
+type tenantState struct {
+	spec   TenantSpec
+	dir    string
+	slice  *enforcer.Slice
+	budget *enforcer.BudgetRegion // writable
+	procs  []*tenantProc
+	pids   map[int]bool
+	busy   uint64 // cumulative busy ns of its processes (exited ones included)
+	seen   map[int]uint64
+}
+
+func policyCode(p string) uint32 {
+	if p == "share" {
+		return enforcer.PolicyShare
+	}
+	return enforcer.PolicyCap
+}
+
+// runCell runs one cell on a fresh node in dir.
+func (r *throttleRun) runCell(ctx context.Context, dir string, c cellSpec) (*cellResult, error) {
+	node := filepath.Join(dir, "node")
+	ctxMem := uint64(0)
+	if err := simgpu.Init(node, simgpu.Config{Devices: 1, Memory: 80 << 30, SMs: r.opts.SMs,
+		NsPerBlock: r.opts.NsPerBlock, ContextMemory: &ctxMem}); err != nil {
+		return nil, fmt.Errorf("simulated node: %w", err)
+	}
+	ts := make([]*tenantState, len(c.Tenants))
+	defer func() {
+		for _, t := range ts {
+			if t == nil {
+				continue
+			}
+			for _, p := range t.procs {
+				p.stop()
+			}
+			if t.budget != nil {
+				_ = t.budget.Close()
+			}
+			if t.slice != nil {
+				_ = t.slice.Close()
+			}
+		}
+	}()
+	total := c.Warmup + c.Window
+	for i, spec := range c.Tenants {
+		if spec.Processes < 1 {
+			spec.Processes = 1
+		}
+		t := &tenantState{spec: spec, dir: filepath.Join(dir, "slice-"+spec.Name),
+			pids: map[int]bool{}, seen: map[int]uint64{}}
+		ts[i] = t
+		// Created as vgpud would: with the static rate of its share, so it is
+		// throttled before the controller's first step.
+		rate, burst := enforcer.StaticTokenBucket(spec.ShareBP)
+		if err := enforcer.CreateSlice(t.dir, enforcer.SliceSpec{
+			ID: spec.Name, Priority: spec.Priority, Policy: policyCode(spec.Policy), Slots: 64,
+			Devices: []enforcer.DeviceBudget{{Index: 0, MemoryLimit: 16 << 30, ComputeShareBP: spec.ShareBP,
+				ComputeFloorBP: spec.FloorBP, TokenRate: rate, TokenBurst: burst}},
+		}); err != nil {
+			return nil, fmt.Errorf("tenant %s: %w", spec.Name, err)
+		}
+		sl, err := enforcer.OpenSlice(t.dir)
+		if err != nil {
+			return nil, err
+		}
+		t.slice = sl
+		if t.budget, err = enforcer.OpenBudget(filepath.Join(t.dir, enforcer.BudgetFile), true); err != nil {
+			return nil, err
+		}
+	}
+
+	env := func(t *tenantState) []string {
+		var out []string
+		for _, kv := range os.Environ() {
+			k, _, _ := strings.Cut(kv, "=")
+			if k == "LD_PRELOAD" || k == "LD_LIBRARY_PATH" || k == "CUDA_VISIBLE_DEVICES" ||
+				strings.HasPrefix(k, "VGPU_") {
+				continue
+			}
+			out = append(out, kv)
+		}
+		return append(out, "LD_LIBRARY_PATH="+r.paths.SimLibDir, "VGPU_SIM_STATE="+node,
+			"LD_PRELOAD="+r.paths.LibVGPU, "VGPU_SLICE_DIR="+t.dir, "VGPU_FAIL_MODE=refuse")
+	}
+	startTenant := func(t *tenantState, remaining time.Duration) error {
+		for k := 0; k < t.spec.Processes; k++ {
+			args := r.workloadArgs(t.spec.Workload, remaining.Seconds()+1)
+			args = append(args, "--seed", strconv.Itoa(k+1))
+			p, err := r.start(ctx, env(t), args)
+			if err != nil {
+				return err
+			}
+			t.procs = append(t.procs, p)
+		}
+		for _, p := range t.procs {
+			select {
+			case err := <-p.ready:
+				if err != nil {
+					return err
+				}
+			case <-time.After(30 * time.Second):
+				return errors.New("throttle_load: no READY within 30s")
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			t.pids[p.cmd.Process.Pid] = true
+		}
+		return nil
+	}
+	for _, t := range ts {
+		if t.spec.Start == 0 {
+			if err := startTenant(t, total); err != nil {
+				return nil, fmt.Errorf("tenant %s: %w", t.spec.Name, err)
+			}
+		}
+	}
+
+	ctl := enforcer.NewController(r.opts.Controller)
+	res := &cellResult{}
+	in := make([]enforcer.ControlInput, len(ts))
+	budgets := make([]*enforcer.BudgetRegion, len(ts))
+	devs := make([]int, len(ts))
+	for i, t := range ts {
+		budgets[i] = t.budget
+	}
+	t0 := time.Now()
+	last := t0
+	prevBusy := make([]uint64, len(ts))
+	var winBusy, winLaunch, winWait []uint64
+	var winStart time.Time
+	changes := append([]TargetChange(nil), c.Changes...)
+	var outs []enforcer.ControlOutput
+	for step := 1; ; step++ {
+		due := t0.Add(time.Duration(step) * r.opts.Tick)
+		if d := time.Until(due); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		now := time.Now()
+		if late := now.Sub(due); late > res.MaxTickLate {
+			res.MaxTickLate = late
+		}
+		el := now.Sub(t0)
+		for _, t := range ts {
+			if t.spec.Start > 0 && len(t.procs) == 0 && el >= t.spec.Start {
+				if err := startTenant(t, total-el); err != nil {
+					return nil, fmt.Errorf("tenant %s: %w", t.spec.Name, err)
+				}
+			}
+		}
+		for len(changes) > 0 && el >= changes[0].At {
+			ch := changes[0]
+			changes = changes[1:]
+			t := ts[ch.Tenant]
+			if err := t.budget.SetComputeShare(0, ch.ShareBP, t.spec.FloorBP); err != nil {
+				return nil, err
+			}
+		}
+		if err := r.readBusy(node, ts); err != nil {
+			return nil, err
+		}
+		dt := now.Sub(last).Seconds()
+		last = now
+		for i, t := range ts {
+			dev := t.budget.Device(0)
+			in[i] = enforcer.ControlInput{
+				Slice: t.spec.Name, ShareBP: dev.ComputeShareBP, FloorBP: dev.ComputeFloorBP,
+				Policy: t.budget.Policy(), Priority: t.budget.Priority(),
+				Counters: t.slice.Usage.Throttle(0),
+				Achieved: float64(t.busy-prevBusy[i]) / 1e9 / dt, Measured: true,
+			}
+			prevBusy[i] = t.busy
+		}
+		outs = ctl.Step(now, in)
+		if r.opts.StepLog != nil {
+			for i, o := range outs {
+				fmt.Fprintf(r.opts.StepLog, "%s %s t=%.3f %s achieved=%.4f allowed=%.4f rate=%d burst=%d scale=%.4f "+
+					"trim=%.4f throttled=%v active=%v held=%v spent=%d waited_ns=%d\n", c.Group, c.Workload,
+					el.Seconds(), o.Slice, in[i].Achieved, o.Allowed, o.Rate, o.Burst, o.Scale, o.Trim, o.Throttled,
+					o.Active, o.Held, in[i].Counters.Spent, in[i].Counters.ThrottledNs)
+			}
+		}
+		if err := enforcer.Apply(budgets, devs, outs); err != nil {
+			return nil, err
+		}
+		res.Ticks++
+		if c.Trace {
+			s := traceSample{At: el, Busy: make([]uint64, len(ts))}
+			for i, t := range ts {
+				s.Busy[i] = t.busy
+			}
+			res.Trace = append(res.Trace, s)
+		}
+		if winBusy == nil && el >= c.Warmup {
+			winStart = now
+			winBusy, winLaunch, winWait = make([]uint64, len(ts)), make([]uint64, len(ts)), make([]uint64, len(ts))
+			for i, t := range ts {
+				winBusy[i] = t.busy
+				winLaunch[i] = in[i].Counters.Launches
+				winWait[i] = in[i].Counters.ThrottledNs
+			}
+		}
+		if winBusy != nil && el >= total {
+			w := now.Sub(winStart)
+			res.Window = w
+			for i, t := range ts {
+				tr := TenantResult{
+					TenantSpec:  t.spec,
+					TargetPct:   float64(t.budget.Device(0).ComputeShareBP) / 100,
+					AchievedPct: float64(t.busy-winBusy[i]) / float64(w.Nanoseconds()) * 100,
+					Launches:    in[i].Counters.Launches - winLaunch[i],
+					WaitedPct:   float64(in[i].Counters.ThrottledNs-winWait[i]) / float64(w.Nanoseconds()) * 100,
+					Scale:       outs[i].Scale,
+					Trim:        outs[i].Trim,
+				}
+				res.Tenants = append(res.Tenants, tr)
+			}
+			return res, nil
+		}
+	}
+}
+
+// readBusy adds each tenant's processes' busy time since the last read.
+func (r *throttleRun) readBusy(node string, ts []*tenantState) error {
+	st, err := simgpu.Status(node)
+	if err != nil {
+		return err
+	}
+	if len(st.Devices) == 0 {
+		return errors.New("simulated node has no device")
+	}
+	for _, p := range st.Devices[0].Processes {
+		for _, t := range ts {
+			if !t.pids[p.PID] {
+				continue
+			}
+			if prev := t.seen[p.PID]; p.BusyNs > prev {
+				t.busy += p.BusyNs - prev
+				t.seen[p.PID] = p.BusyNs
+			}
+		}
+	}
+	return nil
+}
+
+// settleTime is how long after a change at `at` the tenant's share settled: the
+// earliest step X (at or after the change) such that the share over [X, t] is
+// within tol points of want for every t from X+minWindow to `until`. -1: never.
+// Anchored windows (rather than sliding ones) show the step at which the rate
+// became right without the window's own length; minWindow only has to hold
+// enough kernels that one more or less stays inside the tolerance.
+func settleTime(trace []traceSample, tenant int, at, until time.Duration, want, tol float64,
+	minWindow time.Duration) time.Duration {
+	for x := range trace {
+		if trace[x].At < at {
+			continue
+		}
+		if trace[x].At+minWindow > until {
+			break
+		}
+		ok := true
+		for j := x + 1; j < len(trace) && trace[j].At <= until; j++ {
+			span := trace[j].At - trace[x].At
+			if span < minWindow {
+				continue
+			}
+			v := float64(trace[j].Busy[tenant]-trace[x].Busy[tenant]) / float64(span.Nanoseconds()) * 100
+			if math.Abs(v-want) > tol {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return trace[x].At - at
+		}
+	}
+	return -1
+}

@@ -1,0 +1,211 @@
+package daemon
+
+import (
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/vgpu-project/vgpu/daemon/devices"
+	"github.com/vgpu-project/vgpu/enforcer"
+)
+
+// Compute shares (issue 5): after every enforcer tick, one enforcer.Controller
+// per GPU sets the token rates of the slices on it from the share each slice
+// achieved, measured by NVML's per-process utilization (host pids from the
+// tick's process map). The controllers keep no state on disk: after a restart
+// they start from the nominal scale and re-learn it within about a second,
+// while the slices keep the rates the last vgpud wrote.
+
+// processUtilizer is what the controllers need from the GPUs beyond the GPUs
+// interface; *devices.NVML has it. GPUs without it (test doubles) leave the
+// controllers unmeasured: the rates then follow the shares at the nominal scale.
+type processUtilizer interface {
+	ProcessUtilization(uuid string, sinceUs uint64) ([]devices.ProcessUtil, error)
+}
+
+// maxSamplePeriod bounds the time one utilization sample may stand for (NVML
+// keeps about a second of samples; a first query covers at most that).
+const maxSamplePeriod = time.Second
+
+// ComputeStatus is one slice's compute share on one device after the last tick.
+type ComputeStatus struct {
+	Slice       string  `json:"slice"`
+	UUID        string  `json:"uuid"`
+	TargetPct   float64 `json:"target_pct"`
+	AllowedPct  float64 `json:"allowed_pct"`
+	AchievedPct float64 `json:"achieved_pct"` // over the last tick, as NVML reported it
+	Rate        uint64  `json:"token_rate"`
+	Throttled   bool    `json:"throttled"`
+	Held        bool    `json:"held"` // held to its floor by a higher priority
+}
+
+type computeShares struct {
+	log    *zap.Logger
+	util   processUtilizer
+	cfg    enforcer.ControllerConfig
+	ctl    map[string]*enforcer.Controller
+	dev    map[string]*utilState
+	latest atomic.Pointer[[]ComputeStatus]
+	failed map[string]bool // devices whose utilization query failed (logged once)
+}
+
+// utilState turns one device's NVML samples into busy time per host pid.
+type utilState struct {
+	lastUs uint64          // newest sample seen
+	pidUs  map[int]uint64  // newest sample seen per pid
+	busy   map[int]float64 // busy ns per pid since the last step
+	last   time.Time       // previous step
+}
+
+func newComputeShares(gpus GPUs, log *zap.Logger) *computeShares {
+	c := &computeShares{log: log, ctl: map[string]*enforcer.Controller{}, dev: map[string]*utilState{},
+		failed: map[string]bool{}}
+	c.util, _ = gpus.(processUtilizer)
+	empty := []ComputeStatus{}
+	c.latest.Store(&empty)
+	return c
+}
+
+// Status is the compute share of every slice on every device after the last tick.
+func (c *computeShares) Status() []ComputeStatus { return *c.latest.Load() }
+
+// ComputeStatus is every slice's compute share (target, allowed, achieved, rate)
+// on each of its devices after the last enforcer tick; safe from any goroutine
+// (for the API and metrics).
+func (s *Server) ComputeStatus() []ComputeStatus { return s.compute.Status() }
+
+type sliceRef struct {
+	slice int // index in tracked
+	dev   int // slice device index
+}
+
+// step runs every device's controller once and writes the rates.
+func (c *computeShares) step(now time.Time, tracked []enforcer.TrackedSlice, rep *enforcer.TickReport) {
+	pids := map[string][]int{}
+	for _, s := range rep.Slices {
+		for _, p := range s.Processes {
+			if p.HostPID > 0 {
+				pids[s.ID] = append(pids[s.ID], p.HostPID)
+			}
+		}
+	}
+	byDev := map[string][]sliceRef{}
+	for i, ts := range tracked {
+		if ts.Slice == nil {
+			continue
+		}
+		for d, uuid := range ts.UUIDs {
+			if uuid != "" {
+				byDev[uuid] = append(byDev[uuid], sliceRef{i, d})
+			}
+		}
+	}
+	uuids := make([]string, 0, len(byDev))
+	for u := range byDev {
+		uuids = append(uuids, u)
+	}
+	sort.Strings(uuids)
+	for u := range c.ctl {
+		if _, ok := byDev[u]; !ok {
+			delete(c.ctl, u)
+			delete(c.dev, u)
+		}
+	}
+
+	status := make([]ComputeStatus, 0, len(tracked))
+	for _, uuid := range uuids {
+		refs := byDev[uuid]
+		st := c.dev[uuid]
+		if st == nil {
+			st = &utilState{pidUs: map[int]uint64{}, busy: map[int]float64{}}
+			c.dev[uuid] = st
+		}
+		measured := c.sample(uuid, st)
+		dt := now.Sub(st.last)
+		measured = measured && !st.last.IsZero() && dt > 0
+		st.last = now
+
+		in := make([]enforcer.ControlInput, len(refs))
+		budgets := make([]*enforcer.BudgetRegion, len(refs))
+		devs := make([]int, len(refs))
+		for k, r := range refs {
+			ts := tracked[r.slice]
+			b := ts.Slice.Budget
+			db := b.Device(r.dev)
+			busy := 0.0
+			for _, pid := range pids[ts.ID] {
+				busy += st.busy[pid]
+			}
+			in[k] = enforcer.ControlInput{
+				Slice: ts.ID, ShareBP: db.ComputeShareBP, FloorBP: db.ComputeFloorBP,
+				Policy: b.Policy(), Priority: b.Priority(), Counters: ts.Slice.Usage.Throttle(r.dev),
+				Measured: measured,
+			}
+			if measured {
+				in[k].Achieved = busy / float64(dt.Nanoseconds())
+			}
+			budgets[k], devs[k] = b, r.dev
+		}
+		clear(st.busy)
+
+		ctl := c.ctl[uuid]
+		if ctl == nil {
+			ctl = enforcer.NewController(c.cfg)
+			c.ctl[uuid] = ctl
+		}
+		outs := ctl.Step(now, in)
+		if err := enforcer.Apply(budgets, devs, outs); err != nil {
+			c.log.Error("set token rates", zap.String("uuid", uuid), zap.Error(err))
+		}
+		for _, o := range outs {
+			status = append(status, ComputeStatus{Slice: o.Slice, UUID: uuid, TargetPct: o.Target * 100,
+				AllowedPct: o.Allowed * 100, AchievedPct: o.Achieved * 100, Rate: o.Rate,
+				Throttled: o.Throttled, Held: o.Held})
+		}
+	}
+	c.latest.Store(&status)
+}
+
+// sample reads the device's new utilization samples into busy ns per pid.
+// False when the driver cannot say (no utilizer, or the query failed).
+func (c *computeShares) sample(uuid string, st *utilState) bool {
+	if c.util == nil {
+		return false
+	}
+	samples, err := c.util.ProcessUtilization(uuid, st.lastUs)
+	if err != nil {
+		if !c.failed[uuid] {
+			c.failed[uuid] = true
+			c.log.Warn("per-process utilization unavailable: compute shares run on static scales",
+				zap.String("uuid", uuid), zap.Error(err))
+		}
+		return false
+	}
+	if c.failed[uuid] {
+		delete(c.failed, uuid)
+		c.log.Info("per-process utilization available again", zap.String("uuid", uuid))
+	}
+	sort.Slice(samples, func(i, j int) bool { return samples[i].TimeStampUs < samples[j].TimeStampUs })
+	since := st.lastUs
+	for _, s := range samples {
+		if s.TimeStampUs <= since {
+			continue // counted by an earlier query
+		}
+		// A sample stands for the time since the pid's previous sample, or since
+		// the previous query when this is its first one.
+		prev := max(st.pidUs[s.HostPID], since)
+		period := time.Duration(s.TimeStampUs-prev) * time.Microsecond
+		if prev == 0 || period > maxSamplePeriod {
+			period = maxSamplePeriod
+		}
+		st.busy[s.HostPID] += float64(min(s.SMPercent, 100)) / 100 * float64(period.Nanoseconds())
+		st.pidUs[s.HostPID] = s.TimeStampUs
+		st.lastUs = max(st.lastUs, s.TimeStampUs)
+	}
+	if len(st.pidUs) > 4096 { // pids come and go: forget them now and then
+		clear(st.pidUs)
+	}
+	return true
+}

@@ -1,0 +1,546 @@
+/*
+ * throttle.c — the launch throttle: one token bucket per slice device.
+ *
+ * Units (vgpu_shm.h): a token is one estimated device-ns. A kernel launch of B
+ * blocks on a device with S SMs costs ceil(B / S) * VGPU_TOKEN_WAVE_NS tokens: a
+ * "wave" is one pass of the grid over the whole device, so the same grid costs
+ * less on a bigger GPU, as it runs shorter there. A graph costs the sum of its
+ * kernel nodes, learnt when it is instantiated (the graph is walked with
+ * cuGraphGetNodes, so graphs made by stream capture — how PyTorch and vLLM build
+ * them — are costed as well as hand-built ones).
+ *
+ * Why this unit and not a calibrated one: the true duration of a kernel is unknown
+ * to the host (it depends on the kernel's code). vgpud measures each slice's
+ * achieved share from the driver and scales token_rate by feedback
+ * (enforcer/controller.go), which absorbs any constant error of the estimate; the
+ * estimate only has to be roughly proportional to device time, and waves are. The
+ * controller's gain is therefore free of the SM count (unlike a pool of "cores"
+ * charged per block, whose step grows with the SM count squared).
+ *
+ * The bucket is two monotonic counters in the usage region (usage.dev[d]):
+ *   token_spent     each launch fetch_adds its cost and gets the old value: its
+ *                   ticket, its place in the slice's queue;
+ *   token_refilled  advanced at token_rate per wall second, never past
+ *                   token_spent + token_burst.
+ * A launch whose ticket is below token_refilled (the bucket had credit) goes on at
+ * once: that is the whole hot path, one atomic add and one load. Otherwise the
+ * thread refills the bucket itself (nobody else does: refills are lazy) and sleeps
+ * until token_refilled passes its ticket, in steps of at most 10 ms; it never
+ * spins. Tickets make the queue FIFO across every process of the slice, and
+ * nothing is lost or counted twice: the time between two refills is credited once
+ * (CAS on last_refill_ns), and a launch that waited still owes its cost.
+ *
+ * Refilling by wall time is what makes a launch-synchronize-launch workload come
+ * out right: while the program waits for its kernel the bucket fills, so the time
+ * it spends synchronizing counts towards its share — no reactive rule about
+ * "recent utilization" is involved.
+ *
+ * No lock exists in the region: a process killed anywhere leaves at most one
+ * unlaunched ticket behind (its cost is lost to the slice once). Processes of one
+ * slice must share CLOCK_MONOTONIC (one time namespace), as containers do.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "vgpu_internal.h"
+
+/* A waiter sleeps at least this long (the timer's own slack is ~50 us; a shorter
+ * sleep would only burn CPU) and at most this long before looking again, so that a
+ * rate raised by vgpud, or lifted, takes effect quickly. */
+#define MIN_SLEEP_NS 20000ull
+#define MAX_SLEEP_NS 10000000ull
+/* Burst when the budget names none: 20 ms of the rate. */
+#define DEFAULT_BURST_DIV 50u
+/* A graph libvgpu could not cost (instantiated through a path it does not see, or
+ * a driver without graph introspection) is charged the largest cost seen, at
+ * least this many waves: over-charging only slows the slice, and vgpud's feedback
+ * corrects the scale. */
+#define UNKNOWN_GRAPH_WAVES 100ull
+/* Launches are counted per thread and added to usage.launches in batches, so the
+ * hot path stays at one shared atomic. */
+#define LAUNCH_BATCH 32u
+
+#define GEN_MASK ((1ull << 48) - 1)
+
+static const uint64_t no_generation = 0;
+struct vgpu_gate vgpu_gate = {
+    .gen = &no_generation,
+    .fast = VGPU_GATE_CLOSED, /* closed until initialization says otherwise */
+    .state = UINT64_MAX,      /* matches no generation: read the budget first */
+};
+
+static __thread uint32_t tls_pending __attribute__((tls_model("initial-exec")));
+static __thread int tls_pending_sd __attribute__((tls_model("initial-exec")));
+
+static inline uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t sat_mul(uint64_t a, uint64_t b)
+{
+    uint64_t r;
+    return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX / 4 : r;
+}
+
+void vgpu_throttle_init(int mode)
+{
+    /* Without a slice nothing is ever throttled: open the gate for good (gen stays
+     * the constant 0). With one, the first launch reads the budget. */
+    if (mode != VGPU_MODE_ENFORCE)
+        atomic_store_explicit(&vgpu_gate.fast, 0, memory_order_release);
+}
+
+/* ------------------------------------------------------------- budget reads */
+
+/* Reads which slice devices have a token rate, as a seqlock reader of the budget.
+ * When the read was stable, publishes it: the gate opens if none is throttled. */
+static uint32_t refresh(uint64_t g1)
+{
+    const struct vgpu_budget *b = vgpu_g.budget;
+    uint32_t mask = 0;
+    for (uint32_t d = 0; d < vgpu_g.ndev; d++)
+        if (__atomic_load_n(&b->dev[d].token_rate, __ATOMIC_RELAXED) != 0)
+            mask |= 1u << d;
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    uint64_t g2 = __atomic_load_n(&b->generation, __ATOMIC_RELAXED);
+    /* Odd: vgpud is mid-change (or died there). The rates are each read atomically,
+     * so this launch uses them, but nothing is cached: the next launch reads again. */
+    if (g1 == g2 && !(g1 & 1)) {
+        atomic_store_explicit(&vgpu_gate.state, ((g1 & GEN_MASK) << 16) | mask,
+                              memory_order_relaxed);
+        atomic_store_explicit(&vgpu_gate.fast, mask ? VGPU_GATE_CLOSED : g1,
+                              memory_order_relaxed);
+    }
+    return mask;
+}
+
+static inline uint32_t throttled_mask(void)
+{
+    uint64_t g = __atomic_load_n(&vgpu_g.budget->generation, __ATOMIC_ACQUIRE);
+    uint64_t st = atomic_load_explicit(&vgpu_gate.state, memory_order_relaxed);
+    if (VGPU_LIKELY((st >> 16) == (g & GEN_MASK)))
+        return (uint32_t)(st & 0xffff);
+    return refresh(g);
+}
+
+/* ------------------------------------------------------------------- bucket */
+
+static void flush_launches(void)
+{
+    if (tls_pending) {
+        __atomic_fetch_add(&vgpu_g.usage->dev[tls_pending_sd].launches, tls_pending,
+                           __ATOMIC_RELAXED);
+        tls_pending = 0;
+    }
+}
+
+static inline void count_launch(int sd)
+{
+    if (VGPU_UNLIKELY(tls_pending && tls_pending_sd != sd))
+        flush_launches();
+    tls_pending_sd = sd;
+    if (VGPU_UNLIKELY(++tls_pending >= LAUNCH_BATCH))
+        flush_launches();
+}
+
+/* Credits the wall time since the last refill at rate, up to spent + burst. The
+ * interval is claimed by CAS on last_refill_ns, so two refillers never both credit it. */
+static void refill(struct vgpu_usage_device *ud, const struct vgpu_budget_device *bd,
+                   uint64_t rate, uint64_t now)
+{
+    uint64_t last = __atomic_load_n(&ud->last_refill_ns, __ATOMIC_RELAXED);
+    if ((int64_t)(now - last) <= 0)
+        return;
+    if (!__atomic_compare_exchange_n(&ud->last_refill_ns, &last, now, false, __ATOMIC_RELAXED,
+                                     __ATOMIC_RELAXED))
+        return; /* another thread credited up to about now */
+    uint64_t elapsed = now - last;
+    uint64_t burst = __atomic_load_n(&bd->token_burst, __ATOMIC_RELAXED);
+    if (!burst)
+        burst = rate / DEFAULT_BURST_DIV + 1;
+    /* A long idle spell fills the bucket anyway; skip the arithmetic (and overflow). */
+    uint64_t add = elapsed >= 100000000000ull
+                       ? UINT64_MAX / 4
+                       : (uint64_t)((unsigned __int128)elapsed * rate / 1000000000u);
+    uint64_t r = __atomic_load_n(&ud->token_refilled, __ATOMIC_RELAXED);
+    for (;;) {
+        uint64_t spent = __atomic_load_n(&ud->token_spent, __ATOMIC_RELAXED);
+        uint64_t cap = spent + burst;
+        if ((int64_t)(cap - r) <= 0)
+            return; /* full */
+        uint64_t room = cap - r;
+        uint64_t nr = add >= room ? cap : r + add;
+        if (__atomic_compare_exchange_n(&ud->token_refilled, &r, nr, true, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED)) {
+            __atomic_store_n(&ud->tokens, (int64_t)(nr - spent), __ATOMIC_RELAXED);
+            return;
+        }
+    }
+}
+
+static void sleep_ns(uint64_t ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000ull),
+                          .tv_nsec = (long)(ns % 1000000000ull)};
+    /* EINTR: fine, the caller looks again. */
+    clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+}
+
+/* The bucket had no credit for this ticket: refill and sleep until the refills
+ * pass it, or until throttling is lifted. */
+__attribute__((noinline)) static void wait_turn(int sd, uint64_t ticket)
+{
+    struct vgpu_usage_device *ud = &vgpu_g.usage->dev[sd];
+    const struct vgpu_budget_device *bd = &vgpu_g.budget->dev[sd];
+    flush_launches();
+    uint64_t start = now_ns(), t = start;
+    for (;;) {
+        uint64_t rate = __atomic_load_n(&bd->token_rate, __ATOMIC_RELAXED);
+        if (!rate)
+            break;
+        refill(ud, bd, rate, t);
+        int64_t need = (int64_t)(ticket - __atomic_load_n(&ud->token_refilled, __ATOMIC_RELAXED));
+        if (need < 0)
+            break;
+        /* Time until the refills reach one past the ticket. */
+        uint64_t ns = (uint64_t)(((unsigned __int128)(uint64_t)need + 1) * 1000000000u / rate) + 1;
+        if (ns < MIN_SLEEP_NS)
+            ns = MIN_SLEEP_NS;
+        if (ns > MAX_SLEEP_NS)
+            ns = MAX_SLEEP_NS;
+        sleep_ns(ns);
+        t = now_ns();
+    }
+    __atomic_fetch_add(&ud->throttled_ns, t - start, __ATOMIC_RELAXED);
+}
+
+static inline void take(int sd, uint64_t cost)
+{
+    struct vgpu_usage_device *ud = &vgpu_g.usage->dev[sd];
+    uint64_t ticket = __atomic_fetch_add(&ud->token_spent, cost, __ATOMIC_RELAXED);
+    uint64_t refilled = __atomic_load_n(&ud->token_refilled, __ATOMIC_RELAXED);
+    count_launch(sd);
+    if (VGPU_LIKELY((int64_t)(refilled - ticket) > 0))
+        return;
+    wait_turn(sd, ticket);
+}
+
+static inline uint64_t kernel_cost(int sd, uint64_t blocks)
+{
+    if (!blocks)
+        return 0; /* malformed: the driver refuses it */
+    uint64_t sms = vgpu_sms_of(sd);
+    return sat_mul((blocks + sms - 1) / sms, VGPU_TOKEN_WAVE_NS);
+}
+
+/* ------------------------------------------------------------------- graphs */
+
+/*
+ * CUgraphExec -> cost, open addressing. Lookups (every graph launch) are lock-free:
+ * a writer stores the cost before it publishes the key (release), and a handle is
+ * looked up only after its instantiation returned. Writers (instantiate, destroy:
+ * driver calls anyway) take a process-local mutex. Destroyed entries become
+ * tombstones, reused by later instantiations.
+ */
+#define GRAPH_BITS 13
+#define GRAPH_SLOTS (1u << GRAPH_BITS)
+#define KEY_EMPTY 0ull
+#define KEY_TOMB 1ull /* handles are pointers: never 0 or 1 */
+struct graph_ent {
+    _Atomic uint64_t key;
+    _Atomic uint64_t cost;
+};
+static struct graph_ent graph_tab[GRAPH_SLOTS];
+static pthread_mutex_t graph_mu = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic uint64_t graph_cost_max;
+
+static inline uint32_t graph_hash(uint64_t key)
+{
+    return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> (64 - GRAPH_BITS));
+}
+
+static uint64_t unknown_graph_cost(void)
+{
+    uint64_t c = atomic_load_explicit(&graph_cost_max, memory_order_relaxed);
+    uint64_t floor = UNKNOWN_GRAPH_WAVES * VGPU_TOKEN_WAVE_NS;
+    return c > floor ? c : floor;
+}
+
+static uint64_t graph_cost(uint64_t key)
+{
+    uint32_t h = graph_hash(key);
+    for (uint32_t i = 0; i < GRAPH_SLOTS; i++) {
+        struct graph_ent *e = &graph_tab[(h + i) & (GRAPH_SLOTS - 1)];
+        uint64_t k = atomic_load_explicit(&e->key, memory_order_acquire);
+        if (k == key)
+            return atomic_load_explicit(&e->cost, memory_order_relaxed);
+        if (k == KEY_EMPTY)
+            break;
+    }
+    VGPU_LOG_ONCE(logged_unknown_graph,
+                  "a graph was launched that libvgpu did not see instantiated; such launches "
+                  "are charged as the largest graph seen (at least %llu waves)",
+                  (unsigned long long)UNKNOWN_GRAPH_WAVES);
+    return unknown_graph_cost();
+}
+
+static void graph_put(uint64_t key, uint64_t cost)
+{
+    pthread_mutex_lock(&graph_mu);
+    uint32_t h = graph_hash(key);
+    struct graph_ent *free_e = NULL;
+    for (uint32_t i = 0; i < GRAPH_SLOTS; i++) {
+        struct graph_ent *e = &graph_tab[(h + i) & (GRAPH_SLOTS - 1)];
+        uint64_t k = atomic_load_explicit(&e->key, memory_order_relaxed);
+        if (k == key) { /* a handle value reused after a destroy we did not see */
+            atomic_store_explicit(&e->cost, cost, memory_order_relaxed);
+            goto out;
+        }
+        if (k == KEY_TOMB && !free_e)
+            free_e = e;
+        if (k == KEY_EMPTY) {
+            if (!free_e)
+                free_e = e;
+            break;
+        }
+    }
+    if (free_e) {
+        atomic_store_explicit(&free_e->cost, cost, memory_order_relaxed);
+        atomic_store_explicit(&free_e->key, key, memory_order_release);
+    } else {
+        VGPU_LOG_ONCE(logged_graph_full,
+                      "more than %u live graphs; further ones are charged as the largest seen",
+                      GRAPH_SLOTS);
+    }
+out:
+    pthread_mutex_unlock(&graph_mu);
+    uint64_t m = atomic_load_explicit(&graph_cost_max, memory_order_relaxed);
+    while (cost > m && !atomic_compare_exchange_weak_explicit(&graph_cost_max, &m, cost,
+                                                              memory_order_relaxed,
+                                                              memory_order_relaxed))
+        ;
+}
+
+static void graph_drop(uint64_t key)
+{
+    pthread_mutex_lock(&graph_mu);
+    uint32_t h = graph_hash(key);
+    for (uint32_t i = 0; i < GRAPH_SLOTS; i++) {
+        struct graph_ent *e = &graph_tab[(h + i) & (GRAPH_SLOTS - 1)];
+        uint64_t k = atomic_load_explicit(&e->key, memory_order_relaxed);
+        if (k == key) {
+            atomic_store_explicit(&e->key, KEY_TOMB, memory_order_release);
+            break;
+        }
+        if (k == KEY_EMPTY)
+            break;
+    }
+    pthread_mutex_unlock(&graph_mu);
+}
+
+/* Blocks of one kernel node, through whichever accessor the driver has (the v2
+ * struct starts with the v1 fields). */
+static bool kernel_node_blocks(CUgraphNode n, uint64_t *blocks)
+{
+    CUDA_KERNEL_NODE_PARAMS_v2 p = {0};
+    CUresult r = CUDA_ERROR_NOT_FOUND;
+    if (vgpu_real.cuGraphKernelNodeGetParams_v2)
+        r = vgpu_real.cuGraphKernelNodeGetParams_v2(n, &p);
+    else if (vgpu_real.cuGraphKernelNodeGetParams)
+        r = vgpu_real.cuGraphKernelNodeGetParams(n, (CUDA_KERNEL_NODE_PARAMS *)&p);
+    if (r != CUDA_SUCCESS)
+        return false;
+    *blocks = (uint64_t)p.gridDimX * p.gridDimY * p.gridDimZ;
+    return true;
+}
+
+/* Waves of every kernel node of g, child graphs included. *ok is cleared when some
+ * node could not be read. Allocates (instantiation is a slow path). */
+static uint64_t graph_waves(CUgraph g, uint64_t sms, int depth, bool *ok)
+{
+    size_t n = 0;
+    if (!vgpu_real.cuGraphGetNodes || !vgpu_real.cuGraphNodeGetType ||
+        vgpu_real.cuGraphGetNodes(g, NULL, &n) != CUDA_SUCCESS) {
+        *ok = false;
+        return 0;
+    }
+    if (n == 0)
+        return 0;
+    CUgraphNode *nodes = malloc(n * sizeof *nodes);
+    if (!nodes) {
+        *ok = false;
+        return 0;
+    }
+    size_t got = n;
+    uint64_t waves = 0;
+    if (vgpu_real.cuGraphGetNodes(g, nodes, &got) != CUDA_SUCCESS) {
+        *ok = false;
+        got = 0;
+    }
+    if (got > n)
+        got = n;
+    for (size_t i = 0; i < got; i++) {
+        int type = -1;
+        if (vgpu_real.cuGraphNodeGetType(nodes[i], &type) != CUDA_SUCCESS) {
+            *ok = false;
+            continue;
+        }
+        if (type == VGPU_GRAPH_NODE_KERNEL) {
+            uint64_t b = 0;
+            if (!kernel_node_blocks(nodes[i], &b))
+                *ok = false;
+            else if (b)
+                waves += (b + sms - 1) / sms;
+        } else if (type == VGPU_GRAPH_NODE_GRAPH) {
+            CUgraph child = NULL;
+            if (depth >= 8 || !vgpu_real.cuGraphChildGraphNodeGetGraph ||
+                vgpu_real.cuGraphChildGraphNodeGetGraph(nodes[i], &child) != CUDA_SUCCESS)
+                *ok = false;
+            else
+                waves += graph_waves(child, sms, depth + 1, ok);
+        }
+        /* Copies, memsets, host and event nodes use no SMs worth charging. */
+    }
+    free(nodes);
+    return waves;
+}
+
+/* A graph was instantiated: remember what one launch of it costs. */
+static void graph_learn(CUgraphExec exec, CUgraph g)
+{
+    if (atomic_load_explicit(&vgpu_g.mode, memory_order_acquire) != VGPU_MODE_ENFORCE || !exec)
+        return;
+    int sd = 0;
+    if (vgpu_g.ndev > 1) {
+        CUresult err;
+        sd = vgpu_current_target(NULL, NULL, &err);
+        if (sd < 0)
+            sd = 0;
+    }
+    bool ok = true;
+    uint64_t cost = sat_mul(graph_waves(g, vgpu_sms_of(sd), 0, &ok), VGPU_TOKEN_WAVE_NS);
+    if (!ok) {
+        VGPU_LOG_ONCE(logged_graph_walk,
+                      "cannot read every node of a CUDA graph; such graphs are charged at "
+                      "least as the largest graph seen");
+        uint64_t u = unknown_graph_cost();
+        if (cost < u)
+            cost = u;
+    }
+    graph_put((uint64_t)(uintptr_t)exec, cost);
+}
+
+VGPU_EXPORT CUresult cuGraphInstantiate(CUgraphExec *exec, CUgraph g, CUgraphNode *err_node,
+                                        char *log, size_t log_size)
+{
+    vgpu_mode();
+    cuGraphInstantiate_fn real = vgpu_real.cuGraphInstantiate;
+    if (VGPU_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_FOUND;
+    CUresult r = real(exec, g, err_node, log, log_size);
+    if (r == CUDA_SUCCESS && exec)
+        graph_learn(*exec, g);
+    return r;
+}
+
+VGPU_EXPORT CUresult cuGraphInstantiate_v2(CUgraphExec *exec, CUgraph g, CUgraphNode *err_node,
+                                           char *log, size_t log_size)
+{
+    vgpu_mode();
+    cuGraphInstantiate_v2_fn real = vgpu_real.cuGraphInstantiate_v2;
+    if (VGPU_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_FOUND;
+    CUresult r = real(exec, g, err_node, log, log_size);
+    if (r == CUDA_SUCCESS && exec)
+        graph_learn(*exec, g);
+    return r;
+}
+
+VGPU_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph g,
+                                                 unsigned long long flags)
+{
+    vgpu_mode();
+    cuGraphInstantiateWithFlags_fn real = vgpu_real.cuGraphInstantiateWithFlags;
+    if (VGPU_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_FOUND;
+    CUresult r = real(exec, g, flags);
+    if (r == CUDA_SUCCESS && exec)
+        graph_learn(*exec, g);
+    return r;
+}
+
+VGPU_EXPORT CUresult cuGraphInstantiateWithParams(CUgraphExec *exec, CUgraph g, void *params)
+{
+    vgpu_mode();
+    cuGraphInstantiateWithParams_fn real = vgpu_real.cuGraphInstantiateWithParams;
+    if (VGPU_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_FOUND;
+    CUresult r = real(exec, g, params);
+    if (r == CUDA_SUCCESS && exec)
+        graph_learn(*exec, g);
+    return r;
+}
+
+VGPU_EXPORT CUresult cuGraphInstantiateWithParams_ptsz(CUgraphExec *exec, CUgraph g, void *params)
+{
+    vgpu_mode();
+    cuGraphInstantiateWithParams_ptsz_fn real = vgpu_real.cuGraphInstantiateWithParams_ptsz;
+    if (VGPU_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_FOUND;
+    CUresult r = real(exec, g, params);
+    if (r == CUDA_SUCCESS && exec)
+        graph_learn(*exec, g);
+    return r;
+}
+
+VGPU_EXPORT CUresult cuGraphExecDestroy(CUgraphExec exec)
+{
+    vgpu_mode();
+    cuGraphExecDestroy_fn real = vgpu_real.cuGraphExecDestroy;
+    if (VGPU_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_FOUND;
+    /* Forget first: once the driver destroyed it the handle value may be reused. */
+    if (exec && atomic_load_explicit(&vgpu_g.mode, memory_order_acquire) == VGPU_MODE_ENFORCE)
+        graph_drop((uint64_t)(uintptr_t)exec);
+    return real(exec);
+}
+
+/* ------------------------------------------------------------------- launch */
+
+void vgpu_throttle_launch(enum vgpu_launch_kind kind, uint64_t arg)
+{
+    if (atomic_load_explicit(&vgpu_g.mode, memory_order_acquire) != VGPU_MODE_ENFORCE)
+        return;
+    uint32_t mask = throttled_mask();
+    if (!mask)
+        return;
+    /* The launch runs on the current context's device. A one-device slice (the
+     * common case) needs no driver call to know which bucket pays. */
+    int sd = 0;
+    if (vgpu_g.ndev > 1) {
+        CUresult err;
+        sd = vgpu_current_target(NULL, NULL, &err);
+        if (sd < 0)
+            return; /* no context (the driver refuses the launch), or a device outside
+                     * the slice, where the slice holds no memory */
+    }
+    if (!((mask >> sd) & 1))
+        return;
+    uint64_t cost = kind == VGPU_LAUNCH_GRAPH ? graph_cost(arg) : kernel_cost(sd, arg);
+    if (cost)
+        take(sd, cost);
+}
+
+void vgpu_throttle_reset_child(void)
+{
+    /* The forking thread's pending count belongs to the parent. Graph handles of the
+     * parent are not valid in the child; stale entries are harmless (a reused
+     * handle value is overwritten at its instantiation). */
+    tls_pending = 0;
+    pthread_mutex_init(&graph_mu, NULL);
+}
