@@ -2,7 +2,7 @@
 #
 #   make build   libvgpu, the simulated driver, test programs and the Go binaries
 #   make test    everything above, then every test (installs what it needs: Debian 12, root)
-#   make bench   the overhead benchmark on the simulated node (JSON under bench/results/)
+#   make bench   the benchmarks on the simulated node (JSON + Markdown under bench/results/)
 #   make run     vgpud and a capped workload (real GPUs, or a simulated node)
 #
 # Nothing here needs a CUDA toolkit: libvgpu and the simulated driver declare the
@@ -75,7 +75,7 @@ go:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 # Debian 12 packages the tests need; installed only when missing.
-DEB_PKGS := gcc make libc6-dev python3
+DEB_PKGS := gcc make libc6-dev python3 containerd runc
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -98,6 +98,8 @@ bench: build
 	@mkdir -p bench/results
 	$(BIN)/vgpu-bench overhead --out bench/results
 	$(BIN)/vgpu-bench daemon --out bench/results
+	$(BIN)/vgpu-bench throttle --out bench/results
+	$(BIN)/vgpu-bench runtime --out bench/results
 
 clean:
 	rm -rf $(BUILD) $(BIN)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/daemon/containers"
 	"github.com/vgpu-project/vgpu/internal/units"
 )
 
@@ -66,6 +67,16 @@ type Config struct {
 	// LogFormat is json (production) or console; LogLevel debug, info, warn or error.
 	LogFormat string `json:"log_format"`
 	LogLevel  string `json:"log_level"`
+	// ContainerdSocket, when set, is a containerd whose event stream tells
+	// vgpud at once when a container is deleted (its slice is released even if
+	// the poststop hook did not run). Without it a periodic check of runc's
+	// state does the same, every ContainerCheckInterval.
+	ContainerdSocket string `json:"containerd_socket"`
+	// ContainerCheckInterval is the period of that check; ContainerGrace is how
+	// old a container's slice must be before it is judged (vgpu-runtime
+	// allocates it before runc has written the container's state).
+	ContainerCheckInterval Duration `json:"container_check_interval"`
+	ContainerGrace         Duration `json:"container_grace"`
 }
 
 // DefaultConfig returns the built-in defaults.
@@ -81,6 +92,9 @@ func DefaultConfig() Config {
 		BackstopTolerance: DefaultBackstopTolerance,
 		LogFormat:         DefaultLogFormat,
 		LogLevel:          DefaultLogLevel,
+		// Container checks (package containers).
+		ContainerCheckInterval: Duration(containers.DefaultInterval),
+		ContainerGrace:         Duration(containers.DefaultGrace),
 	}
 }
 
@@ -130,17 +144,20 @@ func LoadConfigFile(path string, cfg *Config) error {
 // fields maps every config key to the field it sets.
 func (c *Config) fields() map[string]any {
 	return map[string]any{
-		"state_dir":          &c.StateDir,
-		"socket":             &c.Socket,
-		"metrics_addr":       &c.MetricsAddr,
-		"placement":          &c.Placement,
-		"enforcer_mode":      &c.EnforcerMode,
-		"enforcer_interval":  &c.EnforcerInterval,
-		"context_overhead":   &c.ContextOverhead,
-		"backstop_tolerance": &c.BackstopTolerance,
-		"nvml_library":       &c.NVMLLibrary,
-		"log_format":         &c.LogFormat,
-		"log_level":          &c.LogLevel,
+		"state_dir":                &c.StateDir,
+		"socket":                   &c.Socket,
+		"metrics_addr":             &c.MetricsAddr,
+		"placement":                &c.Placement,
+		"enforcer_mode":            &c.EnforcerMode,
+		"enforcer_interval":        &c.EnforcerInterval,
+		"context_overhead":         &c.ContextOverhead,
+		"backstop_tolerance":       &c.BackstopTolerance,
+		"nvml_library":             &c.NVMLLibrary,
+		"log_format":               &c.LogFormat,
+		"log_level":                &c.LogLevel,
+		"containerd_socket":        &c.ContainerdSocket,
+		"container_check_interval": &c.ContainerCheckInterval,
+		"container_grace":          &c.ContainerGrace,
 	}
 }
 
@@ -221,6 +238,15 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		bad("log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	if c.ContainerdSocket != "" && !filepath.IsAbs(c.ContainerdSocket) {
+		bad("containerd_socket %q: want an absolute path (or \"\" for no containerd events)", c.ContainerdSocket)
+	}
+	if iv := time.Duration(c.ContainerCheckInterval); iv < 10*time.Millisecond || iv > time.Hour {
+		bad("container_check_interval %s: want 10ms..1h (default %s)", iv, containers.DefaultInterval)
+	}
+	if g := time.Duration(c.ContainerGrace); g < 100*time.Millisecond || g > time.Hour {
+		bad("container_grace %s: want 100ms..1h (default %s)", g, containers.DefaultGrace)
 	}
 	return errors.Join(errs...)
 }

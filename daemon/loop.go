@@ -63,6 +63,7 @@ func (s *Server) tick() {
 
 	s.attr.newTick()
 	rep := s.loop.Tick(s.tracked)
+	s.compute.step(time.Now(), s.tracked, &rep)
 	st := &tickState{at: time.Now().UTC(), report: rep}
 	if len(rep.Errors) > 0 {
 		msgs := make([]string, 0, len(rep.Errors))
@@ -93,11 +94,15 @@ func (s *Server) refreshView() {
 	s.tracked = s.tracked[:0]
 	s.watches = s.watches[:0]
 	s.attr.reset()
+	s.cgroups.Reset()
 	for _, e := range s.view {
 		s.tracked = append(s.tracked, enforcer.TrackedSlice{ID: e.rec.Slice.ID, Slice: e.region, UUIDs: e.uuids})
 		s.watches = append(s.watches, e.owner)
-		if o := e.rec.Slice.Owner; o.Kind == api.OwnerPID {
+		switch o := e.rec.Slice.Owner; o.Kind {
+		case api.OwnerPID:
 			s.attr.setOwner(o.PID, e.rec.Slice.ID)
+		case api.OwnerContainer:
+			s.cgroups.Set(o.ContainerID, e.rec.Slice.ID)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -35,8 +36,8 @@ var errOwnerGone = errors.New("owner process is not running")
 func resolveOwner(o *api.Owner) error {
 	switch o.Kind {
 	case api.OwnerNone:
-		if o.PID != 0 || o.StartTime != 0 || o.ContainerID != "" {
-			return fmt.Errorf("owner: pid/start_time/container_id given without a kind (want kind %q or %q)",
+		if o.PID != 0 || o.StartTime != 0 || o.ContainerID != "" || o.RuncRoot != "" {
+			return fmt.Errorf("owner: pid/start_time/container_id/runc_root given without a kind (want kind %q or %q)",
 				api.OwnerPID, api.OwnerContainer)
 		}
 		return nil
@@ -44,8 +45,8 @@ func resolveOwner(o *api.Owner) error {
 		if o.PID <= 0 {
 			return fmt.Errorf("owner: kind %q needs a pid > 0", api.OwnerPID)
 		}
-		if o.ContainerID != "" {
-			return fmt.Errorf("owner: kind %q takes no container_id", api.OwnerPID)
+		if o.ContainerID != "" || o.RuncRoot != "" {
+			return fmt.Errorf("owner: kind %q takes no container_id/runc_root", api.OwnerPID)
 		}
 		id, err := enforcer.ProcessIdentity(o.PID)
 		if err != nil {
@@ -64,6 +65,9 @@ func resolveOwner(o *api.Owner) error {
 		}
 		if o.PID != 0 || o.StartTime != 0 {
 			return fmt.Errorf("owner: kind %q takes no pid/start_time", api.OwnerContainer)
+		}
+		if o.RuncRoot != "" && !filepath.IsAbs(o.RuncRoot) {
+			return fmt.Errorf("owner: runc_root %q is not an absolute path", o.RuncRoot)
 		}
 		return nil
 	}

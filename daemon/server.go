@@ -20,6 +20,7 @@ import (
 
 	"github.com/vgpu-project/vgpu/daemon/allocator"
 	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/daemon/containers"
 	"github.com/vgpu-project/vgpu/daemon/devices"
 	"github.com/vgpu-project/vgpu/daemon/metrics"
 	"github.com/vgpu-project/vgpu/daemon/store"
@@ -85,10 +86,16 @@ type Server struct {
 	closing []*sliceEntry // released; the loop goroutine closes their regions
 	closed  bool          // Shutdown has begun: no more allocations
 
-	latest atomic.Pointer[tickState] // the last tick's report (top, health)
+	latest  atomic.Pointer[tickState] // the last tick's report (top, health)
+	compute *computeShares            // token rates from achieved shares (compute.go)
+
+	// Container watch (containerwatch.go).
+	stopWatch func()
+	watchDone chan struct{}
 
 	// Loop goroutine only.
 	attr     *ancestry
+	cgroups  *containers.CgroupAttributor
 	poller   ownerPoller
 	view     []*sliceEntry // the slices the loop tracks, in a stable order
 	tracked  []enforcer.TrackedSlice
@@ -146,6 +153,7 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (_ *Server, err error) {
 		slices:    map[string]*sliceEntry{},
 		startedAt: time.Now().UTC(),
 		attr:      newAncestry(o.procRoot),
+		cgroups:   containers.NewCgroupAttributor(o.procRoot),
 		stopLoop:  make(chan struct{}),
 		loopDone:  make(chan struct{}),
 		serveErr:  make(chan error, 2),
@@ -195,11 +203,12 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (_ *Server, err error) {
 		Mode:       mode,
 		Mapper:     enforcer.NewProcfsMapper(o.procRoot),
 		Driver:     s.gpus,
-		Attributor: s.attr,
+		Attributor: attributors{s.attr, s.cgroups},
 		Kill:       o.kill,
 		Log:        log.Named("enforcer"),
 		Tolerance:  uint64(cfg.BackstopTolerance),
 	}
+	s.compute = newComputeShares(s.gpus, log.Named("compute"))
 	s.metrics = metrics.New(s.metricsInput)
 	return s, nil
 }
@@ -283,6 +292,7 @@ func (s *Server) Start() error {
 		go s.serve("metrics", s.metricsSrv, s.metricsLn)
 	}
 	go s.runLoop()
+	s.startContainerWatch()
 	s.log.Info("vgpud ready", zap.String("socket", s.cfg.Socket), zap.String("metrics_addr", s.MetricsAddr()),
 		zap.String("state_dir", s.cfg.StateDir), zap.String("enforcer_mode", s.cfg.EnforcerMode),
 		zap.Duration("enforcer_interval", time.Duration(s.cfg.EnforcerInterval)), zap.Int("devices", len(s.devs)),
@@ -341,6 +351,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("metrics server: %w", err))
 			}
 		}
+		s.stopContainerWatch()
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()

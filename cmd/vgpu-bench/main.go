@@ -24,6 +24,8 @@ const topUsage = `usage: vgpu-bench COMMAND [flags]
 Commands:
   overhead   what libvgpu adds to driver calls and to process start-up
   daemon     vgpud: enforcer tick CPU over 1,000 slices, slice allocation latency
+  throttle   compute shares: target vs achieved, settle time, priority (simulated node)
+  runtime    vgpu-runtime: what it adds to a container's creation, vs plain runc
 
 Run 'vgpu-bench COMMAND --help' for its flags.
 `
@@ -44,6 +46,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return overhead(ctx, args[1:], stdout, stderr)
 	case "daemon":
 		return daemonBench(ctx, args[1:], stdout, stderr)
+	case "throttle":
+		return throttle(ctx, args[1:], stdout, stderr)
+	case "runtime":
+		return runtimeBench(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, topUsage)
 		return 0

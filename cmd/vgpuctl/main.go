@@ -7,6 +7,7 @@
 //	vgpuctl run --memory SIZE|PCT% [flags] -- CMD    CMD in a fresh slice
 //	vgpuctl slice create --dir DIR --memory SIZE [--device N|UUID ...] [flags]
 //	vgpuctl slice show --dir DIR [--json]
+//	vgpuctl install containerd [--config PATH] [--runtime-path PATH] [--dry-run]
 //
 // The daemon commands talk to vgpud on its unix socket (--socket, env
 // VGPU_SOCKET, default /run/vgpu/vgpud.sock). `slice create` writes a
@@ -72,6 +73,7 @@ Commands (vgpud):
 
 Commands (no daemon):
   slice    create or show a slice's budget/usage files
+  install  register vgpu-runtime with containerd (install containerd)
 
 The vgpud commands take --socket PATH, before or after the command name
 (default $VGPU_SOCKET, else /run/vgpu/vgpud.sock; the socket is mode 0600, so
@@ -80,7 +82,7 @@ usually: run as root).
 Run 'vgpuctl <command> --help' for details.
 `,
 		children: []*command{devicesCommand(), slicesCommand(), allocCommand(), releaseCommand(),
-			topCommand(), runCommand(), sliceCommand()},
+			topCommand(), runCommand(), sliceCommand(), installCommand()},
 	}
 }
 

@@ -50,11 +50,19 @@ Config file (JSON; every key optional, unknown keys are an error):
     "backstop_tolerance": "64MiB",
     "nvml_library": "",
     "log_format": "json",
-    "log_level": "info"
+    "log_level": "info",
+    "containerd_socket": "",
+    "container_check_interval": "10s",
+    "container_grace": "30s"
   }
 Sizes are strings with binary units (256MiB, 1G = 1GiB) or plain bytes;
 durations are Go durations (50ms, 1s). "metrics_addr": "" turns metrics off.
 "nvml_library": "" lets the dynamic loader find libnvidia-ml.so.1.
+"containerd_socket" (e.g. /run/containerd/containerd.sock) makes vgpud follow
+containerd's events and release a deleted container's slice at once; with or
+without it, a check every container_check_interval releases the slices of
+containers whose runc state is gone (slices younger than container_grace are
+left alone: their container is still being created).
 
 Exit status: 0 after a clean stop, 1 on an error, 2 on a bad command line or
 config.
@@ -70,17 +78,20 @@ func main() {
 
 // flagKeys maps each flag to its config key (for error messages and help).
 var flagKeys = map[string]string{
-	"state-dir":          "state_dir",
-	"socket":             "socket",
-	"metrics-addr":       "metrics_addr",
-	"placement":          "placement",
-	"enforcer-mode":      "enforcer_mode",
-	"enforcer-interval":  "enforcer_interval",
-	"context-overhead":   "context_overhead",
-	"backstop-tolerance": "backstop_tolerance",
-	"nvml-lib":           "nvml_library",
-	"log-format":         "log_format",
-	"log-level":          "log_level",
+	"state-dir":                "state_dir",
+	"socket":                   "socket",
+	"metrics-addr":             "metrics_addr",
+	"placement":                "placement",
+	"enforcer-mode":            "enforcer_mode",
+	"enforcer-interval":        "enforcer_interval",
+	"context-overhead":         "context_overhead",
+	"backstop-tolerance":       "backstop_tolerance",
+	"nvml-lib":                 "nvml_library",
+	"log-format":               "log_format",
+	"log-level":                "log_level",
+	"containerd-socket":        "containerd_socket",
+	"container-check-interval": "container_check_interval",
+	"container-grace":          "container_grace",
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -131,6 +142,9 @@ func loadConfig(args []string, stdout io.Writer) (daemon.Config, int, error) {
 	fs.String("nvml-lib", def.NVMLLibrary, "`PATH` of libnvidia-ml.so.1 (default: found by the dynamic loader)")
 	fs.String("log-format", def.LogFormat, "log `FORMAT`: json (one object a line) or console")
 	fs.String("log-level", def.LogLevel, "log `LEVEL`: debug, info, warn or error")
+	fs.String("containerd-socket", def.ContainerdSocket, "containerd's `SOCKET`: its events release a deleted container's slice at once (\"\": periodic runc-state checks only)")
+	fs.String("container-check-interval", def.ContainerCheckInterval.String(), "`PERIOD` of the check that releases slices of containers that are gone")
+	fs.String("container-grace", def.ContainerGrace.String(), "`AGE` a container's slice must reach before that check judges it")
 	version := fs.Bool("version", false, "print the version and exit")
 
 	if err := fs.Parse(args); err != nil {
@@ -211,6 +225,19 @@ func setKey(cfg *daemon.Config, key, v string) error {
 		cfg.LogFormat = v
 	case "log_level":
 		cfg.LogLevel = v
+	case "containerd_socket":
+		if v != "" {
+			abs, err := filepath.Abs(v)
+			if err != nil {
+				return err
+			}
+			v = abs
+		}
+		cfg.ContainerdSocket = v
+	case "container_check_interval":
+		return cfg.ContainerCheckInterval.Set(v)
+	case "container_grace":
+		return cfg.ContainerGrace.Set(v)
 	default:
 		return fmt.Errorf("unknown setting %q", key)
 	}

@@ -53,6 +53,10 @@ type Owner struct {
 	StartTime uint64 `json:"start_time,omitempty"`
 	// ContainerID is the container's id (vgpu-runtime).
 	ContainerID string `json:"container_id,omitempty"`
+	// RuncRoot is runc's state dir the container was created under (runc
+	// --root; vgpu-runtime records it): while <RuncRoot>/<ContainerID> exists
+	// the container exists. Empty: runc's default, /run/runc.
+	RuncRoot string `json:"runc_root,omitempty"`
 }
 
 // AllocRequest asks for a slice. Exactly one of MemoryBytes and MemoryPercent

@@ -1,0 +1,105 @@
+package runtimehook
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vgpu-project/vgpu/daemon/api"
+)
+
+func TestParseRequest(t *testing.T) {
+	cases := []struct {
+		name string
+		ann  map[string]string
+		env  []string
+		want api.AllocRequest
+	}{
+		{"annotation size", map[string]string{"vgpu.io/memory": "1GiB"}, nil,
+			api.AllocRequest{MemoryBytes: 1 << 30}},
+		{"env only", nil, []string{"PATH=/bin", "VGPU_MEMORY=512M", "VGPU_CORES=30%"},
+			api.AllocRequest{MemoryBytes: 512 << 20, ComputePercent: 30}},
+		{"annotations win key by key", map[string]string{"vgpu.io/memory": "2GiB"},
+			[]string{"VGPU_MEMORY=1GiB", "VGPU_QOS=burstable"},
+			api.AllocRequest{MemoryBytes: 2 << 30, QoS: api.QoSBurstable}},
+		{"everything", map[string]string{"vgpu.io/memory": "50%", "vgpu.io/cores": "25", "vgpu.io/devices": "2",
+			"vgpu.io/priority": "-3", "vgpu.io/qos": "best-effort"}, nil,
+			api.AllocRequest{MemoryPercent: 50, ComputePercent: 25, DeviceCount: 2, Priority: -3, QoS: api.QoSBestEffort}},
+		{"uuids", map[string]string{"vgpu.io/memory": "1G",
+			"vgpu.io/devices": "GPU-391f319a-ca6f-4092-8327-918d834bf021, GPU-aaaaaaaa-ca6f-4092-8327-918d834bf021"}, nil,
+			api.AllocRequest{MemoryBytes: 1 << 30, UUIDs: []string{"GPU-391f319a-ca6f-4092-8327-918d834bf021",
+				"GPU-aaaaaaaa-ca6f-4092-8327-918d834bf021"}}},
+		{"last env entry wins", nil, []string{"VGPU_MEMORY=1G", "VGPU_MEMORY=3G"},
+			api.AllocRequest{MemoryBytes: 3 << 30}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			require.True(t, HasRequest(c.ann, c.env))
+			req, found, err := ParseRequest(c.ann, c.env)
+			require.NoError(t, err)
+			require.True(t, found)
+			require.Equal(t, c.want, req)
+		})
+	}
+}
+
+func TestParseRequestNone(t *testing.T) {
+	for _, c := range []struct {
+		ann map[string]string
+		env []string
+	}{
+		{nil, nil},
+		{map[string]string{"io.kubernetes.cri.container-type": "container", "other.io/memory": "1G"}, []string{"VGPU_FAIL_MODE=refuse", "MEMORY=1G"}},
+		{map[string]string{"vgpu.io/memory": ""}, []string{"VGPU_MEMORY="}},
+	} {
+		require.False(t, HasRequest(c.ann, c.env))
+		_, found, err := ParseRequest(c.ann, c.env)
+		require.NoError(t, err)
+		require.False(t, found)
+	}
+}
+
+func TestParseRequestMalformed(t *testing.T) {
+	cases := []struct {
+		ann  map[string]string
+		env  []string
+		want string
+	}{
+		{map[string]string{"vgpu.io/memory": "lots"}, nil, `annotation vgpu.io/memory="lots": want a size`},
+		{map[string]string{"vgpu.io/memory": "0"}, nil, "more than 0"},
+		{map[string]string{"vgpu.io/memory": "150%"}, nil, "(0, 100]"},
+		{nil, []string{"VGPU_MEMORY=1G", "VGPU_CORES=0"}, `env VGPU_CORES="0"`},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/devices": "0"}, nil, "1..64"},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/devices": "gpu0"}, nil, "GPU UUIDs"},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/priority": "high"}, nil, "integer"},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/qos": "gold"}, nil, "guaranteed, burstable or best-effort"},
+		{map[string]string{"vgpu.io/memroy": "1G"}, nil, "unknown annotation vgpu.io/memroy"},
+		{map[string]string{"vgpu.io/cores": "50"}, nil, "without vgpu.io/memory"},
+	}
+	for _, c := range cases {
+		t.Run(c.want, func(t *testing.T) {
+			require.True(t, HasRequest(c.ann, c.env), "a malformed request is still a request")
+			_, found, err := ParseRequest(c.ann, c.env)
+			require.True(t, found)
+			require.ErrorIs(t, err, ErrMalformed)
+			require.ErrorContains(t, err, c.want)
+		})
+	}
+}
+
+func TestIsSandbox(t *testing.T) {
+	require.True(t, IsSandbox(map[string]string{"io.kubernetes.cri.container-type": "sandbox"}))
+	require.True(t, IsSandbox(map[string]string{"io.kubernetes.cri-o.ContainerType": "sandbox"}))
+	require.False(t, IsSandbox(map[string]string{"io.kubernetes.cri.container-type": "container"}))
+	require.False(t, IsSandbox(nil))
+}
+
+func TestSliceIDFor(t *testing.T) {
+	require.Equal(t, "c1", SliceIDFor("c1"))
+	long := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" // CRI: 64 hex
+	id := SliceIDFor(long)
+	require.NotEqual(t, long, id)
+	require.Regexp(t, `^c-[0-9a-f]{48}$`, id)
+	require.Equal(t, id, SliceIDFor(long), "deterministic")
+	require.NotEqual(t, id, SliceIDFor(long+"0"))
+}
