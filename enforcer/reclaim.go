@@ -231,58 +231,8 @@ var errStatFormat = errors.New("unexpected /proc/<pid>/stat format")
 // fields are counted from after the last ')'. It reads into a stack buffer: the
 // daemon calls this for every slot on every tick.
 func readProcStat(pid int) (state byte, start uint64, err error) {
-	var pathBuf [32]byte
-	path := strconv.AppendInt(append(pathBuf[:0], "/proc/"...), int64(pid), 10)
-	path = append(path, "/stat"...)
-	fd, err := unix.Open(string(path), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, 0, err
-	}
 	var buf [1024]byte
-	n, err := unix.Read(fd, buf[:])
-	unix.Close(fd)
-	if err != nil {
-		return 0, 0, err
-	}
-	line := buf[:n]
-	rp := -1
-	for i := len(line) - 1; i >= 0; i-- {
-		if line[i] == ')' {
-			rp = i
-			break
-		}
-	}
-	if rp < 0 {
-		return 0, 0, errStatFormat
-	}
-	// After ") " come fields 3, 4, ...: field k is token k-3.
-	field := 3
-	i := rp + 1
-	for i < len(line) {
-		for i < len(line) && line[i] == ' ' {
-			i++
-		}
-		j := i
-		for j < len(line) && line[j] != ' ' && line[j] != '\n' {
-			j++
-		}
-		if j == i {
-			break
-		}
-		switch field {
-		case 3:
-			state = line[i]
-		case 22:
-			v, perr := parseUint(line[i:j])
-			if perr != nil {
-				return 0, 0, errStatFormat
-			}
-			return state, v, nil
-		}
-		field++
-		i = j
-	}
-	return 0, 0, errStatFormat
+	return procStatAt("/proc", pid, buf[:])
 }
 
 func parseUint(b []byte) (uint64, error) {
