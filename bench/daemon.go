@@ -250,6 +250,23 @@ func sizeText(n uint64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
+// repositoryRoot is root made absolute, or, when root is empty, the root
+// findDaemonRoot finds.
+func repositoryRoot(root string) (string, error) {
+	if root == "" {
+		r, err := findDaemonRoot()
+		if err != nil {
+			return "", err
+		}
+		root = r
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return "", fmt.Errorf("repository root: %w", err)
+	}
+	return abs, nil
+}
+
 // findDaemonRoot finds the repository root: the working directory or a
 // parent of it, or bin/.. of the running executable, holding go.mod and bin/.
 func findDaemonRoot() (string, error) {
@@ -290,17 +307,9 @@ func RunDaemon(ctx context.Context, opts DaemonOptions) (*DaemonReport, error) {
 	if log == nil {
 		log = io.Discard
 	}
-	root := opts.Root
-	if root == "" {
-		r, err := findDaemonRoot()
-		if err != nil {
-			return nil, err
-		}
-		root = r
-	}
-	root, err := filepath.Abs(root)
+	root, err := repositoryRoot(opts.Root)
 	if err != nil {
-		return nil, fmt.Errorf("repository root: %w", err)
+		return nil, err
 	}
 	tmp, err := os.MkdirTemp(opts.TempDir, "vgpu-bench-daemon-")
 	if err != nil {

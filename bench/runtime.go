@@ -129,17 +129,9 @@ func RunRuntime(ctx context.Context, opts RuntimeOptions) (*RuntimeReport, error
 	if log == nil {
 		log = io.Discard
 	}
-	root := opts.Root
-	if root == "" {
-		r, err := findDaemonRoot()
-		if err != nil {
-			return nil, err
-		}
-		root = r
-	}
-	root, err := filepath.Abs(root)
+	root, err := repositoryRoot(opts.Root)
 	if err != nil {
-		return nil, fmt.Errorf("repository root: %w", err)
+		return nil, err
 	}
 	runc, err := exec.LookPath(opts.Runc)
 	if err != nil {
