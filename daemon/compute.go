@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"math"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,12 @@ type processUtilizer interface {
 // keeps about a second of samples; a first query covers at most that).
 const maxSamplePeriod = time.Second
 
+// displayTau is the time constant of the achieved share shown to people
+// (vgpuctl top, metrics): one tick's figure comes in lumps (NVML samples every
+// ~1/6 s, a long kernel is counted when it lands), a second's average reads
+// steadily and still follows a change of target within a few seconds.
+const displayTau = time.Second
+
 // ComputeStatus is one slice's compute share on one device after the last tick.
 type ComputeStatus struct {
 	Slice       string  `json:"slice"`
@@ -36,9 +43,40 @@ type ComputeStatus struct {
 	TargetPct   float64 `json:"target_pct"`
 	AllowedPct  float64 `json:"allowed_pct"`
 	AchievedPct float64 `json:"achieved_pct"` // over the last tick, as NVML reported it
-	Rate        uint64  `json:"token_rate"`
-	Throttled   bool    `json:"throttled"`
-	Held        bool    `json:"held"` // held to its floor by a higher priority
+	// AvgAchievedPct is AchievedPct averaged over about displayTau (what
+	// vgpuctl top and the metrics show). Both are 0 until Measured.
+	AvgAchievedPct float64 `json:"avg_achieved_pct"`
+	// Measured: the driver reported per-process utilization for the device
+	// in this step (false with no NVML support, a failing query, or on the
+	// first step of a device's controller).
+	Measured  bool   `json:"measured"`
+	Rate      uint64 `json:"token_rate"`
+	Throttled bool   `json:"throttled"`
+	Held      bool   `json:"held"` // held to its floor by a higher priority
+}
+
+// sliceDev names one slice on one device.
+type sliceDev struct{ slice, uuid string }
+
+// avgShare is a time-weighted moving average of a slice's achieved share on a
+// device; weight is how much of the average is filled (it starts empty, so the
+// first figures are not dragged towards 0).
+type avgShare struct {
+	value, weight float64
+	seen          bool // in the latest step (others are dropped)
+}
+
+func (a *avgShare) add(x float64, dt time.Duration) {
+	k := 1 - math.Exp(-float64(dt)/float64(displayTau))
+	a.value += k * (x - a.value)
+	a.weight += k * (1 - a.weight)
+}
+
+func (a *avgShare) get() float64 {
+	if a.weight <= 0 {
+		return 0
+	}
+	return a.value / a.weight
 }
 
 type computeShares struct {
@@ -49,6 +87,7 @@ type computeShares struct {
 	dev    map[string]*utilState
 	latest atomic.Pointer[[]ComputeStatus]
 	failed map[string]bool // devices whose utilization query failed (logged once)
+	avg    map[sliceDev]*avgShare
 }
 
 // utilState turns one device's NVML samples into busy time per host pid.
@@ -61,7 +100,7 @@ type utilState struct {
 
 func newComputeShares(gpus GPUs, log *zap.Logger) *computeShares {
 	c := &computeShares{log: log, ctl: map[string]*enforcer.Controller{}, dev: map[string]*utilState{},
-		failed: map[string]bool{}}
+		failed: map[string]bool{}, avg: map[sliceDev]*avgShare{}}
 	c.util, _ = gpus.(processUtilizer)
 	empty := []ComputeStatus{}
 	c.latest.Store(&empty)
@@ -160,10 +199,26 @@ func (c *computeShares) step(now time.Time, tracked []enforcer.TrackedSlice, rep
 			c.log.Error("set token rates", zap.String("uuid", uuid), zap.Error(err))
 		}
 		for _, o := range outs {
+			key := sliceDev{o.Slice, uuid}
+			a := c.avg[key]
+			if a == nil {
+				a = &avgShare{}
+				c.avg[key] = a
+			}
+			a.seen = true
+			if measured {
+				a.add(o.Achieved, dt)
+			}
 			status = append(status, ComputeStatus{Slice: o.Slice, UUID: uuid, TargetPct: o.Target * 100,
-				AllowedPct: o.Allowed * 100, AchievedPct: o.Achieved * 100, Rate: o.Rate,
-				Throttled: o.Throttled, Held: o.Held})
+				AllowedPct: o.Allowed * 100, AchievedPct: o.Achieved * 100, AvgAchievedPct: a.get() * 100,
+				Measured: measured, Rate: o.Rate, Throttled: o.Throttled, Held: o.Held})
 		}
+	}
+	for k, a := range c.avg {
+		if !a.seen {
+			delete(c.avg, k) // the slice left the device
+		}
+		a.seen = false
 	}
 	c.latest.Store(&status)
 }

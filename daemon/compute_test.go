@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"io"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -110,4 +112,111 @@ func TestComputeSharesSetRates(t *testing.T) {
 	eventually(t, 5*time.Second, "the released slice leaves the status", func() bool {
 		return len(ts.ComputeStatus()) == 1
 	})
+}
+
+// GET /v1/top shows per slice device the target, allowed and achieved share
+// and the token rate; /metrics exports them. The driver reports the slice's
+// process busy 30% of the time; a slice without a share shows a target of 0
+// and no grant.
+func TestTopShowsComputeShares(t *testing.T) {
+	dir := t.TempDir()
+	g := &utilGPUs{fakeGPUs: newFakeGPUs(1, 8*GiB), samples: map[string][]devices.ProcessUtil{}}
+	uuid := g.devs[0].UUID
+	ts := startServer(t, testConfig(dir), g)
+	sl, err := ts.client.Alloc(ts.ctx, api.AllocRequest{ID: "c30", MemoryBytes: GiB, ComputePercent: 30,
+		QoS: "burstable"})
+	require.NoError(t, err)
+	_, err = ts.client.Alloc(ts.ctx, api.AllocRequest{ID: "whole", MemoryBytes: GiB, QoS: "burstable"})
+	require.NoError(t, err)
+
+	// A tenant process with a slot in c30, which the driver sees busy 30%.
+	proc := startSleeper(t)
+	id, err := enforcer.ProcessIdentity(proc.Process.Pid)
+	require.NoError(t, err)
+	region, err := enforcer.OpenSlice(sl.Dir)
+	require.NoError(t, err)
+	defer region.Close()
+	_, err = region.Usage.ClaimSlot(id)
+	require.NoError(t, err)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(20 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case now := <-tk.C:
+				g.add(uuid, devices.ProcessUtil{HostPID: proc.Process.Pid,
+					TimeStampUs: uint64(now.UnixMicro()), SMPercent: 30})
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+
+	var c30, whole api.ComputeUsage
+	eventually(t, 10*time.Second, "top shows c30 achieving about 30%", func() bool {
+		top, err := ts.client.Top(ts.ctx)
+		require.NoError(t, err)
+		require.Len(t, top, 2)
+		for _, u := range top {
+			require.Len(t, u.Compute, len(u.Slice.Devices))
+			switch u.Slice.ID {
+			case "c30":
+				c30 = u.Compute[0]
+			case "whole":
+				whole = u.Compute[0]
+			}
+		}
+		// A generous band: the average follows samples that land on either
+		// side of a tick.
+		return c30.Measured && c30.AchievedPercent > 20 && c30.AchievedPercent < 40
+	})
+	require.Equal(t, uuid, c30.UUID)
+	require.InDelta(t, 30, c30.TargetPercent, 1e-9)
+	require.InDelta(t, 30, c30.AllowedPercent, 1e-9, "cap policy alone on the device: allowed = target")
+	require.NotZero(t, c30.TokenRate)
+
+	require.Equal(t, uuid, whole.UUID)
+	require.Zero(t, whole.TargetPercent, "no share asked")
+	require.Zero(t, whole.AllowedPercent, "not throttled: nothing is granted")
+	require.Zero(t, whole.TokenRate)
+	require.True(t, whole.Measured, "the device reports per-process utilization")
+	require.Zero(t, whole.AchievedPercent, "the slice has no process")
+
+	resp, err := http.Get("http://" + ts.MetricsAddr() + "/metrics")
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	body := string(b)
+	labels := `{qos="burstable",slice="c30",uuid="` + uuid + `"}`
+	require.Contains(t, body, "vgpu_slice_compute_target_ratio"+labels+" 0.3\n")
+	require.Contains(t, body, "vgpu_slice_compute_allowed_ratio"+labels+" 0.3\n")
+	require.Contains(t, body, "vgpu_slice_compute_achieved_ratio"+labels+" 0.")
+	require.Contains(t, body, "vgpu_slice_token_rate"+labels+" ")
+	wl := `{qos="burstable",slice="whole",uuid="` + uuid + `"}`
+	require.NotContains(t, body, "vgpu_slice_compute_target_ratio"+wl, "no share: no target series")
+	require.Contains(t, body, "vgpu_slice_token_rate"+wl+" 0\n")
+	require.Contains(t, body, "vgpu_slice_compute_achieved_ratio"+wl+" 0\n")
+}
+
+// The displayed achieved share is a time-weighted average that starts empty:
+// its first figure is the first measurement (not dragged towards 0), and it
+// follows a change within a few time constants.
+func TestAvgShare(t *testing.T) {
+	var a avgShare
+	require.Zero(t, a.get())
+	a.add(0.3, 50*time.Millisecond)
+	require.InDelta(t, 0.3, a.get(), 1e-12)
+	for i := 0; i < 20; i++ { // one second of 50ms steps at 30%
+		a.add(0.3, 50*time.Millisecond)
+	}
+	require.InDelta(t, 0.3, a.get(), 1e-12)
+	for i := 0; i < 100; i++ { // five seconds at 70%
+		a.add(0.7, 50*time.Millisecond)
+	}
+	require.InDelta(t, 0.7, a.get(), 0.01)
 }

@@ -140,6 +140,7 @@ func (s *Server) top() []api.SliceUsage {
 			snaps[st.report.Slices[i].ID] = &st.report.Slices[i]
 		}
 	}
+	compute := s.computeByDevice()
 	slices := s.list()
 	out := make([]api.SliceUsage, 0, len(slices))
 	for _, sl := range slices {
@@ -150,6 +151,10 @@ func (s *Server) top() []api.SliceUsage {
 			PeakBytes: make([]uint64, n),
 			Refused:   make([]uint64, n),
 			Processes: []api.ProcessUsage{},
+			Compute:   make([]api.ComputeUsage, n),
+		}
+		for d, sd := range sl.Devices {
+			u.Compute[d] = computeUsage(sd, compute[sliceDev{sl.ID, sd.UUID}])
 		}
 		if snap := snaps[sl.ID]; snap != nil {
 			for d := range snap.Devices {
@@ -171,6 +176,37 @@ func (s *Server) top() []api.SliceUsage {
 		out = append(out, u)
 	}
 	return out
+}
+
+// computeByDevice indexes the compute status of the last tick by slice and device.
+func (s *Server) computeByDevice() map[sliceDev]*ComputeStatus {
+	st := s.ComputeStatus()
+	m := make(map[sliceDev]*ComputeStatus, len(st))
+	for i := range st {
+		m[sliceDev{st[i].Slice, st[i].UUID}] = &st[i]
+	}
+	return m
+}
+
+// computeUsage is a slice device's compute share for the API. The target is
+// the slice's configured share, not the controller's: a slice with no share
+// runs at 100% in the controller, and so does one that asked for 100%. A
+// slice the controller has not stepped yet (created since the last tick) has
+// its target only.
+func computeUsage(sd api.SliceDevice, st *ComputeStatus) api.ComputeUsage {
+	cu := api.ComputeUsage{UUID: sd.UUID, TargetPercent: sd.ComputePercent}
+	if st == nil {
+		return cu
+	}
+	cu.TokenRate, cu.Throttled, cu.Held = st.Rate, st.Throttled, st.Held
+	if sd.ComputePercent != 0 || st.Rate != 0 {
+		// No share and no rate: not throttled at all, nothing is "allowed".
+		cu.AllowedPercent = st.AllowedPct
+	}
+	if st.Measured {
+		cu.Measured, cu.AchievedPercent = true, st.AvgAchievedPct
+	}
+	return cu
 }
 
 // metricsHandler serves /metrics and /healthz.
@@ -206,6 +242,21 @@ func (s *Server) metricsInput() metrics.Input {
 			StartTime:    s.startedAt,
 			EnforcerMode: s.cfg.EnforcerMode,
 		},
+	}
+	compute := s.computeByDevice()
+	for _, sl := range in.Slices {
+		for _, sd := range sl.Devices {
+			st := compute[sliceDev{sl.ID, sd.UUID}]
+			if st == nil {
+				continue // not stepped yet: no series rather than zeros
+			}
+			cu := computeUsage(sd, st)
+			in.Compute = append(in.Compute, metrics.SliceCompute{
+				Slice: sl.ID, UUID: sd.UUID, QoS: sl.QoS,
+				Target: cu.TargetPercent / 100, Allowed: cu.AllowedPercent / 100,
+				Achieved: cu.AchievedPercent / 100, Measured: cu.Measured, TokenRate: cu.TokenRate,
+			})
+		}
 	}
 	for _, d := range s.devs {
 		// A device that cannot tell (no permission, not supported) is simply

@@ -411,7 +411,12 @@ const topHelp = `Usage:
 
 Shows every slice's memory as the enforcer loop last saw it: per slice device
 the limit, what libvgpu charged (USED; contexts included), the peak and the
-allocations refused; then every process with its pid, host pid, charged bytes
+allocations refused, and its compute share: TARGET (the share asked; '-' for
+none), ALLOWED (what vgpud's controller grants now: the target, the floor while
+a higher-priority slice is active, more for a share-policy slice using idle
+capacity; '-' when not throttled) and ACHIEVED (what the slice's processes
+used, as the driver measures it, averaged over about a second; '-' where the
+driver cannot say); then every process with its pid, host pid, charged bytes
 and what the driver reports for it (DRIVER; '-' where unknown: no NVML
 per-process figure yet). A process libvgpu does not know (it bypassed it) is
 listed with pid '-'.
@@ -485,12 +490,14 @@ func printTop(w io.Writer, usage []api.SliceUsage) error {
 	}
 	sort.Slice(usage, func(i, j int) bool { return usage[i].Slice.ID < usage[j].Slice.ID })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLICE\tDEVICE\tLIMIT\tUSED\tPEAK\tREFUSED\tPROCESSES")
+	fmt.Fprintln(tw, "SLICE\tDEVICE\tLIMIT\tUSED\tPEAK\tREFUSED\tTARGET\tALLOWED\tACHIEVED\tPROCESSES")
 	for _, u := range usage {
 		for d, sd := range u.Slice.Devices {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\n", u.Slice.ID, sd.Index,
+			target, allowed, achieved := computeColumns(sd, u.Compute, d)
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\n", u.Slice.ID, sd.Index,
 				units.HumanSize(sd.MemoryBytes), units.HumanSize(at(u.UsedBytes, d)),
-				units.HumanSize(at(u.PeakBytes, d)), at(u.Refused, d), len(u.Processes))
+				units.HumanSize(at(u.PeakBytes, d)), at(u.Refused, d), target, allowed, achieved,
+				len(u.Processes))
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -528,6 +535,28 @@ func printTop(w io.Writer, usage []api.SliceUsage) error {
 	}
 	return tw.Flush()
 }
+
+// computeColumns renders a slice device's TARGET, ALLOWED and ACHIEVED. An
+// older vgpud sends no compute figures: the target comes from the slice, the
+// rest is "-".
+func computeColumns(sd api.SliceDevice, compute []api.ComputeUsage, d int) (target, allowed, achieved string) {
+	target, allowed, achieved = share(sd.ComputePercent), "-", "-"
+	if d >= len(compute) {
+		return target, allowed, achieved
+	}
+	c := compute[d]
+	if c.AllowedPercent != 0 { // 0: not throttled, or not stepped by the controller yet
+		allowed = onePlace(c.AllowedPercent)
+	}
+	if c.Measured {
+		achieved = onePlace(c.AchievedPercent)
+	}
+	return target, allowed, achieved
+}
+
+// onePlace shows a measured or computed share: tenths of a point are all the
+// precision it has.
+func onePlace(p float64) string { return strconv.FormatFloat(p, 'f', 1, 64) + "%" }
 
 // at returns v[i], or 0 when v is shorter (a report from an older vgpud).
 func at(v []uint64, i int) uint64 {

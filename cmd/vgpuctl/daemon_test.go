@@ -128,6 +128,27 @@ func TestDaemonCommands(t *testing.T) {
 	var top []api.SliceUsage
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &top))
 	require.Len(t, top, 3)
+	for _, u := range top {
+		require.Len(t, u.Compute, len(u.Slice.Devices), "compute figures per slice device")
+		if u.Slice.ID == "one" {
+			require.Equal(t, 50.0, u.Compute[0].TargetPercent)
+			require.Equal(t, u.Slice.Devices[0].UUID, u.Compute[0].UUID)
+			require.False(t, u.Compute[0].Measured, "the fake GPUs report no per-process utilization")
+		}
+	}
+	// Once the controller has stepped: allowed = target (cap, alone); no
+	// driver figure, so nothing achieved is shown.
+	require.Eventually(t, func() bool {
+		r = vgpuctl("top")
+		require.Equal(t, 0, r.code, r.stderr)
+		for _, line := range strings.Split(r.stdout, "\n") {
+			if f := strings.Fields(line); len(f) > 0 && f[0] == "one" {
+				return strings.Join(f[6:9], " ") == "50% 50.0% -"
+			}
+		}
+		return false
+	}, 5*time.Second, 10*time.Millisecond, "top's line of slice one: %s", r.stdout)
+	require.Contains(t, r.stdout, "TARGET")
 	r = vgpuctl("top", "--watch", "--interval", "10ms", "--count", "3")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Equal(t, 3, strings.Count(r.stdout, "\033[H\033[2J"), "three refreshes")
@@ -350,4 +371,36 @@ func TestFindLibvgpu(t *testing.T) {
 	got, err = findLibvgpu("libvgpu.so")
 	require.NoError(t, err)
 	require.Equal(t, lib, got)
+}
+
+// printTop's table: per slice device the compute target, what the controller
+// allows and what was achieved; '-' for no share, not throttled, not measured,
+// or a vgpud too old to send compute figures.
+func TestPrintTopCompute(t *testing.T) {
+	dev := func(i int, c float64) api.SliceDevice {
+		return api.SliceDevice{Index: i, UUID: fmt.Sprintf("GPU-%d", i), MemoryBytes: 1 << 30, ComputePercent: c}
+	}
+	usage := []api.SliceUsage{
+		{Slice: api.Slice{ID: "b-none", Devices: []api.SliceDevice{dev(0, 0)}},
+			Compute: []api.ComputeUsage{{UUID: "GPU-0", Measured: true, AchievedPercent: 12.345}}},
+		{Slice: api.Slice{ID: "a-30", Devices: []api.SliceDevice{dev(0, 30), dev(1, 30)}},
+			UsedBytes: []uint64{512 << 20, 0},
+			Compute: []api.ComputeUsage{
+				{UUID: "GPU-0", TargetPercent: 30, AllowedPercent: 30, AchievedPercent: 29.96, Measured: true,
+					TokenRate: 3e8},
+				{UUID: "GPU-1", TargetPercent: 30, AllowedPercent: 45.5, TokenRate: 4e8}, // not measured
+			}},
+		{Slice: api.Slice{ID: "c-old", Devices: []api.SliceDevice{dev(1, 20)}}}, // an older vgpud
+	}
+	var out strings.Builder
+	require.NoError(t, printTop(&out, usage))
+	want := `SLICE   DEVICE  LIMIT  USED    PEAK  REFUSED  TARGET  ALLOWED  ACHIEVED  PROCESSES
+a-30    0       1GiB   512MiB  0B    0        30%     30.0%    30.0%     0
+a-30    1       1GiB   0B      0B    0        30%     45.5%    -         0
+b-none  0       1GiB   0B      0B    0        -       -        12.3%     0
+c-old   1       1GiB   0B      0B    0        20%     -        -         0
+
+no processes
+`
+	require.Equal(t, want, out.String())
 }

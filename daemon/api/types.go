@@ -136,6 +136,41 @@ type SliceUsage struct {
 	PeakBytes []uint64       `json:"peak_bytes"`
 	Refused   []uint64       `json:"refused_allocs"`
 	Processes []ProcessUsage `json:"processes"`
+	// Compute is the compute share per slice device (same order as
+	// Slice.Devices), as vgpud's controller last set and measured it. Absent
+	// from an older vgpud.
+	Compute []ComputeUsage `json:"compute,omitempty"`
+}
+
+// ComputeUsage is a slice's compute share on one device (issue 5): what it
+// should get, what the controller grants it and what it got.
+type ComputeUsage struct {
+	UUID string `json:"uuid"`
+	// TargetPercent is the slice's configured share (SliceDevice.ComputePercent);
+	// 0: the slice asked for no share (not throttled, nothing reserved).
+	TargetPercent float64 `json:"target_percent"`
+	// AllowedPercent is the share the controller grants from now on: the
+	// target, the floor while a higher-priority slice is active, more for a
+	// share-policy slice using idle capacity. 0 when the slice has no share and
+	// is not throttled, or before the controller's first step with it.
+	AllowedPercent float64 `json:"allowed_percent"`
+	// AchievedPercent is the share of the device's time the slice's processes
+	// used, as the driver measures it (NVML per-process utilization), averaged
+	// over about the last second. Meaningful only when Measured.
+	AchievedPercent float64 `json:"achieved_percent"`
+	// Measured: the driver reported per-process utilization on the device in
+	// the last tick (false where NVML cannot, and for a slice just created).
+	Measured bool `json:"measured"`
+	// TokenRate is the refill rate of the slice's launch token bucket on the
+	// device, in tokens per second; a token is one estimated device-ns (a
+	// launch costs its waves of blocks times a nominal wave time, libvgpu's
+	// vgpu_shm.h), so the rate is not a share: the controller scales it by what
+	// a token really buys. 0: not throttled.
+	TokenRate uint64 `json:"token_rate"`
+	// Throttled: the slice's launchers waited for tokens during the last step.
+	Throttled bool `json:"throttled,omitempty"`
+	// Held: held to its floor while a higher-priority slice is active.
+	Held bool `json:"held,omitempty"`
 }
 
 // Health is vgpud's own state.

@@ -41,7 +41,27 @@ type Input struct {
 	// Utilization maps a device uuid to its GPU utilization, 0..1 (NVML's
 	// percent / 100). Devices without an entry export no utilization.
 	Utilization map[string]float64
-	Health      Health
+	// Compute is every slice's compute share per device, as the controller
+	// last set and measured it (issue 5).
+	Compute []SliceCompute
+	Health  Health
+}
+
+// SliceCompute is a slice's compute share on one device. Ratios are 0..1.
+type SliceCompute struct {
+	Slice, UUID string
+	QoS         string // "" is the default class, guaranteed
+	// Target is the configured share; 0: the slice has none (no target series).
+	Target float64
+	// Allowed is what the controller grants; exported for slices with a share
+	// or a token rate.
+	Allowed float64
+	// Achieved is the measured share, exported only when Measured.
+	Achieved float64
+	Measured bool
+	// TokenRate is the bucket's refill rate in tokens (estimated device-ns) per
+	// second; 0: not throttled.
+	TokenRate uint64
 }
 
 // Source returns the daemon's current Input. It is called once per scrape,
@@ -170,6 +190,14 @@ var (
 		"Bytes returned to the slice from dead processes on the device.", sliceLabels, nil)
 	descSliceProcs = prometheus.NewDesc("vgpu_slice_processes",
 		"Processes in the slice (with a slot, or attributed to it by the daemon).", []string{"slice", "qos"}, nil)
+	descSliceTarget = prometheus.NewDesc("vgpu_slice_compute_target_ratio",
+		"The slice's configured compute share on the device, 0..1 (absent: no share).", sliceLabels, nil)
+	descSliceAllowed = prometheus.NewDesc("vgpu_slice_compute_allowed_ratio",
+		"The compute share the controller currently grants the slice on the device, 0..1.", sliceLabels, nil)
+	descSliceAchieved = prometheus.NewDesc("vgpu_slice_compute_achieved_ratio",
+		"The share of the device's time the slice's processes used (driver-measured, ~1s average), 0..1.", sliceLabels, nil)
+	descSliceTokenRate = prometheus.NewDesc("vgpu_slice_token_rate",
+		"Refill rate of the slice's launch token bucket on the device, tokens (estimated device-ns) per second; 0: not throttled.", sliceLabels, nil)
 	descSlices = prometheus.NewDesc("vgpu_slices",
 		"Slices held by vgpud, by QoS class.", []string{"qos"}, nil)
 
@@ -181,6 +209,7 @@ var (
 		descDeviceSlices, descDeviceDriverUsed, descDeviceDriverProcs, descDeviceUtil,
 		descSliceLimit, descSliceUsed, descSlicePeak, descSliceDriver, descSliceRefused, descSliceBackstop,
 		descSliceReclaimed, descSliceProcs, descSlices,
+		descSliceTarget, descSliceAllowed, descSliceAchieved, descSliceTokenRate,
 	}
 )
 
@@ -279,6 +308,30 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for q, n := range byQoS {
 		gauge(ch, descSlices, float64(n), q)
+	}
+
+	seenCompute := make(map[[2]string]bool, len(in.Compute))
+	for _, c := range in.Compute {
+		if seenCompute[[2]string{c.Slice, c.UUID}] {
+			continue
+		}
+		seenCompute[[2]string{c.Slice, c.UUID}] = true
+		qos := c.QoS
+		if qos == "" {
+			qos = api.QoSGuaranteed
+		}
+		if c.Target > 0 {
+			gauge(ch, descSliceTarget, c.Target, c.Slice, c.UUID, qos)
+		}
+		if c.Target > 0 || c.TokenRate != 0 {
+			// A slice with no share and no rate runs unthrottled: a grant of
+			// "everything" would read like a figure.
+			gauge(ch, descSliceAllowed, c.Allowed, c.Slice, c.UUID, qos)
+		}
+		if c.Measured {
+			gauge(ch, descSliceAchieved, c.Achieved, c.Slice, c.UUID, qos)
+		}
+		gauge(ch, descSliceTokenRate, float64(c.TokenRate), c.Slice, c.UUID, qos)
 	}
 
 	if rep == nil {

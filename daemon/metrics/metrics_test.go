@@ -300,3 +300,55 @@ func TestEveryMetricDocumented(t *testing.T) {
 		require.Contains(t, names, n, "README.md documents %s, which does not exist", n)
 	}
 }
+
+// Compute shares per slice device: target only for a slice with a share,
+// allowed for a share or a token rate, achieved only when measured, the token
+// rate always; the default QoS class is named.
+func TestComputeShares(t *testing.T) {
+	in := testInput()
+	in.Compute = []SliceCompute{
+		{Slice: "a", UUID: uuidA, QoS: api.QoSGuaranteed, Target: 0.3, Allowed: 0.3, Achieved: 0.296,
+			Measured: true, TokenRate: 312_000_000},
+		{Slice: "a", UUID: uuidA, QoS: api.QoSGuaranteed, Target: 0.9}, // repeated: exported once
+		// No share, not throttled, measured.
+		{Slice: "b", UUID: uuidA, QoS: api.QoSBurstable, Allowed: 1, Achieved: 0.5, Measured: true},
+		// No share but held to a floor by a higher priority: throttled.
+		{Slice: "c", UUID: uuidB, Allowed: 0.01, TokenRate: 10_000_000},
+		// A share, not measured (no NVML per-process figures).
+		{Slice: "d", UUID: uuidB, QoS: api.QoSBestEffort, Target: 0.5, Allowed: 0.5, TokenRate: 500_000_000},
+	}
+	m := New(func() Input { return in })
+	expected := `
+# HELP vgpu_slice_compute_achieved_ratio The share of the device's time the slice's processes used (driver-measured, ~1s average), 0..1.
+# TYPE vgpu_slice_compute_achieved_ratio gauge
+vgpu_slice_compute_achieved_ratio{qos="burstable",slice="b",uuid="GPU-aaaaaaaa-0000-4000-8000-000000000001"} 0.5
+vgpu_slice_compute_achieved_ratio{qos="guaranteed",slice="a",uuid="GPU-aaaaaaaa-0000-4000-8000-000000000001"} 0.296
+# HELP vgpu_slice_compute_allowed_ratio The compute share the controller currently grants the slice on the device, 0..1.
+# TYPE vgpu_slice_compute_allowed_ratio gauge
+vgpu_slice_compute_allowed_ratio{qos="best-effort",slice="d",uuid="GPU-bbbbbbbb-0000-4000-8000-000000000002"} 0.5
+vgpu_slice_compute_allowed_ratio{qos="guaranteed",slice="a",uuid="GPU-aaaaaaaa-0000-4000-8000-000000000001"} 0.3
+vgpu_slice_compute_allowed_ratio{qos="guaranteed",slice="c",uuid="GPU-bbbbbbbb-0000-4000-8000-000000000002"} 0.01
+# HELP vgpu_slice_compute_target_ratio The slice's configured compute share on the device, 0..1 (absent: no share).
+# TYPE vgpu_slice_compute_target_ratio gauge
+vgpu_slice_compute_target_ratio{qos="best-effort",slice="d",uuid="GPU-bbbbbbbb-0000-4000-8000-000000000002"} 0.5
+vgpu_slice_compute_target_ratio{qos="guaranteed",slice="a",uuid="GPU-aaaaaaaa-0000-4000-8000-000000000001"} 0.3
+# HELP vgpu_slice_token_rate Refill rate of the slice's launch token bucket on the device, tokens (estimated device-ns) per second; 0: not throttled.
+# TYPE vgpu_slice_token_rate gauge
+vgpu_slice_token_rate{qos="best-effort",slice="d",uuid="GPU-bbbbbbbb-0000-4000-8000-000000000002"} 5e+08
+vgpu_slice_token_rate{qos="burstable",slice="b",uuid="GPU-aaaaaaaa-0000-4000-8000-000000000001"} 0
+vgpu_slice_token_rate{qos="guaranteed",slice="a",uuid="GPU-aaaaaaaa-0000-4000-8000-000000000001"} 3.12e+08
+vgpu_slice_token_rate{qos="guaranteed",slice="c",uuid="GPU-bbbbbbbb-0000-4000-8000-000000000002"} 1e+07
+`
+	require.NoError(t, testutil.CollectAndCompare((*collector)(m), strings.NewReader(expected),
+		"vgpu_slice_compute_target_ratio", "vgpu_slice_compute_allowed_ratio",
+		"vgpu_slice_compute_achieved_ratio", "vgpu_slice_token_rate"))
+
+	problems, err := testutil.CollectAndLint((*collector)(m))
+	require.NoError(t, err)
+	require.Empty(t, problems)
+
+	// Without compute figures (no tick yet) there are no such series.
+	in.Compute = nil
+	require.Zero(t, testutil.CollectAndCount((*collector)(m), "vgpu_slice_compute_target_ratio",
+		"vgpu_slice_token_rate"))
+}
