@@ -184,6 +184,9 @@ type TenantResult struct {
 	WaitedPct   float64 `json:"waited_pct"`   // time its launchers waited for tokens / window (summed over threads)
 	Scale       float64 `json:"scale"`        // device-ns per token the controller learnt
 	Trim        float64 `json:"trim"`
+	// SelfPct (real GPU only) is the programs' own estimate: completed kernels x
+	// their calibrated device time / window, percent.
+	SelfPct float64 `json:"self_pct,omitempty"`
 }
 
 // traceSample is one controller step as seen by the benchmark.
@@ -234,6 +237,13 @@ func (r *throttleRun) workloadArgs(work string, seconds float64) []string {
 }
 
 func (r *throttleRun) start(ctx context.Context, env []string, args []string) (*tenantProc, error) {
+	return r.startWith(ctx, env, args, nil)
+}
+
+// startWith starts r.prog; onLine (if not nil) sees every line of its stdout,
+// from the reader goroutine (the real-GPU mode reads the programs' own busy
+// reports this way).
+func (r *throttleRun) startWith(ctx context.Context, env []string, args []string, onLine func(string)) (*tenantProc, error) {
 	cmd := exec.CommandContext(ctx, r.prog, args...)
 	cmd.Env = env
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGKILL) }
@@ -250,6 +260,9 @@ func (r *throttleRun) start(ctx context.Context, env []string, args []string) (*
 		sc := bufio.NewScanner(stdout)
 		sent := false
 		for sc.Scan() {
+			if onLine != nil {
+				onLine(sc.Text())
+			}
 			if !sent && strings.HasPrefix(sc.Text(), "READY ") {
 				p.ready <- nil
 				sent = true
@@ -257,7 +270,7 @@ func (r *throttleRun) start(ctx context.Context, env []string, args []string) (*
 		}
 		_ = cmd.Wait()
 		if !sent {
-			p.ready <- fmt.Errorf("throttle_load %s exited before READY (%v): %s",
+			p.ready <- fmt.Errorf("%s %s exited before READY (%v): %s", filepath.Base(r.prog),
 				strings.Join(args, " "), cmd.ProcessState, strings.TrimSpace(p.errb.String()))
 		}
 		close(p.done)
@@ -304,6 +317,53 @@ func policyCode(p string) uint32 {
 	return enforcer.PolicyCap
 }
 
+// newTenant creates a tenant's slice in dir/slice-NAME and opens it; on error
+// the returned tenant (possibly half set up) is still for closeTenants.
+func newTenant(dir string, spec TenantSpec) (*tenantState, error) {
+	if spec.Processes < 1 {
+		spec.Processes = 1
+	}
+	t := &tenantState{spec: spec, dir: filepath.Join(dir, "slice-"+spec.Name),
+		pids: map[int]bool{}, seen: map[int]uint64{}}
+	// Created as vgpud would: with the static rate of its share, so it is
+	// throttled before the controller's first step.
+	rate, burst := enforcer.StaticTokenBucket(spec.ShareBP)
+	if err := enforcer.CreateSlice(t.dir, enforcer.SliceSpec{
+		ID: spec.Name, Priority: spec.Priority, Policy: policyCode(spec.Policy), Slots: 64,
+		Devices: []enforcer.DeviceBudget{{Index: 0, MemoryLimit: 16 << 30, ComputeShareBP: spec.ShareBP,
+			ComputeFloorBP: spec.FloorBP, TokenRate: rate, TokenBurst: burst}},
+	}); err != nil {
+		return t, fmt.Errorf("tenant %s: %w", spec.Name, err)
+	}
+	sl, err := enforcer.OpenSlice(t.dir)
+	if err != nil {
+		return t, fmt.Errorf("tenant %s: %w", spec.Name, err)
+	}
+	t.slice = sl
+	if t.budget, err = enforcer.OpenBudget(filepath.Join(t.dir, enforcer.BudgetFile), true); err != nil {
+		return t, fmt.Errorf("tenant %s: %w", spec.Name, err)
+	}
+	return t, nil
+}
+
+// closeTenants stops the tenants' processes and closes their regions.
+func closeTenants(ts []*tenantState) {
+	for _, t := range ts {
+		if t == nil {
+			continue
+		}
+		for _, p := range t.procs {
+			p.stop()
+		}
+		if t.budget != nil {
+			_ = t.budget.Close()
+		}
+		if t.slice != nil {
+			_ = t.slice.Close()
+		}
+	}
+}
+
 // runCell runs one cell on a fresh node in dir.
 func (r *throttleRun) runCell(ctx context.Context, dir string, c cellSpec) (*cellResult, error) {
 	node := filepath.Join(dir, "node")
@@ -313,46 +373,12 @@ func (r *throttleRun) runCell(ctx context.Context, dir string, c cellSpec) (*cel
 		return nil, fmt.Errorf("simulated node: %w", err)
 	}
 	ts := make([]*tenantState, len(c.Tenants))
-	defer func() {
-		for _, t := range ts {
-			if t == nil {
-				continue
-			}
-			for _, p := range t.procs {
-				p.stop()
-			}
-			if t.budget != nil {
-				_ = t.budget.Close()
-			}
-			if t.slice != nil {
-				_ = t.slice.Close()
-			}
-		}
-	}()
+	defer func() { closeTenants(ts) }()
 	total := c.Warmup + c.Window
 	for i, spec := range c.Tenants {
-		if spec.Processes < 1 {
-			spec.Processes = 1
-		}
-		t := &tenantState{spec: spec, dir: filepath.Join(dir, "slice-"+spec.Name),
-			pids: map[int]bool{}, seen: map[int]uint64{}}
+		t, err := newTenant(dir, spec)
 		ts[i] = t
-		// Created as vgpud would: with the static rate of its share, so it is
-		// throttled before the controller's first step.
-		rate, burst := enforcer.StaticTokenBucket(spec.ShareBP)
-		if err := enforcer.CreateSlice(t.dir, enforcer.SliceSpec{
-			ID: spec.Name, Priority: spec.Priority, Policy: policyCode(spec.Policy), Slots: 64,
-			Devices: []enforcer.DeviceBudget{{Index: 0, MemoryLimit: 16 << 30, ComputeShareBP: spec.ShareBP,
-				ComputeFloorBP: spec.FloorBP, TokenRate: rate, TokenBurst: burst}},
-		}); err != nil {
-			return nil, fmt.Errorf("tenant %s: %w", spec.Name, err)
-		}
-		sl, err := enforcer.OpenSlice(t.dir)
 		if err != nil {
-			return nil, err
-		}
-		t.slice = sl
-		if t.budget, err = enforcer.OpenBudget(filepath.Join(t.dir, enforcer.BudgetFile), true); err != nil {
 			return nil, err
 		}
 	}

@@ -40,6 +40,9 @@ type ThrottleConfig struct {
 	PriorityFloorBP uint32                    `json:"priority_floor_bp"`
 	Controller      enforcer.ControllerConfig `json:"controller"`
 	Notes           string                    `json:"notes"`
+	// Real is set on a real GPU (--driver real): the kernel and how achieved
+	// shares were measured.
+	Real *RealThrottleConfig `json:"real,omitempty"`
 }
 
 // ThrottleCell is one run of tenants with fixed targets.
@@ -345,6 +348,9 @@ func pcts(ts []TenantResult, f func(TenantResult) float64, signed bool) string {
 
 // Markdown renders the report.
 func (r *ThrottleReport) Markdown() string {
+	if r.Config.Real != nil {
+		return r.markdownReal()
+	}
 	var b strings.Builder
 	c := r.Config
 	fmt.Fprintf(&b, "# vgpu throttle benchmark: simulated node, %d SMs\n\n", c.SMs)

@@ -46,6 +46,18 @@ The default run takes about 9 minutes. Output: Markdown on stdout, or the JSON
 report with --json (progress on stderr); --out DIR also writes
 DIR/throttle-simgpu.json and .md.
 
+--driver real runs on the machine's GPU 0 instead (test/gpu/run.sh does): one
+cap tenant alone at 50%, two cap tenants at 30/70 (--groups alone,pairs), each
+with the workloads (--workloads) kernel (cuLaunchKernel, synchronize every
+--sync-every launches) and graph (cuGraphLaunch of a --nodes kernel graph) of
+build/test/throttle_real (--prog): a PTX busy loop loaded with cuModuleLoadData,
+calibrated alone to --kernel-ms per kernel. The controller steps on NVML's
+per-process utilization as vgpud does, or, where NVML does not name the
+benchmark's processes (a pid namespace), on the programs' own reports
+(--measure auto|nvml|self). Default windows: 3 s warm-up + 10 s, about a minute
+in all; --out writes throttle-real.json and .md. The flags --sms, --ns-per-block,
+--priority-floor are for the simulated node only.
+
 Flags:
 `
 
@@ -69,6 +81,16 @@ func throttle(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	floor := fs.Uint("priority-floor", uint(opts.PriorityFloorBP), "floor of the low-priority tenant, basis points")
 	fs.BoolVar(&opts.KeepTemp, "keep", false, "keep the temporary nodes and slices (path printed on stderr)")
 	stepLog := fs.String("step-log", "", "write every controller step (inputs and outputs per tenant) to `FILE`")
+	driver := fs.String("driver", bench.DriverSim, "sim (simulated nodes) or real (the machine's GPU 0)")
+	ropts := bench.DefaultThrottleRealOptions()
+	fs.StringVar(&ropts.Prog, "prog", "", "real: the throttle_real binary (default build/test/throttle_real)")
+	fs.IntVar(&ropts.Waves, "waves", ropts.Waves, "real: blocks per SM of a kernel's grid")
+	fs.IntVar(&ropts.Block, "block", ropts.Block, "real: threads per block")
+	fs.Float64Var(&ropts.KernelMs, "kernel-ms", ropts.KernelMs, "real: device time of one kernel to calibrate for")
+	fs.IntVar(&ropts.SyncEvery, "sync-every", ropts.SyncEvery, "real: kernels queued between synchronizations")
+	fs.IntVar(&ropts.Nodes, "nodes", ropts.Nodes, "real: kernel nodes of the graph workload")
+	fs.StringVar(&ropts.Measure, "measure", ropts.Measure, "real: achieved shares from auto, nvml or self")
+	fs.StringVar(&ropts.NVMLLib, "nvml-lib", "", "real: the NVML library (default libnvidia-ml.so.1 through the loader)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), throttleHelp)
 		fs.PrintDefaults()
@@ -100,7 +122,33 @@ func throttle(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		defer w.Flush()
 		opts.StepLog = w
 	}
-	report, err := bench.RunThrottle(ctx, opts)
+	var report *bench.ThrottleReport
+	var err error
+	name := "throttle-simgpu"
+	switch *driver {
+	case bench.DriverSim:
+		report, err = bench.RunThrottle(ctx, opts)
+	case bench.DriverReal:
+		name = "throttle-real"
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		// The simulated node's defaults do not apply: the real mode has its own
+		// workloads, groups and warm-up unless they were given.
+		if set["workloads"] {
+			ropts.Workloads = opts.Workloads
+		}
+		if set["groups"] {
+			ropts.Groups = opts.Groups
+		}
+		if set["warmup"] {
+			ropts.Warmup = opts.Warmup
+		}
+		ropts.Root, ropts.Window, ropts.Tick = opts.Root, opts.Window, opts.Tick
+		ropts.KeepTemp, ropts.Log, ropts.StepLog = opts.KeepTemp, opts.Log, opts.StepLog
+		report, err = bench.RunThrottleReal(ctx, ropts)
+	default:
+		err = fmt.Errorf("--driver %q: want %s or %s", *driver, bench.DriverSim, bench.DriverReal)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "vgpu-bench throttle: %v\n", err)
 		return 1
@@ -113,7 +161,7 @@ func throttle(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	js = append(js, '\n')
 	md := report.Markdown()
 	if *out != "" {
-		if err := writeNamedReport(*out, "throttle-simgpu", js, md); err != nil {
+		if err := writeNamedReport(*out, name, js, md); err != nil {
 			fmt.Fprintf(stderr, "vgpu-bench throttle: %v\n", err)
 			return 1
 		}

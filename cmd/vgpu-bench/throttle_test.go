@@ -20,6 +20,8 @@ func TestThrottleHelpAndBadArguments(t *testing.T) {
 		{"throttle", "--groups", "solo"},
 		{"throttle", "--workloads", "spin"},
 		{"throttle", "--tick", "1h"},
+		{"throttle", "--driver", "gpu"},
+		{"throttle", "--driver", "real", "--measure", "guess"},
 	} {
 		out.Reset()
 		errb.Reset()

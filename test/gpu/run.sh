@@ -24,14 +24,22 @@
 #   5. PyTorch (test/gpu/torch_check.py) with the default allocator,
 #      PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True and backend:cudaMallocAsync:
 #      mem_get_info shows the slice, allocating past it raises torch.OutOfMemoryError.
+#      Also build/test/alloc --path gpaself under libvgpu: its HOOKS line must show every
+#      entry point libvgpu hooks resolved (through the real cuGetProcAddress) to the
+#      hook, proving the pointer matching on this driver -> $OUT/hooks-gpaself.txt.
 #   6. `bin/vgpu-bench overhead --driver real` -> $OUT/overhead-real.json and .md.
-#   7. $OUT/summary.md naming the card, one line per check.
+#   7. `bin/vgpu-bench throttle --driver real` (about a minute): compute shares with a
+#      real kernel (test/cprog/throttle_real.c, a PTX busy loop, built here against the
+#      real libcuda), one tenant alone at 50% and two at 30/70, with and without CUDA
+#      graphs -> $OUT/throttle-real.json and .md. Goals are reported, not asserted.
+#   8. $OUT/summary.md naming the card, one line per check.
 # Exit status: 0 when every check passed, 1 otherwise. Whatever was gathered is
 # always written to $OUT.
 #
 # Usage: OUT=/some/dir test/gpu/run.sh      (default OUT: ./gpu-results)
 # Optional environment:
 #   BENCH_ARGS="--iters 500"   extra flags for vgpu-bench overhead
+#   THROTTLE_ARGS="--window 5s"   extra flags for vgpu-bench throttle --driver real
 #   GPU_RUN_LIBCUDA=PATH, GPU_RUN_LIBNVML=PATH   the driver libraries to link
 #       driver_check against, when the loader's cache does not know them
 #   GPU_RUN_FORCE_BUILD=0   do not rebuild build/ from scratch (make without -B)
@@ -135,14 +143,16 @@ write_summary() {
             echo
             echo "> note: $n"
         done
-        if [ -s "$OUT/overhead-real.md" ]; then
-            echo
-            echo "---"
-            echo
-            sed 's/^# /## /' "$OUT/overhead-real.md"
-        fi
+        for md in overhead-real.md throttle-real.md; do
+            if [ -s "$OUT/$md" ]; then
+                echo
+                echo "---"
+                echo
+                sed 's/^#/##/' "$OUT/$md"
+            fi
+        done
         echo
-        echo "Raw results: env.txt, run.log, driver_check-*.json, cprog-*.txt, torch-*.json, overhead-real.json."
+        echo "Raw results: env.txt, run.log, driver_check-*.json, cprog-*.txt, hooks-gpaself.txt, torch-*.json, overhead-real.json, throttle-real.json."
     } >"$OUT/summary.md"
 }
 trap 'write_summary; cleanup' EXIT
@@ -337,6 +347,74 @@ cprog_oom() { # cprog_oom NAME PROGRAM ARGS...
     fi
 }
 
+# cudart's way to the driver: cuGetProcAddress("cuGetProcAddress", 12000) -> _v2,
+# then every entry point by base name. The real driver returns its own pointers;
+# libvgpu must recognize each hooked one and hand back its hook. The program's
+# HOOKS line ("HOOKS vgpu=field:symbol,... driver=field,...", testutil.h) says
+# where each resolved pointer lives; the expected hooks are those of
+# test/integration/memory_test.go (hookOf, notHooked).
+hooks_gpaself() {
+    local name=hooks-gpaself prog=build/test/alloc txt=$OUT/hooks-gpaself.txt
+    if [ ! -x "$prog" ]; then
+        result SKIP "$name" "$prog not built"
+        return
+    fi
+    local slice=$WORK/slice-$name
+    if ! make_slice "$slice"; then
+        result FAIL "$name" "vgpuctl slice create failed"
+        return
+    fi
+    log "$name: $prog --path gpaself --api alloc --count 1"
+    with_vgpu "$slice" timeout 120 "$prog" --path gpaself --api alloc --count 1 --chunk $((CHUNK >> 20))MiB >"$txt" 2>&1
+    local rc=$? verdict
+    verdict=$(python3 - "$txt" <<'PYEOF'
+import sys
+hook_of = {
+    "init": "cuInit", "retain": "cuDevicePrimaryCtxRetain",
+    "release": "cuDevicePrimaryCtxRelease_v2", "ctx_create": "cuCtxCreate_v2",
+    "ctx_create3": "cuCtxCreate_v3", "ctx_destroy": "cuCtxDestroy_v2",
+    "alloc": "cuMemAlloc_v2", "pitch": "cuMemAllocPitch_v2", "managed": "cuMemAllocManaged",
+    "mfree": "cuMemFree_v2", "create": "cuMemCreate", "mrelease": "cuMemRelease",
+    "map": "cuMemMap", "unmap": "cuMemUnmap",
+    "array_create": "cuArrayCreate_v2", "array_destroy": "cuArrayDestroy",
+    "alloc_async": "cuMemAllocAsync", "free_async": "cuMemFreeAsync",
+    "alloc_pool": "cuMemAllocFromPoolAsync", "pool_create": "cuMemPoolCreate",
+    "pool_destroy": "cuMemPoolDestroy", "pool_trim": "cuMemPoolTrimTo",
+    "pool_set": "cuMemPoolSetAttribute", "stream_sync": "cuStreamSynchronize",
+    "ctx_sync": "cuCtxSynchronize", "mem_info": "cuMemGetInfo_v2",
+    "total_mem": "cuDeviceTotalMem_v2", "launch": "cuLaunchKernel",
+    "launch_ex": "cuLaunchKernelEx", "launch_coop": "cuLaunchCooperativeKernel",
+    "graph_launch": "cuGraphLaunch",
+}
+not_hooked = ["set_current", "reserve", "addr_free", "set_access", "pool_get",
+              "module_load", "get_function"]
+must = ["init", "alloc", "mfree", "launch", "graph_launch"]
+line = next((l.strip() for l in open(sys.argv[1]) if l.startswith("HOOKS ")), None)
+if line is None:
+    print("FAIL no HOOKS line")
+    sys.exit()
+parts = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
+vg = dict(e.split(":", 1) for e in parts.get("vgpu", "").split(",") if ":" in e)
+drv = set(e for e in parts.get("driver", "").split(",") if e)
+bad = []
+for f, sym in hook_of.items():
+    if f in vg and vg[f] != sym:
+        bad.append("%s -> %s (want %s)" % (f, vg[f], sym))
+    if f in drv:
+        bad.append("%s -> the driver (escapes libvgpu)" % f)
+bad += ["%s not hooked" % f for f in must if f not in vg]
+bad += ["%s hooked (want the driver's own)" % f for f in not_hooked if f not in drv]
+print(("FAIL " + "; ".join(bad)) if bad else "OK %d entry points hooked, %d the driver's own" % (len(vg), len(drv)))
+PYEOF
+)
+    local detail="alloc --path gpaself: exit $rc, ${verdict:-no verdict} (HOOKS line in hooks-gpaself.txt)"
+    if [ "$rc" = 0 ] && [ "${verdict%% *}" = OK ]; then
+        result PASS "$name" "$detail"
+    else
+        result FAIL "$name" "$detail"
+    fi
+}
+
 # Four processes allocate at once in one slice with room for their four contexts
 # plus SLICE_LIMIT bytes: together they must never be admitted more, and the driver
 # must agree, while all four hold what they got.
@@ -428,6 +506,7 @@ if [ "$HAVE_GO_BINS" = 1 ]; then
     cprog_oom cprog-gpa-alloc build/test/dl_alloc --path gpa:12000 --api alloc
     cprog_oom cprog-gpa2-vmm build/test/dl_alloc --path gpa2:12000 --api vmm
     cprog_oom cprog-gpaself-async build/test/dl_alloc --path gpaself --api async
+    hooks_gpaself
     four_processes
 else
     result SKIP cprog "no bin/vgpuctl to create slices"
@@ -478,6 +557,36 @@ else
         result PASS overhead "recorded overhead-real.json / .md; all goals met: $met"
     else
         result FAIL overhead "vgpu-bench overhead --driver real failed (see run.log)"
+    fi
+fi
+
+# ------------------------------------------------------- 7. compute shares (throttle)
+# A real kernel: test/cprog/throttle_real.c (PTX loaded with cuModuleLoadData, no nvcc)
+# built here against the real libcuda, so a missing driver entry point shows at link
+# time. The benchmark calibrates it alone, then runs 4 cells of 3 s + 10 s under
+# libvgpu with the controller in the loop.
+THROTTLE_PROG=$GPUBUILD/throttle_real
+if [ "$HAVE_GO_BINS" = 0 ]; then
+    result SKIP throttle-real "no bin/vgpu-bench"
+elif ! { [ -n "$REAL_LIBCUDA" ] && [ -n "$REAL_LIBNVML" ] &&
+    step build-throttle-real 120 gcc -std=gnu11 -O2 -g -Wall -Wextra -Ilibvgpu/include -Itest/cprog \
+        -o "$THROTTLE_PROG" test/cprog/throttle_real.c "$REAL_LIBCUDA" "$REAL_LIBNVML" -ldl -pthread -lm; }; then
+    result FAIL throttle-real "could not build test/cprog/throttle_real.c against the real libcuda (${REAL_LIBCUDA:-not found})"
+else
+    # shellcheck disable=SC2086
+    if step throttle-real 240 bin/vgpu-bench throttle --driver real --prog "$THROTTLE_PROG" \
+        --out "$OUT/throttle-real.json" --step-log "$OUT/throttle-real-steps.txt" ${THROTTLE_ARGS:-}; then
+        tsum=$(python3 -c 'import json,sys
+try:
+    r = json.load(open(sys.argv[1])); s = r["summary"]; c = r["config"]["real"]
+    print("%d of %d cells within 2 points (max error %.2f pts), achieved from %s, kernel %.3f ms" % (
+        s["cells_met"], s["cells"], s["max_error_pts"], c["measure"], c["kernel_ns"] / 1e6))
+except Exception as e:
+    print("unreadable report: %s" % e)' "$OUT/throttle-real.json" 2>/dev/null)
+        # Goals are reported, not asserted: a missed share is a finding, not a failure.
+        result PASS throttle-real "recorded throttle-real.json / .md: $tsum"
+    else
+        result FAIL throttle-real "vgpu-bench throttle --driver real failed (see run.log)"
     fi
 fi
 

@@ -162,8 +162,12 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 	tmp := t.TempDir()
 	state := filepath.Join(tmp, "node")
 	ctxMem := uint64(256 << 20)
+	// 100 µs per wave of blocks: the throttle step's kernels (20 waves: 2 ms) take
+	// real time, 10x libvgpu's nominal wave time, so the controller has to learn the
+	// scale as on a real GPU; the overhead step's 1-block launches are synchronized
+	// every batch, so their queue stays short.
 	require.NoError(t, simgpu.Init(state, simgpu.Config{Devices: 1, Memory: 80 << 30, SMs: 132,
-		NsPerBlock: 1, ContextMemory: &ctxMem}))
+		NsPerBlock: 100_000, ContextMemory: &ctxMem}))
 	fakeBin := filepath.Join(tmp, "fakebin")
 	require.NoError(t, os.MkdirAll(fakeBin, 0o755))
 	self, err := os.Executable()
@@ -175,7 +179,7 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {
-		case k == "PATH", k == "LD_PRELOAD", k == "LD_LIBRARY_PATH", k == "OUT", k == "BENCH_ARGS",
+		case k == "PATH", k == "LD_PRELOAD", k == "LD_LIBRARY_PATH", k == "OUT", k == "BENCH_ARGS", k == "THROTTLE_ARGS",
 			k == "PYTHONPATH", k == "PYTORCH_CUDA_ALLOC_CONF",
 			strings.HasPrefix(k, "VGPU_"), strings.HasPrefix(k, "MAKE"), k == "MFLAGS":
 			continue // a make jobserver of `make test` must not leak into run.sh's make
@@ -191,6 +195,8 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 		"GPU_RUN_LIBCUDA="+filepath.Join(sim, "libcuda.so.1"),
 		"GPU_RUN_LIBNVML="+filepath.Join(sim, "libnvidia-ml.so.1"),
 		"BENCH_ARGS=--iters 20 --batch 10 --warmup 2 --rounds 1 --init-rounds 1 --procs 1,2",
+		// 2 ms kernels on this node (see above); short cells.
+		"THROTTLE_ARGS=--waves 20 --warmup 2s --window 2s",
 		"PYTHONPATH="+filepath.Join(root, "test", "gpu", "rehearsal", "faketorch"),
 		// Other packages' tests run build/ programs meanwhile: never rebuild under them.
 		"GPU_RUN_FORCE_BUILD=0",
@@ -210,7 +216,8 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 	rows := summaryRows(t, summary)
 	for _, name := range []string{"environment", "build", "build-driver-check", "context-footprint",
 		"driver-linked", "driver-dlsym", "driver-procaddr", "driver-vmm", "driver-async",
-		"cprog-linked-alloc", "cprog-gpa-alloc", "four-processes", "overhead"} {
+		"cprog-linked-alloc", "cprog-gpa-alloc", "hooks-gpaself", "four-processes", "overhead",
+		"throttle-real"} {
 		require.Equal(t, "PASS", rows[name], "check %s\n%s", name, failMsg)
 	}
 	for _, label := range []string{"default", "expandable_segments", "backend"} {
@@ -224,7 +231,12 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 	require.Contains(t, string(sum), "simulated", "the summary names the card")
 	require.Contains(t, string(sum), "256 MiB", "the context footprint is the sim's")
 	require.Contains(t, string(sum), "## vgpu overhead benchmark", "the overhead table is included")
-	for _, f := range []string{"env.txt", "overhead-real.json", "overhead-real.md", "driver_check-linked.json"} {
+	require.Contains(t, string(sum), "## vgpu throttle benchmark: real GPU", "the throttle table is included")
+	require.Contains(t, string(sum), "| pairs | graph | 30.00 / 70.00 |", "every throttle cell ran")
+	require.Contains(t, string(sum), "achieved from nvml",
+		"NVML names the tenants' pids on the simulated node, so the controller steps on NVML as vgpud does")
+	for _, f := range []string{"env.txt", "overhead-real.json", "overhead-real.md", "driver_check-linked.json",
+		"hooks-gpaself.txt", "throttle-real.json", "throttle-real.md"} {
 		require.FileExists(t, filepath.Join(out, f))
 	}
 

@@ -1,0 +1,90 @@
+package bench
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vgpu-project/vgpu/daemon/devices"
+	"github.com/vgpu-project/vgpu/test/simgpu"
+)
+
+// TestThrottleRealRunsOnTheSimulatedNode runs the real-GPU mode against the
+// simulated driver (as test/gpu/run.sh's rehearsal does), measuring with the
+// programs' own reports: calibration, tenants under libvgpu, the controller
+// stepping, one row per cell with both figures. Shape only, not accuracy.
+func TestThrottleRealRunsOnTheSimulatedNode(t *testing.T) {
+	root, err := filepath.Abs("..")
+	require.NoError(t, err)
+	state := filepath.Join(t.TempDir(), "node")
+	ctxMem := uint64(0)
+	require.NoError(t, simgpu.Init(state, simgpu.Config{Devices: 1, Memory: 80 << 30, SMs: 132,
+		NsPerBlock: 100_000, ContextMemory: &ctxMem}))
+	t.Setenv("VGPU_SIM_STATE", state)
+	t.Setenv("LD_LIBRARY_PATH", filepath.Join(root, "build", "simgpu"))
+
+	opts := DefaultThrottleRealOptions()
+	opts.Root = root
+	opts.Measure = MeasureSelf
+	opts.Groups = []string{GroupPairs}
+	opts.Workloads = []string{WorkGraph}
+	opts.Waves = 20
+	opts.Window, opts.Warmup = time.Second, 500*time.Millisecond
+	var log, steps strings.Builder
+	opts.Log, opts.StepLog = &log, &steps
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := RunThrottleReal(ctx, opts)
+	require.NoError(t, err, "progress:\n%s", log.String())
+
+	require.Equal(t, DriverReal, r.Config.Driver)
+	require.NotNil(t, r.Config.Real)
+	require.Equal(t, MeasureSelf, r.Config.Real.Measure)
+	require.Equal(t, 20*132, r.Config.Real.Grid)
+	require.InDelta(t, 2e6, float64(r.Config.Real.KernelNs), 2e5, "20 waves of 100 µs, calibrated")
+	require.Len(t, r.Cells, 1)
+	c := r.Cells[0]
+	require.Len(t, c.Tenants, 2)
+	for _, tr := range c.Tenants {
+		require.Positive(t, tr.AchievedPct, "tenant %s ran", tr.Name)
+		require.Equal(t, tr.AchievedPct, tr.SelfPct, "measured from the programs' own reports")
+		require.Positive(t, tr.Launches)
+	}
+	require.Contains(t, steps.String(), "self_busy_ns=")
+	md := r.Markdown()
+	require.Contains(t, md, "# vgpu throttle benchmark: real GPU")
+	require.Contains(t, md, "| pairs | graph | 30.00 / 70.00 |")
+}
+
+func TestThrottleRealOptionsValidate(t *testing.T) {
+	o := DefaultThrottleRealOptions()
+	require.NoError(t, o.validate())
+	for _, f := range []func(*ThrottleRealOptions){
+		func(o *ThrottleRealOptions) { o.Workloads = []string{WorkFlood} },
+		func(o *ThrottleRealOptions) { o.Groups = []string{GroupFour} },
+		func(o *ThrottleRealOptions) { o.Measure = "guess" },
+		func(o *ThrottleRealOptions) { o.Nodes = 0 },
+		func(o *ThrottleRealOptions) { o.KernelMs = 0 },
+	} {
+		o := DefaultThrottleRealOptions()
+		f(&o)
+		require.Error(t, o.validate())
+	}
+}
+
+// A sample stands for the time since the pid's previous one (or the previous
+// query), as in vgpud; samples already seen are not counted twice.
+func TestUtilTracker(t *testing.T) {
+	u := &utilTracker{lastUs: 1_000_000, pidUs: map[int]uint64{}}
+	busy := map[int]float64{}
+	u.add([]devices.ProcessUtil{{HostPID: 7, TimeStampUs: 1_100_000, SMPercent: 50},
+		{HostPID: 7, TimeStampUs: 1_300_000, SMPercent: 100}, {HostPID: 8, TimeStampUs: 900_000, SMPercent: 100}}, busy)
+	require.InDelta(t, 0.5*100e6+200e6, busy[7], 1)
+	require.Zero(t, busy[8], "older than the last query")
+	u.add([]devices.ProcessUtil{{HostPID: 7, TimeStampUs: 1_300_000, SMPercent: 100}}, busy)
+	require.InDelta(t, 250e6, busy[7], 1, "seen before")
+}
