@@ -258,15 +258,14 @@ func TestContainerdEventReleasesSlice(t *testing.T) {
 // entry point) and takes more than its slice is caught by vgpud's backstop
 // (enforce mode) and killed.
 //
-// The container shares the host's pid namespace: the simulated NVML reports
-// the pids processes registered with, which inside a container are the
-// container's own, while the real driver reports host pids (see the report of
-// issue 4). In the host namespace both agree, so the backstop sees what it
-// would see on a real GPU.
+// The container has its own pid namespace, as any container: the simulated
+// NVML, like the real driver, reports its process under the host pid (it
+// translates the pid the process registered with), so the backstop matches it
+// to the container.
 func TestBypassCaughtByBackstop(t *testing.T) {
 	n := newNode(t, nodeOpts{devices: 1, memory: 16 * GiB,
 		vgpudArgs: []string{"--enforcer-mode", "enforce", "--enforcer-interval", "50ms"}})
-	res := n.run(run{id: "bypass", vgpu: true, detach: true, hostPID: true,
+	res := n.run(run{id: "bypass", vgpu: true, detach: true,
 		annotations: []string{"vgpu.io/memory=1GiB"}, args: []string{"/bin/dl_tamper", "bypass", "2GiB"}})
 	require.Equal(t, 0, res.code, "ctr: %s", res.ctr)
 	line := fields(n.waitOutput(res, "BYPASSED"))

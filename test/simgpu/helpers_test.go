@@ -27,6 +27,7 @@ var simTargets = []string{
 	"build/test/sim_hold",
 	"build/test/sim_fill",
 	"build/test/sim_zombie",
+	"build/test/sim_nvwatch",
 }
 
 var (

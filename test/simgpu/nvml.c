@@ -7,8 +7,9 @@
  * nvml.c — the simulated NVML (build/simgpu/libnvidia-ml.so.1).
  *
  * Reads the same state file as the simulated libcuda, so NVML figures are the
- * driver's figures: device memory in use, per-process used memory (the pids the
- * processes registered with, i.e. their getpid()), utilization over the last second
+ * driver's figures: device memory in use, per-process used memory (under the pid
+ * each process has in the CALLER's pid namespace, as the kernel driver reports it:
+ * see pidview.c), utilization over the last second
  * from the launch queue's buckets. Queries that report processes or memory first
  * reclaim dead processes, as the real driver frees a process's memory on exit.
  *
@@ -476,9 +477,21 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t h, nvmlMemory_v2_t *
     return NVML_SUCCESS;
 }
 
+/* The pid NVML reports for a live slot: as the real driver, the pid in the
+ * caller's pid namespace (a container's process seen from the host: its host pid).
+ * -1 when the process is dead (it is left for the next reclaim). */
+static int reported_pid(struct sim_proc *p, uint64_t w, uint64_t my_ns)
+{
+    int pid;
+    if (sim_proc_view(N.st, p, w, my_ns, &pid) == SIM_VIEW_DEAD)
+        return -1;
+    return pid;
+}
+
 /* Live slots with a context or memory on device d, in slot order. */
 static unsigned collect_procs(int d, unsigned max, unsigned *pids, unsigned long long *used)
 {
+    uint64_t my_ns = sim_pidns_of(0);
     unsigned n = 0;
     for (int i = 0; i < SIM_MAX_PROCS; i++) {
         struct sim_proc *p = &N.st->proc[i];
@@ -488,8 +501,11 @@ static unsigned collect_procs(int d, unsigned max, unsigned *pids, unsigned long
         uint64_t u = atomic_load(&p->dev[d].used);
         if (atomic_load(&p->dev[d].contexts) == 0 && u == 0)
             continue;
+        int pid = reported_pid(p, w, my_ns);
+        if (pid < 0)
+            continue;
         if (n < max) {
-            pids[n] = SIM_SLOT_PID(w);
+            pids[n] = (unsigned)pid;
             used[n] = u;
         }
         n++;
@@ -606,6 +622,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t h, sim_nvmlProc
         uint64_t seen_ns = (uint64_t)lastSeenTimeStamp * 1000ull;
         since = seen_ns > offset ? seen_ns - offset : 0;
     }
+    uint64_t my_ns = sim_pidns_of(0);
     unsigned n = 0;
     for (int i = 0; i < SIM_MAX_PROCS; i++) {
         struct sim_proc *p = &N.st->proc[i];
@@ -616,9 +633,12 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t h, sim_nvmlProc
         uint64_t busy = sim_ring_window_busy(p->dev[d].buckets, mono, since, &window, &end);
         if (busy == 0 || window == 0)
             continue;
+        int pid = reported_pid(p, w, my_ns);
+        if (pid < 0)
+            continue;
         if (samples != NULL && n < *count) {
             unsigned pct = (unsigned)(busy * 100 / window);
-            samples[n].pid = SIM_SLOT_PID(w);
+            samples[n].pid = (unsigned)pid;
             samples[n].timeStamp = (end + offset) / 1000ull;
             samples[n].smUtil = pct > 100 ? 100 : pct;
             samples[n].memUtil = 0;

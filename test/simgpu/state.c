@@ -108,29 +108,42 @@ void sim_sleep_until(uint64_t t)
 
 /* ------------------------------------------------------------------ processes */
 
-/* Reads /proc/<pid>/stat: the state letter (field 3) and starttime (field 22). */
-static int read_proc_stat(int pid, char *state, uint64_t *start)
+/* Reads /proc/<pid>/stat: the state letter (field 3) and starttime (field 22).
+ * On failure errno tells why (ENOENT/ESRCH: no such process). */
+int sim_proc_stat(int pid, char *state, uint64_t *start)
 {
     char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    /* pid 0 is the caller, through /proc/self: right even when /proc belongs to an
+     * ancestor pid namespace (where getpid() names another process). */
+    if (pid == 0)
+        snprintf(path, sizeof path, "/proc/self/stat");
+    else
+        snprintf(path, sizeof path, "/proc/%d/stat", pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
     ssize_t n = read(fd, buf, sizeof buf - 1);
+    int rerr = errno;
     close(fd);
-    if (n <= 0)
+    if (n <= 0) {
+        errno = n < 0 ? rerr : EIO; /* empty: cannot tell (callers judge only ENOENT/ESRCH) */
         return -1;
+    }
     buf[n] = '\0';
     /* comm may contain spaces and parentheses: fields restart after the last ')'. */
     char *p = strrchr(buf, ')');
-    if (p == NULL || p[1] != ' ')
+    if (p == NULL || p[1] != ' ') {
+        errno = EINVAL;
         return -1;
+    }
     *state = p[2];
     p++;
     for (int field = 3; field < 22; field++) {
         p = strchr(p + 1, ' ');
-        if (p == NULL)
+        if (p == NULL) {
+            errno = EINVAL;
             return -1;
+        }
     }
     *start = strtoull(p + 1, NULL, 10);
     return 0;
@@ -140,14 +153,17 @@ uint64_t sim_proc_start_time(int pid)
 {
     char state;
     uint64_t start;
-    return read_proc_stat(pid, &state, &start) == 0 ? start : 0;
+    return sim_proc_stat(pid, &state, &start) == 0 ? start : 0;
 }
 
 uint64_t sim_pidns_of(int pid)
 {
     char path[64];
     struct stat sb;
-    snprintf(path, sizeof path, "/proc/%d/ns/pid", pid);
+    if (pid == 0)
+        snprintf(path, sizeof path, "/proc/self/ns/pid"); /* see sim_proc_stat */
+    else
+        snprintf(path, sizeof path, "/proc/%d/ns/pid", pid);
     if (stat(path, &sb) != 0)
         return 0;
     return (uint64_t)sb.st_ino;
@@ -168,7 +184,7 @@ int sim_proc_dead(const struct sim_state *st, const struct sim_proc *p, uint64_t
         return 1;
     char state;
     uint64_t start;
-    if (read_proc_stat(pid, &state, &start) != 0)
+    if (sim_proc_stat(pid, &state, &start) != 0)
         return 0; /* cannot tell: keep it */
     /* A zombie has exited and closed its device files: the real driver has already
      * freed its memory even though nobody reaped it yet. */
@@ -237,8 +253,8 @@ static void reclaim_pre_exec_self(struct sim_state *st, int pid, uint64_t start,
 int sim_proc_register(struct sim_state *st)
 {
     int pid = getpid();
-    uint64_t start = sim_proc_start_time(pid);
-    uint64_t ns = sim_pidns_of(pid);
+    uint64_t start = sim_proc_start_time(0);
+    uint64_t ns = sim_pidns_of(0);
     reclaim_pre_exec_self(st, pid, start, ns);
     for (int attempt = 0; attempt < 2; attempt++) {
         for (int i = 0; i < SIM_MAX_PROCS; i++) {
@@ -281,7 +297,8 @@ void sim_proc_release(struct sim_state *st, int slot)
 
 int sim_reclaim_dead(struct sim_state *st)
 {
-    uint64_t my_ns = sim_pidns_of(getpid());
+    uint64_t my_ns = sim_pidns_of(0);
+    int pid;
     int n = 0;
     for (int i = 0; i < SIM_MAX_PROCS; i++) {
         struct sim_proc *p = &st->proc[i];
@@ -289,7 +306,9 @@ int sim_reclaim_dead(struct sim_state *st)
         uint32_t phase = SIM_SLOT_PHASE(w);
         if (phase != SIM_PHASE_LIVE && phase != SIM_PHASE_CLAIMING)
             continue;
-        if (!sim_proc_dead(st, p, my_ns))
+        /* Judged as the caller sees it: processes of other pid namespaces too
+         * when the caller can see them (pidview.c). */
+        if (sim_proc_view(st, p, w, my_ns, &pid) != SIM_VIEW_DEAD)
             continue;
         uint64_t r = SIM_SLOT_WORD(SIM_SLOT_GEN(w), SIM_SLOT_PID(w), SIM_PHASE_RECLAIMING);
         if (!atomic_compare_exchange_strong(&p->state, &w, r))

@@ -120,7 +120,7 @@ struct sim_procdev {
 struct sim_proc {
     _Atomic uint64_t state;   /* SIM_SLOT_WORD(gen, pid, phase) */
     uint64_t start_time;      /* /proc/<pid>/stat field 22 (clock ticks since boot) */
-    uint64_t pidns;           /* inode of /proc/<pid>/ns/pid: liveness is judged only there */
+    uint64_t pidns;           /* inode of /proc/<pid>/ns/pid: the pid means something there */
     uint64_t registered_ns;   /* CLOCK_MONOTONIC at claim */
     char comm[16];
     uint64_t pad[2];
@@ -144,12 +144,26 @@ uint64_t sim_now_ns(void);
 /* Sleeps until CLOCK_MONOTONIC reaches t. */
 void sim_sleep_until(uint64_t t);
 
-/* Identity of a process: start time and pid namespace. 0 when unreadable. */
+/* Identity of a process: start time and pid namespace. 0 when unreadable; pid 0 is
+ * the caller (via /proc/self). */
 uint64_t sim_proc_start_time(int pid);
 uint64_t sim_pidns_of(int pid);
 /* 1 when the process registered as (pid, start) is certainly gone, judged from the
- * given pid namespace (only slots from our own namespace can be judged). */
+ * given pid namespace (only slots from that namespace; sim_proc_view covers others). */
 int sim_proc_dead(const struct sim_state *st, const struct sim_proc *p, uint64_t my_pidns);
+
+/* /proc/<pid>/stat: state letter and start time; -1 with errno on failure. */
+int sim_proc_stat(int pid, char *state, uint64_t *start);
+
+/* How the caller sees the process of a slot whose state word is w (pidview.c):
+ * *pid is its pid in the caller's pid namespace — the registered pid for the
+ * caller's own namespace, the translated one (via /proc NSpid) for a process in
+ * another namespace the caller can see, and the registered pid unchanged for one
+ * it cannot see (then the result is SIM_VIEW_UNKNOWN and it is never judged). */
+#define SIM_VIEW_UNKNOWN 0
+#define SIM_VIEW_ALIVE 1
+#define SIM_VIEW_DEAD 2
+int sim_proc_view(struct sim_state *st, const struct sim_proc *p, uint64_t w, uint64_t my_ns, int *pid);
 
 /* Claims a process slot for the calling process (pid, start time). Returns the slot
  * index or -1 when the table is full. */
