@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"sync/atomic"
 	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 // BudgetRegion is a mapped budget file. Readers (libvgpu, the daemon's
@@ -42,7 +40,7 @@ func (r *BudgetRegion) Close() error {
 	if r == nil || r.data == nil {
 		return nil
 	}
-	err := unix.Munmap(r.data)
+	err := unmap(r.data)
 	r.data, r.b = nil, nil
 	if err != nil {
 		return fmt.Errorf("budget file %s: munmap: %w", r.path, err)

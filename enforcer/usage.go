@@ -6,8 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 // UsageRegion is a mapped usage file (always read-write: the daemon repairs it).
@@ -53,7 +51,7 @@ func (r *UsageRegion) Close() error {
 	}
 	r.reclaimMu.Lock()
 	defer r.reclaimMu.Unlock()
-	err := unix.Munmap(r.data)
+	err := unmap(r.data)
 	r.data, r.u, r.slots = nil, nil, nil
 	if err != nil {
 		return fmt.Errorf("usage file %s: munmap: %w", r.path, err)
