@@ -250,11 +250,11 @@ func sizeText(n uint64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-// repositoryRoot is root made absolute, or, when root is empty, the root
-// findDaemonRoot finds.
-func repositoryRoot(root string) (string, error) {
+// repositoryRoot is root made absolute, or, when root is empty, what find
+// finds (FindRoot: a built tree; findDaemonRoot: a source tree).
+func repositoryRoot(root string, find func() (string, error)) (string, error) {
 	if root == "" {
-		r, err := findDaemonRoot()
+		r, err := find()
 		if err != nil {
 			return "", err
 		}
@@ -267,32 +267,11 @@ func repositoryRoot(root string) (string, error) {
 	return abs, nil
 }
 
-// findDaemonRoot finds the repository root: the working directory or a
-// parent of it, or bin/.. of the running executable, holding go.mod and bin/.
+// findDaemonRoot finds the repository root holding go.mod and the Makefile.
 func findDaemonRoot() (string, error) {
-	var tried []string
-	ok := func(d string) bool {
+	return findRootWhere(func(d string) bool {
 		return fileExists(filepath.Join(d, "go.mod")) && fileExists(filepath.Join(d, "Makefile"))
-	}
-	if wd, err := os.Getwd(); err == nil {
-		for d := wd; ; d = filepath.Dir(d) {
-			tried = append(tried, d)
-			if ok(d) {
-				return d, nil
-			}
-			if filepath.Dir(d) == d {
-				break
-			}
-		}
-	}
-	if exe, err := os.Executable(); err == nil {
-		d := filepath.Dir(filepath.Dir(exe))
-		tried = append(tried, d)
-		if ok(d) {
-			return d, nil
-		}
-	}
-	return "", fmt.Errorf("no repository root (go.mod, Makefile) under %s: pass --root", strings.Join(tried, ", "))
+	}, "no repository root (go.mod, Makefile) under %s: pass --root")
 }
 
 // RunDaemon runs the enforcer tick and the alloc-latency benchmarks.
@@ -307,7 +286,7 @@ func RunDaemon(ctx context.Context, opts DaemonOptions) (*DaemonReport, error) {
 	if log == nil {
 		log = io.Discard
 	}
-	root, err := repositoryRoot(opts.Root)
+	root, err := repositoryRoot(opts.Root, findDaemonRoot)
 	if err != nil {
 		return nil, err
 	}

@@ -108,11 +108,19 @@ func pathsAt(root string) Paths {
 // parents, and the parent of the running executable's directory (bin/..) that holds
 // build/test/bench_overhead.
 func FindRoot() (string, error) {
+	return findRootWhere(func(d string) bool { return fileExists(pathsAt(d).Prog) },
+		"no build/test/bench_overhead under %s: run `make build` first or pass --root")
+}
+
+// findRootWhere returns the first of the working directory, its parents and
+// bin/.. of the running executable for which ok holds; the error (format with
+// one %s: the places tried) says where it looked.
+func findRootWhere(ok func(dir string) bool, notFound string) (string, error) {
 	var tried []string
 	if wd, err := os.Getwd(); err == nil {
 		for d := wd; ; d = filepath.Dir(d) {
 			tried = append(tried, d)
-			if fileExists(pathsAt(d).Prog) {
+			if ok(d) {
 				return d, nil
 			}
 			if filepath.Dir(d) == d {
@@ -123,12 +131,11 @@ func FindRoot() (string, error) {
 	if exe, err := os.Executable(); err == nil {
 		d := filepath.Dir(filepath.Dir(exe))
 		tried = append(tried, d)
-		if fileExists(pathsAt(d).Prog) {
+		if ok(d) {
 			return d, nil
 		}
 	}
-	return "", fmt.Errorf("no build/test/bench_overhead under %s: run `make build` first or pass --root",
-		strings.Join(tried, ", "))
+	return "", fmt.Errorf(notFound, strings.Join(tried, ", "))
 }
 
 func fileExists(p string) bool {
@@ -211,17 +218,9 @@ func RunOverhead(ctx context.Context, opts OverheadOptions) (*OverheadReport, er
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("overhead options: %w", err)
 	}
-	root := opts.Root
-	if root == "" {
-		r, err := FindRoot()
-		if err != nil {
-			return nil, err
-		}
-		root = r
-	}
-	root, err := filepath.Abs(root)
+	root, err := repositoryRoot(opts.Root, FindRoot)
 	if err != nil {
-		return nil, fmt.Errorf("repository root: %w", err)
+		return nil, err
 	}
 	paths := pathsAt(root)
 	if err := paths.check(opts.Driver); err != nil {

@@ -129,7 +129,7 @@ func RunRuntime(ctx context.Context, opts RuntimeOptions) (*RuntimeReport, error
 	if log == nil {
 		log = io.Discard
 	}
-	root, err := repositoryRoot(opts.Root)
+	root, err := repositoryRoot(opts.Root, findDaemonRoot)
 	if err != nil {
 		return nil, err
 	}

@@ -161,17 +161,9 @@ func RunThrottleReal(ctx context.Context, opts ThrottleRealOptions) (*ThrottleRe
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("throttle options: %w", err)
 	}
-	root := opts.Root
-	if root == "" {
-		r, err := FindRoot()
-		if err != nil {
-			return nil, err
-		}
-		root = r
-	}
-	root, err := filepath.Abs(root)
+	root, err := repositoryRoot(opts.Root, FindRoot)
 	if err != nil {
-		return nil, fmt.Errorf("repository root: %w", err)
+		return nil, err
 	}
 	paths := pathsAt(root)
 	prog := opts.Prog

@@ -94,17 +94,9 @@ func RunThrottle(ctx context.Context, opts ThrottleOptions) (*ThrottleReport, er
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("throttle options: %w", err)
 	}
-	root := opts.Root
-	if root == "" {
-		r, err := FindRoot()
-		if err != nil {
-			return nil, err
-		}
-		root = r
-	}
-	root, err := filepath.Abs(root)
+	root, err := repositoryRoot(opts.Root, FindRoot)
 	if err != nil {
-		return nil, fmt.Errorf("repository root: %w", err)
+		return nil, err
 	}
 	paths := pathsAt(root)
 	run := &throttleRun{opts: opts, paths: paths, prog: filepath.Join(root, "build", "test", "throttle_load"),
