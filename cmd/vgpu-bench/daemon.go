@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 
 	"github.com/vgpu-project/vgpu/bench"
@@ -89,31 +87,5 @@ func daemonBench(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintf(stderr, "vgpu-bench daemon: %v\n", err)
 		return 1
 	}
-	js, err := json.MarshalIndent(report, "", "  ")
-	if err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench daemon: encoding the report: %v\n", err)
-		return 1
-	}
-	js = append(js, '\n')
-	md := report.Markdown()
-	if *out != "" {
-		path := *out
-		if !strings.HasSuffix(path, ".json") {
-			path = filepath.Join(path, "daemon-simgpu.json")
-		}
-		if err := writeReport(path, true, js, md); err != nil {
-			fmt.Fprintf(stderr, "vgpu-bench daemon: %v\n", err)
-			return 1
-		}
-	}
-	if *jsonOut {
-		_, err = stdout.Write(js)
-	} else {
-		_, err = io.WriteString(stdout, md)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench daemon: writing the report: %v\n", err)
-		return 1
-	}
-	return 0
+	return emitReport("daemon", report, "daemon-simgpu", *out, *jsonOut, stdout, stderr)
 }

@@ -160,43 +160,54 @@ func overhead(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "vgpu-bench overhead: %v\n", err)
 		return 1
 	}
+	name := "overhead-real"
+	if report.Machine.Driver == "simgpu" {
+		name = "overhead-simgpu"
+	}
+	return emitReport("overhead", report, name, *out, *jsonOut, stdout, stderr)
+}
+
+// markdowner is every benchmark report: JSON-encodable, with a Markdown form.
+type markdowner interface{ Markdown() string }
+
+// emitReport encodes a finished benchmark's report as JSON and Markdown, writes
+// both under out when it is set (see writeReport), and prints the Markdown, or
+// the JSON with --json. It returns the command's exit status.
+func emitReport(cmd string, report markdowner, name, out string, jsonOut bool, stdout, stderr io.Writer) int {
 	js, err := json.MarshalIndent(report, "", "  ")
 	if err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench overhead: encoding the report: %v\n", err)
+		fmt.Fprintf(stderr, "vgpu-bench %s: encoding the report: %v\n", cmd, err)
 		return 1
 	}
 	js = append(js, '\n')
 	md := report.Markdown()
-	if *out != "" {
-		if err := writeReport(*out, report.Machine.Driver == "simgpu", js, md); err != nil {
-			fmt.Fprintf(stderr, "vgpu-bench overhead: %v\n", err)
+	if out != "" {
+		if err := writeReport(out, name, js, md); err != nil {
+			fmt.Fprintf(stderr, "vgpu-bench %s: %v\n", cmd, err)
 			return 1
 		}
 	}
-	if *jsonOut {
+	if jsonOut {
 		_, err = stdout.Write(js)
 	} else {
 		_, err = io.WriteString(stdout, md)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench overhead: writing the report: %v\n", err)
+		fmt.Fprintf(stderr, "vgpu-bench %s: writing the report: %v\n", cmd, err)
 		return 1
 	}
 	return 0
 }
 
-// writeReport writes the JSON and Markdown reports under out (see --out).
-func writeReport(out string, sim bool, js []byte, md string) error {
+// writeReport writes out/<name>.json and out/<name>.md, or, for an out ending
+// in .json, that file and the same path with .md (see --out).
+func writeReport(out, name string, js []byte, md string) error {
 	jsonPath := out
 	if !strings.HasSuffix(out, ".json") {
-		name := "overhead-real.json"
-		if sim {
-			name = "overhead-simgpu.json"
-		}
 		if err := os.MkdirAll(out, 0o755); err != nil {
 			return fmt.Errorf("--out: %w", err)
 		}
-		jsonPath = filepath.Join(out, name)
+		jsonPath = filepath.Join(out, name+".json")
 	} else if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return fmt.Errorf("--out: %w", err)
 	}

@@ -46,15 +46,15 @@ func TestBadDriverFailsClearly(t *testing.T) {
 
 func TestWriteReport(t *testing.T) {
 	dir := t.TempDir()
-	require.NoError(t, writeReport(dir, true, []byte("{}\n"), "# md\n"))
+	require.NoError(t, writeReport(dir, "overhead-simgpu", []byte("{}\n"), "# md\n"))
 	require.FileExists(t, filepath.Join(dir, "overhead-simgpu.json"))
 	require.FileExists(t, filepath.Join(dir, "overhead-simgpu.md"))
 
-	require.NoError(t, writeReport(dir, false, []byte("{}\n"), "# md\n"))
+	require.NoError(t, writeReport(dir, "overhead-real", []byte("{}\n"), "# md\n"))
 	require.FileExists(t, filepath.Join(dir, "overhead-real.json"))
 
 	named := filepath.Join(dir, "sub", "x.json")
-	require.NoError(t, writeReport(named, false, []byte("{\"a\":1}\n"), "# x\n"))
+	require.NoError(t, writeReport(named, "overhead-real", []byte("{\"a\":1}\n"), "# x\n"))
 	b, err := os.ReadFile(filepath.Join(dir, "sub", "x.md"))
 	require.NoError(t, err)
 	require.Equal(t, "# x\n", string(b))

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 
 	"github.com/vgpu-project/vgpu/bench"
@@ -73,31 +71,5 @@ func runtimeBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stderr, "vgpu-bench runtime: %v\n", err)
 		return 1
 	}
-	js, err := json.MarshalIndent(report, "", "  ")
-	if err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench runtime: encoding the report: %v\n", err)
-		return 1
-	}
-	js = append(js, '\n')
-	md := report.Markdown()
-	if *out != "" {
-		path := *out
-		if !strings.HasSuffix(path, ".json") {
-			path = filepath.Join(path, "runtime-simgpu.json")
-		}
-		if err := writeReport(path, true, js, md); err != nil {
-			fmt.Fprintf(stderr, "vgpu-bench runtime: %v\n", err)
-			return 1
-		}
-	}
-	if *jsonOut {
-		_, err = stdout.Write(js)
-	} else {
-		_, err = io.WriteString(stdout, md)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench runtime: writing the report: %v\n", err)
-		return 1
-	}
-	return 0
+	return emitReport("runtime", report, "runtime-simgpu", *out, *jsonOut, stdout, stderr)
 }

@@ -3,13 +3,11 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/vgpu-project/vgpu/bench"
@@ -153,49 +151,5 @@ func throttle(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "vgpu-bench throttle: %v\n", err)
 		return 1
 	}
-	js, err := json.MarshalIndent(report, "", "  ")
-	if err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench throttle: %v\n", err)
-		return 1
-	}
-	js = append(js, '\n')
-	md := report.Markdown()
-	if *out != "" {
-		if err := writeNamedReport(*out, name, js, md); err != nil {
-			fmt.Fprintf(stderr, "vgpu-bench throttle: %v\n", err)
-			return 1
-		}
-	}
-	if *jsonOut {
-		_, err = stdout.Write(js)
-	} else {
-		_, err = io.WriteString(stdout, md)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench throttle: writing the report: %v\n", err)
-		return 1
-	}
-	return 0
-}
-
-// writeNamedReport writes out/<name>.json and .md (or, for a path ending in
-// .json, that file and the same name with .md).
-func writeNamedReport(out, name string, js []byte, md string) error {
-	jsonPath := out
-	if !strings.HasSuffix(out, ".json") {
-		if err := os.MkdirAll(out, 0o755); err != nil {
-			return fmt.Errorf("--out: %w", err)
-		}
-		jsonPath = filepath.Join(out, name+".json")
-	} else if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
-		return fmt.Errorf("--out: %w", err)
-	}
-	mdPath := strings.TrimSuffix(jsonPath, ".json") + ".md"
-	if err := os.WriteFile(jsonPath, js, 0o644); err != nil {
-		return fmt.Errorf("writing %s: %w", jsonPath, err)
-	}
-	if err := os.WriteFile(mdPath, []byte(md), 0o644); err != nil {
-		return fmt.Errorf("writing %s: %w", mdPath, err)
-	}
-	return nil
+	return emitReport("throttle", report, name, *out, *jsonOut, stdout, stderr)
 }

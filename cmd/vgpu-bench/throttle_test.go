@@ -33,12 +33,12 @@ func TestThrottleHelpAndBadArguments(t *testing.T) {
 
 func TestWriteNamedReport(t *testing.T) {
 	dir := t.TempDir()
-	require.NoError(t, writeNamedReport(dir, "throttle-simgpu", []byte("{}\n"), "# md\n"))
+	require.NoError(t, writeReport(dir, "throttle-simgpu", []byte("{}\n"), "# md\n"))
 	b, err := os.ReadFile(filepath.Join(dir, "throttle-simgpu.md"))
 	require.NoError(t, err)
 	require.Equal(t, "# md\n", string(b))
 	p := filepath.Join(dir, "sub", "x.json")
-	require.NoError(t, writeNamedReport(p, "ignored", []byte("{}\n"), "# md\n"))
+	require.NoError(t, writeReport(p, "ignored", []byte("{}\n"), "# md\n"))
 	_, err = os.Stat(filepath.Join(dir, "sub", "x.md"))
 	require.NoError(t, err)
 }
