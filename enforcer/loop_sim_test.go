@@ -7,13 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vgpu-project/vgpu/internal/testbuild"
 
 	"github.com/vgpu-project/vgpu/enforcer"
 	"github.com/vgpu-project/vgpu/test/simgpu"
@@ -50,21 +51,11 @@ type pidAttributor map[int]string
 
 func (a pidAttributor) SliceOf(pid int) (string, bool) { s, ok := a[pid]; return s, ok }
 
-// repoRoot finds the repository root and checks that `make build` made the
-// artifacts this test runs.
+// repoRoot returns the repository root once `make build` made what these tests run.
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	_, file, _, ok := runtime.Caller(0)
-	require.True(t, ok)
-	root := filepath.Clean(filepath.Join(filepath.Dir(file), ".."))
-	for _, a := range []string{"build/libvgpu.so", "build/simgpu/libcuda.so.1", "build/test/sim_hold"} {
-		if _, err := os.Stat(filepath.Join(root, a)); err != nil {
-			t.Fatalf("%s is missing: run `make build` in %s first (%v)", a, root, err)
-		}
-	}
-	if _, err := os.Stat(enforcer.ContainerSliceDir); err == nil {
-		t.Fatalf("%s exists on this machine: libvgpu would use it instead of VGPU_SLICE_DIR", enforcer.ContainerSliceDir)
-	}
+	root := testbuild.Root(t, "build/libvgpu.so", "build/simgpu/libcuda.so.1", "build/test/sim_hold")
+	testbuild.NoContainerSlice(t, enforcer.ContainerSliceDir)
 	return root
 }
 

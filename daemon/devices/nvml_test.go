@@ -16,6 +16,8 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/stretchr/testify/require"
 
+	"github.com/vgpu-project/vgpu/internal/testbuild"
+
 	"github.com/vgpu-project/vgpu/enforcer"
 	"github.com/vgpu-project/vgpu/test/simgpu"
 )
@@ -50,19 +52,10 @@ func withoutEnv(name string) []string {
 	return out
 }
 
-// repoRoot is the module root (the directory holding go.mod).
+// repoRoot returns the repository root.
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	require.NoError(t, err)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		require.NotEqual(t, parent, dir, "go.mod not found above the test directory")
-		dir = parent
-	}
+	return testbuild.Root(t)
 }
 
 // built returns the path of a build artifact, failing with the way out when

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vgpu-project/vgpu/internal/testbuild"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/test/simgpu"
@@ -32,26 +33,13 @@ const (
 	lineTimeout = 60 * time.Second
 )
 
-// repoRoot returns the repository root and checks that `make build` produced
-// everything these tests run.
+// repoRoot returns the repository root once `make build` made what these tests run.
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	_, file, _, ok := runtime.Caller(0)
-	require.True(t, ok, "cannot locate the test source")
-	dir := filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-	for _, a := range []string{
-		"bin/vgpud", "bin/vgpuctl", "build/libvgpu.so",
-		"build/simgpu/libcuda.so.1", "build/simgpu/libnvidia-ml.so.1", "build/test/alloc",
-	} {
-		if _, err := os.Stat(filepath.Join(dir, a)); err != nil {
-			t.Fatalf("%s is missing: run `make build` in %s first (%v)", a, dir, err)
-		}
-	}
-	if _, err := os.Stat("/run/vgpu/slice"); err == nil {
-		t.Fatalf("/run/vgpu/slice exists on this machine: libvgpu would use it instead of " +
-			"VGPU_SLICE_DIR; remove it to run these tests")
-	}
-	return dir
+	root := testbuild.Root(t, "bin/vgpud", "bin/vgpuctl", "build/libvgpu.so",
+		"build/simgpu/libcuda.so.1", "build/simgpu/libnvidia-ml.so.1", "build/test/alloc")
+	testbuild.NoContainerSlice(t, "/run/vgpu/slice")
+	return root
 }
 
 // node is a simulated GPU node and a place for one vgpud's state and socket.

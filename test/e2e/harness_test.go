@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vgpu-project/vgpu/internal/testbuild"
 	"golang.org/x/sys/unix"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
@@ -39,20 +40,11 @@ const (
 	cmdTimeout = 90 * time.Second
 )
 
-// repoRoot is the repository root (from this file's location), with the
-// artifacts of `make build` the tests use checked.
+// repoRoot returns the repository root once `make build` made what these tests run.
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	_, file, _, ok := runtime.Caller(0)
-	require.True(t, ok)
-	dir := filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-	for _, a := range []string{"bin/vgpud", "bin/vgpu-runtime", "build/libvgpu.so", "build/simgpu/libcuda.so.1",
-		"build/simgpu/libnvidia-ml.so.1", "build/test/alloc", "build/test/query", "build/test/dl_tamper"} {
-		if _, err := os.Stat(filepath.Join(dir, a)); err != nil {
-			t.Fatalf("%s is missing: run `make build` in %s first (%v)", a, dir, err)
-		}
-	}
-	return dir
+	return testbuild.Root(t, "bin/vgpud", "bin/vgpu-runtime", "build/libvgpu.so", "build/simgpu/libcuda.so.1",
+		"build/simgpu/libnvidia-ml.so.1", "build/test/alloc", "build/test/query", "build/test/dl_tamper")
 }
 
 // requireHost fails unless this machine can run the end-to-end tests: root,

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vgpu-project/vgpu/internal/testbuild"
 
 	"github.com/vgpu-project/vgpu/enforcer"
 	"github.com/vgpu-project/vgpu/test/simgpu"
@@ -33,37 +34,17 @@ const (
 	lineTimeout = 60 * time.Second
 )
 
-// root returns the repository root, found from this file's location (the tests
-// may run from any working directory), and checks that `make build` produced
-// everything the tests run.
+// root returns the repository root once `make build` made everything the
+// tests run.
 func root(t *testing.T) string {
 	t.Helper()
-	_, file, _, ok := runtime.Caller(0)
-	require.True(t, ok, "cannot locate the test source")
-	dir := filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-	for _, a := range []string{
-		"build/libvgpu.so",
-		"build/simgpu/libcuda.so.1",
-		"build/simgpu/libnvidia-ml.so.1",
-		"build/test/alloc",
-		"build/test/dl_alloc",
-		"build/test/hammer",
-		"build/test/forker",
-		"build/test/query",
-		"build/test/badfree",
-		"build/test/execer",
-		"build/test/dlsym_handles",
-	} {
-		if _, err := os.Stat(filepath.Join(dir, a)); err != nil {
-			t.Fatalf("%s is missing: run `make build` in %s first (%v)", a, dir, err)
-		}
-	}
+	dir := testbuild.Root(t, "build/libvgpu.so", "build/simgpu/libcuda.so.1",
+		"build/simgpu/libnvidia-ml.so.1", "build/test/alloc", "build/test/dl_alloc", "build/test/hammer",
+		"build/test/forker", "build/test/query", "build/test/badfree", "build/test/execer",
+		"build/test/dlsym_handles")
 	// libvgpu prefers the container path; on a machine where it exists the
 	// bare-metal behaviour these tests check cannot be reached.
-	if _, err := os.Stat("/run/vgpu/slice"); err == nil {
-		t.Fatalf("/run/vgpu/slice exists on this machine: libvgpu would use it instead of " +
-			"VGPU_SLICE_DIR; remove it to run these tests")
-	}
+	testbuild.NoContainerSlice(t, enforcer.ContainerSliceDir)
 	return dir
 }
 

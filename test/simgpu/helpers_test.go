@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vgpu-project/vgpu/internal/testbuild"
 )
 
 // The C side of the simulator and its test programs, built by the Makefile.
@@ -36,19 +38,10 @@ var (
 	buildOut  string
 )
 
-// repoRoot is the module root (the directory holding go.mod).
+// repoRoot returns the repository root.
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	require.NoError(t, err)
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		require.NotEqual(t, parent, dir, "go.mod not found above the test directory")
-		dir = parent
-	}
+	return testbuild.Root(t)
 }
 
 // ensureBuilt brings the simulated libraries and the sim_* programs up to date with
