@@ -435,68 +435,33 @@ static void graph_learn(CUgraphExec exec, CUgraph g)
     graph_put((uint64_t)(uintptr_t)exec, cost);
 }
 
-VGPU_EXPORT CUresult cuGraphInstantiate(CUgraphExec *exec, CUgraph g, CUgraphNode *err_node,
-                                        char *log, size_t log_size)
-{
-    vgpu_mode();
-    cuGraphInstantiate_fn real = vgpu_real.cuGraphInstantiate;
-    if (VGPU_UNLIKELY(!real))
-        return CUDA_ERROR_NOT_FOUND;
-    CUresult r = real(exec, g, err_node, log, log_size);
-    if (r == CUDA_SUCCESS && exec)
-        graph_learn(*exec, g);
-    return r;
-}
+/* Every instantiation entry point (each a distinct driver ABI symbol) calls the
+ * driver, then learns the cost of the executable graph it made. */
+#define INSTANTIATE_HOOK(name, params, args)                                       \
+    VGPU_EXPORT CUresult name params                                               \
+    {                                                                              \
+        vgpu_mode();                                                               \
+        name##_fn real = vgpu_real.name;                                           \
+        if (VGPU_UNLIKELY(!real))                                                  \
+            return CUDA_ERROR_NOT_FOUND;                                           \
+        CUresult r = real args;                                                    \
+        if (r == CUDA_SUCCESS && exec)                                             \
+            graph_learn(*exec, g);                                                 \
+        return r;                                                                  \
+    }
 
-VGPU_EXPORT CUresult cuGraphInstantiate_v2(CUgraphExec *exec, CUgraph g, CUgraphNode *err_node,
-                                           char *log, size_t log_size)
-{
-    vgpu_mode();
-    cuGraphInstantiate_v2_fn real = vgpu_real.cuGraphInstantiate_v2;
-    if (VGPU_UNLIKELY(!real))
-        return CUDA_ERROR_NOT_FOUND;
-    CUresult r = real(exec, g, err_node, log, log_size);
-    if (r == CUDA_SUCCESS && exec)
-        graph_learn(*exec, g);
-    return r;
-}
+#define LOG_PARAMS                                                                         \
+    (CUgraphExec *exec, CUgraph g, CUgraphNode *err_node, char *log, size_t log_size)
+#define LOG_ARGS (exec, g, err_node, log, log_size)
+#define PARAMS_PARAMS (CUgraphExec *exec, CUgraph g, void *params)
+#define PARAMS_ARGS (exec, g, params)
 
-VGPU_EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph g,
-                                                 unsigned long long flags)
-{
-    vgpu_mode();
-    cuGraphInstantiateWithFlags_fn real = vgpu_real.cuGraphInstantiateWithFlags;
-    if (VGPU_UNLIKELY(!real))
-        return CUDA_ERROR_NOT_FOUND;
-    CUresult r = real(exec, g, flags);
-    if (r == CUDA_SUCCESS && exec)
-        graph_learn(*exec, g);
-    return r;
-}
-
-VGPU_EXPORT CUresult cuGraphInstantiateWithParams(CUgraphExec *exec, CUgraph g, void *params)
-{
-    vgpu_mode();
-    cuGraphInstantiateWithParams_fn real = vgpu_real.cuGraphInstantiateWithParams;
-    if (VGPU_UNLIKELY(!real))
-        return CUDA_ERROR_NOT_FOUND;
-    CUresult r = real(exec, g, params);
-    if (r == CUDA_SUCCESS && exec)
-        graph_learn(*exec, g);
-    return r;
-}
-
-VGPU_EXPORT CUresult cuGraphInstantiateWithParams_ptsz(CUgraphExec *exec, CUgraph g, void *params)
-{
-    vgpu_mode();
-    cuGraphInstantiateWithParams_ptsz_fn real = vgpu_real.cuGraphInstantiateWithParams_ptsz;
-    if (VGPU_UNLIKELY(!real))
-        return CUDA_ERROR_NOT_FOUND;
-    CUresult r = real(exec, g, params);
-    if (r == CUDA_SUCCESS && exec)
-        graph_learn(*exec, g);
-    return r;
-}
+INSTANTIATE_HOOK(cuGraphInstantiate, LOG_PARAMS, LOG_ARGS)
+INSTANTIATE_HOOK(cuGraphInstantiate_v2, LOG_PARAMS, LOG_ARGS)
+INSTANTIATE_HOOK(cuGraphInstantiateWithFlags, (CUgraphExec *exec, CUgraph g, unsigned long long flags),
+                 (exec, g, flags))
+INSTANTIATE_HOOK(cuGraphInstantiateWithParams, PARAMS_PARAMS, PARAMS_ARGS)
+INSTANTIATE_HOOK(cuGraphInstantiateWithParams_ptsz, PARAMS_PARAMS, PARAMS_ARGS)
 
 VGPU_EXPORT CUresult cuGraphExecDestroy(CUgraphExec exec)
 {
