@@ -25,7 +25,10 @@ SIM_LDFLAGS := -shared -Wl,-Bsymbolic -Wl,--no-undefined -pthread -lrt -ldl
 
 LIBVGPU_SRC := $(wildcard libvgpu/src/*.c)
 LIBVGPU_HDR := $(wildcard libvgpu/include/*.h libvgpu/src/*.h)
-SIM_COMMON  := $(filter-out test/simgpu/cuda.c test/simgpu/nvml.c,$(wildcard test/simgpu/*.c))
+# The simulated libcuda is test/simgpu/cuda_*.c (one file per area, cuda_internal.h
+# between them); libnvidia-ml is nvml.c; both add every other .c (state, pid view).
+SIM_CUDA_SRC := $(wildcard test/simgpu/cuda_*.c)
+SIM_COMMON  := $(filter-out $(SIM_CUDA_SRC) test/simgpu/nvml.c,$(wildcard test/simgpu/*.c))
 SIM_HDR     := $(wildcard test/simgpu/*.h) libvgpu/include/vgpu_cuda.h
 
 # Test programs: test/cprog/<name>.c -> build/test/<name>. Every program links the
@@ -49,9 +52,9 @@ $(BUILD)/libvgpu.so: $(LIBVGPU_SRC) $(LIBVGPU_HDR)
 	@mkdir -p $(@D)
 	$(CC) $(LIBVGPU_CFLAGS) -o $@ $(LIBVGPU_SRC) $(LIBVGPU_LDFLAGS)
 
-$(BUILD)/simgpu/libcuda.so.1: test/simgpu/cuda.c $(SIM_COMMON) $(SIM_HDR)
+$(BUILD)/simgpu/libcuda.so.1: $(SIM_CUDA_SRC) $(SIM_COMMON) $(SIM_HDR)
 	@mkdir -p $(@D)
-	$(CC) $(SIM_CFLAGS) -o $@ test/simgpu/cuda.c $(SIM_COMMON) -Wl,-soname,libcuda.so.1 $(SIM_LDFLAGS)
+	$(CC) $(SIM_CFLAGS) -o $@ $(SIM_CUDA_SRC) $(SIM_COMMON) -Wl,-soname,libcuda.so.1 $(SIM_LDFLAGS)
 	ln -sf libcuda.so.1 $(BUILD)/simgpu/libcuda.so
 
 $(BUILD)/simgpu/libnvidia-ml.so.1: test/simgpu/nvml.c $(SIM_COMMON) $(SIM_HDR)

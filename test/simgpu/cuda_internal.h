@@ -1,0 +1,344 @@
+/*
+ * cuda_internal.h — what the files of the simulated CUDA driver share
+ * (build/simgpu/libcuda.so.1 = cuda_*.c + state.c + pidview.c).
+ *
+ * A faithful stand-in for the driver API that vgpu cares about: the node is the
+ * shared state file (state.h); the driver adds what a real driver keeps per process:
+ * contexts (thread-local current-context stack, refcounted primary contexts), the
+ * allocation table, VMM handles/reservations/mappings, stream-ordered pools, streams,
+ * modules, graphs, and the versioned cuGetProcAddress table. One file per area:
+ *
+ *   cuda_init.c      process state G, cuInit, fork/exit, device queries, error strings
+ *   cuda_context.c   primary and created contexts, the current-context stack
+ *   cuda_memory.c    the allocation table, charge/credit, cuMemAlloc*, arrays
+ *   cuda_vmm.c       cuMemCreate handles, VA reservations, mappings
+ *   cuda_pool.c      memory pools and the stream-ordered allocator
+ *   cuda_launch.c    streams, modules, kernel launches
+ *   cuda_graph.c     graphs of kernel nodes
+ *   cuda_procaddr.c  cuGetProcAddress / _v2
+ *
+ * Error codes follow the real driver: CUDA_ERROR_NOT_INITIALIZED before cuInit,
+ * CUDA_ERROR_INVALID_VALUE for NULL out-pointers and bad sizes,
+ * CUDA_ERROR_INVALID_CONTEXT without a current context, CUDA_ERROR_INVALID_DEVICE for
+ * bad ordinals, CUDA_ERROR_OUT_OF_MEMORY when the (whole, shared) device is full.
+ *
+ * Process-local tables are guarded by a process-local mutex (a dead process takes it
+ * with it); the node-wide state uses atomics only. The library is linked -Bsymbolic,
+ * so calls between these functions never go through an interposer (as in the real
+ * libcuda): libvgpu sees exactly what the application calls.
+ *
+ * Visibility: the library is built with -fvisibility=hidden; everything declared
+ * here is hidden (the pragma below) except the driver API, marked EXPORT.
+ *
+ * Deliberate simplifications (documented in test/simgpu/README.md):
+ *  - device nodes are opened at cuInit (a device whose node cannot be opened is not
+ *    visible; none visible -> CUDA_ERROR_NO_DEVICE) and once per context;
+ *  - the 32-bit v1 memory entry points (cuMemAlloc, cuMemFree, ...) are not provided;
+ *    cuGetProcAddress reports VERSION_NOT_SUFFICIENT for versions before 3020;
+ *  - a forked child starts uninitialized: it must call cuInit and gets its own
+ *    process slot (the parent's contexts are invalid in it).
+ */
+#ifndef VGPU_SIMGPU_CUDA_INTERNAL_H
+#define VGPU_SIMGPU_CUDA_INTERNAL_H
+
+#include "state.h"
+#include "vgpu_cuda.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#pragma GCC visibility push(hidden)
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* Codes the shared header does not name. */
+#define SIM_ERR_INVALID_PTX ((CUresult)218)
+#define SIM_ERR_OPERATING_SYSTEM ((CUresult)304)
+#define SIM_ERR_CONTEXT_IS_DESTROYED ((CUresult)709)
+#define SIM_ERR_PRIMARY_CONTEXT_ACTIVE ((CUresult)708)
+
+#define CU_STREAM_LEGACY_H ((CUstream)0x1)
+#define CU_STREAM_PER_THREAD_H ((CUstream)0x2)
+
+#define MiB (1024ull * 1024ull)
+#define VMM_GRANULARITY (2 * MiB)
+#define DRIVER_VERSION 12040
+#define CTX_STACK_MAX 64
+#define MAX_BLOCKS_PER_SM 32
+
+#define CTX_MAGIC 0x43545831u
+#define POOL_MAGIC 0x504f4f4cu
+#define ARRAY_MAGIC 0x41525231u
+
+/* ------------------------------------------------------------------ objects */
+
+struct sim_ctx {
+    uint32_t magic;
+    bool alive;
+    bool primary;
+    unsigned epoch;
+    int ord;       /* CUDA ordinal */
+    int dev;       /* index in the state file */
+    int fd;        /* the device node, open while the context lives */
+    unsigned flags;
+    unsigned refcount; /* primary contexts only */
+    _Atomic uint64_t last_end; /* end of the latest work queued in this context */
+    _Atomic uint64_t null_end; /* the legacy NULL stream */
+    struct sim_ctx *next;
+};
+
+struct sim_pool {
+    uint32_t magic;
+    bool alive;
+    bool is_default;
+    unsigned epoch;
+    int ord, dev;
+    uint64_t reserved, used, reserved_high, used_high, threshold;
+    int reuse[3];
+    struct sim_pool *next;
+};
+
+struct sim_vmem; /* a cuMemCreate handle (cuda_vmm.c) */
+
+struct sim_resv {
+    uint64_t base, size;
+    struct sim_resv *next;
+};
+
+struct sim_vmap {
+    uint64_t ptr, size;
+    struct sim_vmem *mem;
+    struct sim_vmap *next;
+};
+
+enum alloc_kind { AK_MEM = 1, AK_PITCH, AK_MANAGED, AK_POOL, AK_ARRAY };
+
+struct sim_alloc {
+    uint64_t ptr;      /* device address, or the CUarray handle for arrays */
+    uint64_t size;     /* bytes the caller owns (address range) */
+    uint64_t charged;  /* bytes charged to the device by this entry (0 for pool memory) */
+    int dev;
+    int kind;
+    struct sim_ctx *ctx;
+    struct sim_pool *pool;
+    struct sim_alloc *next;
+};
+
+#define AT_BITS 16
+#define AT_SIZE (1u << AT_BITS)
+
+/* Everything this process knows; reset in a forked child. */
+struct sim_proc_state {
+    pthread_mutex_t lock;
+    _Atomic int inited;
+    CUresult init_err;
+    bool said_why;
+    struct sim_state *st;
+    int slot;
+    int pid;
+    unsigned epoch;
+    int ndev;
+    int ord2dev[SIM_MAX_DEVICES];
+    struct sim_ctx primary[SIM_MAX_DEVICES];
+    struct sim_ctx *ctxs;
+    struct sim_pool default_pool[SIM_MAX_DEVICES];
+    struct sim_pool *cur_pool[SIM_MAX_DEVICES];
+    struct sim_pool *pools;
+    struct sim_resv *resv;
+    struct sim_vmap *vmaps;
+    _Atomic uint64_t resv_cursor;
+    struct sim_alloc *at[AT_SIZE];
+};
+
+/* Defined in cuda_init.c. */
+extern struct sim_proc_state G;
+extern __thread struct sim_ctx *t_stack[CTX_STACK_MAX]; /* the current-context stack */
+extern __thread int t_depth;
+extern __thread _Atomic uint64_t t_ptds_end; /* the per-thread default stream */
+
+/* ------------------------------------------------------------------ helpers */
+
+static inline uint64_t round_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+static inline void atomic_max_u64(_Atomic uint64_t *p, uint64_t v)
+{
+    uint64_t cur = atomic_load(p);
+    while (cur < v && !atomic_compare_exchange_weak(p, &cur, v)) {
+    }
+}
+
+static inline bool ready(void) { return atomic_load_explicit(&G.inited, memory_order_acquire) != 0; }
+
+#define CHECK_INIT()                          \
+    do {                                      \
+        if (!ready())                         \
+            return CUDA_ERROR_NOT_INITIALIZED; \
+    } while (0)
+
+static inline bool ctx_live(const struct sim_ctx *c)
+{
+    return c != NULL && c->magic == CTX_MAGIC && c->alive && c->epoch == G.epoch;
+}
+
+static inline struct sim_ctx *cur_ctx(void) { return t_depth > 0 ? t_stack[t_depth - 1] : NULL; }
+
+static inline CUresult need_ctx(struct sim_ctx **out)
+{
+    struct sim_ctx *c = cur_ctx();
+    if (!ctx_live(c))
+        return CUDA_ERROR_INVALID_CONTEXT;
+    *out = c;
+    return CUDA_SUCCESS;
+}
+
+static inline bool ord_ok(CUdevice d) { return d >= 0 && d < G.ndev; }
+
+/* ------------------------------------------------------------------ shared internals */
+
+/* cuda_init.c */
+void node_path(char *out, size_t n, int dev);
+
+/* cuda_memory.c (the allocation table; lock held unless noted) */
+CUresult charge(int dev, uint64_t bytes);
+void credit(int dev, uint64_t bytes);
+struct sim_alloc *at_find(uint64_t p, bool unlink);
+CUresult alloc_new(uint64_t ptr, uint64_t size, uint64_t charged, int dev, int kind,
+                   struct sim_ctx *ctx, struct sim_pool *pool);
+void alloc_drop(struct sim_alloc *a);
+
+/* cuda_pool.c */
+void pool_release_alloc(struct sim_alloc *a);
+void pools_sync_trim(int dev);
+
+/* cuda_launch.c */
+CUresult resolve_stream(CUstream h, bool ptsz, struct sim_ctx **pc, _Atomic uint64_t **pend);
+bool func_ok(CUfunction hf);
+CUresult check_dims(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                    unsigned shmem);
+CUresult launch_blocks(CUstream h, bool ptsz, uint64_t blocks, bool cooperative);
+
+#pragma GCC visibility pop
+
+/* ------------------------------------------------------------------ the driver API (exported) */
+
+/* cuda_init.c */
+EXPORT CUresult cuInit(unsigned int flags);
+EXPORT CUresult cuDriverGetVersion(int *v);
+EXPORT CUresult cuDeviceGetCount(int *count);
+EXPORT CUresult cuDeviceGet(CUdevice *dev, int ordinal);
+EXPORT CUresult cuDeviceGetName(char *name, int len, CUdevice d);
+EXPORT CUresult cuDeviceGetUuid(CUuuid *uuid, CUdevice d);
+EXPORT CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice d);
+EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice d);
+EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevice d);
+EXPORT CUresult cuDeviceComputeCapability(int *major, int *minor, CUdevice d);
+EXPORT CUresult cuDeviceGetPCIBusId(char *pciBusId, int len, CUdevice d);
+EXPORT CUresult cuDeviceGetByPCIBusId(CUdevice *dev, const char *pciBusId);
+EXPORT CUresult cuGetErrorString(CUresult error, const char **pStr);
+EXPORT CUresult cuGetErrorName(CUresult error, const char **pStr);
+
+/* cuda_context.c */
+EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice d);
+EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice d);
+EXPORT CUresult cuDevicePrimaryCtxRelease(CUdevice d);
+EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice d);
+EXPORT CUresult cuDevicePrimaryCtxReset(CUdevice d);
+EXPORT CUresult cuDevicePrimaryCtxGetState(CUdevice d, unsigned int *flags, int *active);
+EXPORT CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice d, unsigned int flags);
+EXPORT CUresult cuDevicePrimaryCtxSetFlags(CUdevice d, unsigned int flags);
+EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice d);
+EXPORT CUresult cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice d);
+EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, void *paramsArray, int numParams, unsigned int flags, CUdevice d);
+EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx);
+EXPORT CUresult cuCtxDestroy(CUcontext ctx);
+EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx);
+EXPORT CUresult cuCtxSetCurrent(CUcontext ctx);
+EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx);
+EXPORT CUresult cuCtxPushCurrent(CUcontext ctx);
+EXPORT CUresult cuCtxPopCurrent_v2(CUcontext *pctx);
+EXPORT CUresult cuCtxPopCurrent(CUcontext *pctx);
+EXPORT CUresult cuCtxGetDevice(CUdevice *dev);
+EXPORT CUresult cuCtxSynchronize(void);
+
+/* cuda_memory.c */
+EXPORT CUresult cuMemGetInfo_v2(size_t *free_b, size_t *total_b);
+EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize);
+EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t width, size_t height, unsigned int elementSize);
+EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned int flags);
+EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr);
+EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdeviceptr dptr);
+EXPORT CUresult cuArrayCreate_v2(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR *desc);
+EXPORT CUresult cuArrayDestroy(CUarray h);
+
+/* cuda_vmm.c */
+EXPORT CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop, int option);
+EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size, const CUmemAllocationProp *prop, unsigned long long flags);
+EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle h);
+EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment, CUdeviceptr addr, unsigned long long flags);
+EXPORT CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size);
+EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle h, unsigned long long flags);
+EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size);
+EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc, size_t count);
+
+/* cuda_pool.c */
+EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t size, CUstream h);
+EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t size, CUstream h);
+EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream h);
+EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream h);
+EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream h);
+EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream h);
+EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice d);
+EXPORT CUresult cuDeviceGetMemPool(CUmemoryPool *pool, CUdevice d);
+EXPORT CUresult cuDeviceSetMemPool(CUdevice d, CUmemoryPool pool);
+EXPORT CUresult cuMemPoolCreate(CUmemoryPool *pool, const CUmemPoolProps *props);
+EXPORT CUresult cuMemPoolDestroy(CUmemoryPool pool);
+EXPORT CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t minBytesToKeep);
+EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value);
+EXPORT CUresult cuMemPoolGetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value);
+
+/* cuda_launch.c */
+EXPORT CUresult cuStreamCreate(CUstream *ph, unsigned int flags);
+EXPORT CUresult cuStreamCreateWithPriority(CUstream *ph, unsigned int flags, int priority);
+EXPORT CUresult cuStreamDestroy_v2(CUstream h);
+EXPORT CUresult cuStreamDestroy(CUstream h);
+EXPORT CUresult cuStreamSynchronize(CUstream h);
+EXPORT CUresult cuStreamSynchronize_ptsz(CUstream h);
+EXPORT CUresult cuStreamQuery(CUstream h);
+EXPORT CUresult cuStreamQuery_ptsz(CUstream h);
+EXPORT CUresult cuModuleLoadData(CUmodule *module, const void *image);
+EXPORT CUresult cuModuleUnload(CUmodule hmod);
+EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name);
+EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, CUstream h, void **params, void **extra);
+EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, CUstream h, void **params, void **extra);
+EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, CUstream h, void **params);
+EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, CUstream h, void **params);
+EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra);
+EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra);
+
+/* cuda_graph.c */
+EXPORT CUresult cuGraphCreate(CUgraph *ph, unsigned int flags);
+EXPORT CUresult cuGraphAddKernelNode(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps, size_t ndeps, const CUDA_KERNEL_NODE_PARAMS *p);
+EXPORT CUresult cuGraphAddKernelNode_v2(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps, size_t ndeps, const CUDA_KERNEL_NODE_PARAMS_v2 *p);
+EXPORT CUresult cuGraphGetNodes(CUgraph hg, CUgraphNode *nodes, size_t *num);
+EXPORT CUresult cuGraphNodeGetType(CUgraphNode h, int *type);
+EXPORT CUresult cuGraphKernelNodeGetParams(CUgraphNode h, CUDA_KERNEL_NODE_PARAMS *p);
+EXPORT CUresult cuGraphKernelNodeGetParams_v2(CUgraphNode h, CUDA_KERNEL_NODE_PARAMS_v2 *p);
+EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *pexec, CUgraph hg, unsigned long long flags);
+EXPORT CUresult cuGraphInstantiate(CUgraphExec *pexec, CUgraph hg, CUgraphNode *errNode, char *logBuf, size_t bufSize);
+EXPORT CUresult cuGraphInstantiate_v2(CUgraphExec *pexec, CUgraph hg, CUgraphNode *errNode, char *logBuf, size_t bufSize);
+EXPORT CUresult cuGraphLaunch(CUgraphExec he, CUstream h);
+EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec he, CUstream h);
+EXPORT CUresult cuGraphDestroy(CUgraph hg);
+EXPORT CUresult cuGraphExecDestroy(CUgraphExec he);
+
+/* cuda_procaddr.c */
+EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags);
+EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags, CUdriverProcAddressQueryResult *symbolStatus);
+
+#endif /* VGPU_SIMGPU_CUDA_INTERNAL_H */

@@ -1,0 +1,295 @@
+//go:build ignore
+
+// (The line above keeps the Go toolchain from treating this C file as part of
+// package simgpu, which lives in the same directory; gcc sees a comment.)
+
+/*
+ * cuda_launch.c — streams, modules and kernel launches (the device queue).
+ */
+#define _GNU_SOURCE
+#include "cuda_internal.h"
+
+#define STREAM_MAGIC 0x53545231u
+#define MOD_MAGIC 0x4d4f4431u
+#define FUNC_MAGIC 0x46554e31u
+
+struct sim_stream {
+    uint32_t magic;
+    bool alive;
+    unsigned epoch;
+    struct sim_ctx *ctx;
+    unsigned flags;
+    _Atomic uint64_t last_end;
+};
+
+struct sim_module {
+    uint32_t magic;
+    bool alive;
+    unsigned epoch;
+    struct sim_ctx *ctx;
+};
+
+struct sim_func {
+    uint32_t magic;
+    struct sim_module *mod;
+};
+
+/* ------------------------------------------------------------------ streams */
+
+CUresult resolve_stream(CUstream h, bool ptsz, struct sim_ctx **pc, _Atomic uint64_t **pend)
+{
+    if (h == NULL || h == CU_STREAM_LEGACY_H || h == CU_STREAM_PER_THREAD_H) {
+        struct sim_ctx *c;
+        CUresult r = need_ctx(&c);
+        if (r != CUDA_SUCCESS)
+            return r;
+        *pc = c;
+        bool per_thread = h == CU_STREAM_PER_THREAD_H || (h == NULL && ptsz);
+        *pend = per_thread ? &t_ptds_end : &c->null_end;
+        return CUDA_SUCCESS;
+    }
+    struct sim_stream *s = (struct sim_stream *)h;
+    if (s->magic != STREAM_MAGIC || !s->alive || s->epoch != G.epoch)
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (!ctx_live(s->ctx))
+        return CUDA_ERROR_INVALID_CONTEXT;
+    *pc = s->ctx;
+    *pend = &s->last_end;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuStreamCreate(CUstream *ph, unsigned int flags)
+{
+    CHECK_INIT();
+    struct sim_ctx *c;
+    CUresult r = need_ctx(&c);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (ph == NULL || flags > 1)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct sim_stream *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    s->magic = STREAM_MAGIC;
+    s->alive = true;
+    s->epoch = G.epoch;
+    s->ctx = c;
+    s->flags = flags;
+    *ph = (CUstream)s;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuStreamCreateWithPriority(CUstream *ph, unsigned int flags, int priority)
+{
+    (void)priority;
+    return cuStreamCreate(ph, flags);
+}
+
+EXPORT CUresult cuStreamDestroy_v2(CUstream h)
+{
+    CHECK_INIT();
+    struct sim_stream *s = (struct sim_stream *)h;
+    if (h == NULL || h == CU_STREAM_LEGACY_H || h == CU_STREAM_PER_THREAD_H || s->magic != STREAM_MAGIC ||
+        !s->alive || s->epoch != G.epoch)
+        return CUDA_ERROR_INVALID_HANDLE;
+    s->alive = false; /* kept allocated so a stale handle tests as invalid */
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuStreamDestroy(CUstream h) { return cuStreamDestroy_v2(h); }
+
+static CUresult stream_sync(CUstream h, bool ptsz)
+{
+    CHECK_INIT();
+    struct sim_ctx *c;
+    _Atomic uint64_t *end;
+    CUresult r = resolve_stream(h, ptsz, &c, &end);
+    if (r != CUDA_SUCCESS)
+        return r;
+    uint64_t t = atomic_load(end);
+    if (h == NULL && !ptsz) /* the legacy stream synchronizes with every blocking stream */
+        t = atomic_load(&c->last_end);
+    if (t > sim_now_ns())
+        sim_sleep_until(t);
+    pthread_mutex_lock(&G.lock);
+    pools_sync_trim(c->dev);
+    pthread_mutex_unlock(&G.lock);
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuStreamSynchronize(CUstream h) { return stream_sync(h, false); }
+EXPORT CUresult cuStreamSynchronize_ptsz(CUstream h) { return stream_sync(h, true); }
+
+static CUresult stream_query(CUstream h, bool ptsz)
+{
+    CHECK_INIT();
+    struct sim_ctx *c;
+    _Atomic uint64_t *end;
+    CUresult r = resolve_stream(h, ptsz, &c, &end);
+    if (r != CUDA_SUCCESS)
+        return r;
+    return atomic_load(end) > sim_now_ns() ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuStreamQuery(CUstream h) { return stream_query(h, false); }
+EXPORT CUresult cuStreamQuery_ptsz(CUstream h) { return stream_query(h, true); }
+
+/* ------------------------------------------------------------------ modules */
+
+EXPORT CUresult cuModuleLoadData(CUmodule *module, const void *image)
+{
+    CHECK_INIT();
+    struct sim_ctx *c;
+    CUresult r = need_ctx(&c);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (module == NULL || image == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct sim_module *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    m->magic = MOD_MAGIC;
+    m->alive = true;
+    m->epoch = G.epoch;
+    m->ctx = c;
+    *module = (CUmodule)m;
+    return CUDA_SUCCESS;
+}
+
+static bool module_ok(const struct sim_module *m)
+{
+    return m != NULL && m->magic == MOD_MAGIC && m->alive && m->epoch == G.epoch;
+}
+
+EXPORT CUresult cuModuleUnload(CUmodule hmod)
+{
+    CHECK_INIT();
+    struct sim_module *m = (struct sim_module *)hmod;
+    if (!module_ok(m))
+        return CUDA_ERROR_INVALID_HANDLE;
+    m->alive = false;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name)
+{
+    CHECK_INIT();
+    if (hfunc == NULL || name == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct sim_module *m = (struct sim_module *)hmod;
+    if (!module_ok(m))
+        return CUDA_ERROR_INVALID_HANDLE;
+    struct sim_func *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    f->magic = FUNC_MAGIC;
+    f->mod = m;
+    *hfunc = (CUfunction)f;
+    return CUDA_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ launches */
+
+bool func_ok(CUfunction hf)
+{
+    const struct sim_func *f = (const struct sim_func *)hf;
+    return f != NULL && f->magic == FUNC_MAGIC && module_ok(f->mod);
+}
+
+CUresult check_dims(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                           unsigned shmem)
+{
+    if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (gx > 2147483647u || gy > 65535 || gz > 65535 || bx > 1024 || by > 1024 || bz > 64 ||
+        (uint64_t)bx * by * bz > 1024)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (shmem > 232448)
+        return CUDA_ERROR_INVALID_VALUE;
+    return CUDA_SUCCESS;
+}
+
+/* Occupies the device queue for `blocks` blocks on the given stream. */
+CUresult launch_blocks(CUstream h, bool ptsz, uint64_t blocks, bool cooperative)
+{
+    struct sim_ctx *c;
+    _Atomic uint64_t *send;
+    CUresult r = resolve_stream(h, ptsz, &c, &send);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (cooperative && blocks > (uint64_t)G.st->hdr.dev[c->dev].sms * MAX_BLOCKS_PER_SM)
+        return CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE;
+    uint64_t dur = sim_launch_duration(G.st, c->dev, blocks);
+    uint64_t end = sim_queue_launch(G.st, G.slot, c->dev, dur);
+    atomic_max_u64(send, end);
+    atomic_max_u64(&c->last_end, end);
+    return CUDA_SUCCESS;
+}
+
+static CUresult launch_kernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                              unsigned bz, unsigned shmem, CUstream h, void **params, void **extra, bool ptsz,
+                              bool coop)
+{
+    CHECK_INIT();
+    if (!func_ok(f))
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (params != NULL && extra != NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUresult r = check_dims(gx, gy, gz, bx, by, bz, shmem);
+    if (r != CUDA_SUCCESS)
+        return r;
+    return launch_blocks(h, ptsz, (uint64_t)gx * gy * gz, coop);
+}
+
+EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+                               unsigned int by, unsigned int bz, unsigned int shmem, CUstream h, void **params,
+                               void **extra)
+{
+    return launch_kernel(f, gx, gy, gz, bx, by, bz, shmem, h, params, extra, false, false);
+}
+
+EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+                                    unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem,
+                                    CUstream h, void **params, void **extra)
+{
+    return launch_kernel(f, gx, gy, gz, bx, by, bz, shmem, h, params, extra, true, false);
+}
+
+EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+                                          unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem,
+                                          CUstream h, void **params)
+{
+    return launch_kernel(f, gx, gy, gz, bx, by, bz, shmem, h, params, NULL, false, true);
+}
+
+EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+                                               unsigned int bx, unsigned int by, unsigned int bz,
+                                               unsigned int shmem, CUstream h, void **params)
+{
+    return launch_kernel(f, gx, gy, gz, bx, by, bz, shmem, h, params, NULL, true, true);
+}
+
+#define CU_LAUNCH_ATTRIBUTE_COOPERATIVE 2
+
+static CUresult launch_ex(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra, bool ptsz)
+{
+    CHECK_INIT();
+    if (cfg == NULL || (cfg->numAttrs > 0 && cfg->attrs == NULL))
+        return CUDA_ERROR_INVALID_VALUE;
+    bool coop = false;
+    for (unsigned i = 0; i < cfg->numAttrs; i++)
+        if (cfg->attrs[i].id == CU_LAUNCH_ATTRIBUTE_COOPERATIVE && *(const int *)cfg->attrs[i].value.pad != 0)
+            coop = true;
+    return launch_kernel(f, cfg->gridDimX, cfg->gridDimY, cfg->gridDimZ, cfg->blockDimX, cfg->blockDimY,
+                         cfg->blockDimZ, cfg->sharedMemBytes, cfg->hStream, params, extra, ptsz, coop);
+}
+
+EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra)
+{
+    return launch_ex(cfg, f, params, extra, false);
+}
+
+EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra)
+{
+    return launch_ex(cfg, f, params, extra, true);
+}

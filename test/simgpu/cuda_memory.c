@@ -1,0 +1,288 @@
+//go:build ignore
+
+// (The line above keeps the Go toolchain from treating this C file as part of
+// package simgpu, which lives in the same directory; gcc sees a comment.)
+
+/*
+ * cuda_memory.c — the allocation table, device charges, cuMemAlloc and friends,
+ * cuMemGetInfo and CUDA arrays.
+ */
+#define _GNU_SOURCE
+#include "cuda_internal.h"
+
+/* ------------------------------------------------------------------ allocation table */
+
+static inline unsigned at_hash(uint64_t p) { return (unsigned)((p >> 9) * 0x9E3779B97F4A7C15ull >> (64 - AT_BITS)); }
+
+static void at_insert(struct sim_alloc *a)
+{
+    unsigned h = at_hash(a->ptr);
+    a->next = G.at[h];
+    G.at[h] = a;
+}
+
+struct sim_alloc *at_find(uint64_t p, bool unlink)
+{
+    unsigned h = at_hash(p);
+    for (struct sim_alloc **pp = &G.at[h]; *pp != NULL; pp = &(*pp)->next) {
+        if ((*pp)->ptr == p) {
+            struct sim_alloc *a = *pp;
+            if (unlink)
+                *pp = a->next;
+            return a;
+        }
+    }
+    return NULL;
+}
+
+static struct sim_alloc *at_containing(uint64_t p)
+{
+    for (unsigned h = 0; h < AT_SIZE; h++)
+        for (struct sim_alloc *a = G.at[h]; a != NULL; a = a->next)
+            if (a->kind != AK_ARRAY && p >= a->ptr && p < a->ptr + a->size)
+                return a;
+    return NULL;
+}
+
+CUresult charge(int dev, uint64_t bytes)
+{
+    if (bytes == 0)
+        return CUDA_SUCCESS;
+    return sim_charge(G.st, G.slot, dev, bytes) == 0 ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+
+void credit(int dev, uint64_t bytes) { sim_credit(G.st, G.slot, dev, bytes); }
+
+/* Frees an entry already unlinked from the table (lock held). */
+void alloc_drop(struct sim_alloc *a)
+{
+    if (a->kind == AK_POOL)
+        pool_release_alloc(a);
+    else
+        credit(a->dev, a->charged);
+    free(a);
+}
+
+CUresult alloc_new(uint64_t ptr, uint64_t size, uint64_t charged, int dev, int kind,
+                          struct sim_ctx *ctx, struct sim_pool *pool)
+{
+    struct sim_alloc *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    a->ptr = ptr;
+    a->size = size;
+    a->charged = charged;
+    a->dev = dev;
+    a->kind = kind;
+    a->ctx = ctx;
+    a->pool = pool;
+    at_insert(a);
+    return CUDA_SUCCESS;
+}
+
+/* Charges `charged` bytes on the context's device and records an allocation. */
+static CUresult device_alloc(struct sim_ctx *c, uint64_t size, uint64_t charged, int kind, CUdeviceptr *out)
+{
+    pthread_mutex_lock(&G.lock);
+    CUresult r = charge(c->dev, charged);
+    if (r == CUDA_SUCCESS) {
+        uint64_t p = sim_va_alloc(G.st, c->dev, size, size >= VMM_GRANULARITY ? VMM_GRANULARITY : 512);
+        r = alloc_new(p, size, charged, c->dev, kind, c, NULL);
+        if (r == CUDA_SUCCESS)
+            *out = p;
+        else
+            credit(c->dev, charged);
+    }
+    pthread_mutex_unlock(&G.lock);
+    return r;
+}
+
+/* ------------------------------------------------------------------ memory */
+
+EXPORT CUresult cuMemGetInfo_v2(size_t *free_b, size_t *total_b)
+{
+    CHECK_INIT();
+    struct sim_ctx *c;
+    CUresult r = need_ctx(&c);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (free_b == NULL || total_b == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t total = G.st->hdr.dev[c->dev].total_mem;
+    uint64_t used = atomic_load(&G.st->dev[c->dev].used);
+    *total_b = total;
+    *free_b = used >= total ? 0 : total - used;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize)
+{
+    CHECK_INIT();
+    struct sim_ctx *c;
+    CUresult r = need_ctx(&c);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (dptr == NULL || bytesize == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    return device_alloc(c, bytesize, bytesize, AK_MEM, dptr);
+}
+
+EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t width, size_t height,
+                                   unsigned int elementSize)
+{
+    CHECK_INIT();
+    struct sim_ctx *c;
+    CUresult r = need_ctx(&c);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (dptr == NULL || pPitch == NULL || width == 0 || height == 0 ||
+        (elementSize != 4 && elementSize != 8 && elementSize != 16))
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t pitch = round_up(width, 512);
+    if (height > UINT64_MAX / pitch)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    uint64_t size = pitch * height;
+    r = device_alloc(c, size, size, AK_PITCH, dptr);
+    if (r == CUDA_SUCCESS)
+        *pPitch = pitch;
+    return r;
+}
+
+EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned int flags)
+{
+    CHECK_INIT();
+    struct sim_ctx *c;
+    CUresult r = need_ctx(&c);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (dptr == NULL || bytesize == 0 || (flags != CU_MEM_ATTACH_GLOBAL && flags != CU_MEM_ATTACH_HOST))
+        return CUDA_ERROR_INVALID_VALUE;
+    /* Managed memory counts as device memory of the current context's device. */
+    return device_alloc(c, bytesize, bytesize, AK_MANAGED, dptr);
+}
+
+EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr)
+{
+    CHECK_INIT();
+    struct sim_ctx *c;
+    CUresult r = need_ctx(&c);
+    if (r != CUDA_SUCCESS)
+        return r;
+    pthread_mutex_lock(&G.lock);
+    struct sim_alloc *a = at_find(dptr, false);
+    if (a == NULL || a->kind == AK_ARRAY) {
+        r = CUDA_ERROR_INVALID_VALUE;
+    } else {
+        at_find(dptr, true);
+        alloc_drop(a);
+    }
+    pthread_mutex_unlock(&G.lock);
+    return r;
+}
+
+EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdeviceptr dptr)
+{
+    CHECK_INIT();
+    struct sim_ctx *c;
+    CUresult r = need_ctx(&c);
+    if (r != CUDA_SUCCESS)
+        return r;
+    pthread_mutex_lock(&G.lock);
+    uint64_t base = 0, size = 0;
+    struct sim_alloc *a = at_find(dptr, false);
+    if (a == NULL || a->kind == AK_ARRAY)
+        a = at_containing(dptr);
+    if (a != NULL) {
+        base = a->ptr;
+        size = a->size;
+    } else {
+        for (struct sim_vmap *m = G.vmaps; m != NULL; m = m->next) {
+            if (dptr >= m->ptr && dptr < m->ptr + m->size) {
+                base = m->ptr;
+                size = m->size;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&G.lock);
+    if (size == 0)
+        return CUDA_ERROR_NOT_FOUND;
+    if (pbase != NULL)
+        *pbase = base;
+    if (psize != NULL)
+        *psize = size;
+    return CUDA_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ arrays */
+
+static int format_bytes(CUarray_format f)
+{
+    switch (f) {
+    case CU_AD_FORMAT_UNSIGNED_INT8:
+    case CU_AD_FORMAT_SIGNED_INT8:
+        return 1;
+    case CU_AD_FORMAT_UNSIGNED_INT16:
+    case CU_AD_FORMAT_SIGNED_INT16:
+    case CU_AD_FORMAT_HALF:
+        return 2;
+    case CU_AD_FORMAT_UNSIGNED_INT32:
+    case CU_AD_FORMAT_SIGNED_INT32:
+    case CU_AD_FORMAT_FLOAT:
+        return 4;
+    }
+    return 0;
+}
+
+EXPORT CUresult cuArrayCreate_v2(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR *desc)
+{
+    CHECK_INIT();
+    struct sim_ctx *c;
+    CUresult r = need_ctx(&c);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (pHandle == NULL || desc == NULL || desc->Width == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    int bpe = format_bytes(desc->Format);
+    unsigned nc = desc->NumChannels;
+    if (bpe == 0 || (nc != 1 && nc != 2 && nc != 4))
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t row = round_up((uint64_t)desc->Width * (uint64_t)bpe * nc, 512);
+    uint64_t h = desc->Height > 0 ? desc->Height : 1;
+    uint64_t size = row * h;
+    uint32_t *handle = malloc(64); /* opaque handle; the first word marks it */
+    if (handle == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    handle[0] = ARRAY_MAGIC;
+    pthread_mutex_lock(&G.lock);
+    r = charge(c->dev, size);
+    if (r == CUDA_SUCCESS) {
+        r = alloc_new((uint64_t)(uintptr_t)handle, size, size, c->dev, AK_ARRAY, c, NULL);
+        if (r != CUDA_SUCCESS)
+            credit(c->dev, size);
+    }
+    pthread_mutex_unlock(&G.lock);
+    if (r != CUDA_SUCCESS) {
+        free(handle);
+        return r;
+    }
+    *pHandle = (CUarray)handle;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuArrayDestroy(CUarray h)
+{
+    CHECK_INIT();
+    pthread_mutex_lock(&G.lock);
+    struct sim_alloc *a = at_find((uint64_t)(uintptr_t)h, false);
+    CUresult r = CUDA_SUCCESS;
+    if (a == NULL || a->kind != AK_ARRAY) {
+        r = CUDA_ERROR_INVALID_HANDLE;
+    } else {
+        at_find(a->ptr, true);
+        alloc_drop(a);
+        /* the handle memory itself is kept: a stale handle must stay harmless */
+    }
+    pthread_mutex_unlock(&G.lock);
+    return r;
+}

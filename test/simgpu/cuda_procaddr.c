@@ -1,0 +1,171 @@
+//go:build ignore
+
+// (The line above keeps the Go toolchain from treating this C file as part of
+// package simgpu, which lives in the same directory; gcc sees a comment.)
+
+/*
+ * cuda_procaddr.c — cuGetProcAddress / _v2: base names resolved by version from one
+ * table.
+ */
+#define _GNU_SOURCE
+#include "cuda_internal.h"
+
+/* One row per (base name, variant): the variant a caller asking for `name` at
+ * cudaVersion >= since gets, the newest qualifying row winning; per_thread rows are
+ * the _ptsz/_ptds variants chosen by CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM. */
+struct proc_ent {
+    const char *name;
+    const char *variant;
+    int since;
+    bool per_thread;
+    void *fn;
+};
+
+#define PE(n, v, s, f) {n, v, s, false, (void *)(f)}
+#define PT(n, v, s, f) {n, v, s, true, (void *)(f)}
+
+static const struct proc_ent k_procs[] = {
+    PE("cuGetErrorString", "cuGetErrorString", 6000, cuGetErrorString),
+    PE("cuGetErrorName", "cuGetErrorName", 6000, cuGetErrorName),
+    PE("cuInit", "cuInit", 2000, cuInit),
+    PE("cuDriverGetVersion", "cuDriverGetVersion", 2020, cuDriverGetVersion),
+    PE("cuDeviceGet", "cuDeviceGet", 2000, cuDeviceGet),
+    PE("cuDeviceGetCount", "cuDeviceGetCount", 2000, cuDeviceGetCount),
+    PE("cuDeviceGetName", "cuDeviceGetName", 2000, cuDeviceGetName),
+    PE("cuDeviceGetUuid", "cuDeviceGetUuid", 9020, cuDeviceGetUuid),
+    PE("cuDeviceGetUuid", "cuDeviceGetUuid_v2", 11040, cuDeviceGetUuid_v2),
+    PE("cuDeviceTotalMem", "cuDeviceTotalMem_v2", 3020, cuDeviceTotalMem_v2),
+    PE("cuDeviceGetAttribute", "cuDeviceGetAttribute", 2000, cuDeviceGetAttribute),
+    PE("cuDeviceComputeCapability", "cuDeviceComputeCapability", 2000, cuDeviceComputeCapability),
+    PE("cuDeviceGetPCIBusId", "cuDeviceGetPCIBusId", 4010, cuDeviceGetPCIBusId),
+    PE("cuDeviceGetByPCIBusId", "cuDeviceGetByPCIBusId", 4010, cuDeviceGetByPCIBusId),
+    PE("cuDevicePrimaryCtxRetain", "cuDevicePrimaryCtxRetain", 7000, cuDevicePrimaryCtxRetain),
+    PE("cuDevicePrimaryCtxRelease", "cuDevicePrimaryCtxRelease", 7000, cuDevicePrimaryCtxRelease),
+    PE("cuDevicePrimaryCtxRelease", "cuDevicePrimaryCtxRelease_v2", 11000, cuDevicePrimaryCtxRelease_v2),
+    PE("cuDevicePrimaryCtxReset", "cuDevicePrimaryCtxReset", 7000, cuDevicePrimaryCtxReset),
+    PE("cuDevicePrimaryCtxReset", "cuDevicePrimaryCtxReset_v2", 11000, cuDevicePrimaryCtxReset_v2),
+    PE("cuDevicePrimaryCtxSetFlags", "cuDevicePrimaryCtxSetFlags", 7000, cuDevicePrimaryCtxSetFlags),
+    PE("cuDevicePrimaryCtxSetFlags", "cuDevicePrimaryCtxSetFlags_v2", 11000, cuDevicePrimaryCtxSetFlags_v2),
+    PE("cuDevicePrimaryCtxGetState", "cuDevicePrimaryCtxGetState", 7000, cuDevicePrimaryCtxGetState),
+    PE("cuCtxCreate", "cuCtxCreate", 2000, cuCtxCreate),
+    PE("cuCtxCreate", "cuCtxCreate_v2", 3020, cuCtxCreate_v2),
+    PE("cuCtxCreate", "cuCtxCreate_v3", 11040, cuCtxCreate_v3),
+    PE("cuCtxDestroy", "cuCtxDestroy", 2000, cuCtxDestroy),
+    PE("cuCtxDestroy", "cuCtxDestroy_v2", 4000, cuCtxDestroy_v2),
+    PE("cuCtxPushCurrent", "cuCtxPushCurrent", 2000, cuCtxPushCurrent),
+    PE("cuCtxPushCurrent", "cuCtxPushCurrent_v2", 4000, cuCtxPushCurrent_v2),
+    PE("cuCtxPopCurrent", "cuCtxPopCurrent", 2000, cuCtxPopCurrent),
+    PE("cuCtxPopCurrent", "cuCtxPopCurrent_v2", 4000, cuCtxPopCurrent_v2),
+    PE("cuCtxGetCurrent", "cuCtxGetCurrent", 4000, cuCtxGetCurrent),
+    PE("cuCtxSetCurrent", "cuCtxSetCurrent", 4000, cuCtxSetCurrent),
+    PE("cuCtxGetDevice", "cuCtxGetDevice", 2000, cuCtxGetDevice),
+    PE("cuCtxSynchronize", "cuCtxSynchronize", 2000, cuCtxSynchronize),
+    PE("cuMemGetInfo", "cuMemGetInfo_v2", 3020, cuMemGetInfo_v2),
+    PE("cuMemAlloc", "cuMemAlloc_v2", 3020, cuMemAlloc_v2),
+    PE("cuMemAllocPitch", "cuMemAllocPitch_v2", 3020, cuMemAllocPitch_v2),
+    PE("cuMemAllocManaged", "cuMemAllocManaged", 6000, cuMemAllocManaged),
+    PE("cuMemFree", "cuMemFree_v2", 3020, cuMemFree_v2),
+    PE("cuMemGetAddressRange", "cuMemGetAddressRange_v2", 3020, cuMemGetAddressRange_v2),
+    PE("cuArrayCreate", "cuArrayCreate_v2", 3020, cuArrayCreate_v2),
+    PE("cuArrayDestroy", "cuArrayDestroy", 2000, cuArrayDestroy),
+    PE("cuMemAddressReserve", "cuMemAddressReserve", 10020, cuMemAddressReserve),
+    PE("cuMemAddressFree", "cuMemAddressFree", 10020, cuMemAddressFree),
+    PE("cuMemCreate", "cuMemCreate", 10020, cuMemCreate),
+    PE("cuMemRelease", "cuMemRelease", 10020, cuMemRelease),
+    PE("cuMemMap", "cuMemMap", 10020, cuMemMap),
+    PE("cuMemUnmap", "cuMemUnmap", 10020, cuMemUnmap),
+    PE("cuMemSetAccess", "cuMemSetAccess", 10020, cuMemSetAccess),
+    PE("cuMemGetAllocationGranularity", "cuMemGetAllocationGranularity", 10020, cuMemGetAllocationGranularity),
+    PE("cuMemAllocAsync", "cuMemAllocAsync", 11020, cuMemAllocAsync),
+    PT("cuMemAllocAsync", "cuMemAllocAsync_ptsz", 11020, cuMemAllocAsync_ptsz),
+    PE("cuMemFreeAsync", "cuMemFreeAsync", 11020, cuMemFreeAsync),
+    PT("cuMemFreeAsync", "cuMemFreeAsync_ptsz", 11020, cuMemFreeAsync_ptsz),
+    PE("cuMemAllocFromPoolAsync", "cuMemAllocFromPoolAsync", 11020, cuMemAllocFromPoolAsync),
+    PT("cuMemAllocFromPoolAsync", "cuMemAllocFromPoolAsync_ptsz", 11020, cuMemAllocFromPoolAsync_ptsz),
+    PE("cuMemPoolCreate", "cuMemPoolCreate", 11020, cuMemPoolCreate),
+    PE("cuMemPoolDestroy", "cuMemPoolDestroy", 11020, cuMemPoolDestroy),
+    PE("cuMemPoolTrimTo", "cuMemPoolTrimTo", 11020, cuMemPoolTrimTo),
+    PE("cuMemPoolSetAttribute", "cuMemPoolSetAttribute", 11020, cuMemPoolSetAttribute),
+    PE("cuMemPoolGetAttribute", "cuMemPoolGetAttribute", 11020, cuMemPoolGetAttribute),
+    PE("cuDeviceGetDefaultMemPool", "cuDeviceGetDefaultMemPool", 11020, cuDeviceGetDefaultMemPool),
+    PE("cuDeviceGetMemPool", "cuDeviceGetMemPool", 11020, cuDeviceGetMemPool),
+    PE("cuDeviceSetMemPool", "cuDeviceSetMemPool", 11020, cuDeviceSetMemPool),
+    PE("cuStreamCreate", "cuStreamCreate", 2000, cuStreamCreate),
+    PE("cuStreamCreateWithPriority", "cuStreamCreateWithPriority", 5050, cuStreamCreateWithPriority),
+    PE("cuStreamDestroy", "cuStreamDestroy", 2000, cuStreamDestroy),
+    PE("cuStreamDestroy", "cuStreamDestroy_v2", 4000, cuStreamDestroy_v2),
+    PE("cuStreamSynchronize", "cuStreamSynchronize", 2000, cuStreamSynchronize),
+    PT("cuStreamSynchronize", "cuStreamSynchronize_ptsz", 7000, cuStreamSynchronize_ptsz),
+    PE("cuStreamQuery", "cuStreamQuery", 2000, cuStreamQuery),
+    PT("cuStreamQuery", "cuStreamQuery_ptsz", 7000, cuStreamQuery_ptsz),
+    PE("cuModuleLoadData", "cuModuleLoadData", 2000, cuModuleLoadData),
+    PE("cuModuleUnload", "cuModuleUnload", 2000, cuModuleUnload),
+    PE("cuModuleGetFunction", "cuModuleGetFunction", 2000, cuModuleGetFunction),
+    PE("cuLaunchKernel", "cuLaunchKernel", 4000, cuLaunchKernel),
+    PT("cuLaunchKernel", "cuLaunchKernel_ptsz", 7000, cuLaunchKernel_ptsz),
+    PE("cuLaunchKernelEx", "cuLaunchKernelEx", 11060, cuLaunchKernelEx),
+    PT("cuLaunchKernelEx", "cuLaunchKernelEx_ptsz", 11060, cuLaunchKernelEx_ptsz),
+    PE("cuLaunchCooperativeKernel", "cuLaunchCooperativeKernel", 9000, cuLaunchCooperativeKernel),
+    PT("cuLaunchCooperativeKernel", "cuLaunchCooperativeKernel_ptsz", 9000, cuLaunchCooperativeKernel_ptsz),
+    PE("cuGraphCreate", "cuGraphCreate", 10000, cuGraphCreate),
+    PE("cuGraphAddKernelNode", "cuGraphAddKernelNode", 10000, cuGraphAddKernelNode),
+    PE("cuGraphAddKernelNode", "cuGraphAddKernelNode_v2", 12000, cuGraphAddKernelNode_v2),
+    PE("cuGraphGetNodes", "cuGraphGetNodes", 10000, cuGraphGetNodes),
+    PE("cuGraphNodeGetType", "cuGraphNodeGetType", 10000, cuGraphNodeGetType),
+    PE("cuGraphKernelNodeGetParams", "cuGraphKernelNodeGetParams", 10000, cuGraphKernelNodeGetParams),
+    PE("cuGraphKernelNodeGetParams", "cuGraphKernelNodeGetParams_v2", 12000, cuGraphKernelNodeGetParams_v2),
+    PE("cuGraphInstantiate", "cuGraphInstantiate", 10000, cuGraphInstantiate),
+    PE("cuGraphInstantiate", "cuGraphInstantiate_v2", 11000, cuGraphInstantiate_v2),
+    PE("cuGraphInstantiate", "cuGraphInstantiateWithFlags", 12000, cuGraphInstantiateWithFlags),
+    PE("cuGraphInstantiateWithFlags", "cuGraphInstantiateWithFlags", 11040, cuGraphInstantiateWithFlags),
+    PE("cuGraphLaunch", "cuGraphLaunch", 10000, cuGraphLaunch),
+    PT("cuGraphLaunch", "cuGraphLaunch_ptsz", 10000, cuGraphLaunch_ptsz),
+    PE("cuGraphDestroy", "cuGraphDestroy", 10000, cuGraphDestroy),
+    PE("cuGraphExecDestroy", "cuGraphExecDestroy", 10000, cuGraphExecDestroy),
+    PE("cuGetProcAddress", "cuGetProcAddress", 11030, cuGetProcAddress),
+    PE("cuGetProcAddress", "cuGetProcAddress_v2", 12000, cuGetProcAddress_v2),
+};
+
+static CUresult proc_lookup(const char *symbol, void **pfn, int ver, cuuint64_t flags,
+                            CUdriverProcAddressQueryResult *status)
+{
+    if (symbol == NULL || pfn == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if ((flags & ~(cuuint64_t)(CU_GET_PROC_ADDRESS_LEGACY_STREAM | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM)) != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    bool want_pt = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) != 0;
+    const struct proc_ent *best = NULL, *best_pt = NULL;
+    bool exists = false;
+    for (size_t i = 0; i < sizeof k_procs / sizeof k_procs[0]; i++) {
+        const struct proc_ent *e = &k_procs[i];
+        if (strcmp(e->name, symbol) != 0)
+            continue;
+        exists = true;
+        if (e->since > ver)
+            continue;
+        if (e->per_thread) {
+            if (best_pt == NULL || e->since > best_pt->since)
+                best_pt = e;
+        } else if (best == NULL || e->since > best->since) {
+            best = e;
+        }
+    }
+    /* Per-thread callers get the _ptsz variant where one exists, the plain one otherwise. */
+    const struct proc_ent *hit = (want_pt && best_pt != NULL) ? best_pt : best;
+    *pfn = hit ? hit->fn : NULL;
+    if (status != NULL)
+        *status = hit ? CU_GET_PROC_ADDRESS_SUCCESS
+                      : (exists ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND);
+    return hit ? CUDA_SUCCESS : CUDA_ERROR_NOT_FOUND;
+}
+
+EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags)
+{
+    return proc_lookup(symbol, pfn, cudaVersion, flags, NULL);
+}
+
+EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags,
+                                    CUdriverProcAddressQueryResult *symbolStatus)
+{
+    return proc_lookup(symbol, pfn, cudaVersion, flags, symbolStatus);
+}
