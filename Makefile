@@ -33,8 +33,16 @@ SIM_HDR     := $(wildcard test/simgpu/*.h) libvgpu/include/vgpu_cuda.h
 
 # Test programs: test/cprog/<name>.c -> build/test/<name>. Every program links the
 # driver it is given at run time (LD_LIBRARY_PATH), so the same binaries run on the
-# simulated node and on a real GPU. Programs named dl_* use dlopen only.
-CPROG_SRC := $(wildcard test/cprog/*.c)
+# simulated node and on a real GPU. Programs named dl_* use dlopen only. Their shared
+# helpers (testutil.h) are compiled once into build/testutil/libtestutil.a, linked
+# into every program: testutil.o references no driver symbol (so dl_* link it
+# without libcuda); testutil_linked.o does, and an archive member is pulled in only
+# by a program that references it.
+CPROG_CFLAGS := -std=gnu11 -O2 -g $(CWARN) -Ilibvgpu/include -Itest/cprog
+TESTUTIL_SRC := test/cprog/testutil.c test/cprog/testutil_linked.c
+TESTUTIL_LIB := $(BUILD)/testutil/libtestutil.a
+CPROG_HDR := $(wildcard test/cprog/*.h) libvgpu/include/vgpu_cuda.h
+CPROG_SRC := $(filter-out $(TESTUTIL_SRC),$(wildcard test/cprog/*.c))
 CPROG_BIN := $(patsubst test/cprog/%.c,$(BUILD)/test/%,$(CPROG_SRC))
 
 # go-nvml's cgo header marks old NVML entry points deprecated; the warnings are noise.
@@ -64,13 +72,21 @@ $(BUILD)/simgpu/libnvidia-ml.so.1: test/simgpu/nvml.c $(SIM_COMMON) $(SIM_HDR)
 
 # Test programs link libcuda/libnvidia-ml by soname; at run time LD_LIBRARY_PATH
 # picks the simulated or the real driver.
-$(BUILD)/test/dl_%: test/cprog/dl_%.c test/cprog/testutil.h $(BUILD)/simgpu/libcuda.so.1
+$(BUILD)/testutil/%.o: test/cprog/%.c $(CPROG_HDR)
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 -O2 -g $(CWARN) -Ilibvgpu/include -Itest/cprog -o $@ $< -ldl -pthread
+	$(CC) $(CPROG_CFLAGS) -c -o $@ $<
 
-$(BUILD)/test/%: test/cprog/%.c test/cprog/testutil.h $(BUILD)/simgpu/libcuda.so.1 $(BUILD)/simgpu/libnvidia-ml.so.1
+$(TESTUTIL_LIB): $(patsubst test/cprog/%.c,$(BUILD)/testutil/%.o,$(TESTUTIL_SRC))
+	rm -f $@
+	$(AR) rcs $@ $^
+
+$(BUILD)/test/dl_%: test/cprog/dl_%.c $(CPROG_HDR) $(TESTUTIL_LIB) $(BUILD)/simgpu/libcuda.so.1
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 -O2 -g $(CWARN) -Ilibvgpu/include -Itest/cprog -o $@ $< \
+	$(CC) $(CPROG_CFLAGS) -o $@ $< $(TESTUTIL_LIB) -ldl -pthread
+
+$(BUILD)/test/%: test/cprog/%.c $(CPROG_HDR) $(TESTUTIL_LIB) $(BUILD)/simgpu/libcuda.so.1 $(BUILD)/simgpu/libnvidia-ml.so.1
+	@mkdir -p $(@D)
+	$(CC) $(CPROG_CFLAGS) -o $@ $< $(TESTUTIL_LIB) \
 		-L$(BUILD)/simgpu -l:libcuda.so.1 -l:libnvidia-ml.so.1 -ldl -pthread -lm
 
 go:

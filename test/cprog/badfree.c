@@ -11,7 +11,6 @@
  * the test can see the driver charged and the slice did not; then
  *   "RESULT bypass_free=E invalid_free=E name=..."
  */
-#define VGPU_TEST_ELF 1
 #include "testutil.h"
 
 typedef CUresult (*alloc_fn)(CUdeviceptr *, size_t);

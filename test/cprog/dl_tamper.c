@@ -17,7 +17,6 @@
  *                            BYPASSED err=E name=..., sleeps until killed (by the backstop)
  *   dl_tamper sleep          sleeps until killed
  */
-#define VGPU_TEST_ELF 1
 #include "testutil.h"
 
 #include <fcntl.h>

@@ -29,8 +29,6 @@
  * Every scenario starts with the primary context retained (phase ready) and ends
  * with phase "end" (context released unless the scenario did it).
  */
-#define VGPU_TEST_LINKED 1
-#define VGPU_TEST_WORKLOAD 1
 #include "testutil.h"
 
 static struct cuapi A;
@@ -208,7 +206,7 @@ int main(int argc, char **argv)
                 argv[0]);
         return 2;
     }
-    resolve_api(&A, path, 0);
+    resolve_api(&A, path, 0, resolve_linked);
     report_hooks(&A);
     CHECK(A.init(0));
     CUcontext primary;
