@@ -17,6 +17,7 @@ import (
 
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
@@ -81,8 +82,8 @@ func (o *DaemonOptions) validate() error {
 		return fmt.Errorf("slices %d out of range 0..100000", o.Slices)
 	case o.Slices > 0 && (o.ProcsPerSlice < 0 || o.ProcsPerSlice > 16):
 		return fmt.Errorf("processes per slice %d out of range 0..16", o.ProcsPerSlice)
-	case o.SlotsPerSlice < 0 || o.SlotsPerSlice > enforcer.MaxSlots || (o.Slices > 0 && o.SlotsPerSlice != 0 && o.SlotsPerSlice < o.ProcsPerSlice):
-		return fmt.Errorf("slots per slice %d: must hold the processes and be at most %d", o.SlotsPerSlice, enforcer.MaxSlots)
+	case o.SlotsPerSlice < 0 || o.SlotsPerSlice > shm.MaxSlots || (o.Slices > 0 && o.SlotsPerSlice != 0 && o.SlotsPerSlice < o.ProcsPerSlice):
+		return fmt.Errorf("slots per slice %d: must hold the processes and be at most %d", o.SlotsPerSlice, shm.MaxSlots)
 	case o.Slices > 0 && o.Ticks < 1:
 		return fmt.Errorf("ticks %d must be >= 1", o.Ticks)
 	case o.Warmup < 0:
@@ -280,7 +281,7 @@ func RunDaemon(ctx context.Context, opts DaemonOptions) (*DaemonReport, error) {
 		return nil, fmt.Errorf("daemon options: %w", err)
 	}
 	if opts.SlotsPerSlice == 0 {
-		opts.SlotsPerSlice = enforcer.DefaultSlots
+		opts.SlotsPerSlice = shm.DefaultSlots
 	}
 	log := opts.Log
 	if log == nil {
@@ -406,11 +407,11 @@ func runTickBench(ctx context.Context, opts DaemonOptions, dir string, log io.Wr
 		id := fmt.Sprintf("bench-%05d", i)
 		uuid := uuids[i%len(uuids)]
 		sdir := filepath.Join(dir, id)
-		if err := enforcer.CreateSlice(sdir, enforcer.SliceSpec{ID: id, Slots: opts.SlotsPerSlice,
-			Devices: []enforcer.DeviceBudget{{UUID: uuid, MemoryLimit: 1 << 30, ComputeShareBP: enforcer.MaxShareBP}}}); err != nil {
+		if err := shm.CreateSlice(sdir, shm.SliceSpec{ID: id, Slots: opts.SlotsPerSlice,
+			Devices: []shm.DeviceBudget{{UUID: uuid, MemoryLimit: 1 << 30, ComputeShareBP: shm.MaxShareBP}}}); err != nil {
 			return nil, fmt.Errorf("creating slice %s: %w", id, err)
 		}
-		sl, err := enforcer.OpenSlice(sdir)
+		sl, err := shm.OpenSlice(sdir)
 		if err != nil {
 			return nil, fmt.Errorf("opening slice %s: %w", id, err)
 		}

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
@@ -208,7 +209,7 @@ type overheadRun struct {
 	tmp      string
 	simState string // sim only
 	sliceDir string
-	usage    *enforcer.UsageRegion
+	usage    *shm.UsageRegion
 	log      io.Writer
 }
 
@@ -270,9 +271,9 @@ func RunOverhead(ctx context.Context, opts OverheadOptions) (*OverheadReport, er
 	if err := run.describeDriver(ctx, &report.Machine); err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(enforcer.ContainerSliceDir); err == nil {
+	if _, err := os.Stat(shm.ContainerSliceDir); err == nil {
 		report.Notes = append(report.Notes, fmt.Sprintf(
-			"%s exists on this machine: libvgpu uses it instead of the benchmark's slice", enforcer.ContainerSliceDir))
+			"%s exists on this machine: libvgpu uses it instead of the benchmark's slice", shm.ContainerSliceDir))
 	}
 
 	if err := run.calls(ctx, report); err != nil {
@@ -308,19 +309,19 @@ func (r *overheadRun) setup() error {
 	if err := os.MkdirAll(r.sliceDir, 0o755); err != nil {
 		return fmt.Errorf("slice dir: %w", err)
 	}
-	spec := enforcer.SliceSpec{
+	spec := shm.SliceSpec{
 		ID: "vgpu-bench",
-		Devices: []enforcer.DeviceBudget{{
+		Devices: []shm.DeviceBudget{{
 			Index:           uint32(r.opts.Device),
 			MemoryLimit:     sliceLimit,
 			ContextOverhead: overhead,
-			ComputeShareBP:  enforcer.MaxShareBP,
+			ComputeShareBP:  shm.MaxShareBP,
 		}},
 	}
-	if err := enforcer.CreateSlice(r.sliceDir, spec); err != nil {
+	if err := shm.CreateSlice(r.sliceDir, spec); err != nil {
 		return fmt.Errorf("creating the benchmark slice: %w", err)
 	}
-	u, err := enforcer.OpenUsage(filepath.Join(r.sliceDir, enforcer.UsageFile))
+	u, err := shm.OpenUsage(filepath.Join(r.sliceDir, shm.UsageFile))
 	if err != nil {
 		return fmt.Errorf("opening the benchmark slice: %w", err)
 	}

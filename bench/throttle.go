@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
@@ -125,8 +126,8 @@ func (o *ThrottleOptions) validate() error {
 		return fmt.Errorf("sms %d out of range", o.SMs)
 	case o.NsPerBlock < 100:
 		return fmt.Errorf("ns-per-block %d too small (< 100)", o.NsPerBlock)
-	case o.PriorityFloorBP > enforcer.MaxShareBP:
-		return fmt.Errorf("priority floor %d bp > %d", o.PriorityFloorBP, enforcer.MaxShareBP)
+	case o.PriorityFloorBP > shm.MaxShareBP:
+		return fmt.Errorf("priority floor %d bp > %d", o.PriorityFloorBP, shm.MaxShareBP)
 	}
 	return nil
 }
@@ -302,8 +303,8 @@ func (w *lockedBuilder) Write(p []byte) (int, error) {
 type tenantState struct {
 	spec   TenantSpec
 	dir    string
-	slice  *enforcer.Slice
-	budget *enforcer.BudgetRegion // writable
+	slice  *shm.Slice
+	budget *shm.BudgetRegion // writable
 	procs  []*tenantProc
 	pids   map[int]bool
 	busy   uint64 // cumulative busy ns of its processes (exited ones included)
@@ -312,9 +313,9 @@ type tenantState struct {
 
 func policyCode(p string) uint32 {
 	if p == "share" {
-		return enforcer.PolicyShare
+		return shm.PolicyShare
 	}
-	return enforcer.PolicyCap
+	return shm.PolicyCap
 }
 
 // newTenant creates a tenant's slice in dir/slice-NAME and opens it; on error
@@ -327,20 +328,20 @@ func newTenant(dir string, spec TenantSpec) (*tenantState, error) {
 		pids: map[int]bool{}, seen: map[int]uint64{}}
 	// Created as vgpud would: with the static rate of its share, so it is
 	// throttled before the controller's first step.
-	rate, burst := enforcer.StaticTokenBucket(spec.ShareBP)
-	if err := enforcer.CreateSlice(t.dir, enforcer.SliceSpec{
+	rate, burst := shm.StaticTokenBucket(spec.ShareBP)
+	if err := shm.CreateSlice(t.dir, shm.SliceSpec{
 		ID: spec.Name, Priority: spec.Priority, Policy: policyCode(spec.Policy), Slots: 64,
-		Devices: []enforcer.DeviceBudget{{Index: 0, MemoryLimit: 16 << 30, ComputeShareBP: spec.ShareBP,
+		Devices: []shm.DeviceBudget{{Index: 0, MemoryLimit: 16 << 30, ComputeShareBP: spec.ShareBP,
 			ComputeFloorBP: spec.FloorBP, TokenRate: rate, TokenBurst: burst}},
 	}); err != nil {
 		return t, fmt.Errorf("tenant %s: %w", spec.Name, err)
 	}
-	sl, err := enforcer.OpenSlice(t.dir)
+	sl, err := shm.OpenSlice(t.dir)
 	if err != nil {
 		return t, fmt.Errorf("tenant %s: %w", spec.Name, err)
 	}
 	t.slice = sl
-	if t.budget, err = enforcer.OpenBudget(filepath.Join(t.dir, enforcer.BudgetFile), true); err != nil {
+	if t.budget, err = shm.OpenBudget(filepath.Join(t.dir, shm.BudgetFile), true); err != nil {
 		return t, fmt.Errorf("tenant %s: %w", spec.Name, err)
 	}
 	return t, nil
@@ -432,7 +433,7 @@ func (r *throttleRun) runCell(ctx context.Context, dir string, c cellSpec) (*cel
 	ctl := enforcer.NewController(r.opts.Controller)
 	res := &cellResult{}
 	in := make([]enforcer.ControlInput, len(ts))
-	budgets := make([]*enforcer.BudgetRegion, len(ts))
+	budgets := make([]*shm.BudgetRegion, len(ts))
 	devs := make([]int, len(ts))
 	for i, t := range ts {
 		budgets[i] = t.budget

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vgpu-project/vgpu/daemon/devices"
 	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 // The throttle benchmark on a real GPU (issue 5, part 5; `vgpu-bench throttle
@@ -241,7 +242,7 @@ func RunThrottleReal(ctx context.Context, opts ThrottleRealOptions) (*ThrottleRe
 		Benchmark: "throttle",
 		Machine:   m,
 		Config: ThrottleConfig{
-			Driver: DriverReal, SMs: cal.SMs, NominalWaveNs: enforcer.TokenWaveNs,
+			Driver: DriverReal, SMs: cal.SMs, NominalWaveNs: shm.TokenWaveNs,
 			WindowSeconds: opts.Window.Seconds(), WarmupSeconds: opts.Warmup.Seconds(),
 			TickMs: float64(opts.Tick) / 1e6, Workloads: opts.Workloads, Groups: opts.Groups,
 			Controller: enforcer.NewController(opts.Controller).Config(),
@@ -253,8 +254,8 @@ func RunThrottleReal(ctx context.Context, opts ThrottleRealOptions) (*ThrottleRe
 		},
 		Notes: notes,
 	}
-	if _, err := os.Stat(enforcer.ContainerSliceDir); err == nil {
-		rep.Notes = append(rep.Notes, enforcer.ContainerSliceDir+" exists on this machine: libvgpu uses it instead of the benchmark's slices")
+	if _, err := os.Stat(shm.ContainerSliceDir); err == nil {
+		rep.Notes = append(rep.Notes, shm.ContainerSliceDir+" exists on this machine: libvgpu uses it instead of the benchmark's slices")
 	}
 
 	n := 0
@@ -566,7 +567,7 @@ func (r *realRun) cell(ctx context.Context, dir string, c cellSpec) (*cellResult
 	ctl := enforcer.NewController(r.opts.Controller)
 	res := &cellResult{}
 	in := make([]enforcer.ControlInput, len(ts))
-	budgets := make([]*enforcer.BudgetRegion, len(ts))
+	budgets := make([]*shm.BudgetRegion, len(ts))
 	devs := make([]int, len(ts))
 	prevBusy := make([]uint64, len(ts))
 	for i, t := range ts {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 // ThrottleReport is the result of RunThrottle.
@@ -126,7 +127,7 @@ func RunThrottle(ctx context.Context, opts ThrottleOptions) (*ThrottleReport, er
 		Benchmark: "throttle",
 		Machine:   m,
 		Config: ThrottleConfig{
-			Driver: DriverSim, SMs: opts.SMs, NsPerBlock: opts.NsPerBlock, NominalWaveNs: enforcer.TokenWaveNs,
+			Driver: DriverSim, SMs: opts.SMs, NsPerBlock: opts.NsPerBlock, NominalWaveNs: shm.TokenWaveNs,
 			WindowSeconds: opts.Window.Seconds(), WarmupSeconds: opts.Warmup.Seconds(),
 			TickMs: float64(opts.Tick) / 1e6, Workloads: opts.Workloads, Groups: opts.Groups,
 			PriorityFloorBP: opts.PriorityFloorBP, Controller: enforcer.NewController(opts.Controller).Config(),
@@ -136,8 +137,8 @@ func RunThrottle(ctx context.Context, opts ThrottleOptions) (*ThrottleReport, er
 				"window / the window (wall time, which is simulated device time). Error = achieved - target.",
 		},
 	}
-	if _, err := os.Stat(enforcer.ContainerSliceDir); err == nil {
-		rep.Notes = append(rep.Notes, enforcer.ContainerSliceDir+" exists on this machine: libvgpu uses it instead of the benchmark's slices")
+	if _, err := os.Stat(shm.ContainerSliceDir); err == nil {
+		rep.Notes = append(rep.Notes, shm.ContainerSliceDir+" exists on this machine: libvgpu uses it instead of the benchmark's slices")
 	}
 
 	n := 0

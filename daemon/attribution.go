@@ -1,10 +1,6 @@
 package daemon
 
-import (
-	"strconv"
-
-	"golang.org/x/sys/unix"
-)
+import "github.com/vgpu-project/vgpu/internal/procfs"
 
 // maxAncestry bounds the ppid walk: process trees are shallow, and a loop in
 // what /proc says (a pid reused while we read) must not hang the tick.
@@ -74,45 +70,12 @@ func (a *ancestry) SliceOf(hostPID int) (string, bool) {
 	return id, id != ""
 }
 
-// readPPID returns field 4 of <procRoot>/<pid>/stat. The command name (field 2)
-// may hold spaces and ')', so fields are counted after the last ')'.
+// readPPID returns the parent pid of pid from <procRoot>/<pid>/stat.
 func readPPID(procRoot string, pid int) (int, bool) {
-	fd, err := unix.Open(procRoot+"/"+strconv.Itoa(pid)+"/stat", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	var buf [procfs.StatBufSize]byte
+	st, err := procfs.ReadStat(procRoot, pid, buf[:])
 	if err != nil {
 		return 0, false
 	}
-	var buf [512]byte
-	n, err := unix.Read(fd, buf[:])
-	unix.Close(fd)
-	if err != nil || n <= 0 {
-		return 0, false
-	}
-	line := buf[:n]
-	rp := -1
-	for i := len(line) - 1; i >= 0; i-- {
-		if line[i] == ')' {
-			rp = i
-			break
-		}
-	}
-	// ") S 1234 ...": state, then ppid.
-	i := rp + 1
-	for field := 3; field <= 4; field++ {
-		for i < len(line) && line[i] == ' ' {
-			i++
-		}
-		j := i
-		for j < len(line) && line[j] != ' ' && line[j] != '\n' {
-			j++
-		}
-		if j == i {
-			return 0, false
-		}
-		if field == 4 {
-			v, err := strconv.Atoi(string(line[i:j]))
-			return v, err == nil && rp >= 0
-		}
-		i = j
-	}
-	return 0, false
+	return st.PPID, true
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vgpu-project/vgpu/daemon/devices"
 	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 // Compute shares (issue 5): after every enforcer tick, one enforcer.Controller
@@ -167,7 +168,7 @@ func (c *computeShares) step(now time.Time, tracked []enforcer.TrackedSlice, rep
 		st.last = now
 
 		in := make([]enforcer.ControlInput, len(refs))
-		budgets := make([]*enforcer.BudgetRegion, len(refs))
+		budgets := make([]*shm.BudgetRegion, len(refs))
 		devs := make([]int, len(refs))
 		for k, r := range refs {
 			ts := tracked[r.slice]

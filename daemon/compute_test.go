@@ -14,6 +14,7 @@ import (
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/daemon/devices"
 	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 // utilGPUs is a fakeGPUs that also answers per-process utilization.
@@ -82,8 +83,8 @@ func TestComputeSharesSetRates(t *testing.T) {
 	full, err := ts.client.Alloc(ts.ctx, api.AllocRequest{ID: "whole", MemoryBytes: GiB, QoS: "burstable"})
 	require.NoError(t, err)
 
-	budget := func(s api.Slice) *enforcer.BudgetRegion {
-		b, err := enforcer.OpenBudget(filepath.Join(s.Dir, enforcer.BudgetFile), false)
+	budget := func(s api.Slice) *shm.BudgetRegion {
+		b, err := shm.OpenBudget(filepath.Join(s.Dir, shm.BudgetFile), false)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = b.Close() })
 		return b
@@ -133,7 +134,7 @@ func TestTopShowsComputeShares(t *testing.T) {
 	proc := startSleeper(t)
 	id, err := enforcer.ProcessIdentity(proc.Process.Pid)
 	require.NoError(t, err)
-	region, err := enforcer.OpenSlice(sl.Dir)
+	region, err := shm.OpenSlice(sl.Dir)
 	require.NoError(t, err)
 	defer region.Close()
 	_, err = region.Usage.ClaimSlot(id)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/daemon/devices"
-	"github.com/vgpu-project/vgpu/enforcer"
 )
 
 const (
@@ -28,13 +27,13 @@ const (
 type fakeGPUs struct {
 	mu     sync.Mutex
 	devs   []devices.Device
-	procs  map[string][]enforcer.DriverProcess
+	procs  map[string][]devices.ProcessMemory
 	util   map[string]uint32
 	closed bool
 }
 
 func newFakeGPUs(n int, mem uint64) *fakeGPUs {
-	f := &fakeGPUs{procs: map[string][]enforcer.DriverProcess{}, util: map[string]uint32{}}
+	f := &fakeGPUs{procs: map[string][]devices.ProcessMemory{}, util: map[string]uint32{}}
 	for i := 0; i < n; i++ {
 		f.devs = append(f.devs, devices.Device{
 			Index:       i,
@@ -55,10 +54,10 @@ func (f *fakeGPUs) Devices() ([]devices.Device, error) {
 	return append([]devices.Device(nil), f.devs...), nil
 }
 
-func (f *fakeGPUs) Processes(uuid string) ([]enforcer.DriverProcess, error) {
+func (f *fakeGPUs) Processes(uuid string) ([]devices.ProcessMemory, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]enforcer.DriverProcess(nil), f.procs[uuid]...), nil
+	return append([]devices.ProcessMemory(nil), f.procs[uuid]...), nil
 }
 
 func (f *fakeGPUs) Utilization(uuid string) (uint32, error) {
@@ -74,7 +73,7 @@ func (f *fakeGPUs) Close() error {
 	return nil
 }
 
-func (f *fakeGPUs) setProcs(uuid string, p ...enforcer.DriverProcess) {
+func (f *fakeGPUs) setProcs(uuid string, p ...devices.ProcessMemory) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.procs[uuid] = p

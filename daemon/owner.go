@@ -8,7 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
-	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/internal/procfs"
 )
 
 // ownerWatch tells whether a slice's owner process is still alive.
@@ -48,7 +48,7 @@ func resolveOwner(o *api.Owner) error {
 		if o.ContainerID != "" || o.RuncRoot != "" {
 			return fmt.Errorf("owner: kind %q takes no container_id/runc_root", api.OwnerPID)
 		}
-		id, err := enforcer.ProcessIdentity(o.PID)
+		id, err := procfs.IdentityOf(o.PID)
 		if err != nil {
 			return fmt.Errorf("owner pid %d: %w: %w", o.PID, errOwnerGone, err)
 		}
@@ -90,7 +90,7 @@ func watchOwner(pid int, start uint64) (*ownerWatch, error) {
 	// The pidfd was opened before this check, so if the pid was reused since
 	// the owner was recorded, the check sees the new process's start time and
 	// says gone; if it passes, the pidfd names the owner itself.
-	if !enforcer.ProcessAlive(enforcer.SlotIdentity{PID: pid, StartTime: start}) {
+	if !procfs.Alive(procfs.Identity{PID: pid, StartTime: start}) {
 		w.close()
 		return nil, fmt.Errorf("owner pid %d: %w", pid, errOwnerGone)
 	}
@@ -121,7 +121,7 @@ func (p *ownerPoller) dead(watches []*ownerWatch, out []int) []int {
 		case w.pidfd >= 0:
 			p.fds = append(p.fds, unix.PollFd{Fd: int32(w.pidfd), Events: unix.POLLIN})
 			p.idx = append(p.idx, i)
-		case !enforcer.ProcessAlive(enforcer.SlotIdentity{PID: w.pid, StartTime: w.start}):
+		case !procfs.Alive(procfs.Identity{PID: w.pid, StartTime: w.start}):
 			out = append(out, i)
 		}
 	}
@@ -138,7 +138,7 @@ func (p *ownerPoller) dead(watches []*ownerWatch, out []int) []int {
 			for j := range p.fds {
 				p.fds[j].Revents = 0
 				w := watches[p.idx[j]]
-				if !enforcer.ProcessAlive(enforcer.SlotIdentity{PID: w.pid, StartTime: w.start}) {
+				if !procfs.Alive(procfs.Identity{PID: w.pid, StartTime: w.start}) {
 					p.fds[j].Revents = unix.POLLIN
 				}
 			}
@@ -151,7 +151,7 @@ func (p *ownerPoller) dead(watches []*ownerWatch, out []int) []int {
 			// Our pidfd is not valid (a bug): never release a slice on that
 			// alone, ask /proc.
 			w := watches[p.idx[j]]
-			if !enforcer.ProcessAlive(enforcer.SlotIdentity{PID: w.pid, StartTime: w.start}) {
+			if !procfs.Alive(procfs.Identity{PID: w.pid, StartTime: w.start}) {
 				out = append(out, p.idx[j])
 			}
 		case ev != 0: // POLLIN: the process exited

@@ -25,6 +25,7 @@ import (
 	"github.com/vgpu-project/vgpu/daemon/metrics"
 	"github.com/vgpu-project/vgpu/daemon/store"
 	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 // Version is vgpud's version, reported by /v1/health and the metrics. A var,
@@ -36,7 +37,7 @@ var Version = "0.3.0-dev"
 // in one over go-nvml's mock servers.
 type GPUs interface {
 	Devices() ([]devices.Device, error)
-	Processes(uuid string) ([]enforcer.DriverProcess, error)
+	Processes(uuid string) ([]devices.ProcessMemory, error)
 	Utilization(uuid string) (uint32, error)
 	Close() error
 }
@@ -119,8 +120,8 @@ type Server struct {
 // sliceEntry is one slice vgpud holds.
 type sliceEntry struct {
 	rec    store.Record
-	region *enforcer.Slice // its mapped budget and usage files
-	owner  *ownerWatch     // nil: not owned by a process
+	region *shm.Slice  // its mapped budget and usage files
+	owner  *ownerWatch // nil: not owned by a process
 	// placed: booked in the allocator. False for a record that no longer fits
 	// the node (its device is gone): kept on disk, listed, not enforced.
 	placed bool
@@ -202,7 +203,7 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (_ *Server, err error) {
 	s.loop = &enforcer.Loop{
 		Mode:       mode,
 		Mapper:     enforcer.NewProcfsMapper(o.procRoot),
-		Driver:     s.gpus,
+		Driver:     driverProcesses{s.gpus},
 		Attributor: attributors{s.attr, s.cgroups},
 		Kill:       o.kill,
 		Log:        log.Named("enforcer"),
@@ -585,4 +586,20 @@ func ownerDesc(o api.Owner) string {
 		return "container " + o.ContainerID
 	}
 	return "none"
+}
+
+// driverProcesses hands the enforcer loop the driver's per-process memory in
+// the loop's own type (the loop knows nothing of NVML).
+type driverProcesses struct{ gpus GPUs }
+
+func (d driverProcesses) Processes(uuid string) ([]enforcer.DriverProcess, error) {
+	ps, err := d.gpus.Processes(uuid)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]enforcer.DriverProcess, len(ps))
+	for i, p := range ps {
+		out[i] = enforcer.DriverProcess(p)
+	}
+	return out, nil
 }

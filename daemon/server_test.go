@@ -22,6 +22,7 @@ import (
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/daemon/devices"
 	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 // TestAPI: the whole API over the unix socket, on an 8-GPU node: devices,
@@ -60,7 +61,7 @@ func TestAPI(t *testing.T) {
 	require.False(t, s.CreatedAt.IsZero())
 
 	// The regions are written with the slice's budget.
-	sl, err := enforcer.OpenSlice(s.Dir)
+	sl, err := shm.OpenSlice(s.Dir)
 	require.NoError(t, err)
 	spec := sl.Budget.Spec()
 	sl.Close()
@@ -322,7 +323,7 @@ func TestTopAndReclaim(t *testing.T) {
 	proc := startSleeper(t)
 	id, err := enforcer.ProcessIdentity(proc.Process.Pid)
 	require.NoError(t, err)
-	sl, err := enforcer.OpenSlice(s.Dir)
+	sl, err := shm.OpenSlice(s.Dir)
 	require.NoError(t, err)
 	defer sl.Close()
 	slot, err := sl.Usage.ClaimSlot(id)
@@ -376,7 +377,7 @@ func TestBackstop(t *testing.T) {
 				Owner: api.Owner{Kind: api.OwnerPID, PID: os.Getpid()}})
 			require.NoError(t, err)
 			rogue := startSleeper(t)
-			gpus.setProcs(s.Devices[0].UUID, enforcer.DriverProcess{HostPID: rogue.Process.Pid, UsedBytes: 3 * GiB})
+			gpus.setProcs(s.Devices[0].UUID, devices.ProcessMemory{HostPID: rogue.Process.Pid, UsedBytes: 3 * GiB})
 
 			eventually(t, 2*time.Second, "top shows the rogue process", func() bool {
 				top, err := ts.client.Top(ts.ctx)

@@ -5,6 +5,8 @@ import (
 	"math"
 	"sort"
 	"time"
+
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 // The compute-share controller.
@@ -89,7 +91,7 @@ func (c ControllerConfig) withDefaults() ControllerConfig {
 		c.Capacity = 1
 	}
 	if c.Burst <= 0 {
-		c.Burst = DefaultTokenBurst
+		c.Burst = shm.DefaultTokenBurst
 	}
 	if c.ActiveHold <= 0 {
 		c.ActiveHold = time.Second
@@ -121,7 +123,7 @@ type ControlInput struct {
 	Priority uint32 // higher wins
 	// Counters are the slice's throttle counters on this device (usage region),
 	// cumulative.
-	Counters ThrottleCounters
+	Counters shm.ThrottleCounters
 	// Achieved is the fraction of the device's time the slice's processes used
 	// since the previous step, as the driver measures it (NVML per-process
 	// utilization or busy time, summed over the slice's processes by host pid).
@@ -148,7 +150,7 @@ type ControlOutput struct {
 }
 
 type sliceCtl struct {
-	prev       ThrottleCounters
+	prev       shm.ThrottleCounters
 	havePrev   bool
 	scale      float64 // device-ns per token
 	scaleKnown bool
@@ -301,11 +303,11 @@ func (c *Controller) Step(now time.Time, in []ControlInput) []ControlOutput {
 	base := make([]float64, len(in))
 	held := make([]bool, len(in))
 	for i := range in {
-		share := float64(min(in[i].ShareBP, MaxShareBP)) / MaxShareBP
+		share := float64(min(in[i].ShareBP, shm.MaxShareBP)) / shm.MaxShareBP
 		b := share
 		if anyActive && in[i].Priority < top {
 			held[i] = true
-			b = math.Min(float64(in[i].FloorBP)/MaxShareBP, share)
+			b = math.Min(float64(in[i].FloorBP)/shm.MaxShareBP, share)
 		}
 		base[i] = math.Max(b, cfg.MinShare)
 		out[i].Target = share
@@ -328,7 +330,7 @@ func (c *Controller) Step(now time.Time, in []ControlInput) []ControlOutput {
 			continue
 		}
 		spare -= base[i]
-		if in[i].Policy != PolicyShare || held[i] {
+		if in[i].Policy != shm.PolicyShare || held[i] {
 			continue
 		}
 		more := math.Inf(1)
@@ -376,10 +378,10 @@ func (c *Controller) Step(now time.Time, in []ControlInput) []ControlOutput {
 		s := states[i]
 		s.allowed = allowed[i]
 		rate, burst := uint64(0), uint64(0)
-		if !(in[i].ShareBP >= MaxShareBP && !held[i]) {
+		if !(in[i].ShareBP >= shm.MaxShareBP && !held[i]) {
 			r := allowed[i] * 1e9 / s.scale * s.trim
 			rate = uint64(math.Max(math.Min(r, 1e15), 1000))
-			burst = uint64(math.Max(float64(rate)*cfg.Burst.Seconds(), 4*TokenWaveNs))
+			burst = uint64(math.Max(float64(rate)*cfg.Burst.Seconds(), 4*shm.TokenWaveNs))
 		}
 		s.rate = rate
 		out[i] = ControlOutput{
@@ -411,7 +413,7 @@ func (c *Controller) priorScale() float64 {
 // Apply writes the outputs into the slices' budgets: outs[i] to budgets[i],
 // device index devs[i]. Budgets already holding the same rate and burst are
 // left alone (no generation bump, so launches keep their fast path).
-func Apply(budgets []*BudgetRegion, devs []int, outs []ControlOutput) error {
+func Apply(budgets []*shm.BudgetRegion, devs []int, outs []ControlOutput) error {
 	if len(budgets) != len(outs) || len(devs) != len(outs) {
 		return fmt.Errorf("apply token rates: %d budgets, %d devices, %d outputs", len(budgets), len(devs), len(outs))
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 // A deterministic model of a device and its slices (no sleeping, no processes):
@@ -21,7 +22,7 @@ type plantSlice struct {
 	// lost is the fraction of its grant a throttled slice fails to spend (the
 	// bucket's depth clipping credit, sleep granularity).
 	lost     float64
-	counters ThrottleCounters
+	counters shm.ThrottleCounters
 	history  []float64 // achieved per step, newest last
 }
 
@@ -122,7 +123,7 @@ var t0 = time.Unix(1000, 0)
 func TestControllerGainIndependentOfScale(t *testing.T) {
 	var paths [][]float64
 	for _, scale := range []float64{0.3, 1, 3.7} {
-		p := &plant{scale: scale, slices: []*plantSlice{slice("a", 3000, PolicyCap, 1)}}
+		p := &plant{scale: scale, slices: []*plantSlice{slice("a", 3000, shm.PolicyCap, 1)}}
 		c := NewController(ControllerConfig{})
 		outs := c.Step(t0, p.inputs())
 		var path []float64
@@ -144,7 +145,7 @@ func TestControllerGainIndependentOfScale(t *testing.T) {
 // processes (8 demands adding up to a flood) is driven exactly like 1.
 func TestControllerIndependentOfProcessCount(t *testing.T) {
 	run := func(procs int) []float64 {
-		p := &plant{scale: 2, slices: []*plantSlice{slice("a", 4000, PolicyCap, float64(procs)*0.9)}}
+		p := &plant{scale: 2, slices: []*plantSlice{slice("a", 4000, shm.PolicyCap, float64(procs)*0.9)}}
 		c := NewController(ControllerConfig{})
 		outs := c.Step(t0, p.inputs())
 		var path []float64
@@ -159,7 +160,7 @@ func TestControllerIndependentOfProcessCount(t *testing.T) {
 // A cap is never exceeded even alone on an idle device, and a change of target
 // takes effect at the next step once the scale is known.
 func TestControllerCapAndTargetChange(t *testing.T) {
-	p := &plant{scale: 1.3, slices: []*plantSlice{slice("a", 3000, PolicyCap, 1)}}
+	p := &plant{scale: 1.3, slices: []*plantSlice{slice("a", 3000, shm.PolicyCap, 1)}}
 	c := NewController(ControllerConfig{})
 	outs := c.Step(t0, p.inputs())
 	outs, now := p.run(t, c, t0, 20, outs, func(k int, o []ControlOutput) {
@@ -182,8 +183,8 @@ func TestControllerCapAndTargetChange(t *testing.T) {
 // active both get their shares; when the second goes idle again, the first
 // takes the capacity back.
 func TestControllerSharePolicyUsesIdleCapacity(t *testing.T) {
-	a := slice("a", 3000, PolicyShare, 1)
-	b := slice("b", 7000, PolicyShare, 0)
+	a := slice("a", 3000, shm.PolicyShare, 1)
+	b := slice("b", 7000, shm.PolicyShare, 0)
 	p := &plant{scale: 0.8, slices: []*plantSlice{a, b}}
 	c := NewController(ControllerConfig{})
 	outs := c.Step(t0, p.inputs())
@@ -205,8 +206,8 @@ func TestControllerSharePolicyUsesIdleCapacity(t *testing.T) {
 // flood next to it is not lent the difference (a light, latency-bound tenant
 // would otherwise be squeezed by the flood's queue).
 func TestControllerActiveShareIsNotLent(t *testing.T) {
-	light := slice("light", 5000, PolicyShare, 0.2)
-	flood := slice("flood", 5000, PolicyShare, 1)
+	light := slice("light", 5000, shm.PolicyShare, 0.2)
+	flood := slice("flood", 5000, shm.PolicyShare, 1)
 	p := &plant{scale: 1, slices: []*plantSlice{light, flood}}
 	c := NewController(ControllerConfig{})
 	outs := c.Step(t0, p.inputs())
@@ -222,13 +223,13 @@ func TestControllerSeveralCaps(t *testing.T) {
 	for _, shares := range [][]uint32{{3000, 7000}, {1000, 9000}, {1000, 2000, 3000, 4000}} {
 		p := &plant{scale: 1.7}
 		for i, s := range shares {
-			p.slices = append(p.slices, slice(string(rune('a'+i)), s, PolicyCap, 1))
+			p.slices = append(p.slices, slice(string(rune('a'+i)), s, shm.PolicyCap, 1))
 		}
 		c := NewController(ControllerConfig{})
 		outs := c.Step(t0, p.inputs())
 		p.run(t, c, t0, 40, outs, nil)
 		for i, s := range shares {
-			require.InDelta(t, float64(s)/MaxShareBP, achieved(p, i), 0.002, "shares %v slice %d", shares, i)
+			require.InDelta(t, float64(s)/shm.MaxShareBP, achieved(p, i), 0.002, "shares %v slice %d", shares, i)
 		}
 	}
 }
@@ -236,9 +237,9 @@ func TestControllerSeveralCaps(t *testing.T) {
 // While a higher-priority slice is active, lower ones are held to their floor;
 // once it has been idle for ActiveHold they get their share back.
 func TestControllerPriorityHold(t *testing.T) {
-	high := slice("high", 6000, PolicyCap, 1)
+	high := slice("high", 6000, shm.PolicyCap, 1)
 	high.in.Priority = 10
-	low := slice("low", 4000, PolicyShare, 1)
+	low := slice("low", 4000, shm.PolicyShare, 1)
 	low.in.FloorBP = 500
 	p := &plant{scale: 1, slices: []*plantSlice{high, low}}
 	c := NewController(ControllerConfig{ActiveHold: 500 * time.Millisecond})
@@ -268,7 +269,7 @@ func TestControllerPriorityHold(t *testing.T) {
 // A slice that waits for tokens yet leaves part of its grant unspent falls
 // short of its target; the trim makes it up.
 func TestControllerTrimCompensatesUnspentGrant(t *testing.T) {
-	s := slice("a", 4000, PolicyCap, 1)
+	s := slice("a", 4000, shm.PolicyCap, 1)
 	s.lost = 0.1
 	p := &plant{scale: 1, slices: []*plantSlice{s}}
 	c := NewController(ControllerConfig{})
@@ -282,7 +283,7 @@ func TestControllerTrimCompensatesUnspentGrant(t *testing.T) {
 // nothing up, so when it starts to flood it goes straight to the cap, not
 // above it.
 func TestControllerNoWindup(t *testing.T) {
-	s := slice("a", 5000, PolicyCap, 0.2)
+	s := slice("a", 5000, shm.PolicyCap, 0.2)
 	p := &plant{scale: 2.5, slices: []*plantSlice{s}}
 	c := NewController(ControllerConfig{})
 	outs := c.Step(t0, p.inputs())
@@ -299,7 +300,7 @@ func TestControllerNoWindup(t *testing.T) {
 
 // A measurement that lags (NVML reports over a sliding window) still converges.
 func TestControllerLaggedMeasurement(t *testing.T) {
-	p := &plant{scale: 3, lag: 20, slices: []*plantSlice{slice("a", 3000, PolicyCap, 1)}}
+	p := &plant{scale: 3, lag: 20, slices: []*plantSlice{slice("a", 3000, shm.PolicyCap, 1)}}
 	c := NewController(ControllerConfig{})
 	outs := c.Step(t0, p.inputs())
 	p.run(t, c, t0, 200, outs, nil)
@@ -308,7 +309,7 @@ func TestControllerLaggedMeasurement(t *testing.T) {
 
 // Without a figure from the driver the controller keeps what it learnt.
 func TestControllerUnmeasuredStepKeepsRates(t *testing.T) {
-	p := &plant{scale: 2, slices: []*plantSlice{slice("a", 3000, PolicyCap, 1)}}
+	p := &plant{scale: 2, slices: []*plantSlice{slice("a", 3000, shm.PolicyCap, 1)}}
 	c := NewController(ControllerConfig{})
 	outs := c.Step(t0, p.inputs())
 	outs, now := p.run(t, c, t0, 40, outs, nil)
@@ -325,18 +326,18 @@ func TestControllerUnmeasuredStepKeepsRates(t *testing.T) {
 func TestControllerEdges(t *testing.T) {
 	c := NewController(ControllerConfig{})
 	in := []ControlInput{
-		{Slice: "whole", ShareBP: MaxShareBP, Policy: PolicyCap},
-		{Slice: "tiny", ShareBP: 1, Policy: PolicyCap},
+		{Slice: "whole", ShareBP: shm.MaxShareBP, Policy: shm.PolicyCap},
+		{Slice: "tiny", ShareBP: 1, Policy: shm.PolicyCap},
 	}
 	outs := c.Step(t0, in)
 	require.Zero(t, outs[0].Rate)
 	require.NotZero(t, outs[1].Rate)
-	require.GreaterOrEqual(t, outs[1].Burst, uint64(4*TokenWaveNs))
+	require.GreaterOrEqual(t, outs[1].Burst, uint64(4*shm.TokenWaveNs))
 
-	in[1].Counters = ThrottleCounters{Spent: 1 << 40, Launches: 10}
+	in[1].Counters = shm.ThrottleCounters{Spent: 1 << 40, Launches: 10}
 	in[1].Measured, in[1].Achieved = true, 0.5
 	c.Step(t0.Add(step), in)
-	in[1].Counters = ThrottleCounters{} // recreated
+	in[1].Counters = shm.ThrottleCounters{} // recreated
 	outs = c.Step(t0.Add(2*step), in)
 	require.NotZero(t, outs[1].Rate)
 
@@ -349,56 +350,56 @@ func TestControllerEdges(t *testing.T) {
 }
 
 func TestStaticTokenBucket(t *testing.T) {
-	rate, burst := StaticTokenBucket(3000)
+	rate, burst := shm.StaticTokenBucket(3000)
 	require.Equal(t, uint64(300_000_000), rate, "30% of a second of estimated device-ns per second")
 	require.Equal(t, uint64(6_000_000), burst, "20 ms of it")
-	rate, burst = StaticTokenBucket(MaxShareBP)
+	rate, burst = shm.StaticTokenBucket(shm.MaxShareBP)
 	require.Zero(t, rate)
 	require.Zero(t, burst)
-	rate, _ = StaticTokenBucket(0)
+	rate, _ = shm.StaticTokenBucket(0)
 	require.Zero(t, rate)
-	rate, burst = StaticTokenBucket(1)
+	rate, burst = shm.StaticTokenBucket(1)
 	require.Equal(t, uint64(100_000), rate)
-	require.Equal(t, uint64(4*TokenWaveNs), burst, "never less than a few waves")
+	require.Equal(t, uint64(4*shm.TokenWaveNs), burst, "never less than a few waves")
 }
 
 // Apply writes changed rates only, so an unchanged budget keeps its generation
 // (and launches keep their fast path).
 func TestApplyWritesOnlyChanges(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "s")
-	require.NoError(t, CreateSlice(dir, SliceSpec{ID: "s", Devices: []DeviceBudget{{MemoryLimit: 1 << 30,
+	require.NoError(t, shm.CreateSlice(dir, shm.SliceSpec{ID: "s", Devices: []shm.DeviceBudget{{MemoryLimit: 1 << 30,
 		ComputeShareBP: 3000}}}))
-	b, err := OpenBudget(filepath.Join(dir, BudgetFile), true)
+	b, err := shm.OpenBudget(filepath.Join(dir, shm.BudgetFile), true)
 	require.NoError(t, err)
 	defer b.Close()
 	g0 := b.Generation()
 	outs := []ControlOutput{{Slice: "s", Rate: 123, Burst: 456}}
-	require.NoError(t, Apply([]*BudgetRegion{b}, []int{0}, outs))
+	require.NoError(t, Apply([]*shm.BudgetRegion{b}, []int{0}, outs))
 	rate, burst := b.TokenBucket(0)
 	require.Equal(t, uint64(123), rate)
 	require.Equal(t, uint64(456), burst)
 	g1 := b.Generation()
 	require.Greater(t, g1, g0)
-	require.NoError(t, Apply([]*BudgetRegion{b}, []int{0}, outs))
+	require.NoError(t, Apply([]*shm.BudgetRegion{b}, []int{0}, outs))
 	require.Equal(t, g1, b.Generation())
-	require.Error(t, Apply([]*BudgetRegion{b}, []int{0}, nil))
+	require.Error(t, Apply([]*shm.BudgetRegion{b}, []int{0}, nil))
 
-	ro, err := OpenBudget(filepath.Join(dir, BudgetFile), false)
+	ro, err := shm.OpenBudget(filepath.Join(dir, shm.BudgetFile), false)
 	require.NoError(t, err)
 	defer ro.Close()
-	require.ErrorIs(t, Apply([]*BudgetRegion{ro}, []int{0}, []ControlOutput{{Rate: 1}}), ErrReadOnly)
+	require.ErrorIs(t, Apply([]*shm.BudgetRegion{ro}, []int{0}, []ControlOutput{{Rate: 1}}), shm.ErrReadOnly)
 }
 
 // The usage region's throttle counters read back what libvgpu writes.
 func TestUsageThrottleCounters(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "s")
-	require.NoError(t, CreateSlice(dir, SliceSpec{ID: "s", Devices: []DeviceBudget{{MemoryLimit: 1 << 30}}}))
-	s, err := OpenSlice(dir)
+	require.NoError(t, shm.CreateSlice(dir, shm.SliceSpec{ID: "s", Devices: []shm.DeviceBudget{{MemoryLimit: 1 << 30}}}))
+	s, err := shm.OpenSlice(dir)
 	require.NoError(t, err)
 	defer s.Close()
 	ud := &s.Usage.Raw().Dev[0]
 	ud.TokenSpent, ud.TokenRefilled, ud.Launches, ud.ThrottledNs = 100, 70, 3, 9
 	c := s.Usage.Throttle(0)
-	require.Equal(t, ThrottleCounters{Spent: 100, Refilled: 70, Launches: 3, ThrottledNs: 9}, c)
+	require.Equal(t, shm.ThrottleCounters{Spent: 100, Refilled: 70, Launches: 3, ThrottledNs: 9}, c)
 	require.Equal(t, int64(-30), c.Credit())
 }

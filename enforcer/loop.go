@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vgpu-project/vgpu/internal/procfs"
+	"github.com/vgpu-project/vgpu/shm"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
@@ -36,11 +38,11 @@ func ParseMode(s string) (Mode, error) {
 // QoSName is the name of a budget QoS class, as the daemon's API spells it.
 func QoSName(q uint32) string {
 	switch q {
-	case QoSGuaranteed:
+	case shm.QoSGuaranteed:
 		return "guaranteed"
-	case QoSBurstable:
+	case shm.QoSBurstable:
 		return "burstable"
-	case QoSBestEffort:
+	case shm.QoSBestEffort:
 		return "best-effort"
 	}
 	return fmt.Sprintf("unknown-%d", q)
@@ -69,7 +71,7 @@ type Attributor interface {
 // TrackedSlice is one slice the loop looks after.
 type TrackedSlice struct {
 	ID    string
-	Slice *Slice
+	Slice *shm.Slice
 	// UUIDs holds the device uuid of each slice device (budget order); an
 	// empty or missing entry means the device has no driver figures.
 	UUIDs []string
@@ -248,10 +250,10 @@ type Loop struct {
 	started bool
 	gen     uint64
 	selfNS  uint64
-	aliveFn func(SlotIdentity) bool
+	aliveFn func(shm.SlotIdentity) bool
 	totals  TickTotals
 
-	states map[*UsageRegion]*sliceState
+	states map[*shm.UsageRegion]*sliceState
 	procs  map[procKey]*procEntry
 	// watch lists every procEntry once, in creation order; poll uses it.
 	watch   []*procEntry
@@ -286,8 +288,8 @@ type sliceState struct {
 	phase uint64
 	owned []ownedSlot
 	// cumulative per slice device
-	reclaimed [MaxDevices]uint64
-	backstop  [MaxDevices]uint64
+	reclaimed [shm.MaxDevices]uint64
+	backstop  [shm.MaxDevices]uint64
 }
 
 type ownedSlot struct {
@@ -343,9 +345,9 @@ func (l *Loop) init() {
 		return
 	}
 	l.started = true
-	l.selfNS = selfPIDNamespace()
+	l.selfNS = procfs.SelfPIDNamespace()
 	l.aliveFn = l.alive
-	l.states = make(map[*UsageRegion]*sliceState)
+	l.states = make(map[*shm.UsageRegion]*sliceState)
 	l.procs = make(map[procKey]*procEntry)
 	l.uuidIdx = make(map[string]int)
 	l.byHost = make(map[int]procRef)
@@ -508,15 +510,16 @@ func (l *Loop) pollWatched() {
 // hostAlive judges a resolved process through /proc.
 func (l *Loop) hostAlive(e *procEntry) bool {
 	if e.key.ns == 0 || e.key.ns == l.selfNS {
-		return ProcessAlive(SlotIdentity{PID: e.key.pid, PIDNamespace: e.key.ns, StartTime: e.key.start})
+		return ProcessAlive(shm.SlotIdentity{PID: e.key.pid, PIDNamespace: e.key.ns, StartTime: e.key.start})
 	}
-	state, start, err := readProcStat(e.hostPID)
+	var buf [procfs.StatBufSize]byte
+	st, err := procfs.ReadStat(procfs.Root, e.hostPID, buf[:])
 	switch {
 	case err != nil:
-		return !isGone(err)
-	case state == 'Z' || state == 'X':
+		return !procfs.IsGone(err)
+	case st.Dead():
 		return false
-	case e.key.start != 0 && start != e.key.start:
+	case e.key.start != 0 && st.StartTime != e.key.start:
 		return false
 	}
 	return true
@@ -524,7 +527,7 @@ func (l *Loop) hostAlive(e *procEntry) bool {
 
 // alive is the liveness function handed to Reclaim; it also records the slots
 // judged alive as the slice's owned set.
-func (l *Loop) alive(id SlotIdentity) bool {
+func (l *Loop) alive(id shm.SlotIdentity) bool {
 	var e *procEntry
 	ok := true
 	if !id.Claiming {
@@ -539,7 +542,7 @@ func (l *Loop) alive(id SlotIdentity) bool {
 
 // entry returns the watch entry of id's process, creating (and resolving) it
 // when new, and retrying the resolution of one not resolved yet.
-func (l *Loop) entry(id SlotIdentity) *procEntry {
+func (l *Loop) entry(id shm.SlotIdentity) *procEntry {
 	key := procKey{ns: id.PIDNamespace, pid: id.PID, start: id.StartTime}
 	e := l.procs[key]
 	if e == nil {
@@ -555,7 +558,7 @@ func (l *Loop) entry(id SlotIdentity) *procEntry {
 }
 
 // resolve finds e's host pid and opens its pidfd.
-func (l *Loop) resolve(e *procEntry, id SlotIdentity) {
+func (l *Loop) resolve(e *procEntry, id shm.SlotIdentity) {
 	if id.PID <= 0 {
 		e.dead = true // a LIVE slot without a pid: garbage, return its charge
 		return
@@ -644,7 +647,7 @@ func (l *Loop) scanSlice(rep *TickReport, i int, ts *TrackedSlice, devSlab *slab
 		l.refreshOwned(rep, ts, u, st)
 		snap.Devices = devSlab.take(ndev, l.sizes.devs)
 		for d := range snap.Devices {
-			ud := &u.u.Dev[d]
+			ud := &u.Raw().Dev[d]
 			sd := &snap.Devices[d]
 			if d < len(ts.UUIDs) {
 				sd.UUID = ts.UUIDs[d]
@@ -662,9 +665,9 @@ func (l *Loop) scanSlice(rep *TickReport, i int, ts *TrackedSlice, devSlab *slab
 			perProc *= 2
 		}
 		for k, o := range st.owned {
-			s := &u.slots[o.idx]
+			s := u.RawSlot(int(o.idx))
 			p := &snap.Processes[k]
-			p.PID = int(o.owner >> SlotPIDShift)
+			p.PID = int(o.owner >> shm.SlotPIDShift)
 			p.Slot = int(o.idx)
 			if o.e != nil && o.e.resolved {
 				p.HostPID = o.e.hostPID
@@ -692,26 +695,26 @@ func (l *Loop) scanSlice(rep *TickReport, i int, ts *TrackedSlice, devSlab *slab
 
 // refreshOwned brings st.owned up to date (see Loop: attach counter, full
 // scans) and reclaims the slice's dead processes.
-func (l *Loop) refreshOwned(rep *TickReport, ts *TrackedSlice, u *UsageRegion, st *sliceState) {
-	attach := atomic.LoadUint64(&u.u.AttachCount)
+func (l *Loop) refreshOwned(rep *TickReport, ts *TrackedSlice, u *shm.UsageRegion, st *sliceState) {
+	attach := atomic.LoadUint64(&u.Raw().AttachCount)
 	full := attach != st.attach || l.gen >= st.nextFull
 	if !full {
 		n := 0
 		for _, o := range st.owned {
-			if int(o.idx) >= len(u.slots) {
+			if int(o.idx) >= u.SlotCount() {
 				full = true
 				break
 			}
-			s := &u.slots[o.idx]
+			s := u.RawSlot(int(o.idx))
 			owner := atomic.LoadUint64(&s.Owner)
-			if !ownedState(owner) {
+			if !shm.OwnedState(owner) {
 				continue // released (or being reclaimed by someone else)
 			}
 			if owner != o.owner {
 				full = true // re-claimed, or CLAIMING became LIVE
 				break
 			}
-			id := slotIdentity(int(o.idx), owner, s)
+			id := shm.DecodeSlotIdentity(int(o.idx), owner, s)
 			var e *procEntry
 			if !id.Claiming {
 				e = l.entry(id)
@@ -740,7 +743,7 @@ func (l *Loop) refreshOwned(rep *TickReport, ts *TrackedSlice, u *UsageRegion, s
 	}
 	// Owner words as Reclaim left them (alive() could not see them).
 	for k := range st.owned {
-		st.owned[k].owner = atomic.LoadUint64(&u.slots[st.owned[k].idx].Owner)
+		st.owned[k].owner = atomic.LoadUint64(&u.RawSlot(int(st.owned[k].idx)).Owner)
 	}
 	for _, rs := range rr.Slots {
 		ev := ReclaimEvent{Slice: ts.ID, PID: rs.PID, FreedBytes: rs.Freed}

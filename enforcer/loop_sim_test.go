@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/internal/testbuild"
+	"github.com/vgpu-project/vgpu/shm"
 
 	"github.com/vgpu-project/vgpu/enforcer"
 	"github.com/vgpu-project/vgpu/test/simgpu"
@@ -55,7 +56,7 @@ func (a pidAttributor) SliceOf(pid int) (string, bool) { s, ok := a[pid]; return
 func repoRoot(t *testing.T) string {
 	t.Helper()
 	root := testbuild.Root(t, "build/libvgpu.so", "build/simgpu/libcuda.so.1", "build/test/sim_hold")
-	testbuild.NoContainerSlice(t, enforcer.ContainerSliceDir)
+	testbuild.NoContainerSlice(t, shm.ContainerSliceDir)
 	return root
 }
 
@@ -130,10 +131,10 @@ func TestLoopOnSimulatedNode(t *testing.T) {
 	uuid := simgpu.DeviceUUID(abs, 0)
 
 	sliceDir := filepath.Join(dir, "slice")
-	require.NoError(t, enforcer.CreateSlice(sliceDir, enforcer.SliceSpec{ID: "sim", Slots: 64,
-		Devices: []enforcer.DeviceBudget{{UUID: uuid, MemoryLimit: 2 * giB, MemoryGuaranteed: 2 * giB,
-			ContextOverhead: ctxMem, ComputeShareBP: enforcer.MaxShareBP}}}))
-	sl, err := enforcer.OpenSlice(sliceDir)
+	require.NoError(t, shm.CreateSlice(sliceDir, shm.SliceSpec{ID: "sim", Slots: 64,
+		Devices: []shm.DeviceBudget{{UUID: uuid, MemoryLimit: 2 * giB, MemoryGuaranteed: 2 * giB,
+			ContextOverhead: ctxMem, ComputeShareBP: shm.MaxShareBP}}}))
+	sl, err := shm.OpenSlice(sliceDir)
 	require.NoError(t, err)
 	defer sl.Close()
 	tracked := []enforcer.TrackedSlice{{ID: "sim", Slice: sl, UUIDs: []string{uuid}}}

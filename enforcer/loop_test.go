@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/vgpu-project/vgpu/internal/procfs"
+	"github.com/vgpu-project/vgpu/shm"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -57,12 +59,12 @@ func (k *fakeKill) kill(hostPID int) error {
 func testSlice(t *testing.T, id string, limit uint64, uuids ...string) TrackedSlice {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), id)
-	spec := SliceSpec{ID: id, Slots: 64, QoS: QoSBurstable, Priority: 3}
+	spec := shm.SliceSpec{ID: id, Slots: 64, QoS: shm.QoSBurstable, Priority: 3}
 	for d, u := range uuids {
-		spec.Devices = append(spec.Devices, DeviceBudget{Index: uint32(d), UUID: u, MemoryLimit: limit})
+		spec.Devices = append(spec.Devices, shm.DeviceBudget{Index: uint32(d), UUID: u, MemoryLimit: limit})
 	}
-	require.NoError(t, CreateSlice(dir, spec))
-	sl, err := OpenSlice(dir)
+	require.NoError(t, shm.CreateSlice(dir, spec))
+	sl, err := shm.OpenSlice(dir)
 	require.NoError(t, err)
 	t.Cleanup(func() { sl.Close() })
 	return TrackedSlice{ID: id, Slice: sl, UUIDs: uuids}
@@ -77,7 +79,7 @@ func claim(t *testing.T, ts TrackedSlice, pid int, bytes ...uint64) int {
 	return claimID(t, ts, id, bytes...)
 }
 
-func claimID(t *testing.T, ts TrackedSlice, id SlotIdentity, bytes ...uint64) int {
+func claimID(t *testing.T, ts TrackedSlice, id shm.SlotIdentity, bytes ...uint64) int {
 	t.Helper()
 	slot, err := ts.Slice.Usage.ClaimSlot(id)
 	require.NoError(t, err)
@@ -88,7 +90,7 @@ func claimID(t *testing.T, ts TrackedSlice, id SlotIdentity, bytes ...uint64) in
 }
 
 // deadIdentity returns the identity of a child that has exited and been reaped.
-func deadIdentity(t *testing.T) SlotIdentity {
+func deadIdentity(t *testing.T) shm.SlotIdentity {
 	t.Helper()
 	c := startSleeper(t, "")
 	id, err := ProcessIdentity(c.Process.Pid)
@@ -143,7 +145,7 @@ func TestTickReclaimsDeadProcessInOneTick(t *testing.T) {
 			require.Len(t, rep.Slices, 1)
 			s := rep.Slices[0]
 			require.Equal(t, "s1", s.ID)
-			require.EqualValues(t, QoSBurstable, s.QoS)
+			require.EqualValues(t, shm.QoSBurstable, s.QoS)
 			require.EqualValues(t, 3, s.Priority)
 			require.Len(t, s.Devices, 2)
 			require.Equal(t, "GPU-a", s.Devices[0].UUID)
@@ -193,8 +195,7 @@ func TestTickReclaimsProcessThatDiesLater(t *testing.T) {
 					_, _ = c.Process.Wait()
 				} else {
 					require.Eventually(t, func() bool {
-						st, _, err := readProcStat(c.Process.Pid)
-						return err == nil && st == 'Z'
+						return isZombie(c.Process.Pid)
 					}, 10*time.Second, 5*time.Millisecond)
 				}
 				rep := l.Tick([]TrackedSlice{ts})
@@ -231,7 +232,7 @@ func TestTickFollowsAttachAndRelease(t *testing.T) {
 	// it is left alone.
 	dead := deadIdentity(t)
 	s := ts.Slice.Usage.RawSlot(7)
-	atomic.StoreUint64(&s.Owner, SlotOwner(dead.PID, SlotClaiming))
+	atomic.StoreUint64(&s.Owner, shm.SlotOwner(dead.PID, shm.SlotClaiming))
 	atomic.AddUint64(&ts.Slice.Usage.Raw().AttachCount, 1)
 	for i := 0; i < 3; i++ {
 		rep = l.Tick([]TrackedSlice{ts})
@@ -239,7 +240,7 @@ func TestTickFollowsAttachAndRelease(t *testing.T) {
 		require.Len(t, rep.Slices[0].Processes, 1)
 		require.Zero(t, rep.Slices[0].Processes[0].HostPID)
 	}
-	require.EqualValues(t, SlotOwner(dead.PID, SlotClaiming), atomic.LoadUint64(&s.Owner))
+	require.EqualValues(t, shm.SlotOwner(dead.PID, shm.SlotClaiming), atomic.LoadUint64(&s.Owner))
 }
 
 // The periodic full scan finds what the attach counter does not announce: a
@@ -255,10 +256,10 @@ func TestTickPeriodicFullScan(t *testing.T) {
 	// full pass (here: announced by the attach counter) finishes it.
 	slot := claimID(t, ts, deadIdentity(t), 77)
 	s := ts.Slice.Usage.RawSlot(slot)
-	atomic.StoreUint64(&s.Owner, atomic.LoadUint64(&s.Owner)&^SlotStateMask|SlotReclaiming)
+	atomic.StoreUint64(&s.Owner, atomic.LoadUint64(&s.Owner)&^shm.SlotStateMask|shm.SlotReclaiming)
 	l.Tick([]TrackedSlice{ts})
 	require.Zero(t, ts.Slice.Usage.DeviceUsed(0))
-	require.EqualValues(t, SlotFree, atomic.LoadUint64(&s.Owner))
+	require.EqualValues(t, shm.SlotFree, atomic.LoadUint64(&s.Owner))
 
 	slot = claimID(t, ts, deadIdentity(t), 99)
 	atomic.AddUint64(&ts.Slice.Usage.Raw().AttachCount, ^uint64(0)) // undo the bump
@@ -490,7 +491,7 @@ func TestTickSurvivesTruncatedUsageFile(t *testing.T) {
 	rep := l.Tick([]TrackedSlice{bad, good})
 	require.Len(t, rep.Errors, 1)
 	require.Equal(t, "bad", rep.Errors[0].Slice)
-	require.Contains(t, rep.Errors[0].Err, ErrTruncated.Error())
+	require.Contains(t, rep.Errors[0].Err, shm.ErrTruncated.Error())
 	require.EqualValues(t, 64, rep.ReclaimedBytes)
 
 	// A slice passed without regions is an error too, not a crash.
@@ -559,7 +560,7 @@ func TestTickForgetsSlicesAndProcesses(t *testing.T) {
 	l.Tick([]TrackedSlice{a, b})
 	require.Len(t, l.states, 2)
 	require.Len(t, l.procs, 2)
-	fd := l.procs[procKey{ns: selfPIDNamespace(), pid: c.Process.Pid, start: mustStart(t, c.Process.Pid)}].fd
+	fd := l.procs[procKey{ns: procfs.SelfPIDNamespace(), pid: c.Process.Pid, start: mustStart(t, c.Process.Pid)}].fd
 	require.GreaterOrEqual(t, fd, 0)
 	link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
 	require.NoError(t, err)

@@ -1,13 +1,14 @@
 package enforcer
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
 
+	"github.com/vgpu-project/vgpu/internal/procfs"
+	"github.com/vgpu-project/vgpu/shm"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,7 +19,7 @@ import (
 type PIDMapper interface {
 	// HostPID returns the host pid of the live process id names; ok is false
 	// when the mapper cannot tell (not found yet, gone, or unknowable).
-	HostPID(id SlotIdentity) (hostPID int, ok bool)
+	HostPID(id shm.SlotIdentity) (hostPID int, ok bool)
 }
 
 // MapResult is what a Resolver knows about a slot's process.
@@ -52,7 +53,7 @@ func (r MapResult) String() string {
 // from another pid namespace. A mapper that is only a PIDMapper never causes a
 // reclaim of such a process.
 type Resolver interface {
-	Resolve(id SlotIdentity) (hostPID int, res MapResult)
+	Resolve(id shm.SlotIdentity) (hostPID int, res MapResult)
 }
 
 // TickAware mappers are told when an enforcer pass begins, so that they can
@@ -85,10 +86,6 @@ type mapEntry struct {
 	hostPID int
 	used    uint64 // generation of the last lookup, for eviction
 }
-
-// initPIDNamespaceIno is the inode of the kernel's initial pid namespace
-// (PROC_PID_INIT_INO): a daemon there sees every process of the machine.
-const initPIDNamespaceIno = 0xEFFFFFFC
 
 // Eviction horizon: cache entries not looked up for this many passes are
 // dropped (their processes are gone or no longer in any slot).
@@ -136,7 +133,7 @@ type ProcfsMapper struct {
 // ("" means /proc).
 func NewProcfsMapper(procRoot string) *ProcfsMapper {
 	if procRoot == "" {
-		procRoot = "/proc"
+		procRoot = procfs.Root
 	}
 	m := &ProcfsMapper{
 		root:    procRoot,
@@ -144,12 +141,12 @@ func NewProcfsMapper(procRoot string) *ProcfsMapper {
 		pending: make(map[procKey]uint64),
 		index:   make(map[nsPID]hostProc),
 		nsSeen:  make(map[uint64]struct{}),
-		statBuf: make([]byte, 1024),
+		statBuf: make([]byte, procfs.StatBufSize),
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(filepath.Join(procRoot, "self", "ns", "pid"), &st); err == nil {
 		m.selfNS = st.Ino
-		m.seesAll = st.Ino == initPIDNamespaceIno
+		m.seesAll = st.Ino == procfs.InitPIDNamespaceIno // a daemon there sees every process
 	}
 	return m
 }
@@ -184,13 +181,13 @@ func (m *ProcfsMapper) BeginTick() {
 }
 
 // HostPID implements PIDMapper.
-func (m *ProcfsMapper) HostPID(id SlotIdentity) (int, bool) {
+func (m *ProcfsMapper) HostPID(id shm.SlotIdentity) (int, bool) {
 	hp, res := m.Resolve(id)
 	return hp, res == MapFound
 }
 
 // Resolve implements Resolver.
-func (m *ProcfsMapper) Resolve(id SlotIdentity) (int, MapResult) {
+func (m *ProcfsMapper) Resolve(id shm.SlotIdentity) (int, MapResult) {
 	if id.Claiming || id.PID <= 0 {
 		return 0, MapUnknown // identity not published yet
 	}
@@ -263,15 +260,15 @@ func (m *ProcfsMapper) Resolve(id SlotIdentity) (int, MapResult) {
 // verify checks that hostPID is a live process with the given start time (0:
 // unknown, not checked).
 func (m *ProcfsMapper) verify(hostPID int, start uint64) MapResult {
-	state, st, err := procStatAt(m.root, hostPID, m.statBuf)
+	st, err := procfs.ReadStat(m.root, hostPID, m.statBuf)
 	switch {
-	case err != nil && isGone(err):
+	case err != nil && procfs.IsGone(err):
 		return MapGone
 	case err != nil:
 		return MapUnknown
-	case state == 'Z' || state == 'X':
+	case st.Dead():
 		return MapGone
-	case start != 0 && st != start:
+	case start != 0 && st.StartTime != start:
 		return MapGone
 	}
 	return MapFound
@@ -316,106 +313,13 @@ func (m *ProcfsMapper) scanOne(pid int, name string, statusBuf []byte) {
 		return // our namespace: never needs mapping
 	}
 	m.nsSeen[st.Ino] = struct{}{}
-	nspid, ok := readNSpid(m.root+"/"+name+"/status", statusBuf)
+	nspid, ok := procfs.ReadNSpid(m.root+"/"+name+"/status", statusBuf)
 	if !ok {
 		return
 	}
-	state, start, err := procStatAt(m.root, pid, m.statBuf)
+	ps, err := procfs.ReadStat(m.root, pid, m.statBuf)
 	if err != nil {
 		return
 	}
-	m.index[nsPID{ns: st.Ino, pid: nspid}] = hostProc{hostPID: pid, start: start, state: state}
-}
-
-// readNSpid returns the last entry of the NSpid line of a /proc/<p>/status
-// file: the process's pid in its own (innermost) pid namespace.
-func readNSpid(path string, buf []byte) (int, bool) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, false
-	}
-	defer unix.Close(fd)
-	n := 0
-	for n < len(buf) {
-		k, err := unix.Read(fd, buf[n:])
-		if err != nil || k == 0 {
-			break
-		}
-		n += k
-	}
-	data := buf[:n]
-	i := bytes.Index(data, []byte("\nNSpid:"))
-	if i < 0 {
-		return 0, false
-	}
-	line := data[i+len("\nNSpid:"):]
-	if j := bytes.IndexByte(line, '\n'); j >= 0 {
-		line = line[:j]
-	}
-	fields := bytes.Fields(line)
-	if len(fields) == 0 {
-		return 0, false
-	}
-	v, err := parseUint(fields[len(fields)-1])
-	if err != nil || v == 0 {
-		return 0, false
-	}
-	return int(v), true
-}
-
-// procStatAt is readProcStat for a proc filesystem mounted at root, reading
-// into buf (at least 512 bytes) so that re-verifying a mapping allocates
-// nothing.
-func procStatAt(root string, pid int, buf []byte) (state byte, start uint64, err error) {
-	var pathBuf [64]byte
-	path := append(pathBuf[:0], root...)
-	path = append(path, '/')
-	path = strconv.AppendInt(path, int64(pid), 10)
-	path = append(path, "/stat"...)
-	fd, err := unix.Open(string(path), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return 0, 0, err
-	}
-	n, err := unix.Read(fd, buf)
-	unix.Close(fd)
-	if err != nil {
-		return 0, 0, err
-	}
-	return parseStat(buf[:n])
-}
-
-// parseStat extracts the state (field 3) and start time (field 22) of a
-// /proc/<pid>/stat line; the command name (field 2) may hold spaces and ')'.
-func parseStat(line []byte) (state byte, start uint64, err error) {
-	rp := bytes.LastIndexByte(line, ')')
-	if rp < 0 {
-		return 0, 0, errStatFormat
-	}
-	field := 3
-	i := rp + 1
-	for i < len(line) {
-		for i < len(line) && line[i] == ' ' {
-			i++
-		}
-		j := i
-		for j < len(line) && line[j] != ' ' && line[j] != '\n' {
-			j++
-		}
-		if j == i {
-			break
-		}
-		switch field {
-		case 3:
-			state = line[i]
-		case 22:
-			v, perr := parseUint(line[i:j])
-			if perr != nil {
-				return 0, 0, errStatFormat
-			}
-			return state, v, nil
-		}
-		field++
-		i = j
-	}
-	return 0, 0, errStatFormat
+	m.index[nsPID{ns: st.Ino, pid: nspid}] = hostProc{hostPID: pid, start: ps.StartTime, state: ps.State}
 }

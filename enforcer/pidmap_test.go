@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/vgpu-project/vgpu/internal/procfs"
+	"github.com/vgpu-project/vgpu/shm"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,7 +38,7 @@ func startInPIDNamespace(t *testing.T) *nsChild {
 		_ = cmd.Wait()
 	})
 	c := &nsChild{cmd: cmd, hostPID: cmd.Process.Pid}
-	ns, err := pidNamespaceOf(c.hostPID)
+	ns, err := procfs.PIDNamespaceOf(procfs.Root, c.hostPID)
 	require.NoError(t, err)
 	c.ns = ns
 	// The background sleep is pid 2 inside; find its host pid among pid 1's
@@ -59,7 +61,7 @@ func startInPIDNamespace(t *testing.T) *nsChild {
 }
 
 // nsIdentity is the slot identity a process in c's namespace would record.
-func nsIdentity(t *testing.T, hostPID int, nsPID int) SlotIdentity {
+func nsIdentity(t *testing.T, hostPID int, nsPID int) shm.SlotIdentity {
 	t.Helper()
 	id, err := ProcessIdentity(hostPID)
 	require.NoError(t, err)
@@ -90,8 +92,7 @@ func TestProcfsMapperSameNamespace(t *testing.T) {
 	// Killed but not reaped: a zombie is dead.
 	require.NoError(t, child.Process.Kill())
 	require.Eventually(t, func() bool {
-		st, _, err := readProcStat(child.Process.Pid)
-		return err == nil && st == 'Z'
+		return isZombie(child.Process.Pid)
 	}, 10*time.Second, 5*time.Millisecond)
 	_, res = m.Resolve(id)
 	require.Equal(t, MapGone, res)
@@ -101,13 +102,13 @@ func TestProcfsMapperSameNamespace(t *testing.T) {
 	require.Zero(t, m.Scans(), "a process in our own namespace never needs a /proc scan")
 
 	// A slot still being claimed has no identity to map.
-	_, res = m.Resolve(SlotIdentity{PID: os.Getpid(), Claiming: true})
+	_, res = m.Resolve(shm.SlotIdentity{PID: os.Getpid(), Claiming: true})
 	require.Equal(t, MapUnknown, res)
 }
 
 func TestProcfsMapperOtherNamespace(t *testing.T) {
 	c := startInPIDNamespace(t)
-	require.NotEqual(t, selfPIDNamespace(), c.ns, "the child must be in a new pid namespace")
+	require.NotEqual(t, procfs.SelfPIDNamespace(), c.ns, "the child must be in a new pid namespace")
 	m := NewProcfsMapper("/proc")
 
 	init1 := nsIdentity(t, c.hostPID, 1)
@@ -222,22 +223,22 @@ func TestProcfsMapperInvisibleNamespace(t *testing.T) {
 	require.False(t, m.seesAll)
 
 	m.BeginTick()
-	hp, res := m.Resolve(SlotIdentity{PID: 7, PIDNamespace: nsA, StartTime: 5000})
+	hp, res := m.Resolve(shm.SlotIdentity{PID: 7, PIDNamespace: nsA, StartTime: 5000})
 	require.Equal(t, MapFound, res)
 	require.Equal(t, 100, hp)
-	_, res = m.Resolve(SlotIdentity{PID: 8, PIDNamespace: nsA, StartTime: 5001})
+	_, res = m.Resolve(shm.SlotIdentity{PID: 8, PIDNamespace: nsA, StartTime: 5001})
 	require.Equal(t, MapGone, res, "a zombie")
 
 	// A namespace with no process visible from here: it may exist where we
 	// cannot see it, so never "gone".
-	invisible := SlotIdentity{PID: 3, PIDNamespace: nsA + 1000, StartTime: 1}
+	invisible := shm.SlotIdentity{PID: 3, PIDNamespace: nsA + 1000, StartTime: 1}
 	for i := 0; i < 3; i++ {
 		m.BeginTick()
 		_, res = m.Resolve(invisible)
 		require.Equal(t, MapUnknown, res)
 	}
 	// A missing pid in a visible namespace is gone from the second pass on.
-	gone := SlotIdentity{PID: 9, PIDNamespace: nsA, StartTime: 1}
+	gone := shm.SlotIdentity{PID: 9, PIDNamespace: nsA, StartTime: 1}
 	_, res = m.Resolve(gone)
 	require.Equal(t, MapUnknown, res)
 	m.BeginTick()
@@ -248,17 +249,6 @@ func TestProcfsMapperInvisibleNamespace(t *testing.T) {
 	require.NoError(t, os.RemoveAll(filepath.Join(f.root, "100")))
 	f.process(100, "nsA", 7, 9000, 'S')
 	m.BeginTick()
-	_, res = m.Resolve(SlotIdentity{PID: 7, PIDNamespace: nsA, StartTime: 5000})
+	_, res = m.Resolve(shm.SlotIdentity{PID: 7, PIDNamespace: nsA, StartTime: 5000})
 	require.Equal(t, MapGone, res)
-}
-
-func TestParseStatOddNames(t *testing.T) {
-	st, start, err := parseStat([]byte("12 (a) b (c) R 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 1 2\n"))
-	require.NoError(t, err)
-	require.Equal(t, byte('R'), st)
-	require.EqualValues(t, 777, start)
-	_, _, err = parseStat([]byte("12 no paren"))
-	require.Error(t, err)
-	_, _, err = parseStat([]byte("12 (x) S 1 2"))
-	require.Error(t, err)
 }

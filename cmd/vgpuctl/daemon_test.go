@@ -19,16 +19,15 @@ import (
 	"github.com/vgpu-project/vgpu/daemon"
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/daemon/devices"
-	"github.com/vgpu-project/vgpu/enforcer"
 )
 
 // fakeGPUs is a node of n identical GPUs with no driver processes.
 type fakeGPUs struct{ devs []devices.Device }
 
-func (f *fakeGPUs) Devices() ([]devices.Device, error)                 { return f.devs, nil }
-func (f *fakeGPUs) Processes(string) ([]enforcer.DriverProcess, error) { return nil, nil }
-func (f *fakeGPUs) Utilization(string) (uint32, error)                 { return 0, nil }
-func (f *fakeGPUs) Close() error                                       { return nil }
+func (f *fakeGPUs) Devices() ([]devices.Device, error)                { return f.devs, nil }
+func (f *fakeGPUs) Processes(string) ([]devices.ProcessMemory, error) { return nil, nil }
+func (f *fakeGPUs) Utilization(string) (uint32, error)                { return 0, nil }
+func (f *fakeGPUs) Close() error                                      { return nil }
 
 // startDaemon runs an in-process vgpud on a 2 x 16 GiB node and points
 // VGPU_SOCKET at it for the test.

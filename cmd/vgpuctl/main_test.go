@@ -12,8 +12,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 // TestMain lets the test binary act as vgpuctl itself, so the exit codes of the
@@ -49,12 +48,12 @@ func TestCreateAndShow(t *testing.T) {
 	require.Empty(t, r.stderr)
 	require.Contains(t, r.stdout, "created slice "+dir)
 
-	s, err := enforcer.OpenSlice(dir)
+	s, err := shm.OpenSlice(dir)
 	require.NoError(t, err)
 	defer s.Close()
-	require.Equal(t, enforcer.SliceSpec{
+	require.Equal(t, shm.SliceSpec{
 		ID: "job-7",
-		Devices: []enforcer.DeviceBudget{
+		Devices: []shm.DeviceBudget{
 			// --compute 37.5: a static rate of 37.5% of a second of estimated
 			// device-ns per second, 20 ms of it as burst.
 			{Index: 1, MemoryLimit: 2 << 30, ContextOverhead: 300 << 20, ComputeShareBP: 3750,
@@ -63,8 +62,8 @@ func TestCreateAndShow(t *testing.T) {
 				TokenRate: 375_000_000, TokenBurst: 7_500_000},
 		},
 		Priority: 5,
-		QoS:      enforcer.QoSBurstable,
-		Policy:   enforcer.PolicyCap,
+		QoS:      shm.QoSBurstable,
+		Policy:   shm.PolicyCap,
 	}, s.Budget.Spec())
 	require.Equal(t, 16, s.Usage.SlotCount())
 
@@ -75,9 +74,9 @@ func TestCreateAndShow(t *testing.T) {
 	}
 
 	// Two processes, one over the limit on device 0 (free must clamp to 0).
-	a, err := s.Usage.ClaimSlot(enforcer.SlotIdentity{PID: 4242})
+	a, err := s.Usage.ClaimSlot(shm.SlotIdentity{PID: 4242})
 	require.NoError(t, err)
-	b, err := s.Usage.ClaimSlot(enforcer.SlotIdentity{PID: 4343})
+	b, err := s.Usage.ClaimSlot(shm.SlotIdentity{PID: 4343})
 	require.NoError(t, err)
 	require.True(t, s.Usage.Charge(a, 0, 2<<30, 2<<30))
 	require.False(t, s.Usage.Charge(b, 0, 1, 2<<30))
@@ -111,7 +110,7 @@ func TestCreateAndShow(t *testing.T) {
 	var v sliceView
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &v))
 	require.Equal(t, "job-7", v.ID)
-	require.Equal(t, fmt.Sprintf("%d.%d", enforcer.ABIMajor, enforcer.ABIMinor), v.ABI)
+	require.Equal(t, fmt.Sprintf("%d.%d", shm.ABIMajor, shm.ABIMinor), v.ABI)
 	require.Equal(t, 16, v.Slots)
 	require.Len(t, v.Devices, 2)
 	require.Equal(t, uint64(2<<30+1<<20), v.Devices[0].UsedBytes)
@@ -141,11 +140,11 @@ func TestCreateDefaultsAndForce(t *testing.T) {
 	dir := t.TempDir()
 	r := vgpuctl("slice", "create", "--dir", dir, "--memory", "1G")
 	require.Equal(t, 0, r.code, r.stderr)
-	s, err := enforcer.OpenSlice(dir)
+	s, err := shm.OpenSlice(dir)
 	require.NoError(t, err)
-	require.Equal(t, []enforcer.DeviceBudget{{Index: 0, MemoryLimit: 1 << 30, ContextOverhead: 256 << 20, ComputeShareBP: 10000}},
+	require.Equal(t, []shm.DeviceBudget{{Index: 0, MemoryLimit: 1 << 30, ContextOverhead: 256 << 20, ComputeShareBP: 10000}},
 		s.Budget.Spec().Devices)
-	require.Equal(t, enforcer.DefaultSlots, s.Usage.SlotCount())
+	require.Equal(t, shm.DefaultSlots, s.Usage.SlotCount())
 	require.NoError(t, s.Close())
 
 	r = vgpuctl("slice", "create", "--dir", dir, "--memory", "4G")
@@ -154,7 +153,7 @@ func TestCreateDefaultsAndForce(t *testing.T) {
 
 	r = vgpuctl("slice", "create", "--dir", dir, "--memory", "4G", "--force", "--context-overhead", "0")
 	require.Equal(t, 0, r.code, r.stderr)
-	s, err = enforcer.OpenSlice(dir)
+	s, err = shm.OpenSlice(dir)
 	require.NoError(t, err)
 	defer s.Close()
 	require.Equal(t, uint64(4<<30), s.Budget.MemoryLimit(0))
@@ -225,8 +224,8 @@ func TestShowErrors(t *testing.T) {
 	require.Contains(t, r.stderr, "no such file")
 
 	require.Equal(t, 0, vgpuctl("slice", "create", "--dir", dir, "--memory", "1G").code)
-	usage := filepath.Join(dir, enforcer.UsageFile)
-	budget, err := os.ReadFile(filepath.Join(dir, enforcer.BudgetFile))
+	usage := filepath.Join(dir, shm.UsageFile)
+	budget, err := os.ReadFile(filepath.Join(dir, shm.BudgetFile))
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(usage, budget, 0o666))
 	r = vgpuctl("slice", "show", "--dir", dir)

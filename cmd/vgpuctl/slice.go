@@ -13,8 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/vgpu-project/vgpu/enforcer"
 	"github.com/vgpu-project/vgpu/internal/units"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 // defaultContextOverhead is charged per CUDA context when --context-overhead is
@@ -110,9 +110,9 @@ func parseFlags(fs *flag.FlagSet, help string, args []string, stdout io.Writer) 
 }
 
 var qosNames = map[string]uint32{
-	"guaranteed":  enforcer.QoSGuaranteed,
-	"burstable":   enforcer.QoSBurstable,
-	"best-effort": enforcer.QoSBestEffort,
+	"guaranteed":  shm.QoSGuaranteed,
+	"burstable":   shm.QoSBurstable,
+	"best-effort": shm.QoSBestEffort,
 }
 
 func qosName(q uint32) string {
@@ -126,9 +126,9 @@ func qosName(q uint32) string {
 
 func policyName(p uint32) string {
 	switch p {
-	case enforcer.PolicyCap:
+	case shm.PolicyCap:
 		return "cap"
-	case enforcer.PolicyShare:
+	case shm.PolicyShare:
 		return "share"
 	}
 	return fmt.Sprintf("unknown(%d)", p)
@@ -136,9 +136,9 @@ func policyName(p uint32) string {
 
 func flagNames(f uint32) []string {
 	names := []string{}
-	if f&enforcer.BudgetFlagElastic != 0 {
+	if f&shm.BudgetFlagElastic != 0 {
 		names = append(names, "elastic")
-		f &^= enforcer.BudgetFlagElastic
+		f &^= shm.BudgetFlagElastic
 	}
 	if f != 0 {
 		names = append(names, fmt.Sprintf("%#x", f))
@@ -161,7 +161,7 @@ func runSliceCreate(args []string, stdout, _ io.Writer) error {
 		overhead = sizeFlag{bytes: defaultContextOverhead}
 		devices  listFlag
 		id       = fs.String("id", "", "slice name `ID` recorded in the budget (at most 63 bytes)")
-		slots    = fs.Int("slots", enforcer.DefaultSlots, "`N` process slots: how many processes may use the slice at once (1..65536)")
+		slots    = fs.Int("slots", shm.DefaultSlots, "`N` process slots: how many processes may use the slice at once (1..65536)")
 		compute  = fs.Float64("compute", 100, "compute share in percent (`PCT`) of each device: launches are throttled to a static rate estimated from it (0 < PCT <= 100; 100 = not throttled)")
 		priority = fs.Uint("priority", 0, "slice priority `N`; higher wins")
 		qos      = fs.String("qos", "guaranteed", "QoS `class`: guaranteed, burstable or best-effort")
@@ -187,8 +187,8 @@ func runSliceCreate(args []string, stdout, _ io.Writer) error {
 		return usagef("--context-overhead %s leaves no memory in a %s slice",
 			units.FormatSize(overhead.bytes), units.FormatSize(memory.bytes))
 	}
-	if *slots < 1 || *slots > enforcer.MaxSlots {
-		return usagef("--slots %d out of range 1..%d", *slots, enforcer.MaxSlots)
+	if *slots < 1 || *slots > shm.MaxSlots {
+		return usagef("--slots %d out of range 1..%d", *slots, shm.MaxSlots)
 	}
 	if !(*compute > 0 && *compute <= 100) {
 		return usagef("--compute %g out of range (0, 100]", *compute)
@@ -204,18 +204,18 @@ func runSliceCreate(args []string, stdout, _ io.Writer) error {
 		devices = listFlag{"0"}
 	}
 
-	spec := enforcer.SliceSpec{
+	spec := shm.SliceSpec{
 		ID:       *id,
 		Slots:    *slots,
 		Priority: uint32(*priority),
 		QoS:      q,
-		Policy:   enforcer.PolicyCap,
+		Policy:   shm.PolicyCap,
 	}
 	shareBP := uint32(math.Round(*compute * 100))
 	// No daemon adjusts this slice's rate: a static one estimated from the share.
-	rate, burst := enforcer.StaticTokenBucket(shareBP)
+	rate, burst := shm.StaticTokenBucket(shareBP)
 	for _, arg := range devices {
-		d := enforcer.DeviceBudget{
+		d := shm.DeviceBudget{
 			MemoryLimit:     memory.bytes,
 			ContextOverhead: overhead.bytes,
 			ComputeShareBP:  shareBP,
@@ -235,10 +235,10 @@ func runSliceCreate(args []string, stdout, _ io.Writer) error {
 		return usageError{err}
 	}
 
-	if !*force && enforcer.SliceExists(*dir) {
+	if !*force && shm.SliceExists(*dir) {
 		return fmt.Errorf("%s already holds a slice (use --force to replace it)", *dir)
 	}
-	if err := enforcer.CreateSlice(*dir, spec); err != nil {
+	if err := shm.CreateSlice(*dir, spec); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "created slice %s: %d device(s), %s each, %d process slots\n",
@@ -300,7 +300,7 @@ type processView struct {
 }
 
 func loadView(dir string) (*sliceView, error) {
-	s, err := enforcer.OpenSlice(dir)
+	s, err := shm.OpenSlice(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -309,7 +309,7 @@ func loadView(dir string) (*sliceView, error) {
 	v := &sliceView{
 		Dir:           dir,
 		ID:            b.SliceID(),
-		ABI:           fmt.Sprintf("%d.%d", enforcer.ABIMajor, b.ABIMinor()),
+		ABI:           fmt.Sprintf("%d.%d", shm.ABIMajor, b.ABIMinor()),
 		Generation:    b.Generation(),
 		CreatedUnixNs: b.CreatedUnixNs(),
 		Priority:      b.Priority(),

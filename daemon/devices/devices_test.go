@@ -12,7 +12,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
-	"github.com/vgpu-project/vgpu/enforcer"
 )
 
 // mockDev is device i of a mock server.
@@ -190,7 +189,7 @@ func TestNVMLOnMock(t *testing.T) {
 
 	procs, err := n.Processes(u0)
 	require.NoError(t, err)
-	require.Equal(t, []enforcer.DriverProcess{
+	require.Equal(t, []ProcessMemory{
 		{HostPID: 100, UsedBytes: 1<<30 + 512<<20},
 		{HostPID: 200, UsedBytes: 0},
 	}, procs)

@@ -8,8 +8,6 @@ import (
 	"sync"
 
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
-
-	"github.com/vgpu-project/vgpu/enforcer"
 )
 
 // DefaultLibrary is the NVML library Open loads when given no path.
@@ -186,11 +184,18 @@ func (n *NVML) handle(uuid string) (nvml.Device, error) {
 	return h, nil
 }
 
+// ProcessMemory is one process as the driver reports it on one device: its
+// host pid and the device memory it holds.
+type ProcessMemory struct {
+	HostPID   int
+	UsedBytes uint64
+}
+
 // Processes lists the compute processes holding memory on the device, with host
 // pids and the driver's figure of their memory. A pid listed more than once (one
 // entry per MIG instance) is summed into one entry. Memory NVML cannot report is
 // given as 0, so that the backstop never acts on an unknown figure.
-func (n *NVML) Processes(uuid string) ([]enforcer.DriverProcess, error) {
+func (n *NVML) Processes(uuid string) ([]ProcessMemory, error) {
 	end, err := n.begin()
 	if err != nil {
 		return nil, err
@@ -204,7 +209,7 @@ func (n *NVML) Processes(uuid string) ([]enforcer.DriverProcess, error) {
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", uuid, err)
 	}
-	out := make([]enforcer.DriverProcess, 0, len(infos))
+	out := make([]ProcessMemory, 0, len(infos))
 next:
 	for _, p := range infos {
 		used := p.UsedGpuMemory
@@ -217,7 +222,7 @@ next:
 				continue next
 			}
 		}
-		out = append(out, enforcer.DriverProcess{HostPID: int(p.Pid), UsedBytes: used})
+		out = append(out, ProcessMemory{HostPID: int(p.Pid), UsedBytes: used})
 	}
 	return out, nil
 }

@@ -18,7 +18,6 @@ import (
 
 	"github.com/vgpu-project/vgpu/internal/testbuild"
 
-	"github.com/vgpu-project/vgpu/enforcer"
 	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
@@ -198,7 +197,7 @@ func TestOpen(t *testing.T) {
 		h2 := hold(t, state, 0, 1) // a context only
 		procs, err := n.Processes(devs[1].UUID)
 		require.NoError(t, err)
-		require.ElementsMatch(t, []enforcer.DriverProcess{
+		require.ElementsMatch(t, []ProcessMemory{
 			{HostPID: h.pid, UsedBytes: 364 * mib}, // context 64MiB + 300MiB
 			{HostPID: h2.pid, UsedBytes: 64 * mib},
 		}, procs)
@@ -216,7 +215,7 @@ func TestOpen(t *testing.T) {
 		h.kill()
 		procs, err = n.Processes(devs[1].UUID)
 		require.NoError(t, err)
-		require.Equal(t, []enforcer.DriverProcess{{HostPID: h2.pid, UsedBytes: 64 * mib}}, procs)
+		require.Equal(t, []ProcessMemory{{HostPID: h2.pid, UsedBytes: 64 * mib}}, procs)
 
 		_, err = n.Processes("GPU-00000000-0000-0000-0000-000000000000")
 		require.ErrorContains(t, err, "get handle")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 const (
@@ -47,11 +48,11 @@ func testReport() *enforcer.TickReport {
 		Start:    time.Unix(1700000100, 0),
 		Duration: 300 * time.Microsecond,
 		Slices: []enforcer.SliceSnapshot{
-			{ID: "a", QoS: enforcer.QoSGuaranteed, Devices: []enforcer.SliceDeviceSnapshot{{
+			{ID: "a", QoS: shm.QoSGuaranteed, Devices: []enforcer.SliceDeviceSnapshot{{
 				UUID: uuidA, LimitBytes: 4 << 30, UsedBytes: 1 << 30, PeakBytes: 2 << 30, RefusedAllocs: 3,
 				DriverBytes: 1 << 30, DriverKnown: true, ReclaimedBytesTotal: 512 << 20, BackstopEventsTotal: 1,
 			}}, Processes: []enforcer.ProcessSnapshot{{PID: 10, HostPID: 10, UsedBytes: []uint64{1 << 30}}}},
-			{ID: "b", QoS: enforcer.QoSBurstable, Devices: []enforcer.SliceDeviceSnapshot{
+			{ID: "b", QoS: shm.QoSBurstable, Devices: []enforcer.SliceDeviceSnapshot{
 				{UUID: uuidA, LimitBytes: 8 << 30},
 				{UUID: "", LimitBytes: 1 << 30}, // matched by index, driver figure unknown
 			}},

@@ -60,7 +60,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
-	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 const (
@@ -115,7 +115,7 @@ type recordFile struct {
 // Loaded is a slice re-adopted by Load, with its regions mapped.
 type Loaded struct {
 	Record
-	Slice *enforcer.Slice
+	Slice *shm.Slice
 }
 
 // Store is the on-disk state under one directory.
@@ -164,11 +164,11 @@ func (s *Store) Dir(id string) string { return filepath.Join(s.slices, id) }
 func QoSCode(qos string) (uint32, error) {
 	switch qos {
 	case "", api.QoSGuaranteed:
-		return enforcer.QoSGuaranteed, nil
+		return shm.QoSGuaranteed, nil
 	case api.QoSBurstable:
-		return enforcer.QoSBurstable, nil
+		return shm.QoSBurstable, nil
 	case api.QoSBestEffort:
-		return enforcer.QoSBestEffort, nil
+		return shm.QoSBestEffort, nil
 	}
 	return 0, fmt.Errorf("unknown qos %q", qos)
 }
@@ -180,43 +180,43 @@ func QoSCode(qos string) (uint32, error) {
 // asked: 10000, the whole device), and compute_floor_bp equals it for a
 // guaranteed slice that asked a share (the share is guaranteed) and is 0
 // otherwise. Token rates start at 0 (no throttling) until the enforcer sets them.
-func Spec(rec Record) (enforcer.SliceSpec, error) {
+func Spec(rec Record) (shm.SliceSpec, error) {
 	sl := &rec.Slice
 	qos, err := QoSCode(sl.QoS)
 	if err != nil {
-		return enforcer.SliceSpec{}, fmt.Errorf("slice %s: %w", sl.ID, err)
+		return shm.SliceSpec{}, fmt.Errorf("slice %s: %w", sl.ID, err)
 	}
 	if sl.Priority < 0 || int64(sl.Priority) > math.MaxUint32 {
-		return enforcer.SliceSpec{}, fmt.Errorf("slice %s: priority %d out of range", sl.ID, sl.Priority)
+		return shm.SliceSpec{}, fmt.Errorf("slice %s: priority %d out of range", sl.ID, sl.Priority)
 	}
-	spec := enforcer.SliceSpec{
+	spec := shm.SliceSpec{
 		ID:       sl.ID,
-		Devices:  make([]enforcer.DeviceBudget, len(sl.Devices)),
+		Devices:  make([]shm.DeviceBudget, len(sl.Devices)),
 		Priority: uint32(sl.Priority),
 		QoS:      qos,
 	}
 	for i, d := range sl.Devices {
 		if d.Index < 0 || int64(d.Index) > math.MaxUint32 {
-			return enforcer.SliceSpec{}, fmt.Errorf("slice %s: device %d: index %d out of range", sl.ID, i, d.Index)
+			return shm.SliceSpec{}, fmt.Errorf("slice %s: device %d: index %d out of range", sl.ID, i, d.Index)
 		}
 		// ComputePercent 0: no share asked, the whole device and no guarantee.
-		bp := uint32(enforcer.MaxShareBP)
+		bp := uint32(shm.MaxShareBP)
 		floor := false
 		if c := d.ComputePercent; c != 0 {
 			if math.IsNaN(c) || c < 0 || c > 100 || math.Round(c*100) == 0 {
-				return enforcer.SliceSpec{}, fmt.Errorf("slice %s: device %d: compute percent %v out of range (0, 100]", sl.ID, i, c)
+				return shm.SliceSpec{}, fmt.Errorf("slice %s: device %d: compute percent %v out of range (0, 100]", sl.ID, i, c)
 			}
 			bp = uint32(math.Round(c * 100))
-			floor = qos == enforcer.QoSGuaranteed
+			floor = qos == shm.QoSGuaranteed
 		}
-		b := enforcer.DeviceBudget{
+		b := shm.DeviceBudget{
 			Index:           uint32(d.Index),
 			UUID:            d.UUID,
 			MemoryLimit:     d.MemoryBytes,
 			ContextOverhead: rec.ContextOverhead,
 			ComputeShareBP:  bp,
 		}
-		if qos == enforcer.QoSGuaranteed {
+		if qos == shm.QoSGuaranteed {
 			b.MemoryGuaranteed = d.MemoryBytes
 		}
 		if floor {
@@ -226,11 +226,11 @@ func Spec(rec Record) (enforcer.SliceSpec, error) {
 		// from its first launch (not only from the controller's first step) and
 		// keeps a sane rate if vgpud is down; the controller then corrects it
 		// from measured utilization.
-		b.TokenRate, b.TokenBurst = enforcer.StaticTokenBucket(bp)
+		b.TokenRate, b.TokenBurst = shm.StaticTokenBucket(bp)
 		spec.Devices[i] = b
 	}
 	if err := spec.Validate(); err != nil {
-		return enforcer.SliceSpec{}, err
+		return shm.SliceSpec{}, err
 	}
 	return spec, nil
 }
@@ -239,7 +239,7 @@ func Spec(rec Record) (enforcer.SliceSpec, error) {
 // its regions, mapped (the budget writable: vgpud is its only writer). The
 // record is written with Slice.Dir set to Dir(id). On any error nothing it made
 // is left behind.
-func (s *Store) Create(rec Record) (sl *enforcer.Slice, err error) {
+func (s *Store) Create(rec Record) (sl *shm.Slice, err error) {
 	id := rec.Slice.ID
 	if err := ValidateID(id); err != nil {
 		return nil, fmt.Errorf("create slice: %w", err)
@@ -274,7 +274,7 @@ func (s *Store) Create(rec Record) (sl *enforcer.Slice, err error) {
 	// The regions need no fsync of their own: writeRecord fsyncs this
 	// directory (making their renames durable too) and Load recreates a pair a
 	// power loss damaged. This halves the fsyncs of an alloc.
-	if err := enforcer.CreateSliceWith(dir, spec, enforcer.CreateOptions{}); err != nil {
+	if err := shm.CreateSliceWith(dir, spec, shm.CreateOptions{}); err != nil {
 		return nil, fmt.Errorf("create slice %s: %w", id, err)
 	}
 	if err := s.step("regions"); err != nil {
@@ -425,11 +425,11 @@ func parseRecord(data []byte, id string) (Record, error) {
 
 // adopt maps dir's regions as they are when they match spec, recreating from
 // spec only the ones that are missing, corrupt or describe other devices.
-func (s *Store) adopt(dir string, spec enforcer.SliceSpec) (*enforcer.Slice, error) {
+func (s *Store) adopt(dir string, spec shm.SliceSpec) (*shm.Slice, error) {
 	b, berr := openBudget(dir, spec)
 	u, uerr := openUsage(dir, spec)
 	if berr == nil && uerr == nil {
-		return &enforcer.Slice{Budget: b, Usage: u}, nil
+		return &shm.Slice{Budget: b, Usage: u}, nil
 	}
 	if b != nil {
 		b.Close()
@@ -459,13 +459,13 @@ func (s *Store) adopt(dir string, spec enforcer.SliceSpec) (*enforcer.Slice, err
 // openBudget maps dir's budget writable and checks that it is the one spec
 // describes: same slice id and same devices. Limits may differ (vgpud changes
 // them at run time), so they are not compared.
-func openBudget(dir string, spec enforcer.SliceSpec) (*enforcer.BudgetRegion, error) {
-	b, err := enforcer.OpenBudget(filepath.Join(dir, enforcer.BudgetFile), true)
+func openBudget(dir string, spec shm.SliceSpec) (*shm.BudgetRegion, error) {
+	b, err := shm.OpenBudget(filepath.Join(dir, shm.BudgetFile), true)
 	if err != nil {
 		return nil, err
 	}
-	fail := func(format string, args ...any) (*enforcer.BudgetRegion, error) {
-		err := fmt.Errorf("budget %s: %w: %s", b.Path(), enforcer.ErrCorrupt, fmt.Sprintf(format, args...))
+	fail := func(format string, args ...any) (*shm.BudgetRegion, error) {
+		err := fmt.Errorf("budget %s: %w: %s", b.Path(), shm.ErrCorrupt, fmt.Sprintf(format, args...))
 		b.Close()
 		return nil, err
 	}
@@ -486,14 +486,14 @@ func openBudget(dir string, spec enforcer.SliceSpec) (*enforcer.BudgetRegion, er
 }
 
 // openUsage maps dir's usage file and checks its device count against spec.
-func openUsage(dir string, spec enforcer.SliceSpec) (*enforcer.UsageRegion, error) {
-	u, err := enforcer.OpenUsage(filepath.Join(dir, enforcer.UsageFile))
+func openUsage(dir string, spec shm.SliceSpec) (*shm.UsageRegion, error) {
+	u, err := shm.OpenUsage(filepath.Join(dir, shm.UsageFile))
 	if err != nil {
 		return nil, err
 	}
 	if u.DeviceCount() != len(spec.Devices) {
 		err := fmt.Errorf("usage %s: %w: %d devices, record has %d",
-			u.Path(), enforcer.ErrCorrupt, u.DeviceCount(), len(spec.Devices))
+			u.Path(), shm.ErrCorrupt, u.DeviceCount(), len(spec.Devices))
 		u.Close()
 		return nil, err
 	}
@@ -505,21 +505,21 @@ func openUsage(dir string, spec enforcer.SliceSpec) (*enforcer.UsageRegion, erro
 // ones (usage first, as CreateSlice does), so each file is replaced atomically
 // and the good one is never touched. A crash leaves a scratch directory that the
 // next Load removes, and the slice to repair again.
-func (s *Store) repair(dir string, spec enforcer.SliceSpec, budget, usage bool) error {
+func (s *Store) repair(dir string, spec shm.SliceSpec, budget, usage bool) error {
 	scratch, err := os.MkdirTemp(s.slices, "."+spec.ID+repairTag)
 	if err != nil {
 		return fmt.Errorf("repair: %w", err)
 	}
 	defer os.RemoveAll(scratch)
-	if err := enforcer.CreateSlice(scratch, spec); err != nil {
+	if err := shm.CreateSlice(scratch, spec); err != nil {
 		return fmt.Errorf("repair: %w", err)
 	}
 	var names []string
 	if usage {
-		names = append(names, enforcer.UsageFile)
+		names = append(names, shm.UsageFile)
 	}
 	if budget {
-		names = append(names, enforcer.BudgetFile)
+		names = append(names, shm.BudgetFile)
 	}
 	for _, name := range names {
 		if err := os.Rename(filepath.Join(scratch, name), filepath.Join(dir, name)); err != nil {
@@ -555,24 +555,24 @@ func (s *Store) quarantine(id string, why error) {
 }
 
 // openSlice maps both regions of dir, the budget writable.
-func openSlice(dir string) (*enforcer.Slice, error) {
-	b, err := enforcer.OpenBudget(filepath.Join(dir, enforcer.BudgetFile), true)
+func openSlice(dir string) (*shm.Slice, error) {
+	b, err := shm.OpenBudget(filepath.Join(dir, shm.BudgetFile), true)
 	if err != nil {
 		return nil, err
 	}
-	u, err := enforcer.OpenUsage(filepath.Join(dir, enforcer.UsageFile))
+	u, err := shm.OpenUsage(filepath.Join(dir, shm.UsageFile))
 	if err != nil {
 		b.Close()
 		return nil, err
 	}
 	if b.DeviceCount() != u.DeviceCount() {
 		err := fmt.Errorf("slice %s: %w: budget has %d devices, usage has %d",
-			dir, enforcer.ErrCorrupt, b.DeviceCount(), u.DeviceCount())
+			dir, shm.ErrCorrupt, b.DeviceCount(), u.DeviceCount())
 		b.Close()
 		u.Close()
 		return nil, err
 	}
-	return &enforcer.Slice{Budget: b, Usage: u}, nil
+	return &shm.Slice{Budget: b, Usage: u}, nil
 }
 
 // writeRecord writes dir/slice.json atomically and durably: a temporary file,

@@ -20,7 +20,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
-	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 const (
@@ -168,11 +168,11 @@ func TestSpec(t *testing.T) {
 	rec.Slice.Devices[1].MemoryBytes = 3 * gib
 	spec, err := Spec(rec)
 	require.NoError(t, err)
-	require.Equal(t, enforcer.SliceSpec{
+	require.Equal(t, shm.SliceSpec{
 		ID:       "g",
 		Priority: 3,
-		QoS:      enforcer.QoSGuaranteed,
-		Devices: []enforcer.DeviceBudget{
+		QoS:      shm.QoSGuaranteed,
+		Devices: []shm.DeviceBudget{
 			{Index: 0, UUID: uuid(0), MemoryLimit: 2 * gib, MemoryGuaranteed: 2 * gib,
 				ContextOverhead: 256 * mib, ComputeShareBP: 2500, ComputeFloorBP: 2500,
 				// the static rate of a 25% share: throttled from the first launch
@@ -182,20 +182,20 @@ func TestSpec(t *testing.T) {
 		},
 	}, spec)
 
-	for qos, code := range map[string]uint32{api.QoSBurstable: enforcer.QoSBurstable, api.QoSBestEffort: enforcer.QoSBestEffort} {
+	for qos, code := range map[string]uint32{api.QoSBurstable: shm.QoSBurstable, api.QoSBestEffort: shm.QoSBestEffort} {
 		rec := record("b", qos, 1)
 		rec.Slice.Devices[0].ComputePercent = 33.33
 		spec, err := Spec(rec)
 		require.NoError(t, err)
 		require.Equal(t, code, spec.QoS)
-		require.Equal(t, enforcer.DeviceBudget{Index: 0, UUID: uuid(0), MemoryLimit: 2 * gib,
+		require.Equal(t, shm.DeviceBudget{Index: 0, UUID: uuid(0), MemoryLimit: 2 * gib,
 			ContextOverhead: 256 * mib, ComputeShareBP: 3333, TokenRate: 333_300_000, TokenBurst: 6_666_000},
 			spec.Devices[0],
 			"nothing guaranteed, no compute floor")
 	}
 	spec, err = Spec(record("default", "", 1))
 	require.NoError(t, err)
-	require.Equal(t, uint32(enforcer.QoSGuaranteed), spec.QoS, `"" is guaranteed`)
+	require.Equal(t, uint32(shm.QoSGuaranteed), spec.QoS, `"" is guaranteed`)
 
 	for name, mut := range map[string]func(*Record){
 		"unknown qos":       func(r *Record) { r.Slice.QoS = "gold" },
@@ -233,19 +233,19 @@ func TestCreate(t *testing.T) {
 	b := sl.Budget
 	require.Equal(t, "job-1", b.SliceID())
 	require.Equal(t, uint32(3), b.Priority())
-	require.Equal(t, uint32(enforcer.QoSGuaranteed), b.QoS())
+	require.Equal(t, uint32(shm.QoSGuaranteed), b.QoS())
 	require.Equal(t, 2, b.DeviceCount())
 	require.Equal(t, 2, sl.Usage.DeviceCount())
-	require.Equal(t, enforcer.DefaultSlots, sl.Usage.SlotCount())
+	require.Equal(t, shm.DefaultSlots, sl.Usage.SlotCount())
 	for d := 0; d < 2; d++ {
-		require.Equal(t, enforcer.DeviceBudget{Index: uint32(d), UUID: uuid(d), MemoryLimit: 2 * gib,
+		require.Equal(t, shm.DeviceBudget{Index: uint32(d), UUID: uuid(d), MemoryLimit: 2 * gib,
 			MemoryGuaranteed: 2 * gib, ContextOverhead: 256 * mib, ComputeShareBP: 2500, ComputeFloorBP: 2500,
 			TokenRate: 250_000_000, TokenBurst: 5_000_000},
 			b.Device(d))
 	}
 	// The budget is mapped writable: vgpud is its only writer.
 	require.NoError(t, b.SetMemoryLimit(0, 3*gib))
-	opened, err := enforcer.OpenSlice(dir)
+	opened, err := shm.OpenSlice(dir)
 	require.NoError(t, err)
 	require.Equal(t, uint64(3*gib), opened.Budget.MemoryLimit(0))
 	require.NoError(t, opened.Close())
@@ -311,10 +311,10 @@ func TestDelete(t *testing.T) {
 	create(t, s, record("b", "", 1))
 
 	// A process still mapping the regions keeps them.
-	live, err := enforcer.OpenSlice(s.Dir("a"))
+	live, err := shm.OpenSlice(s.Dir("a"))
 	require.NoError(t, err)
 	defer live.Close()
-	slot, err := live.Usage.ClaimSlot(enforcer.SlotIdentity{PID: os.Getpid()})
+	slot, err := live.Usage.ClaimSlot(shm.SlotIdentity{PID: os.Getpid()})
 	require.NoError(t, err)
 
 	require.NoError(t, s.Delete("a"))
@@ -367,10 +367,10 @@ func TestLoadLeavesLiveRegionsUntouched(t *testing.T) {
 	dir := s.Dir("live")
 
 	// A "process" (the Go model of libvgpu) charges memory and stays mapped.
-	tenant, err := enforcer.OpenSlice(dir)
+	tenant, err := shm.OpenSlice(dir)
 	require.NoError(t, err)
 	defer tenant.Close()
-	slot, err := tenant.Usage.ClaimSlot(enforcer.SlotIdentity{PID: os.Getpid(), PIDNamespace: 7, StartTime: 1234})
+	slot, err := tenant.Usage.ClaimSlot(shm.SlotIdentity{PID: os.Getpid(), PIDNamespace: 7, StartTime: 1234})
 	require.NoError(t, err)
 	require.True(t, tenant.Usage.Charge(slot, 0, 300*mib, 2*gib))
 	require.True(t, tenant.Usage.Charge(slot, 1, 1500*mib, 2*gib))
@@ -433,7 +433,7 @@ func TestLoadPartialStates(t *testing.T) {
 			setup: func(t *testing.T, s *Store) {
 				spec, err := Spec(record("x", "", 1))
 				require.NoError(t, err)
-				require.NoError(t, enforcer.CreateSlice(s.Dir("x"), spec))
+				require.NoError(t, shm.CreateSlice(s.Dir("x"), spec))
 			},
 			check: []check{loaded(), gone("x")},
 		},
@@ -468,7 +468,7 @@ func TestLoadPartialStates(t *testing.T) {
 				create(t, s, record("x", "", 1))
 				spec, err := Spec(record("x", "", 1))
 				require.NoError(t, err)
-				require.NoError(t, enforcer.CreateSlice(filepath.Join(s.slices, ".x.repair-42"), spec))
+				require.NoError(t, shm.CreateSlice(filepath.Join(s.slices, ".x.repair-42"), spec))
 				writeJunk(t, s.slices, "stray-file", ".hidden")
 			},
 			check: []check{loaded("x"), onlyEntries("x")},
@@ -518,7 +518,7 @@ func TestLoadPartialStates(t *testing.T) {
 				spec, err := Spec(other)
 				require.NoError(t, err)
 				tmp := t.TempDir()
-				require.NoError(t, enforcer.CreateSlice(tmp, spec))
+				require.NoError(t, shm.CreateSlice(tmp, spec))
 				require.NoError(t, os.Rename(filepath.Join(tmp, "budget"), filepath.Join(s.Dir("x"), "budget")))
 			},
 			check: []check{loaded("x"), repaired("x", "budget")},
@@ -530,7 +530,7 @@ func TestLoadPartialStates(t *testing.T) {
 				spec, err := Spec(record("x", "", 3))
 				require.NoError(t, err)
 				tmp := t.TempDir()
-				require.NoError(t, enforcer.CreateSlice(tmp, spec))
+				require.NoError(t, shm.CreateSlice(tmp, spec))
 				require.NoError(t, os.Rename(filepath.Join(tmp, "usage"), filepath.Join(s.Dir("x"), "usage")))
 			},
 			check: []check{loaded("x"), repaired("x", "usage")},
@@ -695,9 +695,9 @@ func TestRepairKeepsTheGoodRegion(t *testing.T) {
 	s, _ := open(t, "")
 	create(t, s, record("x", "", 1))
 	dir := s.Dir("x")
-	tenant, err := enforcer.OpenSlice(dir)
+	tenant, err := shm.OpenSlice(dir)
 	require.NoError(t, err)
-	slot, err := tenant.Usage.ClaimSlot(enforcer.SlotIdentity{PID: os.Getpid()})
+	slot, err := tenant.Usage.ClaimSlot(shm.SlotIdentity{PID: os.Getpid()})
 	require.NoError(t, err)
 	require.True(t, tenant.Usage.Charge(slot, 0, 700*mib, 2*gib))
 	require.NoError(t, tenant.Close())

@@ -22,7 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
-	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 // TestAllocListRelease: through bin/vgpuctl, a slice is allocated (printed
@@ -48,7 +48,7 @@ func TestAllocListRelease(t *testing.T) {
 		_, err := os.Stat(filepath.Join(dir, name))
 		require.NoError(t, err, name)
 	}
-	sl, err := enforcer.OpenSlice(dir)
+	sl, err := shm.OpenSlice(dir)
 	require.NoError(t, err)
 	require.Equal(t, 3*GiB, sl.Budget.MemoryLimit(0))
 	require.Equal(t, "job-1", sl.Budget.SliceID())
@@ -162,7 +162,7 @@ func TestConcurrentAllocationsNeverOverbook(t *testing.T) {
 	for _, e := range entries {
 		_, ok := granted[e.Name()]
 		require.True(t, ok, "unexpected slice dir %s", e.Name())
-		sl, err := enforcer.OpenSlice(filepath.Join(nd.data, "slices", e.Name()))
+		sl, err := shm.OpenSlice(filepath.Join(nd.data, "slices", e.Name()))
 		require.NoError(t, err)
 		for i := 0; i < sl.Budget.DeviceCount(); i++ {
 			onDisk[sl.Budget.Device(i).UUID] += sl.Budget.MemoryLimit(i)
@@ -224,7 +224,7 @@ func TestDeadProcessChargeReturns(t *testing.T) {
 	nd.start("--enforcer-interval", interval.String())
 	s, err := nd.client.Alloc(bg(), api.AllocRequest{ID: "r", MemoryBytes: 2 * GiB})
 	require.NoError(t, err)
-	sl, err := enforcer.OpenSlice(s.Dir)
+	sl, err := shm.OpenSlice(s.Dir)
 	require.NoError(t, err)
 	defer sl.Close()
 
@@ -416,7 +416,7 @@ func TestKill9RestartKeepsAcknowledged(t *testing.T) {
 		return st.Ino
 	}
 	ino := inode()
-	liveSl, err := enforcer.OpenSlice(live.Dir)
+	liveSl, err := shm.OpenSlice(live.Dir)
 	require.NoError(t, err)
 	defer liveSl.Close()
 	require.Equal(t, 768*MiB, liveSl.Usage.DeviceUsed(0))
@@ -516,7 +516,7 @@ func TestKill9RestartKeepsAcknowledged(t *testing.T) {
 			}
 			s, ok := have[id]
 			require.True(t, ok, "round %d: acknowledged slice %s lost", round, id)
-			sl, err := enforcer.OpenSlice(s.Dir)
+			sl, err := shm.OpenSlice(s.Dir)
 			require.NoError(t, err, "round %d: slice %s regions", round, id)
 			sl.Close()
 		}

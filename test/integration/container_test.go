@@ -7,8 +7,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 // requireMountNS fails unless programs can be run in a private mount namespace
@@ -32,9 +31,9 @@ func TestContainerSliceWins(t *testing.T) {
 	const ovh = 128 * MiB
 	f := newFixture(t, fixtureOpts{ovh: ovh, limit: 1 * GiB})
 	big := filepath.Join(t.TempDir(), "big")
-	require.NoError(t, enforcer.CreateSlice(big, enforcer.SliceSpec{Devices: []enforcer.DeviceBudget{
+	require.NoError(t, shm.CreateSlice(big, shm.SliceSpec{Devices: []shm.DeviceBudget{
 		{Index: 0, MemoryLimit: 4 * GiB, ContextOverhead: ovh}}}))
-	bigSl, err := enforcer.OpenSlice(big)
+	bigSl, err := shm.OpenSlice(big)
 	require.NoError(t, err)
 	defer bigSl.Close()
 

@@ -19,8 +19,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/internal/testbuild"
+	"github.com/vgpu-project/vgpu/shm"
 
-	"github.com/vgpu-project/vgpu/enforcer"
 	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
@@ -44,7 +44,7 @@ func root(t *testing.T) string {
 		"build/test/dlsym_handles")
 	// libvgpu prefers the container path; on a machine where it exists the
 	// bare-metal behaviour these tests check cannot be reached.
-	testbuild.NoContainerSlice(t, enforcer.ContainerSliceDir)
+	testbuild.NoContainerSlice(t, shm.ContainerSliceDir)
 	return dir
 }
 
@@ -111,7 +111,7 @@ type fixture struct {
 	root  string
 	node  string
 	slice string
-	sl    *enforcer.Slice
+	sl    *shm.Slice
 	limit uint64
 	ovh   uint64 // context overhead: the sim's context memory and the budget's alike
 }
@@ -143,7 +143,7 @@ func newFixture(t *testing.T, o fixtureOpts) *fixture {
 	ctxMem := o.ovh
 	require.NoError(t, simgpu.Init(f.node, simgpu.Config{
 		Devices: o.devices, Memory: o.physical, SMs: 4, ContextMemory: &ctxMem}))
-	dev := enforcer.DeviceBudget{Index: uint32(o.sliceDev), MemoryLimit: o.limit,
+	dev := shm.DeviceBudget{Index: uint32(o.sliceDev), MemoryLimit: o.limit,
 		MemoryGuaranteed: o.limit, ContextOverhead: o.ovh, ComputeShareBP: 10000}
 	if o.uuid {
 		abs, err := filepath.Abs(f.node)
@@ -151,9 +151,9 @@ func newFixture(t *testing.T, o fixtureOpts) *fixture {
 		dev.UUID = simgpu.DeviceUUID(abs, o.sliceDev)
 		dev.Index = 0 // must not matter: the UUID decides
 	}
-	require.NoError(t, enforcer.CreateSlice(f.slice, enforcer.SliceSpec{
-		ID: "test", Devices: []enforcer.DeviceBudget{dev}, Slots: 64}))
-	sl, err := enforcer.OpenSlice(f.slice)
+	require.NoError(t, shm.CreateSlice(f.slice, shm.SliceSpec{
+		ID: "test", Devices: []shm.DeviceBudget{dev}, Slots: 64}))
+	sl, err := shm.OpenSlice(f.slice)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sl.Close() })
 	f.sl = sl
@@ -174,13 +174,13 @@ func (f *fixture) bare() env {
 func (f *fixture) used() uint64 { return f.sl.Usage.DeviceUsed(0) }
 
 // slotOf returns the usage slot owned by pid.
-func (f *fixture) slotOf(pid int) (enforcer.SlotInfo, bool) {
+func (f *fixture) slotOf(pid int) (shm.SlotInfo, bool) {
 	for _, s := range f.sl.Usage.Slots() {
 		if s.PID == pid {
 			return s, true
 		}
 	}
-	return enforcer.SlotInfo{}, false
+	return shm.SlotInfo{}, false
 }
 
 // slotUsed is what pid's slot holds on device 0 (0 without a slot).

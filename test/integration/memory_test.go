@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 // Every interception path a program can take to the driver.
@@ -431,7 +432,7 @@ func TestForkChildGetsItsOwnSlot(t *testing.T) {
 	cs, ok := f.slotOf(cpid)
 	require.True(t, ok, "child has no slot")
 	require.NotEqual(t, ps.Index, cs.Index)
-	for _, s := range []enforcer.SlotInfo{ps, cs} {
+	for _, s := range []shm.SlotInfo{ps, cs} {
 		// The identity the enforcer judges liveness by: pid namespace and start
 		// time as /proc reports them.
 		id, err := enforcer.ProcessIdentity(s.PID)
@@ -727,7 +728,7 @@ func TestQueriesReportTheSlice(t *testing.T) {
 			hog.waitOK()
 
 			// The limit is lowered below what the slice uses.
-			b, err := enforcer.OpenBudget(f.slice+"/budget", true)
+			b, err := shm.OpenBudget(f.slice+"/budget", true)
 			require.NoError(t, err)
 			defer b.Close()
 			require.NoError(t, b.SetMemoryLimit(0, 512*MiB))

@@ -11,7 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
@@ -43,8 +43,8 @@ type thrNode struct {
 	root   string
 	node   string
 	slice  string
-	budget *enforcer.BudgetRegion
-	usage  *enforcer.UsageRegion
+	budget *shm.BudgetRegion
+	usage  *shm.UsageRegion
 }
 
 // newThrNode makes a node and a slice whose device 0 runs at rate (tokens/s,
@@ -60,13 +60,13 @@ func newThrNode(t *testing.T, shareBP uint32) *thrNode {
 	ctxMem := uint64(0)
 	require.NoError(t, simgpu.Init(n.node, simgpu.Config{Devices: 1, Memory: 8 * GiB, SMs: thrSMs,
 		ContextMemory: &ctxMem}))
-	rate, burst := enforcer.StaticTokenBucket(shareBP)
-	require.NoError(t, enforcer.CreateSlice(n.slice, enforcer.SliceSpec{ID: "thr", Slots: 16,
-		Devices: []enforcer.DeviceBudget{{MemoryLimit: 4 * GiB, ComputeShareBP: shareBP,
+	rate, burst := shm.StaticTokenBucket(shareBP)
+	require.NoError(t, shm.CreateSlice(n.slice, shm.SliceSpec{ID: "thr", Slots: 16,
+		Devices: []shm.DeviceBudget{{MemoryLimit: 4 * GiB, ComputeShareBP: shareBP,
 			TokenRate: rate, TokenBurst: burst}}}))
-	b, err := enforcer.OpenBudget(filepath.Join(n.slice, enforcer.BudgetFile), true)
+	b, err := shm.OpenBudget(filepath.Join(n.slice, shm.BudgetFile), true)
 	require.NoError(t, err)
-	u, err := enforcer.OpenUsage(filepath.Join(n.slice, enforcer.UsageFile))
+	u, err := shm.OpenUsage(filepath.Join(n.slice, shm.UsageFile))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = b.Close(); _ = u.Close() })
 	n.budget, n.usage = b, u
@@ -141,7 +141,7 @@ func TestThrottleBaselineUnthrottled(t *testing.T) {
 		p := thrPaths[i]
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
-			n := newThrNode(t, enforcer.MaxShareBP) // the whole device: rate 0
+			n := newThrNode(t, shm.MaxShareBP) // the whole device: rate 0
 			got := n.load(p.args...)
 			require.GreaterOrEqual(t, got, thrBaseline, "%s unthrottled ran only %.1f%%", p.name, got*100)
 			require.Zero(t, n.usage.Throttle(0).Spent, "no rate: the bucket is not touched")
@@ -175,12 +175,12 @@ func TestThrottleSharedByTheSlicesProcesses(t *testing.T) {
 // started unthrottled is throttled once a rate is set, and freed when it is
 // lifted again (the gate re-reads the budget when its generation moves).
 func TestThrottleRateChangeReachesRunningProcess(t *testing.T) {
-	n := newThrNode(t, enforcer.MaxShareBP)
+	n := newThrNode(t, shm.MaxShareBP)
 	p := start(t, n.env(), "throttle_load", "flood", "6", "--grid", "400")
 	p.expect("READY")
 	time.Sleep(300 * time.Millisecond)
 
-	rate, burst := enforcer.StaticTokenBucket(thrShareBP)
+	rate, burst := shm.StaticTokenBucket(thrShareBP)
 	require.NoError(t, n.budget.SetTokenBucket(0, rate, burst))
 	// What was queued before the change drains first (the simulated device's
 	// queue runs up to a second ahead); then the rate holds.

@@ -1,15 +1,10 @@
-package enforcer
+package shm
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"sync"
 	"sync/atomic"
-
-	"golang.org/x/sys/unix"
 )
 
 // ReclaimedSlot says what Reclaim did with one dead process's slot.
@@ -76,12 +71,12 @@ func (r *UsageRegion) Reclaim(alive func(SlotIdentity) bool) (rep ReclaimReport,
 	for i := range r.slots {
 		s := &r.slots[i]
 		owner := atomic.LoadUint64(&s.Owner)
-		id := slotIdentity(i, owner, s)
+		id := DecodeSlotIdentity(i, owner, s)
 		switch {
 		case owner&SlotStateMask == SlotReclaiming:
 			// A reclaimer died half-way through this slot: its owner was already
 			// judged dead, so finish returning the charge.
-		case ownedState(owner):
+		case OwnedState(owner):
 			rep.Owned++
 			if alive(id) {
 				continue
@@ -158,112 +153,3 @@ func (r *UsageRegion) recoverFault(err *error) {
 	}
 	panic(p)
 }
-
-// ---------------------------------------------------------------------------
-// Process liveness.
-
-// ProcessAlive is the liveness check for slots whose process lives in the
-// caller's pid namespace (bare metal, tests, a daemon sharing the tenant's
-// namespace). A process is alive when /proc/<pid> exists, is not a zombie (a
-// zombie's CUDA memory is already gone, so its charge must be returned), its
-// start time matches (a reused pid is a different process), and, when the slot
-// knows its pid namespace, /proc/<pid>/ns/pid is that namespace.
-//
-// It errs towards "alive" whenever it cannot decide (unreadable /proc entry, a
-// slot from another pid namespace, whose pid means nothing here): reclaiming a
-// live process's charge would let the tenant exceed its limit, while keeping a
-// dead one's only delays its return. The daemon maps container pids to host pids
-// itself and passes its own alive function for those.
-func ProcessAlive(id SlotIdentity) bool {
-	if id.PID <= 0 {
-		return false
-	}
-	if id.PIDNamespace != 0 {
-		if own := selfPIDNamespace(); own != 0 && own != id.PIDNamespace {
-			return true // another namespace: cannot judge from our /proc
-		}
-	}
-	state, start, err := readProcStat(id.PID)
-	if err != nil {
-		return !isGone(err)
-	}
-	if state == 'Z' || state == 'X' {
-		return false
-	}
-	if id.StartTime != 0 && start != id.StartTime {
-		return false
-	}
-	if id.PIDNamespace != 0 {
-		ino, err := pidNamespaceOf(id.PID)
-		if err != nil {
-			return !isGone(err)
-		}
-		if ino != id.PIDNamespace {
-			return false
-		}
-	}
-	return true
-}
-
-// ProcessIdentity reads the identity libvgpu would record for pid (in the
-// caller's pid namespace): pid, pid-namespace inode and start time.
-func ProcessIdentity(pid int) (SlotIdentity, error) {
-	_, start, err := readProcStat(pid)
-	if err != nil {
-		return SlotIdentity{}, fmt.Errorf("process %d: %w", pid, err)
-	}
-	ino, err := pidNamespaceOf(pid)
-	if err != nil {
-		return SlotIdentity{}, fmt.Errorf("process %d: %w", pid, err)
-	}
-	return SlotIdentity{PID: pid, PIDNamespace: ino, StartTime: start}, nil
-}
-
-// isGone reports whether a /proc error means the process no longer exists.
-func isGone(err error) bool {
-	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
-}
-
-var errStatFormat = errors.New("unexpected /proc/<pid>/stat format")
-
-// readProcStat returns the state letter (field 3) and start time (field 22) of
-// /proc/<pid>/stat. The command name (field 2) may contain spaces and ')', so
-// fields are counted from after the last ')'. It reads into a stack buffer: the
-// daemon calls this for every slot on every tick.
-func readProcStat(pid int) (state byte, start uint64, err error) {
-	var buf [1024]byte
-	return procStatAt("/proc", pid, buf[:])
-}
-
-func parseUint(b []byte) (uint64, error) {
-	if len(b) == 0 {
-		return 0, errStatFormat
-	}
-	var v uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, errStatFormat
-		}
-		v = v*10 + uint64(c-'0')
-	}
-	return v, nil
-}
-
-// pidNamespaceOf returns the inode of /proc/<pid>/ns/pid.
-func pidNamespaceOf(pid int) (uint64, error) {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/pid", &st); err != nil {
-		return 0, err
-	}
-	return st.Ino, nil
-}
-
-// selfPIDNamespace is the caller's pid-namespace inode (0 if unknown). A
-// process cannot change its own pid namespace, so it is read once.
-var selfPIDNamespace = sync.OnceValue(func() uint64 {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
-		return 0
-	}
-	return st.Ino
-})

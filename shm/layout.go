@@ -1,4 +1,4 @@
-// Package enforcer is the Go side of the shared-memory contract between vgpud,
+// Package shm is the Go side of the shared-memory contract between vgpud,
 // libvgpu and the tools: it creates, opens, validates, reads, updates and repairs
 // the two region files of a slice (budget and usage).
 //
@@ -13,7 +13,7 @@
 // identically. Each field's `c` tag names the C member it mirrors; abi_test
 // matches fields by it. The files are little-endian: they are only ever shared between
 // processes on one host.
-package enforcer
+package shm
 
 import "unsafe"
 

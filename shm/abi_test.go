@@ -1,4 +1,4 @@
-package enforcer
+package shm
 
 import (
 	"reflect"
@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/vgpu-project/vgpu/enforcer/internal/cabi"
+	"github.com/vgpu-project/vgpu/shm/internal/cabi"
 )
 
 // goMirrors maps each C struct of vgpu_shm.h to its Go mirror.

@@ -1,4 +1,4 @@
-package enforcer
+package shm
 
 import (
 	"encoding/binary"

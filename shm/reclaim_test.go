@@ -1,16 +1,11 @@
-package enforcer
+package shm
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -169,7 +164,7 @@ func TestReclaimDoesNotAllocateWhenNothingDied(t *testing.T) {
 func TestReclaimClosed(t *testing.T) {
 	u := openTestUsage(t, 1, 1)
 	require.NoError(t, u.Close())
-	_, err := u.Reclaim(ProcessAlive)
+	_, err := u.Reclaim(func(SlotIdentity) bool { return true })
 	require.ErrorIs(t, err, ErrClosed)
 }
 
@@ -274,121 +269,6 @@ func TestConcurrentChargeNeverExceedsLimit(t *testing.T) {
 	require.Empty(t, u.Slots())
 }
 
-// startSleeper starts a child that sleeps until killed, under the given program
-// name (a copy of sleep, so /proc/<pid>/stat shows that name).
-func startSleeper(t *testing.T, name string) *exec.Cmd {
-	t.Helper()
-	sleep, err := exec.LookPath("sleep")
-	require.NoError(t, err)
-	if name != "" {
-		data, err := os.ReadFile(sleep)
-		require.NoError(t, err)
-		sleep = filepath.Join(t.TempDir(), name)
-		require.NoError(t, os.WriteFile(sleep, data, 0o755))
-	}
-	cmd := exec.Command(sleep, "600")
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	return cmd
-}
-
-// TestProcessAliveChild: a running child is alive; the same pid with another
-// start time (a reused pid) is dead; killed, it is dead as a zombie and after
-// being reaped; a slot from another pid namespace is never judged dead.
-func TestProcessAliveChild(t *testing.T) {
-	cmd := startSleeper(t, "")
-	pid := cmd.Process.Pid
-	id, err := ProcessIdentity(pid)
-	require.NoError(t, err)
-	require.Equal(t, pid, id.PID)
-	require.NotZero(t, id.StartTime)
-	require.Equal(t, selfPIDNamespace(), id.PIDNamespace)
-
-	require.True(t, ProcessAlive(id))
-	require.True(t, ProcessAlive(SlotIdentity{PID: pid}), "unknown start time and namespace: pid check only")
-	reused := id
-	reused.StartTime++
-	require.False(t, ProcessAlive(reused), "wrong start time: a different process")
-	foreign := id
-	foreign.PIDNamespace = id.PIDNamespace + 1
-	require.True(t, ProcessAlive(foreign), "another namespace's pid cannot be judged here")
-
-	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-	// Until reaped the child is a zombie: dead already.
-	require.Eventually(t, func() bool {
-		st, _, err := readProcStat(pid)
-		return err == nil && st == 'Z'
-	}, 10*time.Second, time.Millisecond)
-	require.False(t, ProcessAlive(id), "zombie")
-	cmd.Wait()
-	require.False(t, ProcessAlive(id), "reaped")
-	require.False(t, ProcessAlive(SlotIdentity{PID: pid}))
-	_, err = ProcessIdentity(pid)
-	require.ErrorIs(t, err, os.ErrNotExist)
-
-	require.False(t, ProcessAlive(SlotIdentity{PID: 0}))
-	require.False(t, ProcessAlive(SlotIdentity{PID: -1}))
-}
-
-// TestProcStatOddName: the command name may contain spaces and parentheses; the
-// start time is still field 22.
-func TestProcStatOddName(t *testing.T) {
-	cmd := startSleeper(t, "a) b (c")
-	pid := cmd.Process.Pid
-	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	require.NoError(t, err)
-	require.Contains(t, string(raw), "(a) b (c)")
-	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
-	want, err := strconv.ParseUint(fields[22-3], 10, 64)
-	require.NoError(t, err)
-
-	state, start, err := readProcStat(pid)
-	require.NoError(t, err)
-	require.Equal(t, want, start)
-	require.Contains(t, "RSD", string(state))
-}
-
-// TestReclaimKilledChild: end to end with real processes: the slot of a child
-// that was SIGKILLed is returned by Reclaim(ProcessAlive), a running child's is
-// kept.
-func TestReclaimKilledChild(t *testing.T) {
-	u := openTestUsage(t, 1, 4)
-	victim, survivor := startSleeper(t, ""), startSleeper(t, "")
-	slots := map[int]int{}
-	for _, c := range []*exec.Cmd{victim, survivor} {
-		id, err := ProcessIdentity(c.Process.Pid)
-		require.NoError(t, err)
-		i, err := u.ClaimSlot(id)
-		require.NoError(t, err)
-		require.True(t, u.Charge(i, 0, 64<<20, 1<<40))
-		slots[c.Process.Pid] = i
-	}
-	self, err := ProcessIdentity(os.Getpid())
-	require.NoError(t, err)
-	selfSlot, err := u.ClaimSlot(self)
-	require.NoError(t, err)
-	require.True(t, u.Charge(selfSlot, 0, 1, 1<<40))
-
-	rep, err := u.Reclaim(ProcessAlive)
-	require.NoError(t, err)
-	require.Empty(t, rep.Slots)
-	require.Equal(t, 3, rep.Owned)
-
-	require.NoError(t, victim.Process.Kill())
-	victim.Wait()
-	rep, err = u.Reclaim(ProcessAlive)
-	require.NoError(t, err)
-	require.Len(t, rep.Slots, 1)
-	require.Equal(t, slots[victim.Process.Pid], rep.Slots[0].Index)
-	require.Equal(t, []uint64{64 << 20}, rep.Slots[0].Freed)
-	require.Equal(t, uint64(64<<20+1), u.DeviceUsed(0))
-	_, owned := u.Slot(slots[survivor.Process.Pid])
-	require.True(t, owned)
-}
-
 // BenchmarkReclaimIdle: one daemon tick over a 1024-slot file with 64 live
 // processes and nobody dead (liveness check excluded).
 func BenchmarkReclaimIdle(b *testing.B) {
@@ -406,18 +286,6 @@ func BenchmarkReclaimIdle(b *testing.B) {
 	for b.Loop() {
 		if _, err := u.Reclaim(alive); err != nil {
 			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkProcessAlive: the per-slot liveness check against this process.
-func BenchmarkProcessAlive(b *testing.B) {
-	id, err := ProcessIdentity(os.Getpid())
-	require.NoError(b, err)
-	b.ReportAllocs()
-	for b.Loop() {
-		if !ProcessAlive(id) {
-			b.Fatal("self not alive")
 		}
 	}
 }

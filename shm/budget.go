@@ -1,4 +1,4 @@
-package enforcer
+package shm
 
 import (
 	"fmt"
@@ -84,7 +84,7 @@ func (r *BudgetRegion) Flags() uint32 { return atomic.LoadUint32(&r.b.Flags) }
 
 func (r *BudgetRegion) dev(d int) *ShmBudgetDevice {
 	if d < 0 || d >= r.devices {
-		panic(fmt.Sprintf("enforcer: budget device %d out of range [0,%d)", d, r.devices))
+		panic(fmt.Sprintf("shm: budget device %d out of range [0,%d)", d, r.devices))
 	}
 	return &r.b.Dev[d]
 }

@@ -1,4 +1,4 @@
-package enforcer
+package shm
 
 import (
 	"errors"
@@ -83,7 +83,7 @@ func (r *UsageRegion) AttachCount() uint64 { return atomic.LoadUint64(&r.u.Attac
 
 func (r *UsageRegion) dev(d int) *ShmUsageDevice {
 	if d < 0 || d >= r.devices {
-		panic(fmt.Sprintf("enforcer: usage device %d out of range [0,%d)", d, r.devices))
+		panic(fmt.Sprintf("shm: usage device %d out of range [0,%d)", d, r.devices))
 	}
 	return &r.u.Dev[d]
 }
@@ -147,8 +147,10 @@ type SlotInfo struct {
 	UsedBytes []uint64
 }
 
-// identity decodes a slot's identity for the owner word already read.
-func slotIdentity(i int, owner uint64, s *ShmSlot) SlotIdentity {
+// DecodeSlotIdentity decodes the identity of slot s (index i) for the owner
+// word already read from it: a reader that judges slots one by one (vgpud's
+// loop) loads the owner word once and decides from that value.
+func DecodeSlotIdentity(i int, owner uint64, s *ShmSlot) SlotIdentity {
 	id := SlotIdentity{Index: i, PID: int(owner >> SlotPIDShift)}
 	if owner&SlotStateMask == SlotLive {
 		id.PIDNamespace = atomic.LoadUint64(&s.PIDNsIno)
@@ -159,7 +161,9 @@ func slotIdentity(i int, owner uint64, s *ShmSlot) SlotIdentity {
 	return id
 }
 
-func ownedState(owner uint64) bool {
+// OwnedState reports whether an owner word says the slot is owned (CLAIMING or
+// LIVE).
+func OwnedState(owner uint64) bool {
 	st := owner & SlotStateMask
 	return st == SlotClaiming || st == SlotLive
 }
@@ -168,11 +172,11 @@ func ownedState(owner uint64) bool {
 func (r *UsageRegion) Slot(i int) (SlotInfo, bool) {
 	s := &r.slots[i]
 	owner := atomic.LoadUint64(&s.Owner)
-	if !ownedState(owner) {
+	if !OwnedState(owner) {
 		return SlotInfo{}, false
 	}
 	info := SlotInfo{
-		SlotIdentity: slotIdentity(i, owner, s),
+		SlotIdentity: DecodeSlotIdentity(i, owner, s),
 		HostPID:      int(atomic.LoadUint64(&s.HostPID)),
 		Contexts:     atomic.LoadUint64(&s.Contexts),
 		UsedBytes:    make([]uint64, r.devices),
@@ -263,7 +267,7 @@ func (r *UsageRegion) Credit(slot, d int, n uint64) {
 func (r *UsageRegion) ReleaseSlot(slot int) error {
 	s := &r.slots[slot]
 	owner := atomic.LoadUint64(&s.Owner)
-	if !ownedState(owner) {
+	if !OwnedState(owner) {
 		return fmt.Errorf("usage file %s: slot %d is not owned", r.path, slot)
 	}
 	r.returnSlot(s, nil)

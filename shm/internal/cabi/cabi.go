@@ -1,6 +1,6 @@
 // Package cabi reports what the C compiler makes of libvgpu/include/vgpu_shm.h:
 // the offset and size of every field of every struct, every struct's size and
-// every constant. enforcer's abi_test compares them with the Go mirror. It exists
+// every constant. shm's abi_test compares them with the Go mirror. It exists
 // because cgo cannot be used in _test.go files.
 //
 // The field table lists the fields by hand, but the test also checks that the
