@@ -144,7 +144,7 @@ static inline uint64_t hash_key(int ns, uint64_t key)
     return h ^ (h >> 29);
 }
 
-void vgpu_tab_init(void)
+static void tab_init(void)
 {
     size_t bytes = sizeof(struct ent) * NSTRIPES * STRIPE_INIT_CAP;
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -161,7 +161,7 @@ void vgpu_tab_init(void)
     }
 }
 
-void vgpu_tab_reset_child(void)
+static void tab_reset_child(void)
 {
     for (int i = 0; i < NSTRIPES; i++) {
         struct stripe *s = &stripes[i];
@@ -181,6 +181,25 @@ void vgpu_tab_reset_child(void)
     if (initial_block)
         memset(initial_block, 0, sizeof(struct ent) * NSTRIPES * STRIPE_INIT_CAP);
 }
+
+/* The table exists in enforce mode only; a forked child starts it empty. */
+static void account_init(int mode)
+{
+    if (mode == VGPU_MODE_ENFORCE)
+        tab_init();
+}
+
+static void account_fork_child(int mode)
+{
+    if (mode == VGPU_MODE_ENFORCE)
+        tab_reset_child();
+}
+
+const struct vgpu_module vgpu_module_account = {
+    .name = "account",
+    .init = account_init,
+    .fork_child = account_fork_child,
+};
 
 static inline uint32_t home_of(const struct ent *e, uint32_t mask)
 {
@@ -240,7 +259,7 @@ int vgpu_tab_put(int ns, uint64_t key, const struct vgpu_rec *rec, struct vgpu_r
     if (VGPU_UNLIKELY((uint64_t)(s->count + 1) * 4 > (uint64_t)s->cap * 3)) {
         if (!grow(s) && s->count + 1 >= s->cap) {
             vgpu_unlock(&s->lock);
-            VGPU_LOG_ONCE(logged_nomem,
+            VGPU_LOG_ONCE(logged_nomem, VGPU_LOG_WARN,
                           "allocation table cannot grow; affected charges stay until exit");
             return -1;
         }

@@ -143,8 +143,9 @@ static int prim_sd[VGPU_MAX_ORDINALS];
 static uint64_t prim_charged[VGPU_MAX_ORDINALS];
 static CUcontext prim_ctx[VGPU_MAX_ORDINALS];
 
-void vgpu_ctx_reset_child(void)
+static void ctx_fork_child(int mode)
 {
+    (void)mode;
     pthread_mutex_init(&ctx_mu, NULL);
     memset(created, 0, sizeof created);
     ncreated = 0;
@@ -157,6 +158,11 @@ void vgpu_ctx_reset_child(void)
     atomic_store_explicit(&ctx_cache_n, 0, memory_order_relaxed);
     atomic_store_explicit(&ctx_cache_lock.v, 0, memory_order_relaxed);
 }
+
+const struct vgpu_module vgpu_module_context = {
+    .name = "context",
+    .fork_child = ctx_fork_child,
+};
 
 static void ctx_counted(int delta)
 {
@@ -228,7 +234,7 @@ static void ctx_created(CUcontext ctx, CUdevice dev, int sd, uint64_t charge)
         created[i].sd = sd;
         created[i].charged = charge;
     } else {
-        VGPU_LOG_ONCE(logged_ctx, "more than %d live contexts; the footprint of further ones "
+        VGPU_LOG_ONCE(logged_ctx, VGPU_LOG_WARN, "more than %d live contexts; the footprint of further ones "
                                   "stays charged until exit", MAX_CREATED);
     }
     pthread_mutex_unlock(&ctx_mu);

@@ -1,6 +1,10 @@
 /*
  * init.c — finding and validating the slice, resolving the real driver, the
- * process slot, the device map, fork and exit.
+ * process slot, the device map, fork and exit, logging.
+ *
+ * The modules' own initialization and fork handling is theirs: init.c runs the
+ * handlers of the module registry (struct vgpu_module in vgpu_internal.h, the list
+ * in modules.c) and names no module.
  *
  * Initialization is lazy: the first hooked call runs vgpu_init_slow() under
  * pthread_once. It costs a dlopen of the driver (already loaded in practice), two
@@ -48,6 +52,31 @@ static pthread_mutex_t devmap_mu = PTHREAD_MUTEX_INITIALIZER;
 static char slice_dir[256];
 
 /* ------------------------------------------------------------------- logging */
+
+_Atomic int vgpu_log_level = VGPU_LOG_INFO;
+
+/* VGPU_LOG_LEVEL, read once by init_once_fn: never on a hot path. */
+static void read_log_level(void)
+{
+    const char *s = getenv("VGPU_LOG_LEVEL");
+    if (!s || !*s)
+        return;
+    static const struct {
+        const char *name;
+        int level;
+    } names[] = {
+        {"off", VGPU_LOG_OFF},   {"none", VGPU_LOG_OFF},     {"error", VGPU_LOG_ERROR},
+        {"warn", VGPU_LOG_WARN}, {"warning", VGPU_LOG_WARN}, {"info", VGPU_LOG_INFO},
+        {"debug", VGPU_LOG_DEBUG},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcasecmp(s, names[i].name) == 0) {
+            atomic_store_explicit(&vgpu_log_level, names[i].level, memory_order_relaxed);
+            return;
+        }
+    }
+    VGPU_LOG(VGPU_LOG_WARN, "VGPU_LOG_LEVEL=%s is not off, error, warn, info or debug; using info", s);
+}
 
 void vgpu_log(const char *fmt, ...)
 {
@@ -110,7 +139,7 @@ dlsym_fn vgpu_real_dlsym(void)
         f = (dlsym_fn)dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
     if (!f) {
         /* Without the real dlsym nothing can be resolved; fail loudly, never loop. */
-        vgpu_log("cannot find the real dlsym (GLIBC_2.34 / GLIBC_2.2.5)");
+        VGPU_LOG(VGPU_LOG_ERROR, "cannot find the real dlsym (GLIBC_2.34 / GLIBC_2.2.5)");
         abort();
     }
     atomic_store_explicit(&real_dlsym_ptr, f, memory_order_release);
@@ -223,9 +252,12 @@ static int open_slice(void)
                                   "failing closed)";
         }
     }
+    /* Refusing CUDA is an error for whoever runs the program; passing through is a
+     * warning (the program runs, unenforced). */
+    int fallback_level = fallback == VGPU_MODE_REFUSE ? VGPU_LOG_ERROR : VGPU_LOG_WARN;
 
     if (!dir) {
-        vgpu_log("no slice (%s absent, VGPU_SLICE_DIR unset); %s", VGPU_CONTAINER_SLICE_DIR,
+        VGPU_LOG(fallback_level, "no slice (%s absent, VGPU_SLICE_DIR unset); %s", VGPU_CONTAINER_SLICE_DIR,
                  fallback_what);
         return fallback;
     }
@@ -235,19 +267,19 @@ static int open_slice(void)
     struct vgpu_header bh, uh;
     void *b = map_region(dir, VGPU_BUDGET_FILE, VGPU_BUDGET_MAGIC, false, &bh, why, sizeof why);
     if (!b) {
-        vgpu_log("bad slice region %s; %s", why, fallback_what);
+        VGPU_LOG(fallback_level, "bad slice region %s; %s", why, fallback_what);
         return fallback;
     }
     void *u = map_region(dir, VGPU_USAGE_FILE, VGPU_USAGE_MAGIC, true, &uh, why, sizeof why);
     if (!u) {
         munmap(b, (size_t)bh.total_size);
-        vgpu_log("bad slice region %s; %s", why, fallback_what);
+        VGPU_LOG(fallback_level, "bad slice region %s; %s", why, fallback_what);
         return fallback;
     }
     if (uh.device_count != bh.device_count) {
         munmap(b, (size_t)bh.total_size);
         munmap(u, (size_t)uh.total_size);
-        vgpu_log("bad slice region %s: budget has %u devices, usage %u; %s", dir,
+        VGPU_LOG(fallback_level, "bad slice region %s: budget has %u devices, usage %u; %s", dir,
                  bh.device_count, uh.device_count, fallback_what);
         return fallback;
     }
@@ -255,13 +287,25 @@ static int open_slice(void)
     vgpu_g.usage = u;
     vgpu_g.ndev = bh.device_count;
     vgpu_g.nslots = uh.slot_count;
-    /* Launches compare this word with the gate (launch.c): from now on a change of
-     * the budget (a token rate set by vgpud) reaches every launch. */
-    atomic_store_explicit(&vgpu_gate.gen, &vgpu_g.budget->generation, memory_order_relaxed);
     return VGPU_MODE_ENFORCE;
 }
 
 /* ----------------------------------------------------------------------- fork */
+
+/* Each module's handlers come from the registry (vgpu_internal.h, modules.c). */
+static void atfork_prepare(void)
+{
+    for (size_t i = vgpu_nmodules; i-- > 0;)
+        if (vgpu_modules[i]->fork_prepare)
+            vgpu_modules[i]->fork_prepare();
+}
+
+static void atfork_parent(void)
+{
+    for (size_t i = 0; i < vgpu_nmodules; i++)
+        if (vgpu_modules[i]->fork_parent)
+            vgpu_modules[i]->fork_parent();
+}
 
 /* The child does not own the parent's device memory, contexts or pools: it starts
  * with empty tables and claims its own slot on its first charge. Only resets here —
@@ -272,18 +316,17 @@ static void atfork_child(void)
     vgpu_g.slot_pid = 0;
     pthread_mutex_init(&slot_mu, NULL);
     pthread_mutex_init(&devmap_mu, NULL);
-    if (atomic_load_explicit(&vgpu_g.mode, memory_order_relaxed) == VGPU_MODE_ENFORCE) {
-        vgpu_tab_reset_child();
-        vgpu_pools_reset_child();
-    }
-    vgpu_ctx_reset_child();
-    vgpu_throttle_reset_child();
+    int mode = atomic_load_explicit(&vgpu_g.mode, memory_order_relaxed);
+    for (size_t i = 0; i < vgpu_nmodules; i++)
+        if (vgpu_modules[i]->fork_child)
+            vgpu_modules[i]->fork_child(mode);
 }
 
 /* ------------------------------------------------------------------------ init */
 
 static void init_once_fn(void)
 {
+    read_log_level();
     /* The driver: RTLD_NOW so a broken driver fails here, not inside a hook;
      * RTLD_LOCAL so we add nothing to the global scope (if the program loaded it
      * already, this is the same handle). */
@@ -292,12 +335,17 @@ static void init_once_fn(void)
         vgpu_resolve_reals('C', vgpu_g.libcuda);
 
     int mode = open_slice();
-    if (mode == VGPU_MODE_ENFORCE) {
-        vgpu_tab_init();
-        vgpu_pools_init();
+    for (size_t i = 0; i < vgpu_nmodules; i++)
+        if (vgpu_modules[i]->init)
+            vgpu_modules[i]->init(mode);
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    if (VGPU_LOG_ENABLED(VGPU_LOG_DEBUG)) {
+        static const char *const mode_names[] = {"uninit", "enforce", "passthrough", "refuse"};
+        vgpu_log("pid %d: %s%s%s, %u slice devices, %u process slots, libcuda %s", (int)getpid(),
+                 mode_names[mode], mode == VGPU_MODE_ENFORCE ? " slice " : "",
+                 mode == VGPU_MODE_ENFORCE ? slice_dir : "", vgpu_g.ndev, vgpu_g.nslots,
+                 vgpu_g.libcuda ? "loaded" : "not found");
     }
-    vgpu_throttle_init(mode);
-    pthread_atfork(NULL, NULL, atfork_child);
     atomic_store_explicit(&vgpu_g.mode, mode, memory_order_release);
 }
 
@@ -435,7 +483,7 @@ int vgpu_slice_dev_of_ordinal(CUdevice dev, CUresult *err)
     }
     int sd = vgpu_g.devmap[dev];
     if (VGPU_UNLIKELY(sd < 0)) {
-        VGPU_LOG_ONCE(logged_foreign,
+        VGPU_LOG_ONCE(logged_foreign, VGPU_LOG_WARN,
                       "CUDA device %d is not part of slice %s; allocations on it are refused",
                       dev, slice_dir);
         *err = CUDA_ERROR_OUT_OF_MEMORY;
@@ -559,7 +607,7 @@ static struct vgpu_slot *claim_slot(void)
         atomic_store_explicit(&vgpu_g.slot, c, memory_order_release);
         goto out;
     }
-    VGPU_LOG_ONCE(logged_full, "no free process slot in %s/%s (%u slots); allocations refused",
+    VGPU_LOG_ONCE(logged_full, VGPU_LOG_ERROR, "no free process slot in %s/%s (%u slots); allocations refused",
                   slice_dir, VGPU_USAGE_FILE, n);
 out:
     pthread_mutex_unlock(&slot_mu);

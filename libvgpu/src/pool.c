@@ -65,7 +65,7 @@ static _Atomic uint32_t pools_hw; /* records [0, hw) may be in use */
 static vgpu_lock_t pools_lock;    /* record allocation only */
 static _Atomic int any_pool_used;
 
-void vgpu_pools_init(void)
+static void pools_init(void)
 {
     for (int i = 0; i < MAX_POOLS; i++)
         pthread_mutex_init(&pools[i].mu, NULL);
@@ -73,14 +73,32 @@ void vgpu_pools_init(void)
 
 /* The child owns none of the parent's pools (and a parent thread may have held a
  * pool mutex at fork time). */
-void vgpu_pools_reset_child(void)
+static void pools_reset_child(void)
 {
     memset(pools, 0, sizeof pools);
-    vgpu_pools_init();
+    pools_init();
     atomic_store_explicit(&pools_hw, 0, memory_order_relaxed);
     atomic_store_explicit(&pools_lock.v, 0, memory_order_relaxed);
     atomic_store_explicit(&any_pool_used, 0, memory_order_relaxed);
 }
+
+static void pool_init(int mode)
+{
+    if (mode == VGPU_MODE_ENFORCE)
+        pools_init();
+}
+
+static void pool_fork_child(int mode)
+{
+    if (mode == VGPU_MODE_ENFORCE)
+        pools_reset_child();
+}
+
+const struct vgpu_module vgpu_module_pool = {
+    .name = "pool",
+    .init = pool_init,
+    .fork_child = pool_fork_child,
+};
 
 static int pool_find(CUmemoryPool p)
 {
@@ -123,7 +141,7 @@ static int pool_get(CUmemoryPool p, int sd)
     }
     vgpu_unlock(&pools_lock);
     if (i < 0)
-        VGPU_LOG_ONCE(logged_pools, "more than %d memory pools; further pools charged per block",
+        VGPU_LOG_ONCE(logged_pools, VGPU_LOG_WARN, "more than %d memory pools; further pools charged per block",
                       MAX_POOLS);
     return i;
 }

@@ -87,12 +87,17 @@ static inline uint64_t sat_mul(uint64_t a, uint64_t b)
     return __builtin_mul_overflow(a, b, &r) ? UINT64_MAX / 4 : r;
 }
 
-void vgpu_throttle_init(int mode)
+static void throttle_init(int mode)
 {
     /* Without a slice nothing is ever throttled: open the gate for good (gen stays
      * the constant 0). With one, the first launch reads the budget. */
-    if (mode != VGPU_MODE_ENFORCE)
+    if (mode != VGPU_MODE_ENFORCE) {
         atomic_store_explicit(&vgpu_gate.fast, 0, memory_order_release);
+        return;
+    }
+    /* Launches compare this word with the gate: from now on a change of the budget
+     * (a token rate set by vgpud) reaches every launch. */
+    atomic_store_explicit(&vgpu_gate.gen, &vgpu_g.budget->generation, memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------- budget reads */
@@ -282,7 +287,7 @@ static uint64_t graph_cost(uint64_t key)
         if (k == KEY_EMPTY)
             break;
     }
-    VGPU_LOG_ONCE(logged_unknown_graph,
+    VGPU_LOG_ONCE(logged_unknown_graph, VGPU_LOG_WARN,
                   "a graph was launched that libvgpu did not see instantiated; such launches "
                   "are charged as the largest graph seen (at least %llu waves)",
                   (unsigned long long)UNKNOWN_GRAPH_WAVES);
@@ -313,7 +318,7 @@ static void graph_put(uint64_t key, uint64_t cost)
         atomic_store_explicit(&free_e->cost, cost, memory_order_relaxed);
         atomic_store_explicit(&free_e->key, key, memory_order_release);
     } else {
-        VGPU_LOG_ONCE(logged_graph_full,
+        VGPU_LOG_ONCE(logged_graph_full, VGPU_LOG_WARN,
                       "more than %u live graphs; further ones are charged as the largest seen",
                       GRAPH_SLOTS);
     }
@@ -425,7 +430,7 @@ static void graph_learn(CUgraphExec exec, CUgraph g)
     bool ok = true;
     uint64_t cost = sat_mul(graph_waves(g, vgpu_sms_of(sd), 0, &ok), VGPU_TOKEN_WAVE_NS);
     if (!ok) {
-        VGPU_LOG_ONCE(logged_graph_walk,
+        VGPU_LOG_ONCE(logged_graph_walk, VGPU_LOG_WARN,
                       "cannot read every node of a CUDA graph; such graphs are charged at "
                       "least as the largest graph seen");
         uint64_t u = unknown_graph_cost();
@@ -501,11 +506,18 @@ void vgpu_throttle_launch(enum vgpu_launch_kind kind, uint64_t arg)
         take(sd, cost);
 }
 
-void vgpu_throttle_reset_child(void)
+static void throttle_fork_child(int mode)
 {
+    (void)mode;
     /* The forking thread's pending count belongs to the parent. Graph handles of the
      * parent are not valid in the child; stale entries are harmless (a reused
      * handle value is overwritten at its instantiation). */
     tls_pending = 0;
     pthread_mutex_init(&graph_mu, NULL);
 }
+
+const struct vgpu_module vgpu_module_throttle = {
+    .name = "throttle",
+    .init = throttle_init,
+    .fork_child = throttle_fork_child,
+};

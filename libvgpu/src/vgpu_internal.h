@@ -6,7 +6,9 @@
  *
  * The library is split by concern:
  *   init.c    slice discovery and validation, real-symbol resolution, process slot,
- *             device map, fork and exit handling, the one-line stderr messages
+ *             device map, fork and exit handling, the one-line stderr messages and
+ *             their level; runs the modules' lifecycle handlers (registry below)
+ *   modules.c the module registry: which modules have init / fork handlers
  *   table.c   the hook table (symbol -> hook -> real pointer), dlsym interposition,
  *             cuGetProcAddress(_v2)
  *   account.c admission (CAS reservation against the budget) and crediting, the
@@ -298,14 +300,39 @@ dlsym_fn vgpu_real_dlsym(void);
 const struct vgpu_hook *vgpu_hook_by_name(const char *name);
 void vgpu_resolve_reals(char lib, void *handle);
 
-/* "vgpu: ..." on stderr. No allocation (stack buffer + write(2)). */
+/* "vgpu: ..." on stderr. No allocation (stack buffer + write(2)). Unfiltered: call
+ * it through VGPU_LOG / VGPU_LOG_ONCE, which apply the log level. */
 void vgpu_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Logs at most once per flag. */
-#define VGPU_LOG_ONCE(flag, ...)                                   \
-    do {                                                           \
-        static _Atomic int flag;                                   \
-        if (!atomic_exchange_explicit(&flag, 1, memory_order_relaxed)) \
-            vgpu_log(__VA_ARGS__);                                 \
+
+/*
+ * Log levels. VGPU_LOG_LEVEL (off, error, warn, info, debug; default info, which
+ * shows every message libvgpu printed before levels existed) is read once, by the
+ * lazy initialization (init.c); a message before it uses the default. The check is
+ * one relaxed load and a compare — no getenv, syscall or lock — and every message
+ * is on a slow path anyway.
+ */
+enum vgpu_log_level {
+    VGPU_LOG_OFF = 0,
+    VGPU_LOG_ERROR = 1, /* libvgpu refuses CUDA or cannot work */
+    VGPU_LOG_WARN = 2,  /* something is not enforced, or enforced more coarsely */
+    VGPU_LOG_INFO = 3,  /* the default */
+    VGPU_LOG_DEBUG = 4, /* what initialization found */
+};
+extern _Atomic int vgpu_log_level;
+#define VGPU_LOG_ENABLED(level) \
+    VGPU_UNLIKELY((level) <= atomic_load_explicit(&vgpu_log_level, memory_order_relaxed))
+#define VGPU_LOG(level, ...)              \
+    do {                                  \
+        if (VGPU_LOG_ENABLED(level))      \
+            vgpu_log(__VA_ARGS__);        \
+    } while (0)
+/* Logs at most once per flag (a message below the level does not use it up). */
+#define VGPU_LOG_ONCE(flag, level, ...)                                        \
+    do {                                                                       \
+        static _Atomic int flag;                                               \
+        if (VGPU_LOG_ENABLED(level) &&                                         \
+            !atomic_exchange_explicit(&flag, 1, memory_order_relaxed))         \
+            vgpu_log(__VA_ARGS__);                                             \
     } while (0)
 
 /* Device map: CUDA ordinal -> slice device (>= 0). -1: the device is not in the
@@ -361,9 +388,6 @@ enum vgpu_launch_kind {
 /* Charges one launch to its slice device's bucket; sleeps (bounded steps) while
  * the bucket is empty. Returns at once when nothing is throttled. */
 void vgpu_throttle_launch(enum vgpu_launch_kind kind, uint64_t arg);
-/* Called once the mode is known (end of init). */
-void vgpu_throttle_init(int mode);
-void vgpu_throttle_reset_child(void);
 /* SM count of slice device sd, building the device map if needed. */
 uint32_t vgpu_sms_of(int sd);
 
@@ -441,21 +465,15 @@ bool vgpu_tab_update(int ns, uint64_t key, vgpu_tab_fn fn, void *arg);
 /* The smallest key of namespace ns in [from, to), in *key. False when none. Slow
  * path: walks the whole table, one stripe lock at a time. */
 bool vgpu_tab_next(int ns, uint64_t from, uint64_t to, uint64_t *key);
-void vgpu_tab_init(void);
 /* A context was destroyed: the driver freed every plain allocation and array made
  * in it. Calls fn for each such record (stripe lock held: fn must only account)
  * and drops it. VMM handles and mappings are not bound to a context and stay.
  * Slow path (walks the table). */
 void vgpu_tab_drop_ctx(uint64_t ctx, void (*fn)(const struct vgpu_rec *));
-void vgpu_tab_reset_child(void);
 
 /* Pools (pool.c). */
-void vgpu_pools_init(void);
-void vgpu_pools_reset_child(void);
 void vgpu_pools_sync_used(void);
 void vgpu_pool_after_free(uint32_t pool, uint64_t size);
-/* Contexts (context.c). */
-void vgpu_ctx_reset_child(void);
 
 /* Process-local spinlock: held for a handful of instructions only (never across a
  * driver call), resettable in a fork child by storing 0. */
@@ -472,5 +490,48 @@ static inline void vgpu_unlock(vgpu_lock_t *l)
 {
     atomic_store_explicit(&l->v, 0, memory_order_release);
 }
+
+/* ------------------------------------------------------------ module registry */
+
+/*
+ * A module's lifecycle handlers: what it does when the process initializes and
+ * around fork(). init.c runs them, walking vgpu_modules[] (modules.c) in order
+ * (fork_prepare in reverse order, as pthread_atfork does).
+ *
+ * Why a registry: init.c owns the process lifecycle (lazy initialization, fork,
+ * exit) but none of the modules' state. Each module keeps its reset code next to
+ * the state it resets and describes it in one struct; init.c names no module, so
+ * the modules depend on init.c and never the other way round (before, init.c
+ * called every module's init and reset by name, and each module called back into
+ * init.c: one include/call cycle).
+ *
+ * Why a constant list and not registration from constructors: initialization is
+ * lazy and can run before libvgpu's own constructors have (ELF runs a library's
+ * constructors after those of its dependencies, and nothing depends on a
+ * preloaded libvgpu, so another library's constructor may call cuInit first). A
+ * list fixed at link time is complete before any code runs, needs no allocation,
+ * no lock and no syscall, and makes the order explicit.
+ *
+ * Nothing here is on a hot path: init runs once under pthread_once, the fork
+ * handlers only at fork(). Any handler may be NULL.
+ */
+struct vgpu_module {
+    const char *name;
+    /* Once, when the mode is decided and before it is published (no hook of this
+     * process has passed the mode check yet). */
+    void (*init)(int mode);
+    /* pthread_atfork: before fork() in the forking thread, after it in the parent. */
+    void (*fork_prepare)(void);
+    void (*fork_parent)(void);
+    /* After fork() in the child (one thread): drop what the parent owns. No
+     * allocation: another thread may have held malloc's lock at fork time. */
+    void (*fork_child)(int mode);
+};
+extern const struct vgpu_module vgpu_module_account; /* the allocation table */
+extern const struct vgpu_module vgpu_module_pool;
+extern const struct vgpu_module vgpu_module_context;
+extern const struct vgpu_module vgpu_module_throttle;
+extern const struct vgpu_module *const vgpu_modules[];
+extern const size_t vgpu_nmodules;
 
 #endif /* VGPU_INTERNAL_H */
