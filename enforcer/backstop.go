@@ -1,0 +1,119 @@
+package enforcer
+
+import (
+	"fmt"
+	"syscall"
+
+	"go.uber.org/zap"
+)
+
+// violKey names one violation: a process over its slice on one slice device.
+// The loop remembers violations from tick to tick so that it counts and warns
+// about each once, however many ticks it lasts.
+type violKey struct {
+	slice   string
+	hostPID int
+	dev     int
+}
+
+// backstop finds, on every slice device whose driver total is over the limit
+// (plus Tolerance), the processes responsible: those whose driver figure is
+// above their charge (plus Tolerance) and those without a slot. A violation
+// is logged and counted when first seen; in enforce mode its process is
+// killed on every tick it is still there.
+func (l *Loop) backstop(rep *TickReport, slices []TrackedSlice, mode Mode) {
+	clear(l.killed)
+	for i := range rep.Slices {
+		snap := &rep.Slices[i]
+		for d := range snap.Devices {
+			sd := &snap.Devices[d]
+			if !sd.DriverKnown || sd.DriverBytes <= sd.LimitBytes+l.Tolerance {
+				continue
+			}
+			for j := range snap.Processes {
+				p := &snap.Processes[j]
+				if p.DriverBytes == nil || p.DriverBytes[d] == 0 || p.HostPID <= 0 {
+					continue
+				}
+				if p.Slot >= 0 && p.DriverBytes[d] <= p.UsedBytes[d]+l.Tolerance {
+					continue
+				}
+				l.violation(rep, i, d, p, mode)
+			}
+		}
+	}
+	for k, g := range l.violations {
+		if g != l.gen {
+			delete(l.violations, k)
+		}
+	}
+}
+
+func (l *Loop) violation(rep *TickReport, i, d int, p *ProcessSnapshot, mode Mode) {
+	snap := &rep.Slices[i]
+	sd := &snap.Devices[d]
+	key := violKey{slice: snap.ID, hostPID: p.HostPID, dev: d}
+	// Violations not seen in a tick are forgotten at its end, so a known one
+	// was there in the previous tick too.
+	_, known := l.violations[key]
+	fresh := !known
+	l.violations[key] = l.gen
+	ev := BackstopEvent{
+		Slice: snap.ID, Device: sd.UUID, DeviceIndex: d, PID: p.PID, HostPID: p.HostPID,
+		DriverBytes: p.DriverBytes[d], ChargedBytes: p.UsedBytes[d], SliceBytes: sd.DriverBytes,
+		LimitBytes: sd.LimitBytes, Action: ActionReported,
+	}
+	if mode == ModeEnforce {
+		if _, done := l.killed[p.HostPID]; !done {
+			l.killed[p.HostPID] = struct{}{}
+			kill := l.Kill
+			if kill == nil {
+				kill = sigkill
+			}
+			if err := kill(p.HostPID); err != nil {
+				ev.Action, ev.Err = ActionKillFailed, err.Error()
+			} else {
+				ev.Action = ActionKilled
+				l.totals.Kills++
+			}
+		} else {
+			ev.Action = ActionKilled // killed for another device this tick
+		}
+	}
+	fields := []zap.Field{
+		zap.String("slice", ev.Slice), zap.String("device", ev.Device), zap.Int("pid", ev.PID),
+		zap.Int("host_pid", ev.HostPID), zap.Uint64("driver_bytes", ev.DriverBytes),
+		zap.Uint64("charged_bytes", ev.ChargedBytes), zap.Uint64("slice_driver_bytes", ev.SliceBytes),
+		zap.Uint64("limit_bytes", ev.LimitBytes), zap.Uint64("tolerance_bytes", l.Tolerance),
+		zap.String("action", ev.Action),
+	}
+	if ev.Err != "" {
+		fields = append(fields, zap.String("error", ev.Err))
+	}
+	if !fresh {
+		// Still there (a SIGKILLed process can take a while to release the
+		// GPU): act again, but count and warn only once.
+		if mode == ModeEnforce {
+			l.Log.Debug("enforcer backstop: process still over its slice", fields...)
+		}
+		return
+	}
+	sd.BackstopEventsTotal++
+	if st := l.tickStates[i]; st != nil {
+		st.backstop[d]++
+	}
+	l.totals.BackstopEvents++
+	rep.Backstop = append(rep.Backstop, ev)
+	if ev.Action == ActionKillFailed {
+		l.Log.Error("enforcer backstop: process over its slice, kill failed", fields...)
+	} else {
+		l.Log.Warn("enforcer backstop: process over its slice", fields...)
+	}
+}
+
+func sigkill(hostPID int) error {
+	if err := syscall.Kill(hostPID, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("kill %d: %w", hostPID, err)
+	}
+	return nil
+}
