@@ -2,11 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
-	"strings"
 
 	"github.com/vgpu-project/vgpu/bench"
 	"github.com/vgpu-project/vgpu/internal/units"
@@ -38,14 +34,9 @@ Flags:
 
 func daemonBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	opts := bench.DefaultDaemonOptions()
-	fs := flag.NewFlagSet("vgpu-bench daemon", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	jsonOut := fs.Bool("json", false, "print the JSON report on stdout instead of Markdown")
-	out := fs.String("out", "", "also write the report to files: a directory DIR gets DIR/daemon-simgpu.json\n"+
-		"and .md; a path ending in .json gets that file and the same name with .md")
-	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
-	fs.StringVar(&opts.Root, "root", "", "repository root holding bin/ and build/ (default: found from the working\n"+
-		"directory or the executable)")
+	c := newBenchCmd("daemon", daemonHelp, "daemon-simgpu", stdout, stderr)
+	fs := c.fs
+	c.rootFlag(&opts.Root, "bin/ and build/")
 	fs.IntVar(&opts.Slices, "slices", opts.Slices, "slices in the tick benchmark (0: skip it)")
 	fs.IntVar(&opts.ProcsPerSlice, "procs-per-slice", opts.ProcsPerSlice, "live processes (slots) per slice")
 	fs.IntVar(&opts.SlotsPerSlice, "slots", opts.SlotsPerSlice, "slots per usage file (0: the default, as vgpud creates them)")
@@ -58,34 +49,17 @@ func daemonBench(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.StringVar(&opts.TempDir, "tmp", "", "`DIR` for the temporary slices, node and vgpud state dir (default: the\n"+
 		"system's temp dir); its filesystem decides what vgpud's fsyncs cost (try /dev/shm)")
 	fs.BoolVar(&opts.KeepTemp, "keep", false, "keep the temporary slices, node and state dir (path printed on stderr)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), daemonHelp)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "vgpu-bench daemon: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		return 2
+	if status, ok := c.parse(args); !ok {
+		return status
 	}
 	var err error
 	if opts.AllocBytes, err = units.ParseSize(*allocSize); err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench daemon: --alloc-size: %v\n", err)
-		return 2
+		return c.fail(2, "--alloc-size: %v", err)
 	}
-	if !*quiet {
-		opts.Log = stderr
-	}
+	opts.Log = c.progress()
 	report, err := bench.RunDaemon(ctx, opts)
 	if err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench daemon: %v\n", err)
-		return 1
+		return c.fail(1, "%v", err)
 	}
-	return emitReport("daemon", report, "daemon-simgpu", *out, *jsonOut, stdout, stderr)
+	return c.emit(report, "daemon-simgpu")
 }

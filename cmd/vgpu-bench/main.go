@@ -5,8 +5,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -102,15 +100,10 @@ Flags:
 
 func overhead(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	opts := bench.DefaultOverheadOptions(bench.DriverSim)
-	fs := flag.NewFlagSet("vgpu-bench overhead", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	jsonOut := fs.Bool("json", false, "print the JSON report on stdout instead of Markdown")
-	out := fs.String("out", "", "also write the report to files: a directory DIR gets DIR/overhead-<simgpu|real>.json\n"+
-		"and .md; a path ending in .json gets that file and the same name with .md")
-	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
+	c := newBenchCmd("overhead", overheadHelp, "overhead-<simgpu|real>", stdout, stderr)
+	fs := c.fs
 	fs.StringVar(&opts.Driver, "driver", opts.Driver, "sim (the simulated node) or real (the system's libcuda and GPU)")
-	fs.StringVar(&opts.Root, "root", "", "repository root holding build/ and bin/ (default: found from the working\n"+
-		"directory or the executable)")
+	c.rootFlag(&opts.Root, "build/ and bin/")
 	fs.IntVar(&opts.Iters, "iters", opts.Iters, "timed batches per thread per run")
 	fs.IntVar(&opts.Batch, "batch", opts.Batch, "calls per timed batch (amortises the cost of reading the clock)")
 	fs.IntVar(&opts.Warmup, "warmup", opts.Warmup, "untimed batches per thread before timing")
@@ -125,46 +118,28 @@ func overhead(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		"empty: none")
 	threads := fs.String("threads", joinInts(opts.Threads), "thread counts, comma-separated")
 	procs := fs.String("procs", joinInts(opts.InitProcs), "init process counts, comma-separated; empty: no init benchmark")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), overheadHelp)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() != 0 {
-		fmt.Fprintf(stderr, "vgpu-bench overhead: unexpected arguments: %s\n", strings.Join(fs.Args(), " "))
-		return 2
+	if status, ok := c.parse(args); !ok {
+		return status
 	}
 	var err error
 	opts.Ops = splitList(*ops)
 	if opts.Threads, err = parseInts(*threads); err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench overhead: --threads: %v\n", err)
-		return 2
+		return c.fail(2, "--threads: %v", err)
 	}
 	if opts.InitProcs, err = parseInts(*procs); err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench overhead: --procs: %v\n", err)
-		return 2
+		return c.fail(2, "--procs: %v", err)
 	}
-	if !*quiet {
-		opts.Log = stderr
-	}
+	opts.Log = c.progress()
 
 	report, err := bench.RunOverhead(ctx, opts)
 	if err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench overhead: %v\n", err)
-		return 1
+		return c.fail(1, "%v", err)
 	}
 	name := "overhead-real"
 	if report.Machine.Driver == "simgpu" {
 		name = "overhead-simgpu"
 	}
-	return emitReport("overhead", report, name, *out, *jsonOut, stdout, stderr)
+	return c.emit(report, name)
 }
 
 // markdowner is every benchmark report: JSON-encodable, with a Markdown form.

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -59,28 +58,60 @@ in all; --out writes throttle-real.json and .md. The flags --sms, --ns-per-block
 Flags:
 `
 
+// throttleFlags are the flags of `vgpu-bench throttle` that are not fields of
+// the options they end up in: they are read after parsing.
+type throttleFlags struct {
+	workloads, groups, stepLog, driver *string
+	floor                              *uint
+}
+
 func throttle(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	opts := bench.DefaultThrottleOptions()
-	fs := flag.NewFlagSet("vgpu-bench throttle", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	jsonOut := fs.Bool("json", false, "print the JSON report on stdout instead of Markdown")
-	out := fs.String("out", "", "also write the report to files: a directory DIR gets DIR/throttle-simgpu.json\n"+
-		"and .md; a path ending in .json gets that file and the same name with .md")
-	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
-	fs.StringVar(&opts.Root, "root", "", "repository root holding build/ (default: found from the working\n"+
-		"directory or the executable)")
-	workloads := fs.String("workloads", strings.Join(opts.Workloads, ","), "workloads of the target cells, comma-separated")
-	groups := fs.String("groups", strings.Join(opts.Groups, ","), "parts to run, comma-separated")
+	ropts := bench.DefaultThrottleRealOptions()
+	c := newBenchCmd("throttle", throttleHelp, "throttle-simgpu", stdout, stderr)
+	c.helpOnStderr = true
+	f := declareThrottleFlags(c, &opts, &ropts)
+	if status, ok := c.parse(args); !ok {
+		return status
+	}
+	opts.Workloads = splitList(*f.workloads)
+	opts.Groups = splitList(*f.groups)
+	opts.PriorityFloorBP = uint32(*f.floor)
+	opts.Log = c.progress()
+	if *f.stepLog != "" {
+		file, err := os.Create(*f.stepLog)
+		if err != nil {
+			return c.fail(1, "%v", err)
+		}
+		defer file.Close()
+		w := bufio.NewWriter(file)
+		defer w.Flush()
+		opts.StepLog = w
+	}
+	report, name, err := runThrottleOn(ctx, *f.driver, c.fs, opts, ropts)
+	if err != nil {
+		return c.fail(1, "%v", err)
+	}
+	return c.emit(report, name)
+}
+
+// declareThrottleFlags declares the simulated node's flags into opts and the
+// real GPU's (help "real: ...") into ropts; both modes share window and tick.
+func declareThrottleFlags(c *benchCmd, opts *bench.ThrottleOptions, ropts *bench.ThrottleRealOptions) throttleFlags {
+	fs := c.fs
+	var f throttleFlags
+	c.rootFlag(&opts.Root, "build/")
+	f.workloads = fs.String("workloads", strings.Join(opts.Workloads, ","), "workloads of the target cells, comma-separated")
+	f.groups = fs.String("groups", strings.Join(opts.Groups, ","), "parts to run, comma-separated")
 	fs.DurationVar(&opts.Window, "window", opts.Window, "measured window of each cell")
 	fs.DurationVar(&opts.Warmup, "warmup", opts.Warmup, "time before the window (the controller learns the scale)")
 	fs.DurationVar(&opts.Tick, "tick", opts.Tick, "controller step")
 	fs.IntVar(&opts.SMs, "sms", opts.SMs, "SMs of the simulated device")
 	fs.Uint64Var(&opts.NsPerBlock, "ns-per-block", opts.NsPerBlock, "simulated device ns per wave of blocks")
-	floor := fs.Uint("priority-floor", uint(opts.PriorityFloorBP), "floor of the low-priority tenant, basis points")
+	f.floor = fs.Uint("priority-floor", uint(opts.PriorityFloorBP), "floor of the low-priority tenant, basis points")
 	fs.BoolVar(&opts.KeepTemp, "keep", false, "keep the temporary nodes and slices (path printed on stderr)")
-	stepLog := fs.String("step-log", "", "write every controller step (inputs and outputs per tenant) to `FILE`")
-	driver := fs.String("driver", bench.DriverSim, "sim (simulated nodes) or real (the machine's GPU 0)")
-	ropts := bench.DefaultThrottleRealOptions()
+	f.stepLog = fs.String("step-log", "", "write every controller step (inputs and outputs per tenant) to `FILE`")
+	f.driver = fs.String("driver", bench.DriverSim, "sim (simulated nodes) or real (the machine's GPU 0)")
 	fs.StringVar(&ropts.Prog, "prog", "", "real: the throttle_real binary (default build/test/throttle_real)")
 	fs.IntVar(&ropts.Waves, "waves", ropts.Waves, "real: blocks per SM of a kernel's grid")
 	fs.IntVar(&ropts.Block, "block", ropts.Block, "real: threads per block")
@@ -89,45 +120,18 @@ func throttle(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&ropts.Nodes, "nodes", ropts.Nodes, "real: kernel nodes of the graph workload")
 	fs.StringVar(&ropts.Measure, "measure", ropts.Measure, "real: achieved shares from auto, nvml or self")
 	fs.StringVar(&ropts.NVMLLib, "nvml-lib", "", "real: the NVML library (default libnvidia-ml.so.1 through the loader)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), throttleHelp)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "vgpu-bench throttle: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	opts.Workloads = splitList(*workloads)
-	opts.Groups = splitList(*groups)
-	opts.PriorityFloorBP = uint32(*floor)
-	if !*quiet {
-		opts.Log = stderr
-	}
-	if *stepLog != "" {
-		f, err := os.Create(*stepLog)
-		if err != nil {
-			fmt.Fprintf(stderr, "vgpu-bench throttle: %v\n", err)
-			return 1
-		}
-		defer f.Close()
-		w := bufio.NewWriter(f)
-		defer w.Flush()
-		opts.StepLog = w
-	}
-	var report *bench.ThrottleReport
-	var err error
-	name := "throttle-simgpu"
-	switch *driver {
+	return f
+}
+
+// runThrottleOn runs the benchmark on driver and returns the report with its
+// file name under --out.
+func runThrottleOn(ctx context.Context, driver string, fs *flag.FlagSet, opts bench.ThrottleOptions,
+	ropts bench.ThrottleRealOptions) (*bench.ThrottleReport, string, error) {
+	switch driver {
 	case bench.DriverSim:
-		report, err = bench.RunThrottle(ctx, opts)
+		report, err := bench.RunThrottle(ctx, opts)
+		return report, "throttle-simgpu", err
 	case bench.DriverReal:
-		name = "throttle-real"
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		// The simulated node's defaults do not apply: the real mode has its own
@@ -143,13 +147,8 @@ func throttle(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		ropts.Root, ropts.Window, ropts.Tick = opts.Root, opts.Window, opts.Tick
 		ropts.KeepTemp, ropts.Log, ropts.StepLog = opts.KeepTemp, opts.Log, opts.StepLog
-		report, err = bench.RunThrottleReal(ctx, ropts)
-	default:
-		err = fmt.Errorf("--driver %q: want %s or %s", *driver, bench.DriverSim, bench.DriverReal)
+		report, err := bench.RunThrottleReal(ctx, ropts)
+		return report, "throttle-real", err
 	}
-	if err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench throttle: %v\n", err)
-		return 1
-	}
-	return emitReport("throttle", report, name, *out, *jsonOut, stdout, stderr)
+	return nil, "", fmt.Errorf("--driver %q: want %s or %s", driver, bench.DriverSim, bench.DriverReal)
 }
