@@ -194,24 +194,57 @@ func (c *Controller) Forget(slice string) { delete(c.slices, slice) }
 // not go backwards; the first step (and a step at the same instant) measures
 // nothing and returns rates from the shares and what was learnt so far.
 func (c *Controller) Step(now time.Time, in []ControlInput) []ControlOutput {
+	dt, measure := c.advanceClock(now)
+	v := stepView{
+		states:    make([]*sliceCtl, len(in)),
+		out:       make([]ControlOutput, len(in)),
+		throttled: make([]bool, len(in)),
+		active:    make([]bool, len(in)),
+	}
+	c.observeAll(now, dt, measure, in, &v)
+	c.reserveBases(in, &v)
+	c.lendIdle(in, &v)
+	c.setRates(in, &v)
+	return v.out
+}
+
+// stepView is one step's working state, one entry per input slice in the
+// order of in.
+type stepView struct {
+	states    []*sliceCtl
+	out       []ControlOutput
+	throttled []bool // its launchers waited for tokens during the step
+	active    []bool // launched within ActiveHold
+	held      []bool // held to its floor by an active higher-priority slice
+	// base is what the slice is guaranteed this step: its share, or its floor
+	// when held, never below MinShare.
+	base []float64
+	// allowed starts at base and grows by the idle capacity lent to the slice.
+	allowed []float64
+}
+
+// advanceClock returns the time since the previous step and whether this step
+// measures: the first step has no previous counters to subtract, and a step at
+// the same instant (or earlier) would divide by a zero interval. Such a step
+// leaves the clock where it was, so the next one measures over the whole time.
+func (c *Controller) advanceClock(now time.Time) (time.Duration, bool) {
 	dt := now.Sub(c.last)
 	measure := !c.last.IsZero() && dt > 0
 	if measure || c.last.IsZero() {
 		c.last = now
 	}
-	dtNs := float64(dt.Nanoseconds())
-	cfg := c.cfg
+	return dt, measure
+}
 
+// observeAll updates the controller's memory of every input slice from the
+// step's counters and driver figures, and forgets the slices no longer given.
+func (c *Controller) observeAll(now time.Time, dt time.Duration, measure bool, in []ControlInput, v *stepView) {
 	for _, s := range c.slices {
 		s.seen = false
 	}
-	states := make([]*sliceCtl, len(in))
-	out := make([]ControlOutput, len(in))
-	throttled := make([]bool, len(in))
-	active := make([]bool, len(in))
+	// Computed before any new slice joins, so new slices of one step all start
+	// from what the device's established slices learnt.
 	prior := c.priorScale()
-
-	// 1. Measure: activity, throttling, calibration, trim.
 	for i := range in {
 		x := &in[i]
 		s := c.slices[x.Slice]
@@ -220,131 +253,187 @@ func (c *Controller) Step(now time.Time, in []ControlInput) []ControlOutput {
 			c.slices[x.Slice] = s
 		}
 		s.seen = true
-		states[i] = s
+		v.states[i] = s
 		if measure && s.havePrev {
-			spent := delta(x.Counters.Spent, s.prev.Spent)
-			waited := delta(x.Counters.ThrottledNs, s.prev.ThrottledNs)
-			launched := delta(x.Counters.Launches, s.prev.Launches)
-			achieved := clamp01(x.Achieved)
-			if spent > 0 || launched > 0 || (x.Measured && achieved > 0.002) {
-				s.lastActive = now
-			}
-			throttled[i] = float64(waited) >= cfg.ThrottledFraction*dtNs
-			// Calibration: the ratio of the averaged busy time to the averaged
-			// spending — not an average of per-step ratios: a launch counted by
-			// the driver in one step and by the bucket in the next would make those
-			// swing wildly, and their mean would be biased.
-			if x.Measured {
-				// Not clipped at 1: a step's figure can exceed the step when long
-				// kernels land in it (busy time counted at launch); clipping would
-				// bias the scale low.
-				busy := math.Max(0, x.Achieved) * dtNs
-				if math.IsNaN(busy) || math.IsInf(busy, 0) {
-					busy = 0
-				}
-				a := 1 - math.Exp(-dtNs/float64(cfg.CalibrationTau.Nanoseconds()))
-				s.avgBusy += a * (busy - s.avgBusy)
-				s.avgAchieved += a * (achieved - s.avgAchieved)
-				s.avgSpent += a * (float64(spent) - s.avgSpent)
-				s.calWeight += a * (1 - s.calWeight)
-				// Enough spending to mean something: 0.5% of the device at the
-				// nominal cost, averaged.
-				if s.avgSpent >= 0.005*dtNs*s.calWeight && s.avgBusy > 0 {
-					s.scale, s.scaleKnown = s.avgBusy/s.avgSpent, true
-				}
-			}
-			// Trim: how much of the grant a throttled slice actually spends. The
-			// bucket granted rate*dt tokens during the step; a slice that waited for
-			// tokens yet spent less (the bucket's depth clipped credit while its
-			// kernels sat in a crowded queue, sleep granularity) falls short of its
-			// allowance by that fraction f, whatever the calibration. The trim
-			// integrates e = 1 - trim*(1-f) (averaged: one step of a few long
-			// kernels is noisy), so it settles at 1/(1-f); this looks only at the
-			// bucket's own counters, so a calibration transient cannot wind it up.
-			// Not throttled, it leaks back to 1 (nothing to compensate).
-			k := cfg.TrimGain * dt.Seconds()
-			if throttled[i] && s.rate > 0 {
-				a := 1 - math.Exp(-dtNs/float64(cfg.CalibrationTau.Nanoseconds()))
-				grant := float64(s.rate) * dt.Seconds()
-				s.avgGrant += a * (grant - s.avgGrant)
-				s.avgGrantSpent += a * (float64(spent) - s.avgGrantSpent)
-				s.grantWeight += a * (1 - s.grantWeight)
-				if s.grantWeight >= 0.5 && s.avgGrant > 0 {
-					e := 1 - s.trim*s.avgGrantSpent/s.avgGrant
-					if math.Abs(e) > trimDeadband {
-						s.trim *= math.Exp(k * math.Max(-1, math.Min(1, e)))
-					}
-				}
-			} else {
-				s.trim += (1 - s.trim) * (1 - math.Exp(-dt.Seconds()/trimLeak.Seconds()))
-				s.grantWeight = 0
-				s.avgGrant, s.avgGrantSpent = 0, 0
-			}
-			s.trim = math.Max(minTrim, math.Min(maxTrim, s.trim))
+			v.throttled[i] = s.observe(&c.cfg, x, now, dt)
 		}
 		if measure || !s.havePrev {
 			s.prev, s.havePrev = x.Counters, true
 		}
-		active[i] = !s.lastActive.IsZero() && now.Sub(s.lastActive) <= cfg.ActiveHold
+		v.active[i] = !s.lastActive.IsZero() && now.Sub(s.lastActive) <= c.cfg.ActiveHold
 	}
 	for id, s := range c.slices {
 		if !s.seen {
 			delete(c.slices, id)
 		}
 	}
+}
 
-	// 2. Allocate.
+// observe takes one step's measurement of a slice: whether it was active and
+// throttled, then feeds the calibration and the trim. It returns whether the
+// slice was throttled.
+func (s *sliceCtl) observe(cfg *ControllerConfig, x *ControlInput, now time.Time, dt time.Duration) bool {
+	dtNs := float64(dt.Nanoseconds())
+	spent := delta(x.Counters.Spent, s.prev.Spent)
+	waited := delta(x.Counters.ThrottledNs, s.prev.ThrottledNs)
+	launched := delta(x.Counters.Launches, s.prev.Launches)
+	achieved := clamp01(x.Achieved)
+	// Any sign of work counts as activity: the launch counter lags (libvgpu
+	// batches it per thread), and the driver and the bucket can count the same
+	// launch in different steps.
+	if spent > 0 || launched > 0 || (x.Measured && achieved > 0.002) {
+		s.lastActive = now
+	}
+	throttled := float64(waited) >= cfg.ThrottledFraction*dtNs
+	if x.Measured {
+		s.calibrate(cfg, x.Achieved, achieved, spent, dtNs)
+	}
+	s.updateTrim(cfg, throttled, spent, dt)
+	return throttled
+}
+
+// calibrate learns the device-ns one token buys: the ratio of the averaged
+// busy time to the averaged spending — not an average of per-step ratios: a
+// launch counted by the driver in one step and by the bucket in the next would
+// make those swing wildly, and their mean would be biased. rawAchieved is the
+// driver's figure as given, achieved the same clamped to [0, 1].
+func (s *sliceCtl) calibrate(cfg *ControllerConfig, rawAchieved, achieved float64, spent uint64, dtNs float64) {
+	// Not clipped at 1: a step's figure can exceed the step when long kernels
+	// land in it (busy time counted at launch); clipping would bias the scale
+	// low.
+	busy := math.Max(0, rawAchieved) * dtNs
+	if math.IsNaN(busy) || math.IsInf(busy, 0) {
+		busy = 0
+	}
+	a := 1 - math.Exp(-dtNs/float64(cfg.CalibrationTau.Nanoseconds()))
+	s.avgBusy += a * (busy - s.avgBusy)
+	s.avgAchieved += a * (achieved - s.avgAchieved)
+	s.avgSpent += a * (float64(spent) - s.avgSpent)
+	s.calWeight += a * (1 - s.calWeight)
+	// Enough spending to mean something: 0.5% of the device at the nominal
+	// cost, averaged.
+	if s.avgSpent >= 0.005*dtNs*s.calWeight && s.avgBusy > 0 {
+		s.scale, s.scaleKnown = s.avgBusy/s.avgSpent, true
+	}
+}
+
+// updateTrim corrects for how much of its grant a throttled slice actually
+// spends. The bucket granted rate*dt tokens during the step; a slice that
+// waited for tokens yet spent less (the bucket's depth clipped credit while its
+// kernels sat in a crowded queue, sleep granularity) falls short of its
+// allowance by that fraction f, whatever the calibration. The trim integrates
+// e = 1 - trim*(1-f) (averaged: one step of a few long kernels is noisy), so it
+// settles at 1/(1-f); this looks only at the bucket's own counters, so a
+// calibration transient cannot wind it up. Not throttled, it leaks back to 1
+// (nothing to compensate). Either way it stays within [minTrim, maxTrim]
+// (anti-windup).
+func (s *sliceCtl) updateTrim(cfg *ControllerConfig, throttled bool, spent uint64, dt time.Duration) {
+	dtNs := float64(dt.Nanoseconds())
+	k := cfg.TrimGain * dt.Seconds()
+	if throttled && s.rate > 0 {
+		a := 1 - math.Exp(-dtNs/float64(cfg.CalibrationTau.Nanoseconds()))
+		grant := float64(s.rate) * dt.Seconds()
+		s.avgGrant += a * (grant - s.avgGrant)
+		s.avgGrantSpent += a * (float64(spent) - s.avgGrantSpent)
+		s.grantWeight += a * (1 - s.grantWeight)
+		// Half filled: one step's grant alone is too noisy to act on.
+		if s.grantWeight >= 0.5 && s.avgGrant > 0 {
+			e := 1 - s.trim*s.avgGrantSpent/s.avgGrant
+			if math.Abs(e) > trimDeadband {
+				s.trim *= math.Exp(k * math.Max(-1, math.Min(1, e)))
+			}
+		}
+	} else {
+		s.trim += (1 - s.trim) * (1 - math.Exp(-dt.Seconds()/trimLeak.Seconds()))
+		s.grantWeight = 0
+		s.avgGrant, s.avgGrantSpent = 0, 0
+	}
+	s.trim = math.Max(minTrim, math.Min(maxTrim, s.trim))
+}
+
+// reserveBases sets each slice's target (its configured share) and base:
+// while any slice of the device is active, those of lower priority than the
+// highest active one are held to their floor, so that the important work gets
+// the device whatever the others ask for.
+func (c *Controller) reserveBases(in []ControlInput, v *stepView) {
 	top, anyActive := uint32(0), false
 	for i := range in {
-		if active[i] && (!anyActive || in[i].Priority > top) {
+		if v.active[i] && (!anyActive || in[i].Priority > top) {
 			top, anyActive = in[i].Priority, true
 		}
 	}
-	base := make([]float64, len(in))
-	held := make([]bool, len(in))
+	v.base = make([]float64, len(in))
+	v.held = make([]bool, len(in))
 	for i := range in {
 		share := float64(min(in[i].ShareBP, shm.MaxShareBP)) / shm.MaxShareBP
 		b := share
 		if anyActive && in[i].Priority < top {
-			held[i] = true
+			v.held[i] = true
 			b = math.Min(float64(in[i].FloorBP)/shm.MaxShareBP, share)
 		}
-		base[i] = math.Max(b, cfg.MinShare)
-		out[i].Target = share
+		// MinShare even for a floor of 0: a held slice still trickles, so its
+		// processes can exit cleanly.
+		v.base[i] = math.Max(b, c.cfg.MinShare)
+		v.out[i].Target = share
 	}
-	// Every active slice keeps its base (share, or floor when held) reserved,
-	// whether or not it uses it now: a slice running one kernel at a time is
-	// slowed by whatever else sits in the device's queue, and lending its unused
-	// share to a flood would squeeze it further, so its guarantee holds only if it
-	// is never lent while it is active. What is left (capacity nobody reserved,
-	// and the bases of inactive slices) is idle capacity: the share-policy
-	// slices that want more divide it by their shares (water-filling: a slice
-	// that is not throttled wants only what it uses plus Headroom).
-	allowed := make([]float64, len(in))
-	copy(allowed, base)
-	spare := cfg.Capacity
+}
+
+// lendIdle sets what each slice is allowed: its base, plus a part of the idle
+// capacity for the share-policy slices that want more.
+//
+// Every active slice keeps its base (share, or floor when held) reserved,
+// whether or not it uses it now: a slice running one kernel at a time is
+// slowed by whatever else sits in the device's queue, and lending its unused
+// share to a flood would squeeze it further, so its guarantee holds only if it
+// is never lent while it is active. What is left (capacity nobody reserved,
+// and the bases of inactive slices) is idle capacity: the share-policy slices
+// that want more divide it by their shares (water-filling, waterFill).
+func (c *Controller) lendIdle(in []ControlInput, v *stepView) {
+	v.allowed = make([]float64, len(in))
+	copy(v.allowed, v.base)
+	spare := c.cfg.Capacity
 	var want []int
 	wantMore := make([]float64, len(in))
 	for i := range in {
-		if !active[i] {
+		if !v.active[i] {
 			continue
 		}
-		spare -= base[i]
-		if in[i].Policy != shm.PolicyShare || held[i] {
+		spare -= v.base[i]
+		if in[i].Policy != shm.PolicyShare || v.held[i] {
 			continue
 		}
-		more := math.Inf(1)
-		if !throttled[i] {
-			if !in[i].Measured {
-				continue
-			}
-			more = states[i].avgAchieved/math.Max(states[i].calWeight, 1e-9) + cfg.Headroom - base[i]
-		}
-		if more > 0 {
+		if more := c.wantsMore(&in[i], v.states[i], v.throttled[i], v.base[i]); more > 0 {
 			wantMore[i] = more
 			want = append(want, i)
 		}
 	}
+	waterFill(spare, want, wantMore, v.base, v.allowed)
+	for i := range v.allowed {
+		v.allowed[i] = math.Min(v.allowed[i], c.cfg.Capacity)
+	}
+}
+
+// wantsMore is how much more than its base an active share-policy slice asks
+// for: a throttled slice as much as it can get; one that is not throttled what
+// it uses plus Headroom, so that it grows a step at a time rather than taking
+// idle capacity it would leave unused; nothing when the driver gave no figure
+// to tell what it uses.
+func (c *Controller) wantsMore(x *ControlInput, s *sliceCtl, throttled bool, base float64) float64 {
+	if throttled {
+		return math.Inf(1)
+	}
+	if !x.Measured {
+		return 0
+	}
+	return s.avgAchieved/math.Max(s.calWeight, 1e-9) + c.cfg.Headroom - base
+}
+
+// waterFill divides spare among the slices listed in want in proportion to
+// their bases, none getting more than its wantMore. What a satisfied slice
+// leaves goes round again to the others until none is left or everyone took a
+// full part. It adds each slice's part to allowed (and uses up wantMore and
+// want's backing array).
+func waterFill(spare float64, want []int, wantMore, base, allowed []float64) {
 	for spare > 1e-9 && len(want) > 0 {
 		weight := 0.0
 		for _, i := range want {
@@ -369,28 +458,39 @@ func (c *Controller) Step(now time.Time, in []ControlInput) []ControlOutput {
 		}
 		want = next
 	}
-	for i := range allowed {
-		allowed[i] = math.Min(allowed[i], cfg.Capacity)
-	}
+}
 
-	// 3. Rates.
+// setRates turns each slice's allowed share into the token rate and burst of
+// its bucket and fills the outputs.
+func (c *Controller) setRates(in []ControlInput, v *stepView) {
 	for i := range in {
-		s := states[i]
-		s.allowed = allowed[i]
-		rate, burst := uint64(0), uint64(0)
-		if !(in[i].ShareBP >= shm.MaxShareBP && !held[i]) {
-			r := allowed[i] * 1e9 / s.scale * s.trim
-			rate = uint64(math.Max(math.Min(r, 1e15), 1000))
-			burst = uint64(math.Max(float64(rate)*cfg.Burst.Seconds(), 4*shm.TokenWaveNs))
-		}
+		s := v.states[i]
+		s.allowed = v.allowed[i]
+		rate, burst := s.bucketFor(&c.cfg, in[i].ShareBP, v.held[i])
 		s.rate = rate
-		out[i] = ControlOutput{
-			Slice: in[i].Slice, Rate: rate, Burst: burst, Target: out[i].Target,
-			Allowed: allowed[i], Achieved: in[i].Achieved, Scale: s.scale, Trim: s.trim,
-			Active: active[i], Throttled: throttled[i], Held: held[i],
+		v.out[i] = ControlOutput{
+			Slice: in[i].Slice, Rate: rate, Burst: burst, Target: v.out[i].Target,
+			Allowed: v.allowed[i], Achieved: in[i].Achieved, Scale: s.scale, Trim: s.trim,
+			Active: v.active[i], Throttled: v.throttled[i], Held: v.held[i],
 		}
 	}
-	return out
+}
+
+// bucketFor is the token rate and burst that let the slice use s.allowed of
+// the device: allowed/scale tokens per second (calibration), times the trim.
+// A slice entitled to the whole device and not held is not throttled (rate 0).
+// Any other rate is at least 1000, since 0 would mean not throttled at all,
+// and at most 1e15, so that a tiny learnt scale cannot overflow the
+// conversion. The burst is Burst at that rate, at least a few waves so that a
+// very low rate can still pass one launch without waiting on every call.
+func (s *sliceCtl) bucketFor(cfg *ControllerConfig, shareBP uint32, held bool) (rate, burst uint64) {
+	if shareBP >= shm.MaxShareBP && !held {
+		return 0, 0
+	}
+	r := s.allowed * 1e9 / s.scale * s.trim
+	rate = uint64(math.Max(math.Min(r, 1e15), 1000))
+	burst = uint64(math.Max(float64(rate)*cfg.Burst.Seconds(), 4*shm.TokenWaveNs))
+	return rate, burst
 }
 
 // priorScale is the scale a new slice starts from: the median of what the
