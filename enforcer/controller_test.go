@@ -349,20 +349,6 @@ func TestControllerEdges(t *testing.T) {
 	require.Len(t, outs, 1)
 }
 
-func TestStaticTokenBucket(t *testing.T) {
-	rate, burst := shm.StaticTokenBucket(3000)
-	require.Equal(t, uint64(300_000_000), rate, "30% of a second of estimated device-ns per second")
-	require.Equal(t, uint64(6_000_000), burst, "20 ms of it")
-	rate, burst = shm.StaticTokenBucket(shm.MaxShareBP)
-	require.Zero(t, rate)
-	require.Zero(t, burst)
-	rate, _ = shm.StaticTokenBucket(0)
-	require.Zero(t, rate)
-	rate, burst = shm.StaticTokenBucket(1)
-	require.Equal(t, uint64(100_000), rate)
-	require.Equal(t, uint64(4*shm.TokenWaveNs), burst, "never less than a few waves")
-}
-
 // Apply writes changed rates only, so an unchanged budget keeps its generation
 // (and launches keep their fast path).
 func TestApplyWritesOnlyChanges(t *testing.T) {
@@ -388,18 +374,4 @@ func TestApplyWritesOnlyChanges(t *testing.T) {
 	require.NoError(t, err)
 	defer ro.Close()
 	require.ErrorIs(t, Apply([]*shm.BudgetRegion{ro}, []int{0}, []ControlOutput{{Rate: 1}}), shm.ErrReadOnly)
-}
-
-// The usage region's throttle counters read back what libvgpu writes.
-func TestUsageThrottleCounters(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "s")
-	require.NoError(t, shm.CreateSlice(dir, shm.SliceSpec{ID: "s", Devices: []shm.DeviceBudget{{MemoryLimit: 1 << 30}}}))
-	s, err := shm.OpenSlice(dir)
-	require.NoError(t, err)
-	defer s.Close()
-	ud := &s.Usage.Raw().Dev[0]
-	ud.TokenSpent, ud.TokenRefilled, ud.Launches, ud.ThrottledNs = 100, 70, 3, 9
-	c := s.Usage.Throttle(0)
-	require.Equal(t, shm.ThrottleCounters{Spent: 100, Refilled: 70, Launches: 3, ThrottledNs: 9}, c)
-	require.Equal(t, int64(-30), c.Credit())
 }
