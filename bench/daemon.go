@@ -37,7 +37,7 @@ type DaemonOptions struct {
 	Root string
 	// Tick benchmark: Slices slices, each with ProcsPerSlice slots owned by
 	// live processes (distinct sleeping children), SlotsPerSlice slots in each
-	// usage file (0 = enforcer.DefaultSlots, what vgpud creates); Ticks timed
+	// usage file (0 = shm.DefaultSlots, what vgpud creates); Ticks timed
 	// ticks after Warmup untimed ones. Slices 0 skips it.
 	Slices        int
 	ProcsPerSlice int

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -64,7 +63,7 @@ type ThrottleOptions struct {
 	// Tick is the controller's step (vgpud's enforcer interval).
 	Tick time.Duration
 	// SMs and NsPerBlock of the simulated device. The default wave time differs
-	// from libvgpu's nominal one (enforcer.TokenWaveNs), so the static rates are
+	// from libvgpu's nominal one (shm.TokenWaveNs), so the static rates are
 	// off and the controller has to measure the real scale.
 	SMs        int
 	NsPerBlock uint64
@@ -361,179 +360,6 @@ func closeTenants(ts []*tenantState) {
 		}
 		if t.slice != nil {
 			_ = t.slice.Close()
-		}
-	}
-}
-
-// runCell runs one cell on a fresh node in dir.
-func (r *throttleRun) runCell(ctx context.Context, dir string, c cellSpec) (*cellResult, error) {
-	node := filepath.Join(dir, "node")
-	ctxMem := uint64(0)
-	if err := simgpu.Init(node, simgpu.Config{Devices: 1, Memory: 80 << 30, SMs: r.opts.SMs,
-		NsPerBlock: r.opts.NsPerBlock, ContextMemory: &ctxMem}); err != nil {
-		return nil, fmt.Errorf("simulated node: %w", err)
-	}
-	ts := make([]*tenantState, len(c.Tenants))
-	defer func() { closeTenants(ts) }()
-	total := c.Warmup + c.Window
-	for i, spec := range c.Tenants {
-		t, err := newTenant(dir, spec)
-		ts[i] = t
-		if err != nil {
-			return nil, err
-		}
-	}
-
-	env := func(t *tenantState) []string {
-		var out []string
-		for _, kv := range os.Environ() {
-			k, _, _ := strings.Cut(kv, "=")
-			if k == "LD_PRELOAD" || k == "LD_LIBRARY_PATH" || k == "CUDA_VISIBLE_DEVICES" ||
-				strings.HasPrefix(k, "VGPU_") {
-				continue
-			}
-			out = append(out, kv)
-		}
-		return append(out, "LD_LIBRARY_PATH="+r.paths.SimLibDir, "VGPU_SIM_STATE="+node,
-			"LD_PRELOAD="+r.paths.LibVGPU, "VGPU_SLICE_DIR="+t.dir, "VGPU_FAIL_MODE=refuse")
-	}
-	startTenant := func(t *tenantState, remaining time.Duration) error {
-		for k := 0; k < t.spec.Processes; k++ {
-			args := r.workloadArgs(t.spec.Workload, remaining.Seconds()+1)
-			args = append(args, "--seed", strconv.Itoa(k+1))
-			p, err := r.start(ctx, env(t), args)
-			if err != nil {
-				return err
-			}
-			t.procs = append(t.procs, p)
-		}
-		for _, p := range t.procs {
-			select {
-			case err := <-p.ready:
-				if err != nil {
-					return err
-				}
-			case <-time.After(30 * time.Second):
-				return errors.New("throttle_load: no READY within 30s")
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-			t.pids[p.cmd.Process.Pid] = true
-		}
-		return nil
-	}
-	for _, t := range ts {
-		if t.spec.Start == 0 {
-			if err := startTenant(t, total); err != nil {
-				return nil, fmt.Errorf("tenant %s: %w", t.spec.Name, err)
-			}
-		}
-	}
-
-	ctl := enforcer.NewController(r.opts.Controller)
-	res := &cellResult{}
-	in := make([]enforcer.ControlInput, len(ts))
-	budgets := make([]*shm.BudgetRegion, len(ts))
-	devs := make([]int, len(ts))
-	for i, t := range ts {
-		budgets[i] = t.budget
-	}
-	t0 := time.Now()
-	last := t0
-	prevBusy := make([]uint64, len(ts))
-	var winBusy, winLaunch, winWait []uint64
-	var winStart time.Time
-	changes := append([]TargetChange(nil), c.Changes...)
-	var outs []enforcer.ControlOutput
-	for step := 1; ; step++ {
-		due := t0.Add(time.Duration(step) * r.opts.Tick)
-		if d := time.Until(due); d > 0 {
-			select {
-			case <-time.After(d):
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		now := time.Now()
-		if late := now.Sub(due); late > res.MaxTickLate {
-			res.MaxTickLate = late
-		}
-		el := now.Sub(t0)
-		for _, t := range ts {
-			if t.spec.Start > 0 && len(t.procs) == 0 && el >= t.spec.Start {
-				if err := startTenant(t, total-el); err != nil {
-					return nil, fmt.Errorf("tenant %s: %w", t.spec.Name, err)
-				}
-			}
-		}
-		for len(changes) > 0 && el >= changes[0].At {
-			ch := changes[0]
-			changes = changes[1:]
-			t := ts[ch.Tenant]
-			if err := t.budget.SetComputeShare(0, ch.ShareBP, t.spec.FloorBP); err != nil {
-				return nil, err
-			}
-		}
-		if err := r.readBusy(node, ts); err != nil {
-			return nil, err
-		}
-		dt := now.Sub(last).Seconds()
-		last = now
-		for i, t := range ts {
-			dev := t.budget.Device(0)
-			in[i] = enforcer.ControlInput{
-				Slice: t.spec.Name, ShareBP: dev.ComputeShareBP, FloorBP: dev.ComputeFloorBP,
-				Policy: t.budget.Policy(), Priority: t.budget.Priority(),
-				Counters: t.slice.Usage.Throttle(0),
-				Achieved: float64(t.busy-prevBusy[i]) / 1e9 / dt, Measured: true,
-			}
-			prevBusy[i] = t.busy
-		}
-		outs = ctl.Step(now, in)
-		if r.opts.StepLog != nil {
-			for i, o := range outs {
-				fmt.Fprintf(r.opts.StepLog, "%s %s t=%.3f %s achieved=%.4f allowed=%.4f rate=%d burst=%d scale=%.4f "+
-					"trim=%.4f throttled=%v active=%v held=%v spent=%d waited_ns=%d\n", c.Group, c.Workload,
-					el.Seconds(), o.Slice, in[i].Achieved, o.Allowed, o.Rate, o.Burst, o.Scale, o.Trim, o.Throttled,
-					o.Active, o.Held, in[i].Counters.Spent, in[i].Counters.ThrottledNs)
-			}
-		}
-		if err := enforcer.Apply(budgets, devs, outs); err != nil {
-			return nil, err
-		}
-		res.Ticks++
-		if c.Trace {
-			s := traceSample{At: el, Busy: make([]uint64, len(ts))}
-			for i, t := range ts {
-				s.Busy[i] = t.busy
-			}
-			res.Trace = append(res.Trace, s)
-		}
-		if winBusy == nil && el >= c.Warmup {
-			winStart = now
-			winBusy, winLaunch, winWait = make([]uint64, len(ts)), make([]uint64, len(ts)), make([]uint64, len(ts))
-			for i, t := range ts {
-				winBusy[i] = t.busy
-				winLaunch[i] = in[i].Counters.Launches
-				winWait[i] = in[i].Counters.ThrottledNs
-			}
-		}
-		if winBusy != nil && el >= total {
-			w := now.Sub(winStart)
-			res.Window = w
-			for i, t := range ts {
-				tr := TenantResult{
-					TenantSpec:  t.spec,
-					TargetPct:   float64(t.budget.Device(0).ComputeShareBP) / 100,
-					AchievedPct: float64(t.busy-winBusy[i]) / float64(w.Nanoseconds()) * 100,
-					Launches:    in[i].Counters.Launches - winLaunch[i],
-					WaitedPct:   float64(in[i].Counters.ThrottledNs-winWait[i]) / float64(w.Nanoseconds()) * 100,
-					Scale:       outs[i].Scale,
-					Trim:        outs[i].Trim,
-				}
-				res.Tenants = append(res.Tenants, tr)
-			}
-			return res, nil
 		}
 	}
 }

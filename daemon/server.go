@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"regexp"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -57,10 +56,6 @@ func WithGPUs(gpus GPUs) Option { return func(o *options) { o.gpus = gpus } }
 
 // WithKill replaces how the backstop kills a process (default: SIGKILL).
 func WithKill(kill func(hostPID int) error) Option { return func(o *options) { o.kill = kill } }
-
-// sliceIDPattern is the store's rule for slice ids (container ids fit); the
-// server checks it first to answer a bad id with a 400 that says the rule.
-var sliceIDPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 
 // Server is vgpud.
 //
@@ -422,13 +417,12 @@ func (s *Server) allocate(req api.AllocRequest) (api.Slice, error) {
 	if req.ID == "" {
 		req.ID = newSliceID()
 	}
-	if !sliceIDPattern.MatchString(req.ID) {
-		return api.Slice{}, fmt.Errorf("%w: slice id %q: want 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit",
-			allocator.ErrInvalidRequest, req.ID)
+	// Checked first (the store checks it too) to answer a bad id with a 400
+	// that says the rule.
+	if !api.ValidSliceID(req.ID) {
+		return api.Slice{}, fmt.Errorf("%w: slice id %q: want %s", allocator.ErrInvalidRequest, req.ID, api.SliceIDRule)
 	}
-	if req.QoS == "" {
-		req.QoS = api.QoSGuaranteed
-	}
+	req.QoS = req.QoS.Normalized()
 	if err := resolveOwner(&req.Owner); err != nil {
 		return api.Slice{}, fmt.Errorf("%w: %w", allocator.ErrInvalidRequest, err)
 	}
@@ -503,7 +497,7 @@ func (s *Server) allocate(req api.AllocRequest) (api.Slice, error) {
 	s.mu.Unlock()
 	booked = false
 	s.log.Info("slice allocated", zap.String("slice", req.ID), zap.String("dir", rec.Slice.Dir),
-		zap.Any("devices", devs), zap.String("qos", req.QoS), zap.String("owner", ownerDesc(req.Owner)))
+		zap.Any("devices", devs), zap.String("qos", string(req.QoS)), zap.String("owner", ownerDesc(req.Owner)))
 	return rec.Slice, nil
 }
 

@@ -16,11 +16,14 @@ import (
 // AnnotationPrefix starts every request annotation.
 const AnnotationPrefix = "vgpu.io/"
 
-// The request keys: annotation vgpu.io/<key>, or env VGPU_<KEY>.
+// The request keys: annotation vgpu.io/<key>, or env VGPU_<KEY>; each has a
+// parser in requestParsers.
 //
 //	memory    per device: a size ("1GiB", "512M", bytes) or a share of the device ("50%")
-//	cores     compute share per device in percent, 0 < p <= 100 ("30" or "30%"); default 100
-//	devices   how many devices ("2"), or which ("GPU-…,GPU-…": UUIDs); default 1
+//	cores     compute share per device in percent, 0 < p <= 100 ("30" or "30%");
+//	          absent: no share (not throttled, nothing reserved)
+//	devices   how many devices ("2", at most api.MaxSliceDevices), or which
+//	          ("GPU-…,GPU-…": UUIDs); default 1
 //	priority  an integer (higher runs first when devices are contended)
 //	qos       guaranteed (default) | burstable | best-effort
 //
@@ -86,8 +89,51 @@ var uuidPattern = regexp.MustCompile(`^(GPU|MIG)-[0-9A-Za-z-]+$`)
 // ParseRequest builds the allocation request from the container's annotations
 // and env. found is false when neither names a request key.
 func ParseRequest(annotations map[string]string, env []string) (req api.AllocRequest, found bool, err error) {
-	vals := map[string]string{} // key -> value
-	src := map[string]string{}  // key -> where it came from (for errors)
+	vals, err := requestValues(annotations, env)
+	if err != nil {
+		return req, true, err
+	}
+	if len(vals) == 0 {
+		return req, false, nil
+	}
+	if _, ok := vals["memory"]; !ok {
+		return req, true, fmt.Errorf("%w: %s given without vgpu.io/memory (or VGPU_MEMORY): say how much memory the slice has",
+			ErrMalformed, strings.Join(vals.sources(), ", "))
+	}
+	for _, key := range requestKeys {
+		v, ok := vals[key]
+		if !ok {
+			continue
+		}
+		if why := requestParsers[key](&req, strings.TrimSpace(v.value)); why != "" {
+			return req, true, fmt.Errorf("%w: %s=%q: %s", ErrMalformed, v.source, v.value, why)
+		}
+	}
+	return req, true, nil
+}
+
+// requestValue is one request key's raw value and where it came from (for
+// errors: "annotation vgpu.io/memory", "env VGPU_MEMORY").
+type requestValue struct{ value, source string }
+
+type valueSet map[string]requestValue
+
+// sources lists where the given keys came from, in requestKeys order.
+func (vals valueSet) sources() []string {
+	var given []string
+	for _, k := range requestKeys {
+		if v, ok := vals[k]; ok {
+			given = append(given, v.source)
+		}
+	}
+	return given
+}
+
+// requestValues gathers the request keys from env, then annotations (which
+// win, key by key). An unknown vgpu.io/ annotation is an error: a typo
+// (vgpu.io/memroy) must not silently run the container without its limit.
+func requestValues(annotations map[string]string, env []string) (valueSet, error) {
+	vals := valueSet{}
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
 		for _, key := range requestKeys {
@@ -97,7 +143,7 @@ func ParseRequest(annotations map[string]string, env []string) (req api.AllocReq
 					delete(vals, key)
 					continue
 				}
-				vals[key], src[key] = v, "env "+k
+				vals[key] = requestValue{v, "env " + k}
 			}
 		}
 	}
@@ -107,103 +153,103 @@ func ParseRequest(annotations map[string]string, env []string) (req api.AllocReq
 		if !ok || v == "" {
 			continue
 		}
-		known := false
-		for _, rk := range requestKeys {
-			if key == rk {
-				known = true
-			}
-		}
-		if !known {
+		if _, known := requestParsers[key]; !known {
 			unknown = append(unknown, k)
 			continue
 		}
-		vals[key], src[key] = v, "annotation "+k
+		vals[key] = requestValue{v, "annotation " + k}
 	}
 	if len(unknown) > 0 {
-		// A typo (vgpu.io/memroy) must not silently run the container
-		// without its limit.
 		sort.Strings(unknown)
-		return req, true, fmt.Errorf("%w: unknown annotation %s (known: vgpu.io/memory, cores, devices, priority, qos)",
+		return nil, fmt.Errorf("%w: unknown annotation %s (known: vgpu.io/memory, cores, devices, priority, qos)",
 			ErrMalformed, strings.Join(unknown, ", "))
 	}
-	if len(vals) == 0 {
-		return req, false, nil
-	}
-	bad := func(key, why string) error {
-		return fmt.Errorf("%w: %s=%q: %s", ErrMalformed, src[key], vals[key], why)
-	}
-	mem, ok := vals["memory"]
-	if !ok {
-		var given []string
-		for _, k := range requestKeys {
-			if _, ok := vals[k]; ok {
-				given = append(given, src[k])
-			}
-		}
-		return req, true, fmt.Errorf("%w: %s given without vgpu.io/memory (or VGPU_MEMORY): say how much memory the slice has",
-			ErrMalformed, strings.Join(given, ", "))
-	}
-	if p, isPct := strings.CutSuffix(strings.TrimSpace(mem), "%"); isPct {
+	return vals, nil
+}
+
+// requestParsers set each key's field of the request from its trimmed value,
+// returning why the value is wrong ("" when it is right).
+var requestParsers = map[string]func(req *api.AllocRequest, v string) string{
+	"memory":   parseMemory,
+	"cores":    parseCores,
+	"devices":  parseDevices,
+	"priority": parsePriority,
+	"qos":      parseQoS,
+}
+
+func parseMemory(req *api.AllocRequest, v string) string {
+	if p, isPct := strings.CutSuffix(v, "%"); isPct {
 		f, err := parsePercent(p)
 		if err != nil {
-			return req, true, bad("memory", err.Error())
+			return err.Error()
 		}
 		req.MemoryPercent = f
-	} else {
-		n, err := units.ParseSize(mem)
-		if err != nil {
-			return req, true, bad("memory", "want a size (1GiB, 512MiB, bytes) or a percentage (50%)")
-		}
-		if n == 0 {
-			return req, true, bad("memory", "must be more than 0")
-		}
-		req.MemoryBytes = n
+		return ""
 	}
-	if c, ok := vals["cores"]; ok {
-		f, err := parsePercent(strings.TrimSuffix(strings.TrimSpace(c), "%"))
-		if err != nil {
-			return req, true, bad("cores", err.Error())
-		}
-		req.ComputePercent = f
+	n, err := units.ParseSize(v)
+	if err != nil {
+		return "want a size (1GiB, 512MiB, bytes) or a percentage (50%)"
 	}
-	if d, ok := vals["devices"]; ok {
-		d = strings.TrimSpace(d)
-		if n, err := strconv.Atoi(d); err == nil {
-			if n < 1 || n > 64 {
-				return req, true, bad("devices", "a device count must be 1..64")
-			}
-			req.DeviceCount = n
-		} else {
-			seen := map[string]bool{}
-			for _, u := range strings.Split(d, ",") {
-				u = strings.TrimSpace(u)
-				if !uuidPattern.MatchString(u) {
-					return req, true, bad("devices", fmt.Sprintf("want a count or a comma-separated list of GPU UUIDs (GPU-…), got %q", u))
-				}
-				if seen[u] {
-					return req, true, bad("devices", "UUID "+u+" given twice")
-				}
-				seen[u] = true
-				req.UUIDs = append(req.UUIDs, u)
-			}
-		}
+	if n == 0 {
+		return "must be more than 0"
 	}
-	if p, ok := vals["priority"]; ok {
-		n, err := strconv.ParseInt(strings.TrimSpace(p), 10, 32)
-		if err != nil {
-			return req, true, bad("priority", "want an integer")
-		}
-		req.Priority = int(n)
+	req.MemoryBytes = n
+	return ""
+}
+
+func parseCores(req *api.AllocRequest, v string) string {
+	f, err := parsePercent(strings.TrimSuffix(v, "%"))
+	if err != nil {
+		return err.Error()
 	}
-	if q, ok := vals["qos"]; ok {
-		switch q = strings.TrimSpace(q); q {
-		case api.QoSGuaranteed, api.QoSBurstable, api.QoSBestEffort:
-			req.QoS = q
-		default:
-			return req, true, bad("qos", "want guaranteed, burstable or best-effort")
+	req.ComputePercent = f
+	return ""
+}
+
+// parseDevices takes a device count (at most what one slice may span) or a
+// list of UUIDs.
+func parseDevices(req *api.AllocRequest, v string) string {
+	if n, err := strconv.Atoi(v); err == nil {
+		if n < 1 || n > api.MaxSliceDevices {
+			return fmt.Sprintf("a device count must be 1..%d", api.MaxSliceDevices)
 		}
+		req.DeviceCount = n
+		return ""
 	}
-	return req, true, nil
+	seen := map[string]bool{}
+	for _, u := range strings.Split(v, ",") {
+		u = strings.TrimSpace(u)
+		if !uuidPattern.MatchString(u) {
+			return fmt.Sprintf("want a count or a comma-separated list of GPU UUIDs (GPU-…), got %q", u)
+		}
+		if seen[u] {
+			return "UUID " + u + " given twice"
+		}
+		seen[u] = true
+		req.UUIDs = append(req.UUIDs, u)
+	}
+	if len(req.UUIDs) > api.MaxSliceDevices {
+		return fmt.Sprintf("%d UUIDs: a slice spans at most %d devices", len(req.UUIDs), api.MaxSliceDevices)
+	}
+	return ""
+}
+
+func parsePriority(req *api.AllocRequest, v string) string {
+	n, err := strconv.ParseInt(v, 10, 32)
+	if err != nil {
+		return "want an integer"
+	}
+	req.Priority = int(n)
+	return ""
+}
+
+func parseQoS(req *api.AllocRequest, v string) string {
+	q, err := api.ParseQoS(v)
+	if err != nil || v == "" {
+		return "want guaranteed, burstable or best-effort"
+	}
+	req.QoS = q
+	return ""
 }
 
 func parsePercent(s string) (float64, error) {

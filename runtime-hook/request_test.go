@@ -69,7 +69,7 @@ func TestParseRequestMalformed(t *testing.T) {
 		{map[string]string{"vgpu.io/memory": "0"}, nil, "more than 0"},
 		{map[string]string{"vgpu.io/memory": "150%"}, nil, "(0, 100]"},
 		{nil, []string{"VGPU_MEMORY=1G", "VGPU_CORES=0"}, `env VGPU_CORES="0"`},
-		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/devices": "0"}, nil, "1..64"},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/devices": "0"}, nil, "1..16"},
 		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/devices": "gpu0"}, nil, "GPU UUIDs"},
 		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/priority": "high"}, nil, "integer"},
 		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/qos": "gold"}, nil, "guaranteed, burstable or best-effort"},

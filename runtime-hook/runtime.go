@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -251,7 +250,7 @@ func describeRequest(req api.AllocRequest) string {
 		parts = append(parts, "devices "+strings.Join(req.UUIDs, ","))
 	}
 	if req.QoS != "" {
-		parts = append(parts, "qos "+req.QoS)
+		parts = append(parts, "qos "+string(req.QoS))
 	}
 	return strings.Join(parts, ", ")
 }
@@ -440,14 +439,11 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	return nil
 }
 
-// sliceIDPattern is what vgpud accepts as a slice id.
-var sliceIDPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
-
 // SliceIDFor is the slice id of a container: the container id itself when
 // vgpud accepts it, else "c-" and a hash of it (containerd allows ids up to 76
 // characters; Kubernetes' are 64). The owner record keeps the full id.
 func SliceIDFor(containerID string) string {
-	if sliceIDPattern.MatchString(containerID) {
+	if api.ValidSliceID(containerID) {
 		return containerID
 	}
 	sum := sha256.Sum256([]byte(containerID))

@@ -282,7 +282,7 @@ func (r *requestFlags) request() (api.AllocRequest, error) {
 		DeviceCount:    r.devices,
 		UUIDs:          r.uuids,
 		Priority:       r.priority,
-		QoS:            r.qos,
+		QoS:            api.QoS(r.qos),
 		Placement:      r.placement,
 	}
 	mem := strings.TrimSpace(r.memory)

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/internal/units"
 	"github.com/vgpu-project/vgpu/shm"
 )
@@ -109,21 +110,6 @@ func parseFlags(fs *flag.FlagSet, help string, args []string, stdout io.Writer) 
 	return nil
 }
 
-var qosNames = map[string]uint32{
-	"guaranteed":  shm.QoSGuaranteed,
-	"burstable":   shm.QoSBurstable,
-	"best-effort": shm.QoSBestEffort,
-}
-
-func qosName(q uint32) string {
-	for name, v := range qosNames {
-		if v == q {
-			return name
-		}
-	}
-	return fmt.Sprintf("unknown(%d)", q)
-}
-
 func policyName(p uint32) string {
 	switch p {
 	case shm.PolicyCap:
@@ -162,7 +148,7 @@ func runSliceCreate(args []string, stdout, _ io.Writer) error {
 		devices  listFlag
 		id       = fs.String("id", "", "slice name `ID` recorded in the budget (at most 63 bytes)")
 		slots    = fs.Int("slots", shm.DefaultSlots, "`N` process slots: how many processes may use the slice at once (1..65536)")
-		compute  = fs.Float64("compute", 100, "compute share in percent (`PCT`) of each device: launches are throttled to a static rate estimated from it (0 < PCT <= 100; 100 = not throttled)")
+		compute  = fs.Float64("compute", 0, "compute share in percent (`PCT`) of each device: launches are throttled to a static rate estimated from it (0 < PCT <= 100; absent or 100: not throttled)")
 		priority = fs.Uint("priority", 0, "slice priority `N`; higher wins")
 		qos      = fs.String("qos", "guaranteed", "QoS `class`: guaranteed, burstable or best-effort")
 		force    = fs.Bool("force", false, "replace an existing slice in DIR")
@@ -190,48 +176,37 @@ func runSliceCreate(args []string, stdout, _ io.Writer) error {
 	if *slots < 1 || *slots > shm.MaxSlots {
 		return usagef("--slots %d out of range 1..%d", *slots, shm.MaxSlots)
 	}
-	if !(*compute > 0 && *compute <= 100) {
+	if computeSet := flagGiven(fs, "compute"); computeSet && !(*compute > 0 && *compute <= 100) {
 		return usagef("--compute %g out of range (0, 100]", *compute)
 	}
 	if *priority > math.MaxUint32 {
 		return usagef("--priority %d too large", *priority)
 	}
-	q, ok := qosNames[*qos]
-	if !ok {
+	q, err := api.ParseQoS(*qos)
+	if err != nil || *qos == "" {
 		return usagef("--qos %q: want guaranteed, burstable or best-effort", *qos)
 	}
 	if len(devices) == 0 {
 		devices = listFlag{"0"}
 	}
 
-	spec := shm.SliceSpec{
-		ID:       *id,
-		Slots:    *slots,
-		Priority: uint32(*priority),
-		QoS:      q,
-		Policy:   shm.PolicyCap,
-	}
-	shareBP := uint32(math.Round(*compute * 100))
-	// No daemon adjusts this slice's rate: a static one estimated from the share.
-	rate, burst := shm.StaticTokenBucket(shareBP)
+	budget := api.SliceBudget{ID: *id, Slots: *slots, Priority: int(*priority), QoS: q,
+		ContextOverhead: overhead.bytes}
 	for _, arg := range devices {
-		d := shm.DeviceBudget{
-			MemoryLimit:     memory.bytes,
-			ContextOverhead: overhead.bytes,
-			ComputeShareBP:  shareBP,
-			TokenRate:       rate,
-			TokenBurst:      burst,
-		}
+		d := api.SliceDevice{MemoryBytes: memory.bytes, ComputePercent: *compute}
 		if n, err := strconv.ParseUint(arg, 10, 32); err == nil {
-			d.Index = uint32(n)
+			d.Index = int(n)
 		} else if arg == "" || strings.ContainsAny(arg, " \t\n") {
 			return usagef("--device %q: want a device index or a UUID", arg)
 		} else {
 			d.UUID = arg
 		}
-		spec.Devices = append(spec.Devices, d)
+		budget.Devices = append(budget.Devices, d)
 	}
-	if err := spec.Validate(); err != nil {
+	// No daemon adjusts this slice's rate: Spec starts it at the static rate
+	// estimated from the share.
+	spec, err := budget.Spec()
+	if err != nil {
 		return usageError{err}
 	}
 
@@ -313,7 +288,7 @@ func loadView(dir string) (*sliceView, error) {
 		Generation:    b.Generation(),
 		CreatedUnixNs: b.CreatedUnixNs(),
 		Priority:      b.Priority(),
-		QoS:           qosName(b.QoS()),
+		QoS:           string(api.QoSOfCode(b.QoS())),
 		Policy:        policyName(b.Policy()),
 		Flags:         flagNames(b.Flags()),
 		Slots:         u.SlotCount(),
@@ -441,4 +416,12 @@ func printView(w io.Writer, v *sliceView) error {
 		fmt.Fprintln(tw, line)
 	}
 	return tw.Flush()
+}
+
+// flagGiven reports whether the flag name was set on the command line (a
+// default and an explicit value may mean different things).
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }

@@ -45,16 +45,17 @@ import (
 
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/daemon/devices"
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 const (
 	mib = 1 << 20
 	// fullBP is a whole device's compute, in basis points: shares are summed as
 	// integers so that 3 x 33.33% never drifts over 100% in floating point.
-	fullBP = 10000
+	fullBP = shm.MaxShareBP
 	// MaxSliceDevices is the most devices one slice may span (the region files'
 	// per-device arrays).
-	MaxSliceDevices = 16
+	MaxSliceDevices = api.MaxSliceDevices
 )
 
 // ErrInvalidRequest is wrapped by every error about a malformed request (a
@@ -180,24 +181,17 @@ func (a *Allocator) validate(req *api.AllocRequest) (request, error) {
 
 	// No compute share asked: the slice may use the whole device and reserves
 	// none of it (bp 0), so slices carved by memory alone can share a GPU.
-	if c := req.ComputePercent; c != 0 {
-		if math.IsNaN(c) || c < 0 || c > 100 {
-			return r, invalid("compute percent %v out of range (0, 100]", c)
-		}
-		r.bp = int(math.Round(c * 100))
-		if r.bp == 0 {
-			return r, invalid("compute percent %v is below the 0.01%% granularity", c)
-		}
+	bp, err := api.ShareBP(req.ComputePercent)
+	if err != nil {
+		return r, invalid("%v", err)
 	}
+	r.bp = int(bp)
 
-	switch req.QoS {
-	case "", api.QoSGuaranteed:
-		r.guaranteed = true
-	case api.QoSBurstable, api.QoSBestEffort:
-	default:
-		return r, invalid("unknown qos %q (want %s, %s or %s)",
-			req.QoS, api.QoSGuaranteed, api.QoSBurstable, api.QoSBestEffort)
+	qos, err := api.ParseQoS(string(req.QoS))
+	if err != nil {
+		return r, invalid("%v", err)
 	}
+	r.guaranteed = qos.Guaranteed()
 	if req.Priority < 0 {
 		return r, invalid("priority %d is negative", req.Priority)
 	}
@@ -346,7 +340,7 @@ func (a *Allocator) Allocate(id string, req api.AllocRequest) ([]api.SliceDevice
 			Index:          d.Index,
 			UUID:           d.UUID,
 			MemoryBytes:    s.shares[k].bytes,
-			ComputePercent: float64(r.bp) / 100,
+			ComputePercent: api.SharePercent(uint32(r.bp)),
 		}
 	}
 	a.book(id, s)
@@ -387,21 +381,17 @@ func (a *Allocator) book(id string, s *slice) {
 // guaranteed sums that would overflow a device, which only happens if the
 // hardware changed), leaving the books as they were; the caller decides what
 // to do with such a slice.
-func (a *Allocator) Restore(id string, devs []api.SliceDevice, qos string) error {
+func (a *Allocator) Restore(id string, devs []api.SliceDevice, qos api.QoS) error {
 	if id == "" {
 		return invalid("empty slice id")
 	}
 	if len(devs) == 0 || len(devs) > MaxSliceDevices {
 		return invalid("slice %s: %d devices, want 1..%d", id, len(devs), MaxSliceDevices)
 	}
-	var guaranteed bool
-	switch qos {
-	case "", api.QoSGuaranteed:
-		guaranteed = true
-	case api.QoSBurstable, api.QoSBestEffort:
-	default:
-		return invalid("slice %s: unknown qos %q", id, qos)
+	if _, err := api.ParseQoS(string(qos)); err != nil {
+		return invalid("slice %s: %v", id, err)
 	}
+	guaranteed := qos.Guaranteed()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, ok := a.slices[id]; ok {
@@ -423,11 +413,11 @@ func (a *Allocator) Restore(id string, devs []api.SliceDevice, qos string) error
 		if sd.MemoryBytes == 0 {
 			return invalid("slice %s: no memory on device %s", id, d.UUID)
 		}
-		bp := int(math.Round(sd.ComputePercent * 100))
-		if math.IsNaN(sd.ComputePercent) || bp < 0 || bp > fullBP || (bp == 0 && sd.ComputePercent != 0) {
-			return invalid("slice %s: compute percent %v on device %s out of range (0, 100]",
-				id, sd.ComputePercent, d.UUID)
+		shareBP, err := api.ShareBP(sd.ComputePercent)
+		if err != nil {
+			return invalid("slice %s: device %s: %v", id, d.UUID, err)
 		}
+		bp := int(shareBP)
 		if sd.MemoryBytes > d.MemoryBytes {
 			return &RefusedError{Reasons: []string{fmt.Sprintf("%s (index %d): %s memory, slice %s holds %s",
 				d.UUID, d.Index, sizeFloor(d.MemoryBytes), id, sizeCeil(sd.MemoryBytes))}}
@@ -505,7 +495,7 @@ func (a *Allocator) Devices() []api.Device {
 		out[i] = d.API()
 		out[i].GuaranteedBytes = d.guaranteedBytes
 		out[i].AllocatedBytes = d.allocatedBytes
-		out[i].ComputePercent = float64(d.guaranteedBP) / 100
+		out[i].ComputePercent = api.SharePercent(uint32(d.guaranteedBP))
 		out[i].Slices = d.slices
 	}
 	return out

@@ -428,7 +428,7 @@ func TestDevicesReport(t *testing.T) {
 func TestReleaseAndRestore(t *testing.T) {
 	a := newAlloc(t, "", 10*gib, 10*gib)
 	placed := map[string][]api.SliceDevice{}
-	qos := map[string]string{"g": api.QoSGuaranteed, "b": api.QoSBurstable, "m": ""}
+	qos := map[string]api.QoS{"g": api.QoSGuaranteed, "b": api.QoSBurstable, "m": ""}
 	reqs := map[string]api.AllocRequest{
 		"g": {MemoryBytes: 3 * gib, ComputePercent: 30},
 		"b": {MemoryBytes: 9 * gib, ComputePercent: 90, QoS: api.QoSBurstable},
@@ -484,7 +484,7 @@ func TestReleaseAndRestore(t *testing.T) {
 	require.ErrorAs(t, a.Restore("half", half, ""), &refused)
 	for _, bad := range []struct {
 		devs []api.SliceDevice
-		qos  string
+		qos  api.QoS
 		msg  string
 	}{
 		{[]api.SliceDevice{{UUID: "GPU-gone", MemoryBytes: gib, ComputePercent: 1}}, "", "no device with uuid GPU-gone"},

@@ -19,15 +19,6 @@ import "time"
 // DefaultSocket is where vgpud listens unless told otherwise.
 const DefaultSocket = "/run/vgpu/vgpud.sock"
 
-// QoS classes (DESIGN §5). Guaranteed budgets are never lent and their sum on a
-// device never exceeds it; burstable slices may lend and borrow; best-effort
-// slices get what is left.
-const (
-	QoSGuaranteed = "guaranteed"
-	QoSBurstable  = "burstable"
-	QoSBestEffort = "best-effort"
-)
-
 // Placement policies: binpack fills the fullest device that fits first (keeps
 // whole GPUs free), spread picks the emptiest (spreads load).
 const (
@@ -77,7 +68,7 @@ type AllocRequest struct {
 	// UUIDs pins the slice to these devices.
 	UUIDs     []string `json:"uuids,omitempty"`
 	Priority  int      `json:"priority,omitempty"`
-	QoS       string   `json:"qos,omitempty"`       // default guaranteed
+	QoS       QoS      `json:"qos,omitempty"`       // default guaranteed
 	Placement string   `json:"placement,omitempty"` // default: the node's policy
 	Owner     Owner    `json:"owner,omitempty"`
 }
@@ -113,7 +104,7 @@ type Slice struct {
 	ID        string        `json:"id"`
 	Dir       string        `json:"dir"`
 	Devices   []SliceDevice `json:"devices"`
-	QoS       string        `json:"qos"`
+	QoS       QoS           `json:"qos"`
 	Priority  int           `json:"priority"`
 	Owner     Owner         `json:"owner"`
 	CreatedAt time.Time     `json:"created_at"`

@@ -36,13 +36,15 @@ type Input struct {
 	// Devices as the allocator sums them (guaranteed/allocated memory,
 	// guaranteed compute, slice count).
 	Devices []api.Device
-	// Slices the daemon holds: counted per QoS class.
+	// Slices the daemon holds: counted per QoS class (every class is always
+	// exported, 0 when empty, so a class appearing is a change of value rather
+	// than a new series).
 	Slices []api.Slice
 	// Utilization maps a device uuid to its GPU utilization, 0..1 (NVML's
 	// percent / 100). Devices without an entry export no utilization.
 	Utilization map[string]float64
 	// Compute is every slice's compute share per device, as the controller
-	// last set and measured it (issue 5).
+	// last set and measured it.
 	Compute []SliceCompute
 	Health  Health
 }
@@ -50,7 +52,7 @@ type Input struct {
 // SliceCompute is a slice's compute share on one device. Ratios are 0..1.
 type SliceCompute struct {
 	Slice, UUID string
-	QoS         string // "" is the default class, guaranteed
+	QoS         api.QoS // "" is the default class, guaranteed
 	// Target is the configured share; 0: the slice has none (no target series).
 	Target float64
 	// Allowed is what the controller grants; exported for slices with a share
@@ -213,10 +215,6 @@ var (
 	}
 )
 
-// qosClasses are always exported by vgpu_slices, 0 when empty, so that a
-// class appearing is a change of value rather than a new series.
-var qosClasses = []string{api.QoSGuaranteed, api.QoSBurstable, api.QoSBestEffort}
-
 // collector is Metrics seen as the prometheus.Collector of the scrape-time
 // metrics (a distinct type so that Metrics' own method set stays small).
 type collector Metrics
@@ -235,6 +233,9 @@ func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels 
 	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 }
 
+// Collect exports the scrape-time metrics: the daemon, the enforcer's totals,
+// the devices, the slices per QoS class, the compute shares and each slice's
+// memory, from the source's input and the last tick's report.
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	var in Input
 	if c.src != nil {
@@ -244,11 +245,23 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	rep := c.last
 	c.mu.Unlock()
 
-	gauge(ch, descDaemonUp, 1)
-	if !in.Health.StartTime.IsZero() {
-		gauge(ch, descDaemonStart, float64(in.Health.StartTime.UnixNano())/1e9)
+	collectDaemon(ch, in.Health, rep)
+	collectDevices(ch, &in, rep)
+	collectQoS(ch, in.Slices, rep)
+	collectCompute(ch, in.Compute)
+	if rep != nil {
+		collectSlices(ch, rep)
 	}
-	gauge(ch, descDaemonInfo, 1, in.Health.Version, in.Health.EnforcerMode)
+}
+
+// collectDaemon exports the daemon's own series and the enforcer's totals
+// (zero before the first tick, so the counters exist from the start).
+func collectDaemon(ch chan<- prometheus.Metric, h Health, rep *enforcer.TickReport) {
+	gauge(ch, descDaemonUp, 1)
+	if !h.StartTime.IsZero() {
+		gauge(ch, descDaemonStart, float64(h.StartTime.UnixNano())/1e9)
+	}
+	gauge(ch, descDaemonInfo, 1, h.Version, h.EnforcerMode)
 
 	var totals enforcer.TickTotals
 	if rep != nil {
@@ -262,7 +275,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, descReclaimedProcs, float64(totals.ReclaimedProcesses))
 	counter(ch, descBackstop, float64(totals.BackstopEvents))
 	counter(ch, descKills, float64(totals.Kills))
+}
 
+// collectDevices exports what the allocator books on each device, its
+// utilization, and the driver's figures of the last tick.
+func collectDevices(ch chan<- prometheus.Metric, in *Input, rep *enforcer.TickReport) {
 	seenDev := make(map[string]bool, len(in.Devices))
 	for _, d := range in.Devices {
 		if seenDev[d.UUID] {
@@ -279,47 +296,49 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for uuid, u := range in.Utilization {
 		gauge(ch, descDeviceUtil, u, uuid)
 	}
-	if rep != nil {
-		for _, d := range rep.Devices {
-			if d.Err != "" {
-				continue // no figure is better than a wrong 0
-			}
-			gauge(ch, descDeviceDriverUsed, float64(d.ProcessBytes), d.UUID)
-			gauge(ch, descDeviceDriverProcs, float64(d.Processes), d.UUID)
-		}
+	if rep == nil {
+		return
 	}
+	for _, d := range rep.Devices {
+		if d.Err != "" {
+			continue // no figure is better than a wrong 0
+		}
+		gauge(ch, descDeviceDriverUsed, float64(d.ProcessBytes), d.UUID)
+		gauge(ch, descDeviceDriverProcs, float64(d.Processes), d.UUID)
+	}
+}
 
-	byQoS := make(map[string]int, len(qosClasses))
-	for _, q := range qosClasses {
+// collectQoS counts slices per QoS class: the daemon's list when it has one,
+// else the last tick's.
+func collectQoS(ch chan<- prometheus.Metric, slices []api.Slice, rep *enforcer.TickReport) {
+	byQoS := make(map[api.QoS]int, len(api.QoSClasses))
+	for _, q := range api.QoSClasses {
 		byQoS[q] = 0
 	}
-	if in.Slices != nil {
-		for _, s := range in.Slices {
-			q := s.QoS
-			if q == "" {
-				q = api.QoSGuaranteed
-			}
-			byQoS[q]++
+	if slices != nil {
+		for _, s := range slices {
+			byQoS[s.QoS.Normalized()]++
 		}
 	} else if rep != nil {
 		for _, s := range rep.Slices {
-			byQoS[enforcer.QoSName(s.QoS)]++
+			byQoS[api.QoSOfCode(s.QoS)]++
 		}
 	}
 	for q, n := range byQoS {
-		gauge(ch, descSlices, float64(n), q)
+		gauge(ch, descSlices, float64(n), string(q))
 	}
+}
 
-	seenCompute := make(map[[2]string]bool, len(in.Compute))
-	for _, c := range in.Compute {
+// collectCompute exports each slice's compute share per device, once per
+// (slice, device).
+func collectCompute(ch chan<- prometheus.Metric, compute []SliceCompute) {
+	seenCompute := make(map[[2]string]bool, len(compute))
+	for _, c := range compute {
 		if seenCompute[[2]string{c.Slice, c.UUID}] {
 			continue
 		}
 		seenCompute[[2]string{c.Slice, c.UUID}] = true
-		qos := c.QoS
-		if qos == "" {
-			qos = api.QoSGuaranteed
-		}
+		qos := string(c.QoS.Normalized())
 		if c.Target > 0 {
 			gauge(ch, descSliceTarget, c.Target, c.Slice, c.UUID, qos)
 		}
@@ -333,17 +352,18 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(ch, descSliceTokenRate, float64(c.TokenRate), c.Slice, c.UUID, qos)
 	}
+}
 
-	if rep == nil {
-		return
-	}
+// collectSlices exports each slice's processes and per-device memory from
+// the last tick.
+func collectSlices(ch chan<- prometheus.Metric, rep *enforcer.TickReport) {
 	seenSlice := make(map[string]bool, len(rep.Slices))
 	for _, s := range rep.Slices {
 		if seenSlice[s.ID] {
 			continue
 		}
 		seenSlice[s.ID] = true
-		qos := enforcer.QoSName(s.QoS)
+		qos := string(api.QoSOfCode(s.QoS))
 		gauge(ch, descSliceProcs, float64(len(s.Processes)), s.ID, qos)
 		for k, d := range s.Devices {
 			uuid := d.UUID

@@ -12,7 +12,7 @@
 // Create makes, in order:
 //
 //  1. slices/<id>/ (mkdir, exclusive: an id in use is refused);
-//  2. the two regions (enforcer.CreateSliceWith: temporary files renamed into
+//  2. the two regions (shm.CreateSliceWith: temporary files renamed into
 //     place, not fsynced: step 3's directory fsync makes the renames durable,
 //     and Load recreates a pair whose contents a power loss damaged);
 //  3. slice.json (written to a temporary name, fsynced, renamed into place,
@@ -48,10 +48,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -85,15 +83,10 @@ var (
 	ErrNotFound = errors.New("no such slice")
 )
 
-// idPattern: a container id fits; no separators, no leading dot (so no "."/".."
-// and no clash with the store's own hidden names), at most 63 bytes (the budget
-// file's slice_id field).
-var idPattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
-
 // ValidateID reports whether id can name a slice.
 func ValidateID(id string) error {
-	if !idPattern.MatchString(id) {
-		return fmt.Errorf("%w %q: want 1 to 63 of [a-zA-Z0-9_.-], starting with a letter or digit", ErrInvalidID, id)
+	if !api.ValidSliceID(id) {
+		return fmt.Errorf("%w %q: want %s", ErrInvalidID, id, api.SliceIDRule)
 	}
 	return nil
 }
@@ -160,79 +153,18 @@ func (s *Store) Root() string { return s.root }
 // Dir is where the slice id lives (its region files and record).
 func (s *Store) Dir(id string) string { return filepath.Join(s.slices, id) }
 
-// QoSCode maps an API QoS class to the budget file's code ("" is guaranteed).
-func QoSCode(qos string) (uint32, error) {
-	switch qos {
-	case "", api.QoSGuaranteed:
-		return shm.QoSGuaranteed, nil
-	case api.QoSBurstable:
-		return shm.QoSBurstable, nil
-	case api.QoSBestEffort:
-		return shm.QoSBestEffort, nil
-	}
-	return 0, fmt.Errorf("unknown qos %q", qos)
-}
-
-// Spec is the budget a record stands for. Per device: memory_limit is the
-// slice's memory; memory_guaranteed is the same for a guaranteed slice (never
-// lent away) and 0 otherwise; context_overhead comes from the record;
-// compute_share_bp is the percent in basis points (ComputePercent 0, no share
-// asked: 10000, the whole device), and compute_floor_bp equals it for a
-// guaranteed slice that asked a share (the share is guaranteed) and is 0
-// otherwise. Token rates start at 0 (no throttling) until the enforcer sets them.
+// Spec is the budget a record stands for (api.SliceBudget.Spec: the one
+// request -> budget conversion), with the record's context overhead.
 func Spec(rec Record) (shm.SliceSpec, error) {
 	sl := &rec.Slice
-	qos, err := QoSCode(sl.QoS)
-	if err != nil {
-		return shm.SliceSpec{}, fmt.Errorf("slice %s: %w", sl.ID, err)
-	}
-	if sl.Priority < 0 || int64(sl.Priority) > math.MaxUint32 {
-		return shm.SliceSpec{}, fmt.Errorf("slice %s: priority %d out of range", sl.ID, sl.Priority)
-	}
-	spec := shm.SliceSpec{
-		ID:       sl.ID,
-		Devices:  make([]shm.DeviceBudget, len(sl.Devices)),
-		Priority: uint32(sl.Priority),
-		QoS:      qos,
-	}
-	for i, d := range sl.Devices {
-		if d.Index < 0 || int64(d.Index) > math.MaxUint32 {
-			return shm.SliceSpec{}, fmt.Errorf("slice %s: device %d: index %d out of range", sl.ID, i, d.Index)
-		}
-		// ComputePercent 0: no share asked, the whole device and no guarantee.
-		bp := uint32(shm.MaxShareBP)
-		floor := false
-		if c := d.ComputePercent; c != 0 {
-			if math.IsNaN(c) || c < 0 || c > 100 || math.Round(c*100) == 0 {
-				return shm.SliceSpec{}, fmt.Errorf("slice %s: device %d: compute percent %v out of range (0, 100]", sl.ID, i, c)
-			}
-			bp = uint32(math.Round(c * 100))
-			floor = qos == shm.QoSGuaranteed
-		}
-		b := shm.DeviceBudget{
-			Index:           uint32(d.Index),
-			UUID:            d.UUID,
-			MemoryLimit:     d.MemoryBytes,
-			ContextOverhead: rec.ContextOverhead,
-			ComputeShareBP:  bp,
-		}
-		if qos == shm.QoSGuaranteed {
-			b.MemoryGuaranteed = d.MemoryBytes
-		}
-		if floor {
-			b.ComputeFloorBP = bp
-		}
-		// Start from the static rate of the share, so the slice is throttled
-		// from its first launch (not only from the controller's first step) and
-		// keeps a sane rate if vgpud is down; the controller then corrects it
-		// from measured utilization.
-		b.TokenRate, b.TokenBurst = shm.StaticTokenBucket(bp)
-		spec.Devices[i] = b
-	}
-	if err := spec.Validate(); err != nil {
-		return shm.SliceSpec{}, err
-	}
-	return spec, nil
+	return api.SliceBudget{
+		ID:              sl.ID,
+		Devices:         sl.Devices,
+		QoS:             sl.QoS,
+		Priority:        sl.Priority,
+		ContextOverhead: rec.ContextOverhead,
+		Booked:          true,
+	}.Spec()
 }
 
 // Create writes a new slice (see the package comment for the steps) and returns

@@ -31,7 +31,7 @@ const (
 func uuid(i int) string { return fmt.Sprintf("GPU-00000000-0000-0000-0000-%012d", i) }
 
 // record is a typical record: devices 0..n-1 with 2GiB and 25% each.
-func record(id, qos string, n int) Record {
+func record(id string, qos api.QoS, n int) Record {
 	devs := make([]api.SliceDevice, n)
 	for i := range devs {
 		devs[i] = api.SliceDevice{Index: i, UUID: uuid(i), MemoryBytes: 2 * gib, ComputePercent: 25}
@@ -182,7 +182,7 @@ func TestSpec(t *testing.T) {
 		},
 	}, spec)
 
-	for qos, code := range map[string]uint32{api.QoSBurstable: shm.QoSBurstable, api.QoSBestEffort: shm.QoSBestEffort} {
+	for qos, code := range map[api.QoS]uint32{api.QoSBurstable: shm.QoSBurstable, api.QoSBestEffort: shm.QoSBestEffort} {
 		rec := record("b", qos, 1)
 		rec.Slice.Devices[0].ComputePercent = 33.33
 		spec, err := Spec(rec)

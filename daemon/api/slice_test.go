@@ -1,0 +1,93 @@
+package api
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vgpu-project/vgpu/shm"
+)
+
+func TestQoSNamesAndCodes(t *testing.T) {
+	for _, q := range QoSClasses {
+		got, err := ParseQoS(string(q))
+		require.NoError(t, err)
+		require.Equal(t, q, got)
+		require.Equal(t, q, QoSOfCode(q.Code()), "name -> code -> name round trip")
+	}
+	def, err := ParseQoS("")
+	require.NoError(t, err)
+	require.Equal(t, QoSGuaranteed, def)
+	require.True(t, QoS("").Guaranteed())
+	require.False(t, QoSBurstable.Guaranteed())
+	require.Equal(t, uint32(shm.QoSGuaranteed), QoS("").Code())
+	require.Equal(t, uint32(shm.QoSBestEffort), QoSBestEffort.Code())
+	_, err = ParseQoS("platinum")
+	require.ErrorIs(t, err, ErrUnknownQoS)
+	require.ErrorContains(t, err, `unknown qos "platinum"`)
+	require.Equal(t, QoS("unknown-7"), QoSOfCode(7))
+}
+
+// TestValidSliceID: the rule the three regexes spelled before, with the
+// length taken from the budget's slice_id field.
+func TestValidSliceID(t *testing.T) {
+	old := regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+	cases := []string{"", "a", "0", "A.b-c_d", ".hidden", "-x", "_x", "a/b", "a b", "..", "é",
+		strings.Repeat("a", 63), strings.Repeat("a", 64), "c-" + strings.Repeat("f", 48), "x\n"}
+	for _, id := range cases {
+		require.Equal(t, old.MatchString(id), ValidSliceID(id), "%q", id)
+	}
+	require.Equal(t, shm.SliceIDLen-1, MaxSliceIDLen)
+	require.Contains(t, SliceIDRule, "63")
+}
+
+func TestShareBP(t *testing.T) {
+	for pct, bp := range map[float64]uint32{0: 0, 100: 10000, 30: 3000, 33.33: 3333, 0.01: 1, 0.005: 1} {
+		got, err := ShareBP(pct)
+		require.NoError(t, err, "%v", pct)
+		require.Equal(t, bp, got, "%v", pct)
+	}
+	require.InDelta(t, 33.33, SharePercent(3333), 1e-9)
+	for _, bad := range []float64{-1, 100.5, 0.004} {
+		_, err := ShareBP(bad)
+		require.Error(t, err, "%v", bad)
+	}
+}
+
+// TestSliceBudgetSpec: a booked guaranteed slice records its guarantees; an
+// unbooked one (no daemon) and a burstable one do not; no share asked is the
+// whole device, unthrottled; a share starts at its static token rate.
+func TestSliceBudgetSpec(t *testing.T) {
+	devs := []SliceDevice{{Index: 0, UUID: "GPU-a", MemoryBytes: 1 << 30, ComputePercent: 30}, {Index: 1, MemoryBytes: 2 << 30}}
+	spec, err := SliceBudget{ID: "s", Devices: devs, Priority: 2, ContextOverhead: 1 << 20, Booked: true}.Spec()
+	require.NoError(t, err)
+	rate, burst := shm.StaticTokenBucket(3000)
+	require.Equal(t, shm.SliceSpec{ID: "s", Priority: 2, QoS: shm.QoSGuaranteed, Policy: shm.PolicyCap,
+		Devices: []shm.DeviceBudget{
+			{Index: 0, UUID: "GPU-a", MemoryLimit: 1 << 30, MemoryGuaranteed: 1 << 30, ContextOverhead: 1 << 20,
+				ComputeShareBP: 3000, ComputeFloorBP: 3000, TokenRate: rate, TokenBurst: burst},
+			{Index: 1, MemoryLimit: 2 << 30, MemoryGuaranteed: 2 << 30, ContextOverhead: 1 << 20, ComputeShareBP: shm.MaxShareBP},
+		}}, spec)
+
+	for _, b := range []SliceBudget{{ID: "u", Devices: devs}, {ID: "b", Devices: devs, QoS: QoSBurstable, Booked: true}} {
+		spec, err = b.Spec()
+		require.NoError(t, err)
+		for _, d := range spec.Devices {
+			require.Zero(t, d.MemoryGuaranteed, b.ID)
+			require.Zero(t, d.ComputeFloorBP, b.ID)
+		}
+	}
+
+	for name, b := range map[string]SliceBudget{
+		"qos":      {ID: "x", Devices: devs, QoS: "gold"},
+		"priority": {ID: "x", Devices: devs, Priority: -1},
+		"compute":  {ID: "x", Devices: []SliceDevice{{MemoryBytes: 1, ComputePercent: 101}}},
+		"index":    {ID: "x", Devices: []SliceDevice{{Index: -1, MemoryBytes: 1}}},
+		"memory":   {ID: "x", Devices: []SliceDevice{{}}},
+	} {
+		_, err := b.Spec()
+		require.Error(t, err, name)
+	}
+}
