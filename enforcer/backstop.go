@@ -49,6 +49,8 @@ func (l *Loop) backstop(rep *TickReport, slices []TrackedSlice, mode Mode) {
 	}
 }
 
+// violation handles one process over its slice on slice device d: counts,
+// reports and logs it when first seen, and in enforce mode kills it.
 func (l *Loop) violation(rep *TickReport, i, d int, p *ProcessSnapshot, mode Mode) {
 	snap := &rep.Slices[i]
 	sd := &snap.Devices[d]
@@ -64,21 +66,7 @@ func (l *Loop) violation(rep *TickReport, i, d int, p *ProcessSnapshot, mode Mod
 		LimitBytes: sd.LimitBytes, Action: ActionReported,
 	}
 	if mode == ModeEnforce {
-		if _, done := l.killed[p.HostPID]; !done {
-			l.killed[p.HostPID] = struct{}{}
-			kill := l.Kill
-			if kill == nil {
-				kill = sigkill
-			}
-			if err := kill(p.HostPID); err != nil {
-				ev.Action, ev.Err = ActionKillFailed, err.Error()
-			} else {
-				ev.Action = ActionKilled
-				l.totals.Kills++
-			}
-		} else {
-			ev.Action = ActionKilled // killed for another device this tick
-		}
+		ev.Action, ev.Err = l.killOnce(p.HostPID)
 	}
 	fields := []zap.Field{
 		zap.String("slice", ev.Slice), zap.String("device", ev.Device), zap.Int("pid", ev.PID),
@@ -111,6 +99,26 @@ func (l *Loop) violation(rep *TickReport, i, d int, p *ProcessSnapshot, mode Mod
 	}
 }
 
+// killOnce kills the process with host pid hostPID unless this tick already
+// did (it can be over its slice on several devices), and says what was done.
+func (l *Loop) killOnce(hostPID int) (action, errText string) {
+	if _, done := l.killed[hostPID]; done {
+		return ActionKilled, "" // killed for another device this tick
+	}
+	l.killed[hostPID] = struct{}{}
+	kill := l.Kill
+	if kill == nil {
+		kill = sigkill
+	}
+	if err := kill(hostPID); err != nil {
+		return ActionKillFailed, err.Error()
+	}
+	l.totals.Kills++
+	return ActionKilled, ""
+}
+
+// sigkill is Loop.Kill's default: SIGKILL, which the process can neither catch
+// nor ignore.
 func sigkill(hostPID int) error {
 	if err := syscall.Kill(hostPID, syscall.SIGKILL); err != nil {
 		return fmt.Errorf("kill %d: %w", hostPID, err)

@@ -129,39 +129,8 @@ func (l *Loop) scanSlice(rep *TickReport, i int, ts *TrackedSlice, devSlab *slab
 // scans) and reclaims the slice's dead processes.
 func (l *Loop) refreshOwned(rep *TickReport, ts *TrackedSlice, u *shm.UsageRegion, st *sliceState) {
 	attach := atomic.LoadUint64(&u.Raw().AttachCount)
-	full := attach != st.attach || l.gen >= st.nextFull
-	if !full {
-		n := 0
-		for _, o := range st.owned {
-			if int(o.idx) >= u.SlotCount() {
-				full = true
-				break
-			}
-			s := u.RawSlot(int(o.idx))
-			owner := atomic.LoadUint64(&s.Owner)
-			if !shm.OwnedState(owner) {
-				continue // released (or being reclaimed by someone else)
-			}
-			if owner != o.owner {
-				full = true // re-claimed, or CLAIMING became LIVE
-				break
-			}
-			id := shm.DecodeSlotIdentity(int(o.idx), owner, s)
-			var e *procEntry
-			if !id.Claiming {
-				e = l.entry(id)
-				if e.dead {
-					full = true
-					break
-				}
-			}
-			st.owned[n] = ownedSlot{idx: o.idx, owner: owner, e: e}
-			n++
-		}
-		if !full {
-			st.owned = st.owned[:n]
-			return
-		}
+	if attach == st.attach && l.gen < st.nextFull && l.recheckOwned(u, st) {
+		return
 	}
 	st.attach = attach
 	st.nextFull = nextPhase(l.gen, st.phase, l.fullScanEvery())
@@ -178,21 +147,62 @@ func (l *Loop) refreshOwned(rep *TickReport, ts *TrackedSlice, u *shm.UsageRegio
 		st.owned[k].owner = atomic.LoadUint64(&u.RawSlot(int(st.owned[k].idx)).Owner)
 	}
 	for _, rs := range rr.Slots {
-		ev := ReclaimEvent{Slice: ts.ID, PID: rs.PID, FreedBytes: rs.Freed}
-		if e := l.procs[procKey{ns: rs.PIDNamespace, pid: rs.PID, start: rs.StartTime}]; e != nil {
-			ev.HostPID = e.hostPID
-		}
-		var total uint64
-		for d, n := range rs.Freed {
-			total += n
-			st.reclaimed[d] += n
-		}
-		rep.ReclaimedBytes += total
-		l.totals.ReclaimedBytes += total
-		l.totals.ReclaimedProcesses++
-		rep.Reclaimed = append(rep.Reclaimed, ev)
-		l.Log.Info("enforcer: reclaimed a dead process's charge",
-			zap.String("slice", ts.ID), zap.Int("pid", rs.PID), zap.Int("host_pid", ev.HostPID),
-			zap.Uint64s("freed_bytes", rs.Freed), zap.Bool("clamped", rs.Clamped))
+		l.recordReclaim(rep, ts.ID, st, rs)
 	}
+}
+
+// recheckOwned is the cheap path of a tick in which nobody attached: it looks
+// only at the slots the last scan found owned, drops those since released,
+// and reports whether that is enough. It is not (the whole table must be read)
+// when a slot changed hands, a claim completed, a known process died, or the
+// table shrank under a slot; st.owned is then left for the full scan to
+// rebuild.
+func (l *Loop) recheckOwned(u *shm.UsageRegion, st *sliceState) bool {
+	n := 0
+	for _, o := range st.owned {
+		if int(o.idx) >= u.SlotCount() {
+			return false
+		}
+		s := u.RawSlot(int(o.idx))
+		owner := atomic.LoadUint64(&s.Owner)
+		if !shm.OwnedState(owner) {
+			continue // released (or being reclaimed by someone else)
+		}
+		if owner != o.owner {
+			return false // re-claimed, or CLAIMING became LIVE
+		}
+		id := shm.DecodeSlotIdentity(int(o.idx), owner, s)
+		var e *procEntry
+		if !id.Claiming {
+			e = l.entry(id)
+			if e.dead {
+				return false
+			}
+		}
+		st.owned[n] = ownedSlot{idx: o.idx, owner: owner, e: e}
+		n++
+	}
+	st.owned = st.owned[:n]
+	return true
+}
+
+// recordReclaim reports and counts one dead process whose charge Reclaim
+// returned.
+func (l *Loop) recordReclaim(rep *TickReport, slice string, st *sliceState, rs shm.ReclaimedSlot) {
+	ev := ReclaimEvent{Slice: slice, PID: rs.PID, FreedBytes: rs.Freed}
+	if e := l.procs[procKey{ns: rs.PIDNamespace, pid: rs.PID, start: rs.StartTime}]; e != nil {
+		ev.HostPID = e.hostPID
+	}
+	var total uint64
+	for d, n := range rs.Freed {
+		total += n
+		st.reclaimed[d] += n
+	}
+	rep.ReclaimedBytes += total
+	l.totals.ReclaimedBytes += total
+	l.totals.ReclaimedProcesses++
+	rep.Reclaimed = append(rep.Reclaimed, ev)
+	l.Log.Info("enforcer: reclaimed a dead process's charge",
+		zap.String("slice", slice), zap.Int("pid", rs.PID), zap.Int("host_pid", ev.HostPID),
+		zap.Uint64s("freed_bytes", rs.Freed), zap.Bool("clamped", rs.Clamped))
 }
