@@ -19,6 +19,7 @@ type TrackedSlice struct {
 	UUIDs []string
 }
 
+// DefaultFullScanEvery is how often (in ticks) every slice's whole slot table
 // is read even when nothing new attached.
 const DefaultFullScanEvery = 100
 

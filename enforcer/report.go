@@ -41,7 +41,8 @@ func QoSName(q uint32) string {
 	return fmt.Sprintf("unknown-%d", q)
 }
 
-// Backstop actions.
+// Backstop actions: what the backstop did about a violation
+// (BackstopEvent.Action).
 const (
 	ActionReported   = "reported"
 	ActionKilled     = "killed"
@@ -81,7 +82,7 @@ type TickTotals struct {
 // SliceSnapshot is one slice as the tick left it.
 type SliceSnapshot struct {
 	ID        string
-	QoS       uint32 // QoS* (QoSName)
+	QoS       uint32 // shm.QoS*
 	Priority  uint32
 	Devices   []SliceDeviceSnapshot
 	Processes []ProcessSnapshot
@@ -164,5 +165,3 @@ func (e TickError) String() string {
 	}
 	return s
 }
-
-// DefaultFullScanEvery is how often (in ticks) every slice's whole slot table
