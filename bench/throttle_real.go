@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/vgpu-project/vgpu/daemon/devices"
@@ -166,6 +164,34 @@ func RunThrottleReal(ctx context.Context, opts ThrottleRealOptions) (*ThrottleRe
 	if err != nil {
 		return nil, err
 	}
+	run, err := newRealRun(root, opts)
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp("", "vgpu-bench-throttle-real-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	if opts.KeepTemp {
+		fmt.Fprintf(run.log, "bench: keeping %s\n", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+	gpuName, notes, closeNVML, err := run.prepare(ctx)
+	defer closeNVML()
+	if err != nil {
+		return nil, err
+	}
+	rep := run.newReport(ctx, root, gpuName, notes)
+	if err := run.cells(ctx, tmp, rep); err != nil {
+		return nil, err
+	}
+	rep.Evaluate()
+	return rep, nil
+}
+
+// newRealRun checks that the programs are built and sets up the run.
+func newRealRun(root string, opts ThrottleRealOptions) (*realRun, error) {
 	paths := pathsAt(root)
 	prog := opts.Prog
 	if prog == "" {
@@ -180,64 +206,67 @@ func RunThrottleReal(ctx context.Context, opts ThrottleRealOptions) (*ThrottleRe
 	if log == nil {
 		log = io.Discard
 	}
-	run := &realRun{
+	return &realRun{
 		throttleRun: &throttleRun{paths: paths, prog: prog, log: log,
 			opts: ThrottleOptions{Tick: opts.Tick, Controller: opts.Controller, StepLog: opts.StepLog}},
 		ropts: opts,
-	}
-	tmp, err := os.MkdirTemp("", "vgpu-bench-throttle-real-")
-	if err != nil {
-		return nil, fmt.Errorf("temp dir: %w", err)
-	}
-	if opts.KeepTemp {
-		fmt.Fprintf(log, "bench: keeping %s\n", tmp)
-	} else {
-		defer os.RemoveAll(tmp)
-	}
+	}, nil
+}
 
+// prepare opens NVML (unless --measure self), calibrates the kernel and
+// decides where achieved shares come from: NVML where it named the
+// calibration run (or was asked for), else the programs' own reports. It
+// returns the GPU's name, notes for the report and what closes NVML.
+func (r *realRun) prepare(ctx context.Context) (string, []string, func(), error) {
 	var notes []string
 	gpuName := ""
-	if opts.Measure != MeasureSelf {
-		n, uuid, name, err := openNVML(opts.NVMLLib)
+	closeNVML := func() {}
+	if r.ropts.Measure != MeasureSelf {
+		n, uuid, name, err := openNVML(r.ropts.NVMLLib)
 		if err != nil {
-			if opts.Measure == MeasureNVML {
-				return nil, err
+			if r.ropts.Measure == MeasureNVML {
+				return "", nil, closeNVML, err
 			}
 			notes = append(notes, fmt.Sprintf("NVML unusable (%v): achieved shares are the programs' own figures", err))
 		} else {
-			defer n.Close()
-			run.nvml, run.cal.UUID, gpuName = n, uuid, name
+			closeNVML = func() { n.Close() }
+			r.nvml, r.cal.UUID, gpuName = n, uuid, name
 		}
 	}
-	if err := run.calibrate(ctx); err != nil {
-		return nil, err
+	if err := r.calibrate(ctx); err != nil {
+		return "", nil, closeNVML, err
 	}
-	run.cal.Prog, run.cal.GPU = prog, gpuName
+	r.cal.Prog, r.cal.GPU = r.prog, gpuName
 	switch {
-	case run.nvml != nil && (run.cal.NVMLSawCalibration || opts.Measure == MeasureNVML):
-		run.cal.Measure = MeasureNVML
-		if !run.cal.NVMLSawCalibration {
-			run.cal.MeasureNote = "NVML did not name the calibration run's pid; NVML asked for anyway (--measure nvml)"
+	case r.nvml != nil && (r.cal.NVMLSawCalibration || r.ropts.Measure == MeasureNVML):
+		r.cal.Measure = MeasureNVML
+		if !r.cal.NVMLSawCalibration {
+			r.cal.MeasureNote = "NVML did not name the calibration run's pid; NVML asked for anyway (--measure nvml)"
 		}
 	default:
-		if run.nvml != nil {
-			run.cal.MeasureNote = "NVML's per-process utilization did not name this benchmark's processes " +
+		if r.nvml != nil {
+			r.cal.MeasureNote = "NVML's per-process utilization did not name this benchmark's processes " +
 				"(a pid namespace: NVML reports host pids), so achieved shares are the programs' own figures"
-			_ = run.nvml.Close()
-			run.nvml = nil
+			_ = r.nvml.Close()
+			r.nvml = nil
 		}
-		run.cal.Measure = MeasureSelf
+		r.cal.Measure = MeasureSelf
 	}
-	fmt.Fprintf(log, "bench: throttle real: %s, %d SMs, grid %d x %d threads, %d iterations = %.3f ms per kernel; "+
-		"achieved from %s\n", orDash(gpuName), run.cal.SMs, run.cal.Grid, run.cal.Block, run.cal.Iters,
-		float64(run.cal.KernelNs)/1e6, run.cal.Measure)
+	fmt.Fprintf(r.log, "bench: throttle real: %s, %d SMs, grid %d x %d threads, %d iterations = %.3f ms per kernel; "+
+		"achieved from %s\n", orDash(gpuName), r.cal.SMs, r.cal.Grid, r.cal.Block, r.cal.Iters,
+		float64(r.cal.KernelNs)/1e6, r.cal.Measure)
+	return gpuName, notes, closeNVML, nil
+}
 
+// newReport is the report's machine and configuration, before any cell.
+func (r *realRun) newReport(ctx context.Context, root, gpuName string, notes []string) *ThrottleReport {
+	opts := r.ropts
 	m := hostMachine(ctx, root, time.Now())
 	if m.Driver = nvidiaDriverVersion(ctx); m.Driver == "" {
 		m.Driver = "nvidia (version unknown)"
 	}
 	m.GPU = gpuName
-	cal := run.cal
+	cal := r.cal
 	rep := &ThrottleReport{
 		Benchmark: "throttle",
 		Machine:   m,
@@ -257,40 +286,41 @@ func RunThrottleReal(ctx context.Context, opts ThrottleRealOptions) (*ThrottleRe
 	if _, err := os.Stat(shm.ContainerSliceDir); err == nil {
 		rep.Notes = append(rep.Notes, shm.ContainerSliceDir+" exists on this machine: libvgpu uses it instead of the benchmark's slices")
 	}
+	return rep
+}
 
+// cells runs the cells of the chosen groups and workloads (one cap tenant at
+// 50%, two at 30/70), each in its own directory under tmp.
+func (r *realRun) cells(ctx context.Context, tmp string, rep *ThrottleReport) error {
+	opts := r.ropts
 	n := 0
 	for _, g := range opts.Groups {
-		sets := [][]int{{50}}
+		set := []int{50}
 		if g == GroupPairs {
-			sets = [][]int{{30, 70}}
+			set = []int{30, 70}
 		}
-		for _, set := range sets {
-			for _, w := range opts.Workloads {
-				var ts []TenantSpec
-				var names []string
-				for i, p := range set {
-					ts = append(ts, TenantSpec{Name: string(rune('A' + i)), ShareBP: uint32(p * 100), Policy: "cap",
-						Workload: w, Processes: 1})
-					names = append(names, fmt.Sprintf("%s:cap%d%%", ts[i].Name, p))
-				}
-				n++
-				dir := filepath.Join(tmp, fmt.Sprintf("cell%03d", n))
-				if err := os.MkdirAll(dir, 0o755); err != nil {
-					return nil, err
-				}
-				fmt.Fprintf(log, "bench: throttle real %s %s [%s] (%v)\n", g, w, strings.Join(names, " "),
-					opts.Warmup+opts.Window)
-				res, err := run.cell(ctx, dir, cellSpec{Group: g, Workload: w, Tenants: ts, Warmup: opts.Warmup,
-					Window: opts.Window})
-				if err != nil {
-					return nil, fmt.Errorf("%s %s %v: %w", g, w, set, err)
-				}
-				rep.Cells = append(rep.Cells, evaluateCell(g, w, res))
+		for _, w := range opts.Workloads {
+			ts := capTenants(w, set...)
+			var names []string
+			for i, p := range set {
+				names = append(names, fmt.Sprintf("%s:cap%d%%", ts[i].Name, p))
 			}
+			n++
+			dir := filepath.Join(tmp, fmt.Sprintf("cell%03d", n))
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+			fmt.Fprintf(r.log, "bench: throttle real %s %s [%s] (%v)\n", g, w, strings.Join(names, " "),
+				opts.Warmup+opts.Window)
+			res, err := r.cell(ctx, dir, cellSpec{Group: g, Workload: w, Tenants: ts, Warmup: opts.Warmup,
+				Window: opts.Window})
+			if err != nil {
+				return fmt.Errorf("%s %s %v: %w", g, w, set, err)
+			}
+			rep.Cells = append(rep.Cells, evaluateCell(g, w, res))
 		}
 	}
-	rep.Evaluate()
-	return rep, nil
+	return nil
 }
 
 // openNVML opens NVML and returns GPU 0's UUID and name (tenants run with
@@ -336,112 +366,6 @@ func (r *realRun) geometry() []string {
 		"--nodes", strconv.Itoa(r.ropts.Nodes)}
 }
 
-// calibrate runs `throttle_real calibrate` bare (no libvgpu, nothing else on the
-// GPU): the iterations for a kernel of KernelMs, and its device time alone. It
-// then keeps the GPU busy for 2 s while NVML is asked whether it names the
-// process.
-func (r *realRun) calibrate(ctx context.Context) error {
-	const hold = 2 * time.Second
-	args := []string{"calibrate", "--kernel-ms", strconv.FormatFloat(r.ropts.KernelMs, 'f', -1, 64),
-		"--block", strconv.Itoa(r.ropts.Block)}
-	// The program's default grid is one block per SM; a grid of more waves needs
-	// the SM count, so it is calibrated by a second run once the first said it.
-	calLine := make(chan string, 1)
-	onLine := func(l string) {
-		if strings.HasPrefix(l, "CALIBRATE ") {
-			select {
-			case calLine <- l:
-			default:
-			}
-		}
-	}
-	parse := func(l string) error {
-		f := lineFields(l)
-		var err error
-		get := func(k string) uint64 {
-			v, e := strconv.ParseUint(f[k], 10, 64)
-			if e != nil && err == nil {
-				err = fmt.Errorf("calibration line %q: %s: %w", l, k, e)
-			}
-			return v
-		}
-		r.cal.Iters, r.cal.KernelNs = get("iters"), get("kernel_ns")
-		r.cal.SMs, r.cal.Grid, r.cal.Block = int(get("sms")), int(get("grid")), int(get("block"))
-		if err == nil && (r.cal.KernelNs == 0 || r.cal.Iters == 0) {
-			err = fmt.Errorf("calibration line %q: zero kernel time or iterations", l)
-		}
-		return err
-	}
-	runOnce := func(holdGPU bool, extra ...string) error {
-		a := append(append([]string(nil), args...), extra...)
-		if holdGPU {
-			a = append(a, "--seconds", strconv.FormatFloat(hold.Seconds(), 'f', 3, 64))
-		}
-		p, err := r.startWith(ctx, r.env(""), a, onLine)
-		if err != nil {
-			return err
-		}
-		defer p.stop()
-		var l string
-		select {
-		case l = <-calLine:
-		case <-p.done:
-			select {
-			case l = <-calLine:
-			default:
-				return fmt.Errorf("throttle_real calibrate exited without calibrating (%v): %s",
-					p.cmd.ProcessState, strings.TrimSpace(p.errb.String()))
-			}
-		case <-time.After(60 * time.Second):
-			return errors.New("throttle_real calibrate: no result within 60s")
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if err := parse(l); err != nil {
-			return err
-		}
-		// While it holds the GPU: does NVML attribute it?
-		pid := p.cmd.Process.Pid
-		deadline := time.Now().Add(hold)
-		for r.nvml != nil && !r.cal.NVMLSawCalibration && time.Now().Before(deadline) {
-			samples, err := r.nvml.ProcessUtilization(r.cal.UUID, 0)
-			if err == nil {
-				for _, s := range samples {
-					if s.HostPID == pid && s.SMPercent > 0 {
-						r.cal.NVMLSawCalibration = true
-					}
-				}
-			}
-			select {
-			case <-time.After(100 * time.Millisecond):
-			case <-p.done:
-				deadline = time.Time{}
-			}
-		}
-		select {
-		case <-p.done:
-		case <-time.After(hold + 30*time.Second):
-			return errors.New("throttle_real calibrate did not finish")
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if p.cmd.ProcessState == nil || !p.cmd.ProcessState.Success() {
-			return fmt.Errorf("throttle_real calibrate failed (%v): %s", p.cmd.ProcessState, strings.TrimSpace(p.errb.String()))
-		}
-		return nil
-	}
-	if err := runOnce(r.ropts.Waves == 1); err != nil {
-		return err
-	}
-	if r.ropts.Waves > 1 {
-		if err := runOnce(true, "--grid", strconv.Itoa(r.ropts.Waves*r.cal.SMs)); err != nil {
-			return err
-		}
-	}
-	r.cal.KernelMsTarget, r.cal.SyncEvery, r.cal.Nodes = r.ropts.KernelMs, r.ropts.SyncEvery, r.ropts.Nodes
-	return nil
-}
-
 // lineFields parses "WORD k=v k=v ...".
 func lineFields(l string) map[string]string {
 	out := map[string]string{}
@@ -477,242 +401,4 @@ func (u *utilTracker) add(samples []devices.ProcessUtil, busy map[int]float64) {
 		u.pidUs[s.HostPID] = s.TimeStampUs
 		u.lastUs = max(u.lastUs, s.TimeStampUs)
 	}
-}
-
-// cell runs one cell: tenants' slices and processes, the controller stepping
-// every tick on the measured shares, figures over the window.
-func (r *realRun) cell(ctx context.Context, dir string, c cellSpec) (*cellResult, error) {
-	ts := make([]*tenantState, 0, len(c.Tenants))
-	defer func() { closeTenants(ts) }()
-	self := make([][]*atomic.Uint64, len(c.Tenants)) // per tenant, per process: reported busy ns
-	total := c.Warmup + c.Window
-	for _, spec := range c.Tenants {
-		t, err := newTenant(dir, spec)
-		ts = append(ts, t)
-		if err != nil {
-			return nil, err
-		}
-	}
-	for i, t := range ts {
-		for k := 0; k < t.spec.Processes; k++ {
-			busy := &atomic.Uint64{}
-			self[i] = append(self[i], busy)
-			args := append([]string{t.spec.Workload, strconv.FormatFloat(total.Seconds()+1, 'f', 3, 64),
-				"--iters", strconv.FormatUint(r.cal.Iters, 10), "--kernel-ns", strconv.FormatUint(r.cal.KernelNs, 10),
-				"--grid", strconv.Itoa(r.cal.Grid)}, r.geometry()...)
-			p, err := r.startWith(ctx, r.env(t.dir), args, func(l string) {
-				if strings.HasPrefix(l, "BUSY ") {
-					if v, err := strconv.ParseUint(lineFields(l)["busy_ns"], 10, 64); err == nil {
-						busy.Store(v)
-					}
-				}
-			})
-			if err != nil {
-				return nil, fmt.Errorf("tenant %s: %w", t.spec.Name, err)
-			}
-			t.procs = append(t.procs, p)
-		}
-	}
-	for _, t := range ts {
-		for _, p := range t.procs {
-			select {
-			case err := <-p.ready:
-				if err != nil {
-					return nil, fmt.Errorf("tenant %s: %w", t.spec.Name, err)
-				}
-			case <-time.After(60 * time.Second):
-				return nil, fmt.Errorf("tenant %s: throttle_real: no READY within 60s", t.spec.Name)
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-			t.pids[p.cmd.Process.Pid] = true
-		}
-	}
-
-	selfBusy := func(i int) uint64 {
-		var s uint64
-		for _, b := range self[i] {
-			s += b.Load()
-		}
-		return s
-	}
-	tracker := &utilTracker{lastUs: uint64(time.Now().UnixMicro()), pidUs: map[int]uint64{}}
-	nvmlBusy := make([]float64, len(ts)) // cumulative, NVML
-	measure := func() (bool, error) {
-		if r.nvml == nil {
-			return false, nil
-		}
-		samples, err := r.nvml.ProcessUtilization(r.cal.UUID, tracker.lastUs)
-		if err != nil {
-			return false, fmt.Errorf("NVML process utilization: %w", err)
-		}
-		perPid := map[int]float64{}
-		tracker.add(samples, perPid)
-		for pid, b := range perPid {
-			for i, t := range ts {
-				if t.pids[pid] {
-					nvmlBusy[i] += b
-				}
-			}
-		}
-		return true, nil
-	}
-	busyOf := func(i int) uint64 {
-		if r.cal.Measure == MeasureNVML {
-			return uint64(nvmlBusy[i])
-		}
-		return selfBusy(i)
-	}
-
-	ctl := enforcer.NewController(r.opts.Controller)
-	res := &cellResult{}
-	in := make([]enforcer.ControlInput, len(ts))
-	budgets := make([]*shm.BudgetRegion, len(ts))
-	devs := make([]int, len(ts))
-	prevBusy := make([]uint64, len(ts))
-	for i, t := range ts {
-		budgets[i] = t.budget
-	}
-	t0 := time.Now()
-	last := t0
-	var winBusy, winSelf, winLaunch, winWait []uint64
-	var winStart time.Time
-	for step := 1; ; step++ {
-		due := t0.Add(time.Duration(step) * r.opts.Tick)
-		if d := time.Until(due); d > 0 {
-			select {
-			case <-time.After(d):
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		now := time.Now()
-		if late := now.Sub(due); late > res.MaxTickLate {
-			res.MaxTickLate = late
-		}
-		el := now.Sub(t0)
-		for _, t := range ts {
-			for _, p := range t.procs {
-				select {
-				case <-p.done:
-					return nil, fmt.Errorf("tenant %s: throttle_real exited early (%v): %s", t.spec.Name,
-						p.cmd.ProcessState, strings.TrimSpace(p.errb.String()))
-				default:
-				}
-			}
-		}
-		measured := r.cal.Measure == MeasureSelf
-		if r.cal.Measure == MeasureNVML {
-			ok, err := measure()
-			if err != nil {
-				return nil, err
-			}
-			measured = ok
-		}
-		dt := now.Sub(last).Seconds()
-		last = now
-		for i, t := range ts {
-			dev := t.budget.Device(0)
-			b := busyOf(i)
-			in[i] = enforcer.ControlInput{
-				Slice: t.spec.Name, ShareBP: dev.ComputeShareBP, FloorBP: dev.ComputeFloorBP,
-				Policy: t.budget.Policy(), Priority: t.budget.Priority(),
-				Counters: t.slice.Usage.Throttle(0),
-				Achieved: float64(b-prevBusy[i]) / 1e9 / dt, Measured: measured,
-			}
-			prevBusy[i] = b
-		}
-		outs := ctl.Step(now, in)
-		if r.opts.StepLog != nil {
-			for i, o := range outs {
-				fmt.Fprintf(r.opts.StepLog, "%s %s t=%.3f %s achieved=%.4f allowed=%.4f rate=%d burst=%d scale=%.4f "+
-					"trim=%.4f throttled=%v active=%v held=%v spent=%d waited_ns=%d self_busy_ns=%d\n", c.Group,
-					c.Workload, el.Seconds(), o.Slice, in[i].Achieved, o.Allowed, o.Rate, o.Burst, o.Scale, o.Trim,
-					o.Throttled, o.Active, o.Held, in[i].Counters.Spent, in[i].Counters.ThrottledNs, selfBusy(i))
-			}
-		}
-		if err := enforcer.Apply(budgets, devs, outs); err != nil {
-			return nil, err
-		}
-		res.Ticks++
-		if winBusy == nil && el >= c.Warmup {
-			winStart = now
-			winBusy, winSelf = make([]uint64, len(ts)), make([]uint64, len(ts))
-			winLaunch, winWait = make([]uint64, len(ts)), make([]uint64, len(ts))
-			for i := range ts {
-				winBusy[i], winSelf[i] = prevBusy[i], selfBusy(i)
-				winLaunch[i], winWait[i] = in[i].Counters.Launches, in[i].Counters.ThrottledNs
-			}
-		}
-		if winBusy != nil && el >= total {
-			w := float64(now.Sub(winStart).Nanoseconds())
-			res.Window = now.Sub(winStart)
-			for i, t := range ts {
-				res.Tenants = append(res.Tenants, TenantResult{
-					TenantSpec:  t.spec,
-					TargetPct:   float64(t.budget.Device(0).ComputeShareBP) / 100,
-					AchievedPct: float64(prevBusy[i]-winBusy[i]) / w * 100,
-					SelfPct:     float64(selfBusy(i)-winSelf[i]) / w * 100,
-					Launches:    in[i].Counters.Launches - winLaunch[i],
-					WaitedPct:   float64(in[i].Counters.ThrottledNs-winWait[i]) / w * 100,
-					Scale:       outs[i].Scale,
-					Trim:        outs[i].Trim,
-				})
-			}
-			return res, nil
-		}
-	}
-}
-
-// markdownReal renders a real-GPU report.
-func (r *ThrottleReport) markdownReal() string {
-	var b strings.Builder
-	c, rc := r.Config, r.Config.Real
-	fmt.Fprintf(&b, "# vgpu throttle benchmark: real GPU, %s\n\n", orDash(rc.GPU))
-	fmt.Fprintf(&b, "- machine: %s, %s, %d cores, kernel %s; driver %s\n", r.Machine.Hostname, r.Machine.CPUModel,
-		r.Machine.Cores, orDash(r.Machine.Kernel), orDash(r.Machine.Driver))
-	fmt.Fprintf(&b, "- %s, %s, commit %s\n", r.Machine.GoVersion, r.Machine.Date, orDash(r.Machine.Commit))
-	fmt.Fprintf(&b, "- kernel: PTX busy loop (cuModuleLoadData), %d blocks x %d threads on %d SMs, %d iterations: "+
-		"%.3f ms of device time alone (calibrated; target %.1f ms); libvgpu's nominal estimate for it: %.3f ms\n",
-		rc.Grid, rc.Block, rc.SMs, rc.Iters, float64(rc.KernelNs)/1e6, rc.KernelMsTarget,
-		float64((rc.Grid+rc.SMs-1)/max(rc.SMs, 1))*float64(c.NominalWaveNs)/1e6)
-	fmt.Fprintf(&b, "- workloads: kernel = cuLaunchKernel, synchronize every %d launches; graph = cuGraphLaunch of a "+
-		"%d-kernel graph, synchronize every %d graph launches\n", rc.SyncEvery, rc.Nodes, max(1, rc.SyncEvery/rc.Nodes))
-	fmt.Fprintf(&b, "- each cell: %.0f s warm-up, then a %.0f s window; controller step %.0f ms\n",
-		c.WarmupSeconds, c.WindowSeconds, c.TickMs)
-	src := "NVML per-process utilization (as vgpud measures it)"
-	if rc.Measure == MeasureSelf {
-		src = "the programs' own reports (completed kernels x calibrated kernel time)"
-	}
-	fmt.Fprintf(&b, "- achieved: %s; \"self\": the programs' own figure, for comparison\n", src)
-	if rc.MeasureNote != "" {
-		fmt.Fprintf(&b, "- note: %s\n", rc.MeasureNote)
-	}
-	fmt.Fprintf(&b, "- %s\n\n", c.Notes)
-	b.WriteString("## Target vs achieved (cap policy; percent of the device)\n\n")
-	b.WriteString("| group | workload | target | achieved | self | error (pts) | max abs error | waited | result |\n")
-	b.WriteString("|---|---|---|---|---|---|---:|---|---|\n")
-	for _, cell := range r.Cells {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %.2f | %s | %s |\n", cell.Group, cell.Workload,
-			pcts(cell.Tenants, func(t TenantResult) float64 { return t.TargetPct }, false),
-			pcts(cell.Tenants, func(t TenantResult) float64 { return t.AchievedPct }, false),
-			pcts(cell.Tenants, func(t TenantResult) float64 { return t.SelfPct }, false),
-			pcts(cell.Tenants, func(t TenantResult) float64 { return t.ErrorPts }, true),
-			cell.MaxErrorPts,
-			pcts(cell.Tenants, func(t TenantResult) float64 { return t.WaitedPct }, false),
-			metText(cell.Met))
-	}
-	b.WriteString("\n\"waited\": time the tenant's launchers slept for tokens, percent of the window.\n\n")
-	s := r.Summary
-	fmt.Fprintf(&b, "## Summary\n\n- cells within ±%.0f points: %d of %d (max error %.2f pts, mean |error| %.2f pts)\n",
-		GoalShareErrorPts, s.CellsMet, s.Cells, s.MaxErrorPts, s.MeanAbsErrPts)
-	for _, n := range r.Notes {
-		fmt.Fprintf(&b, "- note: %s\n", n)
-	}
-	if s.AllMet {
-		b.WriteString("\n**All goals met.**\n")
-	} else {
-		b.WriteString("\n**Some goals NOT met** (see the result columns).\n")
-	}
-	return b.String()
 }

@@ -119,7 +119,17 @@ func RunThrottle(ctx context.Context, opts ThrottleOptions) (*ThrottleReport, er
 	} else {
 		defer os.RemoveAll(tmp)
 	}
+	rep := run.newReport(ctx, root)
+	if err := run.groups(ctx, tmp, rep); err != nil {
+		return nil, err
+	}
+	rep.Evaluate()
+	return rep, nil
+}
 
+// newReport is the report's machine and configuration, before any cell.
+func (r *throttleRun) newReport(ctx context.Context, root string) *ThrottleReport {
+	opts := r.opts
 	m := hostMachine(ctx, root, time.Now())
 	m.Driver = "simgpu"
 	m.GPU = "simulated, " + strconv.Itoa(opts.SMs) + " SMs"
@@ -140,7 +150,12 @@ func RunThrottle(ctx context.Context, opts ThrottleOptions) (*ThrottleReport, er
 	if _, err := os.Stat(shm.ContainerSliceDir); err == nil {
 		rep.Notes = append(rep.Notes, shm.ContainerSliceDir+" exists on this machine: libvgpu uses it instead of the benchmark's slices")
 	}
+	return rep
+}
 
+// groups runs the chosen groups in order, every cell in its own directory
+// under tmp (cell001, cell002, ...).
+func (r *throttleRun) groups(ctx context.Context, tmp string, rep *ThrottleReport) error {
 	n := 0
 	cell := func(c cellSpec) (*cellResult, error) {
 		n++
@@ -152,51 +167,56 @@ func RunThrottle(ctx context.Context, opts ThrottleOptions) (*ThrottleReport, er
 		for _, t := range c.Tenants {
 			names = append(names, fmt.Sprintf("%s:%s%g%%", t.Name, t.Policy, float64(t.ShareBP)/100))
 		}
-		fmt.Fprintf(run.log, "bench: throttle %s %s [%s] (%v)\n", c.Group, c.Workload, strings.Join(names, " "),
+		fmt.Fprintf(r.log, "bench: throttle %s %s [%s] (%v)\n", c.Group, c.Workload, strings.Join(names, " "),
 			c.Warmup+c.Window)
-		return run.runCell(ctx, dir, c)
+		return r.runCell(ctx, dir, c)
 	}
-	capTenants := func(work string, pcts ...int) []TenantSpec {
-		var ts []TenantSpec
-		for i, p := range pcts {
-			ts = append(ts, TenantSpec{Name: string(rune('A' + i)), ShareBP: uint32(p * 100), Policy: "cap",
-				Workload: work, Processes: 1})
-		}
-		return ts
-	}
-	targetCells := func(group string, sets [][]int) error {
-		for _, set := range sets {
-			for _, w := range opts.Workloads {
-				res, err := cell(cellSpec{Group: group, Workload: w, Tenants: capTenants(w, set...),
-					Warmup: opts.Warmup, Window: opts.Window})
-				if err != nil {
-					return fmt.Errorf("%s %s %v: %w", group, w, set, err)
-				}
-				rep.Cells = append(rep.Cells, evaluateCell(group, w, res))
-			}
-		}
-		return nil
-	}
-	for _, g := range opts.Groups {
+	for _, g := range r.opts.Groups {
 		var err error
 		switch g {
 		case GroupAlone:
-			err = targetCells(g, [][]int{{10}, {30}, {50}, {70}, {90}})
+			err = r.targetCells(cell, rep, g, [][]int{{10}, {30}, {50}, {70}, {90}})
 		case GroupPairs:
-			err = targetCells(g, [][]int{{30, 70}, {10, 90}, {50, 50}})
+			err = r.targetCells(cell, rep, g, [][]int{{30, 70}, {10, 90}, {50, 50}})
 		case GroupFour:
-			err = targetCells(g, [][]int{{10, 20, 30, 40}})
+			err = r.targetCells(cell, rep, g, [][]int{{10, 20, 30, 40}})
 		case GroupSettle:
-			err = run.settle(ctx, cell, rep)
+			err = r.settle(ctx, cell, rep)
 		case GroupPriority:
-			err = run.priority(ctx, cell, rep)
+			err = r.priority(ctx, cell, rep)
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
-	rep.Evaluate()
-	return rep, nil
+	return nil
+}
+
+// targetCells runs a cell of cap tenants at each set of percentages, with
+// every workload.
+func (r *throttleRun) targetCells(cell func(cellSpec) (*cellResult, error), rep *ThrottleReport, group string,
+	sets [][]int) error {
+	for _, set := range sets {
+		for _, w := range r.opts.Workloads {
+			res, err := cell(cellSpec{Group: group, Workload: w, Tenants: capTenants(w, set...),
+				Warmup: r.opts.Warmup, Window: r.opts.Window})
+			if err != nil {
+				return fmt.Errorf("%s %s %v: %w", group, w, set, err)
+			}
+			rep.Cells = append(rep.Cells, evaluateCell(group, w, res))
+		}
+	}
+	return nil
+}
+
+// capTenants are tenants A, B, ... with the cap policy at pcts percent.
+func capTenants(work string, pcts ...int) []TenantSpec {
+	var ts []TenantSpec
+	for i, p := range pcts {
+		ts = append(ts, TenantSpec{Name: string(rune('A' + i)), ShareBP: uint32(p * 100), Policy: "cap",
+			Workload: work, Processes: 1})
+	}
+	return ts
 }
 
 // evaluateCell turns a cell's result into a report row. Every tenant here is a
@@ -324,112 +344,4 @@ func (r *ThrottleReport) Evaluate() {
 	}
 	s.AllMet = s.CellsMet == s.Cells && s.PriorityMet
 	r.Summary = s
-}
-
-func pcts(ts []TenantResult, f func(TenantResult) float64, signed bool) string {
-	var parts []string
-	for _, t := range ts {
-		v := f(t)
-		if signed {
-			parts = append(parts, fmt.Sprintf("%+.2f", v))
-		} else {
-			parts = append(parts, fmt.Sprintf("%.2f", v))
-		}
-	}
-	return strings.Join(parts, " / ")
-}
-
-// Markdown renders the report.
-func (r *ThrottleReport) Markdown() string {
-	if r.Config.Real != nil {
-		return r.markdownReal()
-	}
-	var b strings.Builder
-	c := r.Config
-	fmt.Fprintf(&b, "# vgpu throttle benchmark: simulated node, %d SMs\n\n", c.SMs)
-	fmt.Fprintf(&b, "- machine: %s, %s, %d cores, kernel %s\n", r.Machine.Hostname, r.Machine.CPUModel, r.Machine.Cores,
-		orDash(r.Machine.Kernel))
-	fmt.Fprintf(&b, "- %s, %s, commit %s\n", r.Machine.GoVersion, r.Machine.Date, orDash(r.Machine.Commit))
-	fmt.Fprintf(&b, "- device: %d SMs, %d ns per wave of blocks (libvgpu's nominal estimate: %d ns, so static "+
-		"rates are off by %.0f%% until the controller has measured the scale)\n", c.SMs, c.NsPerBlock,
-		c.NominalWaveNs, (float64(c.NsPerBlock)/float64(c.NominalWaveNs)-1)*100)
-	fmt.Fprintf(&b, "- each cell: %.0f s warm-up, then a %.0f s window; controller step %.0f ms\n",
-		c.WarmupSeconds, c.WindowSeconds, c.TickMs)
-	fmt.Fprintf(&b, "- workloads: flood = cuLaunchKernel back to back (100-wave kernels); sync = launch, "+
-		"synchronize, repeat (1000 waves); graph = cuGraphLaunch of a 4-kernel graph (1000 waves) + synchronize; "+
-		"mix = 2 threads, kernel / Ex / cooperative / graph at random (300 waves mean), 1 synchronize in 3\n")
-	fmt.Fprintf(&b, "- %s\n\n", c.Notes)
-
-	if len(r.Cells) > 0 {
-		b.WriteString("## Target vs achieved (cap policy; percent of the device)\n\n")
-		b.WriteString("| group | workload | target | achieved | error (pts) | max abs error | waited | result |\n")
-		b.WriteString("|---|---|---|---|---|---:|---|---|\n")
-		for _, cell := range r.Cells {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.2f | %s | %s |\n", cell.Group, cell.Workload,
-				pcts(cell.Tenants, func(t TenantResult) float64 { return t.TargetPct }, false),
-				pcts(cell.Tenants, func(t TenantResult) float64 { return t.AchievedPct }, false),
-				pcts(cell.Tenants, func(t TenantResult) float64 { return t.ErrorPts }, true),
-				cell.MaxErrorPts,
-				pcts(cell.Tenants, func(t TenantResult) float64 { return t.WaitedPct }, false),
-				metText(cell.Met))
-		}
-		b.WriteString("\n\"waited\": time the tenant's launchers slept for tokens, percent of the window.\n\n")
-	}
-	if len(r.Settle) > 0 {
-		b.WriteString("## Settle time after a change of target (one cap tenant)\n\n")
-		fmt.Fprintf(&b, "Settle = the earliest controller step X after the change such that the share over [X, t] "+
-			"is within ±%.0f points of the new target for every t from X + window to the next change (a "+
-			"window long enough that one kernel more or less stays inside the tolerance). Step: %.0f ms.\n\n",
-			r.Settle[0].TolerancePts, r.Config.TickMs)
-		b.WriteString("| workload | change | window (ms) | settle (ms) |\n|---|---|---:|---:|\n")
-		for _, s := range r.Settle {
-			v := "not settled"
-			if s.SettleMs >= 0 {
-				v = fmt.Sprintf("%.0f", s.SettleMs)
-			}
-			fmt.Fprintf(&b, "| %s | %s | %.0f | %s |\n", s.Workload, s.Change, s.WindowMs, v)
-		}
-		b.WriteString("\n")
-	}
-	if len(r.Priority) > 0 {
-		b.WriteString("## Priority\n\n")
-		b.WriteString("High: share policy 50%, priority 10, launch-sync-launch. Low: share policy 50%, priority 0, " +
-			"flood; held to its floor while the high one is active.\n\n")
-		b.WriteString("| case | high achieved % | low achieved % | high vs alone | result |\n|---|---:|---:|---:|---|\n")
-		for _, p := range r.Priority {
-			res := "—"
-			if p.Goal {
-				res = metText(p.Met)
-			}
-			low := "—"
-			if p.LowPct > 0 {
-				low = fmt.Sprintf("%.2f", p.LowPct)
-			}
-			fmt.Fprintf(&b, "| %s | %.2f | %s | %.1f%% | %s |\n", p.Case, p.HighPct, low, p.RatioToAlone*100, res)
-		}
-		b.WriteString("\n")
-	}
-	s := r.Summary
-	fmt.Fprintf(&b, "## Summary\n\n- cells within ±%.0f points: %d of %d (max error %.2f pts, mean |error| %.2f pts)\n",
-		GoalShareErrorPts, s.CellsMet, s.Cells, s.MaxErrorPts, s.MeanAbsErrPts)
-	if len(r.Priority) > 0 {
-		fmt.Fprintf(&b, "- priority tenant next to a low-priority flood: %.1f%% of its alone throughput (goal ≥ %.0f%%): %s\n",
-			s.PriorityRatio*100, GoalPriorityRatio*100, metText(s.PriorityMet))
-	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(&b, "- note: %s\n", n)
-	}
-	if s.AllMet {
-		b.WriteString("\n**All goals met.**\n")
-	} else {
-		b.WriteString("\n**Some goals NOT met** (see the result columns).\n")
-	}
-	return b.String()
-}
-
-func metText(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "NOT met"
 }
