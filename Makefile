@@ -48,7 +48,7 @@ CPROG_BIN := $(patsubst test/cprog/%.c,$(BUILD)/test/%,$(CPROG_SRC))
 # go-nvml's cgo header marks old NVML entry points deprecated; the warnings are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: all build clib go test vet fmt-check deps bench run clean
+.PHONY: all build clib go test vet fmt-check fmt-c fmt-c-check clang-format-dep deps bench run clean
 
 all: build
 
@@ -109,6 +109,28 @@ vet:
 fmt-check:
 	@bad=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$bad" ]; then echo "not gofmt-formatted:"; echo "$$bad"; exit 1; fi
+
+# C formatting: .clang-format at the root, Debian 12's clang-format (14), installed
+# when missing (as deps does). fmt-c rewrites; fmt-c-check lists what differs.
+CLANG_FORMAT ?= clang-format
+CFMT_DIRS  := libvgpu test/simgpu test/cprog test/gpu
+CFMT_FILES  = $(shell find $(CFMT_DIRS) -name '*.[ch]' | LC_ALL=C sort)
+
+clang-format-dep:
+	@command -v $(CLANG_FORMAT) >/dev/null 2>&1 || { \
+		echo "installing: clang-format"; \
+		if [ "$$(id -u)" != 0 ]; then echo "need root to install: clang-format" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang-format; }
+
+fmt-c: clang-format-dep
+	$(CLANG_FORMAT) -i --style=file $(CFMT_FILES)
+
+fmt-c-check: clang-format-dep
+	@bad=""; for f in $(CFMT_FILES); do \
+		$(CLANG_FORMAT) --style=file "$$f" | cmp -s - "$$f" || bad="$$bad $$f"; \
+	done; \
+	if [ -n "$$bad" ]; then echo "not clang-format-formatted (run make fmt-c):"; \
+		for f in $$bad; do echo "  $$f"; done; exit 1; fi
 
 test: deps build vet fmt-check
 	$(GO) test -count=1 -timeout 30m ./...

@@ -40,10 +40,10 @@ extern "C" {
 #define VGPU_ABI_MAJOR 1
 #define VGPU_ABI_MINOR 1 /* 1: token_spent / token_refilled (launch throttle) */
 
-#define VGPU_MAX_DEVICES 16        /* devices one slice may span */
-#define VGPU_DEFAULT_SLOTS 1024    /* process slots in a usage file */
-#define VGPU_MAX_SLOTS 65536       /* readers refuse anything larger */
-#define VGPU_UUID_LEN 64           /* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" + NUL fits */
+#define VGPU_MAX_DEVICES 16     /* devices one slice may span */
+#define VGPU_DEFAULT_SLOTS 1024 /* process slots in a usage file */
+#define VGPU_MAX_SLOTS 65536    /* readers refuse anything larger */
+#define VGPU_UUID_LEN 64        /* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" + NUL fits */
 #define VGPU_SLICE_ID_LEN 64
 
 /* Region file names inside a slice directory. */
@@ -82,11 +82,13 @@ extern "C" {
 /* budget.flags */
 #define VGPU_BUDGET_F_ELASTIC 0x1 /* the slice may ask vgpud for more memory on OOM */
 
+// clang-format off: the contract's layout, laid out by hand (multi-line field comments)
 /* slot.owner encoding: (pid << 8) | state. 0 means free. */
 #define VGPU_SLOT_FREE 0u
 #define VGPU_SLOT_CLAIMING 1u /* owned, identity being written */
 #define VGPU_SLOT_LIVE 2u     /* owned, identity valid */
-#define VGPU_SLOT_RECLAIMING 3u /* owner judged dead; a reclaimer is returning its charge.
+#define VGPU_SLOT_RECLAIMING \
+    3u /* owner judged dead; a reclaimer is returning its charge.
                                  * Only a reclaimer moves a slot here (CAS from the exact
                                  * owner value it judged), so two reclaimers never both
                                  * return one slot and a process can never claim it
@@ -113,31 +115,31 @@ struct vgpu_header {
 
 /* Per-device limits: 192 bytes. Written by vgpud only. */
 struct vgpu_budget_device {
-    char uuid[VGPU_UUID_LEN];    /* device UUID; empty: match by index */
-    uint32_t index;              /* host device index (NVML index / CUDA ordinal) */
+    char uuid[VGPU_UUID_LEN]; /* device UUID; empty: match by index */
+    uint32_t index;           /* host device index (NVML index / CUDA ordinal) */
     uint32_t flags;
-    uint64_t memory_limit;       /* bytes this slice may hold on the device now */
-    uint64_t memory_guaranteed;  /* bytes never lent away (elastic floor) */
-    uint64_t context_overhead;   /* bytes charged per CUDA context (driver footprint) */
-    uint32_t compute_share_bp;   /* compute share, basis points (10000 = whole GPU) */
-    uint32_t compute_floor_bp;   /* share held to while a higher priority is active */
-    uint64_t token_rate;         /* tokens (estimated device-ns) granted per wall second;
+    uint64_t memory_limit;      /* bytes this slice may hold on the device now */
+    uint64_t memory_guaranteed; /* bytes never lent away (elastic floor) */
+    uint64_t context_overhead;  /* bytes charged per CUDA context (driver footprint) */
+    uint32_t compute_share_bp;  /* compute share, basis points (10000 = whole GPU) */
+    uint32_t compute_floor_bp;  /* share held to while a higher priority is active */
+    uint64_t token_rate;        /* tokens (estimated device-ns) granted per wall second;
                                   * 0 = launches on this device are not throttled */
-    uint64_t token_burst;        /* bucket depth, tokens */
-    uint64_t elastic_grant_seq;  /* = usage request seq once vgpud has answered it */
+    uint64_t token_burst;       /* bucket depth, tokens */
+    uint64_t elastic_grant_seq; /* = usage request seq once vgpud has answered it */
     uint64_t reserved[8];
 };
 
 /* The budget file: 256-byte fixed part, then max_devices entries. */
 struct vgpu_budget {
     struct vgpu_header hdr;
-    uint64_t generation;          /* seqlock: odd while vgpud changes fields, even when stable;
+    uint64_t generation; /* seqlock: odd while vgpud changes fields, even when stable;
                                    * readers of several fields retry while odd or changed */
     char slice_id[VGPU_SLICE_ID_LEN];
-    uint32_t priority;            /* higher wins; 0 = default */
-    uint32_t qos;                 /* VGPU_QOS_* */
-    uint32_t policy;              /* VGPU_POLICY_* */
-    uint32_t flags;               /* VGPU_BUDGET_F_* */
+    uint32_t priority; /* higher wins; 0 = default */
+    uint32_t qos;      /* VGPU_QOS_* */
+    uint32_t policy;   /* VGPU_POLICY_* */
+    uint32_t flags;    /* VGPU_BUDGET_F_* */
     uint64_t created_unix_ns;
     uint64_t reserved[12];
     struct vgpu_budget_device dev[VGPU_MAX_DEVICES];
@@ -159,19 +161,19 @@ struct vgpu_usage_device {
                                      * per thread in batches: may lag by a few) */
     uint64_t throttled_ns;          /* time launches waited for tokens (summed over threads) */
     /* ABI 1.1 */
-    uint64_t token_spent;           /* tokens charged by launches, cumulative */
-    uint64_t token_refilled;        /* tokens granted by refills, cumulative */
+    uint64_t token_spent;    /* tokens charged by launches, cumulative */
+    uint64_t token_refilled; /* tokens granted by refills, cumulative */
     uint64_t reserved[5];
 };
 
 /* One process: 256 bytes. Claimed by CAS on owner. */
 struct vgpu_slot {
-    uint64_t owner;        /* (pid << 8) | VGPU_SLOT_*; 0 = free */
-    uint64_t pid;          /* pid in the process's own pid namespace */
-    uint64_t pidns_ino;    /* inode of /proc/self/ns/pid, 0 if unknown */
-    uint64_t start_time;   /* /proc/self/stat field 22 (clock ticks since boot) */
-    uint64_t host_pid;     /* filled by vgpud; 0 = not yet mapped */
-    uint64_t contexts;     /* CUDA contexts the process holds (all devices) */
+    uint64_t owner;      /* (pid << 8) | VGPU_SLOT_*; 0 = free */
+    uint64_t pid;        /* pid in the process's own pid namespace */
+    uint64_t pidns_ino;  /* inode of /proc/self/ns/pid, 0 if unknown */
+    uint64_t start_time; /* /proc/self/stat field 22 (clock ticks since boot) */
+    uint64_t host_pid;   /* filled by vgpud; 0 = not yet mapped */
+    uint64_t contexts;   /* CUDA contexts the process holds (all devices) */
     uint64_t reserved0[2];
     uint64_t used_bytes[VGPU_MAX_DEVICES]; /* this process's share of dev[].used_bytes */
     uint64_t reserved[8];
@@ -180,14 +182,16 @@ struct vgpu_slot {
 /* The usage file: 256-byte fixed part, max_devices device entries, slot_count slots. */
 struct vgpu_usage {
     struct vgpu_header hdr;
-    uint64_t attach_count;        /* processes that ever claimed a slot */
+    uint64_t attach_count; /* processes that ever claimed a slot */
     uint64_t reserved[23];
     struct vgpu_usage_device dev[VGPU_MAX_DEVICES];
-    struct vgpu_slot slots[];     /* slot_count entries */
+    struct vgpu_slot slots[]; /* slot_count entries */
 };
+// clang-format on
 
 #define VGPU_BUDGET_SIZE ((uint64_t)sizeof(struct vgpu_budget))
-#define VGPU_USAGE_SIZE(slots) ((uint64_t)sizeof(struct vgpu_usage) + (uint64_t)(slots) * sizeof(struct vgpu_slot))
+#define VGPU_USAGE_SIZE(slots) \
+    ((uint64_t)sizeof(struct vgpu_usage) + (uint64_t)(slots) * sizeof(struct vgpu_slot))
 
 _Static_assert(sizeof(struct vgpu_header) == 64, "vgpu_header is 64 bytes");
 _Static_assert(sizeof(struct vgpu_budget_device) == 192, "vgpu_budget_device is 192 bytes");

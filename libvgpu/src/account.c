@@ -34,8 +34,8 @@ static inline uint64_t sat_sub(uint64_t *p, uint64_t b)
     uint64_t cur = __atomic_load_n(p, __ATOMIC_RELAXED), t;
     do {
         t = cur < b ? cur : b;
-    } while (!__atomic_compare_exchange_n(p, &cur, cur - t, true, __ATOMIC_RELAXED,
-                                          __ATOMIC_RELAXED));
+    } while (
+        !__atomic_compare_exchange_n(p, &cur, cur - t, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
     return t;
 }
 
@@ -43,7 +43,7 @@ static inline void bump_peak(struct vgpu_usage_device *u, uint64_t v)
 {
     uint64_t peak = __atomic_load_n(&u->peak_bytes, __ATOMIC_RELAXED);
     while (v > peak && !__atomic_compare_exchange_n(&u->peak_bytes, &peak, v, true,
-                                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+                                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED))
         ;
 }
 
@@ -66,8 +66,8 @@ bool vgpu_reserve(int sd, uint64_t bytes)
         /* Written so that neither side can overflow. */
         if (bytes > limit || cur > limit - bytes)
             return false;
-    } while (!__atomic_compare_exchange_n(&u->used_bytes, &cur, cur + bytes, true,
-                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    } while (!__atomic_compare_exchange_n(&u->used_bytes, &cur, cur + bytes, true, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
     bump_peak(u, cur + bytes);
     return true;
 }
@@ -351,11 +351,8 @@ bool vgpu_tab_update(int ns, uint64_t key, vgpu_tab_fn fn, void *arg)
     case VGPU_TAB_WRITE:
         write_rec(&s->tab[i], ns, key, &rec); /* same key and ns: stays in place */
         break;
-    case VGPU_TAB_DROP:
-        delete_at(s, (uint32_t)i);
-        break;
-    default:
-        break;
+    case VGPU_TAB_DROP: delete_at(s, (uint32_t)i); break;
+    default: break;
     }
     vgpu_unlock(&s->lock);
     return true;

@@ -85,8 +85,8 @@ static void cache_drop(CUcontext ctx)
 int vgpu_current_target(CUcontext *pctx, CUdevice *ordinal, CUresult *err)
 {
     CUcontext ctx = NULL;
-    CUresult r = vgpu_real.cuCtxGetCurrent ? vgpu_real.cuCtxGetCurrent(&ctx)
-                                           : CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r =
+        vgpu_real.cuCtxGetCurrent ? vgpu_real.cuCtxGetCurrent(&ctx) : CUDA_ERROR_NOT_INITIALIZED;
     if (VGPU_UNLIKELY(r != CUDA_SUCCESS)) {
         *err = r;
         return -2;
@@ -179,10 +179,7 @@ static void ctx_counted(int delta)
     }
 }
 
-static void credit_rec(const struct vgpu_rec *rec)
-{
-    vgpu_credit(rec->sd, rec->size);
-}
+static void credit_rec(const struct vgpu_rec *rec) { vgpu_credit(rec->sd, rec->size); }
 
 /* The driver destroyed ctx: its allocations and its footprint go back. */
 static void ctx_torn_down(CUcontext ctx, int sd, uint64_t charged)
@@ -234,51 +231,46 @@ static void ctx_created(CUcontext ctx, CUdevice dev, int sd, uint64_t charge)
         created[i].sd = sd;
         created[i].charged = charge;
     } else {
-        VGPU_LOG_ONCE(logged_ctx, VGPU_LOG_WARN, "more than %d live contexts; the footprint of further ones "
-                                  "stays charged until exit", MAX_CREATED);
+        VGPU_LOG_ONCE(logged_ctx, VGPU_LOG_WARN,
+                      "more than %d live contexts; the footprint of further ones "
+                      "stays charged until exit",
+                      MAX_CREATED);
     }
     pthread_mutex_unlock(&ctx_mu);
 }
 
 /* Shared body of the cuCtxCreate variants; `call` performs the real call. */
-#define CTX_CREATE_BODY(realptr, dev, call)                                   \
-    int m = vgpu_mode();                                                      \
-    if (VGPU_UNLIKELY(!(realptr)))                                            \
-        return CUDA_ERROR_NOT_FOUND;                                          \
-    if (m != VGPU_MODE_ENFORCE)                                               \
-        return m == VGPU_MODE_REFUSE ? CUDA_ERROR_OUT_OF_MEMORY : (call);     \
-    uint64_t charge = 0;                                                      \
-    CUresult ret;                                                             \
-    int sd = ctx_admit((dev), &charge, &ret);                                 \
-    if (sd < 0)                                                               \
-        return ret;                                                           \
-    CUresult r = (call);                                                      \
-    if (r != CUDA_SUCCESS) {                                                  \
-        vgpu_unreserve(sd, charge);                                           \
-        return r;                                                             \
-    }                                                                         \
-    ctx_created(*pctx, (dev), sd, charge);                                    \
+#define CTX_CREATE_BODY(realptr, dev, call)                               \
+    int m = vgpu_mode();                                                  \
+    if (VGPU_UNLIKELY(!(realptr)))                                        \
+        return CUDA_ERROR_NOT_FOUND;                                      \
+    if (m != VGPU_MODE_ENFORCE)                                           \
+        return m == VGPU_MODE_REFUSE ? CUDA_ERROR_OUT_OF_MEMORY : (call); \
+    uint64_t charge = 0;                                                  \
+    CUresult ret;                                                         \
+    int sd = ctx_admit((dev), &charge, &ret);                             \
+    if (sd < 0)                                                           \
+        return ret;                                                       \
+    CUresult r = (call);                                                  \
+    if (r != CUDA_SUCCESS) {                                              \
+        vgpu_unreserve(sd, charge);                                       \
+        return r;                                                         \
+    }                                                                     \
+    ctx_created(*pctx, (dev), sd, charge);                                \
     return r;
 
-VGPU_EXPORT CUresult cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice dev)
-{
-    CTX_CREATE_BODY(vgpu_real.cuCtxCreate, dev, vgpu_real.cuCtxCreate(pctx, flags, dev))
-}
+VGPU_EXPORT CUresult cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice dev){
+    CTX_CREATE_BODY(vgpu_real.cuCtxCreate, dev, vgpu_real.cuCtxCreate(pctx, flags, dev))}
 
-VGPU_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
-{
-    CTX_CREATE_BODY(vgpu_real.cuCtxCreate_v2, dev, vgpu_real.cuCtxCreate_v2(pctx, flags, dev))
-}
+VGPU_EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev){
+    CTX_CREATE_BODY(vgpu_real.cuCtxCreate_v2, dev, vgpu_real.cuCtxCreate_v2(pctx, flags, dev))}
 
-VGPU_EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, void *params, int numParams,
-                                    unsigned int flags, CUdevice dev)
-{
-    CTX_CREATE_BODY(vgpu_real.cuCtxCreate_v3, dev,
-                    vgpu_real.cuCtxCreate_v3(pctx, params, numParams, flags, dev))
-}
+VGPU_EXPORT CUresult
+    cuCtxCreate_v3(CUcontext *pctx, void *params, int numParams, unsigned int flags, CUdevice dev){
+        CTX_CREATE_BODY(vgpu_real.cuCtxCreate_v3, dev,
+                        vgpu_real.cuCtxCreate_v3(pctx, params, numParams, flags, dev))}
 
-VGPU_EXPORT CUresult cuCtxCreate_v4(CUcontext *pctx, void *params, unsigned int flags,
-                                    CUdevice dev)
+VGPU_EXPORT CUresult cuCtxCreate_v4(CUcontext *pctx, void *params, unsigned int flags, CUdevice dev)
 {
     CTX_CREATE_BODY(vgpu_real.cuCtxCreate_v4, dev,
                     vgpu_real.cuCtxCreate_v4(pctx, params, flags, dev))

@@ -65,8 +65,8 @@ static void read_log_level(void)
         const char *name;
         int level;
     } names[] = {
-        {"off", VGPU_LOG_OFF},   {"none", VGPU_LOG_OFF},     {"error", VGPU_LOG_ERROR},
-        {"warn", VGPU_LOG_WARN}, {"warning", VGPU_LOG_WARN}, {"info", VGPU_LOG_INFO},
+        {"off", VGPU_LOG_OFF},     {"none", VGPU_LOG_OFF},     {"error", VGPU_LOG_ERROR},
+        {"warn", VGPU_LOG_WARN},   {"warning", VGPU_LOG_WARN}, {"info", VGPU_LOG_INFO},
         {"debug", VGPU_LOG_DEBUG},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -75,7 +75,8 @@ static void read_log_level(void)
             return;
         }
     }
-    VGPU_LOG(VGPU_LOG_WARN, "VGPU_LOG_LEVEL=%s is not off, error, warn, info or debug; using info", s);
+    VGPU_LOG(VGPU_LOG_WARN, "VGPU_LOG_LEVEL=%s is not off, error, warn, info or debug; using info",
+             s);
 }
 
 void vgpu_log(const char *fmt, ...)
@@ -169,8 +170,8 @@ static void *map_region(const char *dir, const char *file, uint64_t magic, bool 
     uint64_t fsize = (uint64_t)st.st_size;
     struct vgpu_header h;
     if (fsize < sizeof h || pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h) {
-        snprintf(why, whylen, "%s: truncated: %llu bytes, smaller than the %zu-byte header",
-                 path, (unsigned long long)fsize, sizeof h);
+        snprintf(why, whylen, "%s: truncated: %llu bytes, smaller than the %zu-byte header", path,
+                 (unsigned long long)fsize, sizeof h);
         close(fd);
         return NULL;
     }
@@ -189,29 +190,27 @@ static void *map_region(const char *dir, const char *file, uint64_t magic, bool 
                  fsize < h.total_size ? "truncated" : "oversized", (unsigned long long)fsize,
                  (unsigned long long)h.total_size);
     } else if (h.max_devices != VGPU_MAX_DEVICES) {
-        snprintf(why, whylen, "%s: max_devices %u, want %u", path, h.max_devices,
-                 VGPU_MAX_DEVICES);
+        snprintf(why, whylen, "%s: max_devices %u, want %u", path, h.max_devices, VGPU_MAX_DEVICES);
     } else if (h.device_count == 0 || h.device_count > h.max_devices) {
         snprintf(why, whylen, "%s: device_count %u, want 1..%u", path, h.device_count,
                  h.max_devices);
     } else if (magic == VGPU_BUDGET_MAGIC && h.slot_count != 0) {
         snprintf(why, whylen, "%s: slot_count %u, a budget has none", path, h.slot_count);
     } else if (magic == VGPU_USAGE_MAGIC && (h.slot_count == 0 || h.slot_count > VGPU_MAX_SLOTS)) {
-        snprintf(why, whylen, "%s: slot_count %u, want 1..%u", path, h.slot_count,
-                 VGPU_MAX_SLOTS);
+        snprintf(why, whylen, "%s: slot_count %u, want 1..%u", path, h.slot_count, VGPU_MAX_SLOTS);
     } else {
         want = magic == VGPU_BUDGET_MAGIC ? VGPU_BUDGET_SIZE : VGPU_USAGE_SIZE(h.slot_count);
         if (want != h.total_size)
-            snprintf(why, whylen, "%s: total_size %llu, but %u devices / %u slots make %llu",
-                     path, (unsigned long long)h.total_size, h.device_count, h.slot_count,
+            snprintf(why, whylen, "%s: total_size %llu, but %u devices / %u slots make %llu", path,
+                     (unsigned long long)h.total_size, h.device_count, h.slot_count,
                      (unsigned long long)want);
     }
     if (want == 0 || want != h.total_size) {
         close(fd);
         return NULL;
     }
-    void *p = mmap(NULL, (size_t)fsize, writable ? PROT_READ | PROT_WRITE : PROT_READ,
-                   MAP_SHARED, fd, 0);
+    void *p =
+        mmap(NULL, (size_t)fsize, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
     close(fd);
     if (p == MAP_FAILED) {
         snprintf(why, whylen, "%s: mmap: %s", path, strerror(errno));
@@ -257,8 +256,8 @@ static int open_slice(void)
     int fallback_level = fallback == VGPU_MODE_REFUSE ? VGPU_LOG_ERROR : VGPU_LOG_WARN;
 
     if (!dir) {
-        VGPU_LOG(fallback_level, "no slice (%s absent, VGPU_SLICE_DIR unset); %s", VGPU_CONTAINER_SLICE_DIR,
-                 fallback_what);
+        VGPU_LOG(fallback_level, "no slice (%s absent, VGPU_SLICE_DIR unset); %s",
+                 VGPU_CONTAINER_SLICE_DIR, fallback_what);
         return fallback;
     }
     snprintf(slice_dir, sizeof slice_dir, "%s", dir);
@@ -389,9 +388,8 @@ static bool uuid_equal(const char *budget_uuid, const char *drv)
 static void format_uuid(const CUuuid *u, char *out, size_t n)
 {
     const unsigned char *b = (const unsigned char *)u->bytes;
-    snprintf(out, n,
-             "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+    snprintf(out, n, "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
              b[14], b[15]);
 }
 
@@ -484,8 +482,8 @@ int vgpu_slice_dev_of_ordinal(CUdevice dev, CUresult *err)
     int sd = vgpu_g.devmap[dev];
     if (VGPU_UNLIKELY(sd < 0)) {
         VGPU_LOG_ONCE(logged_foreign, VGPU_LOG_WARN,
-                      "CUDA device %d is not part of slice %s; allocations on it are refused",
-                      dev, slice_dir);
+                      "CUDA device %d is not part of slice %s; allocations on it are refused", dev,
+                      slice_dir);
         *err = CUDA_ERROR_OUT_OF_MEMORY;
         return -1;
     }
@@ -607,8 +605,9 @@ static struct vgpu_slot *claim_slot(void)
         atomic_store_explicit(&vgpu_g.slot, c, memory_order_release);
         goto out;
     }
-    VGPU_LOG_ONCE(logged_full, VGPU_LOG_ERROR, "no free process slot in %s/%s (%u slots); allocations refused",
-                  slice_dir, VGPU_USAGE_FILE, n);
+    VGPU_LOG_ONCE(logged_full, VGPU_LOG_ERROR,
+                  "no free process slot in %s/%s (%u slots); allocations refused", slice_dir,
+                  VGPU_USAGE_FILE, n);
 out:
     pthread_mutex_unlock(&slot_mu);
     return s;
@@ -659,7 +658,4 @@ __attribute__((destructor)) static void vgpu_fini(void)
                                 __ATOMIC_RELAXED);
 }
 
-const char *vgpu_slice_dir(void)
-{
-    return slice_dir;
-}
+const char *vgpu_slice_dir(void) { return slice_dir; }

@@ -20,22 +20,22 @@
  */
 #include "vgpu_internal.h"
 
-#define LAUNCH_HOOK(name, params, args, kind, arg)                                 \
-    __attribute__((noinline)) static CUresult slow_##name params                   \
-    {                                                                              \
-        vgpu_mode();                                                               \
-        name##_fn real = vgpu_real.name;                                           \
-        if (!real)                                                                 \
-            return CUDA_ERROR_NOT_FOUND;                                           \
-        vgpu_throttle_launch(kind, arg);                                           \
-        return real args;                                                          \
-    }                                                                              \
-    VGPU_EXPORT CUresult name params                                               \
-    {                                                                              \
-        name##_fn real = vgpu_real.name;                                           \
-        if (VGPU_UNLIKELY(!real || vgpu_gate_closed()))                            \
-            return slow_##name args;                                               \
-        return real args;                                                          \
+#define LAUNCH_HOOK(name, params, args, kind, arg)               \
+    __attribute__((noinline)) static CUresult slow_##name params \
+    {                                                            \
+        vgpu_mode();                                             \
+        name##_fn real = vgpu_real.name;                         \
+        if (!real)                                               \
+            return CUDA_ERROR_NOT_FOUND;                         \
+        vgpu_throttle_launch(kind, arg);                         \
+        return real args;                                        \
+    }                                                            \
+    VGPU_EXPORT CUresult name params                             \
+    {                                                            \
+        name##_fn real = vgpu_real.name;                         \
+        if (VGPU_UNLIKELY(!real || vgpu_gate_closed()))          \
+            return slow_##name args;                             \
+        return real args;                                        \
     }
 
 /* Blocks of a grid; 0 for a malformed launch (the driver rejects it, nothing to charge). */
@@ -49,15 +49,15 @@ static inline uint64_t config_blocks(const CUlaunchConfig *c)
     return c ? grid_blocks(c->gridDimX, c->gridDimY, c->gridDimZ) : 0;
 }
 
-#define KERNEL_PARAMS                                                                      \
-    (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,     \
-     unsigned int by, unsigned int bz, unsigned int shmem, CUstream s, void **params,      \
+#define KERNEL_PARAMS                                                                  \
+    (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, \
+     unsigned int by, unsigned int bz, unsigned int shmem, CUstream s, void **params,  \
      void **extra)
 #define KERNEL_ARGS (f, gx, gy, gz, bx, by, bz, shmem, s, params, extra)
 #define EX_PARAMS (const CUlaunchConfig *config, CUfunction f, void **params, void **extra)
 #define EX_ARGS (config, f, params, extra)
-#define COOP_PARAMS                                                                        \
-    (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,     \
+#define COOP_PARAMS                                                                    \
+    (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, \
      unsigned int by, unsigned int bz, unsigned int shmem, CUstream s, void **params)
 #define COOP_ARGS (f, gx, gy, gz, bx, by, bz, shmem, s, params)
 #define GRAPH_PARAMS (CUgraphExec g, CUstream s)

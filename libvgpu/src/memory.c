@@ -42,10 +42,8 @@ static inline int charge_target(CUcontext *ctx, CUresult *ret)
 
 static inline void remember(int ns, uint64_t key, uint64_t size, int sd, CUcontext ctx)
 {
-    struct vgpu_rec rec = {.size = size,
-                           .ctx = (uint64_t)(uintptr_t)ctx,
-                           .sd = (int16_t)sd,
-                           .kind = VGPU_KIND_PLAIN};
+    struct vgpu_rec rec = {
+        .size = size, .ctx = (uint64_t)(uintptr_t)ctx, .sd = (int16_t)sd, .kind = VGPU_KIND_PLAIN};
     vgpu_tab_insert(ns, key, &rec);
 }
 
@@ -176,16 +174,13 @@ static uint64_t format_bytes(CUarray_format f)
 {
     switch (f) {
     case CU_AD_FORMAT_UNSIGNED_INT8:
-    case CU_AD_FORMAT_SIGNED_INT8:
-        return 1;
+    case CU_AD_FORMAT_SIGNED_INT8: return 1;
     case CU_AD_FORMAT_UNSIGNED_INT16:
     case CU_AD_FORMAT_SIGNED_INT16:
-    case CU_AD_FORMAT_HALF:
-        return 2;
+    case CU_AD_FORMAT_HALF: return 2;
     case CU_AD_FORMAT_UNSIGNED_INT32:
     case CU_AD_FORMAT_SIGNED_INT32:
-    case CU_AD_FORMAT_FLOAT:
-        return 4;
+    case CU_AD_FORMAT_FLOAT: return 4;
     }
     /* Formats this header does not name (block-compressed, YUV, ...): charge as 16
      * bytes per element, the largest texel size: never under-charged. */

@@ -141,8 +141,8 @@ static int pool_get(CUmemoryPool p, int sd)
     }
     vgpu_unlock(&pools_lock);
     if (i < 0)
-        VGPU_LOG_ONCE(logged_pools, VGPU_LOG_WARN, "more than %d memory pools; further pools charged per block",
-                      MAX_POOLS);
+        VGPU_LOG_ONCE(logged_pools, VGPU_LOG_WARN,
+                      "more than %d memory pools; further pools charged per block", MAX_POOLS);
     return i;
 }
 
@@ -201,10 +201,7 @@ void vgpu_pools_sync_used(void)
     }
 }
 
-static inline uint64_t sub_clamped(uint64_t v, uint64_t b)
-{
-    return v > b ? v - b : 0;
-}
+static inline uint64_t sub_clamped(uint64_t v, uint64_t b) { return v > b ? v - b : 0; }
 
 void vgpu_pool_after_free(uint32_t idx, uint64_t size)
 {
@@ -236,22 +233,18 @@ static CUresult call_alloc(enum which w, CUdeviceptr *dptr, size_t size, CUmemor
                            CUstream s)
 {
     switch (w) {
-    case A_CUR:
-        return vgpu_real.cuMemAllocAsync(dptr, size, s);
-    case A_CUR_PTSZ:
-        return vgpu_real.cuMemAllocAsync_ptsz(dptr, size, s);
-    case A_POOL:
-        return vgpu_real.cuMemAllocFromPoolAsync(dptr, size, pool, s);
-    case A_POOL_PTSZ:
-        return vgpu_real.cuMemAllocFromPoolAsync_ptsz(dptr, size, pool, s);
+    case A_CUR: return vgpu_real.cuMemAllocAsync(dptr, size, s);
+    case A_CUR_PTSZ: return vgpu_real.cuMemAllocAsync_ptsz(dptr, size, s);
+    case A_POOL: return vgpu_real.cuMemAllocFromPoolAsync(dptr, size, pool, s);
+    case A_POOL_PTSZ: return vgpu_real.cuMemAllocFromPoolAsync_ptsz(dptr, size, pool, s);
     }
     return CUDA_ERROR_INVALID_VALUE;
 }
 
 /* Gives back a block after an over-limit growth (mu held): free it on its stream,
  * wait for the free, trim the pool back to what it held before. The OOM path. */
-static void undo_block(enum which w, struct pool_rec *p, CUdeviceptr ptr, CUstream s,
-                       uint64_t size, uint64_t keep)
+static void undo_block(enum which w, struct pool_rec *p, CUdeviceptr ptr, CUstream s, uint64_t size,
+                       uint64_t keep)
 {
     bool ptsz = (w == A_CUR_PTSZ || w == A_POOL_PTSZ);
     cuMemFreeAsync_fn fr = ptsz && vgpu_real.cuMemFreeAsync_ptsz ? vgpu_real.cuMemFreeAsync_ptsz
@@ -270,8 +263,8 @@ static void undo_block(enum which w, struct pool_rec *p, CUdeviceptr ptr, CUstre
 }
 
 /* Charges the plain way when a pool cannot be tracked (lookup failed, table full). */
-static CUresult plain_alloc(enum which w, int sd, CUdeviceptr *dptr, size_t size,
-                            CUmemoryPool pool, CUstream s)
+static CUresult plain_alloc(enum which w, int sd, CUdeviceptr *dptr, size_t size, CUmemoryPool pool,
+                            CUstream s)
 {
     if (!vgpu_reserve(sd, size))
         return vgpu_refuse(sd);
@@ -320,8 +313,8 @@ static CUresult pooled_alloc(enum which w, int idx, CUdeviceptr *dptr, size_t si
         return vgpu_refuse(sd);
     }
     pthread_mutex_unlock(&p->mu);
-    struct vgpu_rec rec = {.size = size, .sd = (int16_t)sd, .kind = VGPU_KIND_POOL,
-                           .pool = (uint32_t)idx};
+    struct vgpu_rec rec = {
+        .size = size, .sd = (int16_t)sd, .kind = VGPU_KIND_POOL, .pool = (uint32_t)idx};
     vgpu_tab_insert(VGPU_NS_PTR, *dptr, &rec);
     return r;
 }
@@ -370,17 +363,16 @@ static CUresult alloc_from(enum which w, CUdeviceptr *dptr, size_t size, CUmemor
     return pooled_alloc(w, idx, dptr, size, pool, s);
 }
 
-#define ASYNC_PROLOGUE(realptr, passcall)                                  \
-    int m = vgpu_mode();                                                   \
-    if (VGPU_UNLIKELY(!(realptr)))                                         \
-        return CUDA_ERROR_NOT_FOUND;                                       \
-    if (m != VGPU_MODE_ENFORCE)                                            \
+#define ASYNC_PROLOGUE(realptr, passcall) \
+    int m = vgpu_mode();                  \
+    if (VGPU_UNLIKELY(!(realptr)))        \
+        return CUDA_ERROR_NOT_FOUND;      \
+    if (m != VGPU_MODE_ENFORCE)           \
         return m == VGPU_MODE_REFUSE ? CUDA_ERROR_OUT_OF_MEMORY : (passcall);
 
 VGPU_EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t bytesize, CUstream hStream)
 {
-    ASYNC_PROLOGUE(vgpu_real.cuMemAllocAsync,
-                   vgpu_real.cuMemAllocAsync(dptr, bytesize, hStream))
+    ASYNC_PROLOGUE(vgpu_real.cuMemAllocAsync, vgpu_real.cuMemAllocAsync(dptr, bytesize, hStream))
     return alloc_current(A_CUR, dptr, bytesize, hStream);
 }
 
@@ -391,8 +383,8 @@ VGPU_EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t bytesize, CU
     return alloc_current(A_CUR_PTSZ, dptr, bytesize, hStream);
 }
 
-VGPU_EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytesize,
-                                             CUmemoryPool pool, CUstream hStream)
+VGPU_EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t bytesize, CUmemoryPool pool,
+                                             CUstream hStream)
 {
     ASYNC_PROLOGUE(vgpu_real.cuMemAllocFromPoolAsync,
                    vgpu_real.cuMemAllocFromPoolAsync(dptr, bytesize, pool, hStream))
@@ -539,8 +531,7 @@ VGPU_EXPORT CUresult cuMemPoolTrimTo(CUmemoryPool pool, size_t minBytesToKeep)
     return r;
 }
 
-VGPU_EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute attr,
-                                           void *value)
+VGPU_EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute attr, void *value)
 {
     int m = vgpu_mode();
     if (VGPU_UNLIKELY(!vgpu_real.cuMemPoolSetAttribute))

@@ -139,8 +139,9 @@ VGPU_EXPORT void *dlsym(void *handle, const char *name)
     if (atomic_load_explicit(&vgpu_g.mode, memory_order_acquire) != VGPU_MODE_UNINIT) {
         void *ours = load_real(h->real);
         if (ours && ours != p) {
-            VGPU_LOG_ONCE(logged_other, VGPU_LOG_WARN, "dlsym(%s) found a driver other than the one "
-                                        "libvgpu wraps; calls through it are not intercepted",
+            VGPU_LOG_ONCE(logged_other, VGPU_LOG_WARN,
+                          "dlsym(%s) found a driver other than the one "
+                          "libvgpu wraps; calls through it are not intercepted",
                           name);
             return p;
         }

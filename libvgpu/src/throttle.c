@@ -118,8 +118,7 @@ static uint32_t refresh(uint64_t g1)
     if (g1 == g2 && !(g1 & 1)) {
         atomic_store_explicit(&vgpu_gate.state, ((g1 & GEN_MASK) << 16) | mask,
                               memory_order_relaxed);
-        atomic_store_explicit(&vgpu_gate.fast, mask ? VGPU_GATE_CLOSED : g1,
-                              memory_order_relaxed);
+        atomic_store_explicit(&vgpu_gate.fast, mask ? VGPU_GATE_CLOSED : g1, memory_order_relaxed);
     }
     return mask;
 }
@@ -155,8 +154,8 @@ static inline void count_launch(int sd)
 
 /* Credits the wall time since the last refill at rate, up to spent + burst. The
  * interval is claimed by CAS on last_refill_ns, so two refillers never both credit it. */
-static void refill(struct vgpu_usage_device *ud, const struct vgpu_budget_device *bd,
-                   uint64_t rate, uint64_t now)
+static void refill(struct vgpu_usage_device *ud, const struct vgpu_budget_device *bd, uint64_t rate,
+                   uint64_t now)
 {
     uint64_t last = __atomic_load_n(&ud->last_refill_ns, __ATOMIC_RELAXED);
     if ((int64_t)(now - last) <= 0)
@@ -325,9 +324,8 @@ static void graph_put(uint64_t key, uint64_t cost)
 out:
     pthread_mutex_unlock(&graph_mu);
     uint64_t m = atomic_load_explicit(&graph_cost_max, memory_order_relaxed);
-    while (cost > m && !atomic_compare_exchange_weak_explicit(&graph_cost_max, &m, cost,
-                                                              memory_order_relaxed,
-                                                              memory_order_relaxed))
+    while (cost > m && !atomic_compare_exchange_weak_explicit(
+                           &graph_cost_max, &m, cost, memory_order_relaxed, memory_order_relaxed))
         ;
 }
 
@@ -442,29 +440,29 @@ static void graph_learn(CUgraphExec exec, CUgraph g)
 
 /* Every instantiation entry point (each a distinct driver ABI symbol) calls the
  * driver, then learns the cost of the executable graph it made. */
-#define INSTANTIATE_HOOK(name, params, args)                                       \
-    VGPU_EXPORT CUresult name params                                               \
-    {                                                                              \
-        vgpu_mode();                                                               \
-        name##_fn real = vgpu_real.name;                                           \
-        if (VGPU_UNLIKELY(!real))                                                  \
-            return CUDA_ERROR_NOT_FOUND;                                           \
-        CUresult r = real args;                                                    \
-        if (r == CUDA_SUCCESS && exec)                                             \
-            graph_learn(*exec, g);                                                 \
-        return r;                                                                  \
+#define INSTANTIATE_HOOK(name, params, args) \
+    VGPU_EXPORT CUresult name params         \
+    {                                        \
+        vgpu_mode();                         \
+        name##_fn real = vgpu_real.name;     \
+        if (VGPU_UNLIKELY(!real))            \
+            return CUDA_ERROR_NOT_FOUND;     \
+        CUresult r = real args;              \
+        if (r == CUDA_SUCCESS && exec)       \
+            graph_learn(*exec, g);           \
+        return r;                            \
     }
 
-#define LOG_PARAMS                                                                         \
-    (CUgraphExec *exec, CUgraph g, CUgraphNode *err_node, char *log, size_t log_size)
+#define LOG_PARAMS \
+    (CUgraphExec * exec, CUgraph g, CUgraphNode * err_node, char *log, size_t log_size)
 #define LOG_ARGS (exec, g, err_node, log, log_size)
-#define PARAMS_PARAMS (CUgraphExec *exec, CUgraph g, void *params)
+#define PARAMS_PARAMS (CUgraphExec * exec, CUgraph g, void *params)
 #define PARAMS_ARGS (exec, g, params)
 
 INSTANTIATE_HOOK(cuGraphInstantiate, LOG_PARAMS, LOG_ARGS)
 INSTANTIATE_HOOK(cuGraphInstantiate_v2, LOG_PARAMS, LOG_ARGS)
-INSTANTIATE_HOOK(cuGraphInstantiateWithFlags, (CUgraphExec *exec, CUgraph g, unsigned long long flags),
-                 (exec, g, flags))
+INSTANTIATE_HOOK(cuGraphInstantiateWithFlags,
+                 (CUgraphExec * exec, CUgraph g, unsigned long long flags), (exec, g, flags))
 INSTANTIATE_HOOK(cuGraphInstantiateWithParams, PARAMS_PARAMS, PARAMS_ARGS)
 INSTANTIATE_HOOK(cuGraphInstantiateWithParams_ptsz, PARAMS_PARAMS, PARAMS_ARGS)
 

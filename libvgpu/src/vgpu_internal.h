@@ -52,7 +52,7 @@
 typedef CUresult (*cuInit_fn)(unsigned int);
 typedef CUresult (*cuGetProcAddress_fn)(const char *, void **, int, cuuint64_t);
 typedef CUresult (*cuGetProcAddress_v2_fn)(const char *, void **, int, cuuint64_t,
-                                          CUdriverProcAddressQueryResult *);
+                                           CUdriverProcAddressQueryResult *);
 typedef CUresult (*cuMemAlloc_v2_fn)(CUdeviceptr *, size_t);
 typedef CUresult (*cuMemAllocPitch_v2_fn)(CUdeviceptr *, size_t *, size_t, size_t, unsigned int);
 typedef CUresult (*cuMemAllocManaged_fn)(CUdeviceptr *, size_t, unsigned int);
@@ -124,80 +124,80 @@ typedef nvmlReturn_t (*nvmlDeviceGetIndex_fn)(nvmlDevice_t, unsigned int *);
  * struct and the hook table, so a hook cannot exist without its real slot.
  * Library C = libcuda.so.1, N = libnvidia-ml.so.1.
  */
-#define VGPU_HOOKS(X)                   \
-    X(C, cuInit)                        \
-    X(C, cuGetProcAddress)              \
-    X(C, cuGetProcAddress_v2)           \
-    X(C, cuMemAlloc_v2)                 \
-    X(C, cuMemAllocPitch_v2)            \
-    X(C, cuMemAllocManaged)             \
-    X(C, cuMemFree_v2)                  \
-    X(C, cuMemCreate)                   \
-    X(C, cuMemRelease)                  \
-    X(C, cuMemMap)                      \
-    X(C, cuMemUnmap)                    \
-    X(C, cuArrayCreate_v2)              \
-    X(C, cuArrayDestroy)                \
-    X(C, cuMemAllocAsync)               \
-    X(C, cuMemAllocAsync_ptsz)          \
-    X(C, cuMemAllocFromPoolAsync)       \
-    X(C, cuMemAllocFromPoolAsync_ptsz)  \
-    X(C, cuMemFreeAsync)                \
-    X(C, cuMemFreeAsync_ptsz)           \
-    X(C, cuMemPoolCreate)               \
-    X(C, cuMemPoolDestroy)              \
-    X(C, cuMemPoolTrimTo)               \
-    X(C, cuMemPoolSetAttribute)         \
-    X(C, cuDeviceGetDefaultMemPool)     \
-    X(C, cuDeviceGetMemPool)            \
-    X(C, cuStreamSynchronize)           \
-    X(C, cuStreamSynchronize_ptsz)      \
-    X(C, cuCtxSynchronize)              \
-    X(C, cuCtxCreate)                   \
-    X(C, cuCtxCreate_v2)                \
-    X(C, cuCtxCreate_v3)                \
-    X(C, cuCtxCreate_v4)                \
-    X(C, cuCtxDestroy)                  \
-    X(C, cuCtxDestroy_v2)               \
-    X(C, cuDevicePrimaryCtxRetain)      \
-    X(C, cuDevicePrimaryCtxRelease)     \
-    X(C, cuDevicePrimaryCtxRelease_v2)  \
-    X(C, cuDevicePrimaryCtxReset)       \
-    X(C, cuDevicePrimaryCtxReset_v2)    \
-    X(C, cuMemGetInfo_v2)               \
-    X(C, cuDeviceTotalMem_v2)           \
-    X(C, cuLaunchKernel)                \
-    X(C, cuLaunchKernel_ptsz)           \
-    X(C, cuLaunchKernelEx)              \
-    X(C, cuLaunchKernelEx_ptsz)         \
-    X(C, cuLaunchCooperativeKernel)     \
-    X(C, cuLaunchCooperativeKernel_ptsz) \
-    X(C, cuGraphLaunch)                 \
-    X(C, cuGraphLaunch_ptsz)            \
-    X(C, cuGraphInstantiate)            \
-    X(C, cuGraphInstantiate_v2)         \
-    X(C, cuGraphInstantiateWithFlags)   \
-    X(C, cuGraphInstantiateWithParams)  \
+#define VGPU_HOOKS(X)                       \
+    X(C, cuInit)                            \
+    X(C, cuGetProcAddress)                  \
+    X(C, cuGetProcAddress_v2)               \
+    X(C, cuMemAlloc_v2)                     \
+    X(C, cuMemAllocPitch_v2)                \
+    X(C, cuMemAllocManaged)                 \
+    X(C, cuMemFree_v2)                      \
+    X(C, cuMemCreate)                       \
+    X(C, cuMemRelease)                      \
+    X(C, cuMemMap)                          \
+    X(C, cuMemUnmap)                        \
+    X(C, cuArrayCreate_v2)                  \
+    X(C, cuArrayDestroy)                    \
+    X(C, cuMemAllocAsync)                   \
+    X(C, cuMemAllocAsync_ptsz)              \
+    X(C, cuMemAllocFromPoolAsync)           \
+    X(C, cuMemAllocFromPoolAsync_ptsz)      \
+    X(C, cuMemFreeAsync)                    \
+    X(C, cuMemFreeAsync_ptsz)               \
+    X(C, cuMemPoolCreate)                   \
+    X(C, cuMemPoolDestroy)                  \
+    X(C, cuMemPoolTrimTo)                   \
+    X(C, cuMemPoolSetAttribute)             \
+    X(C, cuDeviceGetDefaultMemPool)         \
+    X(C, cuDeviceGetMemPool)                \
+    X(C, cuStreamSynchronize)               \
+    X(C, cuStreamSynchronize_ptsz)          \
+    X(C, cuCtxSynchronize)                  \
+    X(C, cuCtxCreate)                       \
+    X(C, cuCtxCreate_v2)                    \
+    X(C, cuCtxCreate_v3)                    \
+    X(C, cuCtxCreate_v4)                    \
+    X(C, cuCtxDestroy)                      \
+    X(C, cuCtxDestroy_v2)                   \
+    X(C, cuDevicePrimaryCtxRetain)          \
+    X(C, cuDevicePrimaryCtxRelease)         \
+    X(C, cuDevicePrimaryCtxRelease_v2)      \
+    X(C, cuDevicePrimaryCtxReset)           \
+    X(C, cuDevicePrimaryCtxReset_v2)        \
+    X(C, cuMemGetInfo_v2)                   \
+    X(C, cuDeviceTotalMem_v2)               \
+    X(C, cuLaunchKernel)                    \
+    X(C, cuLaunchKernel_ptsz)               \
+    X(C, cuLaunchKernelEx)                  \
+    X(C, cuLaunchKernelEx_ptsz)             \
+    X(C, cuLaunchCooperativeKernel)         \
+    X(C, cuLaunchCooperativeKernel_ptsz)    \
+    X(C, cuGraphLaunch)                     \
+    X(C, cuGraphLaunch_ptsz)                \
+    X(C, cuGraphInstantiate)                \
+    X(C, cuGraphInstantiate_v2)             \
+    X(C, cuGraphInstantiateWithFlags)       \
+    X(C, cuGraphInstantiateWithParams)      \
     X(C, cuGraphInstantiateWithParams_ptsz) \
-    X(C, cuGraphExecDestroy)            \
-    X(N, nvmlDeviceGetMemoryInfo)       \
+    X(C, cuGraphExecDestroy)                \
+    X(N, nvmlDeviceGetMemoryInfo)           \
     X(N, nvmlDeviceGetMemoryInfo_v2)
 
 /* Entry points libvgpu calls but does not hook. */
-#define VGPU_CALLS(X)            \
-    X(C, cuCtxGetCurrent)        \
-    X(C, cuCtxGetDevice)         \
-    X(C, cuDeviceGetCount)       \
-    X(C, cuDeviceGetUuid)        \
-    X(C, cuDeviceGetUuid_v2)     \
-    X(C, cuMemPoolGetAttribute)  \
-    X(C, cuDeviceGetAttribute)   \
-    X(C, cuGraphGetNodes)        \
-    X(C, cuGraphNodeGetType)     \
-    X(C, cuGraphKernelNodeGetParams) \
+#define VGPU_CALLS(X)                   \
+    X(C, cuCtxGetCurrent)               \
+    X(C, cuCtxGetDevice)                \
+    X(C, cuDeviceGetCount)              \
+    X(C, cuDeviceGetUuid)               \
+    X(C, cuDeviceGetUuid_v2)            \
+    X(C, cuMemPoolGetAttribute)         \
+    X(C, cuDeviceGetAttribute)          \
+    X(C, cuGraphGetNodes)               \
+    X(C, cuGraphNodeGetType)            \
+    X(C, cuGraphKernelNodeGetParams)    \
     X(C, cuGraphKernelNodeGetParams_v2) \
     X(C, cuGraphChildGraphNodeGetGraph) \
-    X(N, nvmlDeviceGetUUID)      \
+    X(N, nvmlDeviceGetUUID)             \
     X(N, nvmlDeviceGetIndex)
 
 /* The _ptsz / _v2 variants share their base's function type. */
@@ -321,18 +321,17 @@ enum vgpu_log_level {
 extern _Atomic int vgpu_log_level;
 #define VGPU_LOG_ENABLED(level) \
     VGPU_UNLIKELY((level) <= atomic_load_explicit(&vgpu_log_level, memory_order_relaxed))
-#define VGPU_LOG(level, ...)              \
-    do {                                  \
-        if (VGPU_LOG_ENABLED(level))      \
-            vgpu_log(__VA_ARGS__);        \
+#define VGPU_LOG(level, ...)         \
+    do {                             \
+        if (VGPU_LOG_ENABLED(level)) \
+            vgpu_log(__VA_ARGS__);   \
     } while (0)
 /* Logs at most once per flag (a message below the level does not use it up). */
-#define VGPU_LOG_ONCE(flag, level, ...)                                        \
-    do {                                                                       \
-        static _Atomic int flag;                                               \
-        if (VGPU_LOG_ENABLED(level) &&                                         \
-            !atomic_exchange_explicit(&flag, 1, memory_order_relaxed))         \
-            vgpu_log(__VA_ARGS__);                                             \
+#define VGPU_LOG_ONCE(flag, level, ...)                                                           \
+    do {                                                                                          \
+        static _Atomic int flag;                                                                  \
+        if (VGPU_LOG_ENABLED(level) && !atomic_exchange_explicit(&flag, 1, memory_order_relaxed)) \
+            vgpu_log(__VA_ARGS__);                                                                \
     } while (0)
 
 /* Device map: CUDA ordinal -> slice device (>= 0). -1: the device is not in the

@@ -100,12 +100,12 @@ VGPU_EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t si
 
 /* Result of a handle update: what to credit once the stripe lock is released. */
 struct vmm_op {
-    uint64_t gen;    /* in/out: the handle's creation number */
-    bool ok;         /* in: the driver call succeeded */
-    bool marked;     /* out */
-    bool credit;     /* out: the record was dropped, credit size on sd */
-    uint64_t size;   /* out */
-    int sd;          /* out */
+    uint64_t gen;  /* in/out: the handle's creation number */
+    bool ok;       /* in: the driver call succeeded */
+    bool marked;   /* out */
+    bool credit;   /* out: the record was dropped, credit size on sd */
+    uint64_t size; /* out */
+    int sd;        /* out */
 };
 
 static inline int settle(struct vgpu_rec *rec, struct vmm_op *op)

@@ -6,7 +6,4 @@
  */
 #include "testutil.h"
 
-int main(int argc, char **argv)
-{
-    return workload_main(argc, argv, resolve_linked);
-}
+int main(int argc, char **argv) { return workload_main(argc, argv, resolve_linked); }

@@ -68,8 +68,7 @@ CUresult cuStreamCreate(CUstream *stream, unsigned int flags);
 CUresult cuStreamSynchronize(CUstream stream);
 CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
                         unsigned int bx, unsigned int by, unsigned int bz,
-                        unsigned int shared_bytes, CUstream stream, void **params,
-                        void **extra);
+                        unsigned int shared_bytes, CUstream stream, void **params, void **extra);
 CUresult cuGetErrorName(CUresult err, const char **name);
 
 #define CU_STREAM_NON_BLOCKING_FLAG 0x1u
@@ -78,15 +77,16 @@ CUresult cuGetErrorName(CUresult err, const char **name);
 /* An empty kernel as PTX: the real driver JIT-compiles it for whatever GPU it runs
  * on (PTX 6.0 / sm_50 is accepted by every driver since CUDA 9); the simulated
  * driver only needs the entry name. */
-static const char noop_ptx[] =
-    ".version 6.0\n"
-    ".target sm_50\n"
-    ".address_size 64\n"
-    "\n"
-    ".visible .entry vgpu_bench_noop()\n"
-    "{\n"
-    "\tret;\n"
-    "}\n";
+// clang-format off: one PTX line per source line
+static const char noop_ptx[] = ".version 6.0\n"
+                               ".target sm_50\n"
+                               ".address_size 64\n"
+                               "\n"
+                               ".visible .entry vgpu_bench_noop()\n"
+                               "{\n"
+                               "\tret;\n"
+                               "}\n";
+// clang-format on
 static const char noop_name[] = "vgpu_bench_noop";
 
 static const char *prog = "bench_overhead";
@@ -108,14 +108,13 @@ static const char *err_name(CUresult r)
 
 /* Every driver call outside the timed loops goes through CHECK: a failure ends the
  * program with the call named, so the Go side can show why a run failed. */
-#define CHECK(call)                                                                   \
-    do {                                                                              \
-        CUresult r_ = (call);                                                         \
-        if (r_ != CUDA_SUCCESS) {                                                     \
-            fprintf(stderr, "%s: %s failed: %d (%s)\n", prog, #call, (int)r_,         \
-                    err_name(r_));                                                    \
-            exit(1);                                                                  \
-        }                                                                             \
+#define CHECK(call)                                                                          \
+    do {                                                                                     \
+        CUresult r_ = (call);                                                                \
+        if (r_ != CUDA_SUCCESS) {                                                            \
+            fprintf(stderr, "%s: %s failed: %d (%s)\n", prog, #call, (int)r_, err_name(r_)); \
+            exit(1);                                                                         \
+        }                                                                                    \
     } while (0)
 
 static void usage(void)
@@ -285,8 +284,8 @@ static void *worker_main(void *arg)
 
 static int mode_calls(int argc, char **argv, int device)
 {
-    struct calls_cfg cfg = {.op = OP_LAUNCH, .threads = 1, .iters = 2000, .batch = 100,
-                            .warmup = 100};
+    struct calls_cfg cfg = {
+        .op = OP_LAUNCH, .threads = 1, .iters = 2000, .batch = 100, .warmup = 100};
     const char *op = NULL;
     int want_libvgpu = 0;
     for (int i = 0; i < argc; i++) {
@@ -383,8 +382,7 @@ static int mode_calls(int argc, char **argv, int device)
     /* One JSON object: samples of all threads, thread after thread. */
     printf("{\"mode\":\"calls\",\"op\":\"%s\",\"threads\":%d,\"iters\":%d,\"batch\":%d,"
            "\"warmup\":%d,\"libvgpu\":%s,\"ns_per_call\":[",
-           op, cfg.threads, cfg.iters, cfg.batch, cfg.warmup,
-           libvgpu_loaded() ? "true" : "false");
+           op, cfg.threads, cfg.iters, cfg.batch, cfg.warmup, libvgpu_loaded() ? "true" : "false");
     for (int t = 0; t < cfg.threads; t++)
         for (int i = 0; i < cfg.iters; i++)
             printf("%s%.3f", t == 0 && i == 0 ? "" : ",", w[t].ns_per_call[i]);

@@ -177,8 +177,8 @@ int main(int argc, char **argv)
         uint64_t admitted = alloc_n(&a, parse_size(argv[2]), -1, &r);
         size_t fr = 0, tot = 0;
         CHECK(a.meminfo(&fr, &tot));
-        say("RESULT admitted=%llu err=%d name=%s total=%zu libvgpu=%d", (unsigned long long)admitted,
-            (int)r, cu_name(r), tot, libvgpu_loaded());
+        say("RESULT admitted=%llu err=%d name=%s total=%zu libvgpu=%d",
+            (unsigned long long)admitted, (int)r, cu_name(r), tot, libvgpu_loaded());
         return r == CUDA_ERROR_OUT_OF_MEMORY ? 0 : 3;
     }
     if (!strcmp(mode, "hold") && argc == 4) {

@@ -13,9 +13,9 @@ static void look(const char *hname, void *h, const char *name)
     Dl_info info;
     const char *obj = "-", *sym = "-";
     if (p && dladdr(p, &info)) {
-        obj = info.dli_fname ? strrchr(info.dli_fname, '/') ? strrchr(info.dli_fname, '/') + 1
-                                                             : info.dli_fname
-                             : "?";
+        obj = info.dli_fname
+                  ? strrchr(info.dli_fname, '/') ? strrchr(info.dli_fname, '/') + 1 : info.dli_fname
+                  : "?";
         sym = info.dli_sname ? info.dli_sname : "?";
     }
     say("DLSYM handle=%s name=%s obj=%s sym=%s", hname, name, obj, sym);
@@ -31,8 +31,8 @@ int main(void)
     look("libcuda", cu, "cuMemAlloc_v2");
     look("libcuda", cu, "cuGetProcAddress_v2");
     look("libcuda", cu, "cuLaunchKernel_ptsz");
-    look("libcuda", cu, "cuCtxSetCurrent");   /* not hooked */
-    look("libcuda", cu, "cuCtxCreate_v4");    /* hooked, but this driver lacks it */
+    look("libcuda", cu, "cuCtxSetCurrent"); /* not hooked */
+    look("libcuda", cu, "cuCtxCreate_v4");  /* hooked, but this driver lacks it */
     look("libcuda", cu, "cuNoSuchFunction");
     look("nvml", nv, "nvmlDeviceGetMemoryInfo_v2");
     look("nvml", nv, "nvmlDeviceGetCount_v2"); /* not hooked */

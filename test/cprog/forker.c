@@ -20,9 +20,12 @@ int main(int argc, char **argv)
 {
     uint64_t psize = 64 * MiB, csize = 128 * MiB;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--parent")) psize = parse_size(argv[i + 1]);
-        else if (!strcmp(argv[i], "--child")) csize = parse_size(argv[i + 1]);
-        else fail("unknown argument %s", argv[i]);
+        if (!strcmp(argv[i], "--parent"))
+            psize = parse_size(argv[i + 1]);
+        else if (!strcmp(argv[i], "--child"))
+            csize = parse_size(argv[i + 1]);
+        else
+            fail("unknown argument %s", argv[i]);
     }
     CHECK(cuInit(0));
     CUcontext ctx;

@@ -94,13 +94,20 @@ int main(int argc, char **argv)
         }
         if (i + 1 >= argc)
             fail("missing value for %s", argv[i]);
-        if (!strcmp(argv[i], "--iters")) iters = atol(argv[i + 1]);
-        else if (!strcmp(argv[i], "--live")) live = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--min")) min = parse_size(argv[i + 1]);
-        else if (!strcmp(argv[i], "--max")) max = parse_size(argv[i + 1]);
-        else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--seed")) seed = (unsigned)atol(argv[i + 1]);
-        else fail("unknown argument %s", argv[i]);
+        if (!strcmp(argv[i], "--iters"))
+            iters = atol(argv[i + 1]);
+        else if (!strcmp(argv[i], "--live"))
+            live = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--min"))
+            min = parse_size(argv[i + 1]);
+        else if (!strcmp(argv[i], "--max"))
+            max = parse_size(argv[i + 1]);
+        else if (!strcmp(argv[i], "--threads"))
+            threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--seed"))
+            seed = (unsigned)atol(argv[i + 1]);
+        else
+            fail("unknown argument %s", argv[i]);
     }
     if (threads < 1 || threads > 64 || live < 1 || min == 0 || max < min)
         fail("bad arguments");
@@ -110,8 +117,8 @@ int main(int argc, char **argv)
      * launcher would. */
     CUcontext ctx;
     CUresult rr;
-    for (int tries = 0; (rr = cuDevicePrimaryCtxRetain(&ctx, 0)) == CUDA_ERROR_OUT_OF_MEMORY &&
-                        tries < 30000;
+    for (int tries = 0;
+         (rr = cuDevicePrimaryCtxRetain(&ctx, 0)) == CUDA_ERROR_OUT_OF_MEMORY && tries < 30000;
          tries++)
         usleep(1000);
     if (rr != CUDA_SUCCESS)
@@ -119,8 +126,12 @@ int main(int argc, char **argv)
     struct args a[64];
     pthread_t t[64];
     for (int i = 0; i < threads; i++) {
-        a[i] = (struct args){.iters = iters, .live = live, .min = min, .max = max,
-                             .seed = seed * 31u + (unsigned)i, .ctx = ctx};
+        a[i] = (struct args){.iters = iters,
+                             .live = live,
+                             .min = min,
+                             .max = max,
+                             .seed = seed * 31u + (unsigned)i,
+                             .ctx = ctx};
         pthread_create(&t[i], NULL, run, &a[i]);
     }
     long allocs = 0, frees = 0, refused = 0;

@@ -18,9 +18,12 @@ int main(int argc, char **argv)
     uint64_t alloc = 0;
     int nvml_dlsym = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--alloc") && i + 1 < argc) alloc = parse_size(argv[++i]);
-        else if (!strcmp(argv[i], "--nvml-dlsym")) nvml_dlsym = 1;
-        else fail("unknown argument %s", argv[i]);
+        if (!strcmp(argv[i], "--alloc") && i + 1 < argc)
+            alloc = parse_size(argv[++i]);
+        else if (!strcmp(argv[i], "--nvml-dlsym"))
+            nvml_dlsym = 1;
+        else
+            fail("unknown argument %s", argv[i]);
     }
     mi_fn mi = nvmlDeviceGetMemoryInfo;
     mi2_fn mi2 = nvmlDeviceGetMemoryInfo_v2;

@@ -108,7 +108,8 @@ int main(void)
     CUcontext cur;
     CHECK(cuCtxGetCurrent(&cur));
     EXPECT(cur == ctx, "created context is not current");
-    EXPECT(dev_free() == free0 - ctxmem, "created context charged %zu, want %zu", free0 - dev_free(), ctxmem);
+    EXPECT(dev_free() == free0 - ctxmem, "created context charged %zu, want %zu",
+           free0 - dev_free(), ctxmem);
     CHECK(cuCtxGetDevice(&cd));
     EXPECT(cd == d, "ctx device %d", cd);
     CHECK(cuMemAlloc_v2(&p, 3 * MiB)); /* freed with its context */
@@ -118,7 +119,8 @@ int main(void)
     EXPECT(cur == prim, "destroy did not pop the context (current %p)", (void *)cur);
     EXPECT_RES(cuCtxDestroy_v2(ctx), CUDA_ERROR_INVALID_CONTEXT);
     EXPECT_RES(cuCtxPushCurrent_v2(ctx), CUDA_ERROR_INVALID_CONTEXT);
-    EXPECT_RES(cuCtxDestroy_v2(prim), CUDA_ERROR_INVALID_CONTEXT); /* primary: release, not destroy */
+    EXPECT_RES(cuCtxDestroy_v2(prim),
+               CUDA_ERROR_INVALID_CONTEXT); /* primary: release, not destroy */
 
     CHECK(cuCtxPushCurrent_v2(prim));
     CUcontext popped;
@@ -162,10 +164,12 @@ int main(void)
     CHECK(cuMemAllocManaged(&p, 4096, CU_MEM_ATTACH_GLOBAL));
     EXPECT(dev_free() == free0 - 4096, "managed charged %zu", free0 - dev_free());
     CHECK(cuMemFree_v2(p));
-    CUDA_ARRAY_DESCRIPTOR ad = {.Width = 100, .Height = 0, .Format = CU_AD_FORMAT_FLOAT, .NumChannels = 4};
+    CUDA_ARRAY_DESCRIPTOR ad = {
+        .Width = 100, .Height = 0, .Format = CU_AD_FORMAT_FLOAT, .NumChannels = 4};
     CUarray arr;
     CHECK(cuArrayCreate_v2(&arr, &ad));
-    EXPECT(dev_free() == free0 - 2048, "1D array charged %zu", free0 - dev_free()); /* roundup(1600,512) */
+    EXPECT(dev_free() == free0 - 2048, "1D array charged %zu",
+           free0 - dev_free()); /* roundup(1600,512) */
     CHECK(cuArrayDestroy(arr));
     ad.Height = 3;
     ad.NumChannels = 3;
@@ -194,10 +198,12 @@ int main(void)
     CUdeviceptr va;
     CHECK(cuMemAddressReserve(&va, 16 * MiB, 0, 0, 0));
     EXPECT(dev_free() == free0 - 8 * MiB, "reserve charged memory");
-    EXPECT_RES(cuMemMap(va, 16 * MiB, 0, h, 0), CUDA_ERROR_INVALID_VALUE); /* larger than the handle */
+    EXPECT_RES(cuMemMap(va, 16 * MiB, 0, h, 0),
+               CUDA_ERROR_INVALID_VALUE); /* larger than the handle */
     CHECK(cuMemMap(va, 8 * MiB, 0, h, 0));
     EXPECT_RES(cuMemMap(va, 2 * MiB, 0, h, 0), CUDA_ERROR_INVALID_VALUE); /* already mapped */
-    CUmemAccessDesc acc = {.location = {CU_MEM_LOCATION_TYPE_DEVICE, d}, .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
+    CUmemAccessDesc acc = {.location = {CU_MEM_LOCATION_TYPE_DEVICE, d},
+                           .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
     CHECK(cuMemSetAccess(va, 8 * MiB, &acc, 1));
     EXPECT_RES(cuMemSetAccess(va, 16 * MiB, &acc, 1), CUDA_ERROR_INVALID_VALUE); /* half unmapped */
     CHECK(cuMemRelease(h)); /* still mapped: stays charged */
@@ -268,8 +274,10 @@ int main(void)
     CHECK(cuModuleLoadData(&mod, ".version 8.0"));
     CHECK(cuModuleGetFunction(&fn, mod, "anything"));
     EXPECT_RES(cuLaunchKernel(fn, 0, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL), CUDA_ERROR_INVALID_VALUE);
-    EXPECT_RES(cuLaunchKernel(fn, 1, 1, 1, 1025, 1, 1, 0, NULL, NULL, NULL), CUDA_ERROR_INVALID_VALUE);
-    EXPECT_RES(cuLaunchKernel(NULL, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL), CUDA_ERROR_INVALID_HANDLE);
+    EXPECT_RES(cuLaunchKernel(fn, 1, 1, 1, 1025, 1, 1, 0, NULL, NULL, NULL),
+               CUDA_ERROR_INVALID_VALUE);
+    EXPECT_RES(cuLaunchKernel(NULL, 1, 1, 1, 1, 1, 1, 0, NULL, NULL, NULL),
+               CUDA_ERROR_INVALID_HANDLE);
     CHECK(cuLaunchKernel(fn, 1, 1, 1, 32, 1, 1, 0, s, NULL, NULL));
     EXPECT_RES(cuLaunchCooperativeKernel(fn, 1u << 30, 1, 1, 32, 1, 1, 0, s, NULL),
                CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE);
@@ -297,7 +305,8 @@ int main(void)
            "admitted %d chunks with %zu free", k, before);
     EXPECT(dev_free() == before - (size_t)k * 64 * MiB, "free after fill %zu", dev_free());
     CUcontext extra;
-    EXPECT_RES(cuCtxCreate_v2(&extra, 0, d), before - (size_t)k * 64 * MiB < ctxmem ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS);
+    EXPECT_RES(cuCtxCreate_v2(&extra, 0, d),
+               before - (size_t)k * 64 * MiB < ctxmem ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS);
     CHECK(cuCtxSetCurrent(prim));
     for (int i = 0; i < k; i++)
         CHECK(cuMemFree_v2(chunks[i]));

@@ -54,8 +54,9 @@ int main(int argc, char **argv)
     unsigned long long t1 = now_ns();
     unsigned long long want = (unsigned long long)launches * per;
     if (want > backlog)
-        EXPECT(t1 - t0 >= want - backlog - per, "launch loop took %llu ns; a %llu ns backlog cap should block it for %llu",
-               t1 - t0, backlog, want - backlog - per);
+        EXPECT(t1 - t0 >= want - backlog - per,
+               "launch loop took %llu ns; a %llu ns backlog cap should block it for %llu", t1 - t0,
+               backlog, want - backlog - per);
     /* Unfinished work reads NOT_READY; SUCCESS is only allowed once it can be done
      * (the thread may have been descheduled past the end). */
     CUresult q = cuStreamQuery(NULL);
@@ -64,7 +65,8 @@ int main(int argc, char **argv)
            "cuStreamQuery = %d after %llu ns of %llu ns of work", (int)q, tq - t0, want);
     CHECK(cuStreamSynchronize(NULL));
     unsigned long long t2 = now_ns();
-    EXPECT(t2 - t0 >= want, "synchronize returned after %llu ns, simulated work is %llu ns", t2 - t0, want);
+    EXPECT(t2 - t0 >= want, "synchronize returned after %llu ns, simulated work is %llu ns",
+           t2 - t0, want);
     CHECK(cuStreamQuery(NULL));
     busy += want;
 

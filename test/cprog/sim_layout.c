@@ -8,8 +8,9 @@
 
 #include "../simgpu/state.h"
 
-#define F(type, field) \
-    printf("%s.%s %zu %zu\n", #type, #field, offsetof(struct type, field), sizeof(((struct type *)0)->field))
+#define F(type, field)                                                     \
+    printf("%s.%s %zu %zu\n", #type, #field, offsetof(struct type, field), \
+           sizeof(((struct type *)0)->field))
 #define S(type) printf("%s 0 %zu\n", #type, sizeof(struct type))
 #define C(name, val) printf("const.%s %llu 0\n", name, (unsigned long long)(val))
 

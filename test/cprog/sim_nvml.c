@@ -39,20 +39,22 @@ nvmlReturn_t nvmlDeviceGetComputeRunningProcesses(nvmlDevice_t, unsigned int *, 
 nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t, unsigned int *, procinfo_v2 *);
 nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t, unsigned int *, procinfo_v2 *);
 nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t, pciinfo *);
-nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t, utilsample *, unsigned int *, unsigned long long);
+nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t, utilsample *, unsigned int *,
+                                             unsigned long long);
 nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t, utilization *);
 nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t, char *, unsigned int);
 nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *, nvmlDevice_t *);
 nvmlReturn_t nvmlDeviceGetMinorNumber(nvmlDevice_t, unsigned int *);
 nvmlReturn_t nvmlSystemGetCudaDriverVersion(int *);
 
-#define NVEXPECT(call, want)                                                                  \
-    do {                                                                                      \
-        nvmlReturn_t r_ = (call);                                                             \
-        if (r_ != (want)) {                                                                   \
-            fprintf(stderr, "FAIL %s:%d: %s = %d, want %d\n", __FILE__, __LINE__, #call, r_, want); \
-            exit(1);                                                                          \
-        }                                                                                     \
+#define NVEXPECT(call, want)                                                                 \
+    do {                                                                                     \
+        nvmlReturn_t r_ = (call);                                                            \
+        if (r_ != (want)) {                                                                  \
+            fprintf(stderr, "FAIL %s:%d: %s = %d, want %d\n", __FILE__, __LINE__, #call, r_, \
+                    want);                                                                   \
+            exit(1);                                                                         \
+        }                                                                                    \
     } while (0)
 
 int main(void)
@@ -85,8 +87,10 @@ int main(void)
     CHECK(cuDeviceGetUuid_v2(&cu, 0));
     char hex[64];
     const unsigned char *b = (const unsigned char *)cu.bytes;
-    snprintf(hex, sizeof hex, "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
-             b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+    snprintf(hex, sizeof hex,
+             "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
     EXPECT(strcmp(hex, uuid) == 0, "cuda uuid %s, nvml %s", hex, uuid);
     nvmlDevice_t byuuid;
     NVCHECK(nvmlDeviceGetHandleByUUID(uuid, &byuuid));
@@ -96,8 +100,8 @@ int main(void)
     NVCHECK(nvmlDeviceGetPciInfo_v3(nd, &pci));
     char cbus[32];
     CHECK(cuDeviceGetPCIBusId(cbus, sizeof cbus, 0));
-    EXPECT(strcmp(pci.busIdLegacy, cbus) == 0 && strcmp(pci.busId + 4, cbus) == 0, "pci %s / %s / cuda %s",
-           pci.busIdLegacy, pci.busId, cbus);
+    EXPECT(strcmp(pci.busIdLegacy, cbus) == 0 && strcmp(pci.busId + 4, cbus) == 0,
+           "pci %s / %s / cuda %s", pci.busIdLegacy, pci.busId, cbus);
     EXPECT((pci.pciDeviceId & 0xffff) == 0x10de, "vendor %x", pci.pciDeviceId);
     unsigned minor = 99;
     NVCHECK(nvmlDeviceGetMinorNumber(nd, &minor));
@@ -118,15 +122,15 @@ int main(void)
 
     nvmlMemory_t m1;
     NVCHECK(nvmlDeviceGetMemoryInfo(nd, &m1));
-    EXPECT(m1.total == ctotal && m1.free == cfree && m1.used == ctotal - cfree, "nvml v1 %llu/%llu/%llu cuda %zu/%zu",
-           m1.total, m1.free, m1.used, cfree, ctotal);
+    EXPECT(m1.total == ctotal && m1.free == cfree && m1.used == ctotal - cfree,
+           "nvml v1 %llu/%llu/%llu cuda %zu/%zu", m1.total, m1.free, m1.used, cfree, ctotal);
     nvmlMemory_v2_t m2;
     memset(&m2, 0, sizeof m2);
     NVEXPECT(nvmlDeviceGetMemoryInfo_v2(nd, &m2), NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
     m2.version = nvmlMemory_v2;
     NVCHECK(nvmlDeviceGetMemoryInfo_v2(nd, &m2));
-    EXPECT(m2.total == ctotal && m2.free == cfree && m2.used == ctotal - cfree, "nvml v2 %llu/%llu/%llu", m2.total,
-           m2.free, m2.used);
+    EXPECT(m2.total == ctotal && m2.free == cfree && m2.used == ctotal - cfree,
+           "nvml v2 %llu/%llu/%llu", m2.total, m2.free, m2.used);
 
     /* The process list: our pid with every byte we hold (context + allocation). */
     n = 0;
@@ -137,16 +141,18 @@ int main(void)
     NVCHECK(nvmlDeviceGetComputeRunningProcesses_v3(nd, &n, v3));
     EXPECT(n == 1 && v3[0].pid == (unsigned)getpid() && v3[0].usedGpuMemory == ctotal - cfree &&
                v3[0].gpuInstanceId == 0xFFFFFFFFu,
-           "v3: n %u pid %u used %llu (want pid %d used %zu)", n, v3[0].pid, v3[0].usedGpuMemory, getpid(),
-           ctotal - cfree);
+           "v3: n %u pid %u used %llu (want pid %d used %zu)", n, v3[0].pid, v3[0].usedGpuMemory,
+           getpid(), ctotal - cfree);
     procinfo_v2 v2[1];
     n = 1;
     NVCHECK(nvmlDeviceGetComputeRunningProcesses_v2(nd, &n, v2));
-    EXPECT(n == 1 && v2[0].pid == v3[0].pid && v2[0].usedGpuMemory == v3[0].usedGpuMemory, "v2 differs");
+    EXPECT(n == 1 && v2[0].pid == v3[0].pid && v2[0].usedGpuMemory == v3[0].usedGpuMemory,
+           "v2 differs");
     procinfo_v1 v1[2];
     n = 2;
     NVCHECK(nvmlDeviceGetComputeRunningProcesses(nd, &n, v1));
-    EXPECT(n == 1 && v1[0].pid == v3[0].pid && v1[0].usedGpuMemory == v3[0].usedGpuMemory, "v1 differs");
+    EXPECT(n == 1 && v1[0].pid == v3[0].pid && v1[0].usedGpuMemory == v3[0].usedGpuMemory,
+           "v1 differs");
 
     /* Utilization: keep the device busy ~300 ms, then read the last second. */
     CUmodule mod;
@@ -157,9 +163,11 @@ int main(void)
     CHECK(cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, 0));
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    unsigned long long start_us = (unsigned long long)tv.tv_sec * 1000000ull + (unsigned long long)tv.tv_usec;
+    unsigned long long start_us =
+        (unsigned long long)tv.tv_sec * 1000000ull + (unsigned long long)tv.tv_usec;
     for (int i = 0; i < 30; i++)
-        CHECK(cuLaunchKernel(fn, (unsigned)sms * 1000, 1, 1, 32, 1, 1, 0, NULL, NULL, NULL)); /* 1000 waves */
+        CHECK(cuLaunchKernel(fn, (unsigned)sms * 1000, 1, 1, 32, 1, 1, 0, NULL, NULL,
+                             NULL)); /* 1000 waves */
     CHECK(cuCtxSynchronize());
     usleep(250000); /* let the buckets holding that work complete */
     utilization ur;
@@ -171,11 +179,13 @@ int main(void)
     utilsample smp[4];
     ns = 4;
     NVCHECK(nvmlDeviceGetProcessUtilization(nd, smp, &ns, start_us - 2000000));
-    EXPECT(ns == 1 && smp[0].pid == (unsigned)getpid() && smp[0].smUtil > 0 && smp[0].smUtil <= 100 &&
-               smp[0].timeStamp > start_us - 1000000,
-           "sample n %u pid %u sm %u ts %llu (start %llu)", ns, smp[0].pid, smp[0].smUtil, smp[0].timeStamp, start_us);
+    EXPECT(ns == 1 && smp[0].pid == (unsigned)getpid() && smp[0].smUtil > 0 &&
+               smp[0].smUtil <= 100 && smp[0].timeStamp > start_us - 1000000,
+           "sample n %u pid %u sm %u ts %llu (start %llu)", ns, smp[0].pid, smp[0].smUtil,
+           smp[0].timeStamp, start_us);
     ns = 4;
-    NVEXPECT(nvmlDeviceGetProcessUtilization(nd, smp, &ns, smp[0].timeStamp + 5000000), NVML_ERROR_NOT_FOUND);
+    NVEXPECT(nvmlDeviceGetProcessUtilization(nd, smp, &ns, smp[0].timeStamp + 5000000),
+             NVML_ERROR_NOT_FOUND);
 
     /* Freeing shows in NVML at once. */
     CHECK(cuMemFree_v2(p));

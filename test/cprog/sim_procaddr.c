@@ -18,12 +18,14 @@ static void expect_variant(const char *name, int ver, cuuint64_t flags, const ch
     CUdriverProcAddressQueryResult st = (CUdriverProcAddressQueryResult)99;
     CUresult r = cuGetProcAddress_v2(name, &fn, ver, flags, &st);
     if (r != CUDA_SUCCESS || st != CU_GET_PROC_ADDRESS_SUCCESS) {
-        fprintf(stderr, "FAIL: cuGetProcAddress_v2(%s, %d, %llu) = %d status %d\n", name, ver, flags, r, st);
+        fprintf(stderr, "FAIL: cuGetProcAddress_v2(%s, %d, %llu) = %d status %d\n", name, ver,
+                flags, r, st);
         exit(1);
     }
     void *want = dlsym(lib, variant);
     EXPECT(want != NULL, "libcuda does not export %s", variant);
-    EXPECT(fn == want, "%s@%d flags %llu resolved to %p, want %s (%p)", name, ver, flags, fn, variant, want);
+    EXPECT(fn == want, "%s@%d flags %llu resolved to %p, want %s (%p)", name, ver, flags, fn,
+           variant, want);
     /* The 11.3 entry point agrees. */
     void *fn1 = NULL;
     CHECK(cuGetProcAddress(name, &fn1, ver, flags));
@@ -83,7 +85,8 @@ int main(void)
     expect_variant("cuMemFreeAsync", 12000, PT, "cuMemFreeAsync_ptsz");
     expect_variant("cuMemAllocFromPoolAsync", 12000, PT, "cuMemAllocFromPoolAsync_ptsz");
     expect_variant("cuStreamSynchronize", 12000, PT, "cuStreamSynchronize_ptsz");
-    expect_variant("cuMemAlloc", 12000, PT, "cuMemAlloc_v2"); /* no per-thread form: the plain one */
+    expect_variant("cuMemAlloc", 12000, PT,
+                   "cuMemAlloc_v2"); /* no per-thread form: the plain one */
     expect_variant("cuLaunchKernel", 6050, PT, "cuLaunchKernel"); /* _ptsz exists only since 7000 */
 
     /* Exists, but only in a later version than the caller asks for. */
@@ -97,7 +100,8 @@ int main(void)
     void *fn;
     EXPECT_RES(cuGetProcAddress_v2(NULL, &fn, 12000, 0, NULL), CUDA_ERROR_INVALID_VALUE);
     EXPECT_RES(cuGetProcAddress_v2("cuInit", NULL, 12000, 0, NULL), CUDA_ERROR_INVALID_VALUE);
-    EXPECT_RES(cuGetProcAddress_v2("cuInit", &fn, 12000, 1ull << 7, NULL), CUDA_ERROR_INVALID_VALUE);
+    EXPECT_RES(cuGetProcAddress_v2("cuInit", &fn, 12000, 1ull << 7, NULL),
+               CUDA_ERROR_INVALID_VALUE);
 
     /* A resolved pointer is callable and behaves as the linked function. */
     CUresult (*alloc)(CUdeviceptr *, size_t) = NULL;

@@ -46,7 +46,8 @@ CUresult cuMemGetInfo_v2(size_t *, size_t *);
 CUresult cuMemGetAddressRange_v2(CUdeviceptr *, size_t *, CUdeviceptr);
 CUresult cuMemAddressReserve(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
 CUresult cuMemAddressFree(CUdeviceptr, size_t);
-CUresult cuMemCreate(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *, unsigned long long);
+CUresult cuMemCreate(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
+                     unsigned long long);
 CUresult cuMemRelease(CUmemGenericAllocationHandle);
 CUresult cuMemMap(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle, unsigned long long);
 CUresult cuMemUnmap(CUdeviceptr, size_t);
@@ -71,11 +72,12 @@ CUresult cuStreamQuery(CUstream);
 CUresult cuStreamDestroy_v2(CUstream);
 CUresult cuModuleLoadData(CUmodule *, const void *);
 CUresult cuModuleGetFunction(CUfunction *, CUmodule, const char *);
-CUresult cuLaunchKernel(CUfunction, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int,
-                        unsigned int, unsigned int, CUstream, void **, void **);
+CUresult cuLaunchKernel(CUfunction, unsigned int, unsigned int, unsigned int, unsigned int,
+                        unsigned int, unsigned int, unsigned int, CUstream, void **, void **);
 CUresult cuLaunchKernelEx(const CUlaunchConfig *, CUfunction, void **, void **);
-CUresult cuLaunchCooperativeKernel(CUfunction, unsigned int, unsigned int, unsigned int, unsigned int,
-                                   unsigned int, unsigned int, unsigned int, CUstream, void **);
+CUresult cuLaunchCooperativeKernel(CUfunction, unsigned int, unsigned int, unsigned int,
+                                   unsigned int, unsigned int, unsigned int, unsigned int, CUstream,
+                                   void **);
 CUresult cuGraphCreate(CUgraph *, unsigned int);
 CUresult cuGraphAddKernelNode_v2(CUgraphNode *, CUgraph, const CUgraphNode *, size_t,
                                  const CUDA_KERNEL_NODE_PARAMS_v2 *);
@@ -86,7 +88,8 @@ CUresult cuGraphExecDestroy(CUgraphExec);
 CUresult cuGetErrorString(CUresult, const char **);
 CUresult cuGetErrorName(CUresult, const char **);
 CUresult cuGetProcAddress(const char *, void **, int, cuuint64_t);
-CUresult cuGetProcAddress_v2(const char *, void **, int, cuuint64_t, CUdriverProcAddressQueryResult *);
+CUresult cuGetProcAddress_v2(const char *, void **, int, cuuint64_t,
+                             CUdriverProcAddressQueryResult *);
 
 nvmlReturn_t nvmlInit_v2(void);
 nvmlReturn_t nvmlShutdown(void);
@@ -104,35 +107,35 @@ static inline const char *sim_errname(CUresult r)
 }
 
 /* Fails the program when a call does not return what the test expects. */
-#define EXPECT_RES(call, want)                                                                    \
-    do {                                                                                          \
-        CUresult r_ = (call);                                                                     \
-        if (r_ != (want)) {                                                                       \
+#define EXPECT_RES(call, want)                                                                     \
+    do {                                                                                           \
+        CUresult r_ = (call);                                                                      \
+        if (r_ != (want)) {                                                                        \
             fprintf(stderr, "FAIL %s:%d: %s = %d (%s), want %d (%s)\n", __FILE__, __LINE__, #call, \
-                    (int)r_, sim_errname(r_), (int)(want), sim_errname(want));                    \
-            exit(1);                                                                              \
-        }                                                                                         \
+                    (int)r_, sim_errname(r_), (int)(want), sim_errname(want));                     \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 #define CHECK(call) EXPECT_RES(call, CUDA_SUCCESS)
 
-#define EXPECT(cond, ...)                                                    \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);  \
-            fprintf(stderr, __VA_ARGS__);                                    \
-            fprintf(stderr, "\n");                                           \
-            exit(1);                                                         \
-        }                                                                    \
+#define EXPECT(cond, ...)                                                   \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                   \
+            fprintf(stderr, "\n");                                          \
+            exit(1);                                                        \
+        }                                                                   \
     } while (0)
 
-#define NVCHECK(call)                                                                         \
-    do {                                                                                      \
-        nvmlReturn_t r_ = (call);                                                             \
-        if (r_ != NVML_SUCCESS) {                                                             \
-            fprintf(stderr, "FAIL %s:%d: %s = %d\n", __FILE__, __LINE__, #call, (int)r_);     \
-            exit(1);                                                                          \
-        }                                                                                     \
+#define NVCHECK(call)                                                                     \
+    do {                                                                                  \
+        nvmlReturn_t r_ = (call);                                                         \
+        if (r_ != NVML_SUCCESS) {                                                         \
+            fprintf(stderr, "FAIL %s:%d: %s = %d\n", __FILE__, __LINE__, #call, (int)r_); \
+            exit(1);                                                                      \
+        }                                                                                 \
     } while (0)
 
 #endif /* SIM_UTIL_H */

@@ -62,7 +62,6 @@ int phase(int step, const char *name)
     return fgets(buf, sizeof buf, stdin) != NULL;
 }
 
-
 uint64_t parse_size(const char *s)
 {
     char *end;
@@ -72,10 +71,28 @@ uint64_t parse_size(const char *s)
         fail("bad size %s", s);
     uint64_t mul = 1;
     switch (*end) {
-    case 'K': case 'k': mul = 1024ull; end++; break;
-    case 'M': case 'm': mul = MiB; end++; break;
-    case 'G': case 'g': mul = GiB; end++; break;
-    case 'T': case 't': mul = 1024ull * GiB; end++; break;
+    // clang-format off: a table of suffixes
+    case 'K':
+    case 'k':
+        mul = 1024ull;
+        end++;
+        break;
+    case 'M':
+    case 'm':
+        mul = MiB;
+        end++;
+        break;
+    case 'G':
+    case 'g':
+        mul = GiB;
+        end++;
+        break;
+    case 'T':
+    case 't':
+        mul = 1024ull * GiB;
+        end++;
+        break;
+    // clang-format on
     case 0: break;
     default: fail("bad size %s", s);
     }
@@ -188,7 +205,8 @@ static void *resolve(struct resolver *r, const char *base, const char *exact, in
     return p;
 }
 
-#define RES(field, base, exact, pt) memcpy(&api->field, &(void *){resolve(&r, base, exact, pt)}, sizeof(void *))
+#define RES(field, base, exact, pt) \
+    memcpy(&api->field, &(void *){resolve(&r, base, exact, pt)}, sizeof(void *))
 
 void resolve_api(struct cuapi *api, const char *path, int ptsz, linked_resolver linked)
 {
@@ -274,12 +292,14 @@ void resolve_api(struct cuapi *api, const char *path, int ptsz, linked_resolver 
 void report_hooks(const struct cuapi *api)
 {
     static const char *const names[] = {
-        "init", "retain", "release", "ctx_create", "ctx_create3", "ctx_destroy", "set_current",
-        "alloc", "pitch", "managed", "mfree", "create", "mrelease", "reserve", "addr_free",
-        "map", "unmap", "set_access", "array_create", "array_destroy", "alloc_async",
-        "free_async", "alloc_pool", "pool_create", "pool_destroy", "pool_trim", "pool_set",
-        "pool_get", "stream_sync", "ctx_sync", "mem_info", "total_mem", "module_load",
-        "get_function", "launch", "launch_ex", "launch_coop", "graph_launch"};
+        "init",        "retain",      "release",     "ctx_create",   "ctx_create3",
+        "ctx_destroy", "set_current", "alloc",       "pitch",        "managed",
+        "mfree",       "create",      "mrelease",    "reserve",      "addr_free",
+        "map",         "unmap",       "set_access",  "array_create", "array_destroy",
+        "alloc_async", "free_async",  "alloc_pool",  "pool_create",  "pool_destroy",
+        "pool_trim",   "pool_set",    "pool_get",    "stream_sync",  "ctx_sync",
+        "mem_info",    "total_mem",   "module_load", "get_function", "launch",
+        "launch_ex",   "launch_coop", "graph_launch"};
     _Static_assert(sizeof names / sizeof names[0] == sizeof(struct cuapi) / sizeof(void *),
                    "one name per entry point");
     char vg[2048] = "", drv[1024] = "";
@@ -292,8 +312,8 @@ void report_hooks(const struct cuapi *api)
         int ours = strstr(obj, "libvgpu") != NULL;
         char *dst = ours ? vg : drv;
         size_t len = strlen(dst);
-        snprintf(dst + len, (ours ? sizeof vg : sizeof drv) - len, "%s%s%s%s", len ? "," : "", names[i], ours ? ":" : "",
-                 ours ? (info.dli_sname ? info.dli_sname : "?") : "");
+        snprintf(dst + len, (ours ? sizeof vg : sizeof drv) - len, "%s%s%s%s", len ? "," : "",
+                 names[i], ours ? ":" : "", ours ? (info.dli_sname ? info.dli_sname : "?") : "");
     }
     say("HOOKS vgpu=%s driver=%s", vg, drv);
 }
@@ -310,7 +330,7 @@ struct workload {
     struct cuapi api;
     const char *kind; /* alloc pitch managed vmm array async pool pooltrim */
     CUmemoryPool pool;
-    CUstream stream;  /* NULL: the default stream (legacy, or per-thread with --ptsz) */
+    CUstream stream; /* NULL: the default stream (legacy, or per-thread with --ptsz) */
 };
 
 static CUresult wl_alloc(struct workload *w, struct block *b, size_t size)
@@ -328,13 +348,14 @@ static CUresult wl_alloc(struct workload *w, struct block *b, size_t size)
         size_t pitch = 0;
         CUresult r = a->pitch(&b->ptr, &pitch, 4000, size / 4096, 4);
         if (r == CUDA_SUCCESS && pitch * (size / 4096) != size)
-            fail("pitch %zu for width 4000: footprint %zu != %zu", pitch, pitch * (size / 4096), size);
+            fail("pitch %zu for width 4000: footprint %zu != %zu", pitch, pitch * (size / 4096),
+                 size);
         return r;
     }
     if (strcmp(k, "array") == 0) {
         /* float4 (16 B) x 4096 wide = 64 KiB rows: size/64KiB rows. */
-        CUDA_ARRAY_DESCRIPTOR d = {.Width = 4096, .Height = size / 65536,
-                                   .Format = CU_AD_FORMAT_FLOAT, .NumChannels = 4};
+        CUDA_ARRAY_DESCRIPTOR d = {
+            .Width = 4096, .Height = size / 65536, .Format = CU_AD_FORMAT_FLOAT, .NumChannels = 4};
         return a->array_create(&b->array, &d);
     }
     if (strcmp(k, "vmm") == 0) {
@@ -430,20 +451,41 @@ int workload_main(int argc, char **argv, linked_resolver linked)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--path") && v) { path = v; i++; }
-        else if (!strcmp(a, "--api") && v) { w.kind = v; i++; }
-        else if (!strcmp(a, "--chunk") && v) { chunk = parse_size(v); i++; }
-        else if (!strcmp(a, "--count") && v) { count = atol(v); i++; }
-        else if (!strcmp(a, "--ctx") && v) { ctxmode = v; i++; }
-        else if (!strcmp(a, "--until-oom")) until_oom = 1;
-        else if (!strcmp(a, "--step")) step = 1;
-        else if (!strcmp(a, "--ptsz")) ptsz = 1;
-        else if (!strcmp(a, "--no-free")) no_free = 1;
-        else if (!strcmp(a, "--launch")) launch = 1;
-        else if (!strcmp(a, "--ignore-init")) ignore_init = 1;
-        else if (!strcmp(a, "--drop-ctx")) drop_ctx = 1;
-        else if (!strcmp(a, "--destroy-pool-first")) destroy_pool_first = 1;
-        else wl_usage(argv[0]);
+        // clang-format off: one option per line
+        if (!strcmp(a, "--path") && v) {
+            path = v;
+            i++;
+        } else if (!strcmp(a, "--api") && v) {
+            w.kind = v;
+            i++;
+        } else if (!strcmp(a, "--chunk") && v) {
+            chunk = parse_size(v);
+            i++;
+        } else if (!strcmp(a, "--count") && v) {
+            count = atol(v);
+            i++;
+        } else if (!strcmp(a, "--ctx") && v) {
+            ctxmode = v;
+            i++;
+        } else if (!strcmp(a, "--until-oom"))
+            until_oom = 1;
+        else if (!strcmp(a, "--step"))
+            step = 1;
+        else if (!strcmp(a, "--ptsz"))
+            ptsz = 1;
+        else if (!strcmp(a, "--no-free"))
+            no_free = 1;
+        else if (!strcmp(a, "--launch"))
+            launch = 1;
+        else if (!strcmp(a, "--ignore-init"))
+            ignore_init = 1;
+        else if (!strcmp(a, "--drop-ctx"))
+            drop_ctx = 1;
+        else if (!strcmp(a, "--destroy-pool-first"))
+            destroy_pool_first = 1;
+        else
+            wl_usage(argv[0]);
+        // clang-format on
     }
     if (!w.kind)
         wl_usage(argv[0]);

@@ -92,8 +92,8 @@ CUresult cuLaunchKernel_ptsz(CUfunction, unsigned int, unsigned int, unsigned in
 CUresult cuLaunchKernelEx(const CUlaunchConfig *, CUfunction, void **, void **);
 CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *, CUfunction, void **, void **);
 CUresult cuLaunchCooperativeKernel(CUfunction, unsigned int, unsigned int, unsigned int,
-                                   unsigned int, unsigned int, unsigned int, unsigned int,
-                                   CUstream, void **);
+                                   unsigned int, unsigned int, unsigned int, unsigned int, CUstream,
+                                   void **);
 CUresult cuLaunchCooperativeKernel_ptsz(CUfunction, unsigned int, unsigned int, unsigned int,
                                         unsigned int, unsigned int, unsigned int, unsigned int,
                                         CUstream, void **);
@@ -118,18 +118,18 @@ const char *cu_name(CUresult r);
 /* "FAIL <message>" on stderr, exit 1. */
 __attribute__((format(printf, 1, 2), noreturn)) void fail(const char *fmt, ...);
 
-#define CHECK(call)                                                                     \
-    do {                                                                                \
-        CUresult r_ = (call);                                                           \
-        if (r_ != CUDA_SUCCESS)                                                         \
+#define CHECK(call)                                                                       \
+    do {                                                                                  \
+        CUresult r_ = (call);                                                             \
+        if (r_ != CUDA_SUCCESS)                                                           \
             fail("%s:%d: %s = %d (%s)", __FILE__, __LINE__, #call, (int)r_, cu_name(r_)); \
     } while (0)
 
-#define NVCHECK(call)                                                       \
-    do {                                                                    \
-        nvmlReturn_t r_ = (call);                                           \
-        if (r_ != NVML_SUCCESS)                                             \
-            fail("%s:%d: %s = %d", __FILE__, __LINE__, #call, (int)r_);     \
+#define NVCHECK(call)                                                   \
+    do {                                                                \
+        nvmlReturn_t r_ = (call);                                       \
+        if (r_ != NVML_SUCCESS)                                         \
+            fail("%s:%d: %s = %d", __FILE__, __LINE__, #call, (int)r_); \
     } while (0)
 
 /* Prints one protocol line and flushes it (stdout is a pipe in the tests). */

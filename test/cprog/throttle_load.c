@@ -157,10 +157,22 @@ static void *worker(void *arg)
             if (grid == 0)
                 grid = 1;
             switch ((r >> 32) % 4) {
-            case 0: launch_kernel(s, grid); k++; break;
-            case 1: launch_ex(s, grid); k++; break;
-            case 2: launch_coop(s, grid); k++; break;
-            default: launch_graph(s); k += W.nodes; break;
+            case 0:
+                launch_kernel(s, grid);
+                k++;
+                break;
+            case 1:
+                launch_ex(s, grid);
+                k++;
+                break;
+            case 2:
+                launch_coop(s, grid);
+                k++;
+                break;
+            default:
+                launch_graph(s);
+                k += W.nodes;
+                break;
             }
             if ((r >> 40) % 3 == 0)
                 sync_stream(s);

@@ -61,42 +61,43 @@ CUresult cuModuleUnload(CUmodule);
  * PTX ISA 6.4 (CUDA 10.1) for sm_70: any driver of the last years JIT-compiles it
  * for newer GPUs.
  */
-static const char busy_ptx[] =
-    ".version 6.4\n"
-    ".target sm_70\n"
-    ".address_size 64\n"
-    "\n"
-    ".visible .entry vgpu_busy(\n"
-    "    .param .u64 vgpu_busy_iters,\n"
-    "    .param .u64 vgpu_busy_sink\n"
-    ")\n"
-    "{\n"
-    "    .reg .pred %p<2>;\n"
-    "    .reg .b32 %r<3>;\n"
-    "    .reg .b64 %rd<10>;\n"
-    "\n"
-    "    ld.param.u64 %rd1, [vgpu_busy_iters];\n"
-    "    ld.param.u64 %rd2, [vgpu_busy_sink];\n"
-    "    mov.u32 %r1, %tid.x;\n"
-    "    mov.u32 %r2, %ctaid.x;\n"
-    "    cvt.u64.u32 %rd3, %r1;\n"
-    "    cvt.u64.u32 %rd4, %r2;\n"
-    "    add.u64 %rd5, %rd3, %rd4;\n"
-    "    mov.u64 %rd6, 0;\n"
-    "    mov.u64 %rd7, 6364136223846793005;\n"
-    "    mov.u64 %rd8, 1442695040888963407;\n"
-    "    setp.eq.u64 %p1, %rd1, 0;\n"
-    "    @%p1 bra $L_done;\n"
-    "$L_loop:\n"
-    "    mad.lo.u64 %rd5, %rd5, %rd7, %rd8;\n"
-    "    add.u64 %rd6, %rd6, 1;\n"
-    "    setp.lt.u64 %p1, %rd6, %rd1;\n"
-    "    @%p1 bra $L_loop;\n"
-    "$L_done:\n"
-    "    cvta.to.global.u64 %rd9, %rd2;\n"
-    "    st.global.u64 [%rd9], %rd5;\n"
-    "    ret;\n"
-    "}\n";
+// clang-format off: one PTX line per source line
+static const char busy_ptx[] = ".version 6.4\n"
+                               ".target sm_70\n"
+                               ".address_size 64\n"
+                               "\n"
+                               ".visible .entry vgpu_busy(\n"
+                               "    .param .u64 vgpu_busy_iters,\n"
+                               "    .param .u64 vgpu_busy_sink\n"
+                               ")\n"
+                               "{\n"
+                               "    .reg .pred %p<2>;\n"
+                               "    .reg .b32 %r<3>;\n"
+                               "    .reg .b64 %rd<10>;\n"
+                               "\n"
+                               "    ld.param.u64 %rd1, [vgpu_busy_iters];\n"
+                               "    ld.param.u64 %rd2, [vgpu_busy_sink];\n"
+                               "    mov.u32 %r1, %tid.x;\n"
+                               "    mov.u32 %r2, %ctaid.x;\n"
+                               "    cvt.u64.u32 %rd3, %r1;\n"
+                               "    cvt.u64.u32 %rd4, %r2;\n"
+                               "    add.u64 %rd5, %rd3, %rd4;\n"
+                               "    mov.u64 %rd6, 0;\n"
+                               "    mov.u64 %rd7, 6364136223846793005;\n"
+                               "    mov.u64 %rd8, 1442695040888963407;\n"
+                               "    setp.eq.u64 %p1, %rd1, 0;\n"
+                               "    @%p1 bra $L_done;\n"
+                               "$L_loop:\n"
+                               "    mad.lo.u64 %rd5, %rd5, %rd7, %rd8;\n"
+                               "    add.u64 %rd6, %rd6, 1;\n"
+                               "    setp.lt.u64 %p1, %rd6, %rd1;\n"
+                               "    @%p1 bra $L_loop;\n"
+                               "$L_done:\n"
+                               "    cvta.to.global.u64 %rd9, %rd2;\n"
+                               "    st.global.u64 [%rd9], %rd5;\n"
+                               "    ret;\n"
+                               "}\n";
+// clang-format on
 
 #define ITERS_START 1024ull
 #define ITERS_CAP (1ull << 30) /* ~30 s per kernel on any real GPU: never reached there */
@@ -146,9 +147,10 @@ static unsigned long long parse_ull(const char *flag, const char *v)
 int main(int argc, char **argv)
 {
     if (argc < 2)
-        fail("usage: throttle_real calibrate|kernel|graph [SECONDS] [--iters L] [--kernel-ns T] "
-             "[--grid N] [--block N] [--kernel-ms MS] [--sync-every K] [--nodes N] [--report-ms MS] "
-             "[--seconds S]");
+        fail(
+            "usage: throttle_real calibrate|kernel|graph [SECONDS] [--iters L] [--kernel-ns T] "
+            "[--grid N] [--block N] [--kernel-ms MS] [--sync-every K] [--nodes N] [--report-ms MS] "
+            "[--seconds S]");
     const char *mode = argv[1];
     int calibrate = strcmp(mode, "calibrate") == 0;
     int graph = strcmp(mode, "graph") == 0;
@@ -172,16 +174,26 @@ int main(int argc, char **argv)
         if (!v)
             fail("%s needs a value", f);
         i++;
-        if (!strcmp(f, "--iters")) K.iters = parse_ull(f, v);
-        else if (!strcmp(f, "--kernel-ns")) kernel_ns = parse_ull(f, v);
-        else if (!strcmp(f, "--grid")) K.grid = (unsigned)parse_ull(f, v);
-        else if (!strcmp(f, "--block")) K.block = (unsigned)parse_ull(f, v);
-        else if (!strcmp(f, "--sync-every")) sync_every = parse_ull(f, v);
-        else if (!strcmp(f, "--nodes")) nodes = parse_ull(f, v);
-        else if (!strcmp(f, "--report-ms")) report_ms = parse_ull(f, v);
-        else if (!strcmp(f, "--kernel-ms")) kernel_ms = atof(v);
-        else if (!strcmp(f, "--seconds")) seconds = atof(v);
-        else fail("unknown flag %s", f);
+        if (!strcmp(f, "--iters"))
+            K.iters = parse_ull(f, v);
+        else if (!strcmp(f, "--kernel-ns"))
+            kernel_ns = parse_ull(f, v);
+        else if (!strcmp(f, "--grid"))
+            K.grid = (unsigned)parse_ull(f, v);
+        else if (!strcmp(f, "--block"))
+            K.block = (unsigned)parse_ull(f, v);
+        else if (!strcmp(f, "--sync-every"))
+            sync_every = parse_ull(f, v);
+        else if (!strcmp(f, "--nodes"))
+            nodes = parse_ull(f, v);
+        else if (!strcmp(f, "--report-ms"))
+            report_ms = parse_ull(f, v);
+        else if (!strcmp(f, "--kernel-ms"))
+            kernel_ms = atof(v);
+        else if (!strcmp(f, "--seconds"))
+            seconds = atof(v);
+        else
+            fail("unknown flag %s", f);
     }
     if (!calibrate && (K.iters == 0 || kernel_ns == 0))
         fail("%s needs --iters and --kernel-ns (from calibrate)", mode);
@@ -258,8 +270,8 @@ int main(int argc, char **argv)
         launches_per_sync = sync_every / nodes ? sync_every / nodes : 1;
     }
 
-    say("READY pid=%d sms=%d grid=%u block=%u iters=%llu kernel_ns=%llu mode=%s", (int)getpid(), sms,
-        K.grid, K.block, K.iters, kernel_ns, mode);
+    say("READY pid=%d sms=%d grid=%u block=%u iters=%llu kernel_ns=%llu mode=%s", (int)getpid(),
+        sms, K.grid, K.block, K.iters, kernel_ns, mode);
     double t0 = now_s(), end = t0 + seconds, last_report = t0;
     unsigned long long launches = 0, done_kernels = 0;
     while (now_s() < end) {
@@ -281,8 +293,8 @@ int main(int argc, char **argv)
     double wall = now_s() - t0;
     unsigned long long busy = done_kernels * kernel_ns;
     say("BUSY kernels=%llu busy_ns=%llu", done_kernels, busy);
-    say("DONE launches=%llu kernels=%llu seconds=%.3f busy_ns=%llu share=%.4f", launches, done_kernels,
-        wall, busy, (double)busy / (wall * 1e9));
+    say("DONE launches=%llu kernels=%llu seconds=%.3f busy_ns=%llu share=%.4f", launches,
+        done_kernels, wall, busy, (double)busy / (wall * 1e9));
     if (exec)
         CHECK(cuGraphExecDestroy(exec));
     if (g)

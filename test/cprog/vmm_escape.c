@@ -87,8 +87,8 @@ static void escape(int exit_holding)
         say("HELD n=%zu bytes=%llu", n, (unsigned long long)(n * chunk));
         at("held");
     }
-    say("RESULT admitted=%llu count=%zu err=%d name=%s", (unsigned long long)(n * chunk), n,
-        (int)r, cu_name(r));
+    say("RESULT admitted=%llu count=%zu err=%d name=%s", (unsigned long long)(n * chunk), n, (int)r,
+        cu_name(r));
     at("full");
     if (exit_holding)
         exit(0); /* the exit path must return everything */
@@ -193,16 +193,28 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--path") && v) { path = v; i++; }
-        else if (!strcmp(a, "--scenario") && v) { scenario = v; i++; }
-        else if (!strcmp(a, "--chunk") && v) { chunk = parse_size(v); i++; }
-        else if (!strcmp(a, "--step")) step = 1;
-        else if (!strcmp(a, "--exit-holding")) exit_holding = 1;
-        else scenario = NULL, i = argc;
+        // clang-format off: one option per line
+        if (!strcmp(a, "--path") && v) {
+            path = v;
+            i++;
+        } else if (!strcmp(a, "--scenario") && v) {
+            scenario = v;
+            i++;
+        } else if (!strcmp(a, "--chunk") && v) {
+            chunk = parse_size(v);
+            i++;
+        } else if (!strcmp(a, "--step"))
+            step = 1;
+        else if (!strcmp(a, "--exit-holding"))
+            exit_holding = 1;
+        else
+            scenario = NULL, i = argc;
+        // clang-format on
     }
     if (!scenario) {
-        fprintf(stderr, "usage: %s [--path P] --scenario escape|unmap_release|release_unmap|"
-                        "twice|span|gap|ctx [--chunk SIZE] [--step] [--exit-holding]\n",
+        fprintf(stderr,
+                "usage: %s [--path P] --scenario escape|unmap_release|release_unmap|"
+                "twice|span|gap|ctx [--chunk SIZE] [--step] [--exit-holding]\n",
                 argv[0]);
         return 2;
     }

@@ -129,14 +129,13 @@ static const char *err_name(CUresult r)
     return n;
 }
 
-#define SETUP(call)                                                                   \
-    do {                                                                              \
-        CUresult r_ = (call);                                                         \
-        if (r_ != CUDA_SUCCESS) {                                                     \
-            fprintf(stderr, "%s: %s failed: %d (%s)\n", prog, #call, (int)r_,         \
-                    err_name(r_));                                                    \
-            exit(2);                                                                  \
-        }                                                                             \
+#define SETUP(call)                                                                          \
+    do {                                                                                     \
+        CUresult r_ = (call);                                                                \
+        if (r_ != CUDA_SUCCESS) {                                                            \
+            fprintf(stderr, "%s: %s failed: %d (%s)\n", prog, #call, (int)r_, err_name(r_)); \
+            exit(2);                                                                         \
+        }                                                                                    \
     } while (0)
 
 static unsigned long long parse_u64(const char *flag, const char *v)
@@ -168,10 +167,9 @@ static int libvgpu_loaded(void)
 static void uuid_string(const CUuuid *u, char *out, size_t len)
 {
     const unsigned char *b = (const unsigned char *)u->bytes;
-    snprintf(out, len,
-             "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
-             b[13], b[14], b[15]);
+    snprintf(out, len, "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
 }
 
 /* The driver's own per-process figure for this process, or -1 when NVML cannot say.
@@ -193,8 +191,8 @@ static long long driver_used(nvmlDevice_t dev)
         if (i < 2) {
             struct proc_info_v2 info[64];
             memset(info, 0, sizeof info);
-            r = ((nvmlReturn_t(*)(nvmlDevice_t, unsigned int *, struct proc_info_v2 *))sym)(
-                dev, &n, info);
+            r = ((nvmlReturn_t(*)(nvmlDevice_t, unsigned int *, struct proc_info_v2 *))sym)(dev, &n,
+                                                                                            info);
             for (unsigned int k = 0; r == NVML_SUCCESS && k < n && k < 64; k++) {
                 pids[k] = info[k].pid;
                 used[k] = info[k].used;
@@ -202,8 +200,8 @@ static long long driver_used(nvmlDevice_t dev)
         } else {
             struct proc_info_v1 info[64];
             memset(info, 0, sizeof info);
-            r = ((nvmlReturn_t(*)(nvmlDevice_t, unsigned int *, struct proc_info_v1 *))sym)(
-                dev, &n, info);
+            r = ((nvmlReturn_t(*)(nvmlDevice_t, unsigned int *, struct proc_info_v1 *))sym)(dev, &n,
+                                                                                            info);
             for (unsigned int k = 0; r == NVML_SUCCESS && k < n && k < 64; k++) {
                 pids[k] = info[k].pid;
                 used[k] = info[k].used;
@@ -375,8 +373,8 @@ int main(int argc, char **argv)
            (int)stop, err_name(stop), n);
     record("admitted_le_cap", admitted <= cap, "admitted %llu, limit %llu - context %llu = %llu",
            admitted, limit, overhead, cap);
-    record("admitted_fills", admitted + chunk > cap, "admitted %llu + chunk %llu vs %llu",
-           admitted, chunk, cap);
+    record("admitted_fills", admitted + chunk > cap, "admitted %llu + chunk %llu vs %llu", admitted,
+           chunk, cap);
 
     size_t fr_oom = 0;
     SETUP(cuMemGetInfo_v2(&fr_oom, &total));
@@ -386,7 +384,8 @@ int main(int argc, char **argv)
     } else {
         long long want = (long long)(admitted + overhead);
         long long diff = drv > want ? drv - want : want - drv;
-        record("driver_agrees", diff <= (long long)slack && (unsigned long long)drv <= limit + slack,
+        record("driver_agrees",
+               diff <= (long long)slack && (unsigned long long)drv <= limit + slack,
                "driver per-process %lld, admitted+context %lld, slack %llu", drv, want, slack);
     }
 
@@ -408,8 +407,8 @@ int main(int argc, char **argv)
         SETUP(cuStreamSynchronize(stream));
     size_t fr_after = 0;
     SETUP(cuMemGetInfo_v2(&fr_after, &total));
-    record("freed", fr_after + chunk > cap && fr_after <= limit, "free after release %zu, want > %llu",
-           fr_after, cap - chunk);
+    record("freed", fr_after + chunk > cap && fr_after <= limit,
+           "free after release %zu, want > %llu", fr_after, cap - chunk);
     if (ndev != NULL)
         nvmlShutdown();
 
@@ -432,7 +431,8 @@ int main(int argc, char **argv)
 
 usage:
     fprintf(stderr,
-            "usage: %s --limit BYTES --context-overhead BYTES [--path linked|dlsym|procaddr|vmm|async]\n"
+            "usage: %s --limit BYTES --context-overhead BYTES [--path "
+            "linked|dlsym|procaddr|vmm|async]\n"
             "       [--chunk BYTES] [--device D] [--driver-slack BYTES] [--expect-libvgpu]\n",
             prog);
     return 2;

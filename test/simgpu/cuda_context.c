@@ -198,10 +198,14 @@ EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice d)
     return CUDA_SUCCESS;
 }
 
-EXPORT CUresult cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice d) { return cuCtxCreate_v2(pctx, flags, d); }
+EXPORT CUresult cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice d)
+{
+    return cuCtxCreate_v2(pctx, flags, d);
+}
 
 /* CUDA 11.4 form with execution-affinity parameters (ignored: no SM partitioning). */
-EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, void *paramsArray, int numParams, unsigned int flags, CUdevice d)
+EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, void *paramsArray, int numParams,
+                               unsigned int flags, CUdevice d)
 {
     if (numParams < 0 || (numParams > 0 && paramsArray == NULL))
         return ready() ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_NOT_INITIALIZED;

@@ -61,8 +61,9 @@ EXPORT CUresult cuGraphCreate(CUgraph *ph, unsigned int flags)
 }
 
 static CUresult graph_add_kernel(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps, size_t ndeps,
-                                 bool have_fn, CUfunction func, CUkernel kern, unsigned gx, unsigned gy,
-                                 unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shmem)
+                                 bool have_fn, CUfunction func, CUkernel kern, unsigned gx,
+                                 unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                                 unsigned shmem)
 {
     CHECK_INIT();
     struct sim_graph *g = (struct sim_graph *)hg;
@@ -108,26 +109,29 @@ static CUresult graph_add_kernel(CUgraphNode *ph, CUgraph hg, const CUgraphNode 
     return CUDA_SUCCESS;
 }
 
-EXPORT CUresult cuGraphAddKernelNode(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps, size_t ndeps,
-                                     const CUDA_KERNEL_NODE_PARAMS *p)
+EXPORT CUresult cuGraphAddKernelNode(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps,
+                                     size_t ndeps, const CUDA_KERNEL_NODE_PARAMS *p)
 {
     if (p == NULL)
         return ready() ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_NOT_INITIALIZED;
     if (ready() && !func_ok(p->func))
         return CUDA_ERROR_INVALID_VALUE;
-    return graph_add_kernel(ph, hg, deps, ndeps, true, p->func, NULL, p->gridDimX, p->gridDimY, p->gridDimZ,
-                            p->blockDimX, p->blockDimY, p->blockDimZ, p->sharedMemBytes);
+    return graph_add_kernel(ph, hg, deps, ndeps, true, p->func, NULL, p->gridDimX, p->gridDimY,
+                            p->gridDimZ, p->blockDimX, p->blockDimY, p->blockDimZ,
+                            p->sharedMemBytes);
 }
 
-EXPORT CUresult cuGraphAddKernelNode_v2(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps, size_t ndeps,
-                                        const CUDA_KERNEL_NODE_PARAMS_v2 *p)
+EXPORT CUresult cuGraphAddKernelNode_v2(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps,
+                                        size_t ndeps, const CUDA_KERNEL_NODE_PARAMS_v2 *p)
 {
     if (p == NULL)
         return ready() ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_NOT_INITIALIZED;
     /* v2 names the kernel by CUfunction or by CUkernel (opaque here). */
-    bool have = (p->func != NULL && ready() && func_ok(p->func)) || (p->func == NULL && p->kern != NULL);
-    return graph_add_kernel(ph, hg, deps, ndeps, have, p->func, p->kern, p->gridDimX, p->gridDimY, p->gridDimZ,
-                            p->blockDimX, p->blockDimY, p->blockDimZ, p->sharedMemBytes);
+    bool have =
+        (p->func != NULL && ready() && func_ok(p->func)) || (p->func == NULL && p->kern != NULL);
+    return graph_add_kernel(ph, hg, deps, ndeps, have, p->func, p->kern, p->gridDimX, p->gridDimY,
+                            p->gridDimZ, p->blockDimX, p->blockDimY, p->blockDimZ,
+                            p->sharedMemBytes);
 }
 
 /* Graph introspection, as the real driver: every node of this sim's graphs is a
@@ -200,7 +204,8 @@ EXPORT CUresult cuGraphKernelNodeGetParams_v2(CUgraphNode h, CUDA_KERNEL_NODE_PA
     return CUDA_SUCCESS;
 }
 
-EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *pexec, CUgraph hg, unsigned long long flags)
+EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *pexec, CUgraph hg,
+                                            unsigned long long flags)
 {
     CHECK_INIT();
     struct sim_graph *g = (struct sim_graph *)hg;
@@ -229,7 +234,8 @@ EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *pexec, CUgraph hg, unsi
 }
 
 /* CUDA 10/11 forms: error node and log buffer. */
-EXPORT CUresult cuGraphInstantiate(CUgraphExec *pexec, CUgraph hg, CUgraphNode *errNode, char *logBuf, size_t bufSize)
+EXPORT CUresult cuGraphInstantiate(CUgraphExec *pexec, CUgraph hg, CUgraphNode *errNode,
+                                   char *logBuf, size_t bufSize)
 {
     if (errNode != NULL)
         *errNode = NULL;
@@ -238,8 +244,8 @@ EXPORT CUresult cuGraphInstantiate(CUgraphExec *pexec, CUgraph hg, CUgraphNode *
     return cuGraphInstantiateWithFlags(pexec, hg, 0);
 }
 
-EXPORT CUresult cuGraphInstantiate_v2(CUgraphExec *pexec, CUgraph hg, CUgraphNode *errNode, char *logBuf,
-                                      size_t bufSize)
+EXPORT CUresult cuGraphInstantiate_v2(CUgraphExec *pexec, CUgraph hg, CUgraphNode *errNode,
+                                      char *logBuf, size_t bufSize)
 {
     return cuGraphInstantiate(pexec, hg, errNode, logBuf, bufSize);
 }

@@ -111,7 +111,10 @@ static void fork_child(void)
     atomic_store(&t_ptds_end, 0);
 }
 
-__attribute__((constructor)) static void sim_cuda_ctor(void) { pthread_atfork(NULL, NULL, fork_child); }
+__attribute__((constructor)) static void sim_cuda_ctor(void)
+{
+    pthread_atfork(NULL, NULL, fork_child);
+}
 
 __attribute__((destructor)) static void sim_cuda_dtor(void)
 {
@@ -145,7 +148,8 @@ EXPORT CUresult cuInit(unsigned int flags)
     }
     visible_devices();
     if (G.ndev == 0) {
-        fprintf(stderr, "simgpu: no device node could be opened (pattern %s)\n", G.st->hdr.device_nodes);
+        fprintf(stderr, "simgpu: no device node could be opened (pattern %s)\n",
+                G.st->hdr.device_nodes);
         r = G.init_err = CUDA_ERROR_NO_DEVICE;
         goto out;
     }
@@ -264,43 +268,49 @@ EXPORT CUresult cuDeviceGetAttribute(int *pi, CUdevice_attribute attrib, CUdevic
     const struct sim_devcfg *cfg = &G.st->hdr.dev[G.ord2dev[d]];
     int v = 0;
     switch ((int)attrib) {
-    case 1: v = 1024; break;            /* max threads per block */
-    case 2: case 3: v = 1024; break;    /* max block dim x, y */
-    case 4: v = 64; break;              /* max block dim z */
-    case 5: v = 2147483647; break;      /* max grid dim x */
-    case 6: case 7: v = 65535; break;   /* max grid dim y, z */
-    case 8: v = 49152; break;           /* shared memory per block */
-    case 9: v = 65536; break;           /* constant memory */
-    case 10: v = 32; break;             /* warp size */
-    case 11: v = 2147483647; break;     /* max pitch */
-    case 12: v = 65536; break;          /* registers per block */
-    case 13: v = 1980000; break;        /* clock rate kHz */
-    case 14: v = 512; break;            /* texture alignment */
-    case 15: v = 1; break;              /* gpu overlap */
-    case 16: v = (int)cfg->sms; break;  /* multiprocessor count */
-    case 19: v = 1; break;              /* can map host memory */
-    case 31: v = 1; break;              /* concurrent kernels */
-    case 32: v = 1; break;              /* ECC enabled */
+    // clang-format off: one attribute per line, a table
+    case 1: v = 1024; break; /* max threads per block */
+    case 2:
+    case 3: v = 1024; break;       /* max block dim x, y */
+    case 4: v = 64; break;         /* max block dim z */
+    case 5: v = 2147483647; break; /* max grid dim x */
+    case 6:
+    case 7: v = 65535; break;          /* max grid dim y, z */
+    case 8: v = 49152; break;          /* shared memory per block */
+    case 9: v = 65536; break;          /* constant memory */
+    case 10: v = 32; break;            /* warp size */
+    case 11: v = 2147483647; break;    /* max pitch */
+    case 12: v = 65536; break;         /* registers per block */
+    case 13: v = 1980000; break;       /* clock rate kHz */
+    case 14: v = 512; break;           /* texture alignment */
+    case 15: v = 1; break;             /* gpu overlap */
+    case 16: v = (int)cfg->sms; break; /* multiprocessor count */
+    case 19: v = 1; break;             /* can map host memory */
+    case 31: v = 1; break;             /* concurrent kernels */
+    case 32: v = 1; break;             /* ECC enabled */
     case 33: v = (int)cfg->pci_bus; break;
     case 34: v = (int)cfg->pci_device; break;
-    case 36: v = 2619000; break;        /* memory clock kHz */
-    case 37: v = 5120; break;           /* memory bus width */
+    case 36: v = 2619000; break;          /* memory clock kHz */
+    case 37: v = 5120; break;             /* memory bus width */
     case 38: v = 50 * 1024 * 1024; break; /* L2 */
-    case 39: v = 2048; break;           /* max threads per SM */
-    case 40: v = 3; break;              /* async engines */
-    case 41: v = 1; break;              /* unified addressing */
+    case 39: v = 2048; break;             /* max threads per SM */
+    case 40: v = 3; break;                /* async engines */
+    case 41: v = 1; break;                /* unified addressing */
     case 50: v = (int)cfg->pci_domain; break;
     case 75: v = (int)cfg->cc_major; break;
     case 76: v = (int)cfg->cc_minor; break;
-    case 81: v = 233472; break;         /* shared memory per SM */
-    case 82: v = 65536; break;          /* registers per SM */
-    case 83: v = 1; break;              /* managed memory */
-    case 89: v = 1; break;              /* concurrent managed access */
-    case 95: v = 1; break;              /* cooperative launch */
-    case 97: v = 232448; break;         /* shared memory per block opt-in */
-    case 102: v = 1; break;             /* virtual memory management */
+    case 81: v = 233472; break; /* shared memory per SM */
+    case 82: v = 65536; break;  /* registers per SM */
+    case 83: v = 1; break;      /* managed memory */
+    case 89: v = 1; break;      /* concurrent managed access */
+    case 95: v = 1; break;      /* cooperative launch */
+    case 97: v = 232448; break; /* shared memory per block opt-in */
+    case 102: v = 1; break;     /* virtual memory management */
     case 106: v = MAX_BLOCKS_PER_SM; break;
-    case 115: v = 1; break;             /* memory pools */
+    case 115:
+        v = 1;
+        break; /* memory pools */
+    // clang-format on
     default:
         if ((int)attrib <= 0 || (int)attrib > 140)
             return CUDA_ERROR_INVALID_VALUE;
@@ -330,7 +340,8 @@ EXPORT CUresult cuDeviceGetPCIBusId(char *pciBusId, int len, CUdevice d)
     if (!ord_ok(d))
         return CUDA_ERROR_INVALID_DEVICE;
     const struct sim_devcfg *cfg = &G.st->hdr.dev[G.ord2dev[d]];
-    snprintf(pciBusId, (size_t)len, "%04X:%02X:%02X.0", cfg->pci_domain, cfg->pci_bus, cfg->pci_device);
+    snprintf(pciBusId, (size_t)len, "%04X:%02X:%02X.0", cfg->pci_domain, cfg->pci_bus,
+             cfg->pci_device);
     return CUDA_SUCCESS;
 }
 

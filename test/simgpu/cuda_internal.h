@@ -83,11 +83,11 @@ struct sim_ctx {
     bool alive;
     bool primary;
     unsigned epoch;
-    int ord;       /* CUDA ordinal */
-    int dev;       /* index in the state file */
-    int fd;        /* the device node, open while the context lives */
+    int ord; /* CUDA ordinal */
+    int dev; /* index in the state file */
+    int fd;  /* the device node, open while the context lives */
     unsigned flags;
-    unsigned refcount; /* primary contexts only */
+    unsigned refcount;         /* primary contexts only */
     _Atomic uint64_t last_end; /* end of the latest work queued in this context */
     _Atomic uint64_t null_end; /* the legacy NULL stream */
     struct sim_ctx *next;
@@ -120,9 +120,9 @@ struct sim_vmap {
 enum alloc_kind { AK_MEM = 1, AK_PITCH, AK_MANAGED, AK_POOL, AK_ARRAY };
 
 struct sim_alloc {
-    uint64_t ptr;      /* device address, or the CUarray handle for arrays */
-    uint64_t size;     /* bytes the caller owns (address range) */
-    uint64_t charged;  /* bytes charged to the device by this entry (0 for pool memory) */
+    uint64_t ptr;     /* device address, or the CUarray handle for arrays */
+    uint64_t size;    /* bytes the caller owns (address range) */
+    uint64_t charged; /* bytes charged to the device by this entry (0 for pool memory) */
     int dev;
     int kind;
     struct sim_ctx *ctx;
@@ -173,11 +173,14 @@ static inline void atomic_max_u64(_Atomic uint64_t *p, uint64_t v)
     }
 }
 
-static inline bool ready(void) { return atomic_load_explicit(&G.inited, memory_order_acquire) != 0; }
+static inline bool ready(void)
+{
+    return atomic_load_explicit(&G.inited, memory_order_acquire) != 0;
+}
 
-#define CHECK_INIT()                          \
-    do {                                      \
-        if (!ready())                         \
+#define CHECK_INIT()                           \
+    do {                                       \
+        if (!ready())                          \
             return CUDA_ERROR_NOT_INITIALIZED; \
     } while (0)
 
@@ -254,7 +257,8 @@ EXPORT CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice d, unsigned int flags);
 EXPORT CUresult cuDevicePrimaryCtxSetFlags(CUdevice d, unsigned int flags);
 EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice d);
 EXPORT CUresult cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice d);
-EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, void *paramsArray, int numParams, unsigned int flags, CUdevice d);
+EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, void *paramsArray, int numParams,
+                               unsigned int flags, CUdevice d);
 EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx);
 EXPORT CUresult cuCtxDestroy(CUcontext ctx);
 EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx);
@@ -269,7 +273,8 @@ EXPORT CUresult cuCtxSynchronize(void);
 /* cuda_memory.c */
 EXPORT CUresult cuMemGetInfo_v2(size_t *free_b, size_t *total_b);
 EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize);
-EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t width, size_t height, unsigned int elementSize);
+EXPORT CUresult cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pPitch, size_t width, size_t height,
+                                   unsigned int elementSize);
 EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned int flags);
 EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr);
 EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdeviceptr dptr);
@@ -277,20 +282,27 @@ EXPORT CUresult cuArrayCreate_v2(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR *
 EXPORT CUresult cuArrayDestroy(CUarray h);
 
 /* cuda_vmm.c */
-EXPORT CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop, int option);
-EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size, const CUmemAllocationProp *prop, unsigned long long flags);
+EXPORT CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop,
+                                              int option);
+EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
+                            const CUmemAllocationProp *prop, unsigned long long flags);
 EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle h);
-EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment, CUdeviceptr addr, unsigned long long flags);
+EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment,
+                                    CUdeviceptr addr, unsigned long long flags);
 EXPORT CUresult cuMemAddressFree(CUdeviceptr ptr, size_t size);
-EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle h, unsigned long long flags);
+EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
+                         CUmemGenericAllocationHandle h, unsigned long long flags);
 EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size);
-EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc, size_t count);
+EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc,
+                               size_t count);
 
 /* cuda_pool.c */
 EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t size, CUstream h);
 EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t size, CUstream h);
-EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream h);
-EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream h);
+EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t size, CUmemoryPool pool,
+                                        CUstream h);
+EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t size, CUmemoryPool pool,
+                                             CUstream h);
 EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream h);
 EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream h);
 EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice d);
@@ -314,24 +326,41 @@ EXPORT CUresult cuStreamQuery_ptsz(CUstream h);
 EXPORT CUresult cuModuleLoadData(CUmodule *module, const void *image);
 EXPORT CUresult cuModuleUnload(CUmodule hmod);
 EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char *name);
-EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, CUstream h, void **params, void **extra);
-EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, CUstream h, void **params, void **extra);
-EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, CUstream h, void **params);
-EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem, CUstream h, void **params);
-EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra);
-EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra);
+EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+                               unsigned int bx, unsigned int by, unsigned int bz,
+                               unsigned int shmem, CUstream h, void **params, void **extra);
+EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+                                    unsigned int bx, unsigned int by, unsigned int bz,
+                                    unsigned int shmem, CUstream h, void **params, void **extra);
+EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gx, unsigned int gy,
+                                          unsigned int gz, unsigned int bx, unsigned int by,
+                                          unsigned int bz, unsigned int shmem, CUstream h,
+                                          void **params);
+EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy,
+                                               unsigned int gz, unsigned int bx, unsigned int by,
+                                               unsigned int bz, unsigned int shmem, CUstream h,
+                                               void **params);
+EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *cfg, CUfunction f, void **params,
+                                 void **extra);
+EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *cfg, CUfunction f, void **params,
+                                      void **extra);
 
 /* cuda_graph.c */
 EXPORT CUresult cuGraphCreate(CUgraph *ph, unsigned int flags);
-EXPORT CUresult cuGraphAddKernelNode(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps, size_t ndeps, const CUDA_KERNEL_NODE_PARAMS *p);
-EXPORT CUresult cuGraphAddKernelNode_v2(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps, size_t ndeps, const CUDA_KERNEL_NODE_PARAMS_v2 *p);
+EXPORT CUresult cuGraphAddKernelNode(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps,
+                                     size_t ndeps, const CUDA_KERNEL_NODE_PARAMS *p);
+EXPORT CUresult cuGraphAddKernelNode_v2(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps,
+                                        size_t ndeps, const CUDA_KERNEL_NODE_PARAMS_v2 *p);
 EXPORT CUresult cuGraphGetNodes(CUgraph hg, CUgraphNode *nodes, size_t *num);
 EXPORT CUresult cuGraphNodeGetType(CUgraphNode h, int *type);
 EXPORT CUresult cuGraphKernelNodeGetParams(CUgraphNode h, CUDA_KERNEL_NODE_PARAMS *p);
 EXPORT CUresult cuGraphKernelNodeGetParams_v2(CUgraphNode h, CUDA_KERNEL_NODE_PARAMS_v2 *p);
-EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *pexec, CUgraph hg, unsigned long long flags);
-EXPORT CUresult cuGraphInstantiate(CUgraphExec *pexec, CUgraph hg, CUgraphNode *errNode, char *logBuf, size_t bufSize);
-EXPORT CUresult cuGraphInstantiate_v2(CUgraphExec *pexec, CUgraph hg, CUgraphNode *errNode, char *logBuf, size_t bufSize);
+EXPORT CUresult cuGraphInstantiateWithFlags(CUgraphExec *pexec, CUgraph hg,
+                                            unsigned long long flags);
+EXPORT CUresult cuGraphInstantiate(CUgraphExec *pexec, CUgraph hg, CUgraphNode *errNode,
+                                   char *logBuf, size_t bufSize);
+EXPORT CUresult cuGraphInstantiate_v2(CUgraphExec *pexec, CUgraph hg, CUgraphNode *errNode,
+                                      char *logBuf, size_t bufSize);
 EXPORT CUresult cuGraphLaunch(CUgraphExec he, CUstream h);
 EXPORT CUresult cuGraphLaunch_ptsz(CUgraphExec he, CUstream h);
 EXPORT CUresult cuGraphDestroy(CUgraph hg);
@@ -339,6 +368,7 @@ EXPORT CUresult cuGraphExecDestroy(CUgraphExec he);
 
 /* cuda_procaddr.c */
 EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags);
-EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags, CUdriverProcAddressQueryResult *symbolStatus);
+EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion,
+                                    cuuint64_t flags, CUdriverProcAddressQueryResult *symbolStatus);
 
 #endif /* VGPU_SIMGPU_CUDA_INTERNAL_H */

@@ -89,8 +89,8 @@ EXPORT CUresult cuStreamDestroy_v2(CUstream h)
 {
     CHECK_INIT();
     struct sim_stream *s = (struct sim_stream *)h;
-    if (h == NULL || h == CU_STREAM_LEGACY_H || h == CU_STREAM_PER_THREAD_H || s->magic != STREAM_MAGIC ||
-        !s->alive || s->epoch != G.epoch)
+    if (h == NULL || h == CU_STREAM_LEGACY_H || h == CU_STREAM_PER_THREAD_H ||
+        s->magic != STREAM_MAGIC || !s->alive || s->epoch != G.epoch)
         return CUDA_ERROR_INVALID_HANDLE;
     s->alive = false; /* kept allocated so a stale handle tests as invalid */
     return CUDA_SUCCESS;
@@ -197,7 +197,7 @@ bool func_ok(CUfunction hf)
 }
 
 CUresult check_dims(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                           unsigned shmem)
+                    unsigned shmem)
 {
     if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0)
         return CUDA_ERROR_INVALID_VALUE;
@@ -226,9 +226,9 @@ CUresult launch_blocks(CUstream h, bool ptsz, uint64_t blocks, bool cooperative)
     return CUDA_SUCCESS;
 }
 
-static CUresult launch_kernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
-                              unsigned bz, unsigned shmem, CUstream h, void **params, void **extra, bool ptsz,
-                              bool coop)
+static CUresult launch_kernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                              unsigned by, unsigned bz, unsigned shmem, CUstream h, void **params,
+                              void **extra, bool ptsz, bool coop)
 {
     CHECK_INIT();
     if (!func_ok(f))
@@ -241,55 +241,62 @@ static CUresult launch_kernel(CUfunction f, unsigned gx, unsigned gy, unsigned g
     return launch_blocks(h, ptsz, (uint64_t)gx * gy * gz, coop);
 }
 
-EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
-                               unsigned int by, unsigned int bz, unsigned int shmem, CUstream h, void **params,
-                               void **extra)
+EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+                               unsigned int bx, unsigned int by, unsigned int bz,
+                               unsigned int shmem, CUstream h, void **params, void **extra)
 {
     return launch_kernel(f, gx, gy, gz, bx, by, bz, shmem, h, params, extra, false, false);
 }
 
 EXPORT CUresult cuLaunchKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
-                                    unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem,
-                                    CUstream h, void **params, void **extra)
+                                    unsigned int bx, unsigned int by, unsigned int bz,
+                                    unsigned int shmem, CUstream h, void **params, void **extra)
 {
     return launch_kernel(f, gx, gy, gz, bx, by, bz, shmem, h, params, extra, true, false);
 }
 
-EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
-                                          unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem,
-                                          CUstream h, void **params)
+EXPORT CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned int gx, unsigned int gy,
+                                          unsigned int gz, unsigned int bx, unsigned int by,
+                                          unsigned int bz, unsigned int shmem, CUstream h,
+                                          void **params)
 {
     return launch_kernel(f, gx, gy, gz, bx, by, bz, shmem, h, params, NULL, false, true);
 }
 
-EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
-                                               unsigned int bx, unsigned int by, unsigned int bz,
-                                               unsigned int shmem, CUstream h, void **params)
+EXPORT CUresult cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy,
+                                               unsigned int gz, unsigned int bx, unsigned int by,
+                                               unsigned int bz, unsigned int shmem, CUstream h,
+                                               void **params)
 {
     return launch_kernel(f, gx, gy, gz, bx, by, bz, shmem, h, params, NULL, true, true);
 }
 
 #define CU_LAUNCH_ATTRIBUTE_COOPERATIVE 2
 
-static CUresult launch_ex(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra, bool ptsz)
+static CUresult launch_ex(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra,
+                          bool ptsz)
 {
     CHECK_INIT();
     if (cfg == NULL || (cfg->numAttrs > 0 && cfg->attrs == NULL))
         return CUDA_ERROR_INVALID_VALUE;
     bool coop = false;
     for (unsigned i = 0; i < cfg->numAttrs; i++)
-        if (cfg->attrs[i].id == CU_LAUNCH_ATTRIBUTE_COOPERATIVE && *(const int *)cfg->attrs[i].value.pad != 0)
+        if (cfg->attrs[i].id == CU_LAUNCH_ATTRIBUTE_COOPERATIVE &&
+            *(const int *)cfg->attrs[i].value.pad != 0)
             coop = true;
-    return launch_kernel(f, cfg->gridDimX, cfg->gridDimY, cfg->gridDimZ, cfg->blockDimX, cfg->blockDimY,
-                         cfg->blockDimZ, cfg->sharedMemBytes, cfg->hStream, params, extra, ptsz, coop);
+    return launch_kernel(f, cfg->gridDimX, cfg->gridDimY, cfg->gridDimZ, cfg->blockDimX,
+                         cfg->blockDimY, cfg->blockDimZ, cfg->sharedMemBytes, cfg->hStream, params,
+                         extra, ptsz, coop);
 }
 
-EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra)
+EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *cfg, CUfunction f, void **params,
+                                 void **extra)
 {
     return launch_ex(cfg, f, params, extra, false);
 }
 
-EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *cfg, CUfunction f, void **params, void **extra)
+EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *cfg, CUfunction f, void **params,
+                                      void **extra)
 {
     return launch_ex(cfg, f, params, extra, true);
 }

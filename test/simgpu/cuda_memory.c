@@ -12,7 +12,10 @@
 
 /* ------------------------------------------------------------------ allocation table */
 
-static inline unsigned at_hash(uint64_t p) { return (unsigned)((p >> 9) * 0x9E3779B97F4A7C15ull >> (64 - AT_BITS)); }
+static inline unsigned at_hash(uint64_t p)
+{
+    return (unsigned)((p >> 9) * 0x9E3779B97F4A7C15ull >> (64 - AT_BITS));
+}
 
 static void at_insert(struct sim_alloc *a)
 {
@@ -64,7 +67,7 @@ void alloc_drop(struct sim_alloc *a)
 }
 
 CUresult alloc_new(uint64_t ptr, uint64_t size, uint64_t charged, int dev, int kind,
-                          struct sim_ctx *ctx, struct sim_pool *pool)
+                   struct sim_ctx *ctx, struct sim_pool *pool)
 {
     struct sim_alloc *a = calloc(1, sizeof *a);
     if (a == NULL)
@@ -81,12 +84,14 @@ CUresult alloc_new(uint64_t ptr, uint64_t size, uint64_t charged, int dev, int k
 }
 
 /* Charges `charged` bytes on the context's device and records an allocation. */
-static CUresult device_alloc(struct sim_ctx *c, uint64_t size, uint64_t charged, int kind, CUdeviceptr *out)
+static CUresult device_alloc(struct sim_ctx *c, uint64_t size, uint64_t charged, int kind,
+                             CUdeviceptr *out)
 {
     pthread_mutex_lock(&G.lock);
     CUresult r = charge(c->dev, charged);
     if (r == CUDA_SUCCESS) {
-        uint64_t p = sim_va_alloc(G.st, c->dev, size, size >= VMM_GRANULARITY ? VMM_GRANULARITY : 512);
+        uint64_t p =
+            sim_va_alloc(G.st, c->dev, size, size >= VMM_GRANULARITY ? VMM_GRANULARITY : 512);
         r = alloc_new(p, size, charged, c->dev, kind, c, NULL);
         if (r == CUDA_SUCCESS)
             *out = p;
@@ -155,7 +160,8 @@ EXPORT CUresult cuMemAllocManaged(CUdeviceptr *dptr, size_t bytesize, unsigned i
     CUresult r = need_ctx(&c);
     if (r != CUDA_SUCCESS)
         return r;
-    if (dptr == NULL || bytesize == 0 || (flags != CU_MEM_ATTACH_GLOBAL && flags != CU_MEM_ATTACH_HOST))
+    if (dptr == NULL || bytesize == 0 ||
+        (flags != CU_MEM_ATTACH_GLOBAL && flags != CU_MEM_ATTACH_HOST))
         return CUDA_ERROR_INVALID_VALUE;
     /* Managed memory counts as device memory of the current context's device. */
     return device_alloc(c, bytesize, bytesize, AK_MANAGED, dptr);
@@ -220,16 +226,13 @@ static int format_bytes(CUarray_format f)
 {
     switch (f) {
     case CU_AD_FORMAT_UNSIGNED_INT8:
-    case CU_AD_FORMAT_SIGNED_INT8:
-        return 1;
+    case CU_AD_FORMAT_SIGNED_INT8: return 1;
     case CU_AD_FORMAT_UNSIGNED_INT16:
     case CU_AD_FORMAT_SIGNED_INT16:
-    case CU_AD_FORMAT_HALF:
-        return 2;
+    case CU_AD_FORMAT_HALF: return 2;
     case CU_AD_FORMAT_UNSIGNED_INT32:
     case CU_AD_FORMAT_SIGNED_INT32:
-    case CU_AD_FORMAT_FLOAT:
-        return 4;
+    case CU_AD_FORMAT_FLOAT: return 4;
     }
     return 0;
 }

@@ -83,7 +83,8 @@ static CUresult pool_alloc(struct sim_pool *p, struct sim_ctx *c, uint64_t size,
     p->used += size;
     if (p->used > p->used_high)
         p->used_high = p->used;
-    uint64_t ptr = sim_va_alloc(G.st, p->dev, size, size >= VMM_GRANULARITY ? VMM_GRANULARITY : 512);
+    uint64_t ptr =
+        sim_va_alloc(G.st, p->dev, size, size >= VMM_GRANULARITY ? VMM_GRANULARITY : 512);
     CUresult r = alloc_new(ptr, size, 0, p->dev, AK_POOL, c, p);
     if (r != CUDA_SUCCESS) {
         p->used -= size;
@@ -105,7 +106,8 @@ void pool_release_alloc(struct sim_alloc *a)
 
 /* ------------------------------------------------------------------ stream-ordered allocator */
 
-static CUresult alloc_async(CUdeviceptr *dptr, size_t size, struct sim_pool *pool, CUstream h, bool ptsz)
+static CUresult alloc_async(CUdeviceptr *dptr, size_t size, struct sim_pool *pool, CUstream h,
+                            bool ptsz)
 {
     CHECK_INIT();
     if (dptr == NULL || size == 0)
@@ -127,17 +129,25 @@ static CUresult alloc_async(CUdeviceptr *dptr, size_t size, struct sim_pool *poo
     return r;
 }
 
-EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t size, CUstream h) { return alloc_async(dptr, size, NULL, h, false); }
-EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t size, CUstream h) { return alloc_async(dptr, size, NULL, h, true); }
+EXPORT CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t size, CUstream h)
+{
+    return alloc_async(dptr, size, NULL, h, false);
+}
+EXPORT CUresult cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t size, CUstream h)
+{
+    return alloc_async(dptr, size, NULL, h, true);
+}
 
-EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream h)
+EXPORT CUresult cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t size, CUmemoryPool pool,
+                                        CUstream h)
 {
     if (pool == NULL)
         return ready() ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_NOT_INITIALIZED;
     return alloc_async(dptr, size, (struct sim_pool *)pool, h, false);
 }
 
-EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream h)
+EXPORT CUresult cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t size, CUmemoryPool pool,
+                                             CUstream h)
 {
     if (pool == NULL)
         return ready() ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_NOT_INITIALIZED;
@@ -165,7 +175,10 @@ static CUresult free_async(CUdeviceptr dptr, CUstream h, bool ptsz)
 }
 
 EXPORT CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream h) { return free_async(dptr, h, false); }
-EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream h) { return free_async(dptr, h, true); }
+EXPORT CUresult cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream h)
+{
+    return free_async(dptr, h, true);
+}
 
 EXPORT CUresult cuDeviceGetDefaultMemPool(CUmemoryPool *pool, CUdevice d)
 {
@@ -290,9 +303,7 @@ EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute att
     case CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES:
         p->reuse[attr - 1] = *(int *)value;
         break;
-    case CU_MEMPOOL_ATTR_RELEASE_THRESHOLD:
-        p->threshold = *(cuuint64_t *)value;
-        break;
+    case CU_MEMPOOL_ATTR_RELEASE_THRESHOLD: p->threshold = *(cuuint64_t *)value; break;
     case CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH: /* only resetting to the current value is allowed */
         if (*(cuuint64_t *)value != 0)
             r = CUDA_ERROR_INVALID_VALUE;
@@ -305,8 +316,7 @@ EXPORT CUresult cuMemPoolSetAttribute(CUmemoryPool pool, CUmemPool_attribute att
         else
             p->used_high = p->used;
         break;
-    default:
-        r = CUDA_ERROR_INVALID_VALUE;
+    default: r = CUDA_ERROR_INVALID_VALUE;
     }
 out:
     pthread_mutex_unlock(&G.lock);

@@ -21,8 +21,16 @@ struct proc_ent {
     void *fn;
 };
 
-#define PE(n, v, s, f) {n, v, s, false, (void *)(f)}
-#define PT(n, v, s, f) {n, v, s, true, (void *)(f)}
+// clang-format off: initializers, not blocks
+#define PE(n, v, s, f)              \
+    {                               \
+        n, v, s, false, (void *)(f) \
+    }
+#define PT(n, v, s, f)             \
+    {                              \
+        n, v, s, true, (void *)(f) \
+    }
+// clang-format on
 
 static const struct proc_ent k_procs[] = {
     PE("cuGetErrorString", "cuGetErrorString", 6000, cuGetErrorString),
@@ -41,12 +49,16 @@ static const struct proc_ent k_procs[] = {
     PE("cuDeviceGetByPCIBusId", "cuDeviceGetByPCIBusId", 4010, cuDeviceGetByPCIBusId),
     PE("cuDevicePrimaryCtxRetain", "cuDevicePrimaryCtxRetain", 7000, cuDevicePrimaryCtxRetain),
     PE("cuDevicePrimaryCtxRelease", "cuDevicePrimaryCtxRelease", 7000, cuDevicePrimaryCtxRelease),
-    PE("cuDevicePrimaryCtxRelease", "cuDevicePrimaryCtxRelease_v2", 11000, cuDevicePrimaryCtxRelease_v2),
+    PE("cuDevicePrimaryCtxRelease", "cuDevicePrimaryCtxRelease_v2", 11000,
+       cuDevicePrimaryCtxRelease_v2),
     PE("cuDevicePrimaryCtxReset", "cuDevicePrimaryCtxReset", 7000, cuDevicePrimaryCtxReset),
     PE("cuDevicePrimaryCtxReset", "cuDevicePrimaryCtxReset_v2", 11000, cuDevicePrimaryCtxReset_v2),
-    PE("cuDevicePrimaryCtxSetFlags", "cuDevicePrimaryCtxSetFlags", 7000, cuDevicePrimaryCtxSetFlags),
-    PE("cuDevicePrimaryCtxSetFlags", "cuDevicePrimaryCtxSetFlags_v2", 11000, cuDevicePrimaryCtxSetFlags_v2),
-    PE("cuDevicePrimaryCtxGetState", "cuDevicePrimaryCtxGetState", 7000, cuDevicePrimaryCtxGetState),
+    PE("cuDevicePrimaryCtxSetFlags", "cuDevicePrimaryCtxSetFlags", 7000,
+       cuDevicePrimaryCtxSetFlags),
+    PE("cuDevicePrimaryCtxSetFlags", "cuDevicePrimaryCtxSetFlags_v2", 11000,
+       cuDevicePrimaryCtxSetFlags_v2),
+    PE("cuDevicePrimaryCtxGetState", "cuDevicePrimaryCtxGetState", 7000,
+       cuDevicePrimaryCtxGetState),
     PE("cuCtxCreate", "cuCtxCreate", 2000, cuCtxCreate),
     PE("cuCtxCreate", "cuCtxCreate_v2", 3020, cuCtxCreate_v2),
     PE("cuCtxCreate", "cuCtxCreate_v3", 11040, cuCtxCreate_v3),
@@ -75,13 +87,15 @@ static const struct proc_ent k_procs[] = {
     PE("cuMemMap", "cuMemMap", 10020, cuMemMap),
     PE("cuMemUnmap", "cuMemUnmap", 10020, cuMemUnmap),
     PE("cuMemSetAccess", "cuMemSetAccess", 10020, cuMemSetAccess),
-    PE("cuMemGetAllocationGranularity", "cuMemGetAllocationGranularity", 10020, cuMemGetAllocationGranularity),
+    PE("cuMemGetAllocationGranularity", "cuMemGetAllocationGranularity", 10020,
+       cuMemGetAllocationGranularity),
     PE("cuMemAllocAsync", "cuMemAllocAsync", 11020, cuMemAllocAsync),
     PT("cuMemAllocAsync", "cuMemAllocAsync_ptsz", 11020, cuMemAllocAsync_ptsz),
     PE("cuMemFreeAsync", "cuMemFreeAsync", 11020, cuMemFreeAsync),
     PT("cuMemFreeAsync", "cuMemFreeAsync_ptsz", 11020, cuMemFreeAsync_ptsz),
     PE("cuMemAllocFromPoolAsync", "cuMemAllocFromPoolAsync", 11020, cuMemAllocFromPoolAsync),
-    PT("cuMemAllocFromPoolAsync", "cuMemAllocFromPoolAsync_ptsz", 11020, cuMemAllocFromPoolAsync_ptsz),
+    PT("cuMemAllocFromPoolAsync", "cuMemAllocFromPoolAsync_ptsz", 11020,
+       cuMemAllocFromPoolAsync_ptsz),
     PE("cuMemPoolCreate", "cuMemPoolCreate", 11020, cuMemPoolCreate),
     PE("cuMemPoolDestroy", "cuMemPoolDestroy", 11020, cuMemPoolDestroy),
     PE("cuMemPoolTrimTo", "cuMemPoolTrimTo", 11020, cuMemPoolTrimTo),
@@ -91,7 +105,8 @@ static const struct proc_ent k_procs[] = {
     PE("cuDeviceGetMemPool", "cuDeviceGetMemPool", 11020, cuDeviceGetMemPool),
     PE("cuDeviceSetMemPool", "cuDeviceSetMemPool", 11020, cuDeviceSetMemPool),
     PE("cuStreamCreate", "cuStreamCreate", 2000, cuStreamCreate),
-    PE("cuStreamCreateWithPriority", "cuStreamCreateWithPriority", 5050, cuStreamCreateWithPriority),
+    PE("cuStreamCreateWithPriority", "cuStreamCreateWithPriority", 5050,
+       cuStreamCreateWithPriority),
     PE("cuStreamDestroy", "cuStreamDestroy", 2000, cuStreamDestroy),
     PE("cuStreamDestroy", "cuStreamDestroy_v2", 4000, cuStreamDestroy_v2),
     PE("cuStreamSynchronize", "cuStreamSynchronize", 2000, cuStreamSynchronize),
@@ -106,18 +121,22 @@ static const struct proc_ent k_procs[] = {
     PE("cuLaunchKernelEx", "cuLaunchKernelEx", 11060, cuLaunchKernelEx),
     PT("cuLaunchKernelEx", "cuLaunchKernelEx_ptsz", 11060, cuLaunchKernelEx_ptsz),
     PE("cuLaunchCooperativeKernel", "cuLaunchCooperativeKernel", 9000, cuLaunchCooperativeKernel),
-    PT("cuLaunchCooperativeKernel", "cuLaunchCooperativeKernel_ptsz", 9000, cuLaunchCooperativeKernel_ptsz),
+    PT("cuLaunchCooperativeKernel", "cuLaunchCooperativeKernel_ptsz", 9000,
+       cuLaunchCooperativeKernel_ptsz),
     PE("cuGraphCreate", "cuGraphCreate", 10000, cuGraphCreate),
     PE("cuGraphAddKernelNode", "cuGraphAddKernelNode", 10000, cuGraphAddKernelNode),
     PE("cuGraphAddKernelNode", "cuGraphAddKernelNode_v2", 12000, cuGraphAddKernelNode_v2),
     PE("cuGraphGetNodes", "cuGraphGetNodes", 10000, cuGraphGetNodes),
     PE("cuGraphNodeGetType", "cuGraphNodeGetType", 10000, cuGraphNodeGetType),
-    PE("cuGraphKernelNodeGetParams", "cuGraphKernelNodeGetParams", 10000, cuGraphKernelNodeGetParams),
-    PE("cuGraphKernelNodeGetParams", "cuGraphKernelNodeGetParams_v2", 12000, cuGraphKernelNodeGetParams_v2),
+    PE("cuGraphKernelNodeGetParams", "cuGraphKernelNodeGetParams", 10000,
+       cuGraphKernelNodeGetParams),
+    PE("cuGraphKernelNodeGetParams", "cuGraphKernelNodeGetParams_v2", 12000,
+       cuGraphKernelNodeGetParams_v2),
     PE("cuGraphInstantiate", "cuGraphInstantiate", 10000, cuGraphInstantiate),
     PE("cuGraphInstantiate", "cuGraphInstantiate_v2", 11000, cuGraphInstantiate_v2),
     PE("cuGraphInstantiate", "cuGraphInstantiateWithFlags", 12000, cuGraphInstantiateWithFlags),
-    PE("cuGraphInstantiateWithFlags", "cuGraphInstantiateWithFlags", 11040, cuGraphInstantiateWithFlags),
+    PE("cuGraphInstantiateWithFlags", "cuGraphInstantiateWithFlags", 11040,
+       cuGraphInstantiateWithFlags),
     PE("cuGraphLaunch", "cuGraphLaunch", 10000, cuGraphLaunch),
     PT("cuGraphLaunch", "cuGraphLaunch_ptsz", 10000, cuGraphLaunch_ptsz),
     PE("cuGraphDestroy", "cuGraphDestroy", 10000, cuGraphDestroy),
@@ -131,7 +150,8 @@ static CUresult proc_lookup(const char *symbol, void **pfn, int ver, cuuint64_t 
 {
     if (symbol == NULL || pfn == NULL)
         return CUDA_ERROR_INVALID_VALUE;
-    if ((flags & ~(cuuint64_t)(CU_GET_PROC_ADDRESS_LEGACY_STREAM | CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM)) != 0)
+    if ((flags & ~(cuuint64_t)(CU_GET_PROC_ADDRESS_LEGACY_STREAM |
+                               CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM)) != 0)
         return CUDA_ERROR_INVALID_VALUE;
     bool want_pt = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) != 0;
     const struct proc_ent *best = NULL, *best_pt = NULL;
@@ -155,7 +175,8 @@ static CUresult proc_lookup(const char *symbol, void **pfn, int ver, cuuint64_t 
     *pfn = hit ? hit->fn : NULL;
     if (status != NULL)
         *status = hit ? CU_GET_PROC_ADDRESS_SUCCESS
-                      : (exists ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND);
+                      : (exists ? CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT
+                                : CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND);
     return hit ? CUDA_SUCCESS : CUDA_ERROR_NOT_FOUND;
 }
 
@@ -164,8 +185,8 @@ EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion
     return proc_lookup(symbol, pfn, cudaVersion, flags, NULL);
 }
 
-EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags,
-                                    CUdriverProcAddressQueryResult *symbolStatus)
+EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion,
+                                    cuuint64_t flags, CUdriverProcAddressQueryResult *symbolStatus)
 {
     return proc_lookup(symbol, pfn, cudaVersion, flags, symbolStatus);
 }

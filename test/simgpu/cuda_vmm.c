@@ -34,7 +34,8 @@ static CUresult check_prop(const CUmemAllocationProp *prop, int *ord)
     return CUDA_SUCCESS;
 }
 
-EXPORT CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop, int option)
+EXPORT CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop,
+                                              int option)
 {
     CHECK_INIT();
     if (granularity == NULL || (option != 0 && option != 1))
@@ -47,8 +48,8 @@ EXPORT CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAl
     return CUDA_SUCCESS;
 }
 
-EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size, const CUmemAllocationProp *prop,
-                            unsigned long long flags)
+EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
+                            const CUmemAllocationProp *prop, unsigned long long flags)
 {
     CHECK_INIT();
     if (handle == NULL || flags != 0 || size == 0 || size % VMM_GRANULARITY != 0)
@@ -102,8 +103,8 @@ EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle h)
     return r;
 }
 
-EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment, CUdeviceptr addr,
-                                    unsigned long long flags)
+EXPORT CUresult cuMemAddressReserve(CUdeviceptr *ptr, size_t size, size_t alignment,
+                                    CUdeviceptr addr, unsigned long long flags)
 {
     (void)addr; /* a hint; the real driver may ignore it too */
     CHECK_INIT();
@@ -158,8 +159,8 @@ static bool in_reservation(uint64_t p, uint64_t size)
     return false;
 }
 
-EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CUmemGenericAllocationHandle h,
-                         unsigned long long flags)
+EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
+                         CUmemGenericAllocationHandle h, unsigned long long flags)
 {
     CHECK_INIT();
     if (flags != 0 || size == 0 || size % VMM_GRANULARITY != 0 || offset % VMM_GRANULARITY != 0 ||
@@ -233,7 +234,8 @@ out:
     return r;
 }
 
-EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc, size_t count)
+EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *desc,
+                               size_t count)
 {
     CHECK_INIT();
     if (desc == NULL || count == 0 || size == 0)
@@ -243,7 +245,8 @@ EXPORT CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDe
             return CUDA_ERROR_INVALID_VALUE;
         if (!ord_ok(desc[i].location.id))
             return CUDA_ERROR_INVALID_DEVICE;
-        if (desc[i].flags != CU_MEM_ACCESS_FLAGS_PROT_NONE && desc[i].flags != CU_MEM_ACCESS_FLAGS_PROT_READ &&
+        if (desc[i].flags != CU_MEM_ACCESS_FLAGS_PROT_NONE &&
+            desc[i].flags != CU_MEM_ACCESS_FLAGS_PROT_READ &&
             desc[i].flags != CU_MEM_ACCESS_FLAGS_PROT_READWRITE)
             return CUDA_ERROR_INVALID_VALUE;
     }

@@ -99,10 +99,10 @@ static int initialized(void)
     return ok;
 }
 
-#define CHECK_INIT()                            \
-    do {                                        \
-        if (!initialized())                     \
-            return NVML_ERROR_UNINITIALIZED;    \
+#define CHECK_INIT()                         \
+    do {                                     \
+        if (!initialized())                  \
+            return NVML_ERROR_UNINITIALIZED; \
     } while (0)
 
 static int dev_of(nvmlDevice_t h)
@@ -112,9 +112,9 @@ static int dev_of(nvmlDevice_t h)
     return h->index;
 }
 
-#define DEV_OR_INVALID(h, d)                    \
-    int d = dev_of(h);                          \
-    if (d < 0)                                  \
+#define DEV_OR_INVALID(h, d) \
+    int d = dev_of(h);       \
+    if (d < 0)               \
     return NVML_ERROR_INVALID_ARGUMENT
 
 static nvmlReturn_t copy_str(char *out, unsigned int len, const char *s)
@@ -207,7 +207,10 @@ EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion(int *v)
     return NVML_SUCCESS;
 }
 
-EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion_v2(int *v) { return nvmlSystemGetCudaDriverVersion(v); }
+EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion_v2(int *v)
+{
+    return nvmlSystemGetCudaDriverVersion(v);
+}
 
 EXPORT nvmlReturn_t nvmlSystemGetProcessName(unsigned int pid, char *name, unsigned int length)
 {
@@ -344,9 +347,10 @@ static void fill_pci(int d, sim_nvmlPciInfo_t *p)
 {
     const struct sim_devcfg *c = &N.st->hdr.dev[d];
     memset(p, 0, sizeof *p);
-    snprintf(p->busIdLegacy, sizeof p->busIdLegacy, "%04X:%02X:%02X.0", c->pci_domain & 0xffff, c->pci_bus,
+    snprintf(p->busIdLegacy, sizeof p->busIdLegacy, "%04X:%02X:%02X.0", c->pci_domain & 0xffff,
+             c->pci_bus, c->pci_device);
+    snprintf(p->busId, sizeof p->busId, "%08X:%02X:%02X.0", c->pci_domain, c->pci_bus,
              c->pci_device);
-    snprintf(p->busId, sizeof p->busId, "%08X:%02X:%02X.0", c->pci_domain, c->pci_bus, c->pci_device);
     p->domain = c->pci_domain;
     p->bus = c->pci_bus;
     p->device = c->pci_device;
@@ -419,7 +423,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetMultiGpuBoard(nvmlDevice_t h, unsigned int *mul
     return NVML_SUCCESS;
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t h, unsigned int *current, unsigned int *pending)
+EXPORT nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t h, unsigned int *current,
+                                         unsigned int *pending)
 {
     CHECK_INIT();
     DEV_OR_INVALID(h, d);
@@ -546,17 +551,20 @@ static nvmlReturn_t running_procs(nvmlDevice_t h, unsigned int *infoCount, void 
     return NVML_SUCCESS;
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses(nvmlDevice_t h, unsigned int *c, sim_nvmlProcessInfo_v1_t *i)
+EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses(nvmlDevice_t h, unsigned int *c,
+                                                         sim_nvmlProcessInfo_v1_t *i)
 {
     return running_procs(h, c, i, 1);
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t h, unsigned int *c, sim_nvmlProcessInfo_v2_t *i)
+EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v2(nvmlDevice_t h, unsigned int *c,
+                                                            sim_nvmlProcessInfo_v2_t *i)
 {
     return running_procs(h, c, i, 2);
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t h, unsigned int *c, sim_nvmlProcessInfo_v2_t *i)
+EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t h, unsigned int *c,
+                                                            sim_nvmlProcessInfo_v2_t *i)
 {
     return running_procs(h, c, i, 3);
 }
@@ -573,12 +581,41 @@ static nvmlReturn_t no_procs(nvmlDevice_t h, unsigned int *infoCount)
     return NVML_SUCCESS;
 }
 
-EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses(nvmlDevice_t h, unsigned int *c, void *i) { (void)i; return no_procs(h, c); }
-EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v2(nvmlDevice_t h, unsigned int *c, void *i) { (void)i; return no_procs(h, c); }
-EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v3(nvmlDevice_t h, unsigned int *c, void *i) { (void)i; return no_procs(h, c); }
-EXPORT nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses(nvmlDevice_t h, unsigned int *c, void *i) { (void)i; return no_procs(h, c); }
-EXPORT nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses_v2(nvmlDevice_t h, unsigned int *c, void *i) { (void)i; return no_procs(h, c); }
-EXPORT nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses_v3(nvmlDevice_t h, unsigned int *c, void *i) { (void)i; return no_procs(h, c); }
+EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses(nvmlDevice_t h, unsigned int *c, void *i)
+{
+    (void)i;
+    return no_procs(h, c);
+}
+EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v2(nvmlDevice_t h, unsigned int *c,
+                                                             void *i)
+{
+    (void)i;
+    return no_procs(h, c);
+}
+EXPORT nvmlReturn_t nvmlDeviceGetGraphicsRunningProcesses_v3(nvmlDevice_t h, unsigned int *c,
+                                                             void *i)
+{
+    (void)i;
+    return no_procs(h, c);
+}
+EXPORT nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses(nvmlDevice_t h, unsigned int *c,
+                                                            void *i)
+{
+    (void)i;
+    return no_procs(h, c);
+}
+EXPORT nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses_v2(nvmlDevice_t h, unsigned int *c,
+                                                               void *i)
+{
+    (void)i;
+    return no_procs(h, c);
+}
+EXPORT nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses_v3(nvmlDevice_t h, unsigned int *c,
+                                                               void *i)
+{
+    (void)i;
+    return no_procs(h, c);
+}
 
 /* ------------------------------------------------------------------ utilization */
 
@@ -606,8 +643,10 @@ EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t h, sim_nvmlUtiliz
 /* One sample per process that ran on the device in the window: the last second of
  * complete 100 ms buckets, restricted to those ending after lastSeenTimeStamp
  * (CPU time in microseconds, CLOCK_REALTIME like the real driver). */
-EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t h, sim_nvmlProcessUtilizationSample_t *samples,
-                                                    unsigned int *count, unsigned long long lastSeenTimeStamp)
+EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t h,
+                                                    sim_nvmlProcessUtilizationSample_t *samples,
+                                                    unsigned int *count,
+                                                    unsigned long long lastSeenTimeStamp)
 {
     CHECK_INIT();
     DEV_OR_INVALID(h, d);

@@ -46,19 +46,19 @@
 
 /* One cached translation per slot. */
 struct xlate {
-    uint64_t word;   /* the slot's state word when translated (0: empty) */
-    uint64_t pidns;  /* registered namespace and start time, re-checked on use */
+    uint64_t word;  /* the slot's state word when translated (0: empty) */
+    uint64_t pidns; /* registered namespace and start time, re-checked on use */
     uint64_t start;
-    int host_pid;    /* >0: the pid as the caller sees it; 0: not found */
+    int host_pid; /* >0: the pid as the caller sees it; 0: not found */
 };
 
 #define SEEN_NS 64
 
 static struct {
     pthread_mutex_t mu;
-    uint64_t my_ns;                 /* caller's namespace the entries were made from */
+    uint64_t my_ns; /* caller's namespace the entries were made from */
     struct xlate x[SIM_MAX_PROCS];
-    uint64_t seen_ns[SEEN_NS];      /* foreign namespaces some scan saw a process in */
+    uint64_t seen_ns[SEEN_NS]; /* foreign namespaces some scan saw a process in */
     unsigned seen_next;
 } V = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -177,7 +177,8 @@ static void refresh_locked(struct sim_state *st, uint64_t my_ns)
     closedir(d);
 }
 
-int sim_proc_view(struct sim_state *st, const struct sim_proc *p, uint64_t w, uint64_t my_ns, int *pid)
+int sim_proc_view(struct sim_state *st, const struct sim_proc *p, uint64_t w, uint64_t my_ns,
+                  int *pid)
 {
     int slot = (int)(p - st->proc);
     *pid = (int)SIM_SLOT_PID(w);

@@ -101,7 +101,8 @@ uint64_t sim_now_ns(void)
 
 void sim_sleep_until(uint64_t t)
 {
-    struct timespec ts = {.tv_sec = (time_t)(t / 1000000000ull), .tv_nsec = (long)(t % 1000000000ull)};
+    struct timespec ts = {.tv_sec = (time_t)(t / 1000000000ull),
+                          .tv_nsec = (long)(t % 1000000000ull)};
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
     }
 }
@@ -210,7 +211,8 @@ static void zero_procdev(struct sim_proc *p)
 
 /* Returns the slot's memory to the devices and frees it. The caller has moved the
  * slot to RECLAIMING, so nobody else touches it meanwhile. */
-static void drain_and_free(struct sim_state *st, struct sim_proc *p, uint64_t reclaiming_word, int credit)
+static void drain_and_free(struct sim_state *st, struct sim_proc *p, uint64_t reclaiming_word,
+                           int credit)
 {
     for (int d = 0; d < SIM_MAX_DEVICES; d++) {
         uint64_t u = atomic_exchange(&p->dev[d].used, 0);

@@ -48,11 +48,13 @@
 #define SIM_PHASE_CLAIMING 1u
 #define SIM_PHASE_LIVE 2u
 #define SIM_PHASE_RECLAIMING 3u
-#define SIM_SLOT_PHASE(w) ((uint32_t)((w) & 0xffu))
+// clang-format off: clang-format 14 takes (w) & for a cast
+#define SIM_SLOT_PHASE(w) ((uint32_t)((w)&0xffu))
 #define SIM_SLOT_PID(w) ((uint32_t)(((w) >> 8) & 0xffffffffu))
 #define SIM_SLOT_GEN(w) ((w) >> 40)
 #define SIM_SLOT_WORD(gen, pid, phase) \
-    ((((uint64_t)(gen) & 0xffffffull) << 40) | ((uint64_t)(uint32_t)(pid) << 8) | (uint64_t)(phase))
+    ((((uint64_t)(gen)&0xffffffull) << 40) | ((uint64_t)(uint32_t)(pid) << 8) | (uint64_t)(phase))
+// clang-format on
 
 #define SIM_NAME_LEN 96
 #define SIM_UUID_LEN 80
@@ -61,8 +63,8 @@
 
 /* Immutable device description, written once by `vgpu-sim init`. */
 struct sim_devcfg {
-    char name[SIM_NAME_LEN];      /* "NVIDIA H100 80GB HBM3 (simulated)" */
-    char uuid[SIM_UUID_LEN];      /* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" */
+    char name[SIM_NAME_LEN];        /* "NVIDIA H100 80GB HBM3 (simulated)" */
+    char uuid[SIM_UUID_LEN];        /* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" */
     char pci_bus_id[SIM_BUSID_LEN]; /* "00000000:01:00.0" (NVML busId format) */
     uint64_t total_mem;
     uint32_t sms;
@@ -70,7 +72,7 @@ struct sim_devcfg {
     uint32_t pci_domain;
     uint32_t pci_bus;
     uint32_t pci_device;
-    uint32_t pci_device_id;  /* (device id << 16) | vendor 0x10de */
+    uint32_t pci_device_id; /* (device id << 16) | vendor 0x10de */
     uint32_t pci_subsys_id;
     uint32_t cc_major;
     uint32_t cc_minor;
@@ -80,16 +82,16 @@ struct sim_devcfg {
 struct sim_hdr {
     uint64_t magic;
     uint32_t version;
-    uint32_t hdr_size;        /* sizeof(struct sim_hdr) */
-    uint64_t file_size;       /* sizeof(struct sim_state) */
+    uint32_t hdr_size;  /* sizeof(struct sim_hdr) */
+    uint64_t file_size; /* sizeof(struct sim_state) */
     uint32_t device_count;
-    uint32_t max_procs;       /* SIM_MAX_PROCS */
-    uint32_t max_devices;     /* SIM_MAX_DEVICES */
-    uint32_t nbuckets;        /* SIM_NBUCKETS */
-    uint64_t bucket_ns;       /* SIM_BUCKET_NS */
-    uint64_t ns_per_block;    /* device ns per wave of blocks */
-    uint64_t context_memory;  /* bytes charged per CUDA context */
-    uint64_t max_backlog_ns;  /* a launch blocks while the queue is this far ahead */
+    uint32_t max_procs;      /* SIM_MAX_PROCS */
+    uint32_t max_devices;    /* SIM_MAX_DEVICES */
+    uint32_t nbuckets;       /* SIM_NBUCKETS */
+    uint64_t bucket_ns;      /* SIM_BUCKET_NS */
+    uint64_t ns_per_block;   /* device ns per wave of blocks */
+    uint64_t context_memory; /* bytes charged per CUDA context */
+    uint64_t max_backlog_ns; /* a launch blocks while the queue is this far ahead */
     uint64_t created_unix_ns;
     char device_nodes[SIM_NODES_LEN]; /* printf pattern with one %d: the device node */
     uint64_t reserved[16];
@@ -98,30 +100,30 @@ struct sim_hdr {
 
 /* Mutable per-device state. */
 struct sim_devstate {
-    _Atomic uint64_t used;        /* bytes in use (admission by CAS against total_mem) */
-    _Atomic uint64_t busy_until;  /* CLOCK_MONOTONIC ns at which the queue drains */
-    _Atomic uint64_t busy_total;  /* cumulative device ns of all launches */
-    _Atomic uint64_t launches;    /* kernels launched */
-    _Atomic uint64_t va_cursor;   /* next fake device address (offset within the device's VA) */
-    _Atomic uint64_t used_high;   /* high-water mark of used */
+    _Atomic uint64_t used;       /* bytes in use (admission by CAS against total_mem) */
+    _Atomic uint64_t busy_until; /* CLOCK_MONOTONIC ns at which the queue drains */
+    _Atomic uint64_t busy_total; /* cumulative device ns of all launches */
+    _Atomic uint64_t launches;   /* kernels launched */
+    _Atomic uint64_t va_cursor;  /* next fake device address (offset within the device's VA) */
+    _Atomic uint64_t used_high;  /* high-water mark of used */
     uint64_t pad[2];
     _Atomic uint64_t buckets[SIM_NBUCKETS];
 };
 
 /* A process's figures on one device. */
 struct sim_procdev {
-    _Atomic uint64_t used;      /* bytes charged (allocations + context footprints) */
-    _Atomic uint64_t busy_ns;   /* cumulative device ns of its launches */
+    _Atomic uint64_t used;    /* bytes charged (allocations + context footprints) */
+    _Atomic uint64_t busy_ns; /* cumulative device ns of its launches */
     _Atomic uint64_t launches;
-    _Atomic uint64_t contexts;  /* live contexts on this device */
+    _Atomic uint64_t contexts; /* live contexts on this device */
     _Atomic uint64_t buckets[SIM_NBUCKETS];
 };
 
 struct sim_proc {
-    _Atomic uint64_t state;   /* SIM_SLOT_WORD(gen, pid, phase) */
-    uint64_t start_time;      /* /proc/<pid>/stat field 22 (clock ticks since boot) */
-    uint64_t pidns;           /* inode of /proc/<pid>/ns/pid: the pid means something there */
-    uint64_t registered_ns;   /* CLOCK_MONOTONIC at claim */
+    _Atomic uint64_t state; /* SIM_SLOT_WORD(gen, pid, phase) */
+    uint64_t start_time;    /* /proc/<pid>/stat field 22 (clock ticks since boot) */
+    uint64_t pidns;         /* inode of /proc/<pid>/ns/pid: the pid means something there */
+    uint64_t registered_ns; /* CLOCK_MONOTONIC at claim */
     char comm[16];
     uint64_t pad[2];
     struct sim_procdev dev[SIM_MAX_DEVICES];
@@ -163,7 +165,8 @@ int sim_proc_stat(int pid, char *state, uint64_t *start);
 #define SIM_VIEW_UNKNOWN 0
 #define SIM_VIEW_ALIVE 1
 #define SIM_VIEW_DEAD 2
-int sim_proc_view(struct sim_state *st, const struct sim_proc *p, uint64_t w, uint64_t my_ns, int *pid);
+int sim_proc_view(struct sim_state *st, const struct sim_proc *p, uint64_t w, uint64_t my_ns,
+                  int *pid);
 
 /* Claims a process slot for the calling process (pid, start time). Returns the slot
  * index or -1 when the table is full. */
