@@ -52,7 +52,7 @@ type Config struct {
 	// returned and dead owners' slices released in every mode.
 	EnforcerMode string `json:"enforcer_mode"`
 	// EnforcerInterval is the period of the enforcer loop.
-	EnforcerInterval Duration `json:"enforcer_interval"`
+	EnforcerInterval units.Duration `json:"enforcer_interval"`
 	// ContextOverhead is charged by libvgpu per CUDA context, on top of the
 	// program's allocations: set it to the driver's per-context footprint.
 	ContextOverhead Size `json:"context_overhead"`
@@ -75,8 +75,8 @@ type Config struct {
 	// ContainerCheckInterval is the period of that check; ContainerGrace is how
 	// old a container's slice must be before it is judged (vgpu-runtime
 	// allocates it before runc has written the container's state).
-	ContainerCheckInterval Duration `json:"container_check_interval"`
-	ContainerGrace         Duration `json:"container_grace"`
+	ContainerCheckInterval units.Duration `json:"container_check_interval"`
+	ContainerGrace         units.Duration `json:"container_grace"`
 }
 
 // DefaultConfig returns the built-in defaults.
@@ -87,14 +87,14 @@ func DefaultConfig() Config {
 		MetricsAddr:       DefaultMetricsAddr,
 		Placement:         DefaultPlacement,
 		EnforcerMode:      DefaultEnforcerMode,
-		EnforcerInterval:  Duration(DefaultEnforcerInterval),
+		EnforcerInterval:  units.Duration(DefaultEnforcerInterval),
 		ContextOverhead:   DefaultContextOverhead,
 		BackstopTolerance: DefaultBackstopTolerance,
 		LogFormat:         DefaultLogFormat,
 		LogLevel:          DefaultLogLevel,
 		// Container checks (package containers).
-		ContainerCheckInterval: Duration(containers.DefaultInterval),
-		ContainerGrace:         Duration(containers.DefaultGrace),
+		ContainerCheckInterval: units.Duration(containers.DefaultInterval),
+		ContainerGrace:         units.Duration(containers.DefaultGrace),
 	}
 }
 
@@ -249,39 +249,6 @@ func (c *Config) Validate() error {
 		bad("container_grace %s: want 100ms..1h (default %s)", g, containers.DefaultGrace)
 	}
 	return errors.Join(errs...)
-}
-
-// Duration is a time.Duration written as a Go duration string ("50ms", "1s")
-// in JSON; a bare number is nanoseconds.
-type Duration time.Duration
-
-func (d Duration) String() string { return time.Duration(d).String() }
-
-// MarshalJSON writes the duration as a string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
-
-// UnmarshalJSON accepts "50ms" or nanoseconds.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err == nil {
-		return d.Set(s)
-	}
-	var n int64
-	if err := json.Unmarshal(b, &n); err != nil {
-		return fmt.Errorf("duration: want a string like \"50ms\" or nanoseconds, got %s", b)
-	}
-	*d = Duration(n)
-	return nil
-}
-
-// Set parses a duration (flag.Value).
-func (d *Duration) Set(s string) error {
-	v, err := time.ParseDuration(strings.TrimSpace(s))
-	if err != nil {
-		return fmt.Errorf("duration %q: want e.g. 50ms, 1s: %w", s, err)
-	}
-	*d = Duration(v)
-	return nil
 }
 
 // Size is a byte count written as "256MiB" (binary units, see internal/units)

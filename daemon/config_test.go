@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/vgpu-project/vgpu/internal/units"
 )
 
 func writeFile(t *testing.T, path, data string) string {
@@ -49,7 +50,7 @@ func TestLoadConfigFile(t *testing.T) {
 	want := DefaultConfig()
 	want.StateDir = "/srv/vgpu"
 	want.EnforcerMode = "enforce"
-	want.EnforcerInterval = Duration(20 * time.Millisecond)
+	want.EnforcerInterval = units.Duration(20 * time.Millisecond)
 	want.ContextOverhead = Size(300 << 20)
 	want.BackstopTolerance = Size(1 << 20)
 	want.MetricsAddr = ""
@@ -100,7 +101,7 @@ func TestValidate(t *testing.T) {
 		MetricsAddr:       "9400",
 		Placement:         "random",
 		EnforcerMode:      "kill",
-		EnforcerInterval:  Duration(time.Hour),
+		EnforcerInterval:  units.Duration(time.Hour),
 		ContextOverhead:   Size(100 << 30),
 		BackstopTolerance: Size(100 << 30),
 		LogFormat:         "xml",

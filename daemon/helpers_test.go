@@ -16,6 +16,7 @@ import (
 
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/daemon/devices"
+	"github.com/vgpu-project/vgpu/internal/units"
 )
 
 const (
@@ -86,7 +87,7 @@ func testConfig(dir string) Config {
 	cfg.StateDir = filepath.Join(dir, "state")
 	cfg.Socket = filepath.Join(dir, "run", "vgpud.sock")
 	cfg.MetricsAddr = "127.0.0.1:0"
-	cfg.EnforcerInterval = Duration(10 * time.Millisecond)
+	cfg.EnforcerInterval = units.Duration(10 * time.Millisecond)
 	cfg.LogLevel = "debug"
 	return cfg
 }

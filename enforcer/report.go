@@ -3,8 +3,6 @@ package enforcer
 import (
 	"fmt"
 	"time"
-
-	"github.com/vgpu-project/vgpu/shm"
 )
 
 // Mode is the setting of the enforcer's backstop.
@@ -26,19 +24,6 @@ func ParseMode(s string) (Mode, error) {
 		return m, nil
 	}
 	return "", fmt.Errorf("enforcer mode %q: want off, report or enforce", s)
-}
-
-// QoSName is the name of a budget QoS class, as the daemon's API spells it.
-func QoSName(q uint32) string {
-	switch q {
-	case shm.QoSGuaranteed:
-		return "guaranteed"
-	case shm.QoSBurstable:
-		return "burstable"
-	case shm.QoSBestEffort:
-		return "best-effort"
-	}
-	return fmt.Sprintf("unknown-%d", q)
 }
 
 // Backstop actions: what the backstop did about a violation

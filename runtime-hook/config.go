@@ -18,10 +18,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/internal/units"
 )
 
 // DefaultConfigPath is read when VGPU_RUNTIME_CONFIG and --vgpu-config are not
@@ -54,21 +54,21 @@ const (
 //	  "libvgpu": "/usr/lib/vgpu/libvgpu.so", // host path of the interception library
 //	  "state_dir": "/run/vgpu/runtime",      // generated files (ld.so.preload, mount skeleton)
 //	  "timeout": "10s",                      // each request to vgpud
-//	  "sim_state": "",                       // simulated node: its state file (tests, demos)
-//	  "sim_lib_dir": ""                      // simulated node: dir of libcuda.so.1 and
-//	                                         // libnvidia-ml.so.1 (default: <libvgpu dir>/simgpu)
+//	  "driver_spec": ""                      // a DriverSpec file: driver libraries, files,
+//	                                         // env and device nodes to add (e.g. the
+//	                                         // simulated node's: `vgpu-sim driver-spec`)
 //	}
 type Config struct {
-	Runc     string   `json:"runc"`
-	Socket   string   `json:"socket"`
-	LibVGPU  string   `json:"libvgpu"`
-	StateDir string   `json:"state_dir"`
-	Timeout  Duration `json:"timeout"`
-	// SimState selects the simulated node (test/simgpu): the runtime then also
-	// mounts the simulated driver libraries, the state file and its device-node
-	// files, as the NVIDIA container toolkit mounts the real driver.
-	SimState  string `json:"sim_state"`
-	SimLibDir string `json:"sim_lib_dir"`
+	Runc     string         `json:"runc"`
+	Socket   string         `json:"socket"`
+	LibVGPU  string         `json:"libvgpu"`
+	StateDir string         `json:"state_dir"`
+	Timeout  units.Duration `json:"timeout"`
+	// DriverSpec names a DriverSpec file: what the driver needs in the
+	// container besides /dev/nvidia* (a simulated node's libraries, state file
+	// and stand-in device nodes), as the NVIDIA container toolkit mounts the
+	// real driver. Empty: nothing more.
+	DriverSpec string `json:"driver_spec"`
 
 	// Source says where the config came from (for error messages).
 	Source string `json:"-"`
@@ -81,7 +81,7 @@ func DefaultConfig() Config {
 		Socket:   api.DefaultSocket,
 		LibVGPU:  DefaultLibVGPU,
 		StateDir: DefaultStateDir,
-		Timeout:  Duration(DefaultTimeout),
+		Timeout:  units.Duration(DefaultTimeout),
 		Source:   "defaults",
 	}
 }
@@ -167,41 +167,11 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: %q is not an absolute path", name, p))
 		}
 	}
-	for name, p := range map[string]string{"sim_state": c.SimState, "sim_lib_dir": c.SimLibDir} {
-		if p != "" && !filepath.IsAbs(p) {
-			errs = append(errs, fmt.Errorf("%s: %q is not an absolute path", name, p))
-		}
+	if c.DriverSpec != "" && !filepath.IsAbs(c.DriverSpec) {
+		errs = append(errs, fmt.Errorf("driver_spec: %q is not an absolute path", c.DriverSpec))
 	}
 	if c.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("timeout: %s is not positive", time.Duration(c.Timeout)))
 	}
 	return errors.Join(errs...)
-}
-
-// simLibDir is where the simulated driver libraries are on the host.
-func (c *Config) simLibDir() string {
-	if c.SimLibDir != "" {
-		return c.SimLibDir
-	}
-	return filepath.Join(filepath.Dir(c.LibVGPU), "simgpu")
-}
-
-// Duration is a time.Duration written as "10s" in JSON.
-type Duration time.Duration
-
-// MarshalJSON writes the duration as a string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON reads "10s", "500ms", ….
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration: want a string like \"10s\": %w", err)
-	}
-	v, err := time.ParseDuration(strings.TrimSpace(s))
-	if err != nil {
-		return fmt.Errorf("duration: %w", err)
-	}
-	*d = Duration(v)
-	return nil
 }

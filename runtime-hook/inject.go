@@ -25,8 +25,6 @@ const (
 	ContainerVGPUDir = "/run/vgpu"
 	// ContainerSliceDir is where libvgpu looks for its regions (container mode).
 	ContainerSliceDir = "/run/vgpu/slice"
-	// ContainerSimLibDir holds the simulated driver libraries (simulated node).
-	ContainerSimLibDir = "/usr/lib/vgpu-sim"
 	// HookPATH is the whole environment of the poststop hook: hooks run as
 	// root on the host and must never inherit the container's env
 	// (CVE-2025-23266: an inherited LD_PRELOAD ran in a root hook).
@@ -53,12 +51,11 @@ type Injection struct {
 	// Hook is the poststop hook's path and args (argv[0] included).
 	HookPath string
 	HookArgs []string
-	// Simulated node (SimState != ""): the state file and the device-node files,
-	// mounted read-write at the same paths, and the driver libraries.
-	SimState   string
-	SimFiles   []string
-	SimLibs    []string // host paths, mounted into ContainerSimLibDir by base name
-	SimDevices []HostDevice
+	// The driver, from the node's driver spec (DriverSpec.Inject): files to
+	// bind, env, and library dirs to put in front of LD_LIBRARY_PATH.
+	DriverMounts  []DriverMount
+	DriverEnv     map[string]string
+	DriverLibDirs []string
 }
 
 // Apply edits the spec: mounts, device nodes and their cgroup rules, env and
@@ -84,17 +81,23 @@ func (inj *Injection) Apply(s *specs.Spec) error {
 	bind(filepath.Join(inj.SliceDir, "budget"), ContainerSliceDir+"/budget", ro)
 	bind(filepath.Join(inj.SliceDir, "usage"), ContainerSliceDir+"/usage", rw)
 
+	for _, m := range inj.DriverMounts {
+		switch {
+		case m.Writable:
+			bind(m.Host, m.Container, rw)
+		case m.Exec:
+			bind(m.Host, m.Container, roExec)
+		default:
+			bind(m.Host, m.Container, ro)
+		}
+	}
+
 	env := map[string]string{"VGPU_SLICE_ID": inj.SliceID}
-	if inj.SimState != "" {
-		bind(inj.SimState, inj.SimState, rw)
-		for _, f := range inj.SimFiles {
-			bind(f, f, rw)
-		}
-		for _, l := range inj.SimLibs {
-			bind(l, ContainerSimLibDir+"/"+filepath.Base(l), roExec)
-		}
-		env["VGPU_SIM_STATE"] = inj.SimState
-		ld := ContainerSimLibDir
+	for k, v := range inj.DriverEnv {
+		env[k] = v
+	}
+	if len(inj.DriverLibDirs) > 0 {
+		ld := strings.Join(inj.DriverLibDirs, ":")
 		if old := getEnv(s.Process.Env, "LD_LIBRARY_PATH"); old != "" {
 			ld += ":" + old
 		}
@@ -102,7 +105,7 @@ func (inj *Injection) Apply(s *specs.Spec) error {
 	}
 	s.Process.Env = setEnv(s.Process.Env, env)
 
-	devs := append(append([]HostDevice(nil), inj.Devices...), inj.SimDevices...)
+	devs := inj.Devices
 	if len(devs) > 0 {
 		if s.Linux == nil {
 			s.Linux = &specs.Linux{}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
-	"github.com/vgpu-project/vgpu/test/simgpu"
+	"github.com/vgpu-project/vgpu/internal/atomicfile"
 )
 
 // VGPUD is the part of vgpud's API the runtime uses (api.Client implements it).
@@ -310,58 +310,16 @@ func (r *Runtime) injection(ctx context.Context, cfg Config, client VGPUD, slice
 			inj.Devices = append(inj.Devices, d)
 		}
 	}
-	if cfg.SimState != "" {
-		if err := simInjection(cfg, slice, inj); err != nil {
+	if cfg.DriverSpec != "" {
+		ds, err := LoadDriverSpec(cfg.DriverSpec)
+		if err != nil {
 			return nil, err
+		}
+		if err := ds.Inject(slice.Devices, inj); err != nil {
+			return nil, fmt.Errorf("slice %s: %w", slice.ID, err)
 		}
 	}
 	return inj, nil
-}
-
-// simInjection adds the simulated node: its state file, the device-node files
-// of the slice's devices (a context opens them, as on a real GPU; a device
-// whose node is absent is invisible in the container) and the driver
-// libraries.
-func simInjection(cfg Config, slice api.Slice, inj *Injection) error {
-	if err := checkRegular(cfg.SimState, "simulated node state"); err != nil {
-		return err
-	}
-	st, err := simgpu.Status(cfg.SimState)
-	if err != nil {
-		return fmt.Errorf("simulated node: %w", err)
-	}
-	inj.SimState = cfg.SimState
-	for _, sd := range slice.Devices {
-		var dev *simgpu.DeviceStatus
-		for i := range st.Devices {
-			if st.Devices[i].UUID == sd.UUID {
-				dev = &st.Devices[i]
-			}
-		}
-		if dev == nil {
-			return fmt.Errorf("simulated node %s has no device %s", cfg.SimState, sd.UUID)
-		}
-		node := fmt.Sprintf(st.DeviceNodes, dev.Minor)
-		if d, ok, err := charDevice(node); err != nil {
-			return err
-		} else if ok {
-			inj.SimDevices = append(inj.SimDevices, d)
-			continue
-		}
-		if err := checkRegular(node, "simulated device node"); err != nil {
-			return err
-		}
-		inj.SimFiles = append(inj.SimFiles, node)
-	}
-	dir := cfg.simLibDir()
-	for _, l := range []string{"libcuda.so.1", "libnvidia-ml.so.1"} {
-		p := filepath.Join(dir, l)
-		if err := checkRegular(p, "simulated driver library"); err != nil {
-			return err
-		}
-		inj.SimLibs = append(inj.SimLibs, p)
-	}
-	return nil
 }
 
 // checkRegular makes sure path is a regular file (symlinks resolved: these are
@@ -396,7 +354,7 @@ func prepareStateDir(cfg Config) (stateFiles, error) {
 		if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
 			return sf, fmt.Errorf("runtime state dir: %w", err)
 		}
-		if err := writeFileAtomic(sf.preload, []byte(want), 0o644); err != nil {
+		if err := atomicfile.Write(sf.preload, []byte(want), 0o644, atomicfile.Volatile); err != nil {
 			return sf, err
 		}
 	}
@@ -409,34 +367,11 @@ func prepareStateDir(cfg Config) (stateFiles, error) {
 		if err := os.MkdirAll(slice, 0o755); err != nil {
 			return sf, fmt.Errorf("runtime state dir: %w", err)
 		}
-		if err := writeFileAtomic(p, nil, 0o644); err != nil {
+		if err := atomicfile.Write(p, nil, 0o644, atomicfile.Volatile); err != nil {
 			return sf, err
 		}
 	}
 	return sf, nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
 
 // SliceIDFor is the slice id of a container: the container id itself when

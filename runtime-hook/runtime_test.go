@@ -421,14 +421,14 @@ func TestConfigLoad(t *testing.T) {
 
 	p := filepath.Join(dir, "runtime.json")
 	require.NoError(t, os.WriteFile(p, []byte(`{"runc": "/usr/sbin/runc", "socket": "/a.sock", "timeout": "3s",
-		"sim_state": "/tmp/node"}`), 0o644))
+		"driver_spec": "/tmp/node.json"}`), 0o644))
 	env[EnvConfig] = p
 	cfg, err := LoadConfig(getenv, Overrides{})
 	require.NoError(t, err)
 	require.Equal(t, "/usr/sbin/runc", cfg.Runc)
 	require.Equal(t, "/a.sock", cfg.Socket)
 	require.Equal(t, DefaultLibVGPU, cfg.LibVGPU)
-	require.Equal(t, "/usr/lib/vgpu/simgpu", cfg.simLibDir())
+	require.Equal(t, "/tmp/node.json", cfg.DriverSpec)
 	require.Equal(t, p, cfg.Source)
 
 	env[EnvSocket] = "/env.sock"

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/vgpu-project/vgpu/internal/atomicfile"
 )
 
 // specPeek is the little of config.json needed to decide whether to act. It is
@@ -55,33 +55,12 @@ func DecodeSpec(data []byte) (*specs.Spec, error) {
 // the same directory, then rename(2), so runc (or a crash) never sees half a
 // config.json. No fsync: the bundle lives only as long as the container, runc
 // reads it right after, and a machine crash loses the container anyway.
-func WriteSpecFile(path string, s *specs.Spec, mode os.FileMode) (err error) {
+func WriteSpecFile(path string, s *specs.Spec, mode os.FileMode) error {
 	data, err := json.Marshal(s)
 	if err != nil {
 		return fmt.Errorf("encode config.json: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".config.json.vgpu-*")
-	if err != nil {
-		return fmt.Errorf("write config.json: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err = f.Chmod(mode.Perm()); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, data, mode, atomicfile.Volatile); err != nil {
 		return fmt.Errorf("replace config.json: %w", err)
 	}
 	return nil

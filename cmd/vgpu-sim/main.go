@@ -23,6 +23,7 @@ const usage = `vgpu-sim — a simulated GPU node for testing vgpu without a GPU
 Usage:
   vgpu-sim init   --state FILE --memory SIZE [--devices N] [--sms N] [options]
   vgpu-sim status --state FILE [--json]
+  vgpu-sim driver-spec --state FILE --lib-dir DIR --out FILE
   vgpu-sim help [COMMAND]
 
 Programs see the node through the simulated driver:
@@ -64,6 +65,20 @@ Options:
   --json         print JSON instead of a table
 `
 
+const driverSpecHelp = `Usage: vgpu-sim driver-spec --state FILE --lib-dir DIR --out FILE
+
+Writes the node's driver spec: what vgpu-runtime (config "driver_spec") adds to
+a container so that it reaches this node, as the NVIDIA container toolkit adds
+the real driver: the simulated libcuda.so.1 and libnvidia-ml.so.1 (from DIR,
+mounted at /usr/lib/vgpu-sim and put first on LD_LIBRARY_PATH), the state file
+(read-write, VGPU_SIM_STATE) and each device's node.
+
+Options:
+  --state FILE     the node's state file (required)
+  --lib-dir DIR    where the simulated driver libraries are (required)
+  --out FILE       the spec to write (required)
+`
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -79,6 +94,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdInit(args[1:], stdout, stderr)
 	case "status":
 		err = cmdStatus(args[1:], stdout, stderr)
+	case "driver-spec":
+		err = cmdDriverSpec(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
 			switch args[1] {
@@ -87,6 +104,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return 0
 			case "status":
 				fmt.Fprint(stdout, statusHelp)
+				return 0
+			case "driver-spec":
+				fmt.Fprint(stdout, driverSpecHelp)
 				return 0
 			}
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/vgpu-project/vgpu/daemon"
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/daemon/devices"
+	"github.com/vgpu-project/vgpu/internal/units"
 )
 
 // fakeGPUs is a node of n identical GPUs with no driver processes.
@@ -38,7 +39,7 @@ func startDaemon(t *testing.T) (socket string, c *api.Client) {
 	cfg.StateDir = filepath.Join(dir, "state")
 	cfg.Socket = filepath.Join(dir, "vgpud.sock")
 	cfg.MetricsAddr = ""
-	cfg.EnforcerInterval = daemon.Duration(10 * time.Millisecond)
+	cfg.EnforcerInterval = units.Duration(10 * time.Millisecond)
 	gpus := &fakeGPUs{}
 	for i := 0; i < 2; i++ {
 		gpus.devs = append(gpus.devs, devices.Device{Index: i, UUID: fmt.Sprintf("GPU-%08d-0000-4000-8000-000000000000", i),

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	toml "github.com/pelletier/go-toml/v2"
+	"github.com/vgpu-project/vgpu/internal/atomicfile"
 )
 
 // ---------------------------------------------------------------- install
@@ -211,7 +212,8 @@ func installContainerd(o installOptions) (installResult, error) {
 	} else if err := os.MkdirAll(filepath.Dir(o.ConfigPath), 0o755); err != nil {
 		return res, fmt.Errorf("create config dir: %w", err)
 	}
-	if err := writeAtomic(o.ConfigPath, res.Output, mode); err != nil {
+	// Durable: a half-written containerd config would stop containerd from starting.
+	if err := atomicfile.Write(o.ConfigPath, res.Output, mode, atomicfile.Durable); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -343,32 +345,4 @@ func mergeList(v any, item string) []any {
 		}
 	}
 	return append(out, item)
-}
-
-// writeAtomic replaces path: temp file, fsync, rename (a half-written
-// containerd config would stop containerd from starting).
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/daemon"
+	"github.com/vgpu-project/vgpu/internal/units"
 )
 
 func TestHelp(t *testing.T) {
@@ -42,7 +43,7 @@ func TestConfigPrecedence(t *testing.T) {
 	want.EnforcerMode = "enforce"
 	want.Placement = "binpack"
 	want.ContextOverhead = 300 << 20
-	want.EnforcerInterval = daemon.Duration(20 * time.Millisecond)
+	want.EnforcerInterval = units.Duration(20 * time.Millisecond)
 	wd, err := os.Getwd()
 	require.NoError(t, err)
 	want.Socket = filepath.Join(wd, "rel/vgpud.sock")

@@ -58,6 +58,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/internal/atomicfile"
 	"github.com/vgpu-project/vgpu/shm"
 )
 
@@ -509,38 +510,16 @@ func openSlice(dir string) (*shm.Slice, error) {
 
 // writeRecord writes dir/slice.json atomically and durably: a temporary file,
 // fsynced, renamed into place, then the directory fsynced.
-func writeRecord(dir string, rec Record) (err error) {
+func writeRecord(dir string, rec Record) error {
 	data, err := json.MarshalIndent(recordFile{Version: RecordVersion, Record: rec}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode record: %w", err)
 	}
 	data = append(data, '\n')
-	f, err := os.CreateTemp(dir, "."+RecordFile+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write record: %w", err)
+	if err := atomicfile.Write(filepath.Join(dir, RecordFile), data, 0o644, atomicfile.Durable); err != nil {
+		return fmt.Errorf("record: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write record %s: %w", f.Name(), err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		return fmt.Errorf("write record %s: %w", f.Name(), err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write record %s: fsync: %w", f.Name(), err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write record %s: %w", f.Name(), err)
-	}
-	if err := os.Rename(f.Name(), filepath.Join(dir, RecordFile)); err != nil {
-		return fmt.Errorf("write record: %w", err)
-	}
-	return syncDir(dir)
+	return nil
 }
 
 // removeTemps removes the temporary files an interrupted write left in a slice
@@ -562,13 +541,8 @@ func removeTemps(dir string) error {
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
+	if err := atomicfile.SyncDir(dir); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
 	}
 	return nil
 }

@@ -194,11 +194,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 	require.NoError(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
 
 	// The runtime's config: this node's vgpud, libvgpu from build/, the
-	// simulated driver. containerd's environment reaches vgpu-runtime through
-	// the shim.
-	rcfg := fmt.Sprintf(`{"socket": %q, "libvgpu": %q, "state_dir": %q, "sim_state": %q, "sim_lib_dir": %q}`,
-		n.vgpudSock, filepath.Join(n.root, "build/libvgpu.so"), filepath.Join(n.dir, "runtime-state"),
-		n.sim, filepath.Join(n.root, "build/simgpu"))
+	// simulated driver described by its driver spec (vgpu-sim driver-spec).
+	// containerd's environment reaches vgpu-runtime through the shim.
+	driverSpec := filepath.Join(n.dir, "driver.json")
+	out, err := exec.Command(filepath.Join(n.root, "bin/vgpu-sim"), "driver-spec", "--state", n.sim,
+		"--lib-dir", filepath.Join(n.root, "build/simgpu"), "--out", driverSpec).CombinedOutput()
+	require.NoError(t, err, "vgpu-sim driver-spec: %s", out)
+	rcfg := fmt.Sprintf(`{"socket": %q, "libvgpu": %q, "state_dir": %q, "driver_spec": %q}`,
+		n.vgpudSock, filepath.Join(n.root, "build/libvgpu.so"), filepath.Join(n.dir, "runtime-state"), driverSpec)
 	rcfgPath := filepath.Join(n.dir, "runtime.json")
 	require.NoError(t, os.WriteFile(rcfgPath, []byte(rcfg), 0o644))
 

@@ -21,6 +21,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/vgpu-project/vgpu/internal/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -217,38 +218,16 @@ func Init(path string, cfg Config) (err error) {
 	}
 
 	buf := encodeNode(abs, &cfg, pattern)
-	tmp, err := os.CreateTemp(filepath.Dir(abs), "."+filepath.Base(abs)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("init %s: %w", path, err)
+	// Every process of the node maps it read-write, whoever created it. Without
+	// Force, link(2) fails if the name exists: no window in which a concurrent
+	// init is clobbered.
+	mode := atomicfile.Durable
+	if !cfg.Force {
+		mode |= atomicfile.NoReplace
 	}
-	tmpName := tmp.Name()
-	defer func() {
-		_ = os.Remove(tmpName) // after link/rename this is a no-op or drops the extra name
-	}()
-	if _, err = tmp.Write(buf); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("init %s: write: %w", path, err)
-	}
-	// Every process of the node maps it read-write, whoever created it.
-	if err = tmp.Chmod(0o666); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("init %s: chmod: %w", path, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		_ = tmp.Close()
-		return fmt.Errorf("init %s: sync: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("init %s: close: %w", path, err)
-	}
-	if cfg.Force {
-		err = os.Rename(tmpName, abs)
-	} else {
-		// link(2) fails if the name exists: no window in which a concurrent init is clobbered.
-		err = os.Link(tmpName, abs)
-		if errors.Is(err, os.ErrExist) {
-			err = ErrExists
-		}
+	err = atomicfile.Write(abs, buf, 0o666, mode)
+	if errors.Is(err, os.ErrExist) {
+		err = ErrExists
 	}
 	if err != nil {
 		return fmt.Errorf("init %s: %w", path, err)
