@@ -161,39 +161,63 @@ type request struct {
 
 // validate checks everything about req that does not depend on what is
 // allocated; it needs the device list only for pinned uuids (byUUID never
-// changes after New, so no lock is needed).
+// changes after New, so no lock is needed). Each part of the request is
+// checked by its own step, in the order the errors have always come in: the
+// memory, then how the slice shares a device, then which devices.
 func (a *Allocator) validate(req *api.AllocRequest) (request, error) {
 	r := request{placement: req.Placement}
+	if err := r.validateMemory(req); err != nil {
+		return r, err
+	}
+	if err := a.validateSharing(req, &r); err != nil {
+		return r, err
+	}
+	if err := a.validateDevices(req, &r); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// validateMemory takes the memory asked per device: bytes or a percent of
+// each chosen device, exactly one of the two (a percent is turned into bytes
+// only at placement, where the device is known).
+func (r *request) validateMemory(req *api.AllocRequest) error {
 	switch {
 	case req.MemoryBytes != 0 && req.MemoryPercent != 0:
-		return r, invalid("memory is asked both in bytes and in percent; give one")
+		return invalid("memory is asked both in bytes and in percent; give one")
 	case req.MemoryBytes == 0 && req.MemoryPercent == 0:
-		return r, invalid("no memory asked: give memory in bytes or in percent of a device")
+		return invalid("no memory asked: give memory in bytes or in percent of a device")
 	case req.MemoryBytes != 0:
 		r.bytes = req.MemoryBytes
 	default:
 		p := req.MemoryPercent
 		if math.IsNaN(p) || p <= 0 || p > 100 {
-			return r, invalid("memory percent %v out of range (0, 100]", p)
+			return invalid("memory percent %v out of range (0, 100]", p)
 		}
 		r.percent = p
 	}
+	return nil
+}
 
+// validateSharing takes how the slice shares a device with others: its
+// compute share, its QoS class (whether it reserves), its priority and the
+// placement policy (the node's when the request names none).
+func (a *Allocator) validateSharing(req *api.AllocRequest, r *request) error {
 	// No compute share asked: the slice may use the whole device and reserves
 	// none of it (bp 0), so slices carved by memory alone can share a GPU.
 	bp, err := api.ShareBP(req.ComputePercent)
 	if err != nil {
-		return r, invalid("%v", err)
+		return invalid("%v", err)
 	}
 	r.bp = int(bp)
 
 	qos, err := api.ParseQoS(string(req.QoS))
 	if err != nil {
-		return r, invalid("%v", err)
+		return invalid("%v", err)
 	}
 	r.guaranteed = qos.Guaranteed()
 	if req.Priority < 0 {
-		return r, invalid("priority %d is negative", req.Priority)
+		return invalid("priority %d is negative", req.Priority)
 	}
 
 	switch r.placement {
@@ -201,29 +225,35 @@ func (a *Allocator) validate(req *api.AllocRequest) (request, error) {
 		r.placement = a.placement
 	case api.PlacementBinpack, api.PlacementSpread:
 	default:
-		return r, invalid("unknown placement %q (want %s or %s)",
+		return invalid("unknown placement %q (want %s or %s)",
 			req.Placement, api.PlacementBinpack, api.PlacementSpread)
 	}
+	return nil
+}
 
+// validateDevices takes how many devices the slice spans and, when it names
+// them, which: a count and a uuid list must agree, and a pinned uuid must be
+// a device of this node, once. No count and no uuids means one device.
+func (a *Allocator) validateDevices(req *api.AllocRequest, r *request) error {
 	r.count = req.DeviceCount
 	if r.count < 0 {
-		return r, invalid("device count %d is negative", r.count)
+		return invalid("device count %d is negative", r.count)
 	}
 	if len(req.UUIDs) > 0 {
 		if r.count == 0 {
 			r.count = len(req.UUIDs)
 		}
 		if r.count != len(req.UUIDs) {
-			return r, invalid("device count %d but %d uuids given", r.count, len(req.UUIDs))
+			return invalid("device count %d but %d uuids given", r.count, len(req.UUIDs))
 		}
 		seen := make(map[string]bool, len(req.UUIDs))
 		for _, u := range req.UUIDs {
 			if seen[u] {
-				return r, invalid("uuid %s given twice", u)
+				return invalid("uuid %s given twice", u)
 			}
 			seen[u] = true
 			if _, ok := a.byUUID[u]; !ok {
-				return r, invalid("no device with uuid %q on this node", u)
+				return invalid("no device with uuid %q on this node", u)
 			}
 		}
 		r.pinned = req.UUIDs
@@ -232,9 +262,9 @@ func (a *Allocator) validate(req *api.AllocRequest) (request, error) {
 		r.count = 1
 	}
 	if r.count > MaxSliceDevices {
-		return r, invalid("%d devices asked, a slice spans at most %d", r.count, MaxSliceDevices)
+		return invalid("%d devices asked, a slice spans at most %d", r.count, MaxSliceDevices)
 	}
-	return r, nil
+	return nil
 }
 
 // need is the memory the request asks on d.
