@@ -10,7 +10,8 @@ const maxAncestry = 64
 // bypassed libvgpu) to a slice: the slice whose owner process is one of its
 // ancestors. `vgpuctl run` owns its slice and the workload is its child, so the
 // workload and everything it starts belong to that slice even after they
-// unset LD_PRELOAD. (Containers will be attributed by cgroup, issue 4.)
+// unset LD_PRELOAD. (A process in a container is attributed by its cgroup
+// instead, by containers.CgroupAttributor, which the loop asks after this.)
 //
 // It implements enforcer.Attributor. It is used by the enforcer loop's
 // goroutine only; answers are cached for one tick (newTick), so a tick reads

@@ -31,7 +31,7 @@ const (
 const (
 	OwnerNone      = ""          // released only by an explicit DELETE
 	OwnerPID       = "pid"       // a host process (vgpuctl run)
-	OwnerContainer = "container" // a container (vgpu-runtime), issue 4
+	OwnerContainer = "container" // a container (vgpu-runtime); released when it is gone
 )
 
 // Owner says what a slice belongs to.
@@ -133,7 +133,7 @@ type SliceUsage struct {
 	Compute []ComputeUsage `json:"compute,omitempty"`
 }
 
-// ComputeUsage is a slice's compute share on one device (issue 5): what it
+// ComputeUsage is a slice's compute share on one device: what it
 // should get, what the controller grants it and what it got.
 type ComputeUsage struct {
 	UUID string `json:"uuid"`

@@ -1,7 +1,7 @@
 // Package containers tells vgpud which container-owned slices belong to
 // containers that are gone, so that a missed poststop hook (vgpud down when
 // the container was deleted, the hook killed, a node crash) leaks nothing
-// (issue 4, DESIGN §5).
+// (DESIGN §5).
 //
 // A slice created by vgpu-runtime records its container's id and runc root
 // (api.Owner). The container exists while runc's state dir <root>/<id> does:
