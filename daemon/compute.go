@@ -13,7 +13,7 @@ import (
 	"github.com/vgpu-project/vgpu/shm"
 )
 
-// Compute shares (issue 5): after every enforcer tick, one enforcer.Controller
+// Compute shares: after every enforcer tick, one enforcer.Controller
 // per GPU sets the token rates of the slices on it from the share each slice
 // achieved, measured by NVML's per-process utilization (host pids from the
 // tick's process map). The controllers keep no state on disk: after a restart
@@ -114,15 +114,30 @@ func (c *computeShares) Status() []ComputeStatus { return *c.latest.Load() }
 // ComputeStatus is every slice's compute share (target, allowed, achieved, rate)
 // on each of its devices after the last enforcer tick; safe from any goroutine
 // (for the API and metrics).
-func (s *Server) ComputeStatus() []ComputeStatus { return s.compute.Status() }
+func (s *Server) ComputeStatus() []ComputeStatus { return s.loop.compute.Status() }
 
 type sliceRef struct {
 	slice int // index in tracked
 	dev   int // slice device index
 }
 
-// step runs every device's controller once and writes the rates.
+// step runs every device's controller once and writes the rates. The devices
+// go in uuid order so that the status (and the logs) come out stable.
 func (c *computeShares) step(now time.Time, tracked []enforcer.TrackedSlice, rep *enforcer.TickReport) {
+	pids := hostPIDsBySlice(rep)
+	byDev, uuids := slicesByDevice(tracked)
+	c.forgetDevices(byDev)
+	status := make([]ComputeStatus, 0, len(tracked))
+	for _, uuid := range uuids {
+		status = c.stepDevice(now, uuid, byDev[uuid], tracked, pids, status)
+	}
+	c.dropStaleAverages()
+	c.latest.Store(&status)
+}
+
+// hostPIDsBySlice lists each slice's host pids from the tick's process map:
+// NVML reports utilization by host pid, the slices know their processes.
+func hostPIDsBySlice(rep *enforcer.TickReport) map[string][]int {
 	pids := map[string][]int{}
 	for _, s := range rep.Slices {
 		for _, p := range s.Processes {
@@ -131,6 +146,12 @@ func (c *computeShares) step(now time.Time, tracked []enforcer.TrackedSlice, rep
 			}
 		}
 	}
+	return pids
+}
+
+// slicesByDevice groups the tracked slices by device (a controller balances
+// the slices of one GPU) and returns the devices' uuids, sorted.
+func slicesByDevice(tracked []enforcer.TrackedSlice) (map[string][]sliceRef, []string) {
 	byDev := map[string][]sliceRef{}
 	for i, ts := range tracked {
 		if ts.Slice == nil {
@@ -147,81 +168,112 @@ func (c *computeShares) step(now time.Time, tracked []enforcer.TrackedSlice, rep
 		uuids = append(uuids, u)
 	}
 	sort.Strings(uuids)
+	return byDev, uuids
+}
+
+// forgetDevices drops the controller and sampling state of devices no slice
+// is on any more: a device that gets slices again starts afresh, as after a
+// restart.
+func (c *computeShares) forgetDevices(byDev map[string][]sliceRef) {
 	for u := range c.ctl {
 		if _, ok := byDev[u]; !ok {
 			delete(c.ctl, u)
 			delete(c.dev, u)
 		}
 	}
+}
 
-	status := make([]ComputeStatus, 0, len(tracked))
-	for _, uuid := range uuids {
-		refs := byDev[uuid]
-		st := c.dev[uuid]
-		if st == nil {
-			st = &utilState{pidUs: map[int]uint64{}, busy: map[int]float64{}}
-			c.dev[uuid] = st
-		}
-		measured := c.sample(uuid, st)
-		dt := now.Sub(st.last)
-		measured = measured && !st.last.IsZero() && dt > 0
-		st.last = now
-
-		in := make([]enforcer.ControlInput, len(refs))
-		budgets := make([]*shm.BudgetRegion, len(refs))
-		devs := make([]int, len(refs))
-		for k, r := range refs {
-			ts := tracked[r.slice]
-			b := ts.Slice.Budget
-			db := b.Device(r.dev)
-			busy := 0.0
-			for _, pid := range pids[ts.ID] {
-				busy += st.busy[pid]
-			}
-			in[k] = enforcer.ControlInput{
-				Slice: ts.ID, ShareBP: db.ComputeShareBP, FloorBP: db.ComputeFloorBP,
-				Policy: b.Policy(), Priority: b.Priority(), Counters: ts.Slice.Usage.Throttle(r.dev),
-				Measured: measured,
-			}
-			if measured {
-				in[k].Achieved = busy / float64(dt.Nanoseconds())
-			}
-			budgets[k], devs[k] = b, r.dev
-		}
-		clear(st.busy)
-
-		ctl := c.ctl[uuid]
-		if ctl == nil {
-			ctl = enforcer.NewController(c.cfg)
-			c.ctl[uuid] = ctl
-		}
-		outs := ctl.Step(now, in)
-		if err := enforcer.Apply(budgets, devs, outs); err != nil {
-			c.log.Error("set token rates", zap.String("uuid", uuid), zap.Error(err))
-		}
-		for _, o := range outs {
-			key := sliceDev{o.Slice, uuid}
-			a := c.avg[key]
-			if a == nil {
-				a = &avgShare{}
-				c.avg[key] = a
-			}
-			a.seen = true
-			if measured {
-				a.add(o.Achieved, dt)
-			}
-			status = append(status, ComputeStatus{Slice: o.Slice, UUID: uuid, TargetPct: o.Target * 100,
-				AllowedPct: o.Allowed * 100, AchievedPct: o.Achieved * 100, AvgAchievedPct: a.get() * 100,
-				Measured: measured, Rate: o.Rate, Throttled: o.Throttled, Held: o.Held})
-		}
+// stepDevice samples one device's utilization, runs its controller over the
+// slices on it (refs), writes their token rates and appends their status.
+func (c *computeShares) stepDevice(now time.Time, uuid string, refs []sliceRef, tracked []enforcer.TrackedSlice,
+	pids map[string][]int, status []ComputeStatus) []ComputeStatus {
+	st := c.dev[uuid]
+	if st == nil {
+		st = &utilState{pidUs: map[int]uint64{}, busy: map[int]float64{}}
+		c.dev[uuid] = st
 	}
+	// A first step has no period to divide the busy time by: unmeasured.
+	measured := c.sample(uuid, st)
+	dt := now.Sub(st.last)
+	measured = measured && !st.last.IsZero() && dt > 0
+	st.last = now
+
+	in, budgets, devs := controlInputs(refs, tracked, pids, st, measured, dt)
+	clear(st.busy)
+
+	ctl := c.ctl[uuid]
+	if ctl == nil {
+		ctl = enforcer.NewController(c.cfg)
+		c.ctl[uuid] = ctl
+	}
+	outs := ctl.Step(now, in)
+	if err := enforcer.Apply(budgets, devs, outs); err != nil {
+		c.log.Error("set token rates", zap.String("uuid", uuid), zap.Error(err))
+	}
+	for _, o := range outs {
+		a := c.average(sliceDev{o.Slice, uuid})
+		if measured {
+			a.add(o.Achieved, dt)
+		}
+		status = append(status, ComputeStatus{Slice: o.Slice, UUID: uuid, TargetPct: o.Target * 100,
+			AllowedPct: o.Allowed * 100, AchievedPct: o.Achieved * 100, AvgAchievedPct: a.get() * 100,
+			Measured: measured, Rate: o.Rate, Throttled: o.Throttled, Held: o.Held})
+	}
+	return status
+}
+
+// controlInputs is what the controller of one device takes about each slice
+// on it: its share, floor, policy, priority and throttle counters from its
+// regions, and its achieved share (its processes' busy time over the period
+// dt) when the device was measured. budgets and devs say where Apply writes
+// each slice's rate.
+func controlInputs(refs []sliceRef, tracked []enforcer.TrackedSlice, pids map[string][]int, st *utilState,
+	measured bool, dt time.Duration) (in []enforcer.ControlInput, budgets []*shm.BudgetRegion, devs []int) {
+	in = make([]enforcer.ControlInput, len(refs))
+	budgets = make([]*shm.BudgetRegion, len(refs))
+	devs = make([]int, len(refs))
+	for k, r := range refs {
+		ts := tracked[r.slice]
+		b := ts.Slice.Budget
+		db := b.Device(r.dev)
+		busy := 0.0
+		for _, pid := range pids[ts.ID] {
+			busy += st.busy[pid]
+		}
+		in[k] = enforcer.ControlInput{
+			Slice: ts.ID, ShareBP: db.ComputeShareBP, FloorBP: db.ComputeFloorBP,
+			Policy: b.Policy(), Priority: b.Priority(), Counters: ts.Slice.Usage.Throttle(r.dev),
+			Measured: measured,
+		}
+		if measured {
+			in[k].Achieved = busy / float64(dt.Nanoseconds())
+		}
+		budgets[k], devs[k] = b, r.dev
+	}
+	return in, budgets, devs
+}
+
+// average is the displayed average of a slice on a device, made on first use
+// and marked seen in this step.
+func (c *computeShares) average(key sliceDev) *avgShare {
+	a := c.avg[key]
+	if a == nil {
+		a = &avgShare{}
+		c.avg[key] = a
+	}
+	a.seen = true
+	return a
+}
+
+// dropStaleAverages forgets the averages not seen in this step (the slice
+// left the device) and clears the mark on the others for the next step.
+func (c *computeShares) dropStaleAverages() {
 	for k, a := range c.avg {
 		if !a.seen {
 			delete(c.avg, k) // the slice left the device
 		}
 		a.seen = false
 	}
-	c.latest.Store(&status)
 }
 
 // sample reads the device's new utilization samples into busy ns per pid.

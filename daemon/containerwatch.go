@@ -11,6 +11,15 @@ import (
 	"github.com/vgpu-project/vgpu/daemon/containers"
 )
 
+// containerWatch is how Start and Shutdown start and stop the container
+// watcher's goroutine; only they touch it (Shutdown once, under Server.stopOnce).
+// The goroutine itself shares nothing with the loop: it lists the slices and
+// releases them through the Server, under Server.mu like the API.
+type containerWatch struct {
+	stop func()        // cancels the watcher's context; nil: not running
+	done chan struct{} // closed when the watcher's goroutine has returned
+}
+
 // startContainerWatch starts the goroutine that releases the slices of
 // containers that are gone (package containers): a periodic check of runc's
 // state, and containerd's event stream when containerd_socket is set.
@@ -24,10 +33,10 @@ func (s *Server) startContainerWatch() {
 	}
 	w := containers.New(cfg, s.log.Named("containers"))
 	ctx, cancel := context.WithCancel(context.Background())
-	s.stopWatch = cancel
-	s.watchDone = make(chan struct{})
+	s.watch.stop = cancel
+	s.watch.done = make(chan struct{})
 	go func() {
-		defer close(s.watchDone)
+		defer close(s.watch.done)
 		w.Run(ctx, s.containerSlices, func(id, why string) {
 			if err := s.release(id, why); err != nil && !errors.Is(err, errNotFound) {
 				s.log.Error("release slice of a gone container", zap.String("slice", id), zap.Error(err))
@@ -38,10 +47,10 @@ func (s *Server) startContainerWatch() {
 
 // stopContainerWatch stops the watcher and waits for it.
 func (s *Server) stopContainerWatch() {
-	if s.stopWatch != nil {
-		s.stopWatch()
-		<-s.watchDone
-		s.stopWatch = nil
+	if s.watch.stop != nil {
+		s.watch.stop()
+		<-s.watch.done
+		s.watch.stop = nil
 	}
 }
 

@@ -125,7 +125,7 @@ func (s *Server) health() api.Health {
 	s.mu.Lock()
 	h.Slices = len(s.slices)
 	s.mu.Unlock()
-	if st := s.latest.Load(); st != nil {
+	if st := s.loop.latest.Load(); st != nil {
 		h.LastTick, h.LastTickError = st.at, st.err
 	}
 	return h
@@ -135,7 +135,7 @@ func (s *Server) health() api.Health {
 // allocated since that tick is listed with no usage yet.
 func (s *Server) top() []api.SliceUsage {
 	snaps := map[string]*enforcer.SliceSnapshot{}
-	if st := s.latest.Load(); st != nil {
+	if st := s.loop.latest.Load(); st != nil {
 		for i := range st.report.Slices {
 			snaps[st.report.Slices[i].ID] = &st.report.Slices[i]
 		}
@@ -217,7 +217,7 @@ func (s *Server) metricsHandler() http.Handler {
 		// Healthy while the enforcer loop keeps ticking: a stalled loop means
 		// dead processes' memory is not returned and the backstop is blind.
 		stall := max(10*time.Duration(s.cfg.EnforcerInterval), 2*time.Second)
-		st := s.latest.Load()
+		st := s.loop.latest.Load()
 		switch {
 		case st == nil:
 			http.Error(w, "starting: no enforcer tick yet", http.StatusServiceUnavailable)

@@ -1,40 +1,115 @@
 package daemon
 
 import (
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/daemon/containers"
 	"github.com/vgpu-project/vgpu/enforcer"
 )
 
-// runLoop drives the enforcer every EnforcerInterval until Shutdown. A tick
-// that runs long delays the next one (time.Ticker drops ticks) rather than
-// queueing them.
-func (s *Server) runLoop() {
-	defer close(s.loopDone)
-	t := time.NewTicker(time.Duration(s.cfg.EnforcerInterval))
+// enforcerLoop is the enforcer loop's goroutine (run) and the state it owns.
+//
+// Locking, field by field:
+//   - the fields under "loop goroutine only" are read and written by run and
+//     what it calls (tick, refreshView, closeReleased), and by nobody else
+//     once New has built them, so they take no lock;
+//   - closing is shared with the API: release appends to it and closeAll
+//     drains it, both under Server.mu; the loop drains it under Server.mu too;
+//   - latest and compute's status are written by the loop and published
+//     atomically, for the API and the metrics to read from any goroutine;
+//   - stop and done are the loop's start/stop handshake with Shutdown.
+//
+// The loop reads the set of slices (Server.slices, Server.version) under
+// Server.mu only, and the mapped regions without it: it is their only reader,
+// and their only closer once the loop runs (see closing), so a region is never
+// unmapped under a tick that reads it.
+type enforcerLoop struct {
+	srv *Server
+	enf *enforcer.Loop // reclaim, pid map, driver figures, backstop
+
+	// Shared with other goroutines (see above).
+	latest  atomic.Pointer[tickState] // the last tick's report (top, health)
+	compute *computeShares            // token rates from achieved shares (compute.go); Status from anywhere
+	closing []*sliceEntry             // released, regions still mapped; guarded by Server.mu
+	stop    chan struct{}             // closed by Shutdown: run returns
+	done    chan struct{}             // closed by run when it has returned
+
+	// Loop goroutine only.
+	attr    *ancestry                    // a process to the slice its ancestor owns
+	cgroups *containers.CgroupAttributor // a process to its container's slice
+	poller  ownerPoller                  // one poll(2) over the owners' pidfds
+	view    []*sliceEntry                // the slices the loop tracks, in a stable order
+	tracked []enforcer.TrackedSlice      // view, as the enforcer takes it
+	watches []*ownerWatch                // view's owners (nil: none), as the poller takes them
+	viewVer uint64                       // Server.version that view was built at
+	viewOK  bool                         // view was built at all
+	deadBuf []int                        // scratch: indexes in view of dead owners
+}
+
+// tickState is what the last tick left for the API.
+type tickState struct {
+	at     time.Time
+	report enforcer.TickReport
+	err    string
+}
+
+// newEnforcerLoop builds the loop for s (it does not run yet: Start runs it).
+func newEnforcerLoop(s *Server, o options) (*enforcerLoop, error) {
+	mode, err := enforcer.ParseMode(s.cfg.EnforcerMode)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	l := &enforcerLoop{
+		srv:     s,
+		attr:    newAncestry(o.procRoot),
+		cgroups: containers.NewCgroupAttributor(o.procRoot),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	l.enf = &enforcer.Loop{
+		Mode:       mode,
+		Mapper:     enforcer.NewProcfsMapper(o.procRoot),
+		Driver:     driverProcesses{s.gpus},
+		Attributor: attributors{l.attr, l.cgroups},
+		Kill:       o.kill,
+		Log:        s.log.Named("enforcer"),
+		Tolerance:  uint64(s.cfg.BackstopTolerance),
+	}
+	l.compute = newComputeShares(s.gpus, s.log.Named("compute"))
+	return l, nil
+}
+
+// run drives the enforcer every EnforcerInterval until Shutdown closes stop.
+// A tick that runs long delays the next one (time.Ticker drops ticks) rather
+// than queueing them.
+func (l *enforcerLoop) run() {
+	defer close(l.done)
+	t := time.NewTicker(time.Duration(l.srv.cfg.EnforcerInterval))
 	defer t.Stop()
-	s.tick() // right away: a restart returns dead processes' charges at once
+	l.tick() // right away: a restart returns dead processes' charges at once
 	for {
 		select {
-		case <-s.stopLoop:
-			s.closeReleased()
+		case <-l.stop:
+			l.closeReleased()
 			return
 		case <-t.C:
-			s.tick()
+			l.tick()
 		}
 	}
 }
 
 // closeReleased unmaps the regions of slices released since the last tick.
-func (s *Server) closeReleased() {
-	s.mu.Lock()
-	closing := s.closing
-	s.closing = nil
-	s.mu.Unlock()
+func (l *enforcerLoop) closeReleased() {
+	l.srv.mu.Lock()
+	closing := l.closing
+	l.closing = nil
+	l.srv.mu.Unlock()
 	for _, e := range closing {
 		e.close()
 	}
@@ -43,27 +118,14 @@ func (s *Server) closeReleased() {
 // tick is one round of the enforcer: release slices whose owner died, then
 // let the enforcer loop reclaim dead processes' charges, map pids, read the
 // driver and run the backstop over every enforced slice.
-func (s *Server) tick() {
-	s.closeReleased()
-	s.refreshView()
+func (l *enforcerLoop) tick() {
+	l.closeReleased()
+	l.refreshView()
+	l.releaseDeadOwners()
 
-	// Owners: one poll(2) over every owner's pidfd.
-	s.deadBuf = s.poller.dead(s.watches, s.deadBuf[:0])
-	if len(s.deadBuf) > 0 {
-		for _, i := range s.deadBuf {
-			e := s.view[i]
-			id := e.rec.Slice.ID
-			if err := s.release(id, "owner "+ownerDesc(e.rec.Slice.Owner)+" exited"); err != nil {
-				s.log.Error("release slice of a dead owner", zap.String("slice", id), zap.Error(err))
-			}
-		}
-		s.closeReleased()
-		s.refreshView()
-	}
-
-	s.attr.newTick()
-	rep := s.loop.Tick(s.tracked)
-	s.compute.step(time.Now(), s.tracked, &rep)
+	l.attr.newTick()
+	rep := l.enf.Tick(l.tracked)
+	l.compute.step(time.Now(), l.tracked, &rep)
 	st := &tickState{at: time.Now().UTC(), report: rep}
 	if len(rep.Errors) > 0 {
 		msgs := make([]string, 0, len(rep.Errors))
@@ -72,37 +134,73 @@ func (s *Server) tick() {
 		}
 		st.err = strings.Join(msgs, "; ")
 	}
-	s.latest.Store(st)
-	s.metrics.ObserveTick(&st.report)
+	l.latest.Store(st)
+	l.srv.metrics.ObserveTick(&st.report)
+}
+
+// releaseDeadOwners releases the slices whose owner process exited (one
+// poll(2) over every owner's pidfd), then rebuilds the view without them so
+// that the enforcer never sees a released slice's region.
+func (l *enforcerLoop) releaseDeadOwners() {
+	l.deadBuf = l.poller.dead(l.watches, l.deadBuf[:0])
+	if len(l.deadBuf) == 0 {
+		return
+	}
+	for _, i := range l.deadBuf {
+		e := l.view[i]
+		id := e.rec.Slice.ID
+		if err := l.srv.release(id, "owner "+ownerDesc(e.rec.Slice.Owner)+" exited"); err != nil {
+			l.srv.log.Error("release slice of a dead owner", zap.String("slice", id), zap.Error(err))
+		}
+	}
+	l.closeReleased()
+	l.refreshView()
 }
 
 // refreshView rebuilds the loop's list of tracked slices when the set of
 // slices changed since the last tick; otherwise it costs one lock.
-func (s *Server) refreshView() {
+func (l *enforcerLoop) refreshView() {
+	s := l.srv
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.viewOK && s.version == s.viewVer {
+	if l.viewOK && s.version == l.viewVer {
 		return
 	}
-	s.viewOK, s.viewVer = true, s.version
-	s.view = s.view[:0]
+	l.viewOK, l.viewVer = true, s.version
+	l.view = l.view[:0]
 	for _, e := range s.slices {
 		if e.placed && e.region != nil {
-			s.view = append(s.view, e)
+			l.view = append(l.view, e)
 		}
 	}
-	s.tracked = s.tracked[:0]
-	s.watches = s.watches[:0]
-	s.attr.reset()
-	s.cgroups.Reset()
-	for _, e := range s.view {
-		s.tracked = append(s.tracked, enforcer.TrackedSlice{ID: e.rec.Slice.ID, Slice: e.region, UUIDs: e.uuids})
-		s.watches = append(s.watches, e.owner)
+	l.tracked = l.tracked[:0]
+	l.watches = l.watches[:0]
+	l.attr.reset()
+	l.cgroups.Reset()
+	for _, e := range l.view {
+		l.tracked = append(l.tracked, enforcer.TrackedSlice{ID: e.rec.Slice.ID, Slice: e.region, UUIDs: e.uuids})
+		l.watches = append(l.watches, e.owner)
 		switch o := e.rec.Slice.Owner; o.Kind {
 		case api.OwnerPID:
-			s.attr.setOwner(o.PID, e.rec.Slice.ID)
+			l.attr.setOwner(o.PID, e.rec.Slice.ID)
 		case api.OwnerContainer:
-			s.cgroups.Set(o.ContainerID, e.rec.Slice.ID)
+			l.cgroups.Set(o.ContainerID, e.rec.Slice.ID)
 		}
 	}
+}
+
+// driverProcesses hands the enforcer loop the driver's per-process memory in
+// the loop's own type (the loop knows nothing of NVML).
+type driverProcesses struct{ gpus GPUs }
+
+func (d driverProcesses) Processes(uuid string) ([]enforcer.DriverProcess, error) {
+	ps, err := d.gpus.Processes(uuid)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]enforcer.DriverProcess, len(ps))
+	for i, p := range ps {
+		out[i] = enforcer.DriverProcess(p)
+	}
+	return out, nil
 }

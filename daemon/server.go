@@ -11,7 +11,6 @@ import (
 	"os"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -19,11 +18,9 @@ import (
 
 	"github.com/vgpu-project/vgpu/daemon/allocator"
 	"github.com/vgpu-project/vgpu/daemon/api"
-	"github.com/vgpu-project/vgpu/daemon/containers"
 	"github.com/vgpu-project/vgpu/daemon/devices"
 	"github.com/vgpu-project/vgpu/daemon/metrics"
 	"github.com/vgpu-project/vgpu/daemon/store"
-	"github.com/vgpu-project/vgpu/enforcer"
 	"github.com/vgpu-project/vgpu/shm"
 )
 
@@ -59,11 +56,14 @@ func WithKill(kill func(hostPID int) error) Option { return func(o *options) { o
 
 // Server is vgpud.
 //
-// Who touches what: the HTTP handlers change the set of slices (alloc,
-// release) under mu; the enforcer loop goroutine is the only one that reads the
-// slices' mapped regions, and it also closes the regions of released slices
-// (they wait in s.closing until the loop's next tick), so a region is never
-// unmapped under a tick that reads it.
+// Who touches what: the HTTP handlers (and the container watcher) change the
+// set of slices (alloc, release) under mu; the enforcer loop goroutine owns
+// the state in loop (enforcerLoop, loop.go, which says field by field what
+// it shares and how): it is the only one that reads the slices' mapped
+// regions, and it also closes the regions of released slices (they wait in
+// loop.closing, under mu, until the loop's next tick), so a region is never
+// unmapped under a tick that reads it. The container watcher's goroutine is
+// started and stopped through watch (containerwatch.go).
 type Server struct {
 	cfg       Config
 	log       *zap.Logger
@@ -71,36 +71,21 @@ type Server struct {
 	devs      []devices.Device
 	alloc     *allocator.Allocator
 	store     *store.Store
-	loop      *enforcer.Loop
 	metrics   *metrics.Metrics
 	lock      *os.File
 	startedAt time.Time
 
 	mu      sync.Mutex
 	slices  map[string]*sliceEntry
-	version uint64        // bumped on every change of slices: the loop rebuilds its view only then
-	closing []*sliceEntry // released; the loop goroutine closes their regions
-	closed  bool          // Shutdown has begun: no more allocations
+	version uint64 // bumped on every change of slices: the loop rebuilds its view only then
+	closed  bool   // Shutdown has begun: no more allocations
 
-	latest  atomic.Pointer[tickState] // the last tick's report (top, health)
-	compute *computeShares            // token rates from achieved shares (compute.go)
+	// loop is the enforcer loop and its goroutine's state (nil until New
+	// has built it, last).
+	loop *enforcerLoop
 
-	// Container watch (containerwatch.go).
-	stopWatch func()
-	watchDone chan struct{}
-
-	// Loop goroutine only.
-	attr     *ancestry
-	cgroups  *containers.CgroupAttributor
-	poller   ownerPoller
-	view     []*sliceEntry // the slices the loop tracks, in a stable order
-	tracked  []enforcer.TrackedSlice
-	watches  []*ownerWatch
-	viewVer  uint64
-	viewOK   bool
-	deadBuf  []int
-	loopDone chan struct{}
-	stopLoop chan struct{}
+	// watch starts and stops the container watcher's goroutine.
+	watch containerWatch
 
 	// Listeners and their servers (Start).
 	apiLn      *net.UnixListener
@@ -125,13 +110,6 @@ type sliceEntry struct {
 	releasing bool
 }
 
-// tickState is what the last tick left for the API.
-type tickState struct {
-	at     time.Time
-	report enforcer.TickReport
-	err    string
-}
-
 // New builds vgpud from cfg: opens NVML, discovers the devices, takes the state
 // dir's lock, reloads every recorded slice (re-adopting live regions untouched)
 // and releases those whose owner is gone. It listens on nothing yet: Start does.
@@ -148,10 +126,6 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (_ *Server, err error) {
 		log:       log,
 		slices:    map[string]*sliceEntry{},
 		startedAt: time.Now().UTC(),
-		attr:      newAncestry(o.procRoot),
-		cgroups:   containers.NewCgroupAttributor(o.procRoot),
-		stopLoop:  make(chan struct{}),
-		loopDone:  make(chan struct{}),
 		serveErr:  make(chan error, 2),
 	}
 	defer func() {
@@ -191,20 +165,9 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (_ *Server, err error) {
 		return nil, err
 	}
 
-	mode, err := enforcer.ParseMode(cfg.EnforcerMode)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+	if s.loop, err = newEnforcerLoop(s, o); err != nil {
+		return nil, err
 	}
-	s.loop = &enforcer.Loop{
-		Mode:       mode,
-		Mapper:     enforcer.NewProcfsMapper(o.procRoot),
-		Driver:     driverProcesses{s.gpus},
-		Attributor: attributors{s.attr, s.cgroups},
-		Kill:       o.kill,
-		Log:        log.Named("enforcer"),
-		Tolerance:  uint64(cfg.BackstopTolerance),
-	}
-	s.compute = newComputeShares(s.gpus, log.Named("compute"))
 	s.metrics = metrics.New(s.metricsInput)
 	return s, nil
 }
@@ -287,7 +250,7 @@ func (s *Server) Start() error {
 		s.metricsSrv = &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(s.log)}
 		go s.serve("metrics", s.metricsSrv, s.metricsLn)
 	}
-	go s.runLoop()
+	go s.loop.run()
 	s.startContainerWatch()
 	s.log.Info("vgpud ready", zap.String("socket", s.cfg.Socket), zap.String("metrics_addr", s.MetricsAddr()),
 		zap.String("state_dir", s.cfg.StateDir), zap.String("enforcer_mode", s.cfg.EnforcerMode),
@@ -352,8 +315,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.closed = true
 		s.mu.Unlock()
 		if s.apiSrv != nil { // the loop runs only after Start
-			close(s.stopLoop)
-			<-s.loopDone
+			close(s.loop.stop)
+			<-s.loop.done
 		}
 		if s.apiLn != nil {
 			removeSocket(s.cfg.Socket, s.sockIno)
@@ -371,13 +334,15 @@ func (s *Server) closeAll() error {
 	for _, e := range s.slices {
 		e.close()
 	}
-	for _, e := range s.closing {
-		e.close()
+	if s.loop != nil {
+		for _, e := range s.loop.closing {
+			e.close()
+		}
+		s.loop.closing = nil
 	}
-	s.closing = nil
 	s.mu.Unlock()
 	if s.loop != nil {
-		s.loop.Close()
+		s.loop.enf.Close()
 	}
 	if s.gpus != nil {
 		if err := s.gpus.Close(); err != nil {
@@ -413,32 +378,15 @@ var (
 // vgpud has exactly the slices it acknowledged.
 // A request without an id gets a generated one (the caller may set it first, to
 // log refusals under it).
+//
+// The steps, in this order because each one's undo is cheaper than the next
+// one's: check the request (nothing to undo), book it in the allocator
+// (undone by the deferred Release until the slice is published), write its
+// record (the durable step), publish it to the API and the loop.
 func (s *Server) allocate(req api.AllocRequest) (api.Slice, error) {
-	if req.ID == "" {
-		req.ID = newSliceID()
+	if err := s.checkAllocRequest(&req); err != nil {
+		return api.Slice{}, err
 	}
-	// Checked first (the store checks it too) to answer a bad id with a 400
-	// that says the rule.
-	if !api.ValidSliceID(req.ID) {
-		return api.Slice{}, fmt.Errorf("%w: slice id %q: want %s", allocator.ErrInvalidRequest, req.ID, api.SliceIDRule)
-	}
-	req.QoS = req.QoS.Normalized()
-	if err := resolveOwner(&req.Owner); err != nil {
-		return api.Slice{}, fmt.Errorf("%w: %w", allocator.ErrInvalidRequest, err)
-	}
-
-	s.mu.Lock()
-	_, exists := s.slices[req.ID]
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		return api.Slice{}, errClosing
-	}
-	if exists {
-		// Also covers records the allocator could not restore (not booked).
-		return api.Slice{}, fmt.Errorf("slice %s: %w", req.ID, allocator.ErrExists)
-	}
-
 	devs, err := s.alloc.Allocate(req.ID, req)
 	if err != nil {
 		return api.Slice{}, err
@@ -449,18 +397,81 @@ func (s *Server) allocate(req api.AllocRequest) (api.Slice, error) {
 			s.alloc.Release(req.ID)
 		}
 	}()
+	if err := s.checkContextOverhead(devs); err != nil {
+		return api.Slice{}, err
+	}
+	e, err := s.recordSlice(req, devs)
+	if err != nil {
+		return api.Slice{}, err
+	}
+	// From here on the booking stays, whether or not the slice is published:
+	// its record is on disk and will be restored.
+	booked = false
+	if err := s.publish(e); err != nil {
+		return api.Slice{}, err
+	}
+	s.log.Info("slice allocated", zap.String("slice", req.ID), zap.String("dir", e.rec.Slice.Dir),
+		zap.Any("devices", devs), zap.String("qos", string(req.QoS)), zap.String("owner", ownerDesc(req.Owner)))
+	return e.rec.Slice, nil
+}
+
+// checkAllocRequest completes and checks what a request says before anything
+// is booked: its id (generated when missing), its QoS class, its owner (a pid
+// owner's start time filled in), and that the id is free and vgpud is not
+// shutting down. These are cheap and need no undo, so they come first.
+func (s *Server) checkAllocRequest(req *api.AllocRequest) error {
+	if req.ID == "" {
+		req.ID = newSliceID()
+	}
+	// Checked first (the store checks it too) to answer a bad id with a 400
+	// that says the rule.
+	if !api.ValidSliceID(req.ID) {
+		return fmt.Errorf("%w: slice id %q: want %s", allocator.ErrInvalidRequest, req.ID, api.SliceIDRule)
+	}
+	req.QoS = req.QoS.Normalized()
+	if err := resolveOwner(&req.Owner); err != nil {
+		return fmt.Errorf("%w: %w", allocator.ErrInvalidRequest, err)
+	}
+
+	s.mu.Lock()
+	_, exists := s.slices[req.ID]
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return errClosing
+	}
+	if exists {
+		// Also covers records the allocator could not restore (not booked).
+		return fmt.Errorf("slice %s: %w", req.ID, allocator.ErrExists)
+	}
+	return nil
+}
+
+// checkContextOverhead refuses a placement that leaves a device's budget no
+// room beyond the memory charged per CUDA context: such a slice could not
+// allocate anything. It needs the placement (a percentage becomes bytes only
+// there), hence after the booking.
+func (s *Server) checkContextOverhead(devs []api.SliceDevice) error {
 	overhead := uint64(s.cfg.ContextOverhead)
 	for _, d := range devs {
 		if d.MemoryBytes <= overhead {
-			return api.Slice{}, fmt.Errorf("%w: %s on device %d leaves nothing after the %s charged per CUDA context (context_overhead)",
+			return fmt.Errorf("%w: %s on device %d leaves nothing after the %s charged per CUDA context (context_overhead)",
 				allocator.ErrInvalidRequest, sizeString(d.MemoryBytes), d.Index, sizeString(overhead))
 		}
 	}
+	return nil
+}
 
+// recordSlice watches the slice's owner and writes the slice's record and
+// regions to disk; once it returns nil the slice is durable. The owner is
+// watched before the write so that an owner already gone is refused (400)
+// without leaving a record of a slice that would be released at once.
+func (s *Server) recordSlice(req api.AllocRequest, devs []api.SliceDevice) (*sliceEntry, error) {
 	var watch *ownerWatch
 	if req.Owner.Kind == api.OwnerPID {
+		var err error
 		if watch, err = watchOwner(req.Owner.PID, req.Owner.StartTime); err != nil {
-			return api.Slice{}, fmt.Errorf("%w: %w", allocator.ErrInvalidRequest, err)
+			return nil, fmt.Errorf("%w: %w", allocator.ErrInvalidRequest, err)
 		}
 	}
 	rec := store.Record{
@@ -473,32 +484,32 @@ func (s *Server) allocate(req api.AllocRequest) (api.Slice, error) {
 			CreatedAt: time.Now().UTC(),
 		},
 		Request:         req,
-		ContextOverhead: overhead,
+		ContextOverhead: uint64(s.cfg.ContextOverhead),
 	}
 	rec.Slice.Dir = s.store.Dir(req.ID) // what Create records
 	region, err := s.store.Create(rec)
 	if err != nil {
 		watch.close()
-		return api.Slice{}, fmt.Errorf("record slice %s: %w", req.ID, err)
+		return nil, fmt.Errorf("record slice %s: %w", req.ID, err)
 	}
-	e := &sliceEntry{rec: rec, region: region, owner: watch, placed: true, uuids: sliceUUIDs(rec.Slice)}
+	return &sliceEntry{rec: rec, region: region, owner: watch, placed: true, uuids: sliceUUIDs(rec.Slice)}, nil
+}
 
+// publish makes a recorded slice visible to the API and the enforcer loop
+// (the loop picks it up by the version bump).
+func (s *Server) publish(e *sliceEntry) error {
 	s.mu.Lock()
 	if s.closed {
 		// Shutdown began while the record was written. The slice is recorded
 		// and will be restored; it is not answered, so the client retries.
 		s.mu.Unlock()
-		e.close()
-		booked = false
-		return api.Slice{}, errClosing
+		e.close() // not under mu: unmapping is no business of the lock
+		return errClosing
 	}
-	s.slices[req.ID] = e
+	s.slices[e.rec.Slice.ID] = e
 	s.version++
 	s.mu.Unlock()
-	booked = false
-	s.log.Info("slice allocated", zap.String("slice", req.ID), zap.String("dir", rec.Slice.Dir),
-		zap.Any("devices", devs), zap.String("qos", string(req.QoS)), zap.String("owner", ownerDesc(req.Owner)))
-	return rec.Slice, nil
+	return nil
 }
 
 // release removes a slice: its record first (once that is gone the slice is
@@ -531,7 +542,7 @@ func (s *Server) release(id, why string) error {
 	delete(s.slices, id)
 	s.version++
 	if s.loop != nil && s.apiSrv != nil && !s.closed {
-		s.closing = append(s.closing, e)
+		s.loop.closing = append(s.loop.closing, e)
 	} else {
 		e.close() // no loop reads it
 	}
@@ -580,20 +591,4 @@ func ownerDesc(o api.Owner) string {
 		return "container " + o.ContainerID
 	}
 	return "none"
-}
-
-// driverProcesses hands the enforcer loop the driver's per-process memory in
-// the loop's own type (the loop knows nothing of NVML).
-type driverProcesses struct{ gpus GPUs }
-
-func (d driverProcesses) Processes(uuid string) ([]enforcer.DriverProcess, error) {
-	ps, err := d.gpus.Processes(uuid)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]enforcer.DriverProcess, len(ps))
-	for i, p := range ps {
-		out[i] = enforcer.DriverProcess(p)
-	}
-	return out, nil
 }
