@@ -137,14 +137,9 @@ func RunRuntime(ctx context.Context, opts RuntimeOptions) (*RuntimeReport, error
 	if err != nil {
 		return nil, fmt.Errorf("runc: %w (Debian: apt-get install runc)", err)
 	}
-	art := map[string]string{}
-	for _, a := range []string{"bin/vgpud", "bin/vgpu-runtime", "build/libvgpu.so", "build/simgpu/libcuda.so.1",
-		"build/simgpu/libnvidia-ml.so.1", "build/test/dl_tamper"} {
-		p := filepath.Join(root, a)
-		if !fileExists(p) {
-			return nil, fmt.Errorf("%s is missing: run `make build` first", p)
-		}
-		art[a] = p
+	art, err := runtimeArtifacts(root)
+	if err != nil {
+		return nil, err
 	}
 	tmp, err := os.MkdirTemp(opts.TempDir, "vgpu-bench-runtime-")
 	if err != nil {
@@ -155,15 +150,7 @@ func RunRuntime(ctx context.Context, opts RuntimeOptions) (*RuntimeReport, error
 	} else {
 		defer os.RemoveAll(tmp)
 	}
-	rep := &RuntimeReport{Benchmark: "runtime", Machine: hostMachine(ctx, root, time.Now())}
-	rep.Machine.Driver = "simgpu"
-	rep.Config = RuntimeConfig{Creates: opts.Creates, Warmup: opts.Warmup, Runc: runc,
-		RuncVersion: firstLine(ctx, runc, "--version"), StateFS: fsType(tmp),
-		SampleNotes: "wall time of one `create --bundle B ID` (its process started to exited) of the same bundle " +
-			"(a tiny rootfs, runc's default spec) through each binary, the three variants interleaved; every container " +
-			"deleted (untimed) before the next create. vgpu-runtime with a request asks a real vgpud on a simulated " +
-			"node for the slice (which fsyncs its records on state_fs), edits config.json and runs runc as a child; " +
-			"without a request it exec()s runc."}
+	rep := newRuntimeReport(ctx, root, runc, tmp, opts)
 
 	// The simulated node and vgpud.
 	node := filepath.Join(tmp, "node")
@@ -184,6 +171,79 @@ func RunRuntime(ctx context.Context, opts RuntimeOptions) (*RuntimeReport, error
 	if err != nil {
 		return nil, err
 	}
+	cfgPath, err := writeRuntimeConfig(root, tmp, runc, sock, node, art)
+	if err != nil {
+		return nil, err
+	}
+	variants := []runtimeVariant{
+		{"runc", runc, specs.plain},
+		{"passthrough", art["bin/vgpu-runtime"], specs.plain},
+		{"vgpu", art["bin/vgpu-runtime"], specs.request},
+	}
+	samples, err := timeCreates(ctx, opts, tmp, bundle, cfgPath, variants, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := allReleased(ctx, client); err != nil {
+		return nil, err
+	}
+	rep.Runc, rep.Passthrough, rep.VGPU = Summarize(samples["runc"]), Summarize(samples["passthrough"]), Summarize(samples["vgpu"])
+	rep.Evaluate()
+	if !rep.Met && rep.Config.StateFS != "tmpfs" {
+		rep.Notes = append(rep.Notes, "the create through vgpu-runtime includes vgpud's fsyncs of the new slice on "+
+			rep.Config.StateFS+"; `--tmp /dev/shm` measures it without the storage")
+	}
+	fmt.Fprintf(log, "bench: runtime: runc %.2f ms, vgpu-runtime %.2f ms (added %+.2f ms), pass-through %+.2f ms\n",
+		rep.Runc.Median, rep.VGPU.Median, rep.AddedMS, rep.PassthroughAddedMS)
+	return rep, nil
+}
+
+// newRuntimeReport is the report's machine and configuration, before any
+// create.
+func newRuntimeReport(ctx context.Context, root, runc, tmp string, opts RuntimeOptions) *RuntimeReport {
+	rep := &RuntimeReport{Benchmark: "runtime", Machine: hostMachine(ctx, root, time.Now())}
+	rep.Machine.Driver = "simgpu"
+	rep.Config = RuntimeConfig{Creates: opts.Creates, Warmup: opts.Warmup, Runc: runc,
+		RuncVersion: firstLine(ctx, runc, "--version"), StateFS: fsType(tmp),
+		SampleNotes: "wall time of one `create --bundle B ID` (its process started to exited) of the same bundle " +
+			"(a tiny rootfs, runc's default spec) through each binary, the three variants interleaved; every container " +
+			"deleted (untimed) before the next create. vgpu-runtime with a request asks a real vgpud on a simulated " +
+			"node for the slice (which fsyncs its records on state_fs), edits config.json and runs runc as a child; " +
+			"without a request it exec()s runc."}
+	return rep
+}
+
+// allReleased checks that vgpud holds no slice once every container is
+// deleted: the poststop hook released each, or the figures timed a leak.
+func allReleased(ctx context.Context, client *api.Client) error {
+	left, err := client.Slices(ctx)
+	if err != nil {
+		return fmt.Errorf("vgpud slices: %w", err)
+	}
+	if len(left) != 0 {
+		return fmt.Errorf("%d slices left after every container was deleted: the poststop hook did not release them", len(left))
+	}
+	return nil
+}
+
+// runtimeArtifacts are the built files the benchmark runs, by their path
+// under root.
+func runtimeArtifacts(root string) (map[string]string, error) {
+	art := map[string]string{}
+	for _, a := range []string{"bin/vgpud", "bin/vgpu-runtime", "build/libvgpu.so", "build/simgpu/libcuda.so.1",
+		"build/simgpu/libnvidia-ml.so.1", "build/test/dl_tamper"} {
+		p := filepath.Join(root, a)
+		if !fileExists(p) {
+			return nil, fmt.Errorf("%s is missing: run `make build` first", p)
+		}
+		art[a] = p
+	}
+	return art, nil
+}
+
+// writeRuntimeConfig writes vgpu-runtime's config (VGPU_RUNTIME_CONFIG): the
+// real runc, vgpud's socket, libvgpu and the simulated node.
+func writeRuntimeConfig(root, tmp, runc, sock, node string, art map[string]string) (string, error) {
 	cfgPath := filepath.Join(tmp, "runtime.json")
 	rcfg, _ := json.Marshal(map[string]string{
 		"runc": runc, "socket": sock, "libvgpu": art["build/libvgpu.so"],
@@ -191,19 +251,25 @@ func RunRuntime(ctx context.Context, opts RuntimeOptions) (*RuntimeReport, error
 		"sim_lib_dir": filepath.Join(root, "build/simgpu"),
 	})
 	if err := os.WriteFile(cfgPath, rcfg, 0o644); err != nil {
-		return nil, fmt.Errorf("runtime config: %w", err)
+		return "", fmt.Errorf("runtime config: %w", err)
 	}
+	return cfgPath, nil
+}
+
+// runtimeVariant is one way of creating the container: the binary run as
+// runc and the bundle's config.json.
+type runtimeVariant struct {
+	name string
+	bin  string
+	spec []byte
+}
+
+// timeCreates times Warmup+Creates creates of each variant (the warm-up ones
+// dropped), the variants interleaved; every container is deleted, untimed,
+// before the next create. It returns the samples (ms) by variant name.
+func timeCreates(ctx context.Context, opts RuntimeOptions, tmp, bundle, cfgPath string, variants []runtimeVariant,
+	log io.Writer) (map[string][]float64, error) {
 	runcRoot := filepath.Join(tmp, "runc-root")
-	type variant struct {
-		name string
-		bin  string
-		spec []byte
-	}
-	variants := []variant{
-		{"runc", runc, specs.plain},
-		{"passthrough", art["bin/vgpu-runtime"], specs.plain},
-		{"vgpu", art["bin/vgpu-runtime"], specs.request},
-	}
 	env := append(cleanEnv(), "VGPU_RUNTIME_CONFIG="+cfgPath)
 	errFile, err := os.Create(filepath.Join(tmp, "stderr"))
 	if err != nil {
@@ -233,22 +299,7 @@ func RunRuntime(ctx context.Context, opts RuntimeOptions) (*RuntimeReport, error
 			}
 		}
 	}
-	left, err := client.Slices(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("vgpud slices: %w", err)
-	}
-	if len(left) != 0 {
-		return nil, fmt.Errorf("%d slices left after every container was deleted: the poststop hook did not release them", len(left))
-	}
-	rep.Runc, rep.Passthrough, rep.VGPU = Summarize(samples["runc"]), Summarize(samples["passthrough"]), Summarize(samples["vgpu"])
-	rep.Evaluate()
-	if !rep.Met && rep.Config.StateFS != "tmpfs" {
-		rep.Notes = append(rep.Notes, "the create through vgpu-runtime includes vgpud's fsyncs of the new slice on "+
-			rep.Config.StateFS+"; `--tmp /dev/shm` measures it without the storage")
-	}
-	fmt.Fprintf(log, "bench: runtime: runc %.2f ms, vgpu-runtime %.2f ms (added %+.2f ms), pass-through %+.2f ms\n",
-		rep.Runc.Median, rep.VGPU.Median, rep.AddedMS, rep.PassthroughAddedMS)
-	return rep, nil
+	return samples, nil
 }
 
 type benchSpecs struct{ plain, request []byte }

@@ -1,0 +1,204 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/test/simgpu"
+)
+
+// allocRequest is the benchmark's request: a guaranteed slice with a 1%
+// compute share, so that a batch of them fits on one GPU.
+func allocRequest(opts DaemonOptions) api.AllocRequest {
+	return api.AllocRequest{MemoryBytes: opts.AllocBytes, ComputePercent: 1, QoS: api.QoSGuaranteed}
+}
+
+// runAllocBench starts bin/vgpud on a simulated 2-GPU node and measures
+// sequential allocations and releases through its unix socket.
+func runAllocBench(ctx context.Context, opts DaemonOptions, root, dir string, log io.Writer) (*AllocResult, string, error) {
+	vgpud := opts.Vgpud
+	if vgpud == "" {
+		vgpud = filepath.Join(root, "bin", "vgpud")
+	}
+	simLib := filepath.Join(root, "build", "simgpu", "libnvidia-ml.so.1")
+	for _, f := range []string{vgpud, simLib} {
+		if !fileExists(f) {
+			return nil, "", fmt.Errorf("%s is missing: run `make build` first", f)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, "", fmt.Errorf("alloc bench dir: %w", err)
+	}
+	const devices = 2
+	state := filepath.Join(dir, "node")
+	if err := simgpu.Init(state, simgpu.Config{Devices: devices, Memory: 80 << 30, SMs: simSMs}); err != nil {
+		return nil, "", fmt.Errorf("creating the simulated node: %w", err)
+	}
+	st, err := simgpu.Status(state)
+	if err != nil {
+		return nil, "", fmt.Errorf("simulated node: %w", err)
+	}
+	gpu := st.Devices[0].Name
+
+	fmt.Fprintf(log, "bench: alloc: starting %s\n", vgpud)
+	d, err := startBenchVgpud(ctx, opts, vgpud, simLib, state, dir)
+	if err != nil {
+		return nil, "", err
+	}
+	defer d.stop()
+	defer d.client.Close()
+	if err := d.awaitHealth(ctx, opts.StartTimeout); err != nil {
+		return nil, "", err
+	}
+	devs, err := d.client.Devices(ctx)
+	if err != nil {
+		return nil, "", fmt.Errorf("vgpud devices: %w", err)
+	}
+	res := &AllocResult{Devices: len(devs)}
+	allocMS, releaseMS, err := d.timeAllocs(ctx, opts, log)
+	if err != nil {
+		return nil, "", err
+	}
+	// A vgpud that fails on the way out may not have kept what it acknowledged.
+	if err := d.stop(); err != nil {
+		return nil, "", fmt.Errorf("vgpud did not stop cleanly: %w: %s", err, strings.TrimSpace(d.out.String()))
+	}
+	res.Allocs, res.Releases = len(allocMS), len(releaseMS)
+	res.Alloc, res.Release = Summarize(allocMS), Summarize(releaseMS)
+	fmt.Fprintf(log, "bench: alloc: median %.3f ms p99 %.3f ms\n", res.Alloc.Median, res.Alloc.P99)
+	return res, gpu, nil
+}
+
+// benchVgpud is the alloc benchmark's running vgpud.
+type benchVgpud struct {
+	cmd     *exec.Cmd
+	out     *strings.Builder // its stdout and stderr, for error messages
+	sock    string
+	exited  chan error
+	stopped bool
+	client  *api.Client
+}
+
+// startBenchVgpud starts vgpud in report mode on the simulated node state,
+// its state dir and socket under dir, with none of the caller's preloads.
+func startBenchVgpud(ctx context.Context, opts DaemonOptions, vgpud, simLib, state, dir string) (*benchVgpud, error) {
+	d := &benchVgpud{out: &strings.Builder{}, sock: filepath.Join(dir, "vgpud.sock"), exited: make(chan error, 1)}
+	cmd := exec.CommandContext(ctx, vgpud, "--state-dir", filepath.Join(dir, "state"), "--socket", d.sock,
+		"--metrics-addr", "", "--enforcer-mode", "report", "--log-level", "warn",
+		"--nvml-lib", simLib)
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "LD_PRELOAD" || k == "LD_LIBRARY_PATH" || strings.HasPrefix(k, "VGPU_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	cmd.Env = append(env, "LD_LIBRARY_PATH="+filepath.Dir(simLib), "VGPU_SIM_STATE="+state)
+	cmd.Stdout, cmd.Stderr = d.out, d.out
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting vgpud: %w", err)
+	}
+	d.cmd = cmd
+	go func() { d.exited <- cmd.Wait() }()
+	d.client = api.NewClient(d.sock)
+	return d, nil
+}
+
+// stop ends vgpud with SIGTERM (SIGKILL after 10 s) and returns how it
+// exited; once stopped it does nothing.
+func (d *benchVgpud) stop() error {
+	if d.stopped {
+		return nil
+	}
+	d.stopped = true
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.exited:
+		return err
+	case <-time.After(10 * time.Second):
+		_ = d.cmd.Process.Kill()
+		return fmt.Errorf("vgpud did not stop on SIGTERM within 10s: %w", <-d.exited)
+	}
+}
+
+// awaitHealth polls vgpud's health endpoint until it answers, vgpud exits or
+// timeout passes.
+func (d *benchVgpud) awaitHealth(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		hctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, herr := d.client.Health(hctx)
+		cancel()
+		if herr == nil {
+			return nil
+		}
+		select {
+		case err := <-d.exited:
+			d.stopped = true
+			return fmt.Errorf("vgpud exited before answering (%v): %s", err, strings.TrimSpace(d.out.String()))
+		default:
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("vgpud did not answer on %s within %s: %v: %s", d.sock, timeout,
+				herr, strings.TrimSpace(d.out.String()))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// timeAllocs times opts.Allocs sequential allocations, releasing them in
+// batches of AllocBatch (each release timed too), after a few untimed
+// requests (connection set-up, first-use paths). It returns the samples, ms.
+func (d *benchVgpud) timeAllocs(ctx context.Context, opts DaemonOptions, log io.Writer) (allocMS, releaseMS []float64, err error) {
+	var held []string
+	release := func() error {
+		for _, id := range held {
+			t0 := time.Now()
+			if err := d.client.Release(ctx, id); err != nil {
+				return fmt.Errorf("release %s: %w", id, err)
+			}
+			releaseMS = append(releaseMS, float64(time.Since(t0))/1e6)
+		}
+		held = held[:0]
+		return nil
+	}
+	for i := 0; i < 3; i++ {
+		s, err := d.client.Alloc(ctx, allocRequest(opts))
+		if err != nil {
+			return nil, nil, fmt.Errorf("warm-up alloc: %w: %s", err, strings.TrimSpace(d.out.String()))
+		}
+		if err := d.client.Release(ctx, s.ID); err != nil {
+			return nil, nil, fmt.Errorf("warm-up release: %w", err)
+		}
+	}
+	fmt.Fprintf(log, "bench: alloc: %d allocations\n", opts.Allocs)
+	for i := 0; i < opts.Allocs; i++ {
+		t0 := time.Now()
+		s, err := d.client.Alloc(ctx, allocRequest(opts))
+		if err != nil {
+			return nil, nil, fmt.Errorf("alloc %d/%d: %w", i+1, opts.Allocs, err)
+		}
+		allocMS = append(allocMS, float64(time.Since(t0))/1e6)
+		held = append(held, s.ID)
+		if len(held) == opts.AllocBatch {
+			if err := release(); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	if err := release(); err != nil {
+		return nil, nil, err
+	}
+	return allocMS, releaseMS, nil
+}
