@@ -6,12 +6,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/internal/testbuild"
+	"github.com/vgpu-project/vgpu/internal/testproc"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/test/simgpu"
@@ -209,16 +208,12 @@ func (nd *node) ctl(args ...string) (stdout, stderr string, code int) {
 	return out.String(), errb.String(), cmd.ProcessState.ExitCode()
 }
 
-// proc is a running process read line by line, stdin a pipe.
+// proc is a running process read line by line, stdin a pipe (internal/testproc),
+// under the names these tests call it by.
 type proc struct {
-	t     *testing.T
-	name  string
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	lines chan string
-	mu    sync.Mutex
-	errb  bytes.Buffer
-	done  chan struct{}
+	*testproc.Proc
+	t   *testing.T
+	cmd *exec.Cmd
 }
 
 // startProc runs argv (relative paths from the repository root) on the node.
@@ -229,137 +224,37 @@ func (nd *node) startProc(env []string, argv ...string) *proc {
 		cmd.Path = filepath.Join(nd.root, argv[0])
 	}
 	cmd.Env, cmd.Dir = env, nd.root
-	p := &proc{t: nd.t, name: strings.Join(argv, " "), cmd: cmd, lines: make(chan string, 4096), done: make(chan struct{})}
-	var err error
-	p.stdin, err = cmd.StdinPipe()
-	require.NoError(nd.t, err)
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(nd.t, err)
-	cmd.Stderr = writerFunc(func(b []byte) (int, error) {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		return p.errb.Write(b)
-	})
-	require.NoError(nd.t, cmd.Start(), "start %s", p.name)
-	// Read to EOF before Wait: Wait closes the pipe and could lose the last lines.
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			p.lines <- sc.Text()
-		}
-		close(p.lines)
-		cmd.Wait()
-		close(p.done)
-	}()
-	nd.t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			cmd.Process.Kill()
-			p.drain()
-		}
-	})
-	return p
+	return &proc{Proc: testproc.Start(nd.t, cmd, strings.Join(argv, " "), lineTimeout), t: nd.t, cmd: cmd}
 }
 
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) stderr() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.errb.String()
-}
+func (p *proc) pid() int       { return p.Pid() }
+func (p *proc) stderr() string { return p.Stderr() }
+func (p *proc) drain() bool    { return p.Drain() }
+func (p *proc) exited() bool   { return p.Exited() }
 
 // expect reads lines until one starts with prefix; it returns its key=value fields.
 func (p *proc) expect(prefix string) map[string]string {
 	p.t.Helper()
-	timer := time.NewTimer(lineTimeout)
-	defer timer.Stop()
-	for {
-		select {
-		case l, ok := <-p.lines:
-			if !ok {
-				<-p.done
-				p.t.Fatalf("%s: ended (%v) before printing %q; stderr:\n%s", p.name, p.cmd.ProcessState, prefix, p.stderr())
-			}
-			if strings.HasPrefix(l, prefix) {
-				return fields(l)
-			}
-		case <-timer.C:
-			p.t.Fatalf("%s: no %q line within %v; stderr:\n%s", p.name, prefix, lineTimeout, p.stderr())
-		}
-	}
+	return p.Expect(prefix)
 }
 
 // next lets a --step program go past its current phase.
 func (p *proc) next() {
 	p.t.Helper()
-	_, err := io.WriteString(p.stdin, "\n")
-	require.NoError(p.t, err, "%s: write stdin", p.name)
-}
-
-// drain discards output until the process has exited; false on timeout.
-func (p *proc) drain() bool {
-	timer := time.NewTimer(lineTimeout)
-	defer timer.Stop()
-	lines := p.lines
-	for {
-		select {
-		case _, ok := <-lines:
-			if !ok {
-				lines = nil
-			}
-		case <-p.done:
-			return true
-		case <-timer.C:
-			return false
-		}
-	}
+	p.Next()
 }
 
 // wait closes stdin, waits for the exit and returns the exit code (-1: signal).
 func (p *proc) wait() int {
 	p.t.Helper()
-	p.stdin.Close()
-	if !p.drain() {
-		p.t.Fatalf("%s: did not exit within %v; stderr:\n%s", p.name, lineTimeout, p.stderr())
-	}
-	return p.cmd.ProcessState.ExitCode()
+	return p.Wait()
 }
 
 // waitExit waits for the exit without closing stdin (a --step program goes on
 // waiting at its phase) and returns the exit code (-1: signal).
 func (p *proc) waitExit() int {
 	p.t.Helper()
-	if !p.drain() {
-		p.t.Fatalf("%s: did not exit within %v; stderr:\n%s", p.name, lineTimeout, p.stderr())
-	}
-	return p.cmd.ProcessState.ExitCode()
-}
-
-// exited reports whether the process has ended.
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// fields parses "KEY a=1 b=2" into {a:1, b:2}.
-func fields(line string) map[string]string {
-	out := map[string]string{}
-	for _, f := range strings.Fields(line) {
-		if k, v, ok := strings.Cut(f, "="); ok {
-			out[k] = v
-		}
-	}
-	return out
+	return p.WaitExit()
 }
 
 // eventually polls cond until it holds or d passes; it returns how long it took.

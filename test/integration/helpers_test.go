@@ -1,24 +1,21 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/internal/testbuild"
+	"github.com/vgpu-project/vgpu/internal/testproc"
 	"github.com/vgpu-project/vgpu/shm"
 
 	"github.com/vgpu-project/vgpu/test/simgpu"
@@ -61,9 +58,10 @@ type env struct {
 	container string
 }
 
-// command builds the exec.Cmd of build/test/<prog> in e.
+// command builds the exec.Cmd of build/test/<prog> in e (testbuild.Dir: build/,
+// or build/san under `make sanitize`).
 func (e env) command(prog string, args ...string) *exec.Cmd {
-	bin := filepath.Join(e.root, "build/test", prog)
+	bin := testbuild.Path(e.root, "test", prog)
 	var cmd *exec.Cmd
 	if e.container == "" {
 		cmd = exec.Command(bin, args...)
@@ -94,13 +92,13 @@ func (e env) vars() []string {
 		out = append(out, kv)
 	}
 	out = append(out,
-		"LD_LIBRARY_PATH="+filepath.Join(e.root, "build/simgpu"),
+		"LD_LIBRARY_PATH="+testbuild.Path(e.root, "simgpu"),
 		"VGPU_SIM_STATE="+e.node)
 	if e.slice != "" {
 		out = append(out, "VGPU_SLICE_DIR="+e.slice)
 	}
 	if e.preload {
-		out = append(out, "LD_PRELOAD="+filepath.Join(e.root, "build/libvgpu.so"))
+		out = append(out, "LD_PRELOAD="+testbuild.Path(e.root, "libvgpu.so"))
 	}
 	return append(out, e.extra...)
 }
@@ -219,156 +217,70 @@ func (f *fixture) requireAgree(pid int, want uint64, what string) {
 		"%s: the simulated driver's figure for pid %d", what, pid)
 }
 
-// proc is a running test program, read line by line.
+// proc is a running test program, read line by line (internal/testproc),
+// under the names these tests call it by.
 type proc struct {
-	t     *testing.T
-	name  string
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	lines chan string
-	mu    sync.Mutex
-	errb  bytes.Buffer
-	done  chan struct{}
-	state *os.ProcessState
+	*testproc.Proc
+	t    *testing.T
+	name string
+	cmd  *exec.Cmd
 }
 
 // start runs build/test/<prog> with args in e.
 func start(t *testing.T, e env, prog string, args ...string) *proc {
 	t.Helper()
 	cmd := e.command(prog, args...)
-	p := &proc{t: t, name: prog + " " + strings.Join(args, " "), cmd: cmd,
-		lines: make(chan string, 1024), done: make(chan struct{})}
-	stdin, err := cmd.StdinPipe()
-	require.NoError(t, err)
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	cmd.Stderr = &lockedWriter{mu: &p.mu, b: &p.errb}
-	p.stdin = stdin
-	require.NoError(t, cmd.Start(), "start %s", p.name)
-	// One goroutine reads to EOF and only then waits: exec closes the pipe in
-	// Wait, so waiting concurrently with the reads could lose the last lines.
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			p.lines <- sc.Text()
-		}
-		close(p.lines)
-		_ = cmd.Wait()
-		p.state = cmd.ProcessState
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
+	name := prog + " " + strings.Join(args, " ")
+	return &proc{Proc: testproc.Start(t, cmd, name, lineTimeout), t: t, name: name, cmd: cmd}
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w *lockedWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(b)
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+func (p *proc) pid() int { return p.Pid() }
 
 // stderr is what the program wrote to stderr so far.
-func (p *proc) stderr() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.errb.String()
-}
+func (p *proc) stderr() string { return p.Stderr() }
 
 // expect reads lines until one starts with prefix and returns its key=value
 // fields. Fails on EOF or timeout, showing the program's stderr.
 func (p *proc) expect(prefix string) map[string]string {
 	p.t.Helper()
-	timer := time.NewTimer(lineTimeout)
-	defer timer.Stop()
-	for {
-		select {
-		case l, ok := <-p.lines:
-			if !ok {
-				<-p.done
-				p.t.Fatalf("%s: ended (%v) before printing %q; stderr:\n%s", p.name, p.state,
-					prefix, p.stderr())
-			}
-			if strings.HasPrefix(l, prefix) {
-				return fields(l)
-			}
-		case <-timer.C:
-			p.t.Fatalf("%s: no %q line within %v; stderr:\n%s", p.name, prefix, lineTimeout,
-				p.stderr())
-		}
-	}
+	return p.Expect(prefix)
+}
+
+// expectEither reads lines until one starts with a or b and returns that prefix
+// with the line's fields: expect, for a program that prints either one next.
+func (p *proc) expectEither(a, b string) (string, map[string]string) {
+	p.t.Helper()
+	return p.ExpectEither(a, b)
 }
 
 // phase waits for "PHASE name".
 func (p *proc) phase(name string) {
 	p.t.Helper()
-	p.expect("PHASE " + name)
+	p.Phase(name)
 }
 
 // next lets a stepping program continue past its current phase.
 func (p *proc) next() {
 	p.t.Helper()
-	_, err := io.WriteString(p.stdin, "\n")
-	require.NoError(p.t, err, "%s: write stdin", p.name)
+	p.Next()
 }
 
 // wait waits for the program to exit and returns its exit code (-1: signal).
 func (p *proc) wait() int {
 	p.t.Helper()
-	_ = p.stdin.Close()
-	if !p.drainUntilDone() {
-		p.t.Fatalf("%s: did not exit within %v; stderr:\n%s", p.name, lineTimeout, p.stderr())
-	}
-	return p.state.ExitCode()
-}
-
-// drainUntilDone discards output until the process has exited and its output
-// is read (so the reader never blocks on a full channel). False on timeout.
-func (p *proc) drainUntilDone() bool {
-	timer := time.NewTimer(lineTimeout)
-	defer timer.Stop()
-	lines := p.lines
-	for {
-		select {
-		case _, ok := <-lines:
-			if !ok {
-				lines = nil
-			}
-		case <-p.done:
-			return true
-		case <-timer.C:
-			return false
-		}
-	}
+	return p.Wait()
 }
 
 // waitOK waits for a clean exit.
 func (p *proc) waitOK() {
 	p.t.Helper()
-	code := p.wait()
-	require.Equal(p.t, 0, code, "%s exited %d; stderr:\n%s", p.name, code, p.stderr())
+	p.WaitOK()
 }
 
 // kill sends SIGKILL and waits until the process is gone.
 func (p *proc) kill() {
 	p.t.Helper()
-	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGKILL))
-	if !p.drainUntilDone() {
-		p.t.Fatalf("%s: still running %v after SIGKILL", p.name, lineTimeout)
-	}
+	p.Kill()
 }
 
 // run runs a program to completion, returning stdout lines, stderr and exit code.
@@ -400,15 +312,7 @@ func lineWith(t *testing.T, lines []string, prefix string) map[string]string {
 }
 
 // fields parses "KEY a=1 b=x" into {a: 1, b: x}.
-func fields(line string) map[string]string {
-	m := map[string]string{}
-	for _, f := range strings.Fields(line) {
-		if k, v, ok := strings.Cut(f, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
-}
+func fields(line string) map[string]string { return testproc.Fields(line) }
 
 // num parses a numeric field.
 func num(t *testing.T, m map[string]string, k string) uint64 {

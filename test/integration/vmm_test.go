@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -195,32 +193,5 @@ func TestVMMExitWhileMappedReturnsEverything(t *testing.T) {
 			require.Equal(t, uint64(0), f.used())
 			require.Empty(t, f.sl.Usage.Slots(), "a clean exit frees the slot")
 		})
-	}
-}
-
-// expectEither reads lines until one starts with a or b and returns that prefix
-// with the line's fields: expect, for a program that prints either one next.
-func (p *proc) expectEither(a, b string) (string, map[string]string) {
-	p.t.Helper()
-	timer := time.NewTimer(lineTimeout)
-	defer timer.Stop()
-	for {
-		select {
-		case l, ok := <-p.lines:
-			if !ok {
-				<-p.done
-				p.t.Fatalf("%s: ended (%v) before printing %q or %q; stderr:\n%s", p.name,
-					p.state, a, b, p.stderr())
-			}
-			switch {
-			case strings.HasPrefix(l, a):
-				return a, fields(l)
-			case strings.HasPrefix(l, b):
-				return b, fields(l)
-			}
-		case <-timer.C:
-			p.t.Fatalf("%s: no %q or %q line within %v; stderr:\n%s", p.name, a, b,
-				lineTimeout, p.stderr())
-		}
 	}
 }
