@@ -108,7 +108,7 @@ func (s *Server) writeErr(w http.ResponseWriter, err error) {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v) // a client gone away is not our error
+	_ = json.NewEncoder(w).Encode(v) // a client gone away is not our error
 }
 
 func writeError(w http.ResponseWriter, status int, e api.Error) { writeJSON(w, status, e) }

@@ -60,7 +60,8 @@ func listenUnix(path string) (*net.UnixListener, error) {
 		return nil, fmt.Errorf("socket %s: chmod 0600: %w", path, err)
 	}
 	if tmp != path {
-		if err := os.Rename(tmp, path); err != nil {
+		// A socket, not a file: bound under a temporary name, then moved into place.
+		if err := os.Rename(tmp, path); err != nil { //nolint:forbidigo // renames a bound socket
 			l.Close()
 			os.Remove(tmp)
 			return nil, fmt.Errorf("socket %s: %w", path, err)
@@ -113,7 +114,7 @@ func lockStateDir(dir string) (*os.File, error) {
 	}
 	// The pid is for the error message above only; the flock is the lock.
 	if err := f.Truncate(0); err == nil {
-		f.WriteAt([]byte(strconv.Itoa(os.Getpid())), 0)
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())), 0) // informative only
 	}
 	return f, nil
 }

@@ -127,7 +127,7 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (_ *Server, err error) {
 	}
 	defer func() {
 		if err != nil {
-			s.closeAll()
+			_ = s.closeAll() // already failing: the first error is the one reported
 		}
 	}()
 
@@ -275,7 +275,7 @@ func (s *Server) MetricsAddr() string {
 // cmd/vgpud) or a listener fails, then shuts down.
 func (s *Server) Run(ctx context.Context) error {
 	if err := s.Start(); err != nil {
-		s.closeAll()
+		_ = s.closeAll() // already failing: the first error is the one reported
 		return err
 	}
 	var err error

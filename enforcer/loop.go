@@ -147,7 +147,7 @@ func (l *Loop) Close() error {
 	defer l.mu.Unlock()
 	for _, e := range l.watch {
 		if e.fd >= 0 {
-			unix.Close(e.fd)
+			_ = unix.Close(e.fd) // a pidfd: nothing to flush
 			e.fd = -1
 		}
 	}

@@ -261,7 +261,7 @@ func TestTickPeriodicFullScan(t *testing.T) {
 	require.Zero(t, ts.Slice.Usage.DeviceUsed(0))
 	require.EqualValues(t, shm.SlotFree, atomic.LoadUint64(&s.Owner))
 
-	slot = claimID(t, ts, deadIdentity(t), 99)
+	claimID(t, ts, deadIdentity(t), 99)
 	atomic.AddUint64(&ts.Slice.Usage.Raw().AttachCount, ^uint64(0)) // undo the bump
 	var freed uint64
 	for i := 0; i < 6; i++ {

@@ -59,7 +59,7 @@ func ParseArgs(args []string) (Invocation, error) {
 					return inv, fmt.Errorf("flag --%s needs a value", name)
 				}
 				i++
-				val = args[i]
+				val = args[i] //nolint:gosec // G602: i+1 < len(args) is checked just above
 			}
 			switch name {
 			case "vgpu-config":

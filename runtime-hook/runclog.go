@@ -77,8 +77,8 @@ func FormatRuncLogLine(format, level, msg string, t time.Time) string {
 func logfmtValue(s string) string {
 	safe := s != ""
 	for _, r := range s {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
-			strings.ContainsRune("-._/@^+", r)) {
+		alnum := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+		if !alnum && !strings.ContainsRune("-._/@^+", r) {
 			safe = false
 			break
 		}

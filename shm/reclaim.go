@@ -146,7 +146,7 @@ func (r *UsageRegion) recoverFault(err *error) {
 	}
 	if re, ok := p.(runtime.Error); ok {
 		if _, isFault := re.(interface{ Addr() uintptr }); isFault {
-			*err = fmt.Errorf("usage file %s: %w: fault on the mapping (file shrunk underneath?): %v",
+			*err = fmt.Errorf("usage file %s: %w: fault on the mapping (file shrunk underneath?): %w",
 				r.path, ErrTruncated, re)
 			return
 		}

@@ -100,7 +100,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if len(args) > 1 {
 			switch args[1] {
 			case "init":
-				io.WriteString(stdout, initHelp)
+				_, _ = io.WriteString(stdout, initHelp)
 				return 0
 			case "status":
 				fmt.Fprint(stdout, statusHelp)

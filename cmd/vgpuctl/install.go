@@ -206,7 +206,7 @@ func installContainerd(o installOptions) (installResult, error) {
 	}
 	if exists {
 		res.Backup = o.ConfigPath + ".vgpu-backup-" + o.Now().UTC().Format("20060102T150405Z")
-		if err := os.WriteFile(res.Backup, data, mode); err != nil {
+		if err := atomicfile.Write(res.Backup, data, mode, atomicfile.Durable); err != nil {
 			return res, fmt.Errorf("back up %s: %w", o.ConfigPath, err)
 		}
 	} else if err := os.MkdirAll(filepath.Dir(o.ConfigPath), 0o755); err != nil {

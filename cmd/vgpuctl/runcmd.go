@@ -143,7 +143,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		for {
 			select {
 			case sig := <-sigs:
-				cmd.Process.Signal(sig)
+				_ = cmd.Process.Signal(sig) // it may have exited meanwhile
 			case <-done:
 				return
 			}

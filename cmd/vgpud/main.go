@@ -72,8 +72,9 @@ Flags:
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 // flagKeys maps each flag to its config key (for error messages and help).
@@ -107,7 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vgpud: %v\n", err)
 		return 2
 	}
-	defer log.Sync()
+	defer func() { _ = log.Sync() }() // stderr may not sync (EINVAL): nothing to do about it
 
 	// Errors that end vgpud are printed plainly (not as a log record): they are
 	// the last thing an operator reads, in a terminal or in journalctl.

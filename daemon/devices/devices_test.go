@@ -140,7 +140,8 @@ func TestDiscoverErrorsPropagate(t *testing.T) {
 			require.ErrorContains(t, err, tc.msg)
 			if tc.is != nil {
 				require.ErrorIs(t, err, tc.is)
-				if ret, ok := tc.is.(nvml.Return); ok {
+				var ret nvml.Return
+				if errors.As(tc.is, &ret) {
 					require.Contains(t, err.Error(), ret.Error(), "NVML's own words are kept")
 				}
 			}

@@ -68,7 +68,7 @@ func testReport() *enforcer.TickReport {
 }
 
 func TestCollectAndCompare(t *testing.T) {
-	m := New(func() Input { return testInput() })
+	m := New(testInput)
 	m.ObserveTick(testReport())
 	expected := `
 # HELP vgpu_daemon_info vgpud's version and enforcer mode (value 1).
@@ -250,7 +250,7 @@ vgpu_slices{qos="guaranteed"} 2
 
 // Names, units and help texts follow the Prometheus conventions (promlint).
 func TestLint(t *testing.T) {
-	m := New(func() Input { return testInput() })
+	m := New(testInput)
 	m.ObserveTick(testReport())
 	problems, err := testutil.CollectAndLint((*collector)(m))
 	require.NoError(t, err)
@@ -262,7 +262,7 @@ func TestLint(t *testing.T) {
 
 // The handler serves the registry in the text format, with the slice metrics.
 func TestHandler(t *testing.T) {
-	m := New(func() Input { return testInput() })
+	m := New(testInput)
 	m.ObserveTick(testReport())
 	srv := httptest.NewServer(m.Handler())
 	defer srv.Close()

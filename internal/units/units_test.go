@@ -21,7 +21,7 @@ func TestParseSize(t *testing.T) {
 		"2KB":      2048,
 		"2KiB":     2048,
 		"3T":       3 << 40,
-		" 8 MiB ":  8 << 20,
+		" 8 MiB ":  8 << 20, //nolint:gocritic // the spaces are what this case tests
 		"1.5GiB":   3 << 29,
 		"0.5K":     512,
 		"1P":       1 << 50,

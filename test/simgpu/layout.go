@@ -13,8 +13,8 @@ const (
 	MaxProcs   = 256
 	NBuckets   = 64
 	// BucketNs is the width of one utilization bucket.
-	BucketNs      uint64 = 100_000_000
-	WindowBuckets        = 10
+	BucketNs      = uint64(100_000_000)
+	WindowBuckets = 10
 	// MaxBacklogLimit bounds --max-backlog: launches are credited to buckets at most
 	// this far ahead, so the ring never overwrites a bucket the window still reads.
 	MaxBacklogLimit uint64 = 5_000_000_000
