@@ -230,7 +230,7 @@ func allReleased(ctx context.Context, client *api.Client) error {
 // under root.
 func runtimeArtifacts(root string) (map[string]string, error) {
 	art := map[string]string{}
-	for _, a := range []string{"bin/vgpud", "bin/vgpu-runtime", "build/libvgpu.so", "build/simgpu/libcuda.so.1",
+	for _, a := range []string{"bin/vgpud", "bin/vgpu-runtime", "bin/vgpu-sim", "build/libvgpu.so", "build/simgpu/libcuda.so.1",
 		"build/simgpu/libnvidia-ml.so.1", "build/test/dl_tamper"} {
 		p := filepath.Join(root, a)
 		if !fileExists(p) {
@@ -242,13 +242,19 @@ func runtimeArtifacts(root string) (map[string]string, error) {
 }
 
 // writeRuntimeConfig writes vgpu-runtime's config (VGPU_RUNTIME_CONFIG): the
-// real runc, vgpud's socket, libvgpu and the simulated node.
+// real runc, vgpud's socket, libvgpu and the simulated node's driver spec
+// (written by vgpu-sim driver-spec, as a node's operator would).
 func writeRuntimeConfig(root, tmp, runc, sock, node string, art map[string]string) (string, error) {
 	cfgPath := filepath.Join(tmp, "runtime.json")
+	driverSpec := filepath.Join(tmp, "driver.json")
+	out, err := exec.Command(filepath.Join(root, "bin/vgpu-sim"), "driver-spec", "--state", node,
+		"--lib-dir", filepath.Join(root, "build/simgpu"), "--out", driverSpec).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("vgpu-sim driver-spec: %w: %s", err, out)
+	}
 	rcfg, _ := json.Marshal(map[string]string{
 		"runc": runc, "socket": sock, "libvgpu": art["build/libvgpu.so"],
-		"state_dir": filepath.Join(tmp, "runtime-state"), "sim_state": node,
-		"sim_lib_dir": filepath.Join(root, "build/simgpu"),
+		"state_dir": filepath.Join(tmp, "runtime-state"), "driver_spec": driverSpec,
 	})
 	if err := os.WriteFile(cfgPath, rcfg, 0o644); err != nil {
 		return "", fmt.Errorf("runtime config: %w", err)
