@@ -15,7 +15,7 @@ import (
 	"github.com/vgpu-project/vgpu/shm"
 )
 
-// The daemon benchmark's goals (issue 3, "Must show"), reported, never asserted.
+// The daemon benchmark's goals, reported, never asserted.
 const (
 	// GoalTickCPUMS: CPU ms one enforcer tick over 1,000 slices may take (p99).
 	GoalTickCPUMS = 5.0

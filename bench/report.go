@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// The goals of the overhead benchmark (issue 2, "Must show"). They are reported, not
+// The goals of the overhead benchmark. They are reported, not
 // asserted: each row says whether it met its goal on the machine that ran it.
 const (
 	// GoalLaunchAddedNS: median ns libvgpu may add to one cuLaunchKernel.

@@ -20,7 +20,7 @@ import (
 )
 
 // GoalRuntimeAddedMS is what vgpu-runtime may add to a container's creation
-// (median, issue 4 "Must show"). Reported, never asserted.
+// (median). Reported, never asserted.
 const GoalRuntimeAddedMS = 20.0
 
 // RuntimeOptions configures RunRuntime. DefaultRuntimeOptions gives the values

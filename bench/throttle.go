@@ -19,7 +19,7 @@ import (
 	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
-// The throttle benchmark (issue 5): tenants on a simulated node, each a slice
+// The throttle benchmark: tenants on a simulated node, each a slice
 // with its own budget, run build/test/throttle_load under libvgpu while an
 // in-process enforcer.Controller (what vgpud runs every tick) drives their token
 // rates from the busy time the simulated driver measures per process. Achieved
@@ -39,7 +39,7 @@ const (
 // AllWorkloads in report order.
 var AllWorkloads = []string{WorkFlood, WorkSync, WorkGraph, WorkMix}
 
-// Goals of the throttle benchmark (issue 5, "Must show"): reported, not asserted.
+// Goals of the throttle benchmark (the ±2-point promise): reported, not asserted.
 const (
 	// GoalShareErrorPts: every tenant's achieved share within this many
 	// percentage points of its target.

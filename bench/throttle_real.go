@@ -16,7 +16,7 @@ import (
 	"github.com/vgpu-project/vgpu/shm"
 )
 
-// The throttle benchmark on a real GPU (issue 5, part 5; `vgpu-bench throttle
+// The throttle benchmark on a real GPU (`vgpu-bench throttle
 // --driver real`, run by test/gpu/run.sh): the same cells as on the simulated
 // node — one cap tenant alone at 50%, two cap tenants at 30/70 — with a real
 // kernel (build/test/throttle_real: an embedded PTX busy loop loaded with

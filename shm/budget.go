@@ -94,11 +94,6 @@ func (r *BudgetRegion) MemoryLimit(d int) uint64 {
 	return atomic.LoadUint64(&r.dev(d).MemoryLimit)
 }
 
-// ElasticGrantSeq is the last elastic request sequence vgpud answered on device d.
-func (r *BudgetRegion) ElasticGrantSeq(d int) uint64 {
-	return atomic.LoadUint64(&r.dev(d).ElasticGrantSeq)
-}
-
 // Device returns a snapshot of device d's budget.
 func (r *BudgetRegion) Device(d int) DeviceBudget {
 	bd := r.dev(d)
@@ -204,15 +199,6 @@ func (r *BudgetRegion) SetTokenBucket(d int, rate, burst uint64) error {
 		bd := r.dev(d)
 		atomic.StoreUint64(&bd.TokenRate, rate)
 		atomic.StoreUint64(&bd.TokenBurst, burst)
-		return nil
-	})
-}
-
-// SetElasticGrant records that vgpud answered device d's elastic request seq
-// (after raising the limit, or not).
-func (r *BudgetRegion) SetElasticGrant(d int, seq uint64) error {
-	return r.update("set elastic grant", func() error {
-		atomic.StoreUint64(&r.dev(d).ElasticGrantSeq, seq)
 		return nil
 	})
 }

@@ -370,7 +370,6 @@ func TestBudgetSetters(t *testing.T) {
 		func() error { return w.SetContextOverhead(0, 300<<20) },
 		func() error { return w.SetComputeShare(0, 7000, 1000) },
 		func() error { return w.SetTokenBucket(1, 123, 456) },
-		func() error { return w.SetElasticGrant(0, 9) },
 		func() error { return w.SetPriority(42) },
 		func() error { return w.SetQoS(QoSBestEffort) },
 		func() error { return w.SetPolicy(PolicyCap) },
@@ -388,7 +387,6 @@ func TestBudgetSetters(t *testing.T) {
 	require.Equal(t, uint32(1000), d0.ComputeFloorBP)
 	require.Equal(t, uint64(123), d1.TokenRate)
 	require.Equal(t, uint64(456), d1.TokenBurst)
-	require.Equal(t, uint64(9), r.ElasticGrantSeq(0))
 	require.Equal(t, uint32(42), r.Priority())
 	require.Equal(t, uint32(QoSBestEffort), r.QoS())
 	require.Equal(t, uint32(PolicyCap), r.Policy())

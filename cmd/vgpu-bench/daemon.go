@@ -10,7 +10,7 @@ import (
 
 const daemonHelp = `usage: vgpu-bench daemon [flags]
 
-Measures vgpud's two costs (issue 3):
+Measures vgpud's two costs:
 
   tick   enforcer.Loop.Tick over --slices slices, each with --procs-per-slice slots
          owned by live processes (sleeping children, one per slot) and the default

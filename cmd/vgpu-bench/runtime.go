@@ -9,7 +9,7 @@ import (
 
 const runtimeHelp = `usage: vgpu-bench runtime [flags]
 
-Measures what vgpu-runtime adds to a container's creation (issue 4): the wall time
+Measures what vgpu-runtime adds to a container's creation: the wall time
 of "create --bundle B ID" of one prepared bundle (a tiny rootfs, runc's default
 spec) through plain runc, through bin/vgpu-runtime for a container without a
 request (it exec()s runc) and with vgpu.io/memory=1GiB (it asks a real bin/vgpud on

@@ -14,7 +14,7 @@ import (
 
 const throttleHelp = `usage: vgpu-bench throttle [flags]
 
-Measures how closely the launch throttle holds compute shares (issue 5), on
+Measures how closely the launch throttle holds compute shares, on
 simulated nodes: each tenant is a slice running build/test/throttle_load under
 libvgpu; an in-process enforcer.Controller (what vgpud runs every tick) sets the
 slices' token rates from the busy time the simulated driver records per process.

@@ -15,7 +15,7 @@ import (
 	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
-// The launch throttle on every launch path (issue 5). Each case runs
+// The launch throttle on every launch path. Each case runs
 // build/test/throttle_load on its own simulated node (4 SMs, 10 us per wave of
 // blocks: libvgpu's nominal wave time, so a static rate is exact) in a slice
 // whose budget grants 10% of the device, and reads the device time the
