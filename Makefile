@@ -14,7 +14,9 @@ BUILD   := build
 BIN     := bin
 
 CWARN   := -Wall -Wextra -Werror
-CFLAGS  := -std=gnu11 -O2 -g $(CWARN) -fPIC -Ilibvgpu/include
+# Extra flags for every C compile and link (make sanitize sets the sanitizers).
+CSAN    ?=
+CFLAGS  := -std=gnu11 -O2 -g $(CWARN) -fPIC -Ilibvgpu/include $(CSAN)
 # libvgpu: everything hidden except the hooks (marked VGPU_EXPORT in the sources).
 LIBVGPU_CFLAGS := $(CFLAGS) -fvisibility=hidden -pthread
 LIBVGPU_LDFLAGS := -shared -Wl,-soname,libvgpu.so -Wl,--no-undefined -ldl -pthread
@@ -38,7 +40,7 @@ SIM_HDR     := $(wildcard test/simgpu/*.h) libvgpu/include/vgpu_cuda.h
 # into every program: testutil.o references no driver symbol (so dl_* link it
 # without libcuda); testutil_linked.o does, and an archive member is pulled in only
 # by a program that references it.
-CPROG_CFLAGS := -std=gnu11 -O2 -g $(CWARN) -Ilibvgpu/include -Itest/cprog
+CPROG_CFLAGS := -std=gnu11 -O2 -g $(CWARN) -Ilibvgpu/include -Itest/cprog $(CSAN)
 TESTUTIL_SRC := test/cprog/testutil.c test/cprog/testutil_linked.c
 TESTUTIL_LIB := $(BUILD)/testutil/libtestutil.a
 CPROG_HDR := $(wildcard test/cprog/*.h) libvgpu/include/vgpu_cuda.h
@@ -48,7 +50,7 @@ CPROG_BIN := $(patsubst test/cprog/%.c,$(BUILD)/test/%,$(CPROG_SRC))
 # go-nvml's cgo header marks old NVML entry points deprecated; the warnings are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: all build clib go test vet fmt-check fmt-c fmt-c-check clang-format-dep deps bench run clean
+.PHONY: all build clib go test vet fmt-check fmt-c fmt-c-check clang-format-dep sanitize deps bench run clean
 
 all: build
 
@@ -132,8 +134,36 @@ fmt-c-check: clang-format-dep
 	if [ -n "$$bad" ]; then echo "not clang-format-formatted (run make fmt-c):"; \
 		for f in $$bad; do echo "  $$f"; done; exit 1; fi
 
-test: deps build vet fmt-check
+test: deps build vet fmt-check fmt-c-check sanitize
 	$(GO) test -count=1 -timeout 30m ./...
+
+# Sanitizer gate: libvgpu, the simulated driver (libcuda.so.1, libnvidia-ml.so.1),
+# the test programs and libtestutil.a built with ASan + UBSan into build/san (the
+# layout of build/), then the Go tests that run them, pointed there through
+# VGPU_BUILD_DIR (internal/testbuild). Any finding fails the run: UBSan does not
+# recover (-fno-sanitize-recover) and both stop at the first error.
+#  - The test programs are sanitized too, so the ASan runtime is their first
+#    DT_NEEDED. A program run with LD_PRELOAD=build/san/libvgpu.so still has the
+#    preloaded library ahead of it in the link map, which ASan's start-up check
+#    rejects; verify_asan_link_order=0 turns that check off. That is safe here:
+#    libvgpu defines none of the functions ASan intercepts (malloc, free, str*,
+#    ...), so every call still reaches ASan's interceptors first.
+#  - Go test processes that dlopen the simulated NVML themselves (go-nvml in
+#    test/simgpu) keep using build/ (testbuild says why): an instrumented library
+#    cannot be loaded into a Go binary not linked with the sanitizer runtime, and
+#    preloading libasan into the Go test binary would put ASan's shadow memory
+#    where the Go heap wants to live. So sanitize builds build/ as well.
+#  - Leak detection is off: the simulated driver never frees a destroyed graph,
+#    stream or context (a stale handle must stay readable and test as dead, as
+#    with the real driver), and test programs exit holding what the exit path
+#    must return, or are SIGKILLed.
+SAN_BUILD := $(BUILD)/san
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+SAN_ENV   := ASAN_OPTIONS=halt_on_error=1:detect_leaks=0:verify_asan_link_order=0 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+sanitize: clib
+	$(MAKE) --no-print-directory clib BUILD=$(SAN_BUILD) CSAN="$(SAN_FLAGS)"
+	$(SAN_ENV) VGPU_BUILD_DIR=$(SAN_BUILD) $(GO) test -count=1 -timeout 20m ./test/integration/ ./test/simgpu/
 
 bench: build
 	@mkdir -p bench/results

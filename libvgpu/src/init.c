@@ -130,7 +130,7 @@ static _Atomic(dlsym_fn) real_dlsym_ptr;
 
 /* glibc >= 2.34 versions dlsym GLIBC_2.34 (in libc); older ones GLIBC_2.2.5 (in
  * libdl). dlvsym is not interposed, so this cannot recurse into our dlsym. */
-dlsym_fn vgpu_real_dlsym(void)
+VGPU_NO_ASAN dlsym_fn vgpu_real_dlsym(void)
 {
     dlsym_fn f = atomic_load_explicit(&real_dlsym_ptr, memory_order_acquire);
     if (VGPU_LIKELY(f != NULL))

@@ -79,7 +79,7 @@ void vgpu_resolve_reals(char lib, void *handle)
     }
 }
 
-const struct vgpu_hook *vgpu_hook_by_name(const char *name)
+VGPU_NO_ASAN const struct vgpu_hook *vgpu_hook_by_name(const char *name)
 {
     /* Cheap rejection: every hooked name starts with "cu" or "nvml". dlsym is
      * called for all kinds of names (Python extension init functions, ...). */
@@ -118,7 +118,8 @@ static bool called_from_driver(void *caller)
     return strncmp(base, "libcuda.", 8) == 0 || strncmp(base, "libnvidia-ml.", 13) == 0;
 }
 
-VGPU_EXPORT void *dlsym(void *handle, const char *name)
+/* Not instrumented (VGPU_NO_ASAN): a sanitizer runtime calls it while it starts. */
+VGPU_NO_ASAN VGPU_EXPORT void *dlsym(void *handle, const char *name)
 {
     dlsym_fn real = vgpu_real_dlsym();
     const struct vgpu_hook *h = vgpu_hook_by_name(name);

@@ -38,6 +38,12 @@
 #define VGPU_EXPORT __attribute__((visibility("default")))
 #define VGPU_LIKELY(x) __builtin_expect(!!(x), 1)
 #define VGPU_UNLIKELY(x) __builtin_expect(!!(x), 0)
+/* Code that may run before a sanitizer runtime has initialized (`make sanitize`
+ * builds libvgpu with ASan): ASan resolves its interceptors through dlsym — that
+ * is, through our dlsym hook — before its shadow memory exists, so the hook and
+ * what it calls on the way to the real dlsym must not be instrumented. Nothing in
+ * the normal build. */
+#define VGPU_NO_ASAN __attribute__((no_sanitize_address))
 
 /* CUDA ordinals libvgpu maps to slice devices. Real nodes have at most 16-ish. */
 #define VGPU_MAX_ORDINALS 64

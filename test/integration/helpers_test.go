@@ -61,7 +61,7 @@ type env struct {
 // command builds the exec.Cmd of build/test/<prog> in e (testbuild.Dir: build/,
 // or build/san under `make sanitize`).
 func (e env) command(prog string, args ...string) *exec.Cmd {
-	bin := filepath.Join(e.root, "build/test", prog)
+	bin := testbuild.Path(e.root, "test", prog)
 	var cmd *exec.Cmd
 	if e.container == "" {
 		cmd = exec.Command(bin, args...)
@@ -92,13 +92,13 @@ func (e env) vars() []string {
 		out = append(out, kv)
 	}
 	out = append(out,
-		"LD_LIBRARY_PATH="+filepath.Join(e.root, "build/simgpu"),
+		"LD_LIBRARY_PATH="+testbuild.Path(e.root, "simgpu"),
 		"VGPU_SIM_STATE="+e.node)
 	if e.slice != "" {
 		out = append(out, "VGPU_SLICE_DIR="+e.slice)
 	}
 	if e.preload {
-		out = append(out, "LD_PRELOAD="+filepath.Join(e.root, "build/libvgpu.so"))
+		out = append(out, "LD_PRELOAD="+testbuild.Path(e.root, "libvgpu.so"))
 	}
 	return append(out, e.extra...)
 }

@@ -47,21 +47,24 @@ func repoRoot(t *testing.T) string {
 // ensureBuilt brings the simulated libraries and the sim_* programs up to date with
 // make (a no-op when `make build` already ran) and fails with the way out if it
 // cannot. The test programs do not include testutil.h, so it is marked old (-o)
-// and its absence cannot block them.
+// and its absence cannot block them. With VGPU_BUILD_DIR set (testbuild: `make
+// sanitize`) the artifacts come from that directory, built by whoever set it.
 func ensureBuilt(t *testing.T) string {
 	t.Helper()
 	root := repoRoot(t)
-	buildOnce.Do(func() {
-		args := append([]string{"-C", root, "-o", "test/cprog/testutil.h"}, simTargets...)
-		out, err := exec.Command("make", args...).CombinedOutput()
-		buildOut, buildErr = string(out), err
-	})
+	if !testbuild.Custom() {
+		buildOnce.Do(func() {
+			args := append([]string{"-C", root, "-o", "test/cprog/testutil.h"}, simTargets...)
+			out, err := exec.Command("make", args...).CombinedOutput()
+			buildOut, buildErr = string(out), err
+		})
+	}
 	if buildErr != nil {
 		t.Fatalf("building the simulated node failed (run `make build` and see its errors): %v\n%s", buildErr, buildOut)
 	}
 	for _, tgt := range simTargets {
-		_, err := os.Stat(filepath.Join(root, tgt))
-		require.NoError(t, err, "missing %s: run `make build`", tgt)
+		_, err := os.Stat(testbuild.Path(root, strings.TrimPrefix(tgt, "build/")))
+		require.NoError(t, err, "missing %s in %s: run `make build`", tgt, testbuild.Dir())
 	}
 	return root
 }
@@ -83,9 +86,9 @@ func newNode(t *testing.T, cfg Config) simEnv {
 }
 
 func (e simEnv) cmd(prog string, args ...string) *exec.Cmd {
-	c := exec.Command(filepath.Join(e.root, "build/test", prog), args...)
+	c := exec.Command(testbuild.Path(e.root, "test", prog), args...)
 	c.Env = append(os.Environ(),
-		"LD_LIBRARY_PATH="+filepath.Join(e.root, "build/simgpu"),
+		"LD_LIBRARY_PATH="+testbuild.Path(e.root, "simgpu"),
 		"VGPU_SIM_STATE="+e.state)
 	return c
 }
