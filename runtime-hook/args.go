@@ -100,18 +100,23 @@ func ParseArgs(args []string) (Invocation, error) {
 		return inv, nil
 	}
 	inv.Command = args[i]
-	if inv.Command != "create" {
-		return inv, nil
+	if inv.Command == "create" {
+		inv.parseCreate(args[i+1:])
 	}
-	// create [flags] ID: urfave/cli stops at the first positional argument,
-	// so the id is the first non-flag word.
-	for j := i + 1; j < len(args); j++ {
+	return inv, nil
+}
+
+// parseCreate reads what vgpu-runtime needs from `create [flags] ID`: the
+// container id, the bundle and --preserve-fds. urfave/cli stops at the first
+// positional argument, so the id is the first non-flag word.
+func (inv *Invocation) parseCreate(args []string) {
+	for j := 0; j < len(args); j++ {
 		a := args[j]
 		if a == "--" {
 			if j+1 < len(args) && inv.ContainerID == "" {
 				inv.ContainerID = args[j+1]
 			}
-			break
+			return
 		}
 		if !strings.HasPrefix(a, "-") || a == "-" {
 			if inv.ContainerID == "" {
@@ -125,7 +130,7 @@ func ParseArgs(args []string) (Invocation, error) {
 		}
 		if !hasVal {
 			if j+1 >= len(args) {
-				break
+				return
 			}
 			j++
 			val = args[j]
@@ -140,7 +145,6 @@ func ParseArgs(args []string) (Invocation, error) {
 			}
 		}
 	}
-	return inv, nil
 }
 
 // splitFlag turns "--name=v" / "-name" into its name and value.

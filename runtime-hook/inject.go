@@ -105,31 +105,7 @@ func (inj *Injection) Apply(s *specs.Spec) error {
 	}
 	s.Process.Env = setEnv(s.Process.Env, env)
 
-	devs := inj.Devices
-	if len(devs) > 0 {
-		if s.Linux == nil {
-			s.Linux = &specs.Linux{}
-		}
-		if s.Linux.Resources == nil {
-			s.Linux.Resources = &specs.LinuxResources{}
-		}
-		for _, d := range devs {
-			if !hasDevice(s.Linux.Devices, d.Path) {
-				mode := os.FileMode(0o666)
-				var zero uint32
-				s.Linux.Devices = append(s.Linux.Devices, specs.LinuxDevice{
-					Path: d.Path, Type: "c", Major: d.Major, Minor: d.Minor,
-					FileMode: &mode, UID: &zero, GID: &zero,
-				})
-			}
-			major, minor := d.Major, d.Minor
-			// Appended after the spec's rules (usually a deny-all first), so
-			// this allow is the one that applies to the node.
-			s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{
-				Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "rwm",
-			})
-		}
-	}
+	addDevices(s, inj.Devices)
 
 	if s.Hooks == nil {
 		s.Hooks = &specs.Hooks{}
@@ -195,4 +171,33 @@ func charDevice(path string) (HostDevice, bool, error) {
 		return HostDevice{}, false, nil
 	}
 	return HostDevice{Path: path, Major: int64(unix.Major(st.Rdev)), Minor: int64(unix.Minor(st.Rdev))}, true, nil
+}
+
+// addDevices hands the device nodes to the container with a cgroup rule that
+// allows each; the rules are appended after the spec's own (usually a deny-all
+// first), so this allow is the one that applies to the node.
+func addDevices(s *specs.Spec, devs []HostDevice) {
+	if len(devs) == 0 {
+		return
+	}
+	if s.Linux == nil {
+		s.Linux = &specs.Linux{}
+	}
+	if s.Linux.Resources == nil {
+		s.Linux.Resources = &specs.LinuxResources{}
+	}
+	for _, d := range devs {
+		if !hasDevice(s.Linux.Devices, d.Path) {
+			mode := os.FileMode(0o666)
+			var zero uint32
+			s.Linux.Devices = append(s.Linux.Devices, specs.LinuxDevice{
+				Path: d.Path, Type: "c", Major: d.Major, Minor: d.Minor,
+				FileMode: &mode, UID: &zero, GID: &zero,
+			})
+		}
+		major, minor := d.Major, d.Minor
+		s.Linux.Resources.Devices = append(s.Linux.Resources.Devices, specs.LinuxDeviceCgroup{
+			Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "rwm",
+		})
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/internal/atomicfile"
 )
@@ -161,11 +162,7 @@ func (r *Runtime) create(log *RuncLog, cfg Config, runc string, inv Invocation, 
 	if err != nil {
 		return fail(err)
 	}
-	var env []string
-	if spec.Process != nil {
-		env = spec.Process.Env
-	}
-	req, _, err := ParseRequest(spec.Annotations, env)
+	req, err := containerRequest(spec, inv)
 	if err != nil {
 		return fail(err)
 	}
@@ -175,18 +172,6 @@ func (r *Runtime) create(log *RuncLog, cfg Config, runc string, inv Invocation, 
 	}
 	if err := checkRegular(cfg.LibVGPU, "libvgpu"); err != nil {
 		return fail(err)
-	}
-	sliceID := SliceIDFor(inv.ContainerID)
-	req.ID = sliceID
-	req.Owner = api.Owner{Kind: api.OwnerContainer, ContainerID: inv.ContainerID}
-	if inv.Root != "" {
-		// vgpud checks <root>/<id> to release slices of containers that are
-		// gone without their poststop hook having run.
-		root, err := filepath.Abs(inv.Root)
-		if err != nil {
-			return fail(fmt.Errorf("runc --root %q: %w", inv.Root, err))
-		}
-		req.Owner.RuncRoot = root
 	}
 
 	client := r.NewClient(cfg.Socket)
@@ -253,6 +238,31 @@ func describeRequest(req api.AllocRequest) string {
 		parts = append(parts, "qos "+string(req.QoS))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// containerRequest is the slice request of the container being created: its
+// annotations and env, named and owned by the container.
+func containerRequest(spec *specs.Spec, inv Invocation) (api.AllocRequest, error) {
+	var env []string
+	if spec.Process != nil {
+		env = spec.Process.Env
+	}
+	req, _, err := ParseRequest(spec.Annotations, env)
+	if err != nil {
+		return req, err
+	}
+	req.ID = SliceIDFor(inv.ContainerID)
+	req.Owner = api.Owner{Kind: api.OwnerContainer, ContainerID: inv.ContainerID}
+	if inv.Root != "" {
+		// vgpud checks <root>/<id> to release slices of containers that are
+		// gone without their poststop hook having run.
+		root, err := filepath.Abs(inv.Root)
+		if err != nil {
+			return req, fmt.Errorf("runc --root %q: %w", inv.Root, err)
+		}
+		req.Owner.RuncRoot = root
+	}
+	return req, nil
 }
 
 // injection resolves, on the host, everything the spec will point at.

@@ -130,6 +130,55 @@ var criRuntimes = map[int][]string{
 	3: {"plugins", "io.containerd.cri.v1.runtime", "containerd", "runtimes"},
 }
 
+// containerdConfig is containerd's config file as found: its bytes, mode and
+// decoded tables (empty when it does not exist yet).
+type containerdConfig struct {
+	data   []byte
+	exists bool
+	mode   os.FileMode
+	cfg    map[string]any
+}
+
+func readContainerdConfig(path string) (containerdConfig, error) {
+	c := containerdConfig{mode: 0o644, cfg: map[string]any{}}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("read containerd config: %w", err)
+	}
+	c.data, c.exists = data, true
+	if st, err := os.Stat(path); err == nil {
+		c.mode = st.Mode().Perm()
+	}
+	if err := toml.Unmarshal(data, &c.cfg); err != nil {
+		return c, fmt.Errorf("parse %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// runtimeEntry is the vgpu runtime's table: runc's own (so its options, e.g.
+// SystemdCgroup, carry over) with vgpu-runtime as the binary and the vgpu.io
+// annotations allowed through (CRI passes only allow-listed annotations to the
+// runtime).
+func runtimeEntry(runtimes map[string]any, runtimePath string) map[string]any {
+	want := map[string]any{}
+	if runc, ok := runtimes["runc"].(map[string]any); ok {
+		want = deepCopy(runc).(map[string]any)
+	}
+	want["runtime_type"] = "io.containerd.runc.v2"
+	opts, _ := want["options"].(map[string]any)
+	if opts == nil {
+		opts = map[string]any{}
+	}
+	opts["BinaryName"] = runtimePath
+	want["options"] = opts
+	want["pod_annotations"] = mergeList(want["pod_annotations"], "vgpu.io/*")
+	want["container_annotations"] = mergeList(want["container_annotations"], "vgpu.io/*")
+	return want
+}
+
 func installContainerd(o installOptions) (installResult, error) {
 	if o.RuntimeName == "" || !regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`).MatchString(o.RuntimeName) {
 		return installResult{}, usagef("--runtime-name %q: want letters, digits, '_', '.', '-'", o.RuntimeName)
@@ -144,23 +193,11 @@ func installContainerd(o installOptions) (installResult, error) {
 		o.DetectVersion = containerdConfigVersion
 	}
 	var res installResult
-	data, err := os.ReadFile(o.ConfigPath)
-	exists := err == nil
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return res, fmt.Errorf("read containerd config: %w", err)
+	cur, err := readContainerdConfig(o.ConfigPath)
+	if err != nil {
+		return res, err
 	}
-	mode := os.FileMode(0o644)
-	if exists {
-		if st, err := os.Stat(o.ConfigPath); err == nil {
-			mode = st.Mode().Perm()
-		}
-	}
-	cfg := map[string]any{}
-	if exists {
-		if err := toml.Unmarshal(data, &cfg); err != nil {
-			return res, fmt.Errorf("parse %s: %w", o.ConfigPath, err)
-		}
-	}
+	data, exists, mode, cfg := cur.data, cur.exists, cur.mode, cur.cfg
 	version, err := configVersion(cfg, exists, o)
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", o.ConfigPath, err)
@@ -172,20 +209,7 @@ func installContainerd(o installOptions) (installResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", o.ConfigPath, err)
 	}
-	want := map[string]any{}
-	if runc, ok := runtimes["runc"].(map[string]any); ok {
-		want = deepCopy(runc).(map[string]any)
-	}
-	want["runtime_type"] = "io.containerd.runc.v2"
-	opts, _ := want["options"].(map[string]any)
-	if opts == nil {
-		opts = map[string]any{}
-	}
-	opts["BinaryName"] = o.RuntimePath
-	want["options"] = opts
-	// CRI passes only allow-listed annotations to the runtime.
-	want["pod_annotations"] = mergeList(want["pod_annotations"], "vgpu.io/*")
-	want["container_annotations"] = mergeList(want["container_annotations"], "vgpu.io/*")
+	want := runtimeEntry(runtimes, o.RuntimePath)
 
 	if cur, ok := runtimes[o.RuntimeName]; ok && reflect.DeepEqual(normalize(cur), normalize(want)) {
 		res.Output = data

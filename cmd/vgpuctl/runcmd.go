@@ -130,13 +130,21 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
 	cmd.Env = runEnv(os.Environ(), lib, s.Dir)
+	defer release()
+	return runChild(cmd, sigs)
+}
+
+// runChild runs the workload, forwarding the signals vgpuctl receives to it,
+// and turns how it ended into vgpuctl's exit: its code, 128+signal when a
+// signal killed it, 126/127 when it could not start (as a shell does).
+func runChild(cmd *exec.Cmd, sigs <-chan os.Signal) error {
+	name := cmd.Args[0]
 	if err := cmd.Start(); err != nil {
-		release()
 		code := 127
 		if errors.Is(err, os.ErrPermission) {
 			code = 126
 		}
-		return childExit{code: code, err: fmt.Errorf("run %s: %w", argv[0], err)}
+		return childExit{code: code, err: fmt.Errorf("run %s: %w", name, err)}
 	}
 	done := make(chan struct{})
 	go func() {
@@ -151,14 +159,13 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	}()
 	waitErr := cmd.Wait()
 	close(done)
-	release()
 
 	if waitErr == nil {
 		return nil
 	}
 	var ee *exec.ExitError
 	if !errors.As(waitErr, &ee) {
-		return childExit{code: 1, err: fmt.Errorf("run %s: %w", argv[0], waitErr)}
+		return childExit{code: 1, err: fmt.Errorf("run %s: %w", name, waitErr)}
 	}
 	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		return childExit{code: 128 + int(ws.Signal())}

@@ -192,16 +192,8 @@ func runSliceCreate(args []string, stdout, _ io.Writer) error {
 
 	budget := api.SliceBudget{ID: *id, Slots: *slots, Priority: int(*priority), QoS: q,
 		ContextOverhead: overhead.bytes}
-	for _, arg := range devices {
-		d := api.SliceDevice{MemoryBytes: memory.bytes, ComputePercent: *compute}
-		if n, err := strconv.ParseUint(arg, 10, 32); err == nil {
-			d.Index = int(n)
-		} else if arg == "" || strings.ContainsAny(arg, " \t\n") {
-			return usagef("--device %q: want a device index or a UUID", arg)
-		} else {
-			d.UUID = arg
-		}
-		budget.Devices = append(budget.Devices, d)
+	if budget.Devices, err = budgetDevices(devices, memory.bytes, *compute); err != nil {
+		return err
 	}
 	// No daemon adjusts this slice's rate: Spec starts it at the static rate
 	// estimated from the share.
@@ -424,4 +416,22 @@ func flagGiven(fs *flag.FlagSet, name string) bool {
 	given := false
 	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
 	return given
+}
+
+// budgetDevices turns the --device arguments (indexes or UUIDs) into the
+// slice's devices, each with the same memory and compute share.
+func budgetDevices(args []string, memory uint64, compute float64) ([]api.SliceDevice, error) {
+	devs := make([]api.SliceDevice, 0, len(args))
+	for _, arg := range args {
+		d := api.SliceDevice{MemoryBytes: memory, ComputePercent: compute}
+		if n, err := strconv.ParseUint(arg, 10, 32); err == nil {
+			d.Index = int(n)
+		} else if arg == "" || strings.ContainsAny(arg, " \t\n") {
+			return nil, usagef("--device %q: want a device index or a UUID", arg)
+		} else {
+			d.UUID = arg
+		}
+		devs = append(devs, d)
+	}
+	return devs, nil
 }
