@@ -53,7 +53,7 @@ func runAllocBench(ctx context.Context, opts DaemonOptions, root, dir string, lo
 	if err != nil {
 		return nil, "", err
 	}
-	defer d.stop()
+	defer func() { _ = d.stop() }() // the figures are in; a failed stop changes none
 	defer d.client.Close()
 	if err := d.awaitHealth(ctx, opts.StartTimeout); err != nil {
 		return nil, "", err
@@ -102,7 +102,8 @@ func startBenchVgpud(ctx context.Context, opts DaemonOptions, vgpud, simLib, sta
 		}
 		env = append(env, kv)
 	}
-	cmd.Env = append(env, "LD_LIBRARY_PATH="+filepath.Dir(simLib), "VGPU_SIM_STATE="+state)
+	env = append(env, "LD_LIBRARY_PATH="+filepath.Dir(simLib), "VGPU_SIM_STATE="+state)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = d.out, d.out
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
@@ -146,11 +147,11 @@ func (d *benchVgpud) awaitHealth(ctx context.Context, timeout time.Duration) err
 		select {
 		case err := <-d.exited:
 			d.stopped = true
-			return fmt.Errorf("vgpud exited before answering (%v): %s", err, strings.TrimSpace(d.out.String()))
+			return fmt.Errorf("vgpud exited before answering (%w): %s", err, strings.TrimSpace(d.out.String()))
 		default:
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("vgpud did not answer on %s within %s: %v: %s", d.sock, timeout,
+			return fmt.Errorf("vgpud did not answer on %s within %s: %w: %s", d.sock, timeout,
 				herr, strings.TrimSpace(d.out.String()))
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -467,7 +467,7 @@ func startVgpud(ctx context.Context, vgpud, simLibDir, node, sock, state string,
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			stop()
-			return nil, nil, fmt.Errorf("vgpud did not answer on %s within %s: %v", sock, timeout, err)
+			return nil, nil, fmt.Errorf("vgpud did not answer on %s within %s: %w", sock, timeout, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -133,7 +133,7 @@ func (inv *Invocation) parseCreate(args []string) {
 				return
 			}
 			j++
-			val = args[j]
+			val = args[j] //nolint:gosec // G602: j+1 < len(args) is checked just above
 		}
 		switch name {
 		case "bundle", "b":

@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -176,13 +177,7 @@ func TestConcurrentAllocationsNeverOverbook(t *testing.T) {
 	}
 }
 
-func errorsAs(err error, target **api.StatusError) bool {
-	se, ok := err.(*api.StatusError)
-	if ok {
-		*target = se
-	}
-	return ok
-}
+func errorsAs(err error, target **api.StatusError) bool { return errors.As(err, target) }
 
 // TestRunStopsAtSlice: `vgpuctl run --memory 2GiB -- <allocate until OOM>`
 // stops at 2 GiB: the program's allocations plus its context footprint fill
@@ -479,7 +474,7 @@ func TestKill9RestartKeepsAcknowledged(t *testing.T) {
 						} else {
 							present[id] = true
 						}
-					} else if se, ok := err.(*api.StatusError); ok {
+					} else if se := (*api.StatusError)(nil); errors.As(err, &se) {
 						// An answer: nothing happened (refused, or released already).
 						delete(inFlight, id)
 						if se.StatusCode == http.StatusNotFound && release {
@@ -490,7 +485,7 @@ func TestKill9RestartKeepsAcknowledged(t *testing.T) {
 					// Any other error: no answer; the id stays in flight.
 					mu.Unlock()
 					if err != nil {
-						if _, ok := err.(*api.StatusError); !ok {
+						if se := (*api.StatusError)(nil); !errors.As(err, &se) {
 							return // vgpud is gone
 						}
 					}
