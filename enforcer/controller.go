@@ -64,7 +64,8 @@ const (
 type ControllerConfig struct {
 	// Capacity is the device share handed out in total (default 1.0).
 	Capacity float64
-	// Burst is the bucket depth as time at the slice's rate (default DefaultTokenBurst).
+	// Burst is the bucket depth as time at the slice's rate (default
+	// shm.DefaultTokenBurstTime, the contract's default).
 	Burst time.Duration
 	// ActiveHold: a slice counts as active this long after its last launch
 	// (default 1s). It decides priority holds and who shares idle capacity.
@@ -89,7 +90,7 @@ func (c ControllerConfig) withDefaults() ControllerConfig {
 		c.Capacity = 1
 	}
 	if c.Burst <= 0 {
-		c.Burst = shm.DefaultTokenBurst
+		c.Burst = shm.DefaultTokenBurstTime
 	}
 	if c.ActiveHold <= 0 {
 		c.ActiveHold = time.Second

@@ -147,6 +147,6 @@ func (s *sliceCtl) bucketFor(cfg *ControllerConfig, shareBP uint32, held bool) (
 	}
 	r := s.allowed * 1e9 / s.scale * s.trim
 	rate = uint64(math.Max(math.Min(r, 1e15), 1000))
-	burst = uint64(math.Max(float64(rate)*cfg.Burst.Seconds(), 4*shm.TokenWaveNs))
+	burst = uint64(math.Max(float64(rate)*cfg.Burst.Seconds(), shm.TokenBurstMinWaves*shm.TokenWaveNs))
 	return rate, burst
 }

@@ -122,6 +122,13 @@ func TestABIConstants(t *testing.T) {
 		"VGPU_QOS_BURSTABLE":                  QoSBurstable,
 		"VGPU_QOS_BEST_EFFORT":                QoSBestEffort,
 		"VGPU_TOKEN_WAVE_NS":                  TokenWaveNs,
+		"VGPU_TOKEN_BURST_DIV":                TokenBurstDiv,
+		"VGPU_TOKEN_BURST_MIN_WAVES":          TokenBurstMinWaves,
+		// The default burst: the same formula on both sides, below, at and
+		// above the floor.
+		"VGPU_DEFAULT_TOKEN_BURST(0)":          DefaultTokenBurst(0),
+		"VGPU_DEFAULT_TOKEN_BURST(1000000)":    DefaultTokenBurst(1000000),
+		"VGPU_DEFAULT_TOKEN_BURST(3000000000)": DefaultTokenBurst(3000000000),
 		"VGPU_POLICY_CAP":                     PolicyCap,
 		"VGPU_POLICY_SHARE":                   PolicyShare,
 		"VGPU_BUDGET_F_ELASTIC":               BudgetFlagElastic,

@@ -58,6 +58,13 @@ const (
 // feedback (controller.go).
 const TokenWaveNs = 10000
 
+// The default token burst (VGPU_TOKEN_BURST_DIV, VGPU_TOKEN_BURST_MIN_WAVES):
+// see DefaultTokenBurst.
+const (
+	TokenBurstDiv      = 50
+	TokenBurstMinWaves = 4
+)
+
 // QoS classes (budget.qos).
 const (
 	QoSGuaranteed = 0

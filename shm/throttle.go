@@ -5,11 +5,20 @@ import (
 	"time"
 )
 
-// DefaultTokenBurst is how much work a slice may run ahead of its rate after a
-// pause, as time at that rate. Short enough that a tenant waking up cannot
-// flood the device queue in front of the others; long enough to cover a sleep
-// step of a waiting launcher (libvgpu sleeps at most 10 ms at a time).
-const DefaultTokenBurst = 20 * time.Millisecond
+// DefaultTokenBurstTime is how much work a slice may run ahead of its rate
+// after a pause, as time at that rate: 1/TokenBurstDiv of a second. Short
+// enough that a tenant waking up cannot flood the device queue in front of the
+// others; long enough to cover a sleep step of a waiting launcher (libvgpu
+// sleeps at most 10 ms at a time).
+const DefaultTokenBurstTime = time.Second / TokenBurstDiv
+
+// DefaultTokenBurst is VGPU_DEFAULT_TOKEN_BURST(rate): DefaultTokenBurstTime
+// worth of rate, at least TokenBurstMinWaves waves so that a very low rate can
+// still pass one launch without waiting on every call. libvgpu applies the
+// same formula to a budget that names no burst (the ABI test checks both).
+func DefaultTokenBurst(rate uint64) uint64 {
+	return max(rate/TokenBurstDiv, TokenBurstMinWaves*TokenWaveNs)
+}
 
 // StaticTokenBucket returns the token rate and burst of a slice whose rate no
 // controller sets (`vgpuctl slice create`, or the first instant of a slice vgpud
@@ -24,17 +33,7 @@ func StaticTokenBucket(shareBP uint32) (rate, burst uint64) {
 		return 0, 0
 	}
 	rate = uint64(shareBP) * (1e9 / MaxShareBP) // tokens (estimated device-ns) per second
-	return rate, burstFor(rate)
-}
-
-// burstFor is DefaultTokenBurst worth of rate, at least a few waves so that a
-// very low rate can still pass one launch without waiting on every call.
-func burstFor(rate uint64) uint64 {
-	b := rate / uint64(time.Second/DefaultTokenBurst)
-	if b < 4*TokenWaveNs {
-		b = 4 * TokenWaveNs
-	}
-	return b
+	return rate, DefaultTokenBurst(rate)
 }
 
 // ThrottleCounters are one device's launch-throttle counters from a usage

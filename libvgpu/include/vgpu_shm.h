@@ -1,8 +1,8 @@
 /*
  * vgpu_shm.h — the shared-memory contract between vgpud, libvgpu and the enforcer.
  *
- * This header is the single source of truth. The Go mirror in enforcer/layout.go is
- * checked against it field by field (enforcer/abi_test.go), so the two cannot drift.
+ * This header is the single source of truth. The Go mirror in shm/layout.go is
+ * checked against it field by field (shm/abi_test.go), so the two cannot drift.
  *
  * Each slice has two files, both mapped MAP_SHARED:
  *   budget  written only by vgpud (or `vgpuctl slice create`), mounted read-only in
@@ -74,6 +74,19 @@ extern "C" {
  * below token_refilled runs at once; otherwise it sleeps until token_refilled passes
  * its ticket (FIFO across the slice's processes). Credit = refilled - spent. */
 #define VGPU_TOKEN_WAVE_NS 10000ull
+
+/* Default bucket depth for a rate: 1/VGPU_TOKEN_BURST_DIV of a second of it (20 ms:
+ * short enough that a tenant waking up cannot flood the queue in front of the others,
+ * long enough to cover a sleep step of a waiting launcher), at least
+ * VGPU_TOKEN_BURST_MIN_WAVES waves so a very low rate still passes one launch without
+ * waiting on every call. vgpud writes it into token_burst; libvgpu uses the same
+ * formula when a budget names no burst. */
+#define VGPU_TOKEN_BURST_DIV 50ull
+#define VGPU_TOKEN_BURST_MIN_WAVES 4ull
+#define VGPU_DEFAULT_TOKEN_BURST(rate)                                               \
+    ((rate) / VGPU_TOKEN_BURST_DIV > VGPU_TOKEN_BURST_MIN_WAVES * VGPU_TOKEN_WAVE_NS \
+         ? (rate) / VGPU_TOKEN_BURST_DIV                                             \
+         : VGPU_TOKEN_BURST_MIN_WAVES * VGPU_TOKEN_WAVE_NS)
 
 /* Throttle policies. */
 #define VGPU_POLICY_CAP 0   /* never above the share, even alone on the device */

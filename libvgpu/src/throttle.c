@@ -51,8 +51,6 @@
  * rate raised by vgpud, or lifted, takes effect quickly. */
 #define MIN_SLEEP_NS 20000ull
 #define MAX_SLEEP_NS 10000000ull
-/* Burst when the budget names none: 20 ms of the rate. */
-#define DEFAULT_BURST_DIV 50u
 /* A graph libvgpu could not cost (instantiated through a path it does not see, or
  * a driver without graph introspection) is charged the largest cost seen, at
  * least this many waves: over-charging only slows the slice, and vgpud's feedback
@@ -166,7 +164,7 @@ static void refill(struct vgpu_usage_device *ud, const struct vgpu_budget_device
     uint64_t elapsed = now - last;
     uint64_t burst = __atomic_load_n(&bd->token_burst, __ATOMIC_RELAXED);
     if (!burst)
-        burst = rate / DEFAULT_BURST_DIV + 1;
+        burst = VGPU_DEFAULT_TOKEN_BURST(rate);
     /* A long idle spell fills the bucket anyway; skip the arithmetic (and overflow). */
     uint64_t add = elapsed >= 100000000000ull
                        ? UINT64_MAX / 4
