@@ -134,7 +134,62 @@ fmt-c-check: clang-format-dep
 	if [ -n "$$bad" ]; then echo "not clang-format-formatted (run make fmt-c):"; \
 		for f in $$bad; do echo "  $$f"; done; exit 1; fi
 
-test: deps build vet fmt-check fmt-c-check sanitize
+.PHONY: test-all test-unit test-race lint check-sizes check-imports
+
+# Go gates. lint: gofmt, go vet, golangci-lint (.golangci.yml: staticcheck,
+# gosec, errorlint, gocritic, misspell, funlen, forbidigo), file sizes and the
+# import rules. The linter is built once at a pinned version into build/tools.
+GOLANGCI_LINT_VERSION := v2.15.0
+LINT_BIN := $(BUILD)/tools/golangci-lint
+# Product Go files stay under this many lines (generated code aside).
+MAX_GO_FILE_LINES := 600
+# Packages whose tests need neither built artifacts nor root: seconds.
+UNIT_PKGS := ./shm/... ./internal/... ./daemon ./daemon/allocator ./daemon/api \
+	./daemon/containers ./daemon/metrics ./daemon/store ./runtime-hook/... ./cmd/...
+# Packages with goroutines (the daemon, its loop, the contract's concurrent
+# users, the runtime's signal forwarding): run under the race detector.
+RACE_PKGS := ./shm/... ./internal/... ./enforcer/... ./daemon/... ./runtime-hook/... ./cmd/vgpuctl/
+
+$(LINT_BIN):
+	@mkdir -p $(@D)
+	@t0=$$(date +%s); echo "building golangci-lint $(GOLANGCI_LINT_VERSION) (once)"; \
+	GOBIN=$(abspath $(@D)) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); \
+	echo "golangci-lint built in $$(( $$(date +%s) - t0 ))s"
+
+lint: fmt-check vet check-sizes check-imports $(LINT_BIN)
+	$(LINT_BIN) run ./...
+
+# No product Go file over MAX_GO_FILE_LINES lines (tests and test/ aside).
+check-sizes:
+	@bad=$$(for f in $$(git ls-files '*.go' | grep -v '_test\.go$$' | grep -v '^test/'); do \
+		n=$$(wc -l < "$$f"); [ "$$n" -gt $(MAX_GO_FILE_LINES) ] && echo "  $$f: $$n lines"; done; true); \
+	if [ -n "$$bad" ]; then echo "Go files over $(MAX_GO_FILE_LINES) lines:"; echo "$$bad"; exit 1; fi
+
+# The import rules: the shared-memory contract (shm) imports nothing of ours,
+# and product code never imports test code (only the simulator's own command,
+# the benchmarks and tests may).
+MODULE := github.com/vgpu-project/vgpu
+check-imports:
+	@bad=$$($(GO) list -f '{{join .Imports "\n"}}' ./shm/ | grep '^$(MODULE)/' ); \
+	if [ -n "$$bad" ]; then echo "shm must import nothing of the project, imports: $$bad"; exit 1; fi
+	@bad=$$($(GO) list -f '{{.ImportPath}} {{join .Imports " "}}' ./... | \
+		grep -v '^$(MODULE)/\(test/\|bench\|cmd/vgpu-bench\|cmd/vgpu-sim\|internal/testproc\|internal/testbuild\)' | \
+		grep ' $(MODULE)/test/' ); \
+	if [ -n "$$bad" ]; then echo "product packages import test code:"; echo "$$bad"; exit 1; fi
+
+test-unit:
+	$(GO) test -count=1 $(UNIT_PKGS)
+
+test-race:
+	$(GO) test -count=1 -race -timeout 20m $(RACE_PKGS)
+
+# Everything. Each part prints how long it took (CI runs on 2 cores).
+test: deps
+	@for step in build lint fmt-c-check test-race sanitize test-all; do \
+		t0=$$(date +%s); $(MAKE) --no-print-directory $$step || exit 1; \
+		echo "== make $$step: $$(( $$(date +%s) - t0 ))s"; done
+
+test-all:
 	$(GO) test -count=1 -timeout 30m ./...
 
 # Sanitizer gate: libvgpu, the simulated driver (libcuda.so.1, libnvidia-ml.so.1),

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/daemon/devices"
+	"github.com/vgpu-project/vgpu/internal/testproc"
 	"github.com/vgpu-project/vgpu/internal/units"
 )
 
@@ -131,18 +132,6 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// startSleeper starts a child process that lives until the test kills it or ends.
-func startSleeper(t *testing.T) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command("sleep", "300")
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	return cmd
-}
-
 func fileMode(t *testing.T, path string) os.FileMode {
 	t.Helper()
 	fi, err := os.Lstat(path)
@@ -157,3 +146,6 @@ func ownerFor(t *testing.T, pid int) api.Owner {
 	require.NoError(t, resolveOwner(&o))
 	return o
 }
+
+// startSleeper starts a child process that lives until the test kills it or ends.
+func startSleeper(t *testing.T) *exec.Cmd { return testproc.Sleeper(t, "") }

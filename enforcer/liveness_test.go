@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/internal/procfs"
+	"github.com/vgpu-project/vgpu/internal/testproc"
 	"github.com/vgpu-project/vgpu/shm"
 )
 
@@ -24,27 +25,6 @@ func openUsage(t *testing.T, devices, slots int) *shm.UsageRegion {
 	require.NoError(t, err)
 	t.Cleanup(func() { u.Close() })
 	return u
-}
-
-// startSleeper starts a child that sleeps until killed, under the given program
-// name (a copy of sleep, so /proc/<pid>/stat shows that name).
-func startSleeper(t *testing.T, name string) *exec.Cmd {
-	t.Helper()
-	sleep, err := exec.LookPath("sleep")
-	require.NoError(t, err)
-	if name != "" {
-		data, err := os.ReadFile(sleep)
-		require.NoError(t, err)
-		sleep = filepath.Join(t.TempDir(), name)
-		require.NoError(t, os.WriteFile(sleep, data, 0o755))
-	}
-	cmd := exec.Command(sleep, "600")
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	return cmd
 }
 
 // TestReclaimKilledChild: end to end with real processes: the slot of a child
@@ -91,3 +71,5 @@ func isZombie(pid int) bool {
 	st, err := procfs.ReadStat(procfs.Root, pid, buf[:])
 	return err == nil && st.State == 'Z'
 }
+
+func startSleeper(t *testing.T, name string) *exec.Cmd { return testproc.Sleeper(t, name) }

@@ -11,28 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/vgpu-project/vgpu/internal/testproc"
 )
-
-// startSleeper starts a child that sleeps until killed, under the given program
-// name (a copy of sleep, so /proc/<pid>/stat shows that name).
-func startSleeper(t *testing.T, name string) *exec.Cmd {
-	t.Helper()
-	sleep, err := exec.LookPath("sleep")
-	require.NoError(t, err)
-	if name != "" {
-		data, err := os.ReadFile(sleep)
-		require.NoError(t, err)
-		sleep = filepath.Join(t.TempDir(), name)
-		require.NoError(t, os.WriteFile(sleep, data, 0o755))
-	}
-	cmd := exec.Command(sleep, "600")
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	return cmd
-}
 
 // TestAliveChild: a running child is alive; the same pid with another start
 // time (a reused pid) is dead; killed, it is dead as a zombie and after being
@@ -144,3 +124,5 @@ func BenchmarkAlive(b *testing.B) {
 		}
 	}
 }
+
+func startSleeper(t *testing.T, name string) *exec.Cmd { return testproc.Sleeper(t, name) }

@@ -72,7 +72,7 @@ func Root(t testing.TB, artifacts ...string) string {
 }
 
 // NoContainerSlice fails t when dir (the container slice directory,
-// enforcer.ContainerSliceDir) exists on this machine: libvgpu would then use it
+// shm.ContainerSliceDir) exists on this machine: libvgpu would then use it
 // instead of the VGPU_SLICE_DIR the tests set.
 func NoContainerSlice(t testing.TB, dir string) {
 	t.Helper()

@@ -236,9 +236,6 @@ func start(t *testing.T, e env, prog string, args ...string) *proc {
 
 func (p *proc) pid() int { return p.Pid() }
 
-// stderr is what the program wrote to stderr so far.
-func (p *proc) stderr() string { return p.Stderr() }
-
 // expect reads lines until one starts with prefix and returns its key=value
 // fields. Fails on EOF or timeout, showing the program's stderr.
 func (p *proc) expect(prefix string) map[string]string {
@@ -263,12 +260,6 @@ func (p *proc) phase(name string) {
 func (p *proc) next() {
 	p.t.Helper()
 	p.Next()
-}
-
-// wait waits for the program to exit and returns its exit code (-1: signal).
-func (p *proc) wait() int {
-	p.t.Helper()
-	return p.Wait()
 }
 
 // waitOK waits for a clean exit.
