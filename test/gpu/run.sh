@@ -570,7 +570,8 @@ if [ "$HAVE_GO_BINS" = 0 ]; then
     result SKIP throttle-real "no bin/vgpu-bench"
 elif ! { [ -n "$REAL_LIBCUDA" ] && [ -n "$REAL_LIBNVML" ] &&
     step build-throttle-real 120 gcc -std=gnu11 -O2 -g -Wall -Wextra -Ilibvgpu/include -Itest/cprog \
-        -o "$THROTTLE_PROG" test/cprog/throttle_real.c "$REAL_LIBCUDA" "$REAL_LIBNVML" -ldl -pthread -lm; }; then
+        -o "$THROTTLE_PROG" test/cprog/throttle_real.c test/cprog/testutil.c test/cprog/testutil_linked.c \
+        "$REAL_LIBCUDA" "$REAL_LIBNVML" -ldl -pthread -lm; }; then
     result FAIL throttle-real "could not build test/cprog/throttle_real.c against the real libcuda (${REAL_LIBCUDA:-not found})"
 else
     # shellcheck disable=SC2086
