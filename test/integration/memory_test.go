@@ -859,3 +859,41 @@ func TestNoSlice(t *testing.T) {
 	}
 	require.Equal(t, uint64(0), f.used())
 }
+
+// TestLogLevel: VGPU_LOG_LEVEL decides which of libvgpu's lines are written,
+// never what it does: without a slice the pass-through warning shows at the
+// default level, at warn and at debug (with what initialization found), not at
+// error or off; the refusal (an error) shows at error but not at off; an
+// unknown level says so and keeps the default.
+func TestLogLevel(t *testing.T) {
+	f := newFixture(t, fixtureOpts{ovh: 128 * MiB})
+	e := f.env()
+	e.slice = ""
+	for _, c := range []struct {
+		level, mode string
+		lines       int
+		code        int
+	}{
+		{"", "passthrough", 1, 0},
+		{"warn", "passthrough", 1, 0},
+		{"debug", "passthrough", 2, 0}, // plus what initialization found
+		{"error", "passthrough", 0, 0},
+		{"off", "passthrough", 0, 0},
+		{"error", "refuse", 1, 4},
+		{"off", "refuse", 0, 4},
+		{"loud", "passthrough", 2, 0},
+	} {
+		e.extra = []string{"VGPU_LOG_LEVEL=" + c.level, "VGPU_FAIL_MODE=" + c.mode}
+		args := []string{"--api", "alloc", "--count", "1"}
+		if c.mode == "refuse" {
+			args = append(args, "--ignore-init")
+		}
+		_, stderr, code := run(t, e, "alloc", args...)
+		require.Equal(t, c.code, code, "level %q mode %s; stderr:\n%s", c.level, c.mode, stderr)
+		vl := vgpuLines(stderr)
+		require.Len(t, vl, c.lines, "level %q mode %s; stderr:\n%s", c.level, c.mode, stderr)
+		if c.level == "loud" {
+			require.Contains(t, vl[0], "VGPU_LOG_LEVEL=loud")
+		}
+	}
+}
