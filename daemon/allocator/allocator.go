@@ -35,7 +35,6 @@ package allocator
 import (
 	"errors"
 	"fmt"
-	"math"
 	"math/bits"
 	"slices"
 	"sort"
@@ -59,8 +58,9 @@ const (
 )
 
 // ErrInvalidRequest is wrapped by every error about a malformed request (a
-// client error: HTTP 400).
-var ErrInvalidRequest = errors.New("invalid request")
+// client error: HTTP 400). It is api.ErrInvalidRequest, which the request
+// checks shared with vgpu-runtime (api.AllocRequest.Validate) wrap.
+var ErrInvalidRequest = api.ErrInvalidRequest
 
 // ErrExists is wrapped when the slice id is already in use (HTTP 409).
 var ErrExists = errors.New("slice already exists")
@@ -160,111 +160,64 @@ type request struct {
 }
 
 // validate checks everything about req that does not depend on what is
-// allocated; it needs the device list only for pinned uuids (byUUID never
-// changes after New, so no lock is needed). Each part of the request is
-// checked by its own step, in the order the errors have always come in: the
-// memory, then how the slice shares a device, then which devices.
+// allocated, then takes what the placement needs from it. The checks are
+// api.AllocRequest.ValidateOn's (vgpu-runtime runs the same ones, so both
+// refuse a request with the same reason), in the order the errors have always
+// come in: the memory, then how the slice shares a device, then which devices;
+// this allocator adds that a pinned uuid is one of its devices (byUUID never
+// changes after New, so no lock is needed).
 func (a *Allocator) validate(req *api.AllocRequest) (request, error) {
+	if err := req.ValidateOn(a.hasDevice); err != nil {
+		return request{}, err
+	}
 	r := request{placement: req.Placement}
-	if err := r.validateMemory(req); err != nil {
-		return r, err
-	}
-	if err := a.validateSharing(req, &r); err != nil {
-		return r, err
-	}
-	if err := a.validateDevices(req, &r); err != nil {
-		return r, err
-	}
+	r.takeMemory(req)
+	a.takeSharing(req, &r)
+	r.takeDevices(req)
 	return r, nil
 }
 
-// validateMemory takes the memory asked per device: bytes or a percent of
-// each chosen device, exactly one of the two (a percent is turned into bytes
-// only at placement, where the device is known).
-func (r *request) validateMemory(req *api.AllocRequest) error {
-	switch {
-	case req.MemoryBytes != 0 && req.MemoryPercent != 0:
-		return invalid("memory is asked both in bytes and in percent; give one")
-	case req.MemoryBytes == 0 && req.MemoryPercent == 0:
-		return invalid("no memory asked: give memory in bytes or in percent of a device")
-	case req.MemoryBytes != 0:
-		r.bytes = req.MemoryBytes
-	default:
-		p := req.MemoryPercent
-		if math.IsNaN(p) || p <= 0 || p > 100 {
-			return invalid("memory percent %v out of range (0, 100]", p)
-		}
-		r.percent = p
-	}
-	return nil
+func (a *Allocator) hasDevice(uuid string) bool {
+	_, ok := a.byUUID[uuid]
+	return ok
 }
 
-// validateSharing takes how the slice shares a device with others: its
-// compute share, its QoS class (whether it reserves), its priority and the
-// placement policy (the node's when the request names none).
-func (a *Allocator) validateSharing(req *api.AllocRequest, r *request) error {
+// takeMemory takes the memory asked per device: bytes or a percent of each
+// chosen device (a percent is turned into bytes only at placement, where the
+// device is known).
+func (r *request) takeMemory(req *api.AllocRequest) {
+	if req.MemoryBytes != 0 {
+		r.bytes = req.MemoryBytes
+	} else {
+		r.percent = req.MemoryPercent
+	}
+}
+
+// takeSharing takes how the slice shares a device with others: its compute
+// share, its QoS class (whether it reserves) and the placement policy (the
+// node's when the request names none).
+func (a *Allocator) takeSharing(req *api.AllocRequest, r *request) {
 	// No compute share asked: the slice may use the whole device and reserves
 	// none of it (bp 0), so slices carved by memory alone can share a GPU.
-	bp, err := api.ShareBP(req.ComputePercent)
-	if err != nil {
-		return invalid("%v", err)
-	}
+	bp, _ := api.ShareBP(req.ComputePercent) // validated
 	r.bp = int(bp)
-
-	qos, err := api.ParseQoS(string(req.QoS))
-	if err != nil {
-		return invalid("%v", err)
-	}
-	r.guaranteed = qos.Guaranteed()
-	if req.Priority < 0 {
-		return invalid("priority %d is negative", req.Priority)
-	}
-
-	switch r.placement {
-	case "":
+	r.guaranteed = req.QoS.Guaranteed()
+	if r.placement == "" {
 		r.placement = a.placement
-	case api.PlacementBinpack, api.PlacementSpread:
-	default:
-		return invalid("unknown placement %q (want %s or %s)",
-			req.Placement, api.PlacementBinpack, api.PlacementSpread)
 	}
-	return nil
 }
 
-// validateDevices takes how many devices the slice spans and, when it names
-// them, which: a count and a uuid list must agree, and a pinned uuid must be
-// a device of this node, once. No count and no uuids means one device.
-func (a *Allocator) validateDevices(req *api.AllocRequest, r *request) error {
+// takeDevices takes how many devices the slice spans and, when it names
+// them, which. No count and no uuids means one device.
+func (r *request) takeDevices(req *api.AllocRequest) {
 	r.count = req.DeviceCount
-	if r.count < 0 {
-		return invalid("device count %d is negative", r.count)
-	}
 	if len(req.UUIDs) > 0 {
-		if r.count == 0 {
-			r.count = len(req.UUIDs)
-		}
-		if r.count != len(req.UUIDs) {
-			return invalid("device count %d but %d uuids given", r.count, len(req.UUIDs))
-		}
-		seen := make(map[string]bool, len(req.UUIDs))
-		for _, u := range req.UUIDs {
-			if seen[u] {
-				return invalid("uuid %s given twice", u)
-			}
-			seen[u] = true
-			if _, ok := a.byUUID[u]; !ok {
-				return invalid("no device with uuid %q on this node", u)
-			}
-		}
+		r.count = len(req.UUIDs)
 		r.pinned = req.UUIDs
 	}
 	if r.count == 0 {
 		r.count = 1
 	}
-	if r.count > MaxSliceDevices {
-		return invalid("%d devices asked, a slice spans at most %d", r.count, MaxSliceDevices)
-	}
-	return nil
 }
 
 // need is the memory the request asks on d.

@@ -279,6 +279,7 @@ func TestInvalidRequests(t *testing.T) {
 		{"duplicate uuid", api.AllocRequest{MemoryBytes: gib, UUIDs: []string{uuid(1), uuid(1)}}, "given twice"},
 		{"count and uuids disagree", api.AllocRequest{MemoryBytes: gib, DeviceCount: 1, UUIDs: []string{uuid(0), uuid(1)}}, "device count 1 but 2 uuids given"},
 		{"negative priority", api.AllocRequest{MemoryBytes: gib, Priority: -1}, "priority -1 is negative"},
+		{"priority over uint32", api.AllocRequest{MemoryBytes: gib, Priority: math.MaxUint32 + 1}, "priority 4294967296 out of range (at most 4294967295)"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

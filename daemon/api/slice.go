@@ -213,3 +213,108 @@ func deviceBudget(d SliceDevice, guaranteed bool, overhead uint64) (shm.DeviceBu
 	b.TokenRate, b.TokenBurst = shm.StaticTokenBucket(b.ComputeShareBP)
 	return b, nil
 }
+
+// ErrInvalidRequest is wrapped by every error about a malformed request (a
+// client error: HTTP 400). vgpud's allocator wraps the same value.
+var ErrInvalidRequest = errors.New("invalid request")
+
+// RequestError is a malformed AllocRequest: the field at fault (its JSON
+// name) and why, in words. It wraps ErrInvalidRequest.
+type RequestError struct {
+	Field  string
+	Reason string
+}
+
+func (e *RequestError) Error() string { return ErrInvalidRequest.Error() + ": " + e.Reason }
+
+func (e *RequestError) Unwrap() error { return ErrInvalidRequest }
+
+func badField(field, format string, args ...any) error {
+	return &RequestError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Validate checks everything about a request that depends neither on the
+// node's devices nor on what is allocated: the memory (bytes or a percent,
+// exactly one), the compute share (ShareBP), the QoS class (ParseQoS), the
+// priority (0..MaxUint32, what the budget records), the placement name, and
+// the device count and uuid list (1..MaxSliceDevices, agreeing, no uuid
+// twice). vgpud's allocator and vgpu-runtime both run it, so a request is
+// refused with the same reason wherever it is made. The error is a
+// *RequestError. The id and the owner are not checked here.
+func (r AllocRequest) Validate() error { return r.ValidateOn(nil) }
+
+// ValidateOn is Validate that also checks every pinned uuid with hasDevice
+// (nil: not checked), at the point of the list where vgpud always has.
+func (r AllocRequest) ValidateOn(hasDevice func(uuid string) bool) error {
+	if err := r.validateMemory(); err != nil {
+		return err
+	}
+	if err := r.validateSharing(); err != nil {
+		return err
+	}
+	return r.validateDevices(hasDevice)
+}
+
+func (r *AllocRequest) validateMemory() error {
+	switch {
+	case r.MemoryBytes != 0 && r.MemoryPercent != 0:
+		return badField("memory_bytes", "memory is asked both in bytes and in percent; give one")
+	case r.MemoryBytes == 0 && r.MemoryPercent == 0:
+		return badField("memory_bytes", "no memory asked: give memory in bytes or in percent of a device")
+	case r.MemoryBytes == 0:
+		if p := r.MemoryPercent; math.IsNaN(p) || p <= 0 || p > 100 {
+			return badField("memory_percent", "memory percent %v out of range (0, 100]", p)
+		}
+	}
+	return nil
+}
+
+func (r *AllocRequest) validateSharing() error {
+	if _, err := ShareBP(r.ComputePercent); err != nil {
+		return badField("compute_percent", "%v", err)
+	}
+	if _, err := ParseQoS(string(r.QoS)); err != nil {
+		return badField("qos", "%v", err)
+	}
+	if r.Priority < 0 {
+		return badField("priority", "priority %d is negative", r.Priority)
+	}
+	if int64(r.Priority) > math.MaxUint32 {
+		return badField("priority", "priority %d out of range (at most %d)", r.Priority, uint64(math.MaxUint32))
+	}
+	switch r.Placement {
+	case "", PlacementBinpack, PlacementSpread:
+	default:
+		return badField("placement", "unknown placement %q (want %s or %s)", r.Placement, PlacementBinpack, PlacementSpread)
+	}
+	return nil
+}
+
+func (r *AllocRequest) validateDevices(hasDevice func(uuid string) bool) error {
+	count := r.DeviceCount
+	if count < 0 {
+		return badField("device_count", "device count %d is negative", count)
+	}
+	if len(r.UUIDs) > 0 {
+		if count == 0 {
+			count = len(r.UUIDs)
+		}
+		if count != len(r.UUIDs) {
+			return badField("uuids", "device count %d but %d uuids given", count, len(r.UUIDs))
+		}
+		seen := make(map[string]bool, len(r.UUIDs))
+		for _, u := range r.UUIDs {
+			if seen[u] {
+				return badField("uuids", "uuid %s given twice", u)
+			}
+			seen[u] = true
+			if hasDevice != nil && !hasDevice(u) {
+				return badField("uuids", "no device with uuid %q on this node", u)
+			}
+		}
+	}
+	if count > MaxSliceDevices {
+		return badField("device_count", "%d devices asked, a slice spans at most %d", count, MaxSliceDevices)
+	}
+	return nil
+}

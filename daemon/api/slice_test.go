@@ -1,6 +1,7 @@
 package api
 
 import (
+	"math"
 	"regexp"
 	"strings"
 	"testing"
@@ -90,4 +91,62 @@ func TestSliceBudgetSpec(t *testing.T) {
 		_, err := b.Spec()
 		require.Error(t, err, name)
 	}
+}
+
+// TestAllocRequestValidate: the checks vgpud and vgpu-runtime share, each
+// refusal naming its field and its reason.
+func TestAllocRequestValidate(t *testing.T) {
+	const gib = 1 << 30
+	ok := []AllocRequest{
+		{MemoryBytes: 1},
+		{MemoryPercent: 100, ComputePercent: 0.01, QoS: QoSBestEffort, Priority: math.MaxUint32,
+			Placement: PlacementSpread, DeviceCount: MaxSliceDevices},
+		{MemoryBytes: gib, UUIDs: []string{"GPU-a", "GPU-b"}, DeviceCount: 2},
+	}
+	for _, r := range ok {
+		require.NoError(t, r.Validate(), "%+v", r)
+	}
+	sixteen := make([]string, MaxSliceDevices+1)
+	for i := range sixteen {
+		sixteen[i] = "GPU-" + strings.Repeat("x", i+1)
+	}
+	bad := []struct {
+		req    AllocRequest
+		field  string
+		reason string
+	}{
+		{AllocRequest{MemoryBytes: gib, MemoryPercent: 1}, "memory_bytes", "memory is asked both in bytes and in percent; give one"},
+		{AllocRequest{}, "memory_bytes", "no memory asked: give memory in bytes or in percent of a device"},
+		{AllocRequest{MemoryPercent: -1}, "memory_percent", "memory percent -1 out of range (0, 100]"},
+		{AllocRequest{MemoryPercent: math.NaN()}, "memory_percent", "memory percent NaN out of range (0, 100]"},
+		{AllocRequest{MemoryBytes: gib, ComputePercent: 100.5}, "compute_percent", "compute percent 100.5 out of range (0, 100]"},
+		{AllocRequest{MemoryBytes: gib, ComputePercent: 0.001}, "compute_percent", "compute percent 0.001 is below the 0.01% granularity"},
+		{AllocRequest{MemoryBytes: gib, QoS: "gold"}, "qos", `unknown qos "gold" (want guaranteed, burstable or best-effort)`},
+		{AllocRequest{MemoryBytes: gib, Priority: -3}, "priority", "priority -3 is negative"},
+		{AllocRequest{MemoryBytes: gib, Priority: math.MaxUint32 + 1}, "priority", "priority 4294967296 out of range (at most 4294967295)"},
+		{AllocRequest{MemoryBytes: gib, Placement: "random"}, "placement", `unknown placement "random" (want binpack or spread)`},
+		{AllocRequest{MemoryBytes: gib, DeviceCount: -1}, "device_count", "device count -1 is negative"},
+		{AllocRequest{MemoryBytes: gib, DeviceCount: 17}, "device_count", "17 devices asked, a slice spans at most 16"},
+		{AllocRequest{MemoryBytes: gib, UUIDs: sixteen}, "device_count", "17 devices asked, a slice spans at most 16"},
+		{AllocRequest{MemoryBytes: gib, DeviceCount: 1, UUIDs: []string{"GPU-a", "GPU-b"}}, "uuids", "device count 1 but 2 uuids given"},
+		{AllocRequest{MemoryBytes: gib, UUIDs: []string{"GPU-a", "GPU-a"}}, "uuids", "uuid GPU-a given twice"},
+		// The first problem is the one reported: memory, sharing, devices.
+		{AllocRequest{Priority: -1, DeviceCount: -1}, "memory_bytes", "no memory asked: give memory in bytes or in percent of a device"},
+		{AllocRequest{MemoryBytes: 1, Priority: -1, DeviceCount: -1}, "priority", "priority -1 is negative"},
+	}
+	for _, c := range bad {
+		err := c.req.Validate()
+		require.ErrorIs(t, err, ErrInvalidRequest, "%+v", c.req)
+		var re *RequestError
+		require.ErrorAs(t, err, &re)
+		require.Equal(t, c.field, re.Field, "%+v", c.req)
+		require.Equal(t, c.reason, re.Reason)
+		require.Equal(t, "invalid request: "+c.reason, err.Error())
+	}
+
+	// ValidateOn also checks pinned uuids against the node, in list order.
+	has := func(u string) bool { return u == "GPU-a" }
+	require.NoError(t, AllocRequest{MemoryBytes: 1, UUIDs: []string{"GPU-a"}}.ValidateOn(has))
+	err := AllocRequest{MemoryBytes: 1, UUIDs: []string{"GPU-a", "GPU-z"}}.ValidateOn(has)
+	require.EqualError(t, err, `invalid request: no device with uuid "GPU-z" on this node`)
 }
