@@ -229,28 +229,40 @@ func (c *computeShares) stepDevice(now time.Time, uuid string, refs []sliceRef, 
 // each slice's rate.
 func controlInputs(refs []sliceRef, tracked []enforcer.TrackedSlice, pids map[string][]int, st *utilState,
 	measured bool, dt time.Duration) (in []enforcer.ControlInput, budgets []*shm.BudgetRegion, devs []int) {
-	in = make([]enforcer.ControlInput, len(refs))
-	budgets = make([]*shm.BudgetRegion, len(refs))
-	devs = make([]int, len(refs))
-	for k, r := range refs {
+	in = make([]enforcer.ControlInput, 0, len(refs))
+	budgets = make([]*shm.BudgetRegion, 0, len(refs))
+	devs = make([]int, 0, len(refs))
+	for _, r := range refs {
 		ts := tracked[r.slice]
+		counters, ok := throttleCounters(ts.Slice.Usage, r.dev)
+		if !ok {
+			continue // the tenant broke its usage file: the loop reports it; its rate stays
+		}
 		b := ts.Slice.Budget
 		db := b.Device(r.dev)
 		busy := 0.0
 		for _, pid := range pids[ts.ID] {
 			busy += st.busy[pid]
 		}
-		in[k] = enforcer.ControlInput{
+		ci := enforcer.ControlInput{
 			Slice: ts.ID, ShareBP: db.ComputeShareBP, FloorBP: db.ComputeFloorBP,
-			Policy: b.Policy(), Priority: b.Priority(), Counters: ts.Slice.Usage.Throttle(r.dev),
-			Measured: measured,
+			Policy: b.Policy(), Priority: b.Priority(), Counters: counters, Measured: measured,
 		}
 		if measured {
-			in[k].Achieved = busy / float64(dt.Nanoseconds())
+			ci.Achieved = busy / float64(dt.Nanoseconds())
 		}
-		budgets[k], devs[k] = b, r.dev
+		in, budgets, devs = append(in, ci), append(budgets, b), append(devs, r.dev)
 	}
 	return in, budgets, devs
+}
+
+// throttleCounters reads a slice device's throttle counters from its usage
+// region under the region's fault guard: the usage file is the tenant's to
+// write, and one truncated under vgpud's mapping must cost an error, never
+// vgpud (a read outside the guard would die of SIGBUS).
+func throttleCounters(u *shm.UsageRegion, dev int) (c shm.ThrottleCounters, ok bool) {
+	err := u.Guard(func() { c = u.Throttle(dev) })
+	return c, err == nil
 }
 
 // average is the displayed average of a slice on a device, made on first use

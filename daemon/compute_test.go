@@ -3,6 +3,7 @@ package daemon
 import (
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -220,4 +221,35 @@ func TestAvgShare(t *testing.T) {
 		a.add(0.7, 50*time.Millisecond)
 	}
 	require.InDelta(t, 0.7, a.get(), 0.01)
+}
+
+// A usage file its tenant truncated under vgpud's mapping costs its slice the
+// controller's step, never vgpud: reading its throttle counters faults inside
+// the region's guard, the slice is left out, the others are still controlled.
+func TestComputeSharesSurviveTruncatedUsage(t *testing.T) {
+	g := &utilGPUs{fakeGPUs: newFakeGPUs(1, 8*GiB), samples: map[string][]devices.ProcessUtil{}}
+	c := newComputeShares(g, zaptest.NewLogger(t))
+	var tracked []enforcer.TrackedSlice
+	for _, id := range []string{"broken", "fine"} {
+		dir := filepath.Join(t.TempDir(), id)
+		spec, err := api.SliceBudget{ID: id, Devices: []api.SliceDevice{{UUID: g.devs[0].UUID, MemoryBytes: GiB,
+			ComputePercent: 30}}}.Spec()
+		require.NoError(t, err)
+		require.NoError(t, shm.CreateSlice(dir, spec))
+		sl, err := shm.OpenSlice(dir)
+		require.NoError(t, err)
+		t.Cleanup(func() { sl.Close() })
+		tracked = append(tracked, enforcer.TrackedSlice{ID: id, Slice: sl, UUIDs: []string{g.devs[0].UUID}})
+	}
+	require.NoError(t, os.Truncate(tracked[0].Slice.Usage.Path(), 0))
+
+	rep := &enforcer.TickReport{}
+	for i := 0; i < 3; i++ {
+		c.step(time.Now(), tracked, rep)
+	}
+	var slices []string
+	for _, s := range c.Status() {
+		slices = append(slices, s.Slice)
+	}
+	require.Equal(t, []string{"fine"}, slices)
 }
