@@ -87,7 +87,10 @@ func envName(key string) string { return "VGPU_" + strings.ToUpper(key) }
 var uuidPattern = regexp.MustCompile(`^(GPU|MIG)-[0-9A-Za-z-]+$`)
 
 // ParseRequest builds the allocation request from the container's annotations
-// and env. found is false when neither names a request key.
+// and env. found is false when neither names a request key. A request it
+// returns passes api.AllocRequest.Validate, the checks vgpud makes before it
+// looks at its devices, and one that does not is refused here with vgpud's
+// reason and the annotation (or env) that gave the value at fault.
 func ParseRequest(annotations map[string]string, env []string) (req api.AllocRequest, found bool, err error) {
 	vals, err := requestValues(annotations, env)
 	if err != nil {
@@ -109,7 +112,35 @@ func ParseRequest(annotations map[string]string, env []string) (req api.AllocReq
 			return req, true, fmt.Errorf("%w: %s=%q: %s", ErrMalformed, v.source, v.value, why)
 		}
 	}
+	if err := req.Validate(); err != nil {
+		return req, true, vals.invalid(err)
+	}
 	return req, true, nil
+}
+
+// fieldKeys maps an AllocRequest field (api.RequestError.Field) to the
+// request key that sets it.
+var fieldKeys = map[string]string{
+	"memory_bytes":    "memory",
+	"memory_percent":  "memory",
+	"compute_percent": "cores",
+	"device_count":    "devices",
+	"uuids":           "devices",
+	"priority":        "priority",
+	"qos":             "qos",
+}
+
+// invalid words a refusal of api.AllocRequest.Validate as the other errors
+// of ParseRequest are: the value at fault, where it came from, and why.
+func (vals valueSet) invalid(err error) error {
+	var re *api.RequestError
+	if !errors.As(err, &re) {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if v, ok := vals[fieldKeys[re.Field]]; ok {
+		return fmt.Errorf("%w: %s=%q: %s", ErrMalformed, v.source, v.value, re.Reason)
+	}
+	return fmt.Errorf("%w: %s", ErrMalformed, re.Reason)
 }
 
 // requestValue is one request key's raw value and where it came from (for
@@ -183,7 +214,10 @@ func parseMemory(req *api.AllocRequest, v string) string {
 		if err != nil {
 			return err.Error()
 		}
-		req.MemoryPercent = f
+		if f == 0 {
+			return "must be more than 0"
+		}
+		req.MemoryPercent = f // its range: api.AllocRequest.Validate
 		return ""
 	}
 	n, err := units.ParseSize(v)
@@ -202,44 +236,42 @@ func parseCores(req *api.AllocRequest, v string) string {
 	if err != nil {
 		return err.Error()
 	}
-	req.ComputePercent = f
+	if f == 0 {
+		// 0 would mean "no share" on the wire: leaving the key out says that.
+		return "a compute share must be more than 0 (leave it out for none)"
+	}
+	req.ComputePercent = f // its range and granularity: api.AllocRequest.Validate
 	return ""
 }
 
-// parseDevices takes a device count (at most what one slice may span) or a
-// list of UUIDs.
+// parseDevices takes a device count or a list of UUIDs (how many a slice may
+// span, and that none is given twice: api.AllocRequest.Validate).
 func parseDevices(req *api.AllocRequest, v string) string {
 	if n, err := strconv.Atoi(v); err == nil {
-		if n < 1 || n > api.MaxSliceDevices {
+		if n == 0 {
+			// 0 would mean "the default" on the wire.
 			return fmt.Sprintf("a device count must be 1..%d", api.MaxSliceDevices)
 		}
 		req.DeviceCount = n
 		return ""
 	}
-	seen := map[string]bool{}
 	for _, u := range strings.Split(v, ",") {
 		u = strings.TrimSpace(u)
 		if !uuidPattern.MatchString(u) {
 			return fmt.Sprintf("want a count or a comma-separated list of GPU UUIDs (GPU-…), got %q", u)
 		}
-		if seen[u] {
-			return "UUID " + u + " given twice"
-		}
-		seen[u] = true
 		req.UUIDs = append(req.UUIDs, u)
-	}
-	if len(req.UUIDs) > api.MaxSliceDevices {
-		return fmt.Sprintf("%d UUIDs: a slice spans at most %d devices", len(req.UUIDs), api.MaxSliceDevices)
 	}
 	return ""
 }
 
+// parsePriority takes an integer (its range: api.AllocRequest.Validate).
 func parsePriority(req *api.AllocRequest, v string) string {
-	n, err := strconv.ParseInt(v, 10, 32)
+	n, err := strconv.Atoi(v)
 	if err != nil {
 		return "want an integer"
 	}
-	req.Priority = int(n)
+	req.Priority = n
 	return ""
 }
 
@@ -256,9 +288,6 @@ func parsePercent(s string) (float64, error) {
 	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
 	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
 		return 0, errors.New("want a percentage, e.g. 50%")
-	}
-	if f <= 0 || f > 100 {
-		return 0, errors.New("a percentage must be in (0, 100]")
 	}
 	return f, nil
 }

@@ -1,6 +1,7 @@
 package runtimehook
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -23,8 +24,11 @@ func TestParseRequest(t *testing.T) {
 			[]string{"VGPU_MEMORY=1GiB", "VGPU_QOS=burstable"},
 			api.AllocRequest{MemoryBytes: 2 << 30, QoS: api.QoSBurstable}},
 		{"everything", map[string]string{"vgpu.io/memory": "50%", "vgpu.io/cores": "25", "vgpu.io/devices": "2",
-			"vgpu.io/priority": "-3", "vgpu.io/qos": "best-effort"}, nil,
-			api.AllocRequest{MemoryPercent: 50, ComputePercent: 25, DeviceCount: 2, Priority: -3, QoS: api.QoSBestEffort}},
+			"vgpu.io/priority": "3", "vgpu.io/qos": "best-effort"}, nil,
+			api.AllocRequest{MemoryPercent: 50, ComputePercent: 25, DeviceCount: 2, Priority: 3, QoS: api.QoSBestEffort}},
+		{"widest accepted", map[string]string{"vgpu.io/memory": "100%", "vgpu.io/cores": "0.01%", "vgpu.io/devices": "16",
+			"vgpu.io/priority": "4294967295"}, nil,
+			api.AllocRequest{MemoryPercent: 100, ComputePercent: 0.01, DeviceCount: 16, Priority: 4294967295}},
 		{"uuids", map[string]string{"vgpu.io/memory": "1G",
 			"vgpu.io/devices": "GPU-391f319a-ca6f-4092-8327-918d834bf021, GPU-aaaaaaaa-ca6f-4092-8327-918d834bf021"}, nil,
 			api.AllocRequest{MemoryBytes: 1 << 30, UUIDs: []string{"GPU-391f319a-ca6f-4092-8327-918d834bf021",
@@ -75,6 +79,19 @@ func TestParseRequestMalformed(t *testing.T) {
 		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/qos": "gold"}, nil, "guaranteed, burstable or best-effort"},
 		{map[string]string{"vgpu.io/memroy": "1G"}, nil, "unknown annotation vgpu.io/memroy"},
 		{map[string]string{"vgpu.io/cores": "50"}, nil, "without vgpu.io/memory"},
+		// What vgpud would refuse is refused here, with its reason and the key.
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/priority": "-3"}, nil,
+			`annotation vgpu.io/priority="-3": priority -3 is negative`},
+		{nil, []string{"VGPU_MEMORY=1G", "VGPU_PRIORITY=4294967296"},
+			`env VGPU_PRIORITY="4294967296": priority 4294967296 out of range (at most 4294967295)`},
+		{map[string]string{"vgpu.io/memory": "-5%"}, nil, `annotation vgpu.io/memory="-5%": memory percent -5 out of range (0, 100]`},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/cores": "101"}, nil,
+			`annotation vgpu.io/cores="101": compute percent 101 out of range (0, 100]`},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/cores": "0.001"}, nil, "below the 0.01% granularity"},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/devices": "17"}, nil,
+			`annotation vgpu.io/devices="17": 17 devices asked, a slice spans at most 16`},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/devices": "-2"}, nil, "device count -2 is negative"},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/devices": "GPU-a,GPU-b,GPU-a"}, nil, "uuid GPU-a given twice"},
 	}
 	for _, c := range cases {
 		t.Run(c.want, func(t *testing.T) {
@@ -102,4 +119,25 @@ func TestSliceIDFor(t *testing.T) {
 	require.Regexp(t, `^c-[0-9a-f]{48}$`, id)
 	require.Equal(t, id, SliceIDFor(long), "deterministic")
 	require.NotEqual(t, id, SliceIDFor(long+"0"))
+}
+
+// TestParseRequestSameReasonAsVgpud: a value vgpud refuses is refused by
+// ParseRequest with vgpud's own reason (api.AllocRequest.Validate's).
+func TestParseRequestSameReasonAsVgpud(t *testing.T) {
+	for _, c := range []struct {
+		ann map[string]string
+		req api.AllocRequest // what vgpud would be sent
+	}{
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/priority": "-1"}, api.AllocRequest{MemoryBytes: 1 << 30, Priority: -1}},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/priority": "99999999999"}, api.AllocRequest{MemoryBytes: 1 << 30, Priority: 99999999999}},
+		{map[string]string{"vgpu.io/memory": "200%"}, api.AllocRequest{MemoryPercent: 200}},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/cores": "100.001"}, api.AllocRequest{MemoryBytes: 1 << 30, ComputePercent: 100.001}},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/devices": "40"}, api.AllocRequest{MemoryBytes: 1 << 30, DeviceCount: 40}},
+	} {
+		var want *api.RequestError
+		require.ErrorAs(t, c.req.Validate(), &want)
+		_, _, err := ParseRequest(c.ann, nil)
+		require.ErrorIs(t, err, ErrMalformed)
+		require.True(t, strings.HasSuffix(err.Error(), ": "+want.Reason), "%v does not end with vgpud's reason %q", err, want.Reason)
+	}
 }
