@@ -2,6 +2,7 @@ package enforcer
 
 import (
 	"fmt"
+	"sort"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -16,11 +17,15 @@ type violKey struct {
 	dev     int
 }
 
-// backstop finds, on every slice device whose driver total is over the limit
-// (plus Tolerance), the processes responsible: those whose driver figure is
-// above their charge (plus Tolerance) and those without a slot. A violation
-// is logged and counted when first seen; in enforce mode its process is
-// killed on every tick it is still there.
+// backstop acts on driver truth: on every slice device where the driver's
+// figure for the processes the kernel places in the slice is over the limit
+// (plus Tolerance), whatever libvgpu's counters and slots claim, it picks the
+// processes responsible (offenders) until what is left fits: first those
+// whose driver figure is furthest above what libvgpu charged them (a process
+// without a slot was charged nothing), then the largest. A violation is
+// logged and counted when first seen; in enforce mode its process is killed
+// on every tick it is still there. Only members of the slice are ever picked:
+// nothing outside the slice is signalled.
 func (l *Loop) backstop(rep *TickReport, slices []TrackedSlice, mode Mode) {
 	clear(l.killed)
 	for i := range rep.Slices {
@@ -30,15 +35,8 @@ func (l *Loop) backstop(rep *TickReport, slices []TrackedSlice, mode Mode) {
 			if !sd.DriverKnown || sd.DriverBytes <= sd.LimitBytes+l.Tolerance {
 				continue
 			}
-			for j := range snap.Processes {
-				p := &snap.Processes[j]
-				if p.DriverBytes == nil || p.DriverBytes[d] == 0 || p.HostPID <= 0 {
-					continue
-				}
-				if p.Slot >= 0 && p.DriverBytes[d] <= p.UsedBytes[d]+l.Tolerance {
-					continue
-				}
-				l.violation(rep, i, d, p, mode)
+			for _, j := range l.offenders(snap, d) {
+				l.violation(rep, i, d, &snap.Processes[j], mode)
 			}
 		}
 	}
@@ -47,6 +45,37 @@ func (l *Loop) backstop(rep *TickReport, slices []TrackedSlice, mode Mode) {
 			delete(l.violations, k)
 		}
 	}
+}
+
+// offenders lists (as indexes in snap.Processes) the members of the slice to
+// act on for slice device d, in order, until the rest fits in the limit plus
+// Tolerance. The list is scratch of the loop, valid until the next call.
+func (l *Loop) offenders(snap *SliceSnapshot, d int) []int {
+	l.order = l.order[:0]
+	for j := range snap.Processes {
+		p := &snap.Processes[j]
+		if p.Member && p.HostPID > 0 && p.DriverBytes != nil && p.DriverBytes[d] > 0 {
+			l.order = append(l.order, j)
+		}
+	}
+	excess := func(p *ProcessSnapshot) int64 {
+		return int64(p.DriverBytes[d]) - int64(p.UsedBytes[d]) //nolint:gosec // byte counts, far below 2^63
+	}
+	sort.Slice(l.order, func(a, b int) bool {
+		pa, pb := &snap.Processes[l.order[a]], &snap.Processes[l.order[b]]
+		if ea, eb := excess(pa), excess(pb); ea != eb {
+			return ea > eb
+		}
+		return pa.DriverBytes[d] > pb.DriverBytes[d]
+	})
+	left := snap.Devices[d].DriverBytes
+	fit := snap.Devices[d].LimitBytes + l.Tolerance
+	n := 0
+	for n < len(l.order) && left > fit {
+		left -= snap.Processes[l.order[n]].DriverBytes[d]
+		n++
+	}
+	return l.order[:n]
 }
 
 // violation handles one process over its slice on slice device d: counts,

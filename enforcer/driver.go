@@ -15,9 +15,10 @@ type DriverProcesses interface {
 	Processes(uuid string) ([]DriverProcess, error)
 }
 
-// Attributor names the slice a process belongs to when the process has no
-// slot: it bypassed libvgpu (static link, raw ioctls) or never loaded it. The
-// daemon implements it (owner pid ancestry now, cgroups for containers later).
+// Attributor names the slice the kernel places a process in: its container's
+// cgroup, or the process subtree of the slice's owner. It is the only source
+// of membership the backstop acts on (slots are the tenant's claims). The
+// daemon implements it.
 type Attributor interface {
 	SliceOf(hostPID int) (sliceID string, ok bool)
 }
@@ -122,9 +123,10 @@ func (l *Loop) indexSlotted(rep *TickReport) {
 }
 
 // chargeDriverFigure adds what the driver reports for process p on device
-// uuid to the process's snapshot and to its slice's total on that device. A
-// process in no slice we know, or on a device outside its slice, is not ours
-// to judge and is left out.
+// uuid to the process's snapshot and, when the kernel places the process in
+// that slice, to the slice's total on the device. A process in no slice we
+// know, or on a device outside its slice, is not ours to judge and is left
+// out.
 func (l *Loop) chargeDriverFigure(rep *TickReport, slices []TrackedSlice, uuid string, p DriverProcess,
 	procSlab *slab[ProcessSnapshot], wordSlab *slab[uint64]) {
 	ref, ok := l.processOf(rep, slices, p.HostPID, procSlab, wordSlab)
@@ -138,32 +140,47 @@ func (l *Loop) chargeDriverFigure(rep *TickReport, slices []TrackedSlice, uuid s
 	}
 	proc := &snap.Processes[ref.proc]
 	proc.DriverBytes[d] += p.UsedBytes
-	snap.Devices[d].DriverBytes += p.UsedBytes
+	if proc.Member {
+		snap.Devices[d].DriverBytes += p.UsedBytes
+	}
 }
 
-// processOf finds the snapshot of the process with host pid hostPID: the one
-// of its slot, else the one made for it earlier in this pass (it holds memory
-// on several devices), else a new one in the slice the Attributor names.
+// processOf finds the snapshot of the process with host pid hostPID. The
+// kernel decides which slice it is in (Attributor): its slot's snapshot when
+// that slot is in the same slice, else the one made for it earlier in this
+// pass (it holds memory on several devices), else a new one. A process the
+// kernel places in no tracked slice is shown under the slot that names it,
+// as a claim (Member false); a slot naming a process of another slice gets
+// nothing.
 func (l *Loop) processOf(rep *TickReport, slices []TrackedSlice, hostPID int, procSlab *slab[ProcessSnapshot],
 	wordSlab *slab[uint64]) (procRef, bool) {
-	if ref, ok := l.byHost[hostPID]; ok {
-		return ref, true
-	}
 	if ref, ok := l.unslotted[hostPID]; ok {
 		return ref, true
 	}
+	slot, slotted := l.byHost[hostPID]
+	si, member := l.memberOf(slices, hostPID)
+	switch {
+	case member && slotted && int(slot.slice) == si:
+		rep.Slices[slot.slice].Processes[slot.proc].Member = true
+		return slot, true
+	case member:
+		return l.addUnslotted(rep, si, hostPID, procSlab, wordSlab), true
+	case slotted:
+		return slot, true // a claim: shown, never counted or acted on
+	}
+	return procRef{}, false
+}
+
+// memberOf is the tracked slice the kernel places hostPID in.
+func (l *Loop) memberOf(slices []TrackedSlice, hostPID int) (int, bool) {
 	if l.Attributor == nil || hostPID <= 0 {
-		return procRef{}, false
+		return 0, false
 	}
 	id, found := l.Attributor.SliceOf(hostPID)
 	if !found {
-		return procRef{}, false
+		return 0, false
 	}
-	si, known := l.sliceIndex(slices, id)
-	if !known {
-		return procRef{}, false
-	}
-	return l.addUnslotted(rep, si, hostPID, procSlab, wordSlab), true
+	return l.sliceIndex(slices, id)
 }
 
 // sliceIndex finds a slice of this tick by ID. The index is built on first
@@ -190,7 +207,7 @@ func (l *Loop) addUnslotted(rep *TickReport, si, hostPID int, procSlab *slab[Pro
 	// The slice's process list is capped: this append copies it rather than
 	// overwrite a neighbour's.
 	snap.Processes = append(snap.Processes, ProcessSnapshot{HostPID: hostPID, Slot: -1,
-		UsedBytes: w[:ndev:ndev], DriverBytes: w[ndev:]})
+		UsedBytes: w[:ndev:ndev], DriverBytes: w[ndev:], Member: true})
 	ref := procRef{slice: int32(si), proc: int32(len(snap.Processes) - 1)}
 	l.unslotted[hostPID] = ref
 	return ref

@@ -91,6 +91,7 @@ type Loop struct {
 	unslotted  map[int]procRef
 	violations map[violKey]uint64
 	killed     map[int]struct{}
+	order      []int         // scratch of offenders
 	tickStates []*sliceState // state of each slice of this tick (nil: unreadable)
 	sizes      slabSizes
 }

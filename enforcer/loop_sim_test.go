@@ -147,6 +147,7 @@ func TestLoopOnSimulatedNode(t *testing.T) {
 	// A process inside the slice: charged its allocation plus its context,
 	// exactly what the simulated driver reports for it. No violation.
 	h := startHolder(t, root, state, sliceDir, 512*miB)
+	attr[h.pid] = "sim" // the kernel places it in the slice (the daemon: cgroup, owner subtree)
 	rep := l.Tick(tracked)
 	require.Empty(t, rep.Errors)
 	require.Empty(t, rep.Backstop)

@@ -280,7 +280,10 @@ func backstopFixture(t *testing.T, mode Mode) (*Loop, TrackedSlice, *fakeDriver,
 	drv.procs["GPU-a"] = []DriverProcess{{HostPID: os.Getpid(), UsedBytes: 1500}, {HostPID: 424242, UsedBytes: 9999}}
 	k := &fakeKill{}
 	core, logs := observer.New(zapcore.DebugLevel)
-	l := &Loop{Mode: mode, Driver: drv, Kill: k.kill, Log: zap.New(core)}
+	// The kernel places this test's process in "s" (the daemon's Attributor:
+	// cgroup, owner subtree); 424242 is in no slice.
+	attr := fakeAttributor{os.Getpid(): "s"}
+	l := &Loop{Mode: mode, Driver: drv, Attributor: attr, Kill: k.kill, Log: zap.New(core)}
 	t.Cleanup(func() { l.Close() })
 	return l, ts, drv, k, logs
 }
@@ -376,7 +379,8 @@ func TestBackstopTolerance(t *testing.T) {
 	claim(t, ts, os.Getpid(), 500)
 	drv := newFakeDriver()
 	k := &fakeKill{}
-	l := &Loop{Mode: ModeEnforce, Driver: drv, Kill: k.kill, Tolerance: 200}
+	attr := fakeAttributor{os.Getpid(): "s"}
+	l := &Loop{Mode: ModeEnforce, Driver: drv, Attributor: attr, Kill: k.kill, Tolerance: 200}
 	defer l.Close()
 
 	// Slice total within limit+tolerance: nobody is a violator, even a
@@ -387,6 +391,7 @@ func TestBackstopTolerance(t *testing.T) {
 	// Slice over, but the process within its charge+tolerance: not a violator.
 	other := startSleeper(t, "")
 	claim(t, ts, other.Process.Pid, 400)
+	attr[other.Process.Pid] = "s"
 	drv.procs["GPU-a"] = []DriverProcess{
 		{HostPID: os.Getpid(), UsedBytes: 700},
 		{HostPID: other.Process.Pid, UsedBytes: 601},
@@ -413,7 +418,7 @@ func TestBackstopSlotlessProcess(t *testing.T) {
 		{HostPID: 900003, UsedBytes: 4000}, // attributed to an unknown slice
 		{HostPID: 900004, UsedBytes: 4000}, // not attributed
 	}
-	attr := fakeAttributor{900001: "over", 900002: "under", 900003: "gone"}
+	attr := fakeAttributor{os.Getpid(): "over", 900001: "over", 900002: "under", 900003: "gone"}
 	k := &fakeKill{}
 	l := &Loop{Mode: ModeEnforce, Driver: drv, Attributor: attr, Kill: k.kill}
 	defer l.Close()
@@ -450,7 +455,8 @@ func TestBackstopDriverErrorOnOneDevice(t *testing.T) {
 	drv.errs["GPU-a"] = errors.New("NVML: GPU is lost")
 	drv.procs["GPU-b"] = []DriverProcess{{HostPID: c.Process.Pid, UsedBytes: 5000}}
 	k := &fakeKill{}
-	l := &Loop{Mode: ModeEnforce, Driver: drv, Kill: k.kill}
+	attr := fakeAttributor{os.Getpid(): "a", c.Process.Pid: "b"}
+	l := &Loop{Mode: ModeEnforce, Driver: drv, Attributor: attr, Kill: k.kill}
 	defer l.Close()
 	rep := l.Tick([]TrackedSlice{a, b})
 	require.Equal(t, []TickError{{Device: "GPU-a", Err: "driver processes: NVML: GPU is lost"}}, rep.Errors)

@@ -80,8 +80,10 @@ type SliceDeviceSnapshot struct {
 	UsedBytes     uint64 // libvgpu's admission counter
 	PeakBytes     uint64
 	RefusedAllocs uint64
-	// DriverBytes is what the driver reports for the slice's processes
-	// (those with a slot and those attributed to it); valid when DriverKnown.
+	// DriverBytes is what the driver reports for the processes the kernel
+	// places in the slice (Attributor: container cgroup, owner's process
+	// subtree), whatever the slots claim; valid when DriverKnown. It is the
+	// figure the backstop compares with the limit.
 	DriverBytes uint64
 	DriverKnown bool
 	// Cumulative over the loop's life.
@@ -100,6 +102,11 @@ type ProcessSnapshot struct {
 	// DriverBytes per slice device, as the driver reports it; nil when the
 	// loop has no driver.
 	DriverBytes []uint64
+	// Member: the kernel places the process in this slice (Attributor). A
+	// process only a slot names is shown with its driver figures but neither
+	// counts towards the slice's total nor is ever acted on: a slot is the
+	// tenant's claim, and a tenant can name anyone in it.
+	Member bool
 }
 
 // DriverDevice is what the driver reported for one device.
