@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"time"
 
@@ -18,7 +19,8 @@ import (
 	"github.com/vgpu-project/vgpu/internal/units"
 )
 
-// maxRequestBytes bounds a request body: an AllocRequest is a few hundred bytes.
+// maxRequestBytes bounds a request body: an AllocRequest is a few hundred
+// bytes. A longer body is refused with 413 (bodyError).
 const maxRequestBytes = 1 << 20
 
 // apiHandler routes the API of package daemon/api.
@@ -64,11 +66,18 @@ func (s *Server) handleAlloc(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, api.Error{Error: "bad request body: " + err.Error()})
+		status, e := bodyError(err)
+		writeError(w, status, e)
 		return
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		writeError(w, http.StatusBadRequest, api.Error{Error: "bad request body: more than one JSON value"})
+		status, e := http.StatusBadRequest, api.Error{Error: "bad request body: more than one JSON value"}
+		if err != nil {
+			if st, be := bodyError(err); st != http.StatusBadRequest {
+				status, e = st, be // too long, or stalled, after the first value
+			}
+		}
+		writeError(w, status, e)
 		return
 	}
 	if req.ID == "" {
@@ -83,6 +92,23 @@ func (s *Server) handleAlloc(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Debug("allocation answered", zap.String("slice", sl.ID), zap.Duration("took", time.Since(start)))
 	writeJSON(w, http.StatusCreated, sl)
+}
+
+// bodyError is the answer to a request body that could not be read or
+// decoded: 413 past maxRequestBytes, 408 when the client stopped sending
+// before the server's read deadline (apiReadTimeout), 400 otherwise.
+func bodyError(err error) (int, api.Error) {
+	var tooLong *http.MaxBytesError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &tooLong):
+		return http.StatusRequestEntityTooLarge, api.Error{Error: fmt.Sprintf(
+			"request body too large: more than %s (%d bytes)", sizeString(uint64(tooLong.Limit)), tooLong.Limit)}
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return http.StatusRequestTimeout, api.Error{Error: fmt.Sprintf(
+			"request body not received within %s", apiReadTimeout)}
+	}
+	return http.StatusBadRequest, api.Error{Error: "bad request body: " + err.Error()}
 }
 
 // writeErr answers err with the status it deserves.

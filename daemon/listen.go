@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 )
 
@@ -117,4 +119,59 @@ func lockStateDir(dir string) (*os.File, error) {
 		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())), 0) // informative only
 	}
 	return f, nil
+}
+
+// The limits of vgpud's HTTP servers. Their clients are local (vgpuctl,
+// vgpu-runtime, a Prometheus scraper) and send at most a few hundred bytes,
+// so a request whose headers or body have not arrived within a few seconds
+// comes from a stalled or hostile client: without a deadline its connection
+// and goroutine would be held forever, and enough of them exhaust vgpud.
+const (
+	// apiReadHeaderTimeout bounds reading a request's headers; apiReadTimeout
+	// the whole request, headers and body (a body that stalls is answered
+	// 408 and the connection closed).
+	apiReadHeaderTimeout = 5 * time.Second
+	apiReadTimeout       = 5 * time.Second
+	// apiWriteTimeout runs from the end of the headers to the end of the
+	// answer, so it includes the handler (an allocation fsyncs its record):
+	// generous, longer than the clients' own timeouts (vgpu-runtime: 10s), so
+	// a busy vgpud answers late rather than not at all.
+	apiWriteTimeout = 30 * time.Second
+	// apiIdleTimeout closes a keep-alive connection with no request.
+	apiIdleTimeout = 30 * time.Second
+	// maxHeaderBytes bounds a request's headers (net/http's default: 1MiB).
+	maxHeaderBytes = 64 << 10
+
+	// The metrics endpoint (TCP) is scraped periodically over keep-alive
+	// connections: a longer idle time, the same read limits.
+	metricsReadHeaderTimeout = 5 * time.Second
+	metricsReadTimeout       = 10 * time.Second
+	metricsWriteTimeout      = 30 * time.Second
+	metricsIdleTimeout       = 2 * time.Minute
+)
+
+// newAPIServer is the http.Server of the API socket.
+func newAPIServer(h http.Handler, log *zap.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: apiReadHeaderTimeout,
+		ReadTimeout:       apiReadTimeout,
+		WriteTimeout:      apiWriteTimeout,
+		IdleTimeout:       apiIdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(log),
+	}
+}
+
+// newMetricsServer is the http.Server of the metrics endpoint.
+func newMetricsServer(h http.Handler, log *zap.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: metricsReadHeaderTimeout,
+		ReadTimeout:       metricsReadTimeout,
+		WriteTimeout:      metricsWriteTimeout,
+		IdleTimeout:       metricsIdleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(log),
+	}
 }

@@ -241,10 +241,10 @@ func (s *Server) Start() error {
 			return fmt.Errorf("metrics: listen on %s: %w", s.cfg.MetricsAddr, err)
 		}
 	}
-	s.apiSrv = &http.Server{Handler: s.apiHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(s.log)}
+	s.apiSrv = newAPIServer(s.apiHandler(), s.log)
 	go s.serve("api", s.apiSrv, s.apiLn)
 	if s.metricsLn != nil {
-		s.metricsSrv = &http.Server{Handler: s.metricsHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: zap.NewStdLog(s.log)}
+		s.metricsSrv = newMetricsServer(s.metricsHandler(), s.log)
 		go s.serve("metrics", s.metricsSrv, s.metricsLn)
 	}
 	go s.loop.run()
