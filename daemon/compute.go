@@ -89,6 +89,11 @@ type computeShares struct {
 	latest atomic.Pointer[[]ComputeStatus]
 	failed map[string]bool // devices whose utilization query failed (logged once)
 	avg    map[sliceDev]*avgShare
+	// guard is the compute backstop (computeguard.go); interval, the
+	// enforcer's tick, sizes its duty cycles. nil: no backstop.
+	guard    *computeGuard
+	interval time.Duration
+	lastOuts []enforcer.ControlOutput // the device just stepped
 }
 
 // utilState turns one device's NVML samples into busy time per host pid.
@@ -124,29 +129,76 @@ type sliceRef struct {
 // step runs every device's controller once and writes the rates. The devices
 // go in uuid order so that the status (and the logs) come out stable.
 func (c *computeShares) step(now time.Time, tracked []enforcer.TrackedSlice, rep *enforcer.TickReport) {
-	pids := hostPIDsBySlice(rep)
+	pids, members := hostPIDsBySlice(rep)
 	byDev, uuids := slicesByDevice(tracked)
 	c.forgetDevices(byDev)
 	status := make([]ComputeStatus, 0, len(tracked))
 	for _, uuid := range uuids {
 		status = c.stepDevice(now, uuid, byDev[uuid], tracked, pids, status)
+		if c.guard != nil {
+			c.guard.observe(uuid, c.lastOuts, c.avgOf(uuid), members, c.interval)
+		}
+	}
+	if c.guard != nil {
+		c.guard.forget(c.seen())
 	}
 	c.dropStaleAverages()
 	c.latest.Store(&status)
 }
 
-// hostPIDsBySlice lists each slice's host pids from the tick's process map:
-// NVML reports utilization by host pid, the slices know their processes.
-func hostPIDsBySlice(rep *enforcer.TickReport) map[string][]int {
-	pids := map[string][]int{}
+// hostPIDsBySlice lists each slice's host pids whose utilization counts for
+// it, from the tick's process map (NVML reports utilization by host pid), and
+// its members: the processes the kernel places in it (the only ones the
+// compute backstop may signal). A process counts for the slice the kernel
+// places it in; one the kernel places nowhere (a slice without an owner to
+// attribute by) counts for the slice whose slots name it, when exactly one
+// does — a pid two slices claim counts for neither.
+func hostPIDsBySlice(rep *enforcer.TickReport) (pids, members map[string][]int) {
+	pids, members = map[string][]int{}, map[string][]int{}
+	member := map[int]bool{}
+	claims := map[int][]string{}
 	for _, s := range rep.Slices {
 		for _, p := range s.Processes {
-			if p.HostPID > 0 {
+			switch {
+			case p.HostPID <= 0:
+			case p.Member:
+				member[p.HostPID] = true
 				pids[s.ID] = append(pids[s.ID], p.HostPID)
+				members[s.ID] = append(members[s.ID], p.HostPID)
+			default:
+				claims[p.HostPID] = append(claims[p.HostPID], s.ID)
 			}
 		}
 	}
-	return pids
+	for pid, slices := range claims {
+		if !member[pid] && len(slices) == 1 {
+			pids[slices[0]] = append(pids[slices[0]], pid)
+		}
+	}
+	return pids, members
+}
+
+// avgOf gives the compute backstop each slice's averaged achieved share on
+// uuid, when measured.
+func (c *computeShares) avgOf(uuid string) func(slice string) (float64, bool) {
+	return func(slice string) (float64, bool) {
+		a := c.avg[sliceDev{slice, uuid}]
+		if a == nil || a.weight < 0.5 {
+			return 0, false // not measured long enough to judge
+		}
+		return a.get(), true
+	}
+}
+
+// seen is the set of slice devices stepped this time.
+func (c *computeShares) seen() map[sliceDev]bool {
+	out := make(map[sliceDev]bool, len(c.avg))
+	for k, a := range c.avg {
+		if a.seen {
+			out[k] = true
+		}
+	}
+	return out
 }
 
 // slicesByDevice groups the tracked slices by device (a controller balances
@@ -207,6 +259,7 @@ func (c *computeShares) stepDevice(now time.Time, uuid string, refs []sliceRef, 
 		c.ctl[uuid] = ctl
 	}
 	outs := ctl.Step(now, in)
+	c.lastOuts = outs
 	if err := enforcer.Apply(budgets, devs, outs); err != nil {
 		c.log.Error("set token rates", zap.String("uuid", uuid), zap.Error(err))
 	}

@@ -50,6 +50,7 @@ type enforcerLoop struct {
 	viewVer uint64                       // Server.version that view was built at
 	viewOK  bool                         // view was built at all
 	deadBuf []int                        // scratch: indexes in view of dead owners
+	regions regionWatch                  // region files changed behind vgpud's back (regionwatch.go)
 }
 
 // tickState is what the last tick left for the API.
@@ -82,6 +83,8 @@ func newEnforcerLoop(s *Server, o options) (*enforcerLoop, error) {
 		Tolerance:  uint64(s.cfg.BackstopTolerance),
 	}
 	l.compute = newComputeShares(s.gpus, s.log.Named("compute"))
+	l.compute.guard = newComputeGuard(s.log.Named("enforcer"), mode)
+	l.compute.interval = time.Duration(s.cfg.EnforcerInterval)
 	return l, nil
 }
 
@@ -96,6 +99,7 @@ func (l *enforcerLoop) run() {
 	for {
 		select {
 		case <-l.stop:
+			l.compute.guard.close() // no process stays stopped after vgpud
 			l.closeReleased()
 			return
 		case <-t.C:
@@ -122,6 +126,7 @@ func (l *enforcerLoop) tick() {
 	l.closeReleased()
 	l.refreshView()
 	l.releaseDeadOwners()
+	l.regions.check(l.srv, l.view)
 
 	l.attr.newTick()
 	rep := l.enf.Tick(l.tracked)

@@ -1,0 +1,158 @@
+package daemon
+
+import (
+	"errors"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/vgpu-project/vgpu/enforcer"
+)
+
+// The compute backstop. libvgpu's token bucket lives in the tenant's usage
+// region, so a tenant can forge it (keep token_refilled ahead of token_spent)
+// and launch as fast as it likes. The controller's figures come from the
+// driver, though: when a slice's measured share stays above what the
+// controller allows it (plus computeTolerance) over the averaging window
+// while its bucket was supposed to hold it back, the slice is over its share
+// whatever its region says. In report mode that is logged and counted; in
+// enforce mode the slice's processes (those the kernel places in it and that
+// hold the GPU) are stopped from outside for a duty cycle sized to the
+// overrun: SIGSTOP for part of each enforcer tick, SIGCONT for the rest. No
+// process outside the slice is signalled, and every stopped process is
+// continued when the overrun ends, the slice goes, or vgpud stops.
+
+const (
+	// computeTolerance is how far above its allowed share a slice may run
+	// (averaged over about a second) before the backstop acts.
+	computeTolerance = 0.05
+	// dutyGain is the integral gain of the stopped fraction, per tick, on
+	// the relative overrun.
+	dutyGain = 0.5
+	// maxStopped bounds the stopped fraction, so a stopped process still
+	// gets to run (and to exit) a little every tick.
+	maxStopped = 0.95
+)
+
+// dutyCycle is one slice device's outside throttle.
+type dutyCycle struct {
+	stopped  float64 // fraction of each tick the slice's processes are stopped
+	pids     []int   // the processes last stopped/continued
+	reported bool    // the overrun was reported (once per episode)
+}
+
+// computeGuard runs the duty cycles. It is used by the enforcer loop's
+// goroutine only.
+type computeGuard struct {
+	log    *zap.Logger
+	mode   enforcer.Mode
+	signal func(pid int, sig syscall.Signal) error
+	cycles map[sliceDev]*dutyCycle
+	events uint64 // overruns reported
+}
+
+func newComputeGuard(log *zap.Logger, mode enforcer.Mode) *computeGuard {
+	return &computeGuard{log: log, mode: mode, cycles: map[sliceDev]*dutyCycle{},
+		signal: func(pid int, sig syscall.Signal) error { return syscall.Kill(pid, sig) }}
+}
+
+// observe takes one device's controller outputs with each slice's averaged
+// achieved share and its member processes, and adjusts each slice's duty
+// cycle for the coming tick (interval).
+func (g *computeGuard) observe(uuid string, outs []enforcer.ControlOutput, avg func(slice string) (float64, bool),
+	members map[string][]int, interval time.Duration) {
+	if g.mode == enforcer.ModeOff {
+		return
+	}
+	for _, o := range outs {
+		key := sliceDev{o.Slice, uuid}
+		achieved, ok := avg(o.Slice)
+		if !ok || o.Rate == 0 {
+			g.release(key) // unmeasured, or not throttled at all: nothing to hold it to
+			continue
+		}
+		over := achieved - o.Allowed
+		dc := g.cycles[key]
+		if dc == nil {
+			if over <= computeTolerance {
+				continue
+			}
+			dc = &dutyCycle{}
+			g.cycles[key] = dc
+		}
+		g.report(dc, o, uuid, achieved)
+		if g.mode != enforcer.ModeEnforce {
+			if over <= 0 {
+				delete(g.cycles, key) // the episode is over: the next one is reported again
+			}
+			continue
+		}
+		dc.stopped = min(max(dc.stopped+dutyGain*over/max(achieved, 0.01), 0), maxStopped)
+		if dc.stopped == 0 && over <= 0 {
+			g.release(key)
+			continue
+		}
+		dc.pids = append(dc.pids[:0], members[o.Slice]...)
+		g.pulse(dc.pids, time.Duration(dc.stopped*float64(interval)))
+	}
+}
+
+// report logs and counts an overrun once per episode.
+func (g *computeGuard) report(dc *dutyCycle, o enforcer.ControlOutput, uuid string, achieved float64) {
+	if dc.reported {
+		return
+	}
+	dc.reported = true
+	g.events++
+	g.log.Warn("compute backstop: slice runs above its share (its token bucket does not hold it)",
+		zap.String("slice", o.Slice), zap.String("uuid", uuid), zap.Float64("achieved_pct", achieved*100),
+		zap.Float64("allowed_pct", o.Allowed*100), zap.Float64("tolerance_pct", computeTolerance*100),
+		zap.String("action", map[bool]string{true: "throttled from outside", false: "reported"}[g.mode == enforcer.ModeEnforce]))
+}
+
+// pulse stops pids now and continues them after d (0: not at all). The
+// continue runs on a timer of its own, so it happens even if the loop stalls.
+func (g *computeGuard) pulse(pids []int, d time.Duration) {
+	if d <= 0 || len(pids) == 0 {
+		return
+	}
+	own := append([]int(nil), pids...)
+	g.send(own, syscall.SIGSTOP)
+	time.AfterFunc(d, func() { g.send(own, syscall.SIGCONT) })
+}
+
+func (g *computeGuard) send(pids []int, sig syscall.Signal) {
+	for _, pid := range pids {
+		if err := g.signal(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			g.log.Debug("compute backstop: signal", zap.Int("host_pid", pid), zap.Stringer("signal", sig), zap.Error(err))
+		}
+	}
+}
+
+// release ends a slice device's duty cycle, continuing its processes.
+func (g *computeGuard) release(key sliceDev) {
+	dc := g.cycles[key]
+	if dc == nil {
+		return
+	}
+	g.send(dc.pids, syscall.SIGCONT)
+	delete(g.cycles, key)
+}
+
+// forget ends the duty cycles of slices not in seen (released, or off the
+// device).
+func (g *computeGuard) forget(seen map[sliceDev]bool) {
+	for key := range g.cycles {
+		if !seen[key] {
+			g.release(key)
+		}
+	}
+}
+
+// close continues every process the guard may have stopped (vgpud stops).
+func (g *computeGuard) close() {
+	for key := range g.cycles {
+		g.release(key)
+	}
+}
