@@ -36,7 +36,8 @@
 // than the record is recreated from the record (the other one is kept) and a
 // warning logged: processes that still map a replaced usage file are no longer
 // seen. A record that cannot be read is moved to quarantine/ (logged), never
-// deleted.
+// deleted, with a note saying why and when (quarantine.go): vgpud keeps
+// booking what the slice held until an operator releases or restores it.
 //
 // Load must run alone (at startup); Create and Delete may run concurrently for
 // different ids.
@@ -50,9 +51,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"time"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -122,6 +121,9 @@ type Store struct {
 	// tests use it to see what is on disk at every step and to exercise the
 	// clean-up paths.
 	hook func(step string) error
+	// stuck are the slices Load could not move into quarantine/ (left in
+	// slices/, listed by Quarantined all the same). Load runs alone.
+	stuck []Quarantined
 }
 
 // step runs the test hook, if any.
@@ -464,28 +466,6 @@ func (s *Store) repair(dir string, spec shm.SliceSpec, budget, usage bool) error
 		return fmt.Errorf("repair: %w", err)
 	}
 	return nil
-}
-
-// quarantine moves an acknowledged slice that cannot be adopted out of slices/,
-// keeping it for an operator and freeing its id.
-func (s *Store) quarantine(id string, why error) {
-	src := s.Dir(id)
-	qdir := filepath.Join(s.root, quarantineDir)
-	dst := filepath.Join(qdir, id+"-"+strconv.FormatInt(time.Now().UnixNano(), 10))
-	err := os.MkdirAll(qdir, 0o755)
-	if err == nil {
-		err = os.Rename(src, dst) //nolint:forbidigo // moves a whole slice directory into quarantine
-	}
-	if err == nil {
-		err = syncDir(s.slices)
-	}
-	if err != nil {
-		s.log.Error("slice cannot be re-adopted and could not be quarantined; left in place",
-			zap.String("slice", id), zap.NamedError("reason", why), zap.Error(err))
-		return
-	}
-	s.log.Error("slice cannot be re-adopted; moved to quarantine",
-		zap.String("slice", id), zap.String("to", dst), zap.NamedError("reason", why))
 }
 
 // openSlice maps both regions of dir, the budget writable.

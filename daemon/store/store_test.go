@@ -656,8 +656,8 @@ func quarantined(id, why string) func(*testing.T, *Store, []Loaded, *observer.Ob
 		q := entries(t, filepath.Join(s.Root(), "quarantine"))
 		require.Len(t, q, 1)
 		require.True(t, strings.HasPrefix(q[0], id+"-"), q[0])
-		require.ElementsMatch(t, []string{"budget", "usage", "slice.json"},
-			entries(t, filepath.Join(s.Root(), "quarantine", q[0])), "kept whole for an operator")
+		require.ElementsMatch(t, []string{"budget", "usage", "slice.json", NoteFile},
+			entries(t, filepath.Join(s.Root(), "quarantine", q[0])), "kept whole for an operator, with a note")
 		var found bool
 		for _, e := range logs.FilterMessageSnippet("quarantine").All() {
 			if e.Level == zapcore.ErrorLevel && strings.Contains(fmt.Sprint(e.ContextMap()["reason"]), why) {
