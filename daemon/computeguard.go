@@ -54,7 +54,7 @@ type computeGuard struct {
 
 func newComputeGuard(log *zap.Logger, mode enforcer.Mode) *computeGuard {
 	return &computeGuard{log: log, mode: mode, cycles: map[sliceDev]*dutyCycle{},
-		signal: func(pid int, sig syscall.Signal) error { return syscall.Kill(pid, sig) }}
+		signal: syscall.Kill}
 }
 
 // observe takes one device's controller outputs with each slice's averaged
