@@ -13,25 +13,27 @@ import (
 // Fields that can change after creation are read and written with sync/atomic,
 // matching libvgpu's __atomic loads, so a reader never sees a torn value.
 type BudgetRegion struct {
-	path     string
-	data     []byte
-	b        *ShmBudget
-	devices  int // device_count as validated at open; never re-read from the file
-	writable bool
+	path       string
+	data       []byte
+	b          *ShmBudget
+	devices    int // device_count as validated at open; never re-read from the file
+	writable   bool
+	regionFile // the open file, for CheckFile and TrimFile
 }
 
 // OpenBudget maps a budget file, read-only unless writable (only vgpud writes it).
 func OpenBudget(path string, writable bool) (*BudgetRegion, error) {
-	data, h, err := mapRegion(path, kindBudget, writable)
+	data, h, f, err := mapRegion(path, kindBudget, writable)
 	if err != nil {
 		return nil, err
 	}
 	return &BudgetRegion{
-		path:     path,
-		data:     data,
-		b:        (*ShmBudget)(unsafe.Pointer(&data[0])),
-		devices:  int(h.DeviceCount),
-		writable: writable,
+		path:       path,
+		data:       data,
+		b:          (*ShmBudget)(unsafe.Pointer(&data[0])),
+		devices:    int(h.DeviceCount),
+		writable:   writable,
+		regionFile: f,
 	}, nil
 }
 
@@ -42,6 +44,7 @@ func (r *BudgetRegion) Close() error {
 	}
 	err := unmap(r.data)
 	r.data, r.b = nil, nil
+	r.closeFile()
 	if err != nil {
 		return fmt.Errorf("budget file %s: munmap: %w", r.path, err)
 	}

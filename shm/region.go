@@ -120,32 +120,37 @@ func validateHeader(path string, kind regionKind, h *ShmHeader, fileSize int64) 
 
 // mapRegion opens path, validates its header and maps exactly total_size bytes
 // MAP_SHARED. The header is read with pread before mapping so that a file too
-// short to map is refused with a clear error instead of a SIGBUS later.
-func mapRegion(path string, kind regionKind, writable bool) ([]byte, *ShmHeader, error) {
+// short to map is refused with a clear error instead of a SIGBUS later. The
+// descriptor stays open in the returned regionFile (for the file watch) until
+// the region is closed.
+func mapRegion(path string, kind regionKind, writable bool) (_ []byte, _ *ShmHeader, _ regionFile, err error) {
 	flags, prot := unix.O_RDONLY, unix.PROT_READ
 	if writable {
 		flags, prot = unix.O_RDWR, unix.PROT_READ|unix.PROT_WRITE
 	}
 	fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s file %s: open: %w", kind, path, err)
+		return nil, nil, regionFile{}, fmt.Errorf("%s file %s: open: %w", kind, path, err)
 	}
-	// The mapping outlives the descriptor.
-	defer unix.Close(fd)
+	defer func() {
+		if err != nil {
+			unix.Close(fd)
+		}
+	}()
 
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, nil, fmt.Errorf("%s file %s: fstat: %w", kind, path, err)
+		return nil, nil, regionFile{}, fmt.Errorf("%s file %s: fstat: %w", kind, path, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, nil, fmt.Errorf("%s file %s: %w: not a regular file", kind, path, ErrCorrupt)
+		return nil, nil, regionFile{}, fmt.Errorf("%s file %s: %w: not a regular file", kind, path, ErrCorrupt)
 	}
 	var h ShmHeader
 	if st.Size >= int64(headerSize) {
 		hb := unsafe.Slice((*byte)(unsafe.Pointer(&h)), headerSize)
 		n, err := unix.Pread(fd, hb, 0)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s file %s: read header: %w", kind, path, err)
+			return nil, nil, regionFile{}, fmt.Errorf("%s file %s: read header: %w", kind, path, err)
 		}
 		if n < len(hb) {
 			// Shrunk between fstat and read.
@@ -153,16 +158,16 @@ func mapRegion(path string, kind regionKind, writable bool) ([]byte, *ShmHeader,
 		}
 	}
 	if err := validateHeader(path, kind, &h, st.Size); err != nil {
-		return nil, nil, err
+		return nil, nil, regionFile{}, err
 	}
 	data, err := mapShared(fd, int(h.TotalSize), prot)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s file %s: mmap %d bytes: %w", kind, path, h.TotalSize, err)
+		return nil, nil, regionFile{}, fmt.Errorf("%s file %s: mmap %d bytes: %w", kind, path, h.TotalSize, err)
 	}
 	// Use the header as validated, not the mapped copy: the usage file is
 	// writable by the tenant, and a header rewritten after validation must not
 	// make us index past the mapping.
-	return data, &h, nil
+	return data, &h, regionFile{fd: fd, open: true, size: int64(h.TotalSize), blocks: st.Blocks, dev: st.Dev, ino: st.Ino}, nil
 }
 
 // mapShared maps size bytes of fd shared, and unmap undoes it. They call
@@ -222,10 +227,12 @@ func (s *Slice) Close() error {
 
 // CreateSlice writes a budget/usage pair into dir (created 0755 if missing).
 //
-// Both files are written to temporary names, fsynced and renamed into place, so a
-// reader sees either no file or a complete one, never a partial one. budget is
-// 0644 (only its writer may change it), usage 0666 (every process of the tenant
-// writes it; chmod'ed explicitly because the umask would narrow it). An existing
+// Both files are written to temporary names, fully allocated (no holes: see
+// writeTemp), fsynced and renamed into place, so a reader sees either no file or
+// a complete one, never a partial one. budget is 0644 (only its writer may
+// change it), usage 0666 (every process of the tenant writes it; chmod'ed
+// explicitly because the umask would narrow it; CreateOptions can give it to
+// one user instead). An existing
 // pair is replaced: processes that still have the old files mapped keep using
 // them and are no longer seen by readers of the new pair. On any error nothing
 // this call created is left behind (temporary files, directories it made, and a
@@ -243,7 +250,16 @@ type CreateOptions struct {
 	// page-cache contents, only a power loss can, and then no process of the
 	// slice survives to notice the repair.
 	Durable bool
+	// UsageOwner, when set, owns the usage file (fchown before it is renamed
+	// into place), and UsageMode (default 0666) is its mode: vgpud gives a
+	// bare-metal slice's usage file to its owner's user, 0600, so that no other
+	// user can write (or grow, or truncate) it.
+	UsageOwner *FileOwner
+	UsageMode  os.FileMode
 }
+
+// FileOwner is a user and group id.
+type FileOwner struct{ UID, GID int }
 
 // CreateSliceWith is CreateSlice with options.
 func CreateSliceWith(dir string, spec SliceSpec, opts CreateOptions) (err error) {
@@ -267,12 +283,16 @@ func CreateSliceWith(dir string, spec SliceSpec, opts CreateOptions) (err error)
 		}
 	}()
 
-	budgetTmp, err := writeTemp(dir, BudgetFile, budgetBytes(&spec, time.Now()), 0o644, opts.Durable)
+	budgetTmp, err := writeTemp(dir, BudgetFile, budgetBytes(&spec, time.Now()), 0o644, nil, opts.Durable)
 	if err != nil {
 		return fmt.Errorf("create slice in %s: %w", dir, err)
 	}
 	cleanup = append(cleanup, budgetTmp)
-	usageTmp, err := writeTemp(dir, UsageFile, usageBytes(&spec), 0o666, opts.Durable)
+	usageMode := opts.UsageMode
+	if usageMode == 0 {
+		usageMode = 0o666
+	}
+	usageTmp, err := writeTemp(dir, UsageFile, usageBytes(&spec), usageMode, opts.UsageOwner, opts.Durable)
 	if err != nil {
 		return fmt.Errorf("create slice in %s: %w", dir, err)
 	}
@@ -364,9 +384,16 @@ func removeAll(dirs []string) {
 	}
 }
 
-// writeTemp writes data to a new temporary file in dir with the given mode and,
-// if durable, fsyncs it; it returns the temporary path and removes it on failure.
-func writeTemp(dir, name string, data []byte, mode os.FileMode, durable bool) (path string, err error) {
+// writeTemp writes data to a new temporary file in dir with the given mode
+// (and owner, if not nil) and, if durable, fsyncs it; it returns the temporary
+// path and removes it on failure.
+//
+// The file is fully allocated: every page of it has its space on the
+// filesystem before anyone maps it. A sparse region would be a hazard for every
+// process mapping it: touching a page that has no space yet, once the
+// filesystem is full (a tenant can fill it by growing its own usage file),
+// kills the process with SIGBUS.
+func writeTemp(dir, name string, data []byte, mode os.FileMode, owner *FileOwner, durable bool) (path string, err error) {
 	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
 	if err != nil {
 		return "", err
@@ -377,18 +404,13 @@ func writeTemp(dir, name string, data []byte, mode os.FileMode, durable bool) (p
 			os.Remove(f.Name())
 		}
 	}()
-	// A usage file is mostly its empty slot table: write up to the last non-zero
-	// byte and extend the file to its size with ftruncate, so the zero tail is a
-	// hole that costs no write and no flush (mapped, it reads as zeros).
-	n := len(data)
-	for n > 0 && data[n-1] == 0 {
-		n--
+	if err := allocate(f, data); err != nil {
+		return "", fmt.Errorf("allocate %s: %w", f.Name(), err)
 	}
-	if _, err := f.Write(data[:n]); err != nil {
-		return "", fmt.Errorf("write %s: %w", f.Name(), err)
-	}
-	if err := f.Truncate(int64(len(data))); err != nil {
-		return "", fmt.Errorf("size %s: %w", f.Name(), err)
+	if owner != nil {
+		if err := f.Chown(owner.UID, owner.GID); err != nil {
+			return "", fmt.Errorf("chown %s: %w", f.Name(), err)
+		}
 	}
 	if err := f.Chmod(mode); err != nil {
 		return "", fmt.Errorf("chmod %s: %w", f.Name(), err)
@@ -402,6 +424,29 @@ func writeTemp(dir, name string, data []byte, mode os.FileMode, durable bool) (p
 		return "", fmt.Errorf("close %s: %w", f.Name(), err)
 	}
 	return f.Name(), nil
+}
+
+// allocate gives the empty file f its len(data) bytes, all allocated, holding
+// data. fallocate(2) reserves the space (a usage file is mostly its empty slot
+// table: its zero tail then costs no write and no flush), and only the bytes up
+// to the last non-zero one are written. A filesystem without fallocate gets
+// every byte written, which allocates them as well.
+func allocate(f *os.File, data []byte) error {
+	n := len(data)
+	for n > 0 && data[n-1] == 0 {
+		n--
+	}
+	err := unix.Fallocate(int(f.Fd()), 0, 0, int64(len(data)))
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		n, err = len(data), nil
+	}
+	if err != nil {
+		return fmt.Errorf("fallocate %d bytes: %w", len(data), err)
+	}
+	if _, err := f.WriteAt(data[:n], 0); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
 }
 
 func syncDir(dir string) error {

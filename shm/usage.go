@@ -26,21 +26,24 @@ type UsageRegion struct {
 	// reclaimMu serializes Reclaim calls of this process on this region; see
 	// Reclaim for what that protects.
 	reclaimMu sync.Mutex
+
+	regionFile // the open file, for CheckFile and TrimFile
 }
 
 // OpenUsage maps a usage file read-write, MAP_SHARED.
 func OpenUsage(path string) (*UsageRegion, error) {
-	data, h, err := mapRegion(path, kindUsage, true)
+	data, h, f, err := mapRegion(path, kindUsage, true)
 	if err != nil {
 		return nil, err
 	}
 	base := unsafe.Pointer(&data[0])
 	return &UsageRegion{
-		path:    path,
-		data:    data,
-		u:       (*ShmUsage)(base),
-		slots:   unsafe.Slice((*ShmSlot)(unsafe.Add(base, usageSlotsStart)), int(h.SlotCount)),
-		devices: int(h.DeviceCount),
+		path:       path,
+		data:       data,
+		u:          (*ShmUsage)(base),
+		slots:      unsafe.Slice((*ShmSlot)(unsafe.Add(base, usageSlotsStart)), int(h.SlotCount)),
+		devices:    int(h.DeviceCount),
+		regionFile: f,
 	}, nil
 }
 
@@ -53,6 +56,7 @@ func (r *UsageRegion) Close() error {
 	defer r.reclaimMu.Unlock()
 	err := unmap(r.data)
 	r.data, r.u, r.slots = nil, nil, nil
+	r.closeFile()
 	if err != nil {
 		return fmt.Errorf("usage file %s: munmap: %w", r.path, err)
 	}
