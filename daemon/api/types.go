@@ -108,6 +108,11 @@ type Slice struct {
 	Priority  int           `json:"priority"`
 	Owner     Owner         `json:"owner"`
 	CreatedAt time.Time     `json:"created_at"`
+	// Tampered says how one of the slice's region files was changed behind
+	// vgpud's back (grown, shrunk, holes punched, unlinked or replaced): vgpud
+	// reads that slice's regions only through a fault guard. Empty: intact.
+	// Never recorded on disk; set by the daemon's region watch.
+	Tampered string `json:"tampered,omitempty"`
 }
 
 // ProcessUsage is one process in a slice, as the enforcer last saw it.

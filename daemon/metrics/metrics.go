@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,6 +82,7 @@ type Metrics struct {
 	reg          *prometheus.Registry
 	src          Source
 	tickDuration prometheus.Histogram
+	tamperEvents atomic.Uint64 // vgpu_region_tamper_events_total
 
 	mu   sync.Mutex
 	last *enforcer.TickReport
@@ -130,6 +132,10 @@ func (m *Metrics) ObserveTick(rep *enforcer.TickReport) {
 	m.mu.Unlock()
 }
 
+// ObserveTamper counts a slice whose region files were found tampered with
+// (vgpud's region watch calls it once per slice).
+func (m *Metrics) ObserveTamper() { m.tamperEvents.Add(1) }
+
 // Descriptions of the metrics the collector builds at scrape time.
 var (
 	descDaemonUp = prometheus.NewDesc("vgpu_daemon_up",
@@ -155,6 +161,8 @@ var (
 		"Processes found using more device memory than their slice allows (each violation counted once).", nil, nil)
 	descKills = prometheus.NewDesc("vgpu_enforcer_kills_total",
 		"Processes the backstop killed (enforce mode).", nil, nil)
+	descTamperEvents = prometheus.NewDesc("vgpu_region_tamper_events_total",
+		"Slices whose region files were found changed behind vgpud's back (size, allocation or link), each counted once.", nil, nil)
 
 	devLabels       = []string{"uuid"}
 	descDeviceInfo  = prometheus.NewDesc("vgpu_device_info", "A GPU of the node (value 1).", []string{"uuid", "index", "name", "pci_bus_id", "numa_node"}, nil)
@@ -200,17 +208,20 @@ var (
 		"The share of the device's time the slice's processes used (driver-measured, ~1s average), 0..1.", sliceLabels, nil)
 	descSliceTokenRate = prometheus.NewDesc("vgpu_slice_token_rate",
 		"Refill rate of the slice's launch token bucket on the device, tokens (estimated device-ns) per second; 0: not throttled.", sliceLabels, nil)
+	descSliceTampered = prometheus.NewDesc("vgpu_slice_tampered",
+		"1 when a region file of the slice was changed behind vgpud's back (grown, shrunk, holes punched, replaced), else 0.",
+		[]string{"slice", "qos"}, nil)
 	descSlices = prometheus.NewDesc("vgpu_slices",
 		"Slices held by vgpud, by QoS class.", []string{"qos"}, nil)
 
 	allDescs = []*prometheus.Desc{
 		descDaemonUp, descDaemonStart, descDaemonInfo,
 		descTicks, descLastTick, descLastTickErrors, descErrors, descReclaimedBytes, descReclaimedProcs,
-		descBackstop, descKills,
+		descBackstop, descKills, descTamperEvents,
 		descDeviceInfo, descDeviceTotal, descDeviceGuaranteed, descDeviceAllocated, descDeviceCompute,
 		descDeviceSlices, descDeviceDriverUsed, descDeviceDriverProcs, descDeviceUtil,
 		descSliceLimit, descSliceUsed, descSlicePeak, descSliceDriver, descSliceRefused, descSliceBackstop,
-		descSliceReclaimed, descSliceProcs, descSlices,
+		descSliceReclaimed, descSliceProcs, descSlices, descSliceTampered,
 		descSliceTarget, descSliceAllowed, descSliceAchieved, descSliceTokenRate,
 	}
 )
@@ -246,6 +257,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Unlock()
 
 	collectDaemon(ch, in.Health, rep)
+	counter(ch, descTamperEvents, float64(c.tamperEvents.Load()))
 	collectDevices(ch, &in, rep)
 	collectQoS(ch, in.Slices, rep)
 	collectCompute(ch, in.Compute)
@@ -309,7 +321,8 @@ func collectDevices(ch chan<- prometheus.Metric, in *Input, rep *enforcer.TickRe
 }
 
 // collectQoS counts slices per QoS class: the daemon's list when it has one,
-// else the last tick's.
+// else the last tick's; and exports whether each listed slice was tampered
+// with.
 func collectQoS(ch chan<- prometheus.Metric, slices []api.Slice, rep *enforcer.TickReport) {
 	byQoS := make(map[api.QoS]int, len(api.QoSClasses))
 	for _, q := range api.QoSClasses {
@@ -318,6 +331,11 @@ func collectQoS(ch chan<- prometheus.Metric, slices []api.Slice, rep *enforcer.T
 	if slices != nil {
 		for _, s := range slices {
 			byQoS[s.QoS.Normalized()]++
+			tampered := 0.0
+			if s.Tampered != "" {
+				tampered = 1
+			}
+			gauge(ch, descSliceTampered, tampered, s.ID, string(s.QoS.Normalized()))
 		}
 	} else if rep != nil {
 		for _, s := range rep.Slices {

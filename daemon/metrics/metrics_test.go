@@ -134,6 +134,9 @@ vgpu_enforcer_reclaimed_bytes_total 5.36870912e+08
 # HELP vgpu_enforcer_reclaimed_processes_total Dead processes whose charge the enforcer returned.
 # TYPE vgpu_enforcer_reclaimed_processes_total counter
 vgpu_enforcer_reclaimed_processes_total 1
+# HELP vgpu_region_tamper_events_total Slices whose region files were found changed behind vgpud's back (size, allocation or link), each counted once.
+# TYPE vgpu_region_tamper_events_total counter
+vgpu_region_tamper_events_total 0
 # HELP vgpu_enforcer_ticks_total Enforcer ticks run.
 # TYPE vgpu_enforcer_ticks_total counter
 vgpu_enforcer_ticks_total 7
@@ -174,6 +177,11 @@ vgpu_slice_processes{qos="guaranteed",slice="a"} 1
 vgpu_slice_reclaimed_bytes_total{qos="burstable",slice="b",uuid="GPU-aaaaaaaa-0000-4000-8000-000000000001"} 0
 vgpu_slice_reclaimed_bytes_total{qos="burstable",slice="b",uuid="slice-device-1"} 0
 vgpu_slice_reclaimed_bytes_total{qos="guaranteed",slice="a",uuid="GPU-aaaaaaaa-0000-4000-8000-000000000001"} 5.36870912e+08
+# HELP vgpu_slice_tampered 1 when a region file of the slice was changed behind vgpud's back (grown, shrunk, holes punched, replaced), else 0.
+# TYPE vgpu_slice_tampered gauge
+vgpu_slice_tampered{qos="burstable",slice="b"} 0
+vgpu_slice_tampered{qos="guaranteed",slice="a"} 0
+vgpu_slice_tampered{qos="guaranteed",slice="c"} 0
 # HELP vgpu_slices Slices held by vgpud, by QoS class.
 # TYPE vgpu_slices gauge
 vgpu_slices{qos="best-effort"} 0

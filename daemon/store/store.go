@@ -3,7 +3,7 @@
 //
 //	<state>/slices/<id>/slice.json   the record: what was asked and granted (JSON, versioned)
 //	<state>/slices/<id>/budget       the budget region (DESIGN §3), 0644
-//	<state>/slices/<id>/usage        the usage region, 0666
+//	<state>/slices/<id>/usage        the usage region, 0666 (0600, its owner's, for a process owner)
 //	<state>/quarantine/<id>-<ns>/    acknowledged slices that could not be re-adopted
 //
 // # Crash consistency
@@ -206,10 +206,9 @@ func (s *Store) Create(rec Record) (sl *shm.Slice, err error) {
 	if err := s.step("mkdir"); err != nil {
 		return nil, err
 	}
-	// The regions need no fsync of their own: writeRecord fsyncs this
-	// directory (making their renames durable too) and Load recreates a pair a
-	// power loss damaged. This halves the fsyncs of an alloc.
-	if err := shm.CreateSliceWith(dir, spec, shm.CreateOptions{}); err != nil {
+	// Fully allocated, not fsynced, the usage file given to a process owner
+	// (regionOptions).
+	if err := shm.CreateSliceWith(dir, spec, regionOptions(rec.Slice.Owner)); err != nil {
 		return nil, fmt.Errorf("create slice %s: %w", id, err)
 	}
 	if err := s.step("regions"); err != nil {
@@ -336,7 +335,7 @@ func (s *Store) load(id string) (*Loaded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("record: %w", err)
 	}
-	sl, err := s.adopt(dir, spec)
+	sl, err := s.adopt(dir, spec, regionOptions(rec.Slice.Owner))
 	if err != nil {
 		return nil, err
 	}
@@ -360,7 +359,7 @@ func parseRecord(data []byte, id string) (Record, error) {
 
 // adopt maps dir's regions as they are when they match spec, recreating from
 // spec only the ones that are missing, corrupt or describe other devices.
-func (s *Store) adopt(dir string, spec shm.SliceSpec) (*shm.Slice, error) {
+func (s *Store) adopt(dir string, spec shm.SliceSpec, opts shm.CreateOptions) (*shm.Slice, error) {
 	b, berr := openBudget(dir, spec)
 	u, uerr := openUsage(dir, spec)
 	if berr == nil && uerr == nil {
@@ -381,7 +380,7 @@ func (s *Store) adopt(dir string, spec shm.SliceSpec) (*shm.Slice, error) {
 			"processes still using the old usage file are no longer accounted"))
 	}
 	s.log.Warn("recreating damaged slice regions from the record", fields...)
-	if err := s.repair(dir, spec, berr != nil, uerr != nil); err != nil {
+	if err := s.repair(dir, spec, opts, berr != nil, uerr != nil); err != nil {
 		return nil, err
 	}
 	sl, err := openSlice(dir)
@@ -440,13 +439,14 @@ func openUsage(dir string, spec shm.SliceSpec) (*shm.UsageRegion, error) {
 // ones (usage first, as CreateSlice does), so each file is replaced atomically
 // and the good one is never touched. A crash leaves a scratch directory that the
 // next Load removes, and the slice to repair again.
-func (s *Store) repair(dir string, spec shm.SliceSpec, budget, usage bool) error {
+func (s *Store) repair(dir string, spec shm.SliceSpec, opts shm.CreateOptions, budget, usage bool) error {
 	scratch, err := os.MkdirTemp(s.slices, "."+spec.ID+repairTag)
 	if err != nil {
 		return fmt.Errorf("repair: %w", err)
 	}
 	defer os.RemoveAll(scratch)
-	if err := shm.CreateSlice(scratch, spec); err != nil {
+	opts.Durable = true
+	if err := shm.CreateSliceWith(scratch, spec, opts); err != nil {
 		return fmt.Errorf("repair: %w", err)
 	}
 	var names []string
@@ -457,7 +457,7 @@ func (s *Store) repair(dir string, spec shm.SliceSpec, budget, usage bool) error
 		names = append(names, shm.BudgetFile)
 	}
 	for _, name := range names {
-		// Region files the contract wrote (sparse) move from scratch into place.
+		// Region files the contract wrote (fully allocated) move from scratch into place.
 		if err := os.Rename(filepath.Join(scratch, name), filepath.Join(dir, name)); err != nil { //nolint:forbidigo // moves region files, not a write
 			return fmt.Errorf("repair: %w", err)
 		}

@@ -223,7 +223,8 @@ func TestCreate(t *testing.T) {
 
 	dir := s.Dir("job-1")
 	require.ElementsMatch(t, []string{"budget", "usage", "slice.json"}, entries(t, dir), "no temporary files left")
-	for name, mode := range map[string]os.FileMode{"budget": 0o644, "usage": 0o666, "slice.json": 0o644} {
+	// The record's owner is a process: its usage file is its user's alone.
+	for name, mode := range map[string]os.FileMode{"budget": 0o644, "usage": 0o600, "slice.json": 0o644} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		require.NoError(t, err)
 		require.Equal(t, mode, fi.Mode().Perm(), name)
