@@ -55,6 +55,12 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("GET /v1/top", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.top())
 	})
+	// Quarantined slices (quarantine.go).
+	mux.HandleFunc("GET /v1/quarantine", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.quarantineList())
+	})
+	mux.HandleFunc("DELETE /v1/quarantine/{name}", s.handleQuarantineRelease)
+	mux.HandleFunc("POST /v1/quarantine/{name}/restore", s.handleQuarantineRestore)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no route %s %s (see package daemon/api)", r.Method, r.URL.Path)})
 	})
@@ -150,6 +156,7 @@ func (s *Server) health() api.Health {
 	}
 	s.mu.Lock()
 	h.Slices = len(s.slices)
+	h.Quarantined = len(s.quarantined)
 	s.mu.Unlock()
 	if st := s.loop.latest.Load(); st != nil {
 		h.LastTick, h.LastTickError = st.at, st.err

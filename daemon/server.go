@@ -77,6 +77,14 @@ type Server struct {
 	version uint64 // bumped on every change of slices: the loop rebuilds its view only then
 	closed  bool   // Shutdown has begun: no more allocations
 
+	// quarantined are the slices whose record could not be loaded, by entry
+	// name, held until an operator resolves them; unknownHold is what is held
+	// for those whose holding is unknown, booked as unknownHoldIDs
+	// (quarantine.go).
+	quarantined    map[string]*quarantineEntry
+	unknownHold    []api.SliceDevice
+	unknownHoldIDs []string
+
 	// loop is the enforcer loop and its goroutine's state (nil until New
 	// has built it, last).
 	loop *enforcerLoop
@@ -125,6 +133,7 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (_ *Server, err error) {
 		startedAt: time.Now().UTC(),
 		serveErr:  make(chan error, 2),
 	}
+	s.quarantined = map[string]*quarantineEntry{}
 	defer func() {
 		if err != nil {
 			_ = s.closeAll() // already failing: the first error is the one reported
@@ -180,7 +189,9 @@ func killProcess(pid int) error {
 
 // restore reloads the store: every acknowledged slice comes back, booked in the
 // allocator as recorded; a record the node can no longer carry is kept (it is
-// state) but not enforced; slices whose owner is gone are released.
+// state) but not enforced; what every quarantined slice (a record that could
+// not be loaded) holds is booked, after the live slices (quarantine.go); slices
+// whose owner is gone are released.
 func (s *Server) restore() error {
 	loaded, err := s.store.Load()
 	if err != nil {
@@ -208,12 +219,16 @@ func (s *Server) restore() error {
 		s.log.Info("slice restored", zap.String("slice", rec.Slice.ID), zap.String("dir", rec.Slice.Dir),
 			zap.Bool("enforced", e.placed))
 	}
+	if err := s.loadQuarantine(); err != nil {
+		return err
+	}
 	for _, id := range dead {
 		if err := s.release(id, "owner gone while vgpud was down"); err != nil {
 			s.log.Error("release slice of a dead owner", zap.String("slice", id), zap.Error(err))
 		}
 	}
-	s.log.Info("state loaded", zap.Int("slices", len(loaded)), zap.Int("released", len(dead)))
+	s.log.Info("state loaded", zap.Int("slices", len(loaded)), zap.Int("released", len(dead)),
+		zap.Int("quarantined", len(s.quarantined)))
 	return nil
 }
 

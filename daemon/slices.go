@@ -87,6 +87,7 @@ func (s *Server) checkAllocRequest(req *api.AllocRequest) error {
 
 	s.mu.Lock()
 	_, exists := s.slices[req.ID]
+	quarantined := s.quarantinedID(req.ID)
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
@@ -95,6 +96,10 @@ func (s *Server) checkAllocRequest(req *api.AllocRequest) error {
 	if exists {
 		// Also covers records the allocator could not restore (not booked).
 		return fmt.Errorf("slice %s: %w", req.ID, allocator.ErrExists)
+	}
+	if quarantined {
+		// Its id is held with what it holds until an operator resolves it.
+		return fmt.Errorf("slice %s: %w: it is quarantined (vgpuctl quarantine list)", req.ID, allocator.ErrExists)
 	}
 	return nil
 }

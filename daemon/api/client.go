@@ -120,6 +120,30 @@ func (c *Client) Top(ctx context.Context) ([]SliceUsage, error) {
 	return u, err
 }
 
+// Quarantine lists the quarantined slices: those whose record vgpud could not
+// load, held until released or restored.
+func (c *Client) Quarantine(ctx context.Context) ([]QuarantinedSlice, error) {
+	var q []QuarantinedSlice
+	err := c.do(ctx, http.MethodGet, "/v1/quarantine", nil, &q)
+	return q, err
+}
+
+// ReleaseQuarantined frees what a quarantined slice holds and removes its
+// files; name is its QuarantinedSlice.Name or its slice id. A missing one is a
+// *StatusError with StatusCode 404.
+func (c *Client) ReleaseQuarantined(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/quarantine/"+url.PathEscape(name), nil, nil)
+}
+
+// RestoreQuarantined makes a quarantined slice live again, its record rebuilt
+// from its budget file, and returns it. A slice with no readable budget is
+// refused (422), one whose id is live again (409).
+func (c *Client) RestoreQuarantined(ctx context.Context, name string) (Slice, error) {
+	var s Slice
+	err := c.do(ctx, http.MethodPost, "/v1/quarantine/"+url.PathEscape(name)+"/restore", nil, &s)
+	return s, err
+}
+
 // IsNotFound reports whether err is vgpud's 404.
 func IsNotFound(err error) bool {
 	var se *StatusError

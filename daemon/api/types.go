@@ -12,6 +12,12 @@
 //	GET    /v1/slices/{id}     Slice | 404 Error
 //	DELETE /v1/slices/{id}     204 | 404 Error
 //	GET    /v1/top             []SliceUsage
+//	GET    /v1/quarantine                   []QuarantinedSlice
+//	DELETE /v1/quarantine/{name}            204 | 404 Error (release: frees its booking, removes its files)
+//	POST   /v1/quarantine/{name}/restore    Slice | 404/409/422 Error (live again, rebuilt from its budget)
+//
+// A quarantine {name} is a QuarantinedSlice's Name, or its slice id when one
+// entry only has it.
 package api
 
 import "time"
@@ -179,6 +185,48 @@ type Health struct {
 	EnforcerMode  string    `json:"enforcer_mode"`
 	LastTick      time.Time `json:"last_tick"`
 	LastTickError string    `json:"last_tick_error,omitempty"`
+	// Quarantined counts the slices whose record could not be loaded, held
+	// until an operator releases or restores them (GET /v1/quarantine).
+	Quarantined int `json:"quarantined,omitempty"`
+}
+
+// What vgpud books for a quarantined slice (QuarantinedSlice.Holding).
+const (
+	// HoldingBudget: what the slice's budget file says it holds (its
+	// devices, memory, compute share, class), booked under its id.
+	HoldingBudget = "budget"
+	// HoldingUnknown: the budget file is unreadable (or not one vgpud writes,
+	// or what it says does not fit the books), so what the slice holds is
+	// unknown. vgpud then holds, on every device, all the guaranteed memory
+	// and compute that was free once the readable slices were booked at
+	// start: an upper bound of what the slice can hold. One such hold covers
+	// every unknown slice; it is freed when the last one is released.
+	HoldingUnknown = "unknown"
+)
+
+// QuarantinedSlice is a slice whose record vgpud could not load at start. It is
+// not enforced, its files are kept (its tenants may still run) and what it held
+// stays booked until an operator releases or restores it.
+type QuarantinedSlice struct {
+	// Name identifies the entry: its directory under <state>/quarantine/.
+	Name string `json:"name"`
+	// ID is the slice's id; it cannot be allocated again meanwhile.
+	ID            string    `json:"id"`
+	Dir           string    `json:"dir"`
+	Reason        string    `json:"reason"`
+	QuarantinedAt time.Time `json:"quarantined_at"`
+	// Holding is HoldingBudget or HoldingUnknown; HoldingReason says why
+	// the holding is unknown.
+	Holding       string `json:"holding"`
+	HoldingReason string `json:"holding_reason,omitempty"`
+	// QoS and Devices are what is booked for it (for an unknown holding: the
+	// hold shared by every unknown slice, QoS guaranteed). Devices is empty
+	// when nothing was left to hold.
+	QoS     QoS           `json:"qos"`
+	Devices []SliceDevice `json:"devices"`
+	// Restorable: its budget file is readable, so a record can be rebuilt
+	// from it and the slice made live again.
+	Restorable bool `json:"restorable"`
 }
 
 // Error is every non-2xx body. Reasons lists, for a refused allocation, what each
