@@ -173,14 +173,40 @@ func slicesCommand() *command {
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tDEVICES\tCOMPUTE\tQOS\tPRIORITY\tOWNER\tAGE\tDIR")
+		fmt.Fprintln(tw, "ID\tDEVICES\tCOMPUTE\tQOS\tPRIORITY\tOWNER\tAGE\tREGIONS\tDIR")
 		now := time.Now()
 		for _, s := range slices {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.ID, sliceDevices(s), sliceCompute(s),
-				s.QoS, s.Priority, ownerString(s.Owner), age(now.Sub(s.CreatedAt)), s.Dir)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", s.ID, sliceDevices(s), sliceCompute(s),
+				s.QoS, s.Priority, ownerString(s.Owner), age(now.Sub(s.CreatedAt)), regionState(s), s.Dir)
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		return printTampered(stdout, slices)
 	}}
+}
+
+// regionState is the REGIONS column: "ok", or "TAMPERED" when vgpud found a
+// region file changed behind its back (printTampered says how).
+func regionState(s api.Slice) string {
+	if s.Tampered != "" {
+		return "TAMPERED"
+	}
+	return "ok"
+}
+
+// printTampered lists, after a table, how each tampered slice's regions were
+// changed; nothing when none was.
+func printTampered(w io.Writer, slices []api.Slice) error {
+	for _, s := range slices {
+		if s.Tampered == "" {
+			continue
+		}
+		if _, err := fmt.Fprintf(w, "slice %s: region tampered with: %s\n", s.ID, s.Tampered); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func sliceDevices(s api.Slice) string {
@@ -502,6 +528,11 @@ func printTop(w io.Writer, usage []api.SliceUsage) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, u := range usage {
+		if u.Slice.Tampered != "" {
+			fmt.Fprintf(w, "slice %s: region tampered with: %s\n", u.Slice.ID, u.Slice.Tampered)
+		}
 	}
 	procs := 0
 	for _, u := range usage {
