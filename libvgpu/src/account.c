@@ -404,9 +404,11 @@ void vgpu_tab_drop_ctx(uint64_t ctx, void (*fn)(const struct vgpu_rec *))
         for (uint32_t i = 0; i < s->cap;) {
             struct ent *e = &s->tab[i];
             uint32_t ns = e->meta & 0xff;
-            /* Only pointers and arrays die with their context: VMM handles and
-             * mappings are the process's, whatever context was current. */
-            if (ns && e->ctx == ctx && (ns == VGPU_NS_PTR || ns == VGPU_NS_ARRAY) &&
+            /* Pointers, arrays and executable graphs die with their context: VMM
+             * handles and mappings are the process's, whatever context was current. */
+            if (ns && e->ctx == ctx &&
+                (ns == VGPU_NS_PTR || ns == VGPU_NS_ARRAY || ns == VGPU_NS_MIPMAP ||
+                 ns == VGPU_NS_GRAPHMEM) &&
                 (uint8_t)(e->meta >> 8) == VGPU_KIND_PLAIN) {
                 struct vgpu_rec rec;
                 read_rec(e, &rec);

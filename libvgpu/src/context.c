@@ -6,7 +6,9 @@
  * heaps): budget.dev[d].context_overhead bytes are charged per context this process
  * holds on device d, admitted by the same CAS reservation as any allocation, so a
  * full slice cannot also create contexts past its limit.
- *   cuCtxCreate(_v2/_v3/_v4)   charged before the call, credited at cuCtxDestroy(_v2)
+ *   cuCtxCreate(_v2/_v3/_v4)   charged before the call, credited at cuCtxDestroy(_v2),
+ *                              or at the cuCtxDetach that drops its last usage count
+ *                              (cuCtxAttach adds one: pycuda detaches, never destroys)
  *   primary context            charged on the process's first cuDevicePrimaryCtxRetain
  *                              of a device, credited when the last reference is
  *                              released (cuDevicePrimaryCtxRelease(_v2)) or the
@@ -132,6 +134,7 @@ int vgpu_current_target(CUcontext *pctx, CUdevice *ordinal, CUresult *err)
 struct created_ctx {
     CUcontext ctx;
     int sd;
+    int refs; /* usage count: 1 at creation, +1 per cuCtxAttach, -1 per cuCtxDetach */
     uint64_t charged;
 };
 
@@ -229,6 +232,7 @@ static void ctx_created(CUcontext ctx, CUdevice dev, int sd, uint64_t charge)
     if (i < ncreated) {
         created[i].ctx = ctx;
         created[i].sd = sd;
+        created[i].refs = 1;
         created[i].charged = charge;
     } else {
         VGPU_LOG_ONCE(logged_ctx, VGPU_LOG_WARN,
@@ -292,6 +296,63 @@ static CUresult ctx_destroy(cuCtxDestroy_v2_fn real, CUcontext ctx)
     if (r == CUDA_SUCCESS && i < ncreated) {
         ctx_torn_down(ctx, created[i].sd, created[i].charged);
         created[i].ctx = NULL;
+    }
+    pthread_mutex_unlock(&ctx_mu);
+    return r;
+}
+
+/* The created context ctx, or NULL (ctx_mu held). */
+static struct created_ctx *find_created(CUcontext ctx)
+{
+    if (!ctx)
+        return NULL;
+    for (int i = 0; i < ncreated; i++)
+        if (created[i].ctx == ctx)
+            return &created[i];
+    return NULL;
+}
+
+/*
+ * cuCtxAttach / cuCtxDetach (pycuda's Context.attach / detach): the driver keeps a
+ * usage count per created context, 1 at cuCtxCreate; cuCtxAttach adds one to the
+ * current context and cuCtxDetach drops one, destroying the context — with
+ * everything allocated in it — when it reaches 0, as cuCtxDestroy does whatever
+ * the count. libvgpu mirrors the count (both calls go through it on every path)
+ * and credits the context when its last reference goes. Attaching costs nothing.
+ */
+VGPU_EXPORT CUresult cuCtxAttach(CUcontext *pctx, unsigned int flags)
+{
+    int m = vgpu_mode();
+    cuCtxAttach_fn real = vgpu_real.cuCtxAttach;
+    if (VGPU_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_FOUND;
+    if (m != VGPU_MODE_ENFORCE)
+        return real(pctx, flags);
+    pthread_mutex_lock(&ctx_mu);
+    CUresult r = real(pctx, flags);
+    if (r == CUDA_SUCCESS && pctx) {
+        struct created_ctx *c = find_created(*pctx);
+        if (c)
+            c->refs++;
+    }
+    pthread_mutex_unlock(&ctx_mu);
+    return r;
+}
+
+VGPU_EXPORT CUresult cuCtxDetach(CUcontext ctx)
+{
+    int m = vgpu_mode();
+    cuCtxDetach_fn real = vgpu_real.cuCtxDetach;
+    if (VGPU_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_FOUND;
+    if (m != VGPU_MODE_ENFORCE)
+        return real(ctx);
+    pthread_mutex_lock(&ctx_mu);
+    struct created_ctx *c = find_created(ctx);
+    CUresult r = real(ctx);
+    if (r == CUDA_SUCCESS && c && --c->refs <= 0) {
+        ctx_torn_down(ctx, c->sd, c->charged);
+        c->ctx = NULL;
     }
     pthread_mutex_unlock(&ctx_mu);
     return r;

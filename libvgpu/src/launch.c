@@ -2,9 +2,11 @@
  * launch.c — kernel and graph launches.
  *
  * Every launch entry point (cuLaunchKernel, cuLaunchKernelEx,
- * cuLaunchCooperativeKernel, cuGraphLaunch, each with its _ptsz variant) goes
- * through the same gate, so that graph and cooperative launches — which vLLM
- * decode and some training loops rely on — can never slip past the throttle.
+ * cuLaunchCooperativeKernel, cuGraphLaunch, each with its _ptsz variant; the
+ * pre-CUDA-4.0 cuLaunch, cuLaunchGrid, cuLaunchGridAsync; and the deprecated
+ * cuLaunchCooperativeKernelMultiDevice) goes through the same gate, so that graph,
+ * cooperative and legacy launches — which vLLM decode, some training loops and
+ * old bindings rely on — can never slip past the throttle.
  *
  * The fast path reads the real pointer (NULL until initialization resolved it), the
  * budget's generation and the gate word (vgpu_internal.h, struct vgpu_gate), then
@@ -20,14 +22,15 @@
  */
 #include "vgpu_internal.h"
 
-#define LAUNCH_HOOK(name, params, args, kind, arg)               \
+/* charge: the statement that takes the launch's tokens (slow path only). */
+#define LAUNCH_HOOK(name, params, args, charge)                  \
     __attribute__((noinline)) static CUresult slow_##name params \
     {                                                            \
         vgpu_mode();                                             \
         name##_fn real = vgpu_real.name;                         \
         if (!real)                                               \
             return CUDA_ERROR_NOT_FOUND;                         \
-        vgpu_throttle_launch(kind, arg);                         \
+        charge;                                                  \
         return real args;                                        \
     }                                                            \
     VGPU_EXPORT CUresult name params                             \
@@ -49,6 +52,23 @@ static inline uint64_t config_blocks(const CUlaunchConfig *c)
     return c ? grid_blocks(c->gridDimX, c->gridDimY, c->gridDimZ) : 0;
 }
 
+/* cuLaunchGrid's dimensions are ints: a non-positive one is malformed. */
+static inline uint64_t int_grid_blocks(int w, int h)
+{
+    return w > 0 && h > 0 ? (uint64_t)w * (uint64_t)h : 0;
+}
+
+/* A multi-device cooperative launch is one kernel launch per entry, each charged
+ * as such (to the current context's device: see README "Known limits"). */
+static void charge_multi(const CUDA_LAUNCH_PARAMS *list, unsigned int n)
+{
+    if (!list)
+        return; /* the driver refuses it */
+    for (unsigned int i = 0; i < n; i++)
+        vgpu_throttle_launch(VGPU_LAUNCH_KERNEL,
+                             grid_blocks(list[i].gridDimX, list[i].gridDimY, list[i].gridDimZ));
+}
+
 #define KERNEL_PARAMS                                                                  \
     (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, \
      unsigned int by, unsigned int bz, unsigned int shmem, CUstream s, void **params,  \
@@ -62,16 +82,27 @@ static inline uint64_t config_blocks(const CUlaunchConfig *c)
 #define COOP_ARGS (f, gx, gy, gz, bx, by, bz, shmem, s, params)
 #define GRAPH_PARAMS (CUgraphExec g, CUstream s)
 #define GRAPH_ARGS (g, s)
+#define GRID_PARAMS (CUfunction f, int w, int h)
+#define GRID_ARGS (f, w, h)
+#define GRID_ASYNC_PARAMS (CUfunction f, int w, int h, CUstream s)
+#define GRID_ASYNC_ARGS (f, w, h, s)
+#define MULTI_PARAMS (CUDA_LAUNCH_PARAMS * list, unsigned int n, unsigned int flags)
+#define MULTI_ARGS (list, n, flags)
 
-#define K VGPU_LAUNCH_KERNEL
-#define G VGPU_LAUNCH_GRAPH
-LAUNCH_HOOK(cuLaunchKernel, KERNEL_PARAMS, KERNEL_ARGS, K, grid_blocks(gx, gy, gz))
-LAUNCH_HOOK(cuLaunchKernel_ptsz, KERNEL_PARAMS, KERNEL_ARGS, K, grid_blocks(gx, gy, gz))
-LAUNCH_HOOK(cuLaunchKernelEx, EX_PARAMS, EX_ARGS, K, config_blocks(config))
-LAUNCH_HOOK(cuLaunchKernelEx_ptsz, EX_PARAMS, EX_ARGS, K, config_blocks(config))
-LAUNCH_HOOK(cuLaunchCooperativeKernel, COOP_PARAMS, COOP_ARGS, K, grid_blocks(gx, gy, gz))
-LAUNCH_HOOK(cuLaunchCooperativeKernel_ptsz, COOP_PARAMS, COOP_ARGS, K, grid_blocks(gx, gy, gz))
-LAUNCH_HOOK(cuGraphLaunch, GRAPH_PARAMS, GRAPH_ARGS, G, (uint64_t)(uintptr_t)g)
-LAUNCH_HOOK(cuGraphLaunch_ptsz, GRAPH_PARAMS, GRAPH_ARGS, G, (uint64_t)(uintptr_t)g)
-#undef K
-#undef G
+#define KERNEL(blocks) vgpu_throttle_launch(VGPU_LAUNCH_KERNEL, blocks)
+#define GRAPH(exec) vgpu_throttle_launch(VGPU_LAUNCH_GRAPH, (uint64_t)(uintptr_t)(exec))
+LAUNCH_HOOK(cuLaunchKernel, KERNEL_PARAMS, KERNEL_ARGS, KERNEL(grid_blocks(gx, gy, gz)))
+LAUNCH_HOOK(cuLaunchKernel_ptsz, KERNEL_PARAMS, KERNEL_ARGS, KERNEL(grid_blocks(gx, gy, gz)))
+LAUNCH_HOOK(cuLaunchKernelEx, EX_PARAMS, EX_ARGS, KERNEL(config_blocks(config)))
+LAUNCH_HOOK(cuLaunchKernelEx_ptsz, EX_PARAMS, EX_ARGS, KERNEL(config_blocks(config)))
+LAUNCH_HOOK(cuLaunchCooperativeKernel, COOP_PARAMS, COOP_ARGS, KERNEL(grid_blocks(gx, gy, gz)))
+LAUNCH_HOOK(cuLaunchCooperativeKernel_ptsz, COOP_PARAMS, COOP_ARGS, KERNEL(grid_blocks(gx, gy, gz)))
+LAUNCH_HOOK(cuGraphLaunch, GRAPH_PARAMS, GRAPH_ARGS, GRAPH(g))
+LAUNCH_HOOK(cuGraphLaunch_ptsz, GRAPH_PARAMS, GRAPH_ARGS, GRAPH(g))
+/* cuLaunch runs a grid of a single block. */
+LAUNCH_HOOK(cuLaunch, (CUfunction f), (f), KERNEL(1))
+LAUNCH_HOOK(cuLaunchGrid, GRID_PARAMS, GRID_ARGS, KERNEL(int_grid_blocks(w, h)))
+LAUNCH_HOOK(cuLaunchGridAsync, GRID_ASYNC_PARAMS, GRID_ASYNC_ARGS, KERNEL(int_grid_blocks(w, h)))
+LAUNCH_HOOK(cuLaunchCooperativeKernelMultiDevice, MULTI_PARAMS, MULTI_ARGS, charge_multi(list, n))
+#undef KERNEL
+#undef GRAPH

@@ -17,6 +17,16 @@
  *                        Reserving VA costs nothing; mapping holds the memory.
  *   cuArrayCreate_v2     round_up(Width * bytes_per_element * NumChannels, 512) *
  *                        max(Height, 1), on the current context's device
+ *   cuArray3DCreate_v2   the same times max(Depth, 1) (Depth: the layers of a
+ *                        layered array, 6 for a cubemap); sparse arrays too (the
+ *                        driver backs them later: over-charged, never under)
+ *   cuMipmappedArrayCreate  the sum over its levels of the 3D formula, each level
+ *                        halving Width, Height and (unless layered or cubemap)
+ *                        Depth, never below 1; credited by cuMipmappedArrayDestroy
+ * Arrays, mipmapped arrays and graph memory (graph.c) die with their context.
+ * The pre-3.2 cuArrayCreate / cuArray3DCreate take descriptors of 32-bit sizes: a
+ * different ABI, not hooked (like cuMemAlloc), and not provided by 64-bit drivers'
+ * headers since CUDA 3.2.
  * Releases credit exactly what was charged. A pointer/handle libvgpu never saw (it
  * was allocated before a fork, or in passthrough) goes straight to the driver and
  * is not touched.
@@ -187,18 +197,80 @@ static uint64_t format_bytes(CUarray_format f)
     return 16;
 }
 
-/* Footprint of a 1D/2D array as charged (documented formula). 0 on overflow. */
-static uint64_t array_footprint(const CUDA_ARRAY_DESCRIPTOR *d)
+/* Footprint of one array (level) of W x H x D elements as charged: a row rounded
+ * up to 512 bytes, times max(H, 1) rows, times max(D, 1) slices or layers. 0 on
+ * overflow. */
+static uint64_t array_bytes(uint64_t w, uint64_t h, uint64_t d, CUarray_format f, unsigned nc)
 {
     uint64_t row, out;
-    if (__builtin_mul_overflow((uint64_t)d->Width, format_bytes(d->Format), &row) ||
-        __builtin_mul_overflow(row, (uint64_t)d->NumChannels, &row) || row > UINT64_MAX - 511)
+    if (__builtin_mul_overflow(w, format_bytes(f), &row) ||
+        __builtin_mul_overflow(row, (uint64_t)nc, &row) || row > UINT64_MAX - 511)
         return 0;
     row = (row + 511) & ~(uint64_t)511;
-    if (__builtin_mul_overflow(row, (uint64_t)(d->Height ? d->Height : 1), &out))
+    if (__builtin_mul_overflow(row, h ? h : 1, &out) ||
+        __builtin_mul_overflow(out, d ? d : 1, &out))
         return 0;
     return out;
 }
+
+static uint64_t array_footprint(const CUDA_ARRAY_DESCRIPTOR *d)
+{
+    return array_bytes(d->Width, d->Height, 0, d->Format, d->NumChannels);
+}
+
+static inline uint64_t level_dim(uint64_t v, unsigned l)
+{
+    if (!v)
+        return 0; /* an absent dimension stays absent */
+    v = l < 64 ? v >> l : 0;
+    return v ? v : 1;
+}
+
+/* Footprint of a mipmapped array: the sum of its levels. 0 on overflow. Past 64
+ * levels every dimension that shrinks is 1: the rest are charged as copies of
+ * level 64, without a loop as long as the caller's level count. */
+static uint64_t mipmap_footprint(const CUDA_ARRAY3D_DESCRIPTOR *d, unsigned levels)
+{
+    bool fixed_depth = d->Flags & (CUDA_ARRAY3D_LAYERED | CUDA_ARRAY3D_CUBEMAP);
+    uint64_t sum = 0, lv = 0;
+    for (unsigned l = 0; l < levels && l <= 64; l++) {
+        lv =
+            array_bytes(level_dim(d->Width, l), level_dim(d->Height, l),
+                        fixed_depth ? d->Depth : level_dim(d->Depth, l), d->Format, d->NumChannels);
+        if (lv == 0 || __builtin_add_overflow(sum, lv, &sum))
+            return 0;
+    }
+    if (levels > 65) {
+        uint64_t rest;
+        if (__builtin_mul_overflow(lv, (uint64_t)(levels - 65), &rest) ||
+            __builtin_add_overflow(sum, rest, &sum))
+            return 0;
+    }
+    return sum;
+}
+
+/* Shared body of the array-creating hooks: charge `size` on the current context's
+ * device around `call`, which writes the new handle to *handle; the record lands
+ * in namespace ns. size 0 means the footprint overflowed. */
+#define ARRAY_CREATE_BODY(ns, handle, size_expr, call)                \
+    CUresult ret;                                                     \
+    CUcontext ctx = NULL;                                             \
+    int sd = charge_target(&ctx, &ret);                               \
+    if (sd < 0)                                                       \
+        return ret;                                                   \
+    uint64_t size = (size_expr);                                      \
+    if (size == 0)                                                    \
+        return vgpu_refuse(sd); /* overflows 64 bits: fits nowhere */ \
+    if (!vgpu_reserve(sd, size))                                      \
+        return vgpu_refuse(sd);                                       \
+    CUresult r = (call);                                              \
+    if (r != CUDA_SUCCESS) {                                          \
+        vgpu_unreserve(sd, size);                                     \
+        return r;                                                     \
+    }                                                                 \
+    vgpu_commit(sd, size);                                            \
+    remember(ns, (uint64_t)(uintptr_t) * (handle), size, sd, ctx);    \
+    return r;
 
 VGPU_EXPORT CUresult cuArrayCreate_v2(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR *desc)
 {
@@ -208,26 +280,25 @@ VGPU_EXPORT CUresult cuArrayCreate_v2(CUarray *pHandle, const CUDA_ARRAY_DESCRIP
         return CUDA_ERROR_NOT_FOUND;
     if (m != VGPU_MODE_ENFORCE)
         return m == VGPU_MODE_REFUSE ? CUDA_ERROR_OUT_OF_MEMORY : real(pHandle, desc);
-    if (!desc || !pHandle)
+    if (!desc || !pHandle || desc->Width == 0)
+        return real(pHandle, desc); /* the driver's own error */
+    ARRAY_CREATE_BODY(VGPU_NS_ARRAY, pHandle, array_footprint(desc), real(pHandle, desc))
+}
+
+VGPU_EXPORT CUresult cuArray3DCreate_v2(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR *desc)
+{
+    int m = vgpu_mode();
+    cuArray3DCreate_v2_fn real = vgpu_real.cuArray3DCreate_v2;
+    if (VGPU_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_FOUND;
+    if (m != VGPU_MODE_ENFORCE)
+        return m == VGPU_MODE_REFUSE ? CUDA_ERROR_OUT_OF_MEMORY : real(pHandle, desc);
+    if (!desc || !pHandle || desc->Width == 0)
         return real(pHandle, desc);
-    CUresult ret;
-    CUcontext ctx = NULL;
-    int sd = charge_target(&ctx, &ret);
-    if (sd < 0)
-        return ret;
-    uint64_t size = array_footprint(desc);
-    if (size == 0 && desc->Width != 0)
-        return vgpu_refuse(sd); /* overflows 64 bits: cannot fit anywhere */
-    if (!vgpu_reserve(sd, size))
-        return vgpu_refuse(sd);
-    CUresult r = real(pHandle, desc);
-    if (r != CUDA_SUCCESS) {
-        vgpu_unreserve(sd, size);
-        return r;
-    }
-    vgpu_commit(sd, size);
-    remember(VGPU_NS_ARRAY, (uint64_t)(uintptr_t)*pHandle, size, sd, ctx);
-    return r;
+    ARRAY_CREATE_BODY(
+        VGPU_NS_ARRAY, pHandle,
+        array_bytes(desc->Width, desc->Height, desc->Depth, desc->Format, desc->NumChannels),
+        real(pHandle, desc))
 }
 
 VGPU_EXPORT CUresult cuArrayDestroy(CUarray hArray)
@@ -243,6 +314,44 @@ VGPU_EXPORT CUresult cuArrayDestroy(CUarray hArray)
     CUresult r = real(hArray);
     if (r != CUDA_SUCCESS) {
         vgpu_tab_insert(VGPU_NS_ARRAY, key, &rec);
+        return r;
+    }
+    vgpu_credit(rec.sd, rec.size);
+    return r;
+}
+
+/* --------------------------------------------------------- mipmapped arrays */
+
+VGPU_EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *pHandle,
+                                            const CUDA_ARRAY3D_DESCRIPTOR *desc,
+                                            unsigned int numMipmapLevels)
+{
+    int m = vgpu_mode();
+    cuMipmappedArrayCreate_fn real = vgpu_real.cuMipmappedArrayCreate;
+    if (VGPU_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_FOUND;
+    if (m != VGPU_MODE_ENFORCE)
+        return m == VGPU_MODE_REFUSE ? CUDA_ERROR_OUT_OF_MEMORY
+                                     : real(pHandle, desc, numMipmapLevels);
+    if (!desc || !pHandle || desc->Width == 0 || numMipmapLevels == 0)
+        return real(pHandle, desc, numMipmapLevels);
+    ARRAY_CREATE_BODY(VGPU_NS_MIPMAP, pHandle, mipmap_footprint(desc, numMipmapLevels),
+                      real(pHandle, desc, numMipmapLevels))
+}
+
+VGPU_EXPORT CUresult cuMipmappedArrayDestroy(CUmipmappedArray hMipmappedArray)
+{
+    int m = vgpu_mode();
+    cuMipmappedArrayDestroy_fn real = vgpu_real.cuMipmappedArrayDestroy;
+    if (VGPU_UNLIKELY(!real))
+        return CUDA_ERROR_NOT_FOUND;
+    struct vgpu_rec rec;
+    uint64_t key = (uint64_t)(uintptr_t)hMipmappedArray;
+    if (m != VGPU_MODE_ENFORCE || !vgpu_tab_remove(VGPU_NS_MIPMAP, key, &rec))
+        return real(hMipmappedArray);
+    CUresult r = real(hMipmappedArray);
+    if (r != CUDA_SUCCESS) {
+        vgpu_tab_insert(VGPU_NS_MIPMAP, key, &rec);
         return r;
     }
     vgpu_credit(rec.sd, rec.size);

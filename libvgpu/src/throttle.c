@@ -5,9 +5,10 @@
  * blocks on a device with S SMs costs ceil(B / S) * VGPU_TOKEN_WAVE_NS tokens: a
  * "wave" is one pass of the grid over the whole device, so the same grid costs
  * less on a bigger GPU, as it runs shorter there. A graph costs the sum of its
- * kernel nodes, learnt when it is instantiated (the graph is walked with
+ * kernel nodes, learnt when it is instantiated (graph.c walks the graph with
  * cuGraphGetNodes, so graphs made by stream capture — how PyTorch and vLLM build
- * them — are costed as well as hand-built ones).
+ * them — are costed as well as hand-built ones); the table below keeps the cost of
+ * each executable graph.
  *
  * Why this unit and not a calibrated one: the true duration of a kernel is unknown
  * to the host (it depends on the kernel's code). vgpud measures each slice's
@@ -266,7 +267,7 @@ static inline uint32_t graph_hash(uint64_t key)
     return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> (64 - GRAPH_BITS));
 }
 
-static uint64_t unknown_graph_cost(void)
+uint64_t vgpu_graph_unknown_cost(void)
 {
     uint64_t c = atomic_load_explicit(&graph_cost_max, memory_order_relaxed);
     uint64_t floor = UNKNOWN_GRAPH_WAVES * VGPU_TOKEN_WAVE_NS;
@@ -288,10 +289,10 @@ static uint64_t graph_cost(uint64_t key)
                   "a graph was launched that libvgpu did not see instantiated; such launches "
                   "are charged as the largest graph seen (at least %llu waves)",
                   (unsigned long long)UNKNOWN_GRAPH_WAVES);
-    return unknown_graph_cost();
+    return vgpu_graph_unknown_cost();
 }
 
-static void graph_put(uint64_t key, uint64_t cost)
+void vgpu_graph_cost_put(uint64_t key, uint64_t cost)
 {
     pthread_mutex_lock(&graph_mu);
     uint32_t h = graph_hash(key);
@@ -327,7 +328,7 @@ out:
         ;
 }
 
-static void graph_drop(uint64_t key)
+void vgpu_graph_cost_drop(uint64_t key)
 {
     pthread_mutex_lock(&graph_mu);
     uint32_t h = graph_hash(key);
@@ -342,138 +343,6 @@ static void graph_drop(uint64_t key)
             break;
     }
     pthread_mutex_unlock(&graph_mu);
-}
-
-/* Blocks of one kernel node, through whichever accessor the driver has (the v2
- * struct starts with the v1 fields). */
-static bool kernel_node_blocks(CUgraphNode n, uint64_t *blocks)
-{
-    CUDA_KERNEL_NODE_PARAMS_v2 p = {0};
-    CUresult r = CUDA_ERROR_NOT_FOUND;
-    if (vgpu_real.cuGraphKernelNodeGetParams_v2)
-        r = vgpu_real.cuGraphKernelNodeGetParams_v2(n, &p);
-    else if (vgpu_real.cuGraphKernelNodeGetParams)
-        r = vgpu_real.cuGraphKernelNodeGetParams(n, (CUDA_KERNEL_NODE_PARAMS *)&p);
-    if (r != CUDA_SUCCESS)
-        return false;
-    *blocks = (uint64_t)p.gridDimX * p.gridDimY * p.gridDimZ;
-    return true;
-}
-
-/* Waves of every kernel node of g, child graphs included. *ok is cleared when some
- * node could not be read. Allocates (instantiation is a slow path). */
-static uint64_t graph_waves(CUgraph g, uint64_t sms, int depth, bool *ok)
-{
-    size_t n = 0;
-    if (!vgpu_real.cuGraphGetNodes || !vgpu_real.cuGraphNodeGetType ||
-        vgpu_real.cuGraphGetNodes(g, NULL, &n) != CUDA_SUCCESS) {
-        *ok = false;
-        return 0;
-    }
-    if (n == 0)
-        return 0;
-    CUgraphNode *nodes = malloc(n * sizeof *nodes);
-    if (!nodes) {
-        *ok = false;
-        return 0;
-    }
-    size_t got = n;
-    uint64_t waves = 0;
-    if (vgpu_real.cuGraphGetNodes(g, nodes, &got) != CUDA_SUCCESS) {
-        *ok = false;
-        got = 0;
-    }
-    if (got > n)
-        got = n;
-    for (size_t i = 0; i < got; i++) {
-        int type = -1;
-        if (vgpu_real.cuGraphNodeGetType(nodes[i], &type) != CUDA_SUCCESS) {
-            *ok = false;
-            continue;
-        }
-        if (type == VGPU_GRAPH_NODE_KERNEL) {
-            uint64_t b = 0;
-            if (!kernel_node_blocks(nodes[i], &b))
-                *ok = false;
-            else if (b)
-                waves += (b + sms - 1) / sms;
-        } else if (type == VGPU_GRAPH_NODE_GRAPH) {
-            CUgraph child = NULL;
-            if (depth >= 8 || !vgpu_real.cuGraphChildGraphNodeGetGraph ||
-                vgpu_real.cuGraphChildGraphNodeGetGraph(nodes[i], &child) != CUDA_SUCCESS)
-                *ok = false;
-            else
-                waves += graph_waves(child, sms, depth + 1, ok);
-        }
-        /* Copies, memsets, host and event nodes use no SMs worth charging. */
-    }
-    free(nodes);
-    return waves;
-}
-
-/* A graph was instantiated: remember what one launch of it costs. */
-static void graph_learn(CUgraphExec exec, CUgraph g)
-{
-    if (atomic_load_explicit(&vgpu_g.mode, memory_order_acquire) != VGPU_MODE_ENFORCE || !exec)
-        return;
-    int sd = 0;
-    if (vgpu_g.ndev > 1) {
-        CUresult err;
-        sd = vgpu_current_target(NULL, NULL, &err);
-        if (sd < 0)
-            sd = 0;
-    }
-    bool ok = true;
-    uint64_t cost = sat_mul(graph_waves(g, vgpu_sms_of(sd), 0, &ok), VGPU_TOKEN_WAVE_NS);
-    if (!ok) {
-        VGPU_LOG_ONCE(logged_graph_walk, VGPU_LOG_WARN,
-                      "cannot read every node of a CUDA graph; such graphs are charged at "
-                      "least as the largest graph seen");
-        uint64_t u = unknown_graph_cost();
-        if (cost < u)
-            cost = u;
-    }
-    graph_put((uint64_t)(uintptr_t)exec, cost);
-}
-
-/* Every instantiation entry point (each a distinct driver ABI symbol) calls the
- * driver, then learns the cost of the executable graph it made. */
-#define INSTANTIATE_HOOK(name, params, args) \
-    VGPU_EXPORT CUresult name params         \
-    {                                        \
-        vgpu_mode();                         \
-        name##_fn real = vgpu_real.name;     \
-        if (VGPU_UNLIKELY(!real))            \
-            return CUDA_ERROR_NOT_FOUND;     \
-        CUresult r = real args;              \
-        if (r == CUDA_SUCCESS && exec)       \
-            graph_learn(*exec, g);           \
-        return r;                            \
-    }
-
-#define LOG_PARAMS \
-    (CUgraphExec * exec, CUgraph g, CUgraphNode * err_node, char *log, size_t log_size)
-#define LOG_ARGS (exec, g, err_node, log, log_size)
-#define PARAMS_PARAMS (CUgraphExec * exec, CUgraph g, void *params)
-#define PARAMS_ARGS (exec, g, params)
-
-INSTANTIATE_HOOK(cuGraphInstantiate, LOG_PARAMS, LOG_ARGS)
-INSTANTIATE_HOOK(cuGraphInstantiate_v2, LOG_PARAMS, LOG_ARGS)
-INSTANTIATE_HOOK(cuGraphInstantiateWithFlags,
-                 (CUgraphExec * exec, CUgraph g, unsigned long long flags), (exec, g, flags))
-INSTANTIATE_HOOK(cuGraphInstantiateWithParams, PARAMS_PARAMS, PARAMS_ARGS)
-INSTANTIATE_HOOK(cuGraphInstantiateWithParams_ptsz, PARAMS_PARAMS, PARAMS_ARGS)
-
-VGPU_EXPORT CUresult cuGraphExecDestroy(CUgraphExec exec)
-{
-    vgpu_mode();
-    cuGraphExecDestroy_fn real = vgpu_real.cuGraphExecDestroy;
-    if (VGPU_UNLIKELY(!real))
-        return CUDA_ERROR_NOT_FOUND;
-    /* Forget first: once the driver destroyed it the handle value may be reused. */
-    if (exec && atomic_load_explicit(&vgpu_g.mode, memory_order_acquire) == VGPU_MODE_ENFORCE)
-        graph_drop((uint64_t)(uintptr_t)exec);
-    return real(exec);
 }
 
 /* ------------------------------------------------------------------- launch */

@@ -13,7 +13,8 @@
  *             cuGetProcAddress(_v2)
  *   account.c admission (CAS reservation against the budget) and crediting, the
  *             process-local allocation table
- *   memory.c  allocation / release hooks (plain, pitch, managed, arrays)
+ *   memory.c  allocation / release hooks (plain, pitch, managed, arrays: 1D/2D,
+ *             3D/layered/cubemap, mipmapped)
  *   vmm.c     VMM: cuMemCreate / cuMemMap / cuMemUnmap / cuMemRelease — a handle is
  *             credited once it is released and no longer mapped
  *   pool.c    stream-ordered allocator: async allocs and pool reservations
@@ -22,7 +23,9 @@
  *   query.c   cuMemGetInfo, cuDeviceTotalMem, nvmlDeviceGetMemoryInfo(_v2)
  *   launch.c  kernel and graph launches: the gate every launch passes
  *   throttle.c the launch throttle behind the gate: token bucket per slice device,
- *             graph costs learnt at instantiation
+ *             the cost of each executable graph
+ *   graph.c   graph instantiation: walks the graph for its launch cost and for the
+ *             memory its allocation nodes take (charged until cuGraphExecDestroy)
  */
 #ifndef VGPU_INTERNAL_H
 #define VGPU_INTERNAL_H
@@ -71,6 +74,10 @@ typedef CUresult (*cuMemMap_fn)(CUdeviceptr, size_t, size_t, CUmemGenericAllocat
 typedef CUresult (*cuMemUnmap_fn)(CUdeviceptr, size_t);
 typedef CUresult (*cuArrayCreate_v2_fn)(CUarray *, const CUDA_ARRAY_DESCRIPTOR *);
 typedef CUresult (*cuArrayDestroy_fn)(CUarray);
+typedef CUresult (*cuArray3DCreate_v2_fn)(CUarray *, const CUDA_ARRAY3D_DESCRIPTOR *);
+typedef CUresult (*cuMipmappedArrayCreate_fn)(CUmipmappedArray *, const CUDA_ARRAY3D_DESCRIPTOR *,
+                                              unsigned int);
+typedef CUresult (*cuMipmappedArrayDestroy_fn)(CUmipmappedArray);
 typedef CUresult (*cuMemAllocAsync_fn)(CUdeviceptr *, size_t, CUstream);
 typedef CUresult (*cuMemAllocFromPoolAsync_fn)(CUdeviceptr *, size_t, CUmemoryPool, CUstream);
 typedef CUresult (*cuMemFreeAsync_fn)(CUdeviceptr, CUstream);
@@ -87,6 +94,8 @@ typedef CUresult (*cuCtxCreate_v2_fn)(CUcontext *, unsigned int, CUdevice);
 typedef CUresult (*cuCtxCreate_v3_fn)(CUcontext *, void *, int, unsigned int, CUdevice);
 typedef CUresult (*cuCtxCreate_v4_fn)(CUcontext *, void *, unsigned int, CUdevice);
 typedef CUresult (*cuCtxDestroy_v2_fn)(CUcontext);
+typedef CUresult (*cuCtxAttach_fn)(CUcontext *, unsigned int);
+typedef CUresult (*cuCtxDetach_fn)(CUcontext);
 typedef CUresult (*cuDevicePrimaryCtxRetain_fn)(CUcontext *, CUdevice);
 typedef CUresult (*cuDevicePrimaryCtxRelease_fn)(CUdevice);
 typedef CUresult (*cuMemGetInfo_v2_fn)(size_t *, size_t *);
@@ -99,6 +108,13 @@ typedef CUresult (*cuLaunchCooperativeKernel_fn)(CUfunction, unsigned int, unsig
                                                  unsigned int, unsigned int, unsigned int,
                                                  unsigned int, unsigned int, CUstream, void **);
 typedef CUresult (*cuGraphLaunch_fn)(CUgraphExec, CUstream);
+/* The pre-CUDA-4.0 launch API: block shape and parameters set beforehand
+ * (cuFuncSetBlockShape, cuParamSet*); cuLaunch runs a grid of one block. */
+typedef CUresult (*cuLaunch_fn)(CUfunction);
+typedef CUresult (*cuLaunchGrid_fn)(CUfunction, int, int);
+typedef CUresult (*cuLaunchGridAsync_fn)(CUfunction, int, int, CUstream);
+typedef CUresult (*cuLaunchCooperativeKernelMultiDevice_fn)(CUDA_LAUNCH_PARAMS *, unsigned int,
+                                                            unsigned int);
 typedef CUresult (*cuGraphInstantiate_fn)(CUgraphExec *, CUgraph, CUgraphNode *, char *, size_t);
 typedef CUresult (*cuGraphInstantiateWithFlags_fn)(CUgraphExec *, CUgraph, unsigned long long);
 /* The third argument is a CUDA_GRAPH_INSTANTIATE_PARAMS *; libvgpu never looks into it. */
@@ -117,8 +133,10 @@ typedef CUresult (*cuGraphNodeGetType_fn)(CUgraphNode, int *);
 typedef CUresult (*cuGraphKernelNodeGetParams_fn)(CUgraphNode, CUDA_KERNEL_NODE_PARAMS *);
 typedef CUresult (*cuGraphKernelNodeGetParams_v2_fn)(CUgraphNode, CUDA_KERNEL_NODE_PARAMS_v2 *);
 typedef CUresult (*cuGraphChildGraphNodeGetGraph_fn)(CUgraphNode, CUgraph *);
+typedef CUresult (*cuGraphMemAllocNodeGetParams_fn)(CUgraphNode, CUDA_MEM_ALLOC_NODE_PARAMS *);
 #define VGPU_GRAPH_NODE_KERNEL 0
 #define VGPU_GRAPH_NODE_GRAPH 4
+#define VGPU_GRAPH_NODE_MEM_ALLOC 10
 
 typedef nvmlReturn_t (*nvmlDeviceGetMemoryInfo_fn)(nvmlDevice_t, nvmlMemory_t *);
 typedef nvmlReturn_t (*nvmlDeviceGetMemoryInfo_v2_fn)(nvmlDevice_t, nvmlMemory_v2_t *);
@@ -130,63 +148,72 @@ typedef nvmlReturn_t (*nvmlDeviceGetIndex_fn)(nvmlDevice_t, unsigned int *);
  * struct and the hook table, so a hook cannot exist without its real slot.
  * Library C = libcuda.so.1, N = libnvidia-ml.so.1.
  */
-#define VGPU_HOOKS(X)                       \
-    X(C, cuInit)                            \
-    X(C, cuGetProcAddress)                  \
-    X(C, cuGetProcAddress_v2)               \
-    X(C, cuMemAlloc_v2)                     \
-    X(C, cuMemAllocPitch_v2)                \
-    X(C, cuMemAllocManaged)                 \
-    X(C, cuMemFree_v2)                      \
-    X(C, cuMemCreate)                       \
-    X(C, cuMemRelease)                      \
-    X(C, cuMemMap)                          \
-    X(C, cuMemUnmap)                        \
-    X(C, cuArrayCreate_v2)                  \
-    X(C, cuArrayDestroy)                    \
-    X(C, cuMemAllocAsync)                   \
-    X(C, cuMemAllocAsync_ptsz)              \
-    X(C, cuMemAllocFromPoolAsync)           \
-    X(C, cuMemAllocFromPoolAsync_ptsz)      \
-    X(C, cuMemFreeAsync)                    \
-    X(C, cuMemFreeAsync_ptsz)               \
-    X(C, cuMemPoolCreate)                   \
-    X(C, cuMemPoolDestroy)                  \
-    X(C, cuMemPoolTrimTo)                   \
-    X(C, cuMemPoolSetAttribute)             \
-    X(C, cuDeviceGetDefaultMemPool)         \
-    X(C, cuDeviceGetMemPool)                \
-    X(C, cuStreamSynchronize)               \
-    X(C, cuStreamSynchronize_ptsz)          \
-    X(C, cuCtxSynchronize)                  \
-    X(C, cuCtxCreate)                       \
-    X(C, cuCtxCreate_v2)                    \
-    X(C, cuCtxCreate_v3)                    \
-    X(C, cuCtxCreate_v4)                    \
-    X(C, cuCtxDestroy)                      \
-    X(C, cuCtxDestroy_v2)                   \
-    X(C, cuDevicePrimaryCtxRetain)          \
-    X(C, cuDevicePrimaryCtxRelease)         \
-    X(C, cuDevicePrimaryCtxRelease_v2)      \
-    X(C, cuDevicePrimaryCtxReset)           \
-    X(C, cuDevicePrimaryCtxReset_v2)        \
-    X(C, cuMemGetInfo_v2)                   \
-    X(C, cuDeviceTotalMem_v2)               \
-    X(C, cuLaunchKernel)                    \
-    X(C, cuLaunchKernel_ptsz)               \
-    X(C, cuLaunchKernelEx)                  \
-    X(C, cuLaunchKernelEx_ptsz)             \
-    X(C, cuLaunchCooperativeKernel)         \
-    X(C, cuLaunchCooperativeKernel_ptsz)    \
-    X(C, cuGraphLaunch)                     \
-    X(C, cuGraphLaunch_ptsz)                \
-    X(C, cuGraphInstantiate)                \
-    X(C, cuGraphInstantiate_v2)             \
-    X(C, cuGraphInstantiateWithFlags)       \
-    X(C, cuGraphInstantiateWithParams)      \
-    X(C, cuGraphInstantiateWithParams_ptsz) \
-    X(C, cuGraphExecDestroy)                \
-    X(N, nvmlDeviceGetMemoryInfo)           \
+#define VGPU_HOOKS(X)                          \
+    X(C, cuInit)                               \
+    X(C, cuGetProcAddress)                     \
+    X(C, cuGetProcAddress_v2)                  \
+    X(C, cuMemAlloc_v2)                        \
+    X(C, cuMemAllocPitch_v2)                   \
+    X(C, cuMemAllocManaged)                    \
+    X(C, cuMemFree_v2)                         \
+    X(C, cuMemCreate)                          \
+    X(C, cuMemRelease)                         \
+    X(C, cuMemMap)                             \
+    X(C, cuMemUnmap)                           \
+    X(C, cuArrayCreate_v2)                     \
+    X(C, cuArrayDestroy)                       \
+    X(C, cuArray3DCreate_v2)                   \
+    X(C, cuMipmappedArrayCreate)               \
+    X(C, cuMipmappedArrayDestroy)              \
+    X(C, cuMemAllocAsync)                      \
+    X(C, cuMemAllocAsync_ptsz)                 \
+    X(C, cuMemAllocFromPoolAsync)              \
+    X(C, cuMemAllocFromPoolAsync_ptsz)         \
+    X(C, cuMemFreeAsync)                       \
+    X(C, cuMemFreeAsync_ptsz)                  \
+    X(C, cuMemPoolCreate)                      \
+    X(C, cuMemPoolDestroy)                     \
+    X(C, cuMemPoolTrimTo)                      \
+    X(C, cuMemPoolSetAttribute)                \
+    X(C, cuDeviceGetDefaultMemPool)            \
+    X(C, cuDeviceGetMemPool)                   \
+    X(C, cuStreamSynchronize)                  \
+    X(C, cuStreamSynchronize_ptsz)             \
+    X(C, cuCtxSynchronize)                     \
+    X(C, cuCtxCreate)                          \
+    X(C, cuCtxCreate_v2)                       \
+    X(C, cuCtxCreate_v3)                       \
+    X(C, cuCtxCreate_v4)                       \
+    X(C, cuCtxDestroy)                         \
+    X(C, cuCtxDestroy_v2)                      \
+    X(C, cuCtxAttach)                          \
+    X(C, cuCtxDetach)                          \
+    X(C, cuDevicePrimaryCtxRetain)             \
+    X(C, cuDevicePrimaryCtxRelease)            \
+    X(C, cuDevicePrimaryCtxRelease_v2)         \
+    X(C, cuDevicePrimaryCtxReset)              \
+    X(C, cuDevicePrimaryCtxReset_v2)           \
+    X(C, cuMemGetInfo_v2)                      \
+    X(C, cuDeviceTotalMem_v2)                  \
+    X(C, cuLaunchKernel)                       \
+    X(C, cuLaunchKernel_ptsz)                  \
+    X(C, cuLaunchKernelEx)                     \
+    X(C, cuLaunchKernelEx_ptsz)                \
+    X(C, cuLaunchCooperativeKernel)            \
+    X(C, cuLaunchCooperativeKernel_ptsz)       \
+    X(C, cuGraphLaunch)                        \
+    X(C, cuGraphLaunch_ptsz)                   \
+    X(C, cuLaunch)                             \
+    X(C, cuLaunchGrid)                         \
+    X(C, cuLaunchGridAsync)                    \
+    X(C, cuLaunchCooperativeKernelMultiDevice) \
+    X(C, cuGraphInstantiate)                   \
+    X(C, cuGraphInstantiate_v2)                \
+    X(C, cuGraphInstantiateWithFlags)          \
+    X(C, cuGraphInstantiateWithParams)         \
+    X(C, cuGraphInstantiateWithParams_ptsz)    \
+    X(C, cuGraphExecDestroy)                   \
+    X(N, nvmlDeviceGetMemoryInfo)              \
     X(N, nvmlDeviceGetMemoryInfo_v2)
 
 /* Entry points libvgpu calls but does not hook. */
@@ -203,6 +230,7 @@ typedef nvmlReturn_t (*nvmlDeviceGetIndex_fn)(nvmlDevice_t, unsigned int *);
     X(C, cuGraphKernelNodeGetParams)    \
     X(C, cuGraphKernelNodeGetParams_v2) \
     X(C, cuGraphChildGraphNodeGetGraph) \
+    X(C, cuGraphMemAllocNodeGetParams)  \
     X(N, nvmlDeviceGetUUID)             \
     X(N, nvmlDeviceGetIndex)
 
@@ -395,6 +423,13 @@ enum vgpu_launch_kind {
 void vgpu_throttle_launch(enum vgpu_launch_kind kind, uint64_t arg);
 /* SM count of slice device sd, building the device map if needed. */
 uint32_t vgpu_sms_of(int sd);
+/* The cost table of executable graphs (throttle.c); graph.c fills it when a graph
+ * is instantiated. */
+void vgpu_graph_cost_put(uint64_t exec, uint64_t cost);
+void vgpu_graph_cost_drop(uint64_t exec);
+/* What a graph libvgpu could not cost is charged: the largest seen, at least 100
+ * waves. */
+uint64_t vgpu_graph_unknown_cost(void);
 
 /* ---------------------------------------------------------------- accounting */
 
@@ -418,8 +453,17 @@ CUresult vgpu_refuse(int sd);
 
 /* Process-local allocation table: (namespace, key) -> record.
  *   PTR    device pointer -> allocation          ARRAY  CUarray -> array
- *   VMM    cuMemCreate handle -> physical memory VMAP   mapped VA start -> mapping (vmm.c) */
-enum vgpu_ns { VGPU_NS_PTR = 1, VGPU_NS_ARRAY = 2, VGPU_NS_VMM = 3, VGPU_NS_VMAP = 4 };
+ *   VMM    cuMemCreate handle -> physical memory VMAP   mapped VA start -> mapping (vmm.c)
+ *   MIPMAP CUmipmappedArray -> its levels        GRAPHMEM (CUgraphExec, slice device) ->
+ *                                                the graph's allocation nodes (graph.c) */
+enum vgpu_ns {
+    VGPU_NS_PTR = 1,
+    VGPU_NS_ARRAY = 2,
+    VGPU_NS_VMM = 3,
+    VGPU_NS_VMAP = 4,
+    VGPU_NS_MIPMAP = 5,
+    VGPU_NS_GRAPHMEM = 6,
+};
 /* rec.kind of PTR / ARRAY records. */
 enum vgpu_kind {
     VGPU_KIND_PLAIN = 1, /* size charged on its own */
@@ -470,8 +514,8 @@ bool vgpu_tab_update(int ns, uint64_t key, vgpu_tab_fn fn, void *arg);
 /* The smallest key of namespace ns in [from, to), in *key. False when none. Slow
  * path: walks the whole table, one stripe lock at a time. */
 bool vgpu_tab_next(int ns, uint64_t from, uint64_t to, uint64_t *key);
-/* A context was destroyed: the driver freed every plain allocation and array made
- * in it. Calls fn for each such record (stripe lock held: fn must only account)
+/* A context was destroyed: the driver freed every plain allocation, array,
+ * mipmapped array and executable graph (with its graph memory) made in it. Calls fn for each such record (stripe lock held: fn must only account)
  * and drops it. VMM handles and mappings are not bound to a context and stay.
  * Slow path (walks the table). */
 void vgpu_tab_drop_ctx(uint64_t ctx, void (*fn)(const struct vgpu_rec *));
