@@ -5,7 +5,8 @@
 
 /*
  * cuda_context.c — contexts: the per-thread current-context stack, refcounted primary
- * contexts, created contexts and cuCtxSynchronize.
+ * contexts, created contexts (with their cuCtxAttach / cuCtxDetach usage count) and
+ * cuCtxSynchronize.
  */
 #define _GNU_SOURCE
 #include "cuda_internal.h"
@@ -185,6 +186,7 @@ EXPORT CUresult cuCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice d)
     pthread_mutex_lock(&G.lock);
     CUresult r = ctx_activate(c, d, flags, false);
     if (r == CUDA_SUCCESS) {
+        c->usage = 1;
         c->next = G.ctxs;
         G.ctxs = c;
     }
@@ -212,15 +214,10 @@ EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, void *paramsArray, int numParams
     return cuCtxCreate_v2(pctx, flags, d);
 }
 
-EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
+/* Destroys the created context c (lock held): frees what was allocated in it and
+ * unlinks it. */
+static void ctx_destroy_locked(struct sim_ctx *c)
 {
-    CHECK_INIT();
-    struct sim_ctx *c = (struct sim_ctx *)ctx;
-    pthread_mutex_lock(&G.lock);
-    if (!ctx_known(c) || c->primary) {
-        pthread_mutex_unlock(&G.lock);
-        return CUDA_ERROR_INVALID_CONTEXT;
-    }
     ctx_deactivate(c);
     for (struct sim_ctx **pp = &G.ctxs; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == c) {
@@ -230,6 +227,18 @@ EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
     }
     /* The struct is never freed: stale handles in other threads' stacks stay
      * readable and simply test as dead. */
+}
+
+EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
+{
+    CHECK_INIT();
+    struct sim_ctx *c = (struct sim_ctx *)ctx;
+    pthread_mutex_lock(&G.lock);
+    if (!ctx_known(c) || c->primary) {
+        pthread_mutex_unlock(&G.lock);
+        return CUDA_ERROR_INVALID_CONTEXT;
+    }
+    ctx_destroy_locked(c); /* whatever its usage count, as the driver */
     pthread_mutex_unlock(&G.lock);
     if (cur_ctx() == c)
         t_depth--;
@@ -237,6 +246,50 @@ EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx)
 }
 
 EXPORT CUresult cuCtxDestroy(CUcontext ctx) { return cuCtxDestroy_v2(ctx); }
+
+/* The usage count of created contexts (the pre-4.0 API, still used by pycuda):
+ * cuCtxAttach adds one to the current context and hands it back; cuCtxDetach,
+ * called with the current context, drops one and destroys the context (and what was
+ * allocated in it) when none is left. Primary contexts have no usage count of this
+ * kind: both refuse them (CUDA_ERROR_INVALID_CONTEXT; the documentation does not
+ * say, this simulation's choice). */
+EXPORT CUresult cuCtxAttach(CUcontext *pctx, unsigned int flags)
+{
+    CHECK_INIT();
+    if (pctx == NULL || flags != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct sim_ctx *c;
+    CUresult r = need_ctx(&c);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (c->primary)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    pthread_mutex_lock(&G.lock);
+    c->usage++;
+    pthread_mutex_unlock(&G.lock);
+    *pctx = (CUcontext)c;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuCtxDetach(CUcontext ctx)
+{
+    CHECK_INIT();
+    struct sim_ctx *c = (struct sim_ctx *)ctx;
+    if (c == NULL || cur_ctx() != c)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    pthread_mutex_lock(&G.lock);
+    if (!ctx_known(c) || c->primary || c->usage == 0) {
+        pthread_mutex_unlock(&G.lock);
+        return CUDA_ERROR_INVALID_CONTEXT;
+    }
+    bool gone = --c->usage == 0;
+    if (gone)
+        ctx_destroy_locked(c);
+    pthread_mutex_unlock(&G.lock);
+    if (gone)
+        t_depth--; /* it was current */
+    return CUDA_SUCCESS;
+}
 
 EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx)
 {

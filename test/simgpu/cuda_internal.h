@@ -10,11 +10,13 @@
  *
  *   cuda_init.c      process state G, cuInit, fork/exit, device queries, error strings
  *   cuda_context.c   primary and created contexts, the current-context stack
- *   cuda_memory.c    the allocation table, charge/credit, cuMemAlloc*, arrays
+ *   cuda_memory.c    the allocation table, charge/credit, cuMemAlloc*, arrays (1D to
+ *                    3D, layered, mipmapped)
  *   cuda_vmm.c       cuMemCreate handles, VA reservations, mappings
  *   cuda_pool.c      memory pools and the stream-ordered allocator
- *   cuda_launch.c    streams, modules, kernel launches
- *   cuda_graph.c     graphs of kernel nodes
+ *   cuda_launch.c    streams, modules, kernel launches (also the legacy cuLaunch* and
+ *                    the multi-device cooperative launch)
+ *   cuda_graph.c     graphs of kernel and memory nodes, graph memory
  *   cuda_procaddr.c  cuGetProcAddress / _v2
  *
  * Error codes follow the real driver: CUDA_ERROR_NOT_INITIALIZED before cuInit,
@@ -88,6 +90,7 @@ struct sim_ctx {
     int fd;  /* the device node, open while the context lives */
     unsigned flags;
     unsigned refcount;         /* primary contexts only */
+    unsigned usage;            /* created contexts: 1 + cuCtxAttach - cuCtxDetach */
     _Atomic uint64_t last_end; /* end of the latest work queued in this context */
     _Atomic uint64_t null_end; /* the legacy NULL stream */
     struct sim_ctx *next;
@@ -117,10 +120,18 @@ struct sim_vmap {
     struct sim_vmap *next;
 };
 
-enum alloc_kind { AK_MEM = 1, AK_PITCH, AK_MANAGED, AK_POOL, AK_ARRAY };
+/* AK_ARRAY, AK_MIPMAP: keyed by their handle; AK_GRAPHMEM: an executable graph's
+ * memory on one device, keyed by graph_mem_key (cuda_graph.c). None of them is a
+ * device address range. */
+enum alloc_kind { AK_MEM = 1, AK_PITCH, AK_MANAGED, AK_POOL, AK_ARRAY, AK_MIPMAP, AK_GRAPHMEM };
+
+static inline bool alloc_is_handle(int kind)
+{
+    return kind == AK_ARRAY || kind == AK_MIPMAP || kind == AK_GRAPHMEM;
+}
 
 struct sim_alloc {
-    uint64_t ptr;     /* device address, or the CUarray handle for arrays */
+    uint64_t ptr;     /* device address, or the handle (alloc_is_handle) */
     uint64_t size;    /* bytes the caller owns (address range) */
     uint64_t charged; /* bytes charged to the device by this entry (0 for pool memory) */
     int dev;
@@ -261,6 +272,8 @@ EXPORT CUresult cuCtxCreate_v3(CUcontext *pctx, void *paramsArray, int numParams
                                unsigned int flags, CUdevice d);
 EXPORT CUresult cuCtxDestroy_v2(CUcontext ctx);
 EXPORT CUresult cuCtxDestroy(CUcontext ctx);
+EXPORT CUresult cuCtxAttach(CUcontext *pctx, unsigned int flags);
+EXPORT CUresult cuCtxDetach(CUcontext ctx);
 EXPORT CUresult cuCtxGetCurrent(CUcontext *pctx);
 EXPORT CUresult cuCtxSetCurrent(CUcontext ctx);
 EXPORT CUresult cuCtxPushCurrent_v2(CUcontext ctx);
@@ -280,6 +293,10 @@ EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr);
 EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdeviceptr dptr);
 EXPORT CUresult cuArrayCreate_v2(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR *desc);
 EXPORT CUresult cuArrayDestroy(CUarray h);
+EXPORT CUresult cuArray3DCreate_v2(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR *desc);
+EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *pHandle,
+                                       const CUDA_ARRAY3D_DESCRIPTOR *desc, unsigned int levels);
+EXPORT CUresult cuMipmappedArrayDestroy(CUmipmappedArray h);
 
 /* cuda_vmm.c */
 EXPORT CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop,
@@ -344,6 +361,12 @@ EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig *cfg, CUfunction f, void *
                                  void **extra);
 EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *cfg, CUfunction f, void **params,
                                       void **extra);
+EXPORT CUresult cuFuncSetBlockShape(CUfunction f, int x, int y, int z);
+EXPORT CUresult cuLaunch(CUfunction f);
+EXPORT CUresult cuLaunchGrid(CUfunction f, int w, int h);
+EXPORT CUresult cuLaunchGridAsync(CUfunction f, int w, int h, CUstream s);
+EXPORT CUresult cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS *list, unsigned int n,
+                                                     unsigned int flags);
 
 /* cuda_graph.c */
 EXPORT CUresult cuGraphCreate(CUgraph *ph, unsigned int flags);
@@ -351,6 +374,12 @@ EXPORT CUresult cuGraphAddKernelNode(CUgraphNode *ph, CUgraph hg, const CUgraphN
                                      size_t ndeps, const CUDA_KERNEL_NODE_PARAMS *p);
 EXPORT CUresult cuGraphAddKernelNode_v2(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps,
                                         size_t ndeps, const CUDA_KERNEL_NODE_PARAMS_v2 *p);
+EXPORT CUresult cuGraphAddMemAllocNode(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps,
+                                       size_t ndeps, CUDA_MEM_ALLOC_NODE_PARAMS *p);
+EXPORT CUresult cuGraphAddMemFreeNode(CUgraphNode *ph, CUgraph hg, const CUgraphNode *deps,
+                                      size_t ndeps, CUdeviceptr dptr);
+EXPORT CUresult cuGraphMemAllocNodeGetParams(CUgraphNode h, CUDA_MEM_ALLOC_NODE_PARAMS *p);
+EXPORT CUresult cuDeviceGraphMemTrim(CUdevice d);
 EXPORT CUresult cuGraphGetNodes(CUgraph hg, CUgraphNode *nodes, size_t *num);
 EXPORT CUresult cuGraphNodeGetType(CUgraphNode h, int *type);
 EXPORT CUresult cuGraphKernelNodeGetParams(CUgraphNode h, CUDA_KERNEL_NODE_PARAMS *p);

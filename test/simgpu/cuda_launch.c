@@ -4,7 +4,9 @@
 // package simgpu, which lives in the same directory; gcc sees a comment.)
 
 /*
- * cuda_launch.c — streams, modules and kernel launches (the device queue).
+ * cuda_launch.c — streams, modules and kernel launches (the device queue): the
+ * CUDA 4+ launches, the pre-4.0 cuLaunch / cuLaunchGrid / cuLaunchGridAsync (block
+ * shape from cuFuncSetBlockShape) and the multi-device cooperative launch.
  */
 #define _GNU_SOURCE
 #include "cuda_internal.h"
@@ -32,6 +34,7 @@ struct sim_module {
 struct sim_func {
     uint32_t magic;
     struct sim_module *mod;
+    int block[3]; /* cuFuncSetBlockShape (the legacy launches); 1x1x1 until set */
 };
 
 /* ------------------------------------------------------------------ streams */
@@ -184,6 +187,7 @@ EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char
         return CUDA_ERROR_OUT_OF_MEMORY;
     f->magic = FUNC_MAGIC;
     f->mod = m;
+    f->block[0] = f->block[1] = f->block[2] = 1;
     *hfunc = (CUfunction)f;
     return CUDA_SUCCESS;
 }
@@ -299,4 +303,97 @@ EXPORT CUresult cuLaunchKernelEx_ptsz(const CUlaunchConfig *cfg, CUfunction f, v
                                       void **extra)
 {
     return launch_ex(cfg, f, params, extra, true);
+}
+
+/* ------------------------------------------------------------------ legacy launches */
+
+EXPORT CUresult cuFuncSetBlockShape(CUfunction hf, int x, int y, int z)
+{
+    CHECK_INIT();
+    if (!func_ok(hf))
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (x <= 0 || y <= 0 || z <= 0 ||
+        check_dims(1, 1, 1, (unsigned)x, (unsigned)y, (unsigned)z, 0) != CUDA_SUCCESS)
+        return CUDA_ERROR_INVALID_VALUE;
+    struct sim_func *f = (struct sim_func *)hf;
+    f->block[0] = x, f->block[1] = y, f->block[2] = z;
+    return CUDA_SUCCESS;
+}
+
+/* A legacy launch of a w x h grid with the function's block shape, on stream h
+ * (NULL: the legacy default stream; these entry points have no _ptsz form). */
+static CUresult launch_grid(CUfunction hf, int w, int h, CUstream s)
+{
+    CHECK_INIT();
+    if (!func_ok(hf))
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (w <= 0 || h <= 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    const struct sim_func *f = (const struct sim_func *)hf;
+    CUresult r = check_dims((unsigned)w, (unsigned)h, 1, (unsigned)f->block[0],
+                            (unsigned)f->block[1], (unsigned)f->block[2], 0);
+    if (r != CUDA_SUCCESS)
+        return r;
+    return launch_blocks(s, false, (uint64_t)w * (uint64_t)h, false);
+}
+
+EXPORT CUresult cuLaunch(CUfunction f) { return launch_grid(f, 1, 1, NULL); }
+EXPORT CUresult cuLaunchGrid(CUfunction f, int w, int h) { return launch_grid(f, w, h, NULL); }
+EXPORT CUresult cuLaunchGridAsync(CUfunction f, int w, int h, CUstream s)
+{
+    return launch_grid(f, w, h, s);
+}
+
+/* ------------------------------------------------------------------ multi-device */
+
+/* One cooperative kernel per device, as the (deprecated) driver call: every entry
+ * on a created stream of a different device, with the same grid, block and shared
+ * memory; each must fit co-resident on its device. Checked for all entries before
+ * any is queued; then each occupies its device like cuLaunchCooperativeKernel. */
+EXPORT CUresult cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS *list, unsigned int n,
+                                                     unsigned int flags)
+{
+    CHECK_INIT();
+    if (list == NULL || n == 0 || n > SIM_MAX_DEVICES ||
+        (flags & ~(unsigned)(CUDA_COOPERATIVE_LAUNCH_MULTI_DEVICE_NO_PRE_LAUNCH_SYNC |
+                             CUDA_COOPERATIVE_LAUNCH_MULTI_DEVICE_NO_POST_LAUNCH_SYNC)) != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    bool used[SIM_MAX_DEVICES] = {false};
+    for (unsigned i = 0; i < n; i++) {
+        const CUDA_LAUNCH_PARAMS *p = &list[i];
+        if (!func_ok(p->function))
+            return CUDA_ERROR_INVALID_HANDLE;
+        CUresult r = check_dims(p->gridDimX, p->gridDimY, p->gridDimZ, p->blockDimX, p->blockDimY,
+                                p->blockDimZ, p->sharedMemBytes);
+        if (r != CUDA_SUCCESS)
+            return r;
+        if (p->gridDimX != list[0].gridDimX || p->gridDimY != list[0].gridDimY ||
+            p->gridDimZ != list[0].gridDimZ || p->blockDimX != list[0].blockDimX ||
+            p->blockDimY != list[0].blockDimY || p->blockDimZ != list[0].blockDimZ ||
+            p->sharedMemBytes != list[0].sharedMemBytes)
+            return CUDA_ERROR_INVALID_VALUE;
+        /* Created streams only: not the NULL, legacy or per-thread stream. */
+        if (p->hStream == NULL || p->hStream == CU_STREAM_LEGACY_H ||
+            p->hStream == CU_STREAM_PER_THREAD_H)
+            return CUDA_ERROR_INVALID_VALUE;
+        struct sim_ctx *c;
+        _Atomic uint64_t *end;
+        r = resolve_stream(p->hStream, false, &c, &end);
+        if (r != CUDA_SUCCESS)
+            return r;
+        if (used[c->dev])
+            return CUDA_ERROR_INVALID_DEVICE; /* two kernels on one device */
+        used[c->dev] = true;
+        uint64_t blocks = (uint64_t)p->gridDimX * p->gridDimY * p->gridDimZ;
+        if (blocks > (uint64_t)G.st->hdr.dev[c->dev].sms * MAX_BLOCKS_PER_SM)
+            return CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        const CUDA_LAUNCH_PARAMS *p = &list[i];
+        CUresult r = launch_blocks(p->hStream, false,
+                                   (uint64_t)p->gridDimX * p->gridDimY * p->gridDimZ, true);
+        if (r != CUDA_SUCCESS)
+            return r;
+    }
+    return CUDA_SUCCESS;
 }

@@ -5,7 +5,7 @@
 
 /*
  * cuda_memory.c — the allocation table, device charges, cuMemAlloc and friends,
- * cuMemGetInfo and CUDA arrays.
+ * cuMemGetInfo and CUDA arrays (1D/2D, 3D/layered/cubemap, mipmapped).
  */
 #define _GNU_SOURCE
 #include "cuda_internal.h"
@@ -42,7 +42,7 @@ static struct sim_alloc *at_containing(uint64_t p)
 {
     for (unsigned h = 0; h < AT_SIZE; h++)
         for (struct sim_alloc *a = G.at[h]; a != NULL; a = a->next)
-            if (a->kind != AK_ARRAY && p >= a->ptr && p < a->ptr + a->size)
+            if (!alloc_is_handle(a->kind) && p >= a->ptr && p < a->ptr + a->size)
                 return a;
     return NULL;
 }
@@ -176,7 +176,7 @@ EXPORT CUresult cuMemFree_v2(CUdeviceptr dptr)
         return r;
     pthread_mutex_lock(&G.lock);
     struct sim_alloc *a = at_find(dptr, false);
-    if (a == NULL || a->kind == AK_ARRAY) {
+    if (a == NULL || alloc_is_handle(a->kind)) {
         r = CUDA_ERROR_INVALID_VALUE;
     } else {
         at_find(dptr, true);
@@ -196,7 +196,7 @@ EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdev
     pthread_mutex_lock(&G.lock);
     uint64_t base = 0, size = 0;
     struct sim_alloc *a = at_find(dptr, false);
-    if (a == NULL || a->kind == AK_ARRAY)
+    if (a == NULL || alloc_is_handle(a->kind))
         a = at_containing(dptr);
     if (a != NULL) {
         base = a->ptr;
@@ -237,6 +237,60 @@ static int format_bytes(CUarray_format f)
     return 0;
 }
 
+/* Records an array-like object: charges `size` and keys it by a fresh opaque
+ * handle (whose first word marks it). */
+static CUresult handle_alloc(struct sim_ctx *c, uint64_t size, int kind, uint64_t *out)
+{
+    uint32_t *handle = malloc(64);
+    if (handle == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    handle[0] = ARRAY_MAGIC;
+    pthread_mutex_lock(&G.lock);
+    CUresult r = charge(c->dev, size);
+    if (r == CUDA_SUCCESS) {
+        r = alloc_new((uint64_t)(uintptr_t)handle, size, size, c->dev, kind, c, NULL);
+        if (r != CUDA_SUCCESS)
+            credit(c->dev, size);
+    }
+    pthread_mutex_unlock(&G.lock);
+    if (r != CUDA_SUCCESS) {
+        free(handle);
+        return r;
+    }
+    *out = (uint64_t)(uintptr_t)handle;
+    return CUDA_SUCCESS;
+}
+
+/* Drops an array-like object of the given kind; the handle memory itself is kept,
+ * so a stale handle stays harmless. */
+static CUresult handle_free(uint64_t h, int kind)
+{
+    CHECK_INIT();
+    pthread_mutex_lock(&G.lock);
+    struct sim_alloc *a = at_find(h, false);
+    CUresult r = CUDA_SUCCESS;
+    if (a == NULL || a->kind != kind) {
+        r = CUDA_ERROR_INVALID_HANDLE;
+    } else {
+        at_find(a->ptr, true);
+        alloc_drop(a);
+    }
+    pthread_mutex_unlock(&G.lock);
+    return r;
+}
+
+/* Bytes of one W x H x D array (level): rows rounded up to 512 bytes, times
+ * max(H,1), times max(D,1). false on overflow. */
+static bool array_bytes(uint64_t w, uint64_t h, uint64_t d, int bpe, unsigned nc, uint64_t *out)
+{
+    uint64_t row;
+    if (__builtin_mul_overflow(w, (uint64_t)bpe * nc, &row) || row > UINT64_MAX - 511)
+        return false;
+    row = round_up(row, 512);
+    return !__builtin_mul_overflow(row, h ? h : 1, out) &&
+           !__builtin_mul_overflow(*out, d ? d : 1, out);
+}
+
 EXPORT CUresult cuArrayCreate_v2(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR *desc)
 {
     CHECK_INIT();
@@ -250,42 +304,117 @@ EXPORT CUresult cuArrayCreate_v2(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR *
     unsigned nc = desc->NumChannels;
     if (bpe == 0 || (nc != 1 && nc != 2 && nc != 4))
         return CUDA_ERROR_INVALID_VALUE;
-    uint64_t row = round_up((uint64_t)desc->Width * (uint64_t)bpe * nc, 512);
-    uint64_t h = desc->Height > 0 ? desc->Height : 1;
-    uint64_t size = row * h;
-    uint32_t *handle = malloc(64); /* opaque handle; the first word marks it */
-    if (handle == NULL)
+    uint64_t size, h;
+    if (!array_bytes(desc->Width, desc->Height, 0, bpe, nc, &size))
         return CUDA_ERROR_OUT_OF_MEMORY;
-    handle[0] = ARRAY_MAGIC;
-    pthread_mutex_lock(&G.lock);
-    r = charge(c->dev, size);
-    if (r == CUDA_SUCCESS) {
-        r = alloc_new((uint64_t)(uintptr_t)handle, size, size, c->dev, AK_ARRAY, c, NULL);
-        if (r != CUDA_SUCCESS)
-            credit(c->dev, size);
+    r = handle_alloc(c, size, AK_ARRAY, &h);
+    if (r == CUDA_SUCCESS)
+        *pHandle = (CUarray)(uintptr_t)h;
+    return r;
+}
+
+EXPORT CUresult cuArrayDestroy(CUarray h) { return handle_free((uint64_t)(uintptr_t)h, AK_ARRAY); }
+
+#define ARRAY3D_KNOWN_FLAGS                                                    \
+    (CUDA_ARRAY3D_LAYERED | CUDA_ARRAY3D_SURFACE_LDST | CUDA_ARRAY3D_CUBEMAP | \
+     CUDA_ARRAY3D_TEXTURE_GATHER | CUDA_ARRAY3D_SPARSE)
+
+/* Validates a 3D descriptor as the driver does; returns the element size. */
+static CUresult check_array3d(const CUDA_ARRAY3D_DESCRIPTOR *d, int *bpe)
+{
+    *bpe = format_bytes(d->Format);
+    unsigned nc = d->NumChannels;
+    if (d->Width == 0 || *bpe == 0 || (nc != 1 && nc != 2 && nc != 4) ||
+        (d->Flags & ~(unsigned)ARRAY3D_KNOWN_FLAGS) != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    bool layered = d->Flags & CUDA_ARRAY3D_LAYERED;
+    if (d->Flags & CUDA_ARRAY3D_CUBEMAP) {
+        /* Square faces; 6 of them, or 6 per layer. */
+        if (d->Width != d->Height || d->Depth == 0 || d->Depth % 6 != 0 ||
+            (!layered && d->Depth != 6))
+            return CUDA_ERROR_INVALID_VALUE;
+    } else if (layered) {
+        if (d->Depth == 0) /* the layer count */
+            return CUDA_ERROR_INVALID_VALUE;
+    } else if (d->Depth > 0 && d->Height == 0) {
+        return CUDA_ERROR_INVALID_VALUE; /* a 3D array needs a height */
     }
-    pthread_mutex_unlock(&G.lock);
-    if (r != CUDA_SUCCESS) {
-        free(handle);
-        return r;
-    }
-    *pHandle = (CUarray)handle;
     return CUDA_SUCCESS;
 }
 
-EXPORT CUresult cuArrayDestroy(CUarray h)
+EXPORT CUresult cuArray3DCreate_v2(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPTOR *desc)
 {
     CHECK_INIT();
-    pthread_mutex_lock(&G.lock);
-    struct sim_alloc *a = at_find((uint64_t)(uintptr_t)h, false);
-    CUresult r = CUDA_SUCCESS;
-    if (a == NULL || a->kind != AK_ARRAY) {
-        r = CUDA_ERROR_INVALID_HANDLE;
-    } else {
-        at_find(a->ptr, true);
-        alloc_drop(a);
-        /* the handle memory itself is kept: a stale handle must stay harmless */
-    }
-    pthread_mutex_unlock(&G.lock);
+    struct sim_ctx *c;
+    CUresult r = need_ctx(&c);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (pHandle == NULL || desc == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    int bpe;
+    r = check_array3d(desc, &bpe);
+    if (r != CUDA_SUCCESS)
+        return r;
+    uint64_t size, h;
+    if (!array_bytes(desc->Width, desc->Height, desc->Depth, bpe, desc->NumChannels, &size))
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    r = handle_alloc(c, size, AK_ARRAY, &h);
+    if (r == CUDA_SUCCESS)
+        *pHandle = (CUarray)(uintptr_t)h;
     return r;
+}
+
+static uint64_t level_dim(uint64_t v, unsigned l)
+{
+    if (v == 0)
+        return 0;
+    v >>= l;
+    return v ? v : 1;
+}
+
+/* A mipmapped array holds every level: level l halves Width, Height and (unless the
+ * array is layered or a cubemap, where Depth counts layers/faces) Depth l times,
+ * never below 1; each level is charged like an array of that size. */
+EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *pHandle,
+                                       const CUDA_ARRAY3D_DESCRIPTOR *desc, unsigned int levels)
+{
+    CHECK_INIT();
+    struct sim_ctx *c;
+    CUresult r = need_ctx(&c);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (pHandle == NULL || desc == NULL || levels == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    int bpe;
+    r = check_array3d(desc, &bpe);
+    if (r != CUDA_SUCCESS)
+        return r;
+    bool fixed_depth = desc->Flags & (CUDA_ARRAY3D_LAYERED | CUDA_ARRAY3D_CUBEMAP);
+    uint64_t largest = desc->Width;
+    if (desc->Height > largest)
+        largest = desc->Height;
+    if (!fixed_depth && desc->Depth > largest)
+        largest = desc->Depth;
+    unsigned max_levels = 64 - (unsigned)__builtin_clzll(largest); /* floor(log2) + 1 */
+    if (levels > max_levels)
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t size = 0;
+    for (unsigned l = 0; l < levels; l++) {
+        uint64_t lv;
+        if (!array_bytes(level_dim(desc->Width, l), level_dim(desc->Height, l),
+                         fixed_depth ? desc->Depth : level_dim(desc->Depth, l), bpe,
+                         desc->NumChannels, &lv) ||
+            __builtin_add_overflow(size, lv, &size))
+            return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    uint64_t h;
+    r = handle_alloc(c, size, AK_MIPMAP, &h);
+    if (r == CUDA_SUCCESS)
+        *pHandle = (CUmipmappedArray)(uintptr_t)h;
+    return r;
+}
+
+EXPORT CUresult cuMipmappedArrayDestroy(CUmipmappedArray h)
+{
+    return handle_free((uint64_t)(uintptr_t)h, AK_MIPMAP);
 }
