@@ -5,6 +5,7 @@
 //	vgpuctl release ID...
 //	vgpuctl top [--watch]                            live usage per slice and process
 //	vgpuctl run --memory SIZE|PCT% [flags] -- CMD    CMD in a fresh slice
+//	vgpuctl quarantine list|release|restore          slices whose record vgpud could not load
 //	vgpuctl slice create --dir DIR --memory SIZE [--device N|UUID ...] [flags]
 //	vgpuctl slice show --dir DIR [--json]
 //	vgpuctl install containerd [--config PATH] [--runtime-path PATH] [--dry-run]
@@ -70,6 +71,9 @@ Commands (vgpud):
   release  free slices
   top      live memory use per slice and process
   run      run a command in a fresh slice, released when it exits
+  quarantine
+           list, release or restore the slices whose record vgpud could not
+           load (what they hold stays booked until you do)
 
 Commands (no daemon):
   slice    create or show a slice's budget/usage files
@@ -82,7 +86,7 @@ usually: run as root).
 Run 'vgpuctl <command> --help' for details.
 `,
 		children: []*command{devicesCommand(), slicesCommand(), allocCommand(), releaseCommand(),
-			topCommand(), runCommand(), sliceCommand(), installCommand()},
+			topCommand(), runCommand(), quarantineCommand(), sliceCommand(), installCommand()},
 	}
 }
 
