@@ -122,6 +122,22 @@ int main(void)
     EXPECT_RES(cuCtxDestroy_v2(prim),
                CUDA_ERROR_INVALID_CONTEXT); /* primary: release, not destroy */
 
+    /* cuCtxAttach / cuCtxDetach: a usage count; the last detach destroys. */
+    CHECK(cuCtxCreate_v2(&ctx, 0, d));
+    CUcontext att;
+    EXPECT_RES(cuCtxAttach(&att, 1), CUDA_ERROR_INVALID_VALUE);
+    CHECK(cuCtxAttach(&att, 0));
+    EXPECT(att == ctx, "attach returned %p, not the current %p", (void *)att, (void *)ctx);
+    CHECK(cuMemAlloc_v2(&p, 3 * MiB));
+    CHECK(cuCtxDetach(ctx));
+    EXPECT(dev_free() == free0 - ctxmem - 3 * MiB, "detach with a usage left freed something");
+    CHECK(cuCtxDetach(ctx));
+    EXPECT(dev_free() == free0, "last detach did not destroy the context");
+    CHECK(cuCtxGetCurrent(&cur));
+    EXPECT(cur == prim, "last detach did not pop the context");
+    EXPECT_RES(cuCtxDetach(ctx), CUDA_ERROR_INVALID_CONTEXT);
+    EXPECT_RES(cuCtxAttach(&att, 0), CUDA_ERROR_INVALID_CONTEXT); /* primary current */
+
     CHECK(cuCtxPushCurrent_v2(prim));
     CUcontext popped;
     CHECK(cuCtxPopCurrent_v2(&popped));
@@ -181,6 +197,48 @@ int main(void)
     CHECK(cuArrayDestroy(arr));
     EXPECT_RES(cuArrayDestroy(arr), CUDA_ERROR_INVALID_HANDLE);
     EXPECT(dev_free() == free0, "arrays not credited");
+
+    /* 3D, layered and cubemap arrays: rows x max(H,1) x max(D,1). */
+    CUDA_ARRAY3D_DESCRIPTOR a3 = {
+        .Width = 100, .Height = 3, .Depth = 5, .Format = CU_AD_FORMAT_FLOAT, .NumChannels = 4};
+    CHECK(cuArray3DCreate_v2(&arr, &a3));
+    EXPECT(dev_free() == free0 - 2048 * 3 * 5, "3D array charged %zu", free0 - dev_free());
+    EXPECT_RES(cuMemFree_v2((CUdeviceptr)(uintptr_t)arr), CUDA_ERROR_INVALID_VALUE);
+    CHECK(cuArrayDestroy(arr));
+    a3.Height = 0; /* 3D without a height */
+    EXPECT_RES(cuArray3DCreate_v2(&arr, &a3), CUDA_ERROR_INVALID_VALUE);
+    a3.Flags = CUDA_ARRAY3D_LAYERED; /* 1D layered: 5 layers */
+    CHECK(cuArray3DCreate_v2(&arr, &a3));
+    EXPECT(dev_free() == free0 - 2048 * 5, "layered array charged %zu", free0 - dev_free());
+    CHECK(cuArrayDestroy(arr));
+    a3.Flags = CUDA_ARRAY3D_CUBEMAP;
+    a3.Height = 100;
+    EXPECT_RES(cuArray3DCreate_v2(&arr, &a3), CUDA_ERROR_INVALID_VALUE); /* depth 5 */
+    a3.Depth = 6;
+    CHECK(cuArray3DCreate_v2(&arr, &a3));
+    EXPECT(dev_free() == free0 - 2048 * 100 * 6, "cubemap charged %zu", free0 - dev_free());
+    CHECK(cuArrayDestroy(arr));
+    EXPECT(dev_free() == free0, "3D arrays not credited");
+
+    /* Mipmapped: the sum of the levels (3D: every dimension halves; layered: not
+     * the layers), each row at least 512 bytes. */
+    CUDA_ARRAY3D_DESCRIPTOR md = {
+        .Width = 256, .Height = 64, .Depth = 8, .Format = CU_AD_FORMAT_FLOAT, .NumChannels = 4};
+    CUmipmappedArray mm;
+    EXPECT_RES(cuMipmappedArrayCreate(&mm, &md, 10), CUDA_ERROR_INVALID_VALUE); /* > 9 levels */
+    CHECK(cuMipmappedArrayCreate(&mm, &md, 3));
+    size_t mwant = 4096 * 64 * 8 + 2048 * 32 * 4 + 1024 * 16 * 2;
+    EXPECT(dev_free() == free0 - mwant, "mipmap charged %zu, want %zu", free0 - dev_free(), mwant);
+    EXPECT_RES(cuArrayDestroy((CUarray)mm), CUDA_ERROR_INVALID_HANDLE);
+    CHECK(cuMipmappedArrayDestroy(mm));
+    EXPECT_RES(cuMipmappedArrayDestroy(mm), CUDA_ERROR_INVALID_HANDLE);
+    md.Flags = CUDA_ARRAY3D_LAYERED;
+    CHECK(cuMipmappedArrayCreate(&mm, &md, 9));
+    mwant = 8 * (4096 * 64 + 2048 * 32 + 1024 * 16 + 512 * 8 + 512 * 4 + 512 * 2 + 512 + 512 + 512);
+    EXPECT(dev_free() == free0 - mwant, "layered mipmap charged %zu, want %zu", free0 - dev_free(),
+           mwant);
+    CHECK(cuMipmappedArrayDestroy(mm));
+    EXPECT(dev_free() == free0, "mipmaps not credited");
 
     /* ---- VMM */
     CUmemAllocationProp prop;
@@ -267,6 +325,52 @@ int main(void)
     CHECK(cuDeviceGetMemPool(&curpool, d));
     EXPECT(curpool == defpool, "destroyed pool still current");
 
+    /* ---- graph memory: taken at the first launch, kept until the exec is destroyed
+     * or trimmed while idle, taken again by the next launch */
+    CUgraph gg;
+    CHECK(cuGraphCreate(&gg, 0));
+    CUDA_MEM_ALLOC_NODE_PARAMS gp;
+    memset(&gp, 0, sizeof gp);
+    gp.poolProps.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+    gp.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    gp.poolProps.location.id = d;
+    gp.bytesize = 12 * MiB;
+    CUgraphNode ga, gf;
+    CHECK(cuGraphAddMemAllocNode(&ga, gg, NULL, 0, &gp));
+    EXPECT(gp.dptr != 0, "no address for the allocation node");
+    EXPECT_RES(cuGraphAddMemFreeNode(&gf, gg, &ga, 1, gp.dptr + 512), CUDA_ERROR_INVALID_VALUE);
+    CHECK(cuGraphAddMemFreeNode(&gf, gg, &ga, 1, gp.dptr));
+    EXPECT_RES(cuGraphAddMemFreeNode(&gf, gg, &ga, 1, gp.dptr), CUDA_ERROR_INVALID_VALUE);
+    int gt = -1;
+    CHECK(cuGraphNodeGetType(ga, &gt));
+    EXPECT(gt == CU_GRAPH_NODE_TYPE_MEM_ALLOC, "alloc node type %d", gt);
+    CHECK(cuGraphNodeGetType(gf, &gt));
+    EXPECT(gt == CU_GRAPH_NODE_TYPE_MEM_FREE, "free node type %d", gt);
+    CUDA_MEM_ALLOC_NODE_PARAMS gq;
+    CHECK(cuGraphMemAllocNodeGetParams(ga, &gq));
+    EXPECT(gq.bytesize == 12 * MiB && gq.dptr == gp.dptr && gq.poolProps.location.id == d,
+           "alloc node params %zu %llx", gq.bytesize, gq.dptr);
+    EXPECT_RES(cuGraphMemAllocNodeGetParams(gf, &gq), CUDA_ERROR_INVALID_VALUE);
+    CUgraphExec ge;
+    CHECK(cuGraphInstantiateWithFlags(&ge, gg, 0));
+    EXPECT(dev_free() == free0, "instantiation took graph memory");
+    CUstream gs;
+    CHECK(cuStreamCreate(&gs, 0));
+    CHECK(cuGraphLaunch(ge, gs));
+    EXPECT(dev_free() == free0 - 12 * MiB, "first launch took %zu", free0 - dev_free());
+    CHECK(cuGraphLaunch(ge, gs));
+    EXPECT(dev_free() == free0 - 12 * MiB, "second launch took more: %zu", free0 - dev_free());
+    EXPECT_RES(cuMemFree_v2(gp.dptr), CUDA_ERROR_INVALID_VALUE);
+    CHECK(cuStreamSynchronize(gs));
+    CHECK(cuDeviceGraphMemTrim(d));
+    EXPECT(dev_free() == free0, "trim of an idle graph left %zu", free0 - dev_free());
+    CHECK(cuGraphLaunch(ge, gs));
+    EXPECT(dev_free() == free0 - 12 * MiB, "launch after trim took %zu", free0 - dev_free());
+    CHECK(cuGraphExecDestroy(ge));
+    EXPECT(dev_free() == free0, "exec destroy left %zu", free0 - dev_free());
+    CHECK(cuGraphDestroy(gg));
+    CHECK(cuStreamSynchronize(gs));
+
     /* ---- modules and launches (argument checks; timing is sim_launch's job) */
     CUmodule mod;
     CUfunction fn;
@@ -281,6 +385,25 @@ int main(void)
     CHECK(cuLaunchKernel(fn, 1, 1, 1, 32, 1, 1, 0, s, NULL, NULL));
     EXPECT_RES(cuLaunchCooperativeKernel(fn, 1u << 30, 1, 1, 32, 1, 1, 0, s, NULL),
                CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE);
+    EXPECT_RES(cuFuncSetBlockShape(fn, 2048, 1, 1), CUDA_ERROR_INVALID_VALUE);
+    CHECK(cuFuncSetBlockShape(fn, 64, 1, 1));
+    CHECK(cuLaunch(fn));
+    EXPECT_RES(cuLaunchGrid(fn, 0, 1), CUDA_ERROR_INVALID_VALUE);
+    CHECK(cuLaunchGrid(fn, 4, 2));
+    CHECK(cuLaunchGridAsync(fn, 4, 2, s));
+    CUDA_LAUNCH_PARAMS lp = {.function = fn,
+                             .gridDimX = 2,
+                             .gridDimY = 1,
+                             .gridDimZ = 1,
+                             .blockDimX = 32,
+                             .blockDimY = 1,
+                             .blockDimZ = 1,
+                             .hStream = NULL};
+    EXPECT_RES(cuLaunchCooperativeKernelMultiDevice(&lp, 1, 0), CUDA_ERROR_INVALID_VALUE);
+    lp.hStream = s;
+    CHECK(cuLaunchCooperativeKernelMultiDevice(&lp, 1, 0));
+    CUDA_LAUNCH_PARAMS two[2] = {lp, lp}; /* both on device d */
+    EXPECT_RES(cuLaunchCooperativeKernelMultiDevice(two, 2, 0), CUDA_ERROR_INVALID_DEVICE);
     CHECK(cuStreamDestroy_v2(s));
     EXPECT_RES(cuStreamSynchronize(s), CUDA_ERROR_INVALID_HANDLE);
 

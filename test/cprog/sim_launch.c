@@ -3,8 +3,9 @@
  *
  *   sim_launch NS_PER_BLOCK SMS GRID LAUNCHES MAX_BACKLOG_NS
  *
- * Queues LAUNCHES kernels of GRID blocks through cuLaunchKernel, cuLaunchKernelEx and
- * a graph, and checks (lower bounds only: a loaded machine may be slower, never
+ * Queues LAUNCHES kernels of GRID blocks through cuLaunchKernel, cuLaunchKernelEx, a
+ * graph, the pre-4.0 cuLaunch / cuLaunchGrid / cuLaunchGridAsync and
+ * cuLaunchCooperativeKernelMultiDevice, and checks (lower bounds only: a loaded machine may be slower, never
  * faster) that each synchronize returned no earlier than the simulated duration and
  * that a queue fuller than MAX_BACKLOG_NS blocked the launching thread. Prints
  * "BUSY <ns>": the device time this process queued, for the Go test to compare with
@@ -117,6 +118,31 @@ int main(int argc, char **argv)
     busy += 2 * gdur;
     CHECK(cuGraphExecDestroy(ge));
     CHECK(cuGraphDestroy(g));
+
+    /* 4. The pre-4.0 launches (block shape from cuFuncSetBlockShape) and a one-device
+     *    multi-device cooperative launch occupy the device like cuLaunchKernel. */
+    CHECK(cuFuncSetBlockShape(fn, 128, 1, 1));
+    unsigned cgrid = grid < sms * 32 ? grid : (unsigned)(sms * 32);
+    unsigned long long cper = (cgrid + sms - 1) / sms * nspb;
+    CUDA_LAUNCH_PARAMS lp = {.function = fn,
+                             .gridDimX = cgrid,
+                             .gridDimY = 1,
+                             .gridDimZ = 1,
+                             .blockDimX = 128,
+                             .blockDimY = 1,
+                             .blockDimZ = 1,
+                             .hStream = s};
+    t0 = now_ns();
+    CHECK(cuLaunch(fn)); /* one block: one wave */
+    CHECK(cuLaunchGrid(fn, (int)grid, 1));
+    CHECK(cuLaunchGridAsync(fn, (int)grid, 1, s));
+    CHECK(cuLaunchCooperativeKernelMultiDevice(&lp, 1, 0));
+    CHECK(cuCtxSynchronize());
+    t1 = now_ns();
+    unsigned long long lwant = nspb + 2 * per + cper;
+    EXPECT(t1 - t0 >= lwant, "legacy launches synchronized after %llu ns, want >= %llu", t1 - t0,
+           lwant);
+    busy += lwant;
     CHECK(cuStreamDestroy_v2(s));
 
     printf("BUSY %llu\n", busy);

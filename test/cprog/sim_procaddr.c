@@ -88,11 +88,20 @@ int main(void)
     expect_variant("cuMemAlloc", 12000, PT,
                    "cuMemAlloc_v2"); /* no per-thread form: the plain one */
     expect_variant("cuLaunchKernel", 6050, PT, "cuLaunchKernel"); /* _ptsz exists only since 7000 */
+    expect_variant("cuArray3DCreate", 12000, 0, "cuArray3DCreate_v2");
+    expect_variant("cuMipmappedArrayCreate", 12000, 0, "cuMipmappedArrayCreate");
+    expect_variant("cuCtxDetach", 12000, 0, "cuCtxDetach");
+    expect_variant("cuLaunchGridAsync", 12000, PT, "cuLaunchGridAsync"); /* no _ptsz form */
+    expect_variant("cuLaunchCooperativeKernelMultiDevice", 12000, 0,
+                   "cuLaunchCooperativeKernelMultiDevice");
+    expect_variant("cuGraphAddMemAllocNode", 12000, 0, "cuGraphAddMemAllocNode");
 
     /* Exists, but only in a later version than the caller asks for. */
     expect_missing("cuMemAllocAsync", 11010, CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT);
     expect_missing("cuLaunchKernelEx", 11000, CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT);
     expect_missing("cuGetProcAddress", 11020, CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT);
+    expect_missing("cuGraphAddMemAllocNode", 11030, CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT);
+    expect_missing("cuArray3DCreate", 3010, CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT);
     /* Unknown names, including variant names (callers pass base names). */
     expect_missing("cuNoSuchFunction", 12000, CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND);
     expect_missing("cuMemAlloc_v2", 12000, CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND);

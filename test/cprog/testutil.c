@@ -287,22 +287,88 @@ void resolve_api(struct cuapi *api, const char *path, int ptsz, linked_resolver 
         RES(launch_ex, "cuLaunchKernelEx", "cuLaunchKernelEx", 1);
     RES(launch_coop, "cuLaunchCooperativeKernel", "cuLaunchCooperativeKernel", 1);
     RES(graph_launch, "cuGraphLaunch", "cuGraphLaunch", 1);
+    RES(ctx_attach, "cuCtxAttach", "cuCtxAttach", 0);
+    RES(ctx_detach, "cuCtxDetach", "cuCtxDetach", 0);
+    RES(array3d_create, "cuArray3DCreate", "cuArray3DCreate_v2", 0);
+    RES(mipmap_create, "cuMipmappedArrayCreate", "cuMipmappedArrayCreate", 0);
+    RES(mipmap_destroy, "cuMipmappedArrayDestroy", "cuMipmappedArrayDestroy", 0);
+    RES(stream_create, "cuStreamCreate", "cuStreamCreate", 0);
+    if (r.kind == R_DLSYM || r.version >= 11040) { /* graph memory nodes are CUDA 11.4 */
+        RES(graph_create, "cuGraphCreate", "cuGraphCreate", 0);
+        RES(graph_add_alloc, "cuGraphAddMemAllocNode", "cuGraphAddMemAllocNode", 0);
+        RES(graph_add_free, "cuGraphAddMemFreeNode", "cuGraphAddMemFreeNode", 0);
+        RES(graph_instantiate, "cuGraphInstantiateWithFlags", "cuGraphInstantiateWithFlags", 0);
+        RES(graph_exec_destroy, "cuGraphExecDestroy", "cuGraphExecDestroy", 0);
+        RES(graph_destroy, "cuGraphDestroy", "cuGraphDestroy", 0);
+    }
+    RES(set_block_shape, "cuFuncSetBlockShape", "cuFuncSetBlockShape", 0);
+    RES(launch_legacy, "cuLaunch", "cuLaunch", 0);
+    RES(launch_grid, "cuLaunchGrid", "cuLaunchGrid", 0);
+    RES(launch_grid_async, "cuLaunchGridAsync", "cuLaunchGridAsync", 0);
+    RES(launch_multi, "cuLaunchCooperativeKernelMultiDevice",
+        "cuLaunchCooperativeKernelMultiDevice", 0);
 }
 
 void report_hooks(const struct cuapi *api)
 {
-    static const char *const names[] = {
-        "init",        "retain",      "release",     "ctx_create",   "ctx_create3",
-        "ctx_destroy", "set_current", "alloc",       "pitch",        "managed",
-        "mfree",       "create",      "mrelease",    "reserve",      "addr_free",
-        "map",         "unmap",       "set_access",  "array_create", "array_destroy",
-        "alloc_async", "free_async",  "alloc_pool",  "pool_create",  "pool_destroy",
-        "pool_trim",   "pool_set",    "pool_get",    "stream_sync",  "ctx_sync",
-        "mem_info",    "total_mem",   "module_load", "get_function", "launch",
-        "launch_ex",   "launch_coop", "graph_launch"};
+    static const char *const names[] = {"init",
+                                        "retain",
+                                        "release",
+                                        "ctx_create",
+                                        "ctx_create3",
+                                        "ctx_destroy",
+                                        "set_current",
+                                        "alloc",
+                                        "pitch",
+                                        "managed",
+                                        "mfree",
+                                        "create",
+                                        "mrelease",
+                                        "reserve",
+                                        "addr_free",
+                                        "map",
+                                        "unmap",
+                                        "set_access",
+                                        "array_create",
+                                        "array_destroy",
+                                        "alloc_async",
+                                        "free_async",
+                                        "alloc_pool",
+                                        "pool_create",
+                                        "pool_destroy",
+                                        "pool_trim",
+                                        "pool_set",
+                                        "pool_get",
+                                        "stream_sync",
+                                        "ctx_sync",
+                                        "mem_info",
+                                        "total_mem",
+                                        "module_load",
+                                        "get_function",
+                                        "launch",
+                                        "launch_ex",
+                                        "launch_coop",
+                                        "graph_launch",
+                                        "ctx_attach",
+                                        "ctx_detach",
+                                        "array3d_create",
+                                        "mipmap_create",
+                                        "mipmap_destroy",
+                                        "stream_create",
+                                        "graph_create",
+                                        "graph_add_alloc",
+                                        "graph_add_free",
+                                        "graph_instantiate",
+                                        "graph_exec_destroy",
+                                        "graph_destroy",
+                                        "set_block_shape",
+                                        "launch_legacy",
+                                        "launch_grid",
+                                        "launch_grid_async",
+                                        "launch_multi"};
     _Static_assert(sizeof names / sizeof names[0] == sizeof(struct cuapi) / sizeof(void *),
                    "one name per entry point");
-    char vg[2048] = "", drv[1024] = "";
+    char vg[4096] = "", drv[2048] = "";
     void *const *fp = (void *const *)api;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (!fp[i])
@@ -322,13 +388,17 @@ void report_hooks(const struct cuapi *api)
 struct block {
     CUdeviceptr ptr;
     CUmemGenericAllocationHandle handle; /* vmm */
-    CUarray array;
+    CUarray array;                       /* array, array3d */
+    CUmipmappedArray mipmap;
+    CUgraph graph; /* graphmem */
+    CUgraphExec exec;
     size_t size;
 };
 
 struct workload {
     struct cuapi api;
-    const char *kind; /* alloc pitch managed vmm array async pool pooltrim */
+    const char *kind; /* alloc pitch managed vmm array array3d mipmap graphmem async pool
+                         pooltrim */
     CUmemoryPool pool;
     CUstream stream; /* NULL: the default stream (legacy, or per-thread with --ptsz) */
 };
@@ -358,6 +428,54 @@ static CUresult wl_alloc(struct workload *w, struct block *b, size_t size)
             .Width = 4096, .Height = size / 65536, .Format = CU_AD_FORMAT_FLOAT, .NumChannels = 4};
         return a->array_create(&b->array, &d);
     }
+    if (strcmp(k, "array3d") == 0) {
+        /* float4 x 4096 wide = 64 KiB rows, 32 rows: 2 MiB per slice; size/2MiB deep. */
+        CUDA_ARRAY3D_DESCRIPTOR d = {.Width = 4096,
+                                     .Height = 32,
+                                     .Depth = size / (2 * MiB),
+                                     .Format = CU_AD_FORMAT_FLOAT,
+                                     .NumChannels = 4};
+        return a->array3d_create(&b->array, &d);
+    }
+    if (strcmp(k, "mipmap") == 0) {
+        /* A layered 4096 x 1 float4 mipmap of 9 levels: rows of 64, 32, ..., 1 KiB,
+         * then 512 B twice (a row never takes less) = 128 KiB per layer; size/128KiB
+         * layers (512 for 64 MiB). */
+        CUDA_ARRAY3D_DESCRIPTOR d = {.Width = 4096,
+                                     .Height = 1,
+                                     .Depth = size / (128 * 1024),
+                                     .Format = CU_AD_FORMAT_FLOAT,
+                                     .NumChannels = 4,
+                                     .Flags = CUDA_ARRAY3D_LAYERED};
+        return a->mipmap_create(&b->mipmap, &d, 9);
+    }
+    if (strcmp(k, "graphmem") == 0) {
+        /* A graph that allocates `size` bytes and frees them, instantiated and
+         * launched once: the executable graph then holds its memory. */
+        if (!a->graph_create)
+            fail("--api graphmem needs CUDA 11.4 entry points (this path has none)");
+        CHECK(a->graph_create(&b->graph, 0));
+        CUDA_MEM_ALLOC_NODE_PARAMS mp;
+        memset(&mp, 0, sizeof mp);
+        mp.poolProps.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+        mp.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+        mp.poolProps.location.id = 0;
+        mp.bytesize = size;
+        CUgraphNode an, fn;
+        CHECK(a->graph_add_alloc(&an, b->graph, NULL, 0, &mp));
+        CHECK(a->graph_add_free(&fn, b->graph, &an, 1, mp.dptr));
+        CUresult r = a->graph_instantiate(&b->exec, b->graph, 0);
+        if (r == CUDA_SUCCESS)
+            r = a->graph_launch(b->exec, w->stream);
+        if (r == CUDA_SUCCESS)
+            r = a->stream_sync(w->stream);
+        if (r != CUDA_SUCCESS) {
+            if (b->exec)
+                a->graph_exec_destroy(b->exec);
+            a->graph_destroy(b->graph);
+        }
+        return r;
+    }
     if (strcmp(k, "vmm") == 0) {
         CUmemAllocationProp prop;
         memset(&prop, 0, sizeof prop);
@@ -386,8 +504,13 @@ static void wl_free(struct workload *w, struct block *b)
 {
     struct cuapi *a = &w->api;
     const char *k = w->kind;
-    if (strcmp(k, "array") == 0) {
+    if (strcmp(k, "array") == 0 || strcmp(k, "array3d") == 0) {
         CHECK(a->array_destroy(b->array));
+    } else if (strcmp(k, "mipmap") == 0) {
+        CHECK(a->mipmap_destroy(b->mipmap));
+    } else if (strcmp(k, "graphmem") == 0) {
+        CHECK(a->graph_exec_destroy(b->exec));
+        CHECK(a->graph_destroy(b->graph));
     } else if (strcmp(k, "vmm") == 0) {
         CHECK(a->unmap(b->ptr, b->size));
         CHECK(a->mrelease(b->handle));
@@ -430,12 +553,27 @@ static void wl_usage(const char *prog)
 {
     fprintf(stderr,
             "usage: %s [--path P] [--ptsz] --api A [--chunk SIZE] [--count N | --until-oom]\n"
-            "          [--ctx primary|create] [--step] [--no-free] [--launch] [--ignore-init]\n"
-            "          [--drop-ctx] [--destroy-pool-first]\n"
+            "          [--ctx primary|create|attach] [--step] [--no-free] [--launch]\n"
+            "          [--ignore-init] [--drop-ctx] [--destroy-pool-first]\n"
             "  P: linked dlsym gpa:VER gpa2:VER gpaself\n"
-            "  A: alloc pitch managed vmm array async pool pooltrim\n",
+            "  A: alloc pitch managed vmm array array3d mipmap graphmem async pool pooltrim\n",
             prog);
     exit(2);
+}
+
+/* Lets the workload's context go: destroyed (--ctx create), its two usage counts
+ * detached (--ctx attach: "detached_once" between them), or the primary released. */
+static void wl_drop_ctx(struct cuapi *a, const char *ctxmode, CUcontext ctx, int step)
+{
+    if (!strcmp(ctxmode, "create")) {
+        CHECK(a->ctx_destroy(ctx));
+    } else if (!strcmp(ctxmode, "attach")) {
+        CHECK(a->ctx_detach(ctx));
+        phase(step, "detached_once");
+        CHECK(a->ctx_detach(ctx));
+    } else {
+        CHECK(a->release(0));
+    }
 }
 
 /* The workload (testutil.h). */
@@ -505,11 +643,20 @@ int workload_main(int argc, char **argv, linked_resolver linked)
         return 4;
     }
     CUcontext ctx = NULL;
-    if (!strcmp(ctxmode, "create")) {
+    int created = !strcmp(ctxmode, "create") || !strcmp(ctxmode, "attach");
+    if (created) {
         if (a->ctx_create3)
             CHECK(a->ctx_create3(&ctx, NULL, 0, 0, 0));
         else
             CHECK(a->ctx_create(&ctx, 0, 0));
+        if (!strcmp(ctxmode, "attach")) {
+            /* pycuda's way: one more usage count, dropped by cuCtxDetach. */
+            CUcontext again = NULL;
+            CHECK(a->ctx_attach(&again, 0));
+            if (again != ctx)
+                fail("cuCtxAttach handed back %p, not the current context %p", (void *)again,
+                     (void *)ctx);
+        }
     } else {
         CHECK(a->retain(&ctx, 0));
         CHECK(a->set_current(ctx));
@@ -557,6 +704,25 @@ int workload_main(int argc, char **argv, linked_resolver linked)
             nl++;
         }
         CHECK(a->launch_coop(fn, 2, 1, 1, 32, 1, 1, 0, w.stream, NULL));
+        /* The pre-4.0 launches and the multi-device cooperative launch (one device,
+         * on a created stream, as it requires). */
+        CHECK(a->set_block_shape(fn, 32, 1, 1));
+        CHECK(a->launch_legacy(fn));
+        CHECK(a->launch_grid(fn, 2, 1));
+        CHECK(a->launch_grid_async(fn, 2, 1, w.stream));
+        CUstream ms;
+        CHECK(a->stream_create(&ms, 0));
+        CUDA_LAUNCH_PARAMS lp = {.function = fn,
+                                 .gridDimX = 2,
+                                 .gridDimY = 1,
+                                 .gridDimZ = 1,
+                                 .blockDimX = 32,
+                                 .blockDimY = 1,
+                                 .blockDimZ = 1,
+                                 .hStream = ms};
+        CHECK(a->launch_multi(&lp, 1, 0));
+        nl += 4;
+        CHECK(a->stream_sync(ms));
         CHECK(a->stream_sync(w.stream));
         say("LAUNCHED n=%d", nl);
     }
@@ -567,10 +733,7 @@ int workload_main(int argc, char **argv, linked_resolver linked)
     if (drop_ctx) {
         /* Tear the context down with the blocks still allocated: the driver frees
          * them with it. */
-        if (!strcmp(ctxmode, "create"))
-            CHECK(a->ctx_destroy(ctx));
-        else
-            CHECK(a->release(0));
+        wl_drop_ctx(a, ctxmode, ctx, step);
         phase(step, "released");
         return 0;
     }
@@ -596,10 +759,7 @@ int workload_main(int argc, char **argv, linked_resolver linked)
     }
     if (w.pool)
         CHECK(a->pool_destroy(w.pool));
-    if (!strcmp(ctxmode, "create"))
-        CHECK(a->ctx_destroy(ctx));
-    else
-        CHECK(a->release(0));
+    wl_drop_ctx(a, ctxmode, ctx, step);
     phase(step, "released");
     free(blocks);
     if (until_oom && r != CUDA_ERROR_OUT_OF_MEMORY)

@@ -70,6 +70,24 @@ CUresult cuMemUnmap(CUdeviceptr, size_t);
 CUresult cuMemSetAccess(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
 CUresult cuArrayCreate_v2(CUarray *, const CUDA_ARRAY_DESCRIPTOR *);
 CUresult cuArrayDestroy(CUarray);
+CUresult cuArray3DCreate_v2(CUarray *, const CUDA_ARRAY3D_DESCRIPTOR *);
+CUresult cuMipmappedArrayCreate(CUmipmappedArray *, const CUDA_ARRAY3D_DESCRIPTOR *, unsigned int);
+CUresult cuMipmappedArrayDestroy(CUmipmappedArray);
+CUresult cuCtxAttach(CUcontext *, unsigned int);
+CUresult cuCtxDetach(CUcontext);
+CUresult cuStreamCreate(CUstream *, unsigned int);
+CUresult cuGraphCreate(CUgraph *, unsigned int);
+CUresult cuGraphAddMemAllocNode(CUgraphNode *, CUgraph, const CUgraphNode *, size_t,
+                                CUDA_MEM_ALLOC_NODE_PARAMS *);
+CUresult cuGraphAddMemFreeNode(CUgraphNode *, CUgraph, const CUgraphNode *, size_t, CUdeviceptr);
+CUresult cuGraphInstantiateWithFlags(CUgraphExec *, CUgraph, unsigned long long);
+CUresult cuGraphExecDestroy(CUgraphExec);
+CUresult cuGraphDestroy(CUgraph);
+CUresult cuFuncSetBlockShape(CUfunction, int, int, int);
+CUresult cuLaunch(CUfunction);
+CUresult cuLaunchGrid(CUfunction, int, int);
+CUresult cuLaunchGridAsync(CUfunction, int, int, CUstream);
+CUresult cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS *, unsigned int, unsigned int);
 CUresult cuMemAllocAsync(CUdeviceptr *, size_t, CUstream);
 CUresult cuMemAllocAsync_ptsz(CUdeviceptr *, size_t, CUstream);
 CUresult cuMemFreeAsync(CUdeviceptr, CUstream);
@@ -201,6 +219,26 @@ struct cuapi {
     CUresult (*launch_coop)(CUfunction, unsigned int, unsigned int, unsigned int, unsigned int,
                             unsigned int, unsigned int, unsigned int, CUstream, void **);
     CUresult (*graph_launch)(CUgraphExec, CUstream);
+    CUresult (*ctx_attach)(CUcontext *, unsigned int);
+    CUresult (*ctx_detach)(CUcontext);
+    CUresult (*array3d_create)(CUarray *, const CUDA_ARRAY3D_DESCRIPTOR *);
+    CUresult (*mipmap_create)(CUmipmappedArray *, const CUDA_ARRAY3D_DESCRIPTOR *, unsigned int);
+    CUresult (*mipmap_destroy)(CUmipmappedArray);
+    CUresult (*stream_create)(CUstream *, unsigned int);
+    /* Graph memory nodes (CUDA 11.4: absent on the gpa paths below that version). */
+    CUresult (*graph_create)(CUgraph *, unsigned int);
+    CUresult (*graph_add_alloc)(CUgraphNode *, CUgraph, const CUgraphNode *, size_t,
+                                CUDA_MEM_ALLOC_NODE_PARAMS *);
+    CUresult (*graph_add_free)(CUgraphNode *, CUgraph, const CUgraphNode *, size_t, CUdeviceptr);
+    CUresult (*graph_instantiate)(CUgraphExec *, CUgraph, unsigned long long);
+    CUresult (*graph_exec_destroy)(CUgraphExec);
+    CUresult (*graph_destroy)(CUgraph);
+    /* The pre-4.0 launches and the multi-device cooperative launch (no _ptsz forms). */
+    CUresult (*set_block_shape)(CUfunction, int, int, int);
+    CUresult (*launch_legacy)(CUfunction);
+    CUresult (*launch_grid)(CUfunction, int, int);
+    CUresult (*launch_grid_async)(CUfunction, int, int, CUstream);
+    CUresult (*launch_multi)(CUDA_LAUNCH_PARAMS *, unsigned int, unsigned int);
 };
 /* Fills api from the program's linked driver symbols (testutil_linked.c). */
 typedef void (*linked_resolver)(struct cuapi *api, int ptsz);
@@ -229,6 +267,9 @@ void report_hooks(const struct cuapi *api);
  *   trimmed    pooltrim only: after cuMemPoolTrimTo(pool, 0)
  *   released   context released (with --drop-ctx: right after "allocated", the
  *              blocks never freed — destroying the context frees them)
+ *   detached_once  --ctx attach only: the context was created and attached once
+ *              (usage count 2); the first cuCtxDetach left it alive, the second
+ *              (then "released") destroys it
  * Exit status: 0 when the run went as asked (with --until-oom: it stopped on
  * CUDA_ERROR_OUT_OF_MEMORY), 3 when --until-oom stopped on another error, 4 when
  * cuInit failed (the error is printed as "INIT err=N name=...").

@@ -45,4 +45,21 @@ void resolve_linked(struct cuapi *api, int ptsz)
     api->launch_ex = ptsz ? cuLaunchKernelEx_ptsz : cuLaunchKernelEx;
     api->launch_coop = ptsz ? cuLaunchCooperativeKernel_ptsz : cuLaunchCooperativeKernel;
     api->graph_launch = ptsz ? cuGraphLaunch_ptsz : cuGraphLaunch;
+    api->ctx_attach = cuCtxAttach;
+    api->ctx_detach = cuCtxDetach;
+    api->array3d_create = cuArray3DCreate_v2;
+    api->mipmap_create = cuMipmappedArrayCreate;
+    api->mipmap_destroy = cuMipmappedArrayDestroy;
+    api->stream_create = cuStreamCreate;
+    api->graph_create = cuGraphCreate;
+    api->graph_add_alloc = cuGraphAddMemAllocNode;
+    api->graph_add_free = cuGraphAddMemFreeNode;
+    api->graph_instantiate = cuGraphInstantiateWithFlags;
+    api->graph_exec_destroy = cuGraphExecDestroy;
+    api->graph_destroy = cuGraphDestroy;
+    api->set_block_shape = cuFuncSetBlockShape;
+    api->launch_legacy = cuLaunch;
+    api->launch_grid = cuLaunchGrid;
+    api->launch_grid_async = cuLaunchGridAsync;
+    api->launch_multi = cuLaunchCooperativeKernelMultiDevice;
 }

@@ -15,6 +15,12 @@
  *              co-resident: SMs x 32 blocks on the simulated node)
  *   graph      cuGraphLaunch of a graph of --nodes kernel nodes, back to back
  *   graphsync  cuGraphLaunch, cuStreamSynchronize, repeat (vLLM decode style)
+ *   legacy     cuLaunch back to back (pre-4.0 API: a grid of one block; the block
+ *              shape from cuFuncSetBlockShape)
+ *   grid       cuLaunchGrid (--grid x 1 blocks) back to back, the legacy stream
+ *   gridasync  cuLaunchGridAsync back to back, on a created stream
+ *   multidev   cuLaunchCooperativeKernelMultiDevice with one device, back to back,
+ *              on a created stream (grid capped like coop)
  *   mix        each step picks kernel / Ex / cooperative / graph at random, with a
  *              random grid (1/4 .. 2x --grid), and synchronizes one step in three
  * --grid is the blocks of one kernel (default 100 waves of the device's SMs); a
@@ -29,14 +35,22 @@
 #include "testutil.h"
 
 CUresult cuDeviceGetAttribute(int *, CUdevice_attribute, CUdevice);
-CUresult cuStreamCreate(CUstream *, unsigned int);
-CUresult cuGraphCreate(CUgraph *, unsigned int);
 CUresult cuGraphAddKernelNode_v2(CUgraphNode *, CUgraph, const CUgraphNode *, size_t,
                                  const CUDA_KERNEL_NODE_PARAMS_v2 *);
-CUresult cuGraphInstantiateWithFlags(CUgraphExec *, CUgraph, unsigned long long);
-CUresult cuGraphExecDestroy(CUgraphExec);
 
-enum mode { M_FLOOD, M_SYNC, M_EX, M_COOP, M_GRAPH, M_GRAPHSYNC, M_MIX };
+enum mode {
+    M_FLOOD,
+    M_SYNC,
+    M_EX,
+    M_COOP,
+    M_GRAPH,
+    M_GRAPHSYNC,
+    M_MIX,
+    M_LEGACY,
+    M_GRID,
+    M_GRIDASYNC,
+    M_MULTIDEV
+};
 
 static struct {
     enum mode mode;
@@ -106,6 +120,21 @@ static void launch_graph(CUstream s)
         CHECK(cuGraphLaunch(W.graph, s));
 }
 
+static void launch_multi(CUstream s, unsigned grid)
+{
+    if (grid > W.coop_grid)
+        grid = W.coop_grid;
+    CUDA_LAUNCH_PARAMS p = {.function = W.fn,
+                            .gridDimX = grid,
+                            .gridDimY = 1,
+                            .gridDimZ = 1,
+                            .blockDimX = 128,
+                            .blockDimY = 1,
+                            .blockDimZ = 1,
+                            .hStream = s};
+    CHECK(cuLaunchCooperativeKernelMultiDevice(&p, 1, 0));
+}
+
 static void sync_stream(CUstream s)
 {
     if (W.ptsz)
@@ -119,7 +148,8 @@ static void *worker(void *arg)
     unsigned long long seed = 0x9E3779B97F4A7C15ull ^ (unsigned long long)(uintptr_t)arg;
     CHECK(cuCtxSetCurrent(W.ctx));
     CUstream s = NULL; /* the default stream (legacy, or per-thread with --ptsz) */
-    if (W.mode == M_EX || W.mode == M_COOP || W.mode == M_GRAPH || W.mode == M_MIX)
+    if (W.mode == M_EX || W.mode == M_COOP || W.mode == M_GRAPH || W.mode == M_MIX ||
+        W.mode == M_GRIDASYNC || W.mode == M_MULTIDEV)
         CHECK(cuStreamCreate(&s, 0));
     double end = now_s() + W.seconds;
     unsigned long long n = 0, k = 0;
@@ -150,6 +180,22 @@ static void *worker(void *arg)
             launch_graph(s);
             sync_stream(s);
             k += W.nodes;
+            break;
+        case M_LEGACY:
+            CHECK(cuLaunch(W.fn));
+            k++;
+            break;
+        case M_GRID:
+            CHECK(cuLaunchGrid(W.fn, (int)W.grid, 1));
+            k++;
+            break;
+        case M_GRIDASYNC:
+            CHECK(cuLaunchGridAsync(W.fn, (int)W.grid, 1, s));
+            k++;
+            break;
+        case M_MULTIDEV:
+            launch_multi(s, W.grid);
+            k++;
             break;
         case M_MIX: {
             unsigned long long r = rnd(&seed);
@@ -190,9 +236,10 @@ static void *worker(void *arg)
 int main(int argc, char **argv)
 {
     if (argc < 3)
-        fail("usage: throttle_load flood|sync|ex|coop|graph|graphsync|mix SECONDS "
-             "[--grid N] [--nodes N] [--threads N] [--ptsz] [--seed N]");
-    static const char *names[] = {"flood", "sync", "ex", "coop", "graph", "graphsync", "mix"};
+        fail("usage: throttle_load flood|sync|ex|coop|graph|graphsync|mix|legacy|grid|gridasync|"
+             "multidev SECONDS [--grid N] [--nodes N] [--threads N] [--ptsz] [--seed N]");
+    static const char *names[] = {"flood", "sync",   "ex",   "coop",      "graph",   "graphsync",
+                                  "mix",   "legacy", "grid", "gridasync", "multidev"};
     int m = -1;
     for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
         if (strcmp(argv[1], names[i]) == 0)
@@ -236,6 +283,7 @@ int main(int argc, char **argv)
     CUmodule mod;
     CHECK(cuModuleLoadData(&mod, ".version 8.0\n"));
     CHECK(cuModuleGetFunction(&W.fn, mod, "busy"));
+    CHECK(cuFuncSetBlockShape(W.fn, 128, 1, 1)); /* for the legacy launches */
 
     /* A chain of kernel nodes sharing one kernel's worth of blocks. */
     CUgraph g;

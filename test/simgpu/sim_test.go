@@ -47,15 +47,17 @@ func TestLaunchesOccupyDeviceTime(t *testing.T) {
 	f := strings.Fields(out)
 	require.Len(t, f, 2)
 	busy := fieldU64(t, f[1])
-	// 60 launches of 2 waves + 2 Ex launches + 2 graph runs of 2+4+6 waves, 1 ms per wave.
-	require.Equal(t, uint64((launches*2+2*2+2*(2+4+6))*nsPerBlock), busy)
+	// 60 launches of 2 waves + 2 Ex launches + 2 graph runs of 2+4+6 waves, then
+	// cuLaunch (1 block: 1 wave), cuLaunchGrid and cuLaunchGridAsync (2 waves each)
+	// and a one-device cuLaunchCooperativeKernelMultiDevice (2 waves); 1 ms per wave.
+	require.Equal(t, uint64((launches*2+2*2+2*(2+4+6)+1+2+2+2)*nsPerBlock), busy)
 	require.GreaterOrEqual(t, time.Since(start), time.Duration(busy), "the program cannot finish before its device work")
 
 	st, err := Status(e.state)
 	require.NoError(t, err)
 	d := st.Devices[0]
 	require.Equal(t, busy, d.BusyNs, "the node records every queued ns")
-	require.Equal(t, uint64(launches+2+2*3), d.Launches)
+	require.Equal(t, uint64(launches+2+2*3+4), d.Launches)
 }
 
 // A process's figures while it lives: memory (context + allocation), busy device
