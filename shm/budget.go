@@ -44,7 +44,7 @@ func (r *BudgetRegion) Close() error {
 	}
 	err := unmap(r.data)
 	r.data, r.b = nil, nil
-	r.closeFile()
+	_ = r.closeFile() // the descriptor was only fstat-ed and ftruncate-d: no data to lose
 	if err != nil {
 		return fmt.Errorf("budget file %s: munmap: %w", r.path, err)
 	}
