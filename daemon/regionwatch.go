@@ -30,7 +30,8 @@ type regionFile interface {
 // on every later tick, so the space it took returns to the filesystem for the
 // other slices' regions and vgpud's records. A shrunk file is left alone: only
 // the tenant's own processes fault on it, and vgpud reads usage files only
-// inside shm's fault guard (the enforcer's scan, Reclaim, Throttle).
+// inside shm's fault guard (the enforcer's scan, Reclaim, the compute
+// controller's throttle counters).
 type regionWatch struct{}
 
 // check runs the watch over the loop's view.

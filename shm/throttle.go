@@ -48,21 +48,15 @@ type ThrottleCounters struct {
 // Credit is the bucket's current credit (negative: launchers are queued).
 func (c ThrottleCounters) Credit() int64 { return int64(c.Refilled - c.Spent) }
 
-// Throttle reads device d's throttle counters (each atomically; not one
-// instant). It runs inside Guard: the usage file is its tenant's, and a file
-// truncated under the mapping reads as zero counters instead of crashing the
-// reader (vgpud's compute controller).
-func (r *UsageRegion) Throttle(d int) (c ThrottleCounters) {
-	_ = r.Guard(func() {
-		ud := r.dev(d) // inside: even taking the address probes the mapping
-		c = ThrottleCounters{
-			Spent:       atomic.LoadUint64(&ud.TokenSpent),
-			Refilled:    atomic.LoadUint64(&ud.TokenRefilled),
-			Launches:    atomic.LoadUint64(&ud.Launches),
-			ThrottledNs: atomic.LoadUint64(&ud.ThrottledNs),
-		}
-	})
-	return c
+// Throttle reads device d's throttle counters (each atomically; not one instant).
+func (r *UsageRegion) Throttle(d int) ThrottleCounters {
+	ud := r.dev(d)
+	return ThrottleCounters{
+		Spent:       atomic.LoadUint64(&ud.TokenSpent),
+		Refilled:    atomic.LoadUint64(&ud.TokenRefilled),
+		Launches:    atomic.LoadUint64(&ud.Launches),
+		ThrottledNs: atomic.LoadUint64(&ud.ThrottledNs),
+	}
 }
 
 // TokenBucket reads device d's current token rate and burst (as one seqlock
