@@ -1,0 +1,143 @@
+package daemon
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
+)
+
+// The attacks of a tenant on vgpud, run against the real bin/vgpud on the
+// simulated node: the tenant writes its usage region (it may write any byte of
+// it), vgpud must decide from kernel and driver truth.
+
+// alive reports whether pid still runs (a zombie counts as gone).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] == ')' {
+			return i+2 < len(b) && b[i+2] != 'Z'
+		}
+	}
+	return false
+}
+
+// Row 2: a tenant zeroes its device counter (dev[0].used_bytes) between
+// allocations and keeps its own slots honest, so libvgpu admits far past the
+// budget. vgpud judges the slice by the driver's figures for the processes the
+// kernel places in it: one tick after it goes over, its largest process is
+// killed; another slice's process is untouched; vgpud stays up.
+func TestAttackZeroedCounterIsCaught(t *testing.T) {
+	nd := newNode(t, 1, 16*GiB)
+	d := nd.start("--enforcer-mode", "enforce", "--enforcer-interval", "50ms")
+	// The forger's slice is owned by this test: its children are its processes.
+	sl, err := nd.client.Alloc(bg(), api.AllocRequest{ID: "forger", MemoryBytes: 2 * GiB,
+		Owner: api.Owner{Kind: api.OwnerPID, PID: os.Getpid()}})
+	require.NoError(t, err)
+	neighbour := nd.startProc(nd.env(), "bin/vgpuctl", "run", "--memory", "4GiB", "--id", "neighbour", "--",
+		"build/test/sim_hold", strconv.FormatUint(GiB, 10))
+	neighbour.expect("READY")
+
+	u, err := shm.OpenUsage(filepath.Join(sl.Dir, shm.UsageFile))
+	require.NoError(t, err)
+	defer u.Close()
+	// Each holder alone fits the 2 GiB budget (1.5 GiB + its 256 MiB context).
+	first := nd.holder(sl.Dir, "512MiB", 3)
+	atomic.StoreUint64(&u.Raw().Dev[0].UsedBytes, 0) // the forgery
+	second := nd.startProc(nd.env("LD_PRELOAD="+filepath.Join(nd.root, "build/libvgpu.so"), "VGPU_SLICE_DIR="+sl.Dir),
+		"build/test/alloc", "--api", "alloc", "--chunk", "512MiB", "--count", "3", "--step")
+	second.expect("PHASE ready")
+	second.next()
+	res := second.expect("RESULT")
+	over := time.Now()
+	require.Equal(t, strconv.FormatUint(1536*MiB, 10), res["admitted"], "the forged counter let it in")
+	// Over from here: the backstop kills members until the rest fits.
+	eventually(t, 10*time.Second, "a member of the slice killed", func() bool {
+		return !alive(first.pid()) || !alive(second.pid())
+	})
+	t.Logf("the slice was over its budget for %v (enforcer tick 50ms)", time.Since(over))
+	require.True(t, alive(first.pid()) != alive(second.pid()), "one kill was enough: the rest fits")
+	recs := d.logRecords("enforcer backstop: process over its slice")
+	require.NotEmpty(t, recs, "log:\n%s", d.log())
+	for _, r := range recs {
+		require.Equal(t, "forger", r["slice"])
+		require.Equal(t, enforcer.ActionKilled, r["action"])
+	}
+	require.True(t, alive(neighbour.pid()), "a process of another slice is never touched")
+	_, err = nd.client.Health(bg())
+	require.NoError(t, err, "vgpud is up")
+	require.Equal(t, 0, neighbour.wait(), neighbour.stderr()) // stdin closed: it exits
+}
+
+// Row 3: a tenant plants 1,000 LIVE slots naming processes that are not its
+// own — another slice's process, a process in no slice, the test itself,
+// vgpud — with their real start times, in a slice whose budget their memory
+// would overflow. Nobody is signalled: membership is the kernel's word.
+func TestAttackPlantedSlotsSignalNobody(t *testing.T) {
+	nd := newNode(t, 1, 16*GiB)
+	d := nd.start("--enforcer-mode", "enforce", "--enforcer-interval", "50ms")
+	attacker, err := nd.client.Alloc(bg(), api.AllocRequest{ID: "attacker", MemoryBytes: 512 * MiB})
+	require.NoError(t, err)
+	victim := nd.startProc(nd.env(), "bin/vgpuctl", "run", "--memory", "4GiB", "--id", "victim", "--",
+		"build/test/sim_hold", strconv.FormatUint(2*GiB, 10))
+	victim.expect("READY")
+	victimPID := childOf(t, victim.pid())                                                  // sim_hold, below vgpuctl
+	outsider := nd.startProc(nd.env(), "build/test/sim_hold", strconv.FormatUint(GiB, 10)) // in no slice
+	outsider.expect("READY")
+
+	targets := []int{victimPID, outsider.pid(), os.Getpid(), d.cmd.Process.Pid}
+	u, err := shm.OpenUsage(filepath.Join(attacker.Dir, shm.UsageFile))
+	require.NoError(t, err)
+	defer u.Close()
+	planted := 0
+	for planted < 1000 {
+		for _, pid := range targets {
+			id, err := enforcer.ProcessIdentity(pid)
+			require.NoError(t, err)
+			if _, err := u.ClaimSlot(id); err != nil {
+				break
+			}
+			planted++
+		}
+	}
+	time.Sleep(40 * 50 * time.Millisecond) // 40 ticks
+	for _, pid := range targets {
+		require.True(t, alive(pid), "pid %d signalled; log:\n%s", pid, d.log())
+	}
+	require.Empty(t, d.logRecords("enforcer backstop: process over its slice"), "log:\n%s", d.log())
+	require.NoError(t, d.cmd.Process.Signal(syscall.Signal(0)), "vgpud is up")
+	require.Equal(t, 0, victim.wait(), victim.stderr()) // stdin closed: it exits
+	require.Equal(t, 0, outsider.wait(), outsider.stderr())
+
+}
+
+// childOf is the only child of pid (the children files of all its threads:
+// a Go program forks from whichever thread runs).
+func childOf(t *testing.T, pid int) int {
+	t.Helper()
+	files, err := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/children")
+	require.NoError(t, err)
+	var f []string
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		require.NoError(t, err)
+		f = append(f, strings.Fields(string(b))...)
+	}
+	require.Len(t, f, 1, "children of %d: %q", pid, f)
+	child, err := strconv.Atoi(f[0])
+	require.NoError(t, err)
+	return child
+}
