@@ -25,7 +25,26 @@ var paths = []string{
 }
 
 // Every allocation API of the workload (testutil.h).
-var apis = []string{"alloc", "pitch", "managed", "vmm", "array", "async", "pool", "pooltrim"}
+var apis = []string{"alloc", "pitch", "managed", "vmm", "array", "async", "pool", "pooltrim",
+	"array3d", "mipmap", "graphmem"}
+
+// capAPIs are the allocation APIs that allocate differently (pooltrim allocates
+// like pool).
+func capAPIs() []string {
+	var out []string
+	for _, a := range apis {
+		if a != "pooltrim" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// onPath says whether the workload can use api on path: graph memory nodes are
+// CUDA 11.4, which cuGetProcAddress at 11.3 does not offer.
+func onPath(api, path string) bool {
+	return api != "graphmem" || path != "gpa:11030"
+}
 
 // streamOrdered APIs have per-thread default stream (_ptsz) variants.
 func streamOrdered(api string) bool {
@@ -51,7 +70,12 @@ var hookOf = map[string]string{
 	"ctx_sync": "cuCtxSynchronize", "mem_info": "cuMemGetInfo_v2",
 	"total_mem": "cuDeviceTotalMem_v2", "launch": "cuLaunchKernel",
 	"launch_ex": "cuLaunchKernelEx", "launch_coop": "cuLaunchCooperativeKernel",
-	"graph_launch": "cuGraphLaunch",
+	"graph_launch": "cuGraphLaunch", "ctx_attach": "cuCtxAttach", "ctx_detach": "cuCtxDetach",
+	"array3d_create": "cuArray3DCreate_v2", "mipmap_create": "cuMipmappedArrayCreate",
+	"mipmap_destroy": "cuMipmappedArrayDestroy", "graph_instantiate": "cuGraphInstantiateWithFlags",
+	"graph_exec_destroy": "cuGraphExecDestroy", "launch_legacy": "cuLaunch",
+	"launch_grid": "cuLaunchGrid", "launch_grid_async": "cuLaunchGridAsync",
+	"launch_multi": "cuLaunchCooperativeKernelMultiDevice",
 }
 
 var perThread = map[string]bool{"alloc_async": true, "free_async": true, "alloc_pool": true,
@@ -59,7 +83,7 @@ var perThread = map[string]bool{"alloc_async": true, "free_async": true, "alloc_
 
 // Entry points libvgpu leaves alone: they must come back as the driver's own.
 var notHooked = []string{"set_current", "reserve", "addr_free", "set_access",
-	"pool_get", "module_load", "get_function"}
+	"pool_get", "module_load", "get_function", "stream_create", "set_block_shape"}
 
 // checkHooks verifies a "HOOKS vgpu=field:symbol,... driver=field,..." line.
 func checkHooks(t *testing.T, h map[string]string, ptsz bool) {
@@ -84,7 +108,9 @@ func checkHooks(t *testing.T, h map[string]string, ptsz bool) {
 			require.False(t, driver[field], "%s resolved to the driver, bypassing libvgpu", field)
 		}
 	}
-	for _, field := range []string{"init", "alloc", "mfree", "launch", "graph_launch"} {
+	for _, field := range []string{"init", "alloc", "mfree", "launch", "graph_launch",
+		"ctx_attach", "ctx_detach", "array3d_create", "mipmap_create", "mipmap_destroy",
+		"launch_legacy", "launch_grid", "launch_grid_async", "launch_multi"} {
 		require.Contains(t, got, field, "%s not hooked", field)
 	}
 	for _, field := range notHooked {
@@ -107,6 +133,9 @@ func TestEveryPathChargesAndCredits(t *testing.T) {
 	var cases []tc
 	for _, api := range apis {
 		for _, path := range paths {
+			if !onPath(api, path) {
+				continue
+			}
 			cases = append(cases, tc{"alloc", path, api, false, "primary"})
 			if streamOrdered(api) {
 				cases = append(cases, tc{"alloc", path, api, true, "primary"})
@@ -212,8 +241,11 @@ func TestDlsymOnEveryHandle(t *testing.T) {
 // included) and no less than fits, and the simulated driver's own per-process
 // figure equals libvgpu's charge.
 func TestMustShowChunksStopAtOOM(t *testing.T) {
-	for _, api := range apis[:7] { // pooltrim allocates like pool
+	for _, api := range capAPIs() {
 		for _, path := range paths {
+			if !onPath(api, path) {
+				continue
+			}
 			t.Run(api+"/"+path, func(t *testing.T) {
 				t.Parallel()
 				const ovh = 256 * MiB
@@ -297,8 +329,12 @@ func TestMustShowFourProcessesShareTheSlice(t *testing.T) {
 	for _, path := range paths {
 		cases = append(cases, tc{path, "alloc"})
 	}
-	for i, api := range apis[1:7] {
-		cases = append(cases, tc{paths[(i+1)%len(paths)], api})
+	for i, api := range capAPIs()[1:] {
+		path := paths[(i+1)%len(paths)]
+		if !onPath(api, path) {
+			path = "gpaself"
+		}
+		cases = append(cases, tc{path, api})
 	}
 	for _, c := range cases {
 		t.Run(c.api+"/"+c.path, func(t *testing.T) {
@@ -535,7 +571,8 @@ func TestExecTakesOverItsStaleSlot(t *testing.T) {
 // TestExitWhileHoldingReturnsEverything: a clean exit without freeing anything
 // (the driver frees it all) returns every charge and the slot.
 func TestExitWhileHoldingReturnsEverything(t *testing.T) {
-	for _, api := range []string{"alloc", "vmm", "array", "async", "pool"} {
+	for _, api := range []string{"alloc", "vmm", "array", "async", "pool", "array3d", "mipmap",
+		"graphmem"} {
 		t.Run(api, func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, fixtureOpts{ovh: 128 * MiB})
@@ -551,9 +588,11 @@ func TestExitWhileHoldingReturnsEverything(t *testing.T) {
 
 // TestDestroyingAContextCreditsItsAllocations: the driver frees what was
 // allocated in a context when the context goes (destroyed, or its last primary
-// reference released); the charge follows, while the process lives on.
+// reference released) — memory, arrays, mipmapped arrays and executable graphs
+// with their graph memory; the charge follows, while the process lives on.
 func TestDestroyingAContextCreditsItsAllocations(t *testing.T) {
-	for _, api := range []string{"alloc", "pitch", "managed", "array"} {
+	for _, api := range []string{"alloc", "pitch", "managed", "array", "array3d", "mipmap",
+		"graphmem"} {
 		for _, ctx := range []string{"primary", "create"} {
 			t.Run(api+"/"+ctx, func(t *testing.T) {
 				t.Parallel()

@@ -115,6 +115,12 @@ var thrPaths = []struct {
 	{"cuGraphLaunch_ptsz", []string{"graph", "--grid", "1600", "--nodes", "4", "--ptsz"}},
 	{"cuGraphLaunch+sync", []string{"graphsync", "--grid", "1600", "--nodes", "4"}},
 	{"mixed paths, 2 threads", []string{"mix", "--grid", "400", "--threads", "2"}},
+	// The pre-4.0 launches (cuLaunch: one block, so one wave per launch) and the
+	// deprecated multi-device cooperative launch.
+	{"cuLaunch", []string{"legacy"}},
+	{"cuLaunchGrid", []string{"grid", "--grid", "400"}},
+	{"cuLaunchGridAsync", []string{"gridasync", "--grid", "400"}},
+	{"cuLaunchCooperativeKernelMultiDevice", []string{"multidev", "--grid", "128"}},
 }
 
 // Every launch path is held to the slice's rate.
@@ -137,7 +143,7 @@ func TestThrottleEveryLaunchPath(t *testing.T) {
 // Without a rate the same programs keep the device busy: the bound above means
 // something.
 func TestThrottleBaselineUnthrottled(t *testing.T) {
-	for _, i := range []int{0, 3, 5, 7} {
+	for _, i := range []int{0, 3, 5, 7, 11, 12, 13, 14} {
 		p := thrPaths[i]
 		t.Run(p.name, func(t *testing.T) {
 			t.Parallel()
