@@ -19,27 +19,37 @@ import (
 // whatever its region says. In report mode that is logged and counted; in
 // enforce mode the slice's processes (those the kernel places in it and that
 // hold the GPU) are stopped from outside for a duty cycle sized to the
-// overrun: SIGSTOP for part of each enforcer tick, SIGCONT for the rest. No
-// process outside the slice is signalled, and every stopped process is
-// continued when the overrun ends, the slice goes, or vgpud stops.
+// overrun: SIGSTOP for part of each period, SIGCONT for the rest. No process
+// outside the slice is signalled, and every stopped process is continued when
+// the overrun ends, the slice goes, or vgpud stops.
+//
+// Stopping a process stops its launches, not the work it already queued on
+// the device, so a stop only idles the device once the queue has drained: the
+// period must be well above the device queue's depth (a GPU runs up to its
+// pending-launch limit ahead; the simulated node up to its --max-backlog). The
+// stopped fraction is integral control on the measured share, so a queue that
+// drains slowly is made up for by stopping longer.
 
 const (
 	// computeTolerance is how far above its allowed share a slice may run
 	// (averaged over about a second) before the backstop acts.
 	computeTolerance = 0.05
-	// dutyGain is the integral gain of the stopped fraction, per tick, on
-	// the relative overrun.
-	dutyGain = 0.5
+	// dutyPeriod is the duty cycle's period: one stop and one run each.
+	dutyPeriod = 2 * time.Second
+	// dutyGain is the integral gain of the stopped fraction on the overrun
+	// (share points above the allowed share), per second.
+	dutyGain = 2.0
 	// maxStopped bounds the stopped fraction, so a stopped process still
-	// gets to run (and to exit) a little every tick.
-	maxStopped = 0.95
+	// gets to run (and to exit) a little every period.
+	maxStopped = 0.98
 )
 
 // dutyCycle is one slice device's outside throttle.
 type dutyCycle struct {
-	stopped  float64 // fraction of each tick the slice's processes are stopped
-	pids     []int   // the processes last stopped/continued
-	reported bool    // the overrun was reported (once per episode)
+	stopped  float64   // fraction of each period the slice's processes are stopped
+	pids     []int     // the processes last stopped/continued
+	reported bool      // the overrun was reported (once per episode)
+	period   time.Time // when the current period began (zero: none yet)
 }
 
 // computeGuard runs the duty cycles. It is used by the enforcer loop's
@@ -48,13 +58,15 @@ type computeGuard struct {
 	log    *zap.Logger
 	mode   enforcer.Mode
 	signal func(pid int, sig syscall.Signal) error
+	now    func() time.Time
+	period time.Duration
 	cycles map[sliceDev]*dutyCycle
 	events uint64 // overruns reported
 }
 
 func newComputeGuard(log *zap.Logger, mode enforcer.Mode) *computeGuard {
 	return &computeGuard{log: log, mode: mode, cycles: map[sliceDev]*dutyCycle{},
-		signal: syscall.Kill}
+		signal: syscall.Kill, now: time.Now, period: dutyPeriod}
 }
 
 // observe takes one device's controller outputs with each slice's averaged
@@ -88,13 +100,16 @@ func (g *computeGuard) observe(uuid string, outs []enforcer.ControlOutput, avg f
 			}
 			continue
 		}
-		dc.stopped = min(max(dc.stopped+dutyGain*over/max(achieved, 0.01), 0), maxStopped)
+		dc.stopped = min(max(dc.stopped+dutyGain*over*interval.Seconds(), 0), maxStopped)
 		if dc.stopped == 0 && over <= 0 {
 			g.release(key)
 			continue
 		}
-		dc.pids = append(dc.pids[:0], members[o.Slice]...)
-		g.pulse(dc.pids, time.Duration(dc.stopped*float64(interval)))
+		if now := g.now(); dc.period.IsZero() || now.Sub(dc.period) >= g.period {
+			dc.period = now
+			dc.pids = append(dc.pids[:0], members[o.Slice]...)
+			g.pulse(dc.pids, time.Duration(dc.stopped*float64(g.period)))
+		}
 	}
 }
 

@@ -44,7 +44,7 @@ func TestComputeGuardDutyCycle(t *testing.T) {
 	avg := func(s string) (float64, bool) { return achieved[s], true }
 	members := map[string][]int{"forger": {101, 102}, "honest": {201}}
 
-	g.observe("GPU-a", outs, avg, members, 10*time.Millisecond)
+	g.observe("GPU-a", outs, avg, members, 100*time.Millisecond)
 	require.EqualValues(t, 1, g.events)
 	require.Equal(t, []syscall.Signal{syscall.SIGSTOP}, rec.of(101))
 	require.Equal(t, []syscall.Signal{syscall.SIGSTOP}, rec.of(102))
@@ -54,15 +54,15 @@ func TestComputeGuardDutyCycle(t *testing.T) {
 	require.Eventually(t, func() bool { return len(rec.of(101)) == 2 }, time.Second, time.Millisecond)
 	require.Equal(t, syscall.SIGCONT, rec.of(101)[1], "continued after its part of the tick")
 
-	g.observe("GPU-a", outs, avg, members, 10*time.Millisecond)
+	g.observe("GPU-a", outs, avg, members, 100*time.Millisecond)
 	require.Greater(t, g.cycles[sliceDev{"forger", "GPU-a"}].stopped, first, "still over: stopped longer")
 	require.EqualValues(t, 1, g.events, "one report per episode")
 
 	// Back within its share: the stopped part shrinks to nothing, then the
 	// cycle ends with a last continue.
-	achieved["forger"] = 0.02
-	for i := 0; i < 20 && g.cycles[sliceDev{"forger", "GPU-a"}] != nil; i++ {
-		g.observe("GPU-a", outs, avg, members, 10*time.Millisecond)
+	achieved["forger"] = 0.0
+	for i := 0; i < 100 && g.cycles[sliceDev{"forger", "GPU-a"}] != nil; i++ {
+		g.observe("GPU-a", outs, avg, members, 100*time.Millisecond)
 	}
 	require.Nil(t, g.cycles[sliceDev{"forger", "GPU-a"}])
 	sigs := rec.of(102)
@@ -70,7 +70,7 @@ func TestComputeGuardDutyCycle(t *testing.T) {
 
 	// Over again, then the slice leaves: continued at once.
 	achieved["forger"] = 0.9
-	g.observe("GPU-a", outs, avg, members, 10*time.Millisecond)
+	g.observe("GPU-a", outs, avg, members, 100*time.Millisecond)
 	require.EqualValues(t, 2, g.events)
 	g.forget(map[sliceDev]bool{{"honest", "GPU-a"}: true})
 	require.Empty(t, g.cycles)
@@ -88,7 +88,7 @@ func TestComputeGuardReportAndOff(t *testing.T) {
 		outs := []enforcer.ControlOutput{{Slice: "forger", Allowed: 0.10, Rate: 1e6}}
 		avg := func(string) (float64, bool) { return 0.85, true }
 		for i := 0; i < 3; i++ {
-			g.observe("GPU-a", outs, avg, map[string][]int{"forger": {101}}, 10*time.Millisecond)
+			g.observe("GPU-a", outs, avg, map[string][]int{"forger": {101}}, 100*time.Millisecond)
 		}
 		require.Empty(t, rec.of(101), mode)
 		if mode == enforcer.ModeReport {

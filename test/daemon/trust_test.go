@@ -15,6 +15,7 @@ import (
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/enforcer"
 	"github.com/vgpu-project/vgpu/shm"
+	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
 // The attacks of a tenant on vgpud, run against the real bin/vgpud on the
@@ -140,4 +141,82 @@ func childOf(t *testing.T, pid int) int {
 	child, err := strconv.Atoi(f[0])
 	require.NoError(t, err)
 	return child
+}
+
+// Row 4: a tenant with a 10% compute share keeps its bucket's token_refilled
+// far ahead of token_spent, so libvgpu never holds its launches back. vgpud's
+// controller measures the slice through the driver: in report mode the
+// overrun is logged (and the forgery is shown to work: the tenant takes most
+// of the device); in enforce mode the slice's processes are stopped from
+// outside in a duty cycle, and its share of the device over ten seconds stays
+// within its target + 5 points.
+func TestAttackForgedBucketIsHeldFromOutside(t *testing.T) {
+	for _, mode := range []string{"enforce", "report"} {
+		t.Run(mode, func(t *testing.T) {
+			nd := newNode(t, 1, 16*GiB)
+			// A device queue 100 ms deep: a stopped launcher idles the device
+			// once its queue drains (daemon/computeguard.go says why it matters).
+			require.NoError(t, simgpu.Init(nd.state, simgpu.Config{Devices: 1, Memory: 16 * GiB, SMs: 132,
+				MaxBacklog: 100 * time.Millisecond, Force: true}))
+			d := nd.start("--enforcer-mode", mode, "--enforcer-interval", "50ms")
+			p := nd.startProc(nd.env(), "bin/vgpuctl", "run", "--memory", "2GiB", "--compute", "10", "--id", "forger",
+				"--", "build/test/throttle_load", "flood", "120")
+			p.expect("READY")
+			workload := childOf(t, p.pid())
+			t.Cleanup(func() {
+				_ = syscall.Kill(workload, syscall.SIGKILL) // stopped or not
+				p.drain()
+			})
+			sl, err := nd.client.Get(bg(), "forger")
+			require.NoError(t, err)
+			u, err := shm.OpenUsage(filepath.Join(sl.Dir, shm.UsageFile))
+			require.NoError(t, err)
+			defer u.Close()
+			stop := make(chan struct{})
+			forged := make(chan struct{})
+			go func() { // the forgery: the bucket always has credit
+				defer close(forged)
+				ud := &u.Raw().Dev[0]
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					atomic.StoreUint64(&ud.TokenRefilled, atomic.LoadUint64(&ud.TokenSpent)+1<<40)
+					time.Sleep(100 * time.Microsecond)
+				}
+			}()
+			defer func() { close(stop); <-forged }()
+
+			time.Sleep(8 * time.Second) // the controller and the backstop settle
+			share := deviceShare(t, nd, 10*time.Second)
+			t.Logf("%s mode: the forger's share of the device over 10 s: %.1f%% (target 10%%)", mode, share*100)
+			recs := d.logRecords("compute backstop: slice runs above its share (its token bucket does not hold it)")
+			require.NotEmpty(t, recs, "the overrun is reported; log:\n%s", d.log())
+			require.Equal(t, "forger", recs[0]["slice"])
+			if mode == "enforce" {
+				require.LessOrEqual(t, share, 0.15)
+			} else {
+				require.Greater(t, share, 0.5, "the forged bucket lets it take most of the device")
+			}
+			require.NoError(t, d.cmd.Process.Signal(syscall.Signal(0)), "vgpud is up")
+			d.stop() // continues whatever it stopped
+			require.True(t, alive(workload), "throttled, never killed")
+		})
+	}
+}
+
+// deviceShare is the share of device 0's time used over d (one tenant on it).
+func deviceShare(t *testing.T, nd *node, d time.Duration) float64 {
+	t.Helper()
+	busy := func() uint64 {
+		st, err := simgpu.Status(nd.state)
+		require.NoError(t, err)
+		return st.Devices[0].BusyNs
+	}
+	b0, t0 := busy(), time.Now()
+	time.Sleep(d)
+	b1, t1 := busy(), time.Now()
+	return float64(b1-b0) / float64(t1.Sub(t0).Nanoseconds())
 }
