@@ -32,7 +32,7 @@ func (l *Loop) backstop(rep *TickReport, slices []TrackedSlice, mode Mode) {
 		snap := &rep.Slices[i]
 		for d := range snap.Devices {
 			sd := &snap.Devices[d]
-			if !sd.DriverKnown || sd.DriverBytes <= sd.LimitBytes+l.Tolerance {
+			if !sd.DriverKnown || sd.MemberDriverBytes <= sd.LimitBytes+l.Tolerance {
 				continue
 			}
 			for _, j := range l.offenders(snap, d) {
@@ -68,7 +68,7 @@ func (l *Loop) offenders(snap *SliceSnapshot, d int) []int {
 		}
 		return pa.DriverBytes[d] > pb.DriverBytes[d]
 	})
-	left := snap.Devices[d].DriverBytes
+	left := snap.Devices[d].MemberDriverBytes
 	fit := snap.Devices[d].LimitBytes + l.Tolerance
 	n := 0
 	for n < len(l.order) && left > fit {
@@ -91,7 +91,7 @@ func (l *Loop) violation(rep *TickReport, i, d int, p *ProcessSnapshot, mode Mod
 	l.violations[key] = l.gen
 	ev := BackstopEvent{
 		Slice: snap.ID, Device: sd.UUID, DeviceIndex: d, PID: p.PID, HostPID: p.HostPID,
-		DriverBytes: p.DriverBytes[d], ChargedBytes: p.UsedBytes[d], SliceBytes: sd.DriverBytes,
+		DriverBytes: p.DriverBytes[d], ChargedBytes: p.UsedBytes[d], SliceBytes: sd.MemberDriverBytes,
 		LimitBytes: sd.LimitBytes, Action: ActionReported,
 	}
 	if mode == ModeEnforce {

@@ -123,8 +123,8 @@ func (l *Loop) indexSlotted(rep *TickReport) {
 }
 
 // chargeDriverFigure adds what the driver reports for process p on device
-// uuid to the process's snapshot and, when the kernel places the process in
-// that slice, to the slice's total on the device. A process in no slice we
+// uuid to the process's snapshot and the slice's total on the device, and,
+// when the kernel places the process in that slice, to its members' total. A process in no slice we
 // know, or on a device outside its slice, is not ours to judge and is left
 // out.
 func (l *Loop) chargeDriverFigure(rep *TickReport, slices []TrackedSlice, uuid string, p DriverProcess,
@@ -140,8 +140,9 @@ func (l *Loop) chargeDriverFigure(rep *TickReport, slices []TrackedSlice, uuid s
 	}
 	proc := &snap.Processes[ref.proc]
 	proc.DriverBytes[d] += p.UsedBytes
+	snap.Devices[d].DriverBytes += p.UsedBytes
 	if proc.Member {
-		snap.Devices[d].DriverBytes += p.UsedBytes
+		snap.Devices[d].MemberDriverBytes += p.UsedBytes
 	}
 }
 

@@ -80,11 +80,15 @@ type SliceDeviceSnapshot struct {
 	UsedBytes     uint64 // libvgpu's admission counter
 	PeakBytes     uint64
 	RefusedAllocs uint64
-	// DriverBytes is what the driver reports for the processes the kernel
-	// places in the slice (Attributor: container cgroup, owner's process
-	// subtree), whatever the slots claim; valid when DriverKnown. It is the
-	// figure the backstop compares with the limit.
+	// DriverBytes is what the driver reports for the slice's processes as
+	// shown: its members and the processes only its slots name (claims);
+	// valid when DriverKnown.
 	DriverBytes uint64
+	// MemberDriverBytes is the part of DriverBytes of the processes the
+	// kernel places in the slice (Attributor: container cgroup, owner's
+	// process subtree), whatever the slots claim: the figure the backstop
+	// compares with the limit.
+	MemberDriverBytes uint64
 	DriverKnown bool
 	// Cumulative over the loop's life.
 	ReclaimedBytesTotal uint64

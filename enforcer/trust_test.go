@@ -70,8 +70,11 @@ func TestPlantedSlotsNeverAimTheBackstop(t *testing.T) {
 	for tick := 0; tick < 5; tick++ {
 		rep := l.Tick([]TrackedSlice{attacker, victimSlice})
 		require.Empty(t, rep.Backstop)
-		require.Zero(t, rep.Slices[0].Devices[0].DriverBytes, "claims add nothing to the attacker's slice")
+		require.Zero(t, rep.Slices[0].Devices[0].MemberDriverBytes, "claims add nothing the backstop counts")
+		require.EqualValues(t, 10000, rep.Slices[0].Devices[0].DriverBytes,
+			"shown as claims: the two processes in no slice (the victim is the kernel's to place)")
 		require.EqualValues(t, 5000, rep.Slices[1].Devices[0].DriverBytes)
+		require.EqualValues(t, 5000, rep.Slices[1].Devices[0].MemberDriverBytes)
 		for _, p := range rep.Slices[0].Processes {
 			require.False(t, p.Member, "a slot is a claim, not membership: %+v", p)
 		}
