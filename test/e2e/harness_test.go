@@ -44,7 +44,8 @@ const (
 func repoRoot(t *testing.T) string {
 	t.Helper()
 	return testbuild.Root(t, "bin/vgpud", "bin/vgpu-runtime", "build/libvgpu.so", "build/simgpu/libcuda.so.1",
-		"build/simgpu/libnvidia-ml.so.1", "build/test/alloc", "build/test/query", "build/test/dl_tamper")
+		"build/simgpu/libnvidia-ml.so.1", "build/test/alloc", "build/test/query", "build/test/dl_tamper",
+		"build/test/dl_forge", "build/test/sim_hold")
 }
 
 // requireHost fails unless this machine can run the end-to-end tests: root,
@@ -107,6 +108,7 @@ func newNode(t *testing.T, o nodeOpts) *node {
 		filepath.Join(root, "build/test/alloc"),
 		filepath.Join(root, "build/test/query"),
 		filepath.Join(root, "build/test/dl_tamper"),
+		filepath.Join(root, "build/test/dl_forge"),
 	})
 	out, code := n.ctr("images", "import", img)
 	require.Equal(t, 0, code, "ctr images import: %s", out)

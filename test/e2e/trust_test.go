@@ -1,0 +1,118 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The attacks of a tenant from inside a real container (containerd, runc,
+// vgpu-runtime): it writes its usage region, mounted read-write at
+// /run/vgpu/slice/usage; vgpud decides from the kernel (the container's
+// cgroup) and the driver.
+
+// taskRunning reports whether the container's task is RUNNING, and its host pid.
+func (n *node) taskRunning(id string) (bool, int) {
+	n.t.Helper()
+	out, _ := n.ctr("task", "ls")
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[0] == id {
+			pid, _ := strconv.Atoi(f[1])
+			return f[2] == "RUNNING", pid
+		}
+	}
+	return false, 0
+}
+
+// Row 2 from a container: it zeroes its device counter before each allocation
+// and keeps its slot honest, taking 3 GiB in a 2 GiB slice. The backstop kills
+// it (it is in the slice's cgroup) on the driver's figures; a neighbouring
+// container holding memory runs on.
+func TestContainerZeroedCounterIsCaught(t *testing.T) {
+	n := newNode(t, nodeOpts{devices: 1, memory: 16 * GiB,
+		vgpudArgs: []string{"--enforcer-mode", "enforce", "--enforcer-interval", "50ms"}})
+	nb := n.run(run{id: "neighbour", vgpu: true, detach: true,
+		annotations: []string{"vgpu.io/memory=4GiB"}, args: []string{"/bin/dl_tamper", "hold", "1GiB", "1"}})
+	require.Equal(t, 0, nb.code, "ctr: %s", nb.ctr)
+	n.waitOutput(nb, "HELD")
+	res := n.run(run{id: "forger", vgpu: true, detach: true,
+		annotations: []string{"vgpu.io/memory=2GiB"}, args: []string{"/bin/dl_forge", "overfill", "768MiB", "4"}})
+	require.Equal(t, 0, res.code, "ctr: %s", res.ctr)
+	line := fields(n.waitOutput(res, "OVERFILLED"))
+	seen := time.Now()
+	require.Equal(t, strconv.FormatUint(3*GiB, 10), line["admitted"], "the forged counter let it in")
+	deadline := seen.Add(cmdTimeout)
+	for {
+		if running, _ := n.taskRunning("forger"); !running {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the forger still runs")
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("killed %s after its over-budget allocations were seen", time.Since(seen).Round(time.Millisecond))
+	n.waitLog(`enforcer backstop: process over its slice	{"slice": "forger"`)
+	running, _ := n.taskRunning("neighbour")
+	require.True(t, running, "the neighbouring container runs on")
+	n.stop("forger")
+	n.stop("neighbour")
+}
+
+// Row 3 from a container sharing the host's pid namespace: it plants 1,000
+// LIVE slots naming host processes that are not its own — another container's
+// process and a host process in no slice — with their real start times, in a
+// slice their memory would overflow. Nobody is signalled.
+func TestContainerPlantedSlotsSignalNobody(t *testing.T) {
+	n := newNode(t, nodeOpts{devices: 1, memory: 16 * GiB,
+		vgpudArgs: []string{"--enforcer-mode", "enforce", "--enforcer-interval", "50ms"}})
+	vic := n.run(run{id: "victim", vgpu: true, detach: true,
+		annotations: []string{"vgpu.io/memory=4GiB"}, args: []string{"/bin/dl_tamper", "hold", "1GiB", "2"}})
+	require.Equal(t, 0, vic.code, "ctr: %s", vic.ctr)
+	n.waitOutput(vic, "HELD")
+	_, victim := n.taskRunning("victim")
+	require.NotZero(t, victim)
+
+	root := repoRoot(t)
+	outsider := exec.Command(filepath.Join(root, "build/test/sim_hold"), strconv.FormatUint(GiB, 10))
+	outsider.Env = append(os.Environ(), "LD_LIBRARY_PATH="+filepath.Join(root, "build/simgpu"), "VGPU_SIM_STATE="+n.sim)
+	stdin, err := outsider.StdinPipe()
+	require.NoError(t, err)
+	require.NoError(t, outsider.Start())
+	t.Cleanup(func() { _ = stdin.Close(); _ = outsider.Wait() })
+	time.Sleep(500 * time.Millisecond) // it has allocated (the driver lists it) by now
+
+	var ids []string
+	for _, pid := range []int{victim, outsider.Process.Pid} {
+		ids = append(ids, identity(t, pid))
+	}
+	res := n.run(run{id: "attacker", vgpu: true, detach: true, hostPID: true,
+		annotations: []string{"vgpu.io/memory=512MiB"}, args: append([]string{"/bin/dl_forge", "plant", "1000"}, ids...)})
+	require.Equal(t, 0, res.code, "ctr: %s", res.ctr)
+	require.Equal(t, "1000", fields(n.waitOutput(res, "PLANTED"))["n"])
+	time.Sleep(40 * 50 * time.Millisecond) // 40 ticks
+	running, _ := n.taskRunning("victim")
+	require.True(t, running, "the other container's process was signalled")
+	require.NoError(t, outsider.Process.Signal(syscall.Signal(0)), "the host process was signalled")
+	data, _ := os.ReadFile(filepath.Join(n.dir, "vgpud.log"))
+	require.NotContains(t, string(data), "enforcer backstop: process over its slice")
+	n.stop("attacker")
+	n.stop("victim")
+}
+
+// identity is PID:PIDNS_INO:START_TIME of a host process, as a slot records it.
+func identity(t *testing.T, pid int) string {
+	t.Helper()
+	var st syscall.Stat_t
+	require.NoError(t, syscall.Stat("/proc/"+strconv.Itoa(pid)+"/ns/pid", &st))
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	require.NoError(t, err)
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return strconv.Itoa(pid) + ":" + strconv.FormatUint(st.Ino, 10) + ":" + f[22-3]
+}
