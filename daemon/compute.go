@@ -91,9 +91,10 @@ type computeShares struct {
 	avg    map[sliceDev]*avgShare
 	// guard is the compute backstop (computeguard.go); interval, the
 	// enforcer's tick, sizes its duty cycles. nil: no backstop.
-	guard    *computeGuard
-	interval time.Duration
-	lastOuts []enforcer.ControlOutput // the device just stepped
+	guard        *computeGuard
+	interval     time.Duration
+	lastOuts     []enforcer.ControlOutput // the device just stepped
+	lastMeasured bool                     // its step was measured
 }
 
 // utilState turns one device's NVML samples into busy time per host pid.
@@ -136,7 +137,7 @@ func (c *computeShares) step(now time.Time, tracked []enforcer.TrackedSlice, rep
 	for _, uuid := range uuids {
 		status = c.stepDevice(now, uuid, byDev[uuid], tracked, pids, status)
 		if c.guard != nil {
-			c.guard.observe(uuid, c.lastOuts, c.avgOf(uuid), members, c.interval)
+			c.guard.observe(uuid, c.lastOuts, c.lastMeasured, c.avgOf(uuid), members, c.interval)
 		}
 	}
 	if c.guard != nil {
@@ -259,7 +260,7 @@ func (c *computeShares) stepDevice(now time.Time, uuid string, refs []sliceRef, 
 		c.ctl[uuid] = ctl
 	}
 	outs := ctl.Step(now, in)
-	c.lastOuts = outs
+	c.lastOuts, c.lastMeasured = outs, measured
 	if err := enforcer.Apply(budgets, devs, outs); err != nil {
 		c.log.Error("set token rates", zap.String("uuid", uuid), zap.Error(err))
 	}

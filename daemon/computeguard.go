@@ -34,11 +34,12 @@ const (
 	// computeTolerance is how far above its allowed share a slice may run
 	// (averaged over about a second) before the backstop acts.
 	computeTolerance = 0.05
-	// dutyPeriod is the duty cycle's period: one stop and one run each.
-	dutyPeriod = 2 * time.Second
-	// dutyGain is the integral gain of the stopped fraction on the overrun
-	// (share points above the allowed share), per second.
-	dutyGain = 2.0
+	// dutyPeriod is the duty cycle's first period: one stop and one run each.
+	// A slice still over its share with its processes stopped for most of
+	// the period has a deeper queue than the period: its period doubles, up
+	// to maxDutyPeriod.
+	dutyPeriod    = 2 * time.Second
+	maxDutyPeriod = 16 * time.Second
 	// maxStopped bounds the stopped fraction, so a stopped process still
 	// gets to run (and to exit) a little every period.
 	maxStopped = 0.98
@@ -46,10 +47,14 @@ const (
 
 // dutyCycle is one slice device's outside throttle.
 type dutyCycle struct {
-	stopped  float64   // fraction of each period the slice's processes are stopped
-	pids     []int     // the processes last stopped/continued
-	reported bool      // the overrun was reported (once per episode)
-	period   time.Time // when the current period began (zero: none yet)
+	stopped  float64       // fraction of each period the slice's processes are stopped
+	pids     []int         // the processes last stopped/continued
+	reported bool          // the overrun was reported (once per episode)
+	period   time.Time     // when the current period began (zero: none yet)
+	length   time.Duration // the period's length
+	// busy and seen accumulate the measured share over the current period
+	// (share-seconds, seconds).
+	busy, seen float64
 }
 
 // computeGuard runs the duty cycles. It is used by the enforcer loop's
@@ -69,11 +74,11 @@ func newComputeGuard(log *zap.Logger, mode enforcer.Mode) *computeGuard {
 		signal: syscall.Kill, now: time.Now, period: dutyPeriod}
 }
 
-// observe takes one device's controller outputs with each slice's averaged
-// achieved share and its member processes, and adjusts each slice's duty
-// cycle for the coming tick (interval).
-func (g *computeGuard) observe(uuid string, outs []enforcer.ControlOutput, avg func(slice string) (float64, bool),
-	members map[string][]int, interval time.Duration) {
+// observe takes one device's controller outputs (measured: their Achieved is
+// this step's measurement) with each slice's averaged achieved share and its
+// member processes, and runs each slice's duty cycle (interval: the tick).
+func (g *computeGuard) observe(uuid string, outs []enforcer.ControlOutput, measured bool,
+	avg func(slice string) (float64, bool), members map[string][]int, interval time.Duration) {
 	if g.mode == enforcer.ModeOff {
 		return
 	}
@@ -100,17 +105,55 @@ func (g *computeGuard) observe(uuid string, outs []enforcer.ControlOutput, avg f
 			}
 			continue
 		}
-		dc.stopped = min(max(dc.stopped+dutyGain*over*interval.Seconds(), 0), maxStopped)
-		if dc.stopped == 0 && over <= 0 {
-			g.release(key)
-			continue
+		if measured {
+			dc.busy += o.Achieved * interval.Seconds()
+			dc.seen += interval.Seconds()
 		}
-		if now := g.now(); dc.period.IsZero() || now.Sub(dc.period) >= g.period {
-			dc.period = now
-			dc.pids = append(dc.pids[:0], members[o.Slice]...)
-			g.pulse(dc.pids, time.Duration(dc.stopped*float64(g.period)))
+		if g.nextPeriod(dc, members[o.Slice], achieved, o.Allowed) {
+			g.release(key) // run freely for a whole period and still within: over
 		}
 	}
+}
+
+// nextPeriod starts a new period of dc's duty cycle when the current one is
+// over, and says whether the cycle can end (the slice ran freely for a whole
+// period within its share).
+//
+// The run fraction of the new period is the last one scaled by allowed over
+// what the slice achieved in the last period (the first period starts from
+// the averaged share): a slice's share is about proportional to the time its
+// launchers run. A period whose stops could not bring the slice down (stopped
+// to the maximum and still over) is shorter than the device queue: the next
+// one is twice as long. The member processes are stopped for the stopped
+// part of the period, from its start.
+func (g *computeGuard) nextPeriod(dc *dutyCycle, pids []int, avg, allowed float64) (done bool) {
+	now := g.now()
+	if !dc.period.IsZero() && now.Sub(dc.period) < dc.length {
+		return false
+	}
+	achieved := avg
+	if dc.seen > 0 {
+		achieved = dc.busy / dc.seen
+	}
+	first := dc.period.IsZero()
+	if first {
+		dc.length = g.period
+	} else if dc.stopped == 0 && achieved <= allowed {
+		return true
+	}
+	run := 1 - dc.stopped
+	if achieved > 0 {
+		run = min(max(run*allowed/achieved, 1-maxStopped), 1)
+	}
+	if !first && dc.stopped >= maxStopped && achieved > allowed+computeTolerance {
+		dc.length = min(2*dc.length, maxDutyPeriod)
+	}
+	dc.stopped = 1 - run
+	dc.busy, dc.seen = 0, 0
+	dc.period = now
+	dc.pids = append(dc.pids[:0], pids...)
+	g.pulse(dc.pids, time.Duration(dc.stopped*float64(dc.length)))
+	return false
 }
 
 // report logs and counts an overrun once per episode.

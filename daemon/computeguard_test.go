@@ -32,45 +32,57 @@ func (r *sigRecorder) of(pid int) []syscall.Signal {
 
 // A slice measured above its allowed share (its bucket forged) is reported
 // once; in enforce mode its member processes — and only they — are stopped
-// for a growing part of each tick and continued after it; when it is back
-// within its share, or gone, or vgpud stops, they are continued for good.
+// for the part of each period that brings its share to the allowed one, and
+// continued after it; when it is back within its share, or gone, or vgpud
+// stops, they are continued for good.
 func TestComputeGuardDutyCycle(t *testing.T) {
 	rec := &sigRecorder{sent: map[int][]syscall.Signal{}}
 	g := newComputeGuard(zaptest.NewLogger(t), enforcer.ModeEnforce)
 	g.signal = rec.signal
-	outs := []enforcer.ControlOutput{{Slice: "forger", Allowed: 0.10, Rate: 1e6},
-		{Slice: "honest", Allowed: 0.30, Rate: 3e6}}
-	achieved := map[string]float64{"forger": 0.85, "honest": 0.30}
-	avg := func(s string) (float64, bool) { return achieved[s], true }
-	members := map[string][]int{"forger": {101, 102}, "honest": {201}}
+	g.period = 200 * time.Millisecond
+	now := time.Unix(1000, 0)
+	g.now = func() time.Time { return now }
+	achieved := map[string]float64{"forger": 0.80, "honest": 0.30}
+	step := func() {
+		outs := []enforcer.ControlOutput{{Slice: "forger", Allowed: 0.10, Rate: 1e6, Achieved: achieved["forger"]},
+			{Slice: "honest", Allowed: 0.30, Rate: 3e6, Achieved: achieved["honest"]}}
+		avg := func(s string) (float64, bool) { return achieved[s], true }
+		g.observe("GPU-a", outs, true, avg, map[string][]int{"forger": {101, 102}, "honest": {201}}, 50*time.Millisecond)
+		now = now.Add(50 * time.Millisecond)
+	}
+	key := sliceDev{"forger", "GPU-a"}
 
-	g.observe("GPU-a", outs, avg, members, 100*time.Millisecond)
+	step()
 	require.EqualValues(t, 1, g.events)
 	require.Equal(t, []syscall.Signal{syscall.SIGSTOP}, rec.of(101))
 	require.Equal(t, []syscall.Signal{syscall.SIGSTOP}, rec.of(102))
 	require.Empty(t, rec.of(201), "a slice within its share is never signalled")
-	first := g.cycles[sliceDev{"forger", "GPU-a"}].stopped
-	require.Greater(t, first, 0.0)
+	require.InDelta(t, 1-0.10/0.80, g.cycles[key].stopped, 1e-9, "runs the part of the period its share allows")
 	require.Eventually(t, func() bool { return len(rec.of(101)) == 2 }, time.Second, time.Millisecond)
-	require.Equal(t, syscall.SIGCONT, rec.of(101)[1], "continued after its part of the tick")
+	require.Equal(t, syscall.SIGCONT, rec.of(101)[1], "continued after its part of the period")
 
-	g.observe("GPU-a", outs, avg, members, 100*time.Millisecond)
-	require.Greater(t, g.cycles[sliceDev{"forger", "GPU-a"}].stopped, first, "still over: stopped longer")
+	// Next period: measured at twice its share while running an eighth of the
+	// time: it runs half as long.
+	achieved["forger"] = 0.20
+	for i := 0; i < 4; i++ {
+		step()
+	}
+	require.InDelta(t, 1-0.125*0.10/0.20, g.cycles[key].stopped, 1e-9)
 	require.EqualValues(t, 1, g.events, "one report per episode")
 
-	// Back within its share: the stopped part shrinks to nothing, then the
-	// cycle ends with a last continue.
-	achieved["forger"] = 0.0
-	for i := 0; i < 100 && g.cycles[sliceDev{"forger", "GPU-a"}] != nil; i++ {
-		g.observe("GPU-a", outs, avg, members, 100*time.Millisecond)
+	// Within its share: it runs more and more, then freely, and the cycle ends
+	// with a last continue.
+	achieved["forger"] = 0.05
+	for i := 0; i < 200 && g.cycles[key] != nil; i++ {
+		step()
 	}
-	require.Nil(t, g.cycles[sliceDev{"forger", "GPU-a"}])
+	require.Nil(t, g.cycles[key])
 	sigs := rec.of(102)
 	require.Equal(t, syscall.SIGCONT, sigs[len(sigs)-1])
 
 	// Over again, then the slice leaves: continued at once.
 	achieved["forger"] = 0.9
-	g.observe("GPU-a", outs, avg, members, 100*time.Millisecond)
+	step()
 	require.EqualValues(t, 2, g.events)
 	g.forget(map[sliceDev]bool{{"honest", "GPU-a"}: true})
 	require.Empty(t, g.cycles)
@@ -88,7 +100,7 @@ func TestComputeGuardReportAndOff(t *testing.T) {
 		outs := []enforcer.ControlOutput{{Slice: "forger", Allowed: 0.10, Rate: 1e6}}
 		avg := func(string) (float64, bool) { return 0.85, true }
 		for i := 0; i < 3; i++ {
-			g.observe("GPU-a", outs, avg, map[string][]int{"forger": {101}}, 100*time.Millisecond)
+			g.observe("GPU-a", outs, true, avg, map[string][]int{"forger": {101}}, 100*time.Millisecond)
 		}
 		require.Empty(t, rec.of(101), mode)
 		if mode == enforcer.ModeReport {
@@ -97,4 +109,29 @@ func TestComputeGuardReportAndOff(t *testing.T) {
 			require.Zero(t, g.events)
 		}
 	}
+}
+
+// A slice still over its share while stopped for most of each period has a
+// device queue deeper than the period: the period doubles, up to its bound.
+func TestComputeGuardPeriodGrowsWithADeepQueue(t *testing.T) {
+	rec := &sigRecorder{sent: map[int][]syscall.Signal{}}
+	g := newComputeGuard(zaptest.NewLogger(t), enforcer.ModeEnforce)
+	g.signal = rec.signal
+	now := time.Unix(1000, 0)
+	g.now = func() time.Time { return now }
+	outs := []enforcer.ControlOutput{{Slice: "forger", Allowed: 0.10, Rate: 1e6, Achieved: 0.9}}
+	avg := func(string) (float64, bool) { return 0.9, true } // the queue keeps it busy
+	key := sliceDev{"forger", "GPU-a"}
+	var lengths []time.Duration
+	for i := 0; i < 1000; i++ {
+		g.observe("GPU-a", outs, true, avg, map[string][]int{"forger": {101}}, 50*time.Millisecond)
+		if l := g.cycles[key].length; len(lengths) == 0 || lengths[len(lengths)-1] != l {
+			lengths = append(lengths, l)
+		}
+		now = now.Add(50 * time.Millisecond)
+	}
+	require.Equal(t, []time.Duration{2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second}, lengths)
+	require.InDelta(t, maxStopped, g.cycles[key].stopped, 1e-9)
+	g.close()
+	require.Empty(t, g.cycles)
 }

@@ -14,6 +14,10 @@
  *                               ID = PID:PIDNS_INO:START_TIME (processes that are not
  *                               its own), bumps attach_count so a reader rescans;
  *                               prints PLANTED n=N, sleeps until killed
+ *   dl_forge refill PROG ARGS   runs PROG (a workload of the same slice) and, while it
+ *                               runs, keeps every device's token_refilled far ahead of
+ *                               token_spent so libvgpu never holds a launch back;
+ *                               prints FORGING pid=CHILD, exits with the child
  */
 #include "testutil.h"
 
@@ -22,6 +26,7 @@
 #include <stdbool.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "vgpu_shm.h"
 
@@ -127,11 +132,37 @@ __attribute__((noreturn)) static void plant(long n, int nids, char **ids)
         pause();
 }
 
+__attribute__((noreturn)) static void refill(char **argv)
+{
+    struct vgpu_usage *u = map_usage();
+    pid_t child = fork();
+    if (child < 0)
+        fail("fork: %s", strerror(errno));
+    if (child == 0) {
+        execv(argv[0], argv);
+        fail("exec %s: %s", argv[0], strerror(errno));
+    }
+    say("FORGING pid=%d", (int)child);
+    for (;;) {
+        int status;
+        if (waitpid(child, &status, WNOHANG) == child)
+            exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        for (uint32_t d = 0; d < u->hdr.device_count; d++) {
+            uint64_t spent = __atomic_load_n(&u->dev[d].token_spent, __ATOMIC_RELAXED);
+            __atomic_store_n(&u->dev[d].token_refilled, spent + (1ull << 40), __ATOMIC_RELAXED);
+        }
+        usleep(100);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 4 && !strcmp(argv[1], "overfill"))
         overfill(parse_size(argv[2]), atol(argv[3]));
+    if (argc >= 3 && !strcmp(argv[1], "refill"))
+        refill(argv + 2);
     if (argc >= 4 && !strcmp(argv[1], "plant"))
         plant(atol(argv[2]), argc - 3, argv + 3);
-    fail("usage: dl_forge overfill CHUNK N | plant N PID:PIDNS_INO:START_TIME...");
+    fail("usage: dl_forge overfill CHUNK N | plant N PID:PIDNS_INO:START_TIME... | refill PROG "
+         "ARGS...");
 }

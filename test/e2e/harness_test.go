@@ -45,7 +45,7 @@ func repoRoot(t *testing.T) string {
 	t.Helper()
 	return testbuild.Root(t, "bin/vgpud", "bin/vgpu-runtime", "build/libvgpu.so", "build/simgpu/libcuda.so.1",
 		"build/simgpu/libnvidia-ml.so.1", "build/test/alloc", "build/test/query", "build/test/dl_tamper",
-		"build/test/dl_forge", "build/test/sim_hold")
+		"build/test/dl_forge", "build/test/sim_hold", "build/test/throttle_load")
 }
 
 // requireHost fails unless this machine can run the end-to-end tests: root,
@@ -85,6 +85,8 @@ type nodeOpts struct {
 	// follows this node's containerd (--containerd-socket).
 	vgpudArgs []string
 	events    bool
+	// maxBacklog is the simulated device queue's depth (0: the default).
+	maxBacklog time.Duration
 }
 
 func newNode(t *testing.T, o nodeOpts) *node {
@@ -98,7 +100,8 @@ func newNode(t *testing.T, o nodeOpts) *node {
 	n.sim = filepath.Join(n.dir, "node")
 	t.Cleanup(n.unmountLeftovers) // runs last: after containerd is gone
 
-	require.NoError(t, simgpu.Init(n.sim, simgpu.Config{Devices: o.devices, Memory: o.memory, SMs: 8}))
+	require.NoError(t, simgpu.Init(n.sim, simgpu.Config{Devices: o.devices, Memory: o.memory, SMs: 8,
+		MaxBacklog: o.maxBacklog}))
 	n.startContainerd()
 	n.client = api.NewClient(n.vgpudSock)
 	t.Cleanup(n.client.Close)
@@ -109,6 +112,7 @@ func newNode(t *testing.T, o nodeOpts) *node {
 		filepath.Join(root, "build/test/query"),
 		filepath.Join(root, "build/test/dl_tamper"),
 		filepath.Join(root, "build/test/dl_forge"),
+		filepath.Join(root, "build/test/throttle_load"),
 	})
 	out, code := n.ctr("images", "import", img)
 	require.Equal(t, 0, code, "ctr images import: %s", out)

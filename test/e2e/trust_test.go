@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
 // The attacks of a tenant from inside a real container (containerd, runc,
@@ -115,4 +116,36 @@ func identity(t *testing.T, pid int) string {
 	require.NoError(t, err)
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	return strconv.Itoa(pid) + ":" + strconv.FormatUint(st.Ino, 10) + ":" + f[22-3]
+}
+
+// Row 4 from a container: its workload floods launches under a 10% share while
+// the container's other process keeps the bucket's token_refilled far ahead of
+// token_spent, so libvgpu never holds a launch back. vgpud measures the slice
+// through the driver and, in enforce mode, stops the container's GPU process
+// from outside in a duty cycle: over ten seconds its share of the device stays
+// within its target + 5 points, and the overrun is reported.
+func TestContainerForgedBucketIsHeldFromOutside(t *testing.T) {
+	n := newNode(t, nodeOpts{devices: 1, memory: 16 * GiB, maxBacklog: 100 * time.Millisecond,
+		vgpudArgs: []string{"--enforcer-mode", "enforce", "--enforcer-interval", "50ms"}})
+	res := n.run(run{id: "forger", vgpu: true, detach: true,
+		annotations: []string{"vgpu.io/memory=2GiB", "vgpu.io/cores=10"},
+		args:        []string{"/bin/dl_forge", "refill", "/bin/throttle_load", "flood", "120"}})
+	require.Equal(t, 0, res.code, "ctr: %s", res.ctr)
+	n.waitOutput(res, "FORGING")
+	n.waitOutput(res, "READY")
+	time.Sleep(8 * time.Second) // the controller and the backstop settle
+	busy := func() uint64 {
+		st, err := simgpu.Status(n.sim)
+		require.NoError(t, err)
+		return st.Devices[0].BusyNs
+	}
+	b0, t0 := busy(), time.Now()
+	time.Sleep(10 * time.Second)
+	share := float64(busy()-b0) / float64(time.Since(t0).Nanoseconds())
+	t.Logf("the forging container's share of the device over 10 s: %.1f%% (target 10%%)", share*100)
+	require.LessOrEqual(t, share, 0.15)
+	n.waitLog(`compute backstop: slice runs above its share (its token bucket does not hold it)	{"slice": "forger"`)
+	running, _ := n.taskRunning("forger")
+	require.True(t, running, "throttled, never killed")
+	n.stop("forger")
 }
