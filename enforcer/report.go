@@ -89,7 +89,7 @@ type SliceDeviceSnapshot struct {
 	// process subtree), whatever the slots claim: the figure the backstop
 	// compares with the limit.
 	MemberDriverBytes uint64
-	DriverKnown bool
+	DriverKnown       bool
 	// Cumulative over the loop's life.
 	ReclaimedBytesTotal uint64
 	BackstopEventsTotal uint64
