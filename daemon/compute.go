@@ -131,6 +131,9 @@ type sliceRef struct {
 // go in uuid order so that the status (and the logs) come out stable.
 func (c *computeShares) step(now time.Time, tracked []enforcer.TrackedSlice, rep *enforcer.TickReport) {
 	pids, members := hostPIDsBySlice(rep)
+	if c.guard != nil {
+		c.guard.resumeOnce(members)
+	}
 	byDev, uuids := slicesByDevice(tracked)
 	c.forgetDevices(byDev)
 	status := make([]ComputeStatus, 0, len(tracked))

@@ -67,6 +67,9 @@ type computeGuard struct {
 	period time.Duration
 	cycles map[sliceDev]*dutyCycle
 	events uint64 // overruns reported
+	// resumed: the members found on the first tick were continued once, in
+	// case a previous vgpud died while it had them stopped.
+	resumed bool
 }
 
 func newComputeGuard(log *zap.Logger, mode enforcer.Mode) *computeGuard {
@@ -205,6 +208,19 @@ func (g *computeGuard) forget(seen map[sliceDev]bool) {
 		if !seen[key] {
 			g.release(key)
 		}
+	}
+}
+
+// resumeOnce continues, on vgpud's first tick, every member process of every
+// slice: a vgpud killed in the middle of a stop (SIGKILL, a crash) cannot have
+// continued them itself. A process that was not stopped ignores it.
+func (g *computeGuard) resumeOnce(members map[string][]int) {
+	if g.resumed || g.mode != enforcer.ModeEnforce {
+		return
+	}
+	g.resumed = true
+	for _, pids := range members {
+		g.send(pids, syscall.SIGCONT)
 	}
 }
 

@@ -135,3 +135,21 @@ func TestComputeGuardPeriodGrowsWithADeepQueue(t *testing.T) {
 	g.close()
 	require.Empty(t, g.cycles)
 }
+
+// The first tick of a vgpud continues every member of every slice once (a
+// vgpud killed mid-stop left them stopped), in enforce mode only.
+func TestComputeGuardResumesOnce(t *testing.T) {
+	rec := &sigRecorder{sent: map[int][]syscall.Signal{}}
+	g := newComputeGuard(zaptest.NewLogger(t), enforcer.ModeEnforce)
+	g.signal = rec.signal
+	members := map[string][]int{"a": {11, 12}, "b": {21}}
+	g.resumeOnce(members)
+	g.resumeOnce(members)
+	for _, pid := range []int{11, 12, 21} {
+		require.Equal(t, []syscall.Signal{syscall.SIGCONT}, rec.of(pid))
+	}
+	r := newComputeGuard(zaptest.NewLogger(t), enforcer.ModeReport)
+	r.signal = rec.signal
+	r.resumeOnce(map[string][]int{"c": {31}})
+	require.Empty(t, rec.of(31), "report mode signals nobody")
+}
