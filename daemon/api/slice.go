@@ -10,7 +10,8 @@ import (
 )
 
 // This file is the one place where a slice request meets the shared-memory
-// contract: the QoS names and their budget codes, the slice-id rule, the limits
+// contract: the QoS names and the compute policies with their budget codes,
+// the slice-id rule, the limits
 // a request may ask for (derived from the contract's constants), the compute
 // share's percent <-> basis-point conversion, and the budget a slice stands
 // for (SliceBudget.Spec). vgpud's store, its allocator, vgpu-runtime and
@@ -87,6 +88,70 @@ func QoSOfCode(code uint32) QoS {
 	return QoS(fmt.Sprintf("unknown-%d", code))
 }
 
+// ComputePolicy is what a slice's compute share means to vgpud's controller
+// (the budget's throttle policy, shm.Policy*). cap: the share is a ceiling, the
+// slice never runs above it, even alone on the device. share: the share is a
+// guarantee, and the slice may use capacity other slices leave idle. On the
+// wire it is the policy's name. In a request the empty value means vgpud's
+// default (its compute_policy setting); in a slice, a record or a budget it
+// means cap (what every slice was before the policy could be chosen).
+type ComputePolicy string
+
+// The compute policies.
+const (
+	ComputePolicyCap   ComputePolicy = "cap"
+	ComputePolicyShare ComputePolicy = "share"
+)
+
+// ComputePolicies lists every policy, the default first.
+var ComputePolicies = []ComputePolicy{ComputePolicyCap, ComputePolicyShare}
+
+// ErrUnknownComputePolicy is wrapped by ParseComputePolicy's errors.
+var ErrUnknownComputePolicy = errors.New("unknown compute policy")
+
+// ParseComputePolicy reads a policy name; "" is cap.
+func ParseComputePolicy(s string) (ComputePolicy, error) {
+	p := ComputePolicy(s)
+	if p == "" {
+		return ComputePolicyCap, nil
+	}
+	for _, c := range ComputePolicies {
+		if p == c {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%w %q (want %s or %s)", ErrUnknownComputePolicy, s, ComputePolicyCap, ComputePolicyShare)
+}
+
+// Normalized is the policy with the default, cap, spelled out.
+func (p ComputePolicy) Normalized() ComputePolicy {
+	if p == "" {
+		return ComputePolicyCap
+	}
+	return p
+}
+
+// Code is the policy's code in the budget file (shm.Policy*). It must only be
+// called on a policy ParseComputePolicy accepted.
+func (p ComputePolicy) Code() uint32 {
+	if p.Normalized() == ComputePolicyShare {
+		return shm.PolicyShare
+	}
+	return shm.PolicyCap
+}
+
+// ComputePolicyOfCode names a budget file's policy code ("unknown-N" for a
+// code this build does not know, so a newer file still displays).
+func ComputePolicyOfCode(code uint32) ComputePolicy {
+	switch code {
+	case shm.PolicyCap:
+		return ComputePolicyCap
+	case shm.PolicyShare:
+		return ComputePolicyShare
+	}
+	return ComputePolicy(fmt.Sprintf("unknown-%d", code))
+}
+
 // MaxSliceDevices is the most devices one slice may span: the contract's
 // per-device arrays have shm.MaxDevices entries.
 const MaxSliceDevices = shm.MaxDevices
@@ -140,6 +205,8 @@ type SliceBudget struct {
 	Devices  []SliceDevice
 	QoS      QoS
 	Priority int
+	// ComputePolicy is the throttle policy; "": cap.
+	ComputePolicy ComputePolicy
 	// Slots is the number of process slots; 0: shm.DefaultSlots.
 	Slots int
 	// ContextOverhead is charged per CUDA context on every device.
@@ -163,6 +230,10 @@ func (b SliceBudget) Spec() (shm.SliceSpec, error) {
 	if err != nil {
 		return shm.SliceSpec{}, fmt.Errorf("slice %s: %w", b.ID, err)
 	}
+	policy, err := ParseComputePolicy(string(b.ComputePolicy))
+	if err != nil {
+		return shm.SliceSpec{}, fmt.Errorf("slice %s: %w", b.ID, err)
+	}
 	if b.Priority < 0 || int64(b.Priority) > math.MaxUint32 {
 		return shm.SliceSpec{}, fmt.Errorf("slice %s: priority %d out of range", b.ID, b.Priority)
 	}
@@ -172,7 +243,7 @@ func (b SliceBudget) Spec() (shm.SliceSpec, error) {
 		Devices:  make([]shm.DeviceBudget, len(b.Devices)),
 		Priority: uint32(b.Priority),
 		QoS:      qos.Code(),
-		Policy:   shm.PolicyCap,
+		Policy:   policy.Code(),
 	}
 	for i, d := range b.Devices {
 		db, err := deviceBudget(d, b.Booked && qos.Guaranteed(), b.ContextOverhead)
@@ -236,6 +307,7 @@ func badField(field, format string, args ...any) error {
 // Validate checks everything about a request that depends neither on the
 // node's devices nor on what is allocated: the memory (bytes or a percent,
 // exactly one), the compute share (ShareBP), the QoS class (ParseQoS), the
+// compute policy (ParseComputePolicy; "" is vgpud's default), the
 // priority (0..MaxUint32, what the budget records), the placement name, and
 // the device count and uuid list (1..MaxSliceDevices, agreeing, no uuid
 // twice). vgpud's allocator and vgpu-runtime both run it, so a request is
@@ -275,6 +347,9 @@ func (r *AllocRequest) validateSharing() error {
 	}
 	if _, err := ParseQoS(string(r.QoS)); err != nil {
 		return badField("qos", "%v", err)
+	}
+	if _, err := ParseComputePolicy(string(r.ComputePolicy)); err != nil {
+		return badField("compute_policy", "%v", err)
 	}
 	if r.Priority < 0 {
 		return badField("priority", "priority %d is negative", r.Priority)

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"math"
 	"regexp"
 	"strings"
@@ -29,6 +30,50 @@ func TestQoSNamesAndCodes(t *testing.T) {
 	require.ErrorIs(t, err, ErrUnknownQoS)
 	require.ErrorContains(t, err, `unknown qos "platinum"`)
 	require.Equal(t, QoS("unknown-7"), QoSOfCode(7))
+}
+
+func TestComputePolicyNamesAndCodes(t *testing.T) {
+	for _, p := range ComputePolicies {
+		got, err := ParseComputePolicy(string(p))
+		require.NoError(t, err)
+		require.Equal(t, p, got)
+		require.Equal(t, p, ComputePolicyOfCode(p.Code()), "name -> code -> name round trip")
+	}
+	def, err := ParseComputePolicy("")
+	require.NoError(t, err)
+	require.Equal(t, ComputePolicyCap, def)
+	require.Equal(t, ComputePolicyCap, ComputePolicy("").Normalized())
+	require.Equal(t, uint32(shm.PolicyCap), ComputePolicy("").Code())
+	require.Equal(t, uint32(shm.PolicyCap), ComputePolicyCap.Code())
+	require.Equal(t, uint32(shm.PolicyShare), ComputePolicyShare.Code())
+	_, err = ParseComputePolicy("burst")
+	require.ErrorIs(t, err, ErrUnknownComputePolicy)
+	require.EqualError(t, err, `unknown compute policy "burst" (want cap or share)`)
+	require.Equal(t, ComputePolicy("unknown-9"), ComputePolicyOfCode(9))
+
+	// On the wire: compute_policy, left out of a request that names none.
+	data, err := json.Marshal(AllocRequest{MemoryBytes: 1, ComputePolicy: ComputePolicyShare})
+	require.NoError(t, err)
+	require.JSONEq(t, `{"memory_bytes":1,"owner":{},"compute_policy":"share"}`, string(data))
+	data, err = json.Marshal(AllocRequest{MemoryBytes: 1})
+	require.NoError(t, err)
+	require.NotContains(t, string(data), "compute_policy")
+}
+
+// TestSliceBudgetSpecPolicy: the budget records the policy asked; none is cap.
+func TestSliceBudgetSpecPolicy(t *testing.T) {
+	devs := []SliceDevice{{Index: 0, UUID: "GPU-a", MemoryBytes: 1 << 30, ComputePercent: 40}}
+	for policy, code := range map[ComputePolicy]uint32{"": shm.PolicyCap, ComputePolicyCap: shm.PolicyCap,
+		ComputePolicyShare: shm.PolicyShare} {
+		spec, err := SliceBudget{ID: "p", Devices: devs, ComputePolicy: policy, Booked: true}.Spec()
+		require.NoError(t, err, "%q", policy)
+		require.Equal(t, code, spec.Policy, "%q", policy)
+		require.Equal(t, uint32(4000), spec.Devices[0].ComputeShareBP, "the policy changes nothing else")
+		require.Equal(t, uint32(4000), spec.Devices[0].ComputeFloorBP)
+	}
+	_, err := SliceBudget{ID: "p", Devices: devs, ComputePolicy: "burst"}.Spec()
+	require.ErrorIs(t, err, ErrUnknownComputePolicy)
+	require.ErrorContains(t, err, "slice p")
 }
 
 // TestValidSliceID: the rule the three regexes spelled before, with the
@@ -83,6 +128,7 @@ func TestSliceBudgetSpec(t *testing.T) {
 
 	for name, b := range map[string]SliceBudget{
 		"qos":      {ID: "x", Devices: devs, QoS: "gold"},
+		"policy":   {ID: "x", Devices: devs, ComputePolicy: "gold"},
 		"priority": {ID: "x", Devices: devs, Priority: -1},
 		"compute":  {ID: "x", Devices: []SliceDevice{{MemoryBytes: 1, ComputePercent: 101}}},
 		"index":    {ID: "x", Devices: []SliceDevice{{Index: -1, MemoryBytes: 1}}},
@@ -102,6 +148,8 @@ func TestAllocRequestValidate(t *testing.T) {
 		{MemoryPercent: 100, ComputePercent: 0.01, QoS: QoSBestEffort, Priority: math.MaxUint32,
 			Placement: PlacementSpread, DeviceCount: MaxSliceDevices},
 		{MemoryBytes: gib, UUIDs: []string{"GPU-a", "GPU-b"}, DeviceCount: 2},
+		{MemoryBytes: gib, ComputePercent: 40, ComputePolicy: ComputePolicyShare},
+		{MemoryBytes: gib, ComputePolicy: ComputePolicyCap},
 	}
 	for _, r := range ok {
 		require.NoError(t, r.Validate(), "%+v", r)
@@ -122,6 +170,8 @@ func TestAllocRequestValidate(t *testing.T) {
 		{AllocRequest{MemoryBytes: gib, ComputePercent: 100.5}, "compute_percent", "compute percent 100.5 out of range (0, 100]"},
 		{AllocRequest{MemoryBytes: gib, ComputePercent: 0.001}, "compute_percent", "compute percent 0.001 is below the 0.01% granularity"},
 		{AllocRequest{MemoryBytes: gib, QoS: "gold"}, "qos", `unknown qos "gold" (want guaranteed, burstable or best-effort)`},
+		{AllocRequest{MemoryBytes: gib, ComputePolicy: "burst"}, "compute_policy", `unknown compute policy "burst" (want cap or share)`},
+		{AllocRequest{MemoryBytes: gib, ComputePolicy: "Share"}, "compute_policy", `unknown compute policy "Share" (want cap or share)`},
 		{AllocRequest{MemoryBytes: gib, Priority: -3}, "priority", "priority -3 is negative"},
 		{AllocRequest{MemoryBytes: gib, Priority: math.MaxUint32 + 1}, "priority", "priority 4294967296 out of range (at most 4294967295)"},
 		{AllocRequest{MemoryBytes: gib, Placement: "random"}, "placement", `unknown placement "random" (want binpack or spread)`},

@@ -77,6 +77,10 @@ type AllocRequest struct {
 	QoS       QoS      `json:"qos,omitempty"`       // default guaranteed
 	Placement string   `json:"placement,omitempty"` // default: the node's policy
 	Owner     Owner    `json:"owner,omitempty"`
+	// ComputePolicy is what the compute share means: cap (a ceiling, never
+	// exceeded even alone) or share (a guarantee; idle capacity may be used).
+	// Empty: vgpud's default (its compute_policy setting, cap unless set).
+	ComputePolicy ComputePolicy `json:"compute_policy,omitempty"`
 }
 
 // Device is one physical GPU as vgpud sees it.
@@ -114,6 +118,10 @@ type Slice struct {
 	Priority  int           `json:"priority"`
 	Owner     Owner         `json:"owner"`
 	CreatedAt time.Time     `json:"created_at"`
+	// ComputePolicy is the slice's throttle policy, cap or share (what its
+	// budget records). Absent from an older vgpud, and from records written
+	// before the policy could be chosen: those slices are cap.
+	ComputePolicy ComputePolicy `json:"compute_policy,omitempty"`
 	// Tampered says how one of the slice's region files was changed behind
 	// vgpud's back (grown, shrunk, holes punched, unlinked or replaced): vgpud
 	// reads that slice's regions only through a fault guard. Empty: intact.
