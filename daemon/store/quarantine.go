@@ -253,6 +253,7 @@ func RecordFromBudget(id string, spec shm.SliceSpec, createdAt time.Time) (Recor
 		return Record{}, fmt.Errorf("%w: priority %d out of range", shm.ErrCorrupt, spec.Priority)
 	}
 	qos := api.QoSOfCode(spec.QoS)
+	policy := api.ComputePolicyOfCode(spec.Policy) // known: spec.Validate checked it
 	devs := make([]api.SliceDevice, len(spec.Devices))
 	uuids := make([]string, len(spec.Devices))
 	overhead := spec.Devices[0].ContextOverhead
@@ -277,11 +278,12 @@ func RecordFromBudget(id string, spec shm.SliceSpec, createdAt time.Time) (Recor
 		uuids[i] = d.UUID
 	}
 	rec := Record{
-		Slice: api.Slice{ID: id, Devices: devs, QoS: qos, Priority: int(spec.Priority), CreatedAt: createdAt},
+		Slice: api.Slice{ID: id, Devices: devs, QoS: qos, Priority: int(spec.Priority), CreatedAt: createdAt,
+			ComputePolicy: policy},
 		// What was asked is not in the budget; this request would place the
 		// same slice.
 		Request: api.AllocRequest{ID: id, MemoryBytes: devs[0].MemoryBytes, ComputePercent: devs[0].ComputePercent,
-			DeviceCount: len(devs), UUIDs: uuids, Priority: int(spec.Priority), QoS: qos},
+			DeviceCount: len(devs), UUIDs: uuids, Priority: int(spec.Priority), QoS: qos, ComputePolicy: policy},
 		ContextOverhead: overhead,
 	}
 	want, err := Spec(rec)

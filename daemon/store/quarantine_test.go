@@ -54,12 +54,29 @@ func TestQuarantinedRebuiltFromBudget(t *testing.T) {
 			got := q.Rebuilt
 			require.Equal(t, rec.Slice.Devices, got.Slice.Devices)
 			require.Equal(t, qos, got.Slice.QoS)
+			require.Equal(t, api.ComputePolicyCap, got.Slice.ComputePolicy)
 			require.Equal(t, rec.Slice.Priority, got.Slice.Priority)
 			require.Equal(t, rec.ContextOverhead, got.ContextOverhead)
 			require.Equal(t, api.Owner{}, got.Slice.Owner, "the owner is not in the budget")
 			require.WithinDuration(t, before, got.Slice.CreatedAt, time.Minute)
 		})
 	}
+}
+
+// A share-policy slice is rebuilt as one: the policy is in its budget.
+func TestQuarantinedRebuiltPolicy(t *testing.T) {
+	s, _ := open(t, "")
+	rec := record("x", api.QoSBurstable, 1)
+	rec.Slice.ComputePolicy = api.ComputePolicyShare
+	create(t, s, rec)
+	corruptRecord(t, s, "x")
+	_, q := quarantinedOne(t, s.Root())
+	require.NotNil(t, q.Rebuilt)
+	require.Equal(t, api.ComputePolicyShare, q.Rebuilt.Slice.ComputePolicy)
+	require.Equal(t, api.ComputePolicyShare, q.Rebuilt.Request.ComputePolicy)
+	spec, err := Spec(*q.Rebuilt)
+	require.NoError(t, err)
+	require.Equal(t, uint32(shm.PolicyShare), spec.Policy)
 }
 
 // A budget that is unreadable, or not one vgpud writes, rebuilds nothing.
@@ -109,6 +126,7 @@ func TestRecordFromBudgetChecks(t *testing.T) {
 		"floor below share":   func(s *shm.SliceSpec) { s.Devices[0].ComputeFloorBP = 100 },
 		"invalid":             func(s *shm.SliceSpec) { s.Devices[0].MemoryLimit = 0 },
 		"unknown qos":         func(s *shm.SliceSpec) { s.QoS = 9 },
+		"unknown policy":      func(s *shm.SliceSpec) { s.Policy = 7 },
 		"a device twice":      func(s *shm.SliceSpec) { s.Devices[1].UUID = s.Devices[0].UUID },
 		"guarantee in excess": func(s *shm.SliceSpec) { s.Devices[1].MemoryLimit = 1 },
 	}

@@ -165,6 +165,7 @@ func Spec(rec Record) (shm.SliceSpec, error) {
 		Devices:         sl.Devices,
 		QoS:             sl.QoS,
 		Priority:        sl.Priority,
+		ComputePolicy:   sl.ComputePolicy,
 		ContextOverhead: rec.ContextOverhead,
 		Booked:          true,
 	}.Spec()
@@ -354,6 +355,9 @@ func parseRecord(data []byte, id string) (Record, error) {
 	if rf.Slice.ID != id {
 		return Record{}, fmt.Errorf("record names slice %q, its directory %q", rf.Slice.ID, id)
 	}
+	// A record written before the policy could be chosen has none: its slice
+	// is cap, as its budget says.
+	rf.Slice.ComputePolicy = rf.Slice.ComputePolicy.Normalized()
 	return rf.Record, nil
 }
 

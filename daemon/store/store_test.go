@@ -44,8 +44,12 @@ func record(id string, qos api.QoS, n int) Record {
 			Priority:  3,
 			Owner:     api.Owner{Kind: api.OwnerPID, PID: 4242, StartTime: 99},
 			CreatedAt: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC),
+			// What vgpud records: the policy resolved (its default when the
+			// request named none).
+			ComputePolicy: api.ComputePolicyCap,
 		},
-		Request:         api.AllocRequest{ID: id, MemoryBytes: 2 * gib, ComputePercent: 25, DeviceCount: n, QoS: qos, Priority: 3},
+		Request: api.AllocRequest{ID: id, MemoryBytes: 2 * gib, ComputePercent: 25, DeviceCount: n, QoS: qos, Priority: 3,
+			ComputePolicy: api.ComputePolicyCap},
 		ContextOverhead: 256 * mib,
 	}
 }
@@ -358,6 +362,46 @@ func TestLoadRoundTrip(t *testing.T) {
 			require.Less(t, e.Level, zapcore.WarnLevel, "clean state, nothing to warn about: %s", e.Message)
 		}
 	}
+}
+
+// TestLoadComputePolicy: the policy survives a restart in the record and the
+// budget; a record written before the policy existed (no compute_policy key)
+// loads as cap, and so does its budget.
+func TestLoadComputePolicy(t *testing.T) {
+	s, _ := open(t, "")
+	share := record("share", "", 1)
+	share.Slice.ComputePolicy, share.Request.ComputePolicy = api.ComputePolicyShare, api.ComputePolicyShare
+	create(t, s, share)
+	create(t, s, record("cap", "", 1))
+	create(t, s, record("old", api.QoSBurstable, 1))
+
+	// "old": its record as vgpud wrote it before the policy could be chosen.
+	path := filepath.Join(s.Dir("old"), RecordFile)
+	var raw map[string]any
+	require.NoError(t, json.Unmarshal(readFile(t, path), &raw))
+	delete(raw["slice"].(map[string]any), "compute_policy")
+	delete(raw["request"].(map[string]any), "compute_policy")
+	data, err := json.Marshal(raw)
+	require.NoError(t, err)
+	require.NotContains(t, string(data), "compute_policy")
+	require.NoError(t, os.WriteFile(path, data, 0o644))
+
+	s2, logs := open(t, s.Root())
+	ls := load(t, s2)
+	require.Equal(t, []string{"cap", "old", "share"}, ids(ls))
+	want := map[string]api.ComputePolicy{"cap": api.ComputePolicyCap, "old": api.ComputePolicyCap, "share": api.ComputePolicyShare}
+	for _, l := range ls {
+		id := l.Record.Slice.ID
+		require.Equal(t, want[id], l.Record.Slice.ComputePolicy, id)
+		require.Equal(t, want[id].Code(), l.Slice.Budget.Policy(), "%s: the budget's policy", id)
+	}
+	require.False(t, warned(logs, ""), "nothing repaired or quarantined")
+
+	// A record naming a policy this build does not know is not guessed at.
+	bad := record("bad", "", 1)
+	bad.Slice.ComputePolicy = "burst"
+	_, err = s2.Create(bad)
+	require.ErrorIs(t, err, api.ErrUnknownComputePolicy)
 }
 
 // Re-adoption never rewrites live regions: a tenant's counters survive byte for
