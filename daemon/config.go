@@ -32,6 +32,7 @@ const (
 	DefaultBackstopTolerance = 64 << 20
 	DefaultLogFormat         = "json"
 	DefaultLogLevel          = "info"
+	DefaultComputePolicy     = api.ComputePolicyCap
 )
 
 // Config is vgpud's configuration: defaults, then the JSON config file, then
@@ -77,6 +78,10 @@ type Config struct {
 	// allocates it before runc has written the container's state).
 	ContainerCheckInterval units.Duration `json:"container_check_interval"`
 	ContainerGrace         units.Duration `json:"container_grace"`
+	// ComputePolicy is the throttle policy of a slice whose request names
+	// none: cap (its compute share is a ceiling, even alone on the device) or
+	// share (a guarantee; it may use capacity others leave idle).
+	ComputePolicy api.ComputePolicy `json:"compute_policy"`
 }
 
 // DefaultConfig returns the built-in defaults.
@@ -95,6 +100,7 @@ func DefaultConfig() Config {
 		// Container checks (package containers).
 		ContainerCheckInterval: units.Duration(containers.DefaultInterval),
 		ContainerGrace:         units.Duration(containers.DefaultGrace),
+		ComputePolicy:          DefaultComputePolicy,
 	}
 }
 
@@ -158,6 +164,7 @@ func (c *Config) fields() map[string]any {
 		"containerd_socket":        &c.ContainerdSocket,
 		"container_check_interval": &c.ContainerCheckInterval,
 		"container_grace":          &c.ContainerGrace,
+		"compute_policy":           &c.ComputePolicy,
 	}
 }
 
@@ -247,6 +254,10 @@ func (c *Config) Validate() error {
 	}
 	if g := time.Duration(c.ContainerGrace); g < 100*time.Millisecond || g > time.Hour {
 		bad("container_grace %s: want 100ms..1h (default %s)", g, containers.DefaultGrace)
+	}
+	if c.ComputePolicy != api.ComputePolicyCap && c.ComputePolicy != api.ComputePolicyShare {
+		bad("compute_policy %q: want %s or %s (default %s)", c.ComputePolicy,
+			api.ComputePolicyCap, api.ComputePolicyShare, DefaultComputePolicy)
 	}
 	return errors.Join(errs...)
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/internal/units"
 )
 
@@ -31,6 +33,7 @@ func TestDefaultConfigIsValid(t *testing.T) {
 	require.Equal(t, 50*time.Millisecond, time.Duration(cfg.EnforcerInterval))
 	require.Equal(t, Size(256<<20), cfg.ContextOverhead)
 	require.Equal(t, "", cfg.NVMLLibrary)
+	require.Equal(t, api.ComputePolicyCap, cfg.ComputePolicy)
 }
 
 // TestLoadConfigFile: keys in the file replace defaults, absent keys keep
@@ -42,7 +45,8 @@ func TestLoadConfigFile(t *testing.T) {
 		"enforcer_interval": "20ms",
 		"context_overhead": "300MiB",
 		"backstop_tolerance": 1048576,
-		"metrics_addr": ""
+		"metrics_addr": "",
+		"compute_policy": "share"
 	}`)
 	cfg := DefaultConfig()
 	require.NoError(t, LoadConfigFile(path, &cfg))
@@ -54,6 +58,7 @@ func TestLoadConfigFile(t *testing.T) {
 	want.ContextOverhead = Size(300 << 20)
 	want.BackstopTolerance = Size(1 << 20)
 	want.MetricsAddr = ""
+	want.ComputePolicy = api.ComputePolicyShare
 	require.Equal(t, want, cfg)
 
 	// The example in deploy/ loads and is valid.
@@ -106,11 +111,13 @@ func TestValidate(t *testing.T) {
 		BackstopTolerance: Size(100 << 30),
 		LogFormat:         "xml",
 		LogLevel:          "loud",
+		ComputePolicy:     "burst",
 	}
 	err := cfg.Validate()
 	require.Error(t, err)
 	for _, key := range []string{"state_dir", "socket", "metrics_addr", "placement", "enforcer_mode",
-		"enforcer_interval", "context_overhead", "backstop_tolerance", "log_format", "log_level"} {
+		"enforcer_interval", "context_overhead", "backstop_tolerance", "log_format", "log_level",
+		`compute_policy "burst": want cap or share (default cap)`} {
 		require.Contains(t, err.Error(), key)
 	}
 	cfg = DefaultConfig()

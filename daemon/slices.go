@@ -63,12 +63,14 @@ func (s *Server) allocate(req api.AllocRequest) (api.Slice, error) {
 		return api.Slice{}, err
 	}
 	s.log.Info("slice allocated", zap.String("slice", req.ID), zap.String("dir", e.rec.Slice.Dir),
-		zap.Any("devices", devs), zap.String("qos", string(req.QoS)), zap.String("owner", ownerDesc(req.Owner)))
+		zap.Any("devices", devs), zap.String("qos", string(req.QoS)),
+		zap.String("compute_policy", string(req.ComputePolicy)), zap.String("owner", ownerDesc(req.Owner)))
 	return e.rec.Slice, nil
 }
 
 // checkAllocRequest completes and checks what a request says before anything
-// is booked: its id (generated when missing), its QoS class, its owner (a pid
+// is booked: its id (generated when missing), its QoS class, its compute
+// policy (vgpud's default when none is named), its owner (a pid
 // owner's start time filled in), and that the id is free and vgpud is not
 // shutting down. These are cheap and need no undo, so they come first.
 func (s *Server) checkAllocRequest(req *api.AllocRequest) error {
@@ -81,6 +83,9 @@ func (s *Server) checkAllocRequest(req *api.AllocRequest) error {
 		return fmt.Errorf("%w: slice id %q: want %s", allocator.ErrInvalidRequest, req.ID, api.SliceIDRule)
 	}
 	req.QoS = req.QoS.Normalized()
+	if req.ComputePolicy == "" {
+		req.ComputePolicy = s.cfg.ComputePolicy // compute_policy; a bad name: the allocator's 400
+	}
 	if err := resolveOwner(&req.Owner); err != nil {
 		return fmt.Errorf("%w: %w", allocator.ErrInvalidRequest, err)
 	}
@@ -139,6 +144,9 @@ func (s *Server) recordSlice(req api.AllocRequest, devs []api.SliceDevice) (*sli
 			Priority:  req.Priority,
 			Owner:     req.Owner,
 			CreatedAt: time.Now().UTC(),
+			// Recorded resolved: a later change of vgpud's default does not
+			// change an existing slice.
+			ComputePolicy: req.ComputePolicy,
 		},
 		Request:         req,
 		ContextOverhead: uint64(s.cfg.ContextOverhead),

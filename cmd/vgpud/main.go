@@ -53,7 +53,8 @@ Config file (JSON; every key optional, unknown keys are an error):
     "log_level": "info",
     "containerd_socket": "",
     "container_check_interval": "10s",
-    "container_grace": "30s"
+    "container_grace": "30s",
+    "compute_policy": "cap"
   }
 Sizes are strings with binary units (256MiB, 1G = 1GiB) or plain bytes;
 durations are Go durations (50ms, 1s). "metrics_addr": "" turns metrics off.
@@ -63,6 +64,10 @@ containerd's events and release a deleted container's slice at once; with or
 without it, a check every container_check_interval releases the slices of
 containers whose runc state is gone (slices younger than container_grace are
 left alone: their container is still being created).
+"compute_policy" is what a slice's compute share means when its request names
+no policy: cap (a ceiling, never exceeded even alone on the device) or share (a
+guarantee; the slice may use capacity others leave idle). A slice keeps the
+policy it was created with.
 
 Exit status: 0 after a clean stop, 1 on an error, 2 on a bad command line or
 config.
@@ -93,6 +98,7 @@ var flagKeys = map[string]string{
 	"containerd-socket":        "containerd_socket",
 	"container-check-interval": "container_check_interval",
 	"container-grace":          "container_grace",
+	"compute-policy":           "compute_policy",
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -146,6 +152,7 @@ func loadConfig(args []string, stdout io.Writer) (daemon.Config, int, error) {
 	fs.String("containerd-socket", def.ContainerdSocket, "containerd's `SOCKET`: its events release a deleted container's slice at once (\"\": periodic runc-state checks only)")
 	fs.String("container-check-interval", def.ContainerCheckInterval.String(), "`PERIOD` of the check that releases slices of containers that are gone")
 	fs.String("container-grace", def.ContainerGrace.String(), "`AGE` a container's slice must reach before that check judges it")
+	fs.String("compute-policy", string(def.ComputePolicy), "`POLICY` of a slice whose request names none: cap (its compute share is a ceiling) or share (a guarantee; idle capacity may be used)")
 	version := fs.Bool("version", false, "print the version and exit")
 
 	if err := fs.Parse(args); err != nil {
@@ -239,6 +246,8 @@ func setKey(cfg *daemon.Config, key, v string) error {
 		return cfg.ContainerCheckInterval.Set(v)
 	case "container_grace":
 		return cfg.ContainerGrace.Set(v)
+	case "compute_policy":
+		cfg.ComputePolicy = api.ComputePolicy(v)
 	default:
 		return fmt.Errorf("unknown setting %q", key)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/daemon"
+	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/internal/units"
 )
 
@@ -21,7 +22,7 @@ func TestHelp(t *testing.T) {
 		"Config file (JSON", `"enforcer_interval": "50ms"`, "-state-dir", "(default \"/var/lib/vgpu\")",
 		"-socket", "/run/vgpu/vgpud.sock", "-metrics-addr", "127.0.0.1:9400", "-placement", "binpack",
 		"-enforcer-mode", "report", "-enforcer-interval", "-context-overhead", "256MiB", "-nvml-lib",
-		"-log-format", "-log-level", "-config",
+		"-log-format", "-log-level", "-config", "-compute-policy", "(default \"cap\")", `"compute_policy": "cap"`,
 	} {
 		require.Contains(t, out.String(), want)
 	}
@@ -35,7 +36,8 @@ func TestConfigPrecedence(t *testing.T) {
 	require.NoError(t, os.WriteFile(file, []byte(`{"state_dir": "/from/file", "enforcer_mode": "enforce",
 		"placement": "spread", "context_overhead": "300MiB"}`), 0o644))
 	cfg, code, err := loadConfig([]string{"--config", file, "--placement", "binpack",
-		"--enforcer-interval", "20ms", "--socket", "rel/vgpud.sock", "--log-format", "console"}, &bytes.Buffer{})
+		"--enforcer-interval", "20ms", "--socket", "rel/vgpud.sock", "--log-format", "console",
+		"--compute-policy", "share"}, &bytes.Buffer{})
 	require.NoError(t, err)
 	require.Equal(t, 0, code)
 	want := daemon.DefaultConfig()
@@ -48,6 +50,7 @@ func TestConfigPrecedence(t *testing.T) {
 	require.NoError(t, err)
 	want.Socket = filepath.Join(wd, "rel/vgpud.sock")
 	want.LogFormat = "console"
+	want.ComputePolicy = api.ComputePolicyShare
 	require.Equal(t, want, cfg)
 
 	cfg, _, err = loadConfig(nil, &bytes.Buffer{})
@@ -65,6 +68,7 @@ func TestBadCommandLines(t *testing.T) {
 		want string
 	}{
 		{[]string{"--enforcer-mode", "kill"}, `enforcer_mode "kill"`},
+		{[]string{"--compute-policy", "burst"}, `compute_policy "burst": want cap or share`},
 		{[]string{"--enforcer-interval", "soon"}, "--enforcer-interval"},
 		{[]string{"--context-overhead", "big"}, "--context-overhead"},
 		{[]string{"--metrics-addr", "nowhere"}, "metrics_addr"},

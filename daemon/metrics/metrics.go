@@ -211,6 +211,9 @@ var (
 	descSliceTampered = prometheus.NewDesc("vgpu_slice_tampered",
 		"1 when a region file of the slice was changed behind vgpud's back (grown, shrunk, holes punched, replaced), else 0.",
 		[]string{"slice", "qos"}, nil)
+	descSliceInfo = prometheus.NewDesc("vgpu_slice_info",
+		"A slice vgpud holds (value 1): its QoS class and compute policy (cap or share).",
+		[]string{"slice", "qos", "compute_policy"}, nil)
 	descSlices = prometheus.NewDesc("vgpu_slices",
 		"Slices held by vgpud, by QoS class.", []string{"qos"}, nil)
 
@@ -221,7 +224,7 @@ var (
 		descDeviceInfo, descDeviceTotal, descDeviceGuaranteed, descDeviceAllocated, descDeviceCompute,
 		descDeviceSlices, descDeviceDriverUsed, descDeviceDriverProcs, descDeviceUtil,
 		descSliceLimit, descSliceUsed, descSlicePeak, descSliceDriver, descSliceRefused, descSliceBackstop,
-		descSliceReclaimed, descSliceProcs, descSlices, descSliceTampered,
+		descSliceReclaimed, descSliceProcs, descSlices, descSliceTampered, descSliceInfo,
 		descSliceTarget, descSliceAllowed, descSliceAchieved, descSliceTokenRate,
 	}
 )
@@ -321,8 +324,8 @@ func collectDevices(ch chan<- prometheus.Metric, in *Input, rep *enforcer.TickRe
 }
 
 // collectQoS counts slices per QoS class: the daemon's list when it has one,
-// else the last tick's; and exports whether each listed slice was tampered
-// with.
+// else the last tick's; and exports each listed slice's info (class and
+// compute policy) and whether it was tampered with.
 func collectQoS(ch chan<- prometheus.Metric, slices []api.Slice, rep *enforcer.TickReport) {
 	byQoS := make(map[api.QoS]int, len(api.QoSClasses))
 	for _, q := range api.QoSClasses {
@@ -336,6 +339,7 @@ func collectQoS(ch chan<- prometheus.Metric, slices []api.Slice, rep *enforcer.T
 				tampered = 1
 			}
 			gauge(ch, descSliceTampered, tampered, s.ID, string(s.QoS.Normalized()))
+			gauge(ch, descSliceInfo, 1, s.ID, string(s.QoS.Normalized()), string(s.ComputePolicy.Normalized()))
 		}
 	} else if rep != nil {
 		for _, s := range rep.Slices {

@@ -33,8 +33,8 @@ func testInput() Input {
 		},
 		Slices: []api.Slice{
 			{ID: "a", QoS: api.QoSGuaranteed},
-			{ID: "b", QoS: api.QoSBurstable},
-			{ID: "c", QoS: ""}, // the default class
+			{ID: "b", QoS: api.QoSBurstable, ComputePolicy: api.ComputePolicyShare},
+			{ID: "c", QoS: ""}, // the default class, the default policy (cap)
 		},
 		Utilization: map[string]float64{uuidA: 0.25},
 		Health: Health{Version: "v0.3.0", StartTime: time.Unix(1700000000, 500000000),
@@ -153,6 +153,11 @@ vgpu_slice_backstop_events_total{qos="guaranteed",slice="a",uuid="GPU-aaaaaaaa-0
 # HELP vgpu_slice_driver_used_bytes Memory the driver reports for the slice's processes on the device.
 # TYPE vgpu_slice_driver_used_bytes gauge
 vgpu_slice_driver_used_bytes{qos="guaranteed",slice="a",uuid="GPU-aaaaaaaa-0000-4000-8000-000000000001"} 1.073741824e+09
+# HELP vgpu_slice_info A slice vgpud holds (value 1): its QoS class and compute policy (cap or share).
+# TYPE vgpu_slice_info gauge
+vgpu_slice_info{compute_policy="cap",qos="guaranteed",slice="a"} 1
+vgpu_slice_info{compute_policy="cap",qos="guaranteed",slice="c"} 1
+vgpu_slice_info{compute_policy="share",qos="burstable",slice="b"} 1
 # HELP vgpu_slice_memory_limit_bytes The slice's memory limit on the device.
 # TYPE vgpu_slice_memory_limit_bytes gauge
 vgpu_slice_memory_limit_bytes{qos="burstable",slice="b",uuid="GPU-aaaaaaaa-0000-4000-8000-000000000001"} 8.589934592e+09
