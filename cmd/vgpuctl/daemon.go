@@ -143,8 +143,9 @@ func dash(s string) string {
 const slicesHelp = `Usage:
   vgpuctl slices [--json] [--socket PATH]
 
-Lists every slice: its devices (index:memory), compute share, QoS class,
-priority, owner (a process for 'vgpuctl run', a container for vgpu-runtime, '-'
+Lists every slice: its devices (index:memory), compute share, compute policy
+(cap: the share is a ceiling; share: a guarantee, idle capacity may be used),
+QoS class, priority, owner (a process for 'vgpuctl run', a container for vgpu-runtime, '-'
 for a slice released only by 'vgpuctl release') and directory.
 
 Flags:
@@ -173,11 +174,11 @@ func slicesCommand() *command {
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tDEVICES\tCOMPUTE\tQOS\tPRIORITY\tOWNER\tAGE\tREGIONS\tDIR")
+		fmt.Fprintln(tw, "ID\tDEVICES\tCOMPUTE\tPOLICY\tQOS\tPRIORITY\tOWNER\tAGE\tREGIONS\tDIR")
 		now := time.Now()
 		for _, s := range slices {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", s.ID, sliceDevices(s), sliceCompute(s),
-				s.QoS, s.Priority, ownerString(s.Owner), age(now.Sub(s.CreatedAt)), regionState(s), s.Dir)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", s.ID, sliceDevices(s), sliceCompute(s),
+				dash(string(s.ComputePolicy)), s.QoS, s.Priority, ownerString(s.Owner), age(now.Sub(s.CreatedAt)), regionState(s), s.Dir)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -286,6 +287,7 @@ type requestFlags struct {
 	qos       string
 	placement string
 	id        string
+	policy    string
 }
 
 func (r *requestFlags) register(fs *flag.FlagSet) {
@@ -295,6 +297,7 @@ func (r *requestFlags) register(fs *flag.FlagSet) {
 	fs.Var(&r.uuids, "uuid", "place the slice on the device with this `UUID`; repeat for several")
 	fs.IntVar(&r.priority, "priority", 0, "slice priority `N`; higher wins")
 	fs.StringVar(&r.qos, "qos", "", "QoS `class`: guaranteed (default), burstable or best-effort")
+	fs.StringVar(&r.policy, "compute-policy", "", "what the compute share means: `cap` (a ceiling, even alone on the device) or share (a guarantee; idle capacity may be used) (default: vgpud's, cap unless set)")
 	fs.StringVar(&r.placement, "placement", "", "placement `policy` for this slice: binpack or spread (default: vgpud's)")
 	fs.StringVar(&r.id, "id", "", "slice `ID` (letters, digits, '_', '.', '-'; default: generated)")
 }
@@ -310,6 +313,7 @@ func (r *requestFlags) request() (api.AllocRequest, error) {
 		Priority:       r.priority,
 		QoS:            api.QoS(r.qos),
 		Placement:      r.placement,
+		ComputePolicy:  api.ComputePolicy(r.policy),
 	}
 	mem := strings.TrimSpace(r.memory)
 	switch {
@@ -337,6 +341,9 @@ func (r *requestFlags) request() (api.AllocRequest, error) {
 	if r.devices < 0 {
 		return req, usagef("--devices %d: want 1 or more", r.devices)
 	}
+	if _, err := api.ParseComputePolicy(r.policy); err != nil {
+		return req, usagef("--compute-policy %q: want cap or share", r.policy)
+	}
 	return req, nil
 }
 
@@ -354,6 +361,7 @@ A request that does not fit is refused with what each device lacked.
 Examples:
   vgpuctl alloc --memory 4GiB --compute 50
   vgpuctl alloc --memory 25% --devices 2 --qos burstable --placement spread
+  vgpuctl alloc --memory 4GiB --compute 30 --compute-policy share
   vgpuctl alloc --memory 8G --uuid GPU-5d3a1f2e-0c4b-4a6e-9f1d-2b7c8e9a0b1c --id train-1
 
 Flags:
@@ -440,9 +448,10 @@ the limit, what libvgpu charged (USED; contexts included), the peak and the
 allocations refused, and its compute share: TARGET (the share asked; '-' for
 none), ALLOWED (what vgpud's controller grants now: the target, the floor while
 a higher-priority slice is active, more for a share-policy slice using idle
-capacity; '-' when not throttled) and ACHIEVED (what the slice's processes
+capacity; '-' when not throttled), ACHIEVED (what the slice's processes
 used, as the driver measures it, averaged over about a second; '-' where the
-driver cannot say); then every process with its pid, host pid, charged bytes
+driver cannot say) and POLICY (cap: never above the target; share: the target
+is guaranteed and idle capacity may be used; '-' from an older vgpud); then every process with its pid, host pid, charged bytes
 and what the driver reports for it (DRIVER; '-' where unknown: no NVML
 per-process figure yet). A process libvgpu does not know (it bypassed it) is
 listed with pid '-'.
@@ -516,14 +525,14 @@ func printTop(w io.Writer, usage []api.SliceUsage) error {
 	}
 	sort.Slice(usage, func(i, j int) bool { return usage[i].Slice.ID < usage[j].Slice.ID })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLICE\tDEVICE\tLIMIT\tUSED\tPEAK\tREFUSED\tTARGET\tALLOWED\tACHIEVED\tPROCESSES")
+	fmt.Fprintln(tw, "SLICE\tDEVICE\tLIMIT\tUSED\tPEAK\tREFUSED\tTARGET\tALLOWED\tACHIEVED\tPOLICY\tPROCESSES")
 	for _, u := range usage {
 		for d, sd := range u.Slice.Devices {
 			target, allowed, achieved := computeColumns(sd, u.Compute, d)
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\n", u.Slice.ID, sd.Index,
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\n", u.Slice.ID, sd.Index,
 				units.HumanSize(sd.MemoryBytes), units.HumanSize(at(u.UsedBytes, d)),
 				units.HumanSize(at(u.PeakBytes, d)), at(u.Refused, d), target, allowed, achieved,
-				len(u.Processes))
+				dash(string(u.Slice.ComputePolicy)), len(u.Processes))
 		}
 	}
 	if err := tw.Flush(); err != nil {

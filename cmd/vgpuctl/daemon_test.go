@@ -95,14 +95,25 @@ func TestDaemonCommands(t *testing.T) {
 	require.Equal(t, uint64(4<<30), two.Devices[0].MemoryBytes)
 	require.Equal(t, api.QoSBurstable, two.QoS)
 
-	r = vgpuctl("alloc", "--memory", "1GiB", "--uuid", "GPU-00000001-0000-4000-8000-000000000000", "--compute", "5", "--socket", socket)
+	r = vgpuctl("alloc", "--memory", "1GiB", "--uuid", "GPU-00000001-0000-4000-8000-000000000000", "--compute", "5", "--socket", socket,
+		"--compute-policy", "share")
 	require.Equal(t, 0, r.code, r.stderr)
 	pinned := strings.Fields(r.stdout)[0]
+	p, err := c.Get(ctx, pinned)
+	require.NoError(t, err)
+	require.Equal(t, api.ComputePolicyShare, p.ComputePolicy, "--compute-policy share")
+	require.Equal(t, api.ComputePolicyCap, s.ComputePolicy, "no --compute-policy: vgpud's default")
 
 	r = vgpuctl("slices")
 	require.Equal(t, 0, r.code, r.stderr)
-	for _, want := range []string{"one", two.ID, pinned, "0:4GiB", "0:4GiB,1:4GiB", "1:1GiB", "burstable", "50%", s.Dir} {
+	for _, want := range []string{"one", two.ID, pinned, "0:4GiB", "0:4GiB,1:4GiB", "1:1GiB", "burstable", "50%", s.Dir, "POLICY"} {
 		require.Contains(t, r.stdout, want)
+	}
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if f := strings.Fields(line); len(f) > 3 && (f[0] == "one" || f[0] == pinned) {
+			want := map[string]string{"one": "cap", pinned: "share"}[f[0]]
+			require.Equal(t, want, f[3], "POLICY of %s: %s", f[0], line)
+		}
 	}
 	r = vgpuctl("slices", "--json")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -184,6 +195,8 @@ func TestDaemonCommandUsage(t *testing.T) {
 		{"alloc", "--memory", "150%"},
 		{"alloc", "--memory", "lots"},
 		{"alloc", "--memory", "1G", "--compute", "101"},
+		{"alloc", "--memory", "1G", "--compute-policy", "burst"},
+		{"run", "--memory", "1G", "--compute-policy", "Share", "--", "true"},
 		{"alloc", "--memory", "1G", "extra"},
 		{"release"},
 		{"release", "--bogus", "x"},
@@ -381,9 +394,9 @@ func TestPrintTopCompute(t *testing.T) {
 		return api.SliceDevice{Index: i, UUID: fmt.Sprintf("GPU-%d", i), MemoryBytes: 1 << 30, ComputePercent: c}
 	}
 	usage := []api.SliceUsage{
-		{Slice: api.Slice{ID: "b-none", Devices: []api.SliceDevice{dev(0, 0)}},
+		{Slice: api.Slice{ID: "b-none", Devices: []api.SliceDevice{dev(0, 0)}, ComputePolicy: api.ComputePolicyCap},
 			Compute: []api.ComputeUsage{{UUID: "GPU-0", Measured: true, AchievedPercent: 12.345}}},
-		{Slice: api.Slice{ID: "a-30", Devices: []api.SliceDevice{dev(0, 30), dev(1, 30)}},
+		{Slice: api.Slice{ID: "a-30", Devices: []api.SliceDevice{dev(0, 30), dev(1, 30)}, ComputePolicy: api.ComputePolicyShare},
 			UsedBytes: []uint64{512 << 20, 0},
 			Compute: []api.ComputeUsage{
 				{UUID: "GPU-0", TargetPercent: 30, AllowedPercent: 30, AchievedPercent: 29.96, Measured: true,
@@ -394,11 +407,11 @@ func TestPrintTopCompute(t *testing.T) {
 	}
 	var out strings.Builder
 	require.NoError(t, printTop(&out, usage))
-	want := `SLICE   DEVICE  LIMIT  USED    PEAK  REFUSED  TARGET  ALLOWED  ACHIEVED  PROCESSES
-a-30    0       1GiB   512MiB  0B    0        30%     30.0%    30.0%     0
-a-30    1       1GiB   0B      0B    0        30%     45.5%    -         0
-b-none  0       1GiB   0B      0B    0        -       -        12.3%     0
-c-old   1       1GiB   0B      0B    0        20%     -        -         0
+	want := `SLICE   DEVICE  LIMIT  USED    PEAK  REFUSED  TARGET  ALLOWED  ACHIEVED  POLICY  PROCESSES
+a-30    0       1GiB   512MiB  0B    0        30%     30.0%    30.0%     share   0
+a-30    1       1GiB   0B      0B    0        30%     45.5%    -         share   0
+b-none  0       1GiB   0B      0B    0        -       -        12.3%     cap     0
+c-old   1       1GiB   0B      0B    0        20%     -        -         -       0
 
 no processes
 `

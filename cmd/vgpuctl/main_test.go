@@ -44,7 +44,7 @@ func TestCreateAndShow(t *testing.T) {
 	uuid := "GPU-01234567-89ab-cdef-0123-456789abcdef"
 	r := vgpuctl("slice", "create", "--dir", dir, "--memory", "2GiB", "--device", "1", "--device", uuid,
 		"--context-overhead", "300MiB", "--id", "job-7", "--slots", "16", "--compute", "37.5",
-		"--priority", "5", "--qos", "burstable")
+		"--priority", "5", "--qos", "burstable", "--compute-policy", "share")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Empty(t, r.stderr)
 	require.Contains(t, r.stdout, "created slice "+dir)
@@ -64,13 +64,13 @@ func TestCreateAndShow(t *testing.T) {
 		},
 		Priority: 5,
 		QoS:      shm.QoSBurstable,
-		Policy:   shm.PolicyCap,
+		Policy:   shm.PolicyShare,
 	}, s.Budget.Spec())
 	require.Equal(t, 16, s.Usage.SlotCount())
 
 	r = vgpuctl("slice", "show", "--dir", dir)
 	require.Equal(t, 0, r.code, r.stderr)
-	for _, want := range []string{"job-7", "qos burstable", "index 1", uuid, "300MiB", "37.5%", "no processes", "0 of 16 slots"} {
+	for _, want := range []string{"job-7", "qos burstable", "policy share", "index 1", uuid, "300MiB", "37.5%", "no processes", "0 of 16 slots"} {
 		require.Contains(t, r.stdout, want)
 	}
 
@@ -146,6 +146,7 @@ func TestCreateDefaultsAndForce(t *testing.T) {
 	require.Equal(t, []shm.DeviceBudget{{Index: 0, MemoryLimit: 1 << 30, ContextOverhead: 256 << 20, ComputeShareBP: 10000}},
 		s.Budget.Spec().Devices)
 	require.Equal(t, shm.DefaultSlots, s.Usage.SlotCount())
+	require.Equal(t, uint32(shm.PolicyCap), s.Budget.Policy(), "cap unless --compute-policy says otherwise")
 	require.NoError(t, s.Close())
 
 	r = vgpuctl("slice", "create", "--dir", dir, "--memory", "4G")
@@ -182,6 +183,8 @@ func TestBadInput(t *testing.T) {
 		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--compute", "0"}, "--compute 0 out of range"},
 		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--compute", "101"}, "--compute 101 out of range"},
 		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--qos", "gold"}, `--qos "gold"`},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--compute-policy", "burst"}, `--compute-policy "burst": want cap or share`},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--compute-policy", ""}, `--compute-policy "": want cap or share`},
 		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--priority", "-1"}, "invalid value"},
 		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--device", "0", "--device", "0"}, "both name index 0"},
 		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--device", "GPU-a", "--device", "GPU-a"}, "both name uuid GPU-a"},

@@ -110,16 +110,6 @@ func parseFlags(fs *flag.FlagSet, help string, args []string, stdout io.Writer) 
 	return nil
 }
 
-func policyName(p uint32) string {
-	switch p {
-	case shm.PolicyCap:
-		return "cap"
-	case shm.PolicyShare:
-		return "share"
-	}
-	return fmt.Sprintf("unknown(%d)", p)
-}
-
 func flagNames(f uint32) []string {
 	names := []string{}
 	if f&shm.BudgetFlagElastic != 0 {
@@ -151,6 +141,7 @@ func runSliceCreate(args []string, stdout, _ io.Writer) error {
 		compute  = fs.Float64("compute", 0, "compute share in percent (`PCT`) of each device: launches are throttled to a static rate estimated from it (0 < PCT <= 100; absent or 100: not throttled)")
 		priority = fs.Uint("priority", 0, "slice priority `N`; higher wins")
 		qos      = fs.String("qos", "guaranteed", "QoS `class`: guaranteed, burstable or best-effort")
+		policy   = fs.String("compute-policy", string(api.ComputePolicyCap), "what --compute means: `cap` (a ceiling; with no daemon, the static rate) or share (a guarantee; idle capacity may be used once vgpud's controller adjusts the rate)")
 		force    = fs.Bool("force", false, "replace an existing slice in DIR")
 	)
 	fs.Var(&memory, "memory", "memory limit `SIZE` per device, e.g. 2GiB (required)")
@@ -186,12 +177,16 @@ func runSliceCreate(args []string, stdout, _ io.Writer) error {
 	if err != nil || *qos == "" {
 		return usagef("--qos %q: want guaranteed, burstable or best-effort", *qos)
 	}
+	pol, err := api.ParseComputePolicy(*policy)
+	if err != nil || *policy == "" {
+		return usagef("--compute-policy %q: want cap or share", *policy)
+	}
 	if len(devices) == 0 {
 		devices = listFlag{"0"}
 	}
 
 	budget := api.SliceBudget{ID: *id, Slots: *slots, Priority: int(*priority), QoS: q,
-		ContextOverhead: overhead.bytes}
+		ComputePolicy: pol, ContextOverhead: overhead.bytes}
 	if budget.Devices, err = budgetDevices(devices, memory.bytes, *compute); err != nil {
 		return err
 	}
@@ -281,7 +276,7 @@ func loadView(dir string) (*sliceView, error) {
 		CreatedUnixNs: b.CreatedUnixNs(),
 		Priority:      b.Priority(),
 		QoS:           string(api.QoSOfCode(b.QoS())),
-		Policy:        policyName(b.Policy()),
+		Policy:        string(api.ComputePolicyOfCode(b.Policy())),
 		Flags:         flagNames(b.Flags()),
 		Slots:         u.SlotCount(),
 		AttachCount:   u.AttachCount(),
