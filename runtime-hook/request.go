@@ -26,10 +26,13 @@ const AnnotationPrefix = "vgpu.io/"
 //	          ("GPU-…,GPU-…": UUIDs); default 1
 //	priority  an integer (higher runs first when devices are contended)
 //	qos       guaranteed (default) | burstable | best-effort
+//	compute-policy  cap | share: what the compute share means (a ceiling, or
+//	          a guarantee that may use idle capacity); default: vgpud's
+//	          (env VGPU_COMPUTE_POLICY)
 //
 // memory is required once any key is given. Annotations win over env, key by
 // key. An empty value counts as not given.
-var requestKeys = []string{"memory", "cores", "devices", "priority", "qos"}
+var requestKeys = []string{"memory", "cores", "devices", "priority", "qos", "compute-policy"}
 
 // Annotations containerd and CRI-O put on a pod's sandbox (pause) container.
 // The sandbox never runs CUDA, but it carries the pod's annotations, so it must
@@ -82,7 +85,10 @@ func isEnvKey(k string) bool {
 	return false
 }
 
-func envName(key string) string { return "VGPU_" + strings.ToUpper(key) }
+// envName is a key's env variable: VGPU_ and the key in upper case, '-' as '_'.
+func envName(key string) string {
+	return "VGPU_" + strings.ReplaceAll(strings.ToUpper(key), "-", "_")
+}
 
 var uuidPattern = regexp.MustCompile(`^(GPU|MIG)-[0-9A-Za-z-]+$`)
 
@@ -128,6 +134,7 @@ var fieldKeys = map[string]string{
 	"uuids":           "devices",
 	"priority":        "priority",
 	"qos":             "qos",
+	"compute_policy":  "compute-policy",
 }
 
 // invalid words a refusal of api.AllocRequest.Validate as the other errors
@@ -192,8 +199,8 @@ func requestValues(annotations map[string]string, env []string) (valueSet, error
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
-		return nil, fmt.Errorf("%w: unknown annotation %s (known: vgpu.io/memory, cores, devices, priority, qos)",
-			ErrMalformed, strings.Join(unknown, ", "))
+		return nil, fmt.Errorf("%w: unknown annotation %s (known: %s%s)",
+			ErrMalformed, strings.Join(unknown, ", "), AnnotationPrefix, strings.Join(requestKeys, ", "))
 	}
 	return vals, nil
 }
@@ -206,6 +213,8 @@ var requestParsers = map[string]func(req *api.AllocRequest, v string) string{
 	"devices":  parseDevices,
 	"priority": parsePriority,
 	"qos":      parseQoS,
+	// vgpud's default when not given (the request leaves it empty).
+	"compute-policy": parseComputePolicy,
 }
 
 func parseMemory(req *api.AllocRequest, v string) string {
@@ -281,6 +290,15 @@ func parseQoS(req *api.AllocRequest, v string) string {
 		return "want guaranteed, burstable or best-effort"
 	}
 	req.QoS = q
+	return ""
+}
+
+func parseComputePolicy(req *api.AllocRequest, v string) string {
+	p, err := api.ParseComputePolicy(v)
+	if err != nil || v == "" {
+		return "want cap or share"
+	}
+	req.ComputePolicy = p
 	return ""
 }
 

@@ -35,6 +35,15 @@ func TestParseRequest(t *testing.T) {
 				"GPU-aaaaaaaa-ca6f-4092-8327-918d834bf021"}}},
 		{"last env entry wins", nil, []string{"VGPU_MEMORY=1G", "VGPU_MEMORY=3G"},
 			api.AllocRequest{MemoryBytes: 3 << 30}},
+		{"compute policy", map[string]string{"vgpu.io/memory": "1G", "vgpu.io/cores": "40", "vgpu.io/compute-policy": "share"}, nil,
+			api.AllocRequest{MemoryBytes: 1 << 30, ComputePercent: 40, ComputePolicy: api.ComputePolicyShare}},
+		{"compute policy from env", nil, []string{"VGPU_MEMORY=1G", "VGPU_COMPUTE_POLICY= cap "},
+			api.AllocRequest{MemoryBytes: 1 << 30, ComputePolicy: api.ComputePolicyCap}},
+		{"compute policy: annotation wins", map[string]string{"vgpu.io/memory": "1G", "vgpu.io/compute-policy": "share"},
+			[]string{"VGPU_COMPUTE_POLICY=cap"},
+			api.AllocRequest{MemoryBytes: 1 << 30, ComputePolicy: api.ComputePolicyShare}},
+		{"no compute policy: vgpud's default", map[string]string{"vgpu.io/memory": "1G", "vgpu.io/compute-policy": ""},
+			[]string{"VGPU_COMPUTE_POLICY="}, api.AllocRequest{MemoryBytes: 1 << 30}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -78,6 +87,13 @@ func TestParseRequestMalformed(t *testing.T) {
 		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/priority": "high"}, nil, "integer"},
 		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/qos": "gold"}, nil, "guaranteed, burstable or best-effort"},
 		{map[string]string{"vgpu.io/memroy": "1G"}, nil, "unknown annotation vgpu.io/memroy"},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/compute_policy": "share"}, nil,
+			"unknown annotation vgpu.io/compute_policy (known: vgpu.io/memory, cores, devices, priority, qos, compute-policy)"},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/compute-policy": "burst"}, nil,
+			`malformed vGPU request: annotation vgpu.io/compute-policy="burst": want cap or share`},
+		{nil, []string{"VGPU_MEMORY=1G", "VGPU_COMPUTE_POLICY=Share"},
+			`malformed vGPU request: env VGPU_COMPUTE_POLICY="Share": want cap or share`},
+		{map[string]string{"vgpu.io/compute-policy": "share"}, nil, "annotation vgpu.io/compute-policy given without vgpu.io/memory"},
 		{map[string]string{"vgpu.io/cores": "50"}, nil, "without vgpu.io/memory"},
 		// What vgpud would refuse is refused here, with its reason and the key.
 		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/priority": "-3"}, nil,

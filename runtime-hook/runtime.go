@@ -237,6 +237,9 @@ func describeRequest(req api.AllocRequest) string {
 	if req.QoS != "" {
 		parts = append(parts, "qos "+string(req.QoS))
 	}
+	if req.ComputePolicy != "" {
+		parts = append(parts, "compute policy "+string(req.ComputePolicy))
+	}
 	return strings.Join(parts, ", ")
 }
 
