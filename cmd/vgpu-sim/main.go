@@ -48,16 +48,24 @@ Options:
   --device-nodes PATTERN  device node per device, one %d = minor number, e.g.
                           /dev/vgpusim%d (default: plain files FILE.dev/nvidia%d,
                           created by init)
-  --max-backlog DURATION  how far the launch queue may run ahead before a launch
-                          blocks (default 1s, at most 5s)
+  --max-backlog DURATION  the device queue depth: how far the launch queue may run
+                          ahead before a launch blocks (default 1s, at most 5s and
+                          at most 52 NVML sample periods)
+  --nvml-sample-period DURATION
+                          NVML's utilization sample period: work is reported per
+                          period of the device timeline, once it has executed
+                          (default 1/6s = 166.666666ms, the shortest period NVML
+                          documents; 10ms..1s)
   --name NAME             device name (default "NVIDIA H100 80GB HBM3 (simulated)")
   --force                 replace an existing state file
 `
 
 const statusHelp = `Usage: vgpu-sim status --state FILE [--json]
 
-Prints every device (total, used, free memory; busy time; utilization over the
-last second) and every process on it (host pid, used bytes, busy device time).
+Prints the node's settings (device queue depth, NVML sample period, device time
+per block wave), every device (total, used, free memory; utilization over the
+last second of complete samples; queued work not yet run; busy time) and every
+process on it (host pid, used bytes, busy device time).
 Processes that have died are reclaimed first: their memory goes back to the device.
 
 Options:
@@ -193,6 +201,7 @@ func cmdInit(args []string, stdout, _ io.Writer) error {
 	nsPerBlock := fs.Uint64("ns-per-block", simgpu.DefaultNsPerBlock, "")
 	nodes := fs.String("device-nodes", "", "")
 	backlog := fs.Duration("max-backlog", simgpu.DefaultMaxBacklog, "")
+	period := fs.Duration("nvml-sample-period", simgpu.DefaultSamplePeriod, "")
 	name := fs.String("name", simgpu.DefaultName, "")
 	force := fs.Bool("force", false, "")
 	if err := parse(fs, "init", args); err != nil {
@@ -210,15 +219,19 @@ func cmdInit(args []string, stdout, _ io.Writer) error {
 	if *backlog <= 0 {
 		return usageError{"init", errors.New("--max-backlog must be > 0")}
 	}
+	if *period <= 0 {
+		return usageError{"init", errors.New("--nvml-sample-period must be > 0")}
+	}
 	cfg := simgpu.Config{
-		Devices:     *devices,
-		Memory:      memory.v,
-		SMs:         *sms,
-		NsPerBlock:  *nsPerBlock,
-		DeviceNodes: *nodes,
-		MaxBacklog:  *backlog,
-		Name:        *name,
-		Force:       *force,
+		Devices:      *devices,
+		Memory:       memory.v,
+		SMs:          *sms,
+		NsPerBlock:   *nsPerBlock,
+		DeviceNodes:  *nodes,
+		MaxBacklog:   *backlog,
+		SamplePeriod: *period,
+		Name:         *name,
+		Force:        *force,
 	}
 	if ctxMem.set {
 		cfg.ContextMemory = &ctxMem.v
@@ -233,6 +246,8 @@ func cmdInit(args []string, stdout, _ io.Writer) error {
 	fmt.Fprintf(stdout, "created %s: %d device(s) x %s, %d SMs, context memory %s, %s per block wave\n",
 		*state, len(st.Devices), units.FormatSize(memory.v), *sms,
 		units.FormatSize(st.ContextMemory), time.Duration(st.NsPerBlock))
+	fmt.Fprintf(stdout, "device queue depth (max backlog) %s, NVML sample period %s\n",
+		time.Duration(st.MaxBacklogNs), time.Duration(st.SamplePeriodNs))
 	fmt.Fprintf(stdout, "device nodes: %s\n", st.DeviceNodes)
 	fmt.Fprintf(stdout, "use: LD_LIBRARY_PATH=build/simgpu VGPU_SIM_STATE=%s <program>\n", *state)
 	return nil
@@ -257,12 +272,14 @@ func cmdStatus(args []string, stdout, _ io.Writer) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)
 	}
+	fmt.Fprintf(stdout, "device queue depth (max backlog) %s, NVML sample period %s, %s per block wave\n\n",
+		time.Duration(st.MaxBacklogNs), time.Duration(st.SamplePeriodNs), time.Duration(st.NsPerBlock))
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "DEV\tNAME\tUUID\tTOTAL\tUSED\tFREE\tUTIL\tBUSY\tLAUNCHES")
+	fmt.Fprintln(tw, "DEV\tNAME\tUUID\tTOTAL\tUSED\tFREE\tUTIL\tQUEUED\tBUSY\tLAUNCHES")
 	for _, d := range st.Devices {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d%%\t%s\t%d\n", d.Index, d.Name, d.UUID,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d%%\t%s\t%s\t%d\n", d.Index, d.Name, d.UUID,
 			units.HumanSize(d.Total), units.HumanSize(d.Used), units.HumanSize(d.Free),
-			d.Utilization, time.Duration(d.BusyNs), d.Launches)
+			d.Utilization, time.Duration(d.BacklogNs), time.Duration(d.BusyNs), d.Launches)
 	}
 	if err := tw.Flush(); err != nil {
 		return fmt.Errorf("write: %w", err)

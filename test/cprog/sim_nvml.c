@@ -3,7 +3,8 @@
  *
  * In one process: allocate through the driver API and check that NVML's device
  * memory, process list (v1, v2, v3 layouts; INSUFFICIENT_SIZE protocol) and process
- * utilization agree with cuMemGetInfo_v2 and with what this process did. Assumes a
+ * utilization agree with cuMemGetInfo_v2 and with what this process did (the
+ * sampling itself: sim_nvsample.c). Assumes a
  * fresh node (nothing else on device 0). Prints "OK".
  */
 #include <sys/time.h>
@@ -169,10 +170,12 @@ int main(void)
         CHECK(cuLaunchKernel(fn, (unsigned)sms * 1000, 1, 1, 32, 1, 1, 0, NULL, NULL,
                              NULL)); /* 1000 waves */
     CHECK(cuCtxSynchronize());
-    usleep(250000); /* let the buckets holding that work complete */
+    /* Device utilization is the last complete sample period's (1/6 s on this node):
+     * right after 300 ms of work it overlaps the work. */
     utilization ur;
     NVCHECK(nvmlDeviceGetUtilizationRates(nd, &ur));
     EXPECT(ur.gpu > 0 && ur.gpu <= 100, "device utilization %u", ur.gpu);
+    usleep(250000); /* let the periods holding that work complete */
     unsigned ns = 0;
     NVEXPECT(nvmlDeviceGetProcessUtilization(nd, NULL, &ns, 0), NVML_ERROR_INSUFFICIENT_SIZE);
     EXPECT(ns == 1, "%u samples", ns);

@@ -26,6 +26,7 @@ var simTargets = []string{
 	"build/test/sim_launch",
 	"build/test/sim_procaddr",
 	"build/test/sim_nvml",
+	"build/test/sim_nvsample",
 	"build/test/sim_hold",
 	"build/test/sim_fill",
 	"build/test/sim_zombie",

@@ -7,17 +7,24 @@ package simgpu
 const (
 	// Magic is "VGPUSIM1" read as a little-endian uint64.
 	Magic   uint64 = 0x314d495355504756
-	Version uint32 = 1
+	Version uint32 = 2
 
 	MaxDevices = 16
 	MaxProcs   = 256
-	NBuckets   = 64
-	// BucketNs is the width of one utilization bucket.
-	BucketNs      = uint64(100_000_000)
-	WindowBuckets = 10
-	// MaxBacklogLimit bounds --max-backlog: launches are credited to buckets at most
-	// this far ahead, so the ring never overwrites a bucket the window still reads.
+	// NBuckets is the length of the utilization rings (one bucket per sample period;
+	// the period is the node's, hdr.bucket_ns: see state.h).
+	NBuckets = 128
+	// HistorySamples is how many complete sample periods NVML reports from.
+	HistorySamples = 72
+	futureBuckets  = 54
+	// BacklogPeriods bounds --max-backlog in sample periods, and MaxBacklogLimit in
+	// time: launches are credited to periods at most futureBuckets ahead, so the
+	// ring never overwrites a period NVML still reads.
+	BacklogPeriods         = 52
 	MaxBacklogLimit uint64 = 5_000_000_000
+	// MinSamplePeriod and MaxSamplePeriod bound --nvml-sample-period.
+	MinSamplePeriod uint64 = 10_000_000
+	MaxSamplePeriod uint64 = 1_000_000_000
 
 	nameLen  = 96
 	uuidLen  = 80
@@ -192,8 +199,11 @@ func layoutTable() map[string][2]int {
 		"const.SIM_MAX_DEVICES":     {MaxDevices, 0},
 		"const.SIM_MAX_PROCS":       {MaxProcs, 0},
 		"const.SIM_NBUCKETS":        {NBuckets, 0},
-		"const.SIM_BUCKET_NS":       {int(BucketNs), 0},
-		"const.SIM_WINDOW_BUCKETS":  {WindowBuckets, 0},
+		"const.SIM_HISTORY_SAMPLES": {HistorySamples, 0},
+		"const.SIM_FUTURE_BUCKETS":  {futureBuckets, 0},
+		"const.SIM_BACKLOG_PERIODS": {BacklogPeriods, 0},
+		"const.SIM_MIN_SAMPLE_NS":   {int(MinSamplePeriod), 0},
+		"const.SIM_MAX_SAMPLE_NS":   {int(MaxSamplePeriod), 0},
 		"const.SIM_MAX_BACKLOG_NS":  {int(MaxBacklogLimit), 0},
 		"const.SIM_BUCKET_EPOCH_SH": {bucketEpochShift, 0},
 	}

@@ -619,6 +619,20 @@ EXPORT nvmlReturn_t nvmlDeviceGetMPSComputeRunningProcesses_v3(nvmlDevice_t h, u
 
 /* ------------------------------------------------------------------ utilization */
 
+/* Utilization comes in samples, one per sample period of the node (hdr.bucket_ns,
+ * default 1/6 s: see state.h): period e is [e*P, (e+1)*P) on CLOCK_MONOTONIC, the
+ * launch queue's clock, and holds the busy ns that executed in it. NVML sees the last
+ * SIM_HISTORY_SAMPLES complete periods; the current one is not a sample yet. */
+static int held_samples(uint64_t now, uint64_t *first, uint64_t *last)
+{
+    uint64_t now_e = now / N.st->hdr.bucket_ns;
+    if (now_e == 0)
+        return 0;
+    *last = now_e - 1;
+    *first = now_e > SIM_HISTORY_SAMPLES ? now_e - SIM_HISTORY_SAMPLES : 0;
+    return 1;
+}
+
 static uint64_t clock_ns(clockid_t id)
 {
     struct timespec ts;
@@ -626,23 +640,49 @@ static uint64_t clock_ns(clockid_t id)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* realtime = monotonic + rt_offset, taken once per process (see sample_stamp). */
+static uint64_t rt_offset;
+static pthread_once_t rt_once = PTHREAD_ONCE_INIT;
+
+static void take_rt_offset(void)
+{
+    rt_offset = clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC);
+}
+
+/* A sample's timeStamp: the end of its period as CPU time in microseconds
+ * (CLOCK_REALTIME, like the real driver). The monotonic-to-realtime offset is taken
+ * once per process, so a stamp handed out is the same in every later call and
+ * lastSeenTimeStamp = that stamp excludes exactly that sample and those before it. */
+static uint64_t sample_stamp(uint64_t e)
+{
+    pthread_once(&rt_once, take_rt_offset);
+    return ((e + 1) * N.st->hdr.bucket_ns + rt_offset) / 1000ull;
+}
+
+/* As the real nvmlUtilization_t: "percent of time over the past sample period during
+ * which one or more kernels was executing" — the last complete period. */
 EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t h, sim_nvmlUtilization_t *u)
 {
     CHECK_INIT();
     DEV_OR_INVALID(h, d);
     if (u == NULL)
         return NVML_ERROR_INVALID_ARGUMENT;
-    uint64_t window = 0;
-    uint64_t busy = sim_ring_window_busy(N.st->dev[d].buckets, sim_now_ns(), 0, &window, NULL);
-    unsigned pct = window ? (unsigned)(busy * 100 / window) : 0;
+    uint64_t first, last, busy = 0;
+    if (held_samples(sim_now_ns(), &first, &last))
+        busy = sim_ring_sample(N.st->dev[d].buckets, last);
+    unsigned pct = (unsigned)((busy * 100 + N.st->hdr.bucket_ns / 2) / N.st->hdr.bucket_ns);
     u->gpu = pct > 100 ? 100 : pct;
     u->memory = 0; /* no memory traffic is simulated */
     return NVML_SUCCESS;
 }
 
-/* One sample per process that ran on the device in the window: the last second of
- * complete 100 ms buckets, restricted to those ending after lastSeenTimeStamp
- * (CPU time in microseconds, CLOCK_REALTIME like the real driver). */
+/* As the real call (nvml.h): "One utilization sample structure is returned per
+ * process running, that had some non-zero utilization", from the samples newer than
+ * lastSeenTimeStamp (0: every sample NVML holds). A process's entry covers those
+ * samples up to its newest busy one: timeStamp is that sample's, smUtil the busy time
+ * it executed in them over their span (so a caller that queries every period reads
+ * each period's figure, and one that queries less often reads their average, with
+ * the newest busy sample's time). No such process: NVML_ERROR_NOT_FOUND. */
 EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t h,
                                                     sim_nvmlProcessUtilizationSample_t *samples,
                                                     unsigned int *count,
@@ -653,32 +693,39 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t h,
     if (count == NULL)
         return NVML_ERROR_INVALID_ARGUMENT;
     sim_reclaim_dead(N.st);
-    uint64_t mono = sim_now_ns();
-    uint64_t real = clock_ns(CLOCK_REALTIME);
-    uint64_t offset = real - mono; /* realtime = monotonic + offset */
-    uint64_t since = 0;
-    if (lastSeenTimeStamp != 0) {
-        uint64_t seen_ns = (uint64_t)lastSeenTimeStamp * 1000ull;
-        since = seen_ns > offset ? seen_ns - offset : 0;
-    }
+    uint64_t period = N.st->hdr.bucket_ns;
+    uint64_t first = 0, last = 0;
+    int held = held_samples(sim_now_ns(), &first, &last);
+    /* The oldest sample newer than lastSeenTimeStamp. */
+    while (held && first <= last && sample_stamp(first) <= lastSeenTimeStamp)
+        first++;
     uint64_t my_ns = sim_pidns_of(0);
     unsigned n = 0;
-    for (int i = 0; i < SIM_MAX_PROCS; i++) {
+    for (int i = 0; held && first <= last && i < SIM_MAX_PROCS; i++) {
         struct sim_proc *p = &N.st->proc[i];
         uint64_t w = atomic_load(&p->state);
         if (SIM_SLOT_PHASE(w) != SIM_PHASE_LIVE)
             continue;
-        uint64_t window = 0, end = 0;
-        uint64_t busy = sim_ring_window_busy(p->dev[d].buckets, mono, since, &window, &end);
-        if (busy == 0 || window == 0)
+        uint64_t busy = 0, newest = 0;
+        int any = 0;
+        for (uint64_t e = first; e <= last; e++) {
+            uint64_t b = sim_ring_sample(p->dev[d].buckets, e);
+            if (b == 0)
+                continue;
+            busy += b;
+            newest = e;
+            any = 1;
+        }
+        if (!any)
             continue;
         int pid = reported_pid(p, w, my_ns);
         if (pid < 0)
             continue;
         if (samples != NULL && n < *count) {
-            unsigned pct = (unsigned)(busy * 100 / window);
+            uint64_t span = (newest - first + 1) * period;
+            unsigned pct = (unsigned)((busy * 100 + span / 2) / span);
             samples[n].pid = (unsigned)pid;
-            samples[n].timeStamp = (end + offset) / 1000ull;
+            samples[n].timeStamp = sample_stamp(newest);
             samples[n].smUtil = pct > 100 ? 100 : pct;
             samples[n].memUtil = 0;
             samples[n].encUtil = 0;

@@ -34,6 +34,24 @@ func TestNVMLMatchesDriver(t *testing.T) {
 	require.Equal(t, "OK\n", e.run(t, "sim_nvml"))
 }
 
+// NVML's utilization comes per sample period of the device timeline and counts
+// work when it executes: a kernel queued behind another process's 4 periods is
+// credited in the period it runs in, not when it was launched; one sample per
+// period, a period apart; lastSeenTimeStamp selects the samples after it (see
+// sim_nvsample.c). At the default period (1/6 s, as NVML documents) and another.
+func TestNVMLSamplesPerPeriodWhenWorkRuns(t *testing.T) {
+	for _, period := range []time.Duration{DefaultSamplePeriod, 100 * time.Millisecond} {
+		t.Run(period.String(), func(t *testing.T) {
+			e := newNode(t, Config{Devices: 1, Memory: 1 << 30, SMs: 4, SamplePeriod: period})
+			st, err := Status(e.state)
+			require.NoError(t, err)
+			require.Equal(t, uint64(period), st.SamplePeriodNs)
+			require.Equal(t, "OK\n", e.run(t, "sim_nvsample", strconv.FormatInt(int64(period), 10),
+				strconv.FormatUint(DefaultNsPerBlock, 10)))
+		})
+	}
+}
+
 // Launches occupy device time: synchronize waits at least the simulated duration
 // (checked in sim_launch.c, lower bounds only) and the node records exactly the
 // device time the process queued.

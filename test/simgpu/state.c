@@ -69,8 +69,12 @@ static void map_once(void)
         bad = "unsupported version";
     else if (h->hdr_size != sizeof(struct sim_hdr) || h->file_size != sizeof(struct sim_state) ||
              h->max_procs != SIM_MAX_PROCS || h->max_devices != SIM_MAX_DEVICES ||
-             h->nbuckets != SIM_NBUCKETS || h->bucket_ns != SIM_BUCKET_NS)
+             h->nbuckets != SIM_NBUCKETS)
         bad = "layout mismatch (rebuild vgpu-sim and the simulated libraries together)";
+    else if (h->bucket_ns < SIM_MIN_SAMPLE_NS || h->bucket_ns > SIM_MAX_SAMPLE_NS ||
+             h->max_backlog_ns > SIM_MAX_BACKLOG_NS ||
+             h->max_backlog_ns > SIM_BACKLOG_PERIODS * h->bucket_ns)
+        bad = "invalid sample period or max backlog";
     else if (h->device_count < 1 || h->device_count > SIM_MAX_DEVICES)
         bad = "invalid device count";
     if (bad != NULL) {
@@ -410,16 +414,17 @@ static void bucket_add(_Atomic uint64_t *ring, uint64_t epoch, uint64_t ns)
     }
 }
 
-/* Spreads [start, end) over the buckets it covers (bounded to the ring's future
- * horizon so that no write can land in a bucket the utilization window reads). */
-static void ring_credit(_Atomic uint64_t *ring, uint64_t now, uint64_t start, uint64_t end)
+/* Spreads [start, end) over the sample periods it covers (bounded to the ring's future
+ * horizon so that no write can land in a period a reader still wants). */
+static void ring_credit(_Atomic uint64_t *ring, uint64_t period, uint64_t now, uint64_t start,
+                        uint64_t end)
 {
-    uint64_t horizon = (now / SIM_BUCKET_NS + SIM_FUTURE_BUCKETS + 1) * SIM_BUCKET_NS;
+    uint64_t horizon = (now / period + SIM_FUTURE_BUCKETS + 1) * period;
     if (end > horizon)
         end = horizon;
     while (start < end) {
-        uint64_t e = start / SIM_BUCKET_NS;
-        uint64_t bend = (e + 1) * SIM_BUCKET_NS;
+        uint64_t e = start / period;
+        uint64_t bend = (e + 1) * period;
         uint64_t stop = end < bend ? end : bend;
         bucket_add(ring, e, stop - start);
         start = stop;
@@ -446,33 +451,23 @@ uint64_t sim_queue_launch(struct sim_state *st, int slot, int d, uint64_t dur)
     }
     atomic_fetch_add(&ds->busy_total, dur);
     atomic_fetch_add(&ds->launches, 1);
-    ring_credit(ds->buckets, now, start, end);
+    /* The work is placed on the device timeline now but counts in the periods in
+     * which it executes: readers see a period only after it has ended. */
+    uint64_t period = st->hdr.bucket_ns;
+    ring_credit(ds->buckets, period, now, start, end);
     if (slot >= 0) {
         struct sim_procdev *pd = &st->proc[slot].dev[d];
         atomic_fetch_add(&pd->busy_ns, dur);
         atomic_fetch_add(&pd->launches, 1);
-        ring_credit(pd->buckets, now, start, end);
+        ring_credit(pd->buckets, period, now, start, end);
     }
     return end;
 }
 
-uint64_t sim_ring_window_busy(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t since_ns,
-                              uint64_t *window_ns, uint64_t *last_end_ns)
+uint64_t sim_ring_sample(_Atomic uint64_t *ring, uint64_t e)
 {
-    uint64_t now_e = now_ns / SIM_BUCKET_NS;
-    uint64_t busy = 0, n = 0;
-    for (uint64_t k = 1; k <= SIM_WINDOW_BUCKETS && k <= now_e; k++) {
-        uint64_t e = now_e - k;
-        if ((e + 1) * SIM_BUCKET_NS <= since_ns)
-            break;
-        n++;
-        uint64_t w = atomic_load(&ring[e % SIM_NBUCKETS]);
-        if ((w >> SIM_BUCKET_EPOCH_SHIFT) == (e & SIM_BUCKET_EPOCH_MASK))
-            busy += w & SIM_BUCKET_BUSY_MASK;
-    }
-    if (window_ns != NULL)
-        *window_ns = n * SIM_BUCKET_NS;
-    if (last_end_ns != NULL)
-        *last_end_ns = now_e * SIM_BUCKET_NS;
-    return busy;
+    uint64_t w = atomic_load(&ring[e % SIM_NBUCKETS]);
+    if ((w >> SIM_BUCKET_EPOCH_SHIFT) != (e & SIM_BUCKET_EPOCH_MASK))
+        return 0;
+    return w & SIM_BUCKET_BUSY_MASK;
 }

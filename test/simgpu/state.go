@@ -30,8 +30,13 @@ const (
 	DefaultNsPerBlock    uint64 = 10_000
 	DefaultContextMemory uint64 = 256 << 20
 	DefaultMaxBacklog           = time.Second
-	DefaultName                 = "NVIDIA H100 80GB HBM3 (simulated)"
-	DefaultSMs                  = 132
+	// DefaultSamplePeriod is NVML's utilization sample period: 1/6 s, the shortest
+	// period NVML documents ("Each sample period may be between 1 second and 1/6
+	// second, depending on the product being queried": nvmlUtilization_t, nvml.h;
+	// the same in `nvidia-smi --help-query-gpu`), which data-center GPUs use.
+	DefaultSamplePeriod = time.Second / 6
+	DefaultName         = "NVIDIA H100 80GB HBM3 (simulated)"
+	DefaultSMs          = 132
 )
 
 // Config describes a node to create.
@@ -51,8 +56,12 @@ type Config struct {
 	// MaxBacklog is how far ahead the launch queue may run before a launch blocks.
 	// 0 means DefaultMaxBacklog; at most MaxBacklogLimit.
 	MaxBacklog time.Duration
-	Name       string // device name; empty means DefaultName
-	Force      bool   // replace an existing state file
+	// SamplePeriod is NVML's utilization sample period: busy time is reported per
+	// period of the device timeline. 0 means DefaultSamplePeriod; within
+	// [MinSamplePeriod, MaxSamplePeriod], and MaxBacklog at most BacklogPeriods of it.
+	SamplePeriod time.Duration
+	Name         string // device name; empty means DefaultName
+	Force        bool   // replace an existing state file
 }
 
 // ProcessStatus is one process's figures on one device.
@@ -79,20 +88,21 @@ type DeviceStatus struct {
 	UsedHigh    uint64          `json:"used_high_bytes"`
 	BusyNs      uint64          `json:"busy_ns"`
 	Launches    uint64          `json:"launches"`
-	Utilization int             `json:"utilization_percent"` // last second
+	Utilization int             `json:"utilization_percent"` // last second of complete samples
 	BacklogNs   uint64          `json:"backlog_ns"`          // queued work not yet run
 	Processes   []ProcessStatus `json:"processes"`
 }
 
 // NodeStatus is the whole node.
 type NodeStatus struct {
-	Path          string         `json:"path"`
-	NsPerBlock    uint64         `json:"ns_per_block"`
-	ContextMemory uint64         `json:"context_memory_bytes"`
-	MaxBacklogNs  uint64         `json:"max_backlog_ns"`
-	DeviceNodes   string         `json:"device_nodes"`
-	Reclaimed     int            `json:"reclaimed_processes"`
-	Devices       []DeviceStatus `json:"devices"`
+	Path           string         `json:"path"`
+	NsPerBlock     uint64         `json:"ns_per_block"`
+	ContextMemory  uint64         `json:"context_memory_bytes"`
+	MaxBacklogNs   uint64         `json:"max_backlog_ns"` // the device queue depth
+	SamplePeriodNs uint64         `json:"nvml_sample_period_ns"`
+	DeviceNodes    string         `json:"device_nodes"`
+	Reclaimed      int            `json:"reclaimed_processes"`
+	Devices        []DeviceStatus `json:"devices"`
 }
 
 // ErrExists is returned by Init when the state file exists and Force is not set.
@@ -123,6 +133,17 @@ func (c *Config) normalize() error {
 	}
 	if c.MaxBacklog < 0 || uint64(c.MaxBacklog) > MaxBacklogLimit {
 		return fmt.Errorf("max backlog must be in (0, %s], got %s", time.Duration(MaxBacklogLimit), c.MaxBacklog)
+	}
+	if c.SamplePeriod == 0 {
+		c.SamplePeriod = DefaultSamplePeriod
+	}
+	if c.SamplePeriod < time.Duration(MinSamplePeriod) || c.SamplePeriod > time.Duration(MaxSamplePeriod) {
+		return fmt.Errorf("nvml sample period must be in [%s, %s], got %s",
+			time.Duration(MinSamplePeriod), time.Duration(MaxSamplePeriod), c.SamplePeriod)
+	}
+	if c.MaxBacklog > BacklogPeriods*c.SamplePeriod {
+		return fmt.Errorf("max backlog %s is more than %d nvml sample periods of %s (the utilization ring's horizon)",
+			c.MaxBacklog, BacklogPeriods, c.SamplePeriod)
 	}
 	if c.Name == "" {
 		c.Name = DefaultName
@@ -248,7 +269,7 @@ func encodeNode(abs string, cfg *Config, pattern string) []byte {
 	le.PutUint32(buf[hdrMaxProcs:], MaxProcs)
 	le.PutUint32(buf[hdrMaxDevices:], MaxDevices)
 	le.PutUint32(buf[hdrNBuckets:], NBuckets)
-	le.PutUint64(buf[hdrBucketNs:], BucketNs)
+	le.PutUint64(buf[hdrBucketNs:], uint64(cfg.SamplePeriod))
 	le.PutUint64(buf[hdrNsPerBlock:], cfg.NsPerBlock)
 	le.PutUint64(buf[hdrContextMemory:], *cfg.ContextMemory)
 	le.PutUint64(buf[hdrMaxBacklogNs:], uint64(cfg.MaxBacklog))
@@ -325,8 +346,12 @@ func (n *node) validate() error {
 		return fmt.Errorf("unsupported state file version %d (want %d)", le.Uint32(n.mem[hdrVersion:]), Version)
 	case le.Uint32(n.mem[hdrHdrSize:]) != hdrSize || le.Uint64(n.mem[hdrFileSize:]) != StateSize ||
 		le.Uint32(n.mem[hdrMaxProcs:]) != MaxProcs || le.Uint32(n.mem[hdrMaxDevices:]) != MaxDevices ||
-		le.Uint32(n.mem[hdrNBuckets:]) != NBuckets || le.Uint64(n.mem[hdrBucketNs:]) != BucketNs:
+		le.Uint32(n.mem[hdrNBuckets:]) != NBuckets:
 		return errors.New("state file layout mismatch (rebuild vgpu-sim and the simulated libraries together)")
+	}
+	if p := n.u64(hdrBucketNs); p < MinSamplePeriod || p > MaxSamplePeriod ||
+		n.u64(hdrMaxBacklogNs) > MaxBacklogLimit || n.u64(hdrMaxBacklogNs) > BacklogPeriods*p {
+		return errors.New("state file: invalid sample period or max backlog")
 	}
 	if c := n.u32(hdrDeviceCount); c < 1 || c > MaxDevices {
 		return fmt.Errorf("invalid device count %d", c)
@@ -446,13 +471,15 @@ func procStat(pid int) (state byte, start uint64, ok bool) {
 	return fields[0][0], v, true
 }
 
-// ringWindowBusy mirrors sim_ring_window_busy: busy ns over the last second of
-// complete buckets.
+// ringWindowBusy is the busy ns of a ring over the last second of complete sample
+// periods (whole periods: ceil(1s/period) of them) and that window's length.
 func (n *node) ringWindowBusy(ringOff int, nowNs uint64) (busy, window uint64) {
-	nowE := nowNs / BucketNs
-	for k := uint64(1); k <= WindowBuckets && k <= nowE; k++ {
+	period := n.u64(hdrBucketNs)
+	nowE := nowNs / period
+	count := (uint64(time.Second) + period - 1) / period
+	for k := uint64(1); k <= count && k <= nowE; k++ {
 		e := nowE - k
-		window += BucketNs
+		window += period
 		w := n.load(ringOff + int(e%NBuckets)*8)
 		if w>>bucketEpochShift == e&bucketEpochMask {
 			busy += w & bucketBusyMask
@@ -479,11 +506,12 @@ func Status(path string) (NodeStatus, error) {
 	}
 	defer n.close()
 	ns := NodeStatus{
-		Path:          path,
-		NsPerBlock:    n.u64(hdrNsPerBlock),
-		ContextMemory: n.u64(hdrContextMemory),
-		MaxBacklogNs:  n.u64(hdrMaxBacklogNs),
-		DeviceNodes:   n.str(hdrDeviceNodes, nodesLen),
+		Path:           path,
+		NsPerBlock:     n.u64(hdrNsPerBlock),
+		ContextMemory:  n.u64(hdrContextMemory),
+		MaxBacklogNs:   n.u64(hdrMaxBacklogNs),
+		SamplePeriodNs: n.u64(hdrBucketNs),
+		DeviceNodes:    n.str(hdrDeviceNodes, nodesLen),
 	}
 	ns.Reclaimed = n.reclaimDead()
 	now := monotonicNs()

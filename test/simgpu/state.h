@@ -21,18 +21,33 @@
 #include <stdint.h>
 
 #define SIM_MAGIC 0x314d495355504756ULL /* "VGPUSIM1" read as a little-endian u64 */
-#define SIM_VERSION 1u
+#define SIM_VERSION 2u
 #define SIM_MAX_DEVICES 16
 #define SIM_MAX_PROCS 256
-/* Utilization ring: 64 buckets of 100 ms. The utilization window is the last 10
- * complete buckets (1 s); launches are credited to future buckets up to
- * SIM_FUTURE_BUCKETS ahead, so a write never lands in a bucket a reader still
- * wants (64 > 10 + 52 + 1). max_backlog is therefore capped at 5 s. */
-#define SIM_NBUCKETS 64
-#define SIM_BUCKET_NS 100000000ull
-#define SIM_WINDOW_BUCKETS 10
-#define SIM_FUTURE_BUCKETS 52
-#define SIM_MAX_BACKLOG_NS 5000000000ull
+/* Utilization samples. The device timeline is cut into sample periods of
+ * hdr.bucket_ns (`vgpu-sim init --nvml-sample-period`; default 1/6 s, the shortest
+ * period NVML documents: "Each sample period may be between 1 second and 1/6 second,
+ * depending on the product being queried", nvmlUtilization_t in nvml.h). Each device
+ * and each process has a ring of SIM_NBUCKETS periods holding the busy ns that
+ * executed in them (a launch is spread over the periods its [start, end) on the
+ * device timeline covers; a period is read only once it has ended, so work counts
+ * when it runs, never when it is queued). NVML keeps the last SIM_HISTORY_SAMPLES
+ * complete periods, as the kernel driver keeps a ring of 72 samples
+ * (NV2080_CTRL_PERF_GPUMON_SAMPLE_COUNT_PERFMON_UTIL in open-gpu-kernel-modules'
+ * ctrl2080perf.h, "wraps around after 10 seconds of sampling"). Launches are
+ * credited at most SIM_FUTURE_BUCKETS periods ahead, so a write never lands in a
+ * period a reader still wants (SIM_HISTORY_SAMPLES + SIM_FUTURE_BUCKETS + 1 <
+ * SIM_NBUCKETS); max_backlog is therefore at most SIM_MAX_BACKLOG_NS and at most
+ * SIM_BACKLOG_PERIODS periods. */
+#define SIM_NBUCKETS 128
+#define SIM_HISTORY_SAMPLES 72
+#define SIM_FUTURE_BUCKETS 54
+#define SIM_BACKLOG_PERIODS 52
+#define SIM_MIN_SAMPLE_NS 10000000ull    /* 10 ms */
+#define SIM_MAX_SAMPLE_NS 1000000000ull  /* 1 s */
+#define SIM_MAX_BACKLOG_NS 5000000000ull /* 5 s */
+_Static_assert(SIM_HISTORY_SAMPLES + SIM_FUTURE_BUCKETS + 1 < SIM_NBUCKETS, "ring too small");
+_Static_assert(SIM_BACKLOG_PERIODS + 2 <= SIM_FUTURE_BUCKETS, "backlog beyond the horizon");
 
 /* A bucket word packs the bucket's epoch (monotonic ns / bucket ns, low 24 bits) with
  * the busy ns credited to it (low 40 bits), so that "reset a stale bucket and add"
@@ -88,7 +103,7 @@ struct sim_hdr {
     uint32_t max_procs;      /* SIM_MAX_PROCS */
     uint32_t max_devices;    /* SIM_MAX_DEVICES */
     uint32_t nbuckets;       /* SIM_NBUCKETS */
-    uint64_t bucket_ns;      /* SIM_BUCKET_NS */
+    uint64_t bucket_ns;      /* the NVML sample period (SIM_MIN_SAMPLE_NS..SIM_MAX_SAMPLE_NS) */
     uint64_t ns_per_block;   /* device ns per wave of blocks */
     uint64_t context_memory; /* bytes charged per CUDA context */
     uint64_t max_backlog_ns; /* a launch blocks while the queue is this far ahead */
@@ -189,10 +204,9 @@ uint64_t sim_launch_duration(const struct sim_state *st, int d, uint64_t blocks)
  * max backlog), records it for slot and returns the end time (CLOCK_MONOTONIC). */
 uint64_t sim_queue_launch(struct sim_state *st, int slot, int d, uint64_t dur);
 
-/* Busy ns of a ring over the utilization window ending at the last complete bucket
- * (`now_ns`), and the end time of that window. */
-uint64_t sim_ring_window_busy(_Atomic uint64_t *ring, uint64_t now_ns, uint64_t since_ns,
-                              uint64_t *window_ns, uint64_t *last_end_ns);
+/* Busy ns that executed in sample period e (CLOCK_MONOTONIC [e*P, (e+1)*P), P the
+ * node's sample period); 0 when the ring no longer (or not yet) holds it. */
+uint64_t sim_ring_sample(_Atomic uint64_t *ring, uint64_t e);
 
 /* Fake device addresses: unique node-wide per device. */
 uint64_t sim_va_alloc(struct sim_state *st, int d, uint64_t size, uint64_t align);

@@ -60,6 +60,7 @@ func TestInitDefaults(t *testing.T) {
 	require.Equal(t, DefaultNsPerBlock, st.NsPerBlock)
 	require.Equal(t, DefaultContextMemory, st.ContextMemory)
 	require.Equal(t, uint64(DefaultMaxBacklog), st.MaxBacklogNs)
+	require.Equal(t, uint64(DefaultSamplePeriod), st.SamplePeriodNs)
 }
 
 func TestInitDeviceNodePattern(t *testing.T) {
@@ -88,6 +89,11 @@ func TestInitRejectsBadInput(t *testing.T) {
 		"name too long":          {Devices: 1, Memory: 1 << 30, SMs: 1, Name: strings.Repeat("x", 200)},
 		"negative backlog":       {Devices: 1, Memory: 1 << 30, SMs: 1, MaxBacklog: -time.Second},
 		"context memory too big": {Devices: 1, Memory: 1 << 30, SMs: 1, ContextMemory: u64(1 << 30)},
+		"sample period too short": {Devices: 1, Memory: 1 << 30, SMs: 1, SamplePeriod: time.Millisecond,
+			MaxBacklog: time.Millisecond},
+		"sample period too long": {Devices: 1, Memory: 1 << 30, SMs: 1, SamplePeriod: 2 * time.Second},
+		"backlog beyond the ring": {Devices: 1, Memory: 1 << 30, SMs: 1, SamplePeriod: 10 * time.Millisecond,
+			MaxBacklog: time.Second},
 	}
 	for name, cfg := range cases {
 		t.Run(name, func(t *testing.T) {
