@@ -40,12 +40,15 @@ func TestHelp(t *testing.T) {
 func TestInitAndStatus(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "node")
 	code, out, errOut := runCLI("init", "--state", state, "--devices", "2", "--memory", "16GiB", "--sms", "8",
-		"--ns-per-block", "500", "--context-memory", "128MiB", "--max-backlog", "250ms")
+		"--ns-per-block", "500", "--context-memory", "128MiB", "--max-backlog", "250ms", "--nvml-sample-period", "50ms")
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "2 device(s) x 16GiB")
+	require.Contains(t, out, "device queue depth (max backlog) 250ms, NVML sample period 50ms")
 
 	code, out, errOut = runCLI("status", "--state", state)
 	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "device queue depth (max backlog) 250ms, NVML sample period 50ms")
+	require.Contains(t, out, "QUEUED")
 	require.Contains(t, out, "NVIDIA H100 80GB HBM3 (simulated)")
 	require.Contains(t, out, "16GiB")
 	require.Contains(t, out, "(no processes)")
@@ -59,6 +62,7 @@ func TestInitAndStatus(t *testing.T) {
 	require.Equal(t, uint64(500), st.NsPerBlock)
 	require.Equal(t, uint64(128<<20), st.ContextMemory)
 	require.Equal(t, uint64(250e6), st.MaxBacklogNs)
+	require.Equal(t, uint64(50e6), st.SamplePeriodNs)
 
 	// An existing node is refused without --force, replaced with it.
 	code, _, errOut = runCLI("init", "--state", state, "--memory", "1G")
@@ -83,6 +87,9 @@ func TestInitErrors(t *testing.T) {
 		{[]string{"init", "--state", state, "--memory", "1G", "--sms", "0"}, "sms must be >= 1", 1},
 		{[]string{"init", "--state", state, "--memory", "1G", "--ns-per-block", "0"}, "--ns-per-block must be > 0", 2},
 		{[]string{"init", "--state", state, "--memory", "1G", "--max-backlog", "1h"}, "max backlog", 1},
+		{[]string{"init", "--state", state, "--memory", "1G", "--nvml-sample-period", "0"}, "--nvml-sample-period must be > 0", 2},
+		{[]string{"init", "--state", state, "--memory", "1G", "--nvml-sample-period", "2s"}, "nvml sample period must be in", 1},
+		{[]string{"init", "--state", state, "--memory", "1G", "--nvml-sample-period", "10ms"}, "more than 52 nvml sample periods", 1},
 		{[]string{"init", "--state", state, "--memory", "1G", "--device-nodes", "/dev/x"}, "%d", 1},
 		{[]string{"init", "--state", state, "--memory", "1G", "extra"}, "unexpected argument", 2},
 		{[]string{"init", "--state", state, "--memory", "1G", "--bogus"}, "flag provided but not defined", 2},

@@ -9,9 +9,10 @@
  * Reads the same state file as the simulated libcuda, so NVML figures are the
  * driver's figures: device memory in use, per-process used memory (under the pid
  * each process has in the CALLER's pid namespace, as the kernel driver reports it:
- * see pidview.c), utilization over the last second
- * from the launch queue's buckets. Queries that report processes or memory first
- * reclaim dead processes, as the real driver frees a process's memory on exit.
+ * see pidview.c), and utilization in samples of the node's sample period, counted
+ * when the work executes on the device timeline (see "utilization" below). Queries
+ * that report processes or memory first reclaim dead processes, as the real driver
+ * frees a process's memory on exit.
  *
  * Struct layouts follow nvml.h (checked against the copy in go-nvml).
  */
