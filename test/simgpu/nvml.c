@@ -681,9 +681,10 @@ EXPORT nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t h, sim_nvmlUtiliz
  * process running, that had some non-zero utilization", from the samples newer than
  * lastSeenTimeStamp (0: every sample NVML holds). A process's entry covers those
  * samples up to its newest busy one: timeStamp is that sample's, smUtil the busy time
- * it executed in them over their span (so a caller that queries every period reads
- * each period's figure, and one that queries less often reads their average, with
- * the newest busy sample's time). No such process: NVML_ERROR_NOT_FOUND. */
+ * it executed in them over their span, to the nearest percent and at least 1 (so a
+ * caller that queries every period reads each period's figure, and one that queries
+ * less often reads their average, with the newest busy sample's time). No such
+ * process: NVML_ERROR_NOT_FOUND. */
 EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t h,
                                                     sim_nvmlProcessUtilizationSample_t *samples,
                                                     unsigned int *count,
@@ -725,6 +726,8 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t h,
         if (samples != NULL && n < *count) {
             uint64_t span = (newest - first + 1) * period;
             unsigned pct = (unsigned)((busy * 100 + span / 2) / span);
+            if (pct == 0)
+                pct = 1; /* listed: it had some non-zero utilization */
             samples[n].pid = (unsigned)pid;
             samples[n].timeStamp = sample_stamp(newest);
             samples[n].smUtil = pct > 100 ? 100 : pct;
