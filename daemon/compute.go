@@ -43,13 +43,13 @@ type ComputeStatus struct {
 	UUID        string  `json:"uuid"`
 	TargetPct   float64 `json:"target_pct"`
 	AllowedPct  float64 `json:"allowed_pct"`
-	AchievedPct float64 `json:"achieved_pct"` // over the last tick, as NVML reported it
+	AchievedPct float64 `json:"achieved_pct"` // over the last measured step, as NVML reported it
 	// AvgAchievedPct is AchievedPct averaged over about displayTau (what
 	// vgpuctl top and the metrics show). Both are 0 until Measured.
 	AvgAchievedPct float64 `json:"avg_achieved_pct"`
-	// Measured: the driver reported per-process utilization for the device
-	// in this step (false with no NVML support, a failing query, or on the
-	// first step of a device's controller).
+	// Measured: the figures come from the driver's per-process utilization
+	// (a step with new samples since the slice is on the device; false with
+	// no NVML support, a failing query, or before the first such step).
 	Measured  bool   `json:"measured"`
 	Rate      uint64 `json:"token_rate"`
 	Throttled bool   `json:"throttled"`
@@ -64,10 +64,12 @@ type sliceDev struct{ slice, uuid string }
 // first figures are not dragged towards 0).
 type avgShare struct {
 	value, weight float64
-	seen          bool // in the latest step (others are dropped)
+	last          float64 // the last measured figure
+	seen          bool    // in the latest step (others are dropped)
 }
 
 func (a *avgShare) add(x float64, dt time.Duration) {
+	a.last = x
 	k := 1 - math.Exp(-float64(dt)/float64(displayTau))
 	a.value += k * (x - a.value)
 	a.weight += k * (1 - a.weight)
@@ -248,10 +250,16 @@ func (c *computeShares) stepDevice(now time.Time, uuid string, refs []sliceRef, 
 		st = &utilState{pidUs: map[int]uint64{}, busy: map[int]float64{}}
 		c.dev[uuid] = st
 	}
-	// A first step has no period to divide the busy time by: unmeasured.
-	measured := c.sample(uuid, st)
-	dt := now.Sub(st.last)
-	measured = measured && !st.last.IsZero() && dt > 0
+	// The step is measured over the span its new samples cover, from the
+	// newest sample of the last query to the newest of this one, not over the
+	// wall time since the last step: the driver publishes a sample only when
+	// its period (1/6 s to 1 s) ends and counts work when it runs, so most
+	// ticks see no new sample and the next one sees a period's worth. A step
+	// without new samples is unmeasured (the controller keeps its rates)
+	// rather than a share of 0; a first query has no span to divide by.
+	prevUs := st.lastUs
+	measured := c.sample(uuid, st) && prevUs != 0 && st.lastUs > prevUs
+	dt := time.Duration(st.lastUs-prevUs) * time.Microsecond
 	st.last = now
 
 	in, budgets, devs := controlInputs(refs, tracked, pids, st, measured, dt)
@@ -273,8 +281,8 @@ func (c *computeShares) stepDevice(now time.Time, uuid string, refs []sliceRef, 
 			a.add(o.Achieved, dt)
 		}
 		status = append(status, ComputeStatus{Slice: o.Slice, UUID: uuid, TargetPct: o.Target * 100,
-			AllowedPct: o.Allowed * 100, AchievedPct: o.Achieved * 100, AvgAchievedPct: a.get() * 100,
-			Measured: measured, Rate: o.Rate, Throttled: o.Throttled, Held: o.Held})
+			AllowedPct: o.Allowed * 100, AchievedPct: a.last * 100, AvgAchievedPct: a.get() * 100,
+			Measured: a.weight > 0, Rate: o.Rate, Throttled: o.Throttled, Held: o.Held})
 	}
 	return status
 }
