@@ -93,10 +93,8 @@ type computeShares struct {
 	avg    map[sliceDev]*avgShare
 	// guard is the compute backstop (computeguard.go); interval, the
 	// enforcer's tick, sizes its duty cycles. nil: no backstop.
-	guard        *computeGuard
-	interval     time.Duration
-	lastOuts     []enforcer.ControlOutput // the device just stepped
-	lastMeasured bool                     // its step was measured
+	guard    *computeGuard
+	interval time.Duration
 }
 
 // utilState turns one device's NVML samples into busy time per host pid.
@@ -104,7 +102,6 @@ type utilState struct {
 	lastUs uint64          // newest sample seen
 	pidUs  map[int]uint64  // newest sample seen per pid
 	busy   map[int]float64 // busy ns per pid since the last step
-	last   time.Time       // previous step
 }
 
 func newComputeShares(gpus GPUs, log *zap.Logger) *computeShares {
@@ -140,10 +137,7 @@ func (c *computeShares) step(now time.Time, tracked []enforcer.TrackedSlice, rep
 	c.forgetDevices(byDev)
 	status := make([]ComputeStatus, 0, len(tracked))
 	for _, uuid := range uuids {
-		status = c.stepDevice(now, uuid, byDev[uuid], tracked, pids, status)
-		if c.guard != nil {
-			c.guard.observe(uuid, c.lastOuts, c.lastMeasured, c.avgOf(uuid), members, c.interval)
-		}
+		status = c.stepDevice(now, uuid, byDev[uuid], tracked, pids, members, status)
 	}
 	if c.guard != nil {
 		c.guard.forget(c.seen())
@@ -242,9 +236,11 @@ func (c *computeShares) forgetDevices(byDev map[string][]sliceRef) {
 }
 
 // stepDevice samples one device's utilization, runs its controller over the
-// slices on it (refs), writes their token rates and appends their status.
+// slices on it (refs), writes their token rates, lets the compute backstop
+// judge the outcome (members: the processes it may signal) and appends the
+// slices' status.
 func (c *computeShares) stepDevice(now time.Time, uuid string, refs []sliceRef, tracked []enforcer.TrackedSlice,
-	pids map[string][]int, status []ComputeStatus) []ComputeStatus {
+	pids, members map[string][]int, status []ComputeStatus) []ComputeStatus {
 	st := c.dev[uuid]
 	if st == nil {
 		st = &utilState{pidUs: map[int]uint64{}, busy: map[int]float64{}}
@@ -260,7 +256,6 @@ func (c *computeShares) stepDevice(now time.Time, uuid string, refs []sliceRef, 
 	prevUs := st.lastUs
 	measured := c.sample(uuid, st) && prevUs != 0 && st.lastUs > prevUs
 	dt := time.Duration(st.lastUs-prevUs) * time.Microsecond
-	st.last = now
 
 	in, budgets, devs := controlInputs(refs, tracked, pids, st, measured, dt)
 	clear(st.busy)
@@ -271,9 +266,11 @@ func (c *computeShares) stepDevice(now time.Time, uuid string, refs []sliceRef, 
 		c.ctl[uuid] = ctl
 	}
 	outs := ctl.Step(now, in)
-	c.lastOuts, c.lastMeasured = outs, measured
 	if err := enforcer.Apply(budgets, devs, outs); err != nil {
 		c.log.Error("set token rates", zap.String("uuid", uuid), zap.Error(err))
+	}
+	if c.guard != nil {
+		c.guard.observe(uuid, outs, measured, c.avgOf(uuid), members, c.interval)
 	}
 	for _, o := range outs {
 		a := c.average(sliceDev{o.Slice, uuid})

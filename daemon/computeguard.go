@@ -166,10 +166,14 @@ func (g *computeGuard) report(dc *dutyCycle, o enforcer.ControlOutput, uuid stri
 	}
 	dc.reported = true
 	g.events++
+	action := "reported"
+	if g.mode == enforcer.ModeEnforce {
+		action = "throttled from outside"
+	}
 	g.log.Warn("compute backstop: slice runs above its share (its token bucket does not hold it)",
 		zap.String("slice", o.Slice), zap.String("uuid", uuid), zap.Float64("achieved_pct", achieved*100),
 		zap.Float64("allowed_pct", o.Allowed*100), zap.Float64("tolerance_pct", computeTolerance*100),
-		zap.String("action", map[bool]string{true: "throttled from outside", false: "reported"}[g.mode == enforcer.ModeEnforce]))
+		zap.String("action", action))
 }
 
 // pulse stops pids now and continues them after d (0: not at all). The
