@@ -91,10 +91,8 @@ type computeShares struct {
 	latest atomic.Pointer[[]ComputeStatus]
 	failed map[string]bool // devices whose utilization query failed (logged once)
 	avg    map[sliceDev]*avgShare
-	// guard is the compute backstop (computeguard.go); interval, the
-	// enforcer's tick, sizes its duty cycles. nil: no backstop.
-	guard    *computeGuard
-	interval time.Duration
+	// guard is the compute backstop (computeguard.go); nil: none.
+	guard *computeGuard
 }
 
 // utilState turns one device's NVML samples into busy time per host pid.
@@ -270,7 +268,11 @@ func (c *computeShares) stepDevice(now time.Time, uuid string, refs []sliceRef, 
 		c.log.Error("set token rates", zap.String("uuid", uuid), zap.Error(err))
 	}
 	if c.guard != nil {
-		c.guard.observe(uuid, outs, measured, c.avgOf(uuid), members, c.interval)
+		span := time.Duration(0)
+		if measured {
+			span = dt
+		}
+		c.guard.observe(uuid, outs, span, c.avgOf(uuid), members)
 	}
 	for _, o := range outs {
 		a := c.average(sliceDev{o.Slice, uuid})

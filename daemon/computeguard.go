@@ -77,11 +77,12 @@ func newComputeGuard(log *zap.Logger, mode enforcer.Mode) *computeGuard {
 		signal: syscall.Kill, now: time.Now, period: dutyPeriod}
 }
 
-// observe takes one device's controller outputs (measured: their Achieved is
-// this step's measurement) with each slice's averaged achieved share and its
-// member processes, and runs each slice's duty cycle (interval: the tick).
-func (g *computeGuard) observe(uuid string, outs []enforcer.ControlOutput, measured bool,
-	avg func(slice string) (float64, bool), members map[string][]int, interval time.Duration) {
+// observe takes one device's controller outputs (span: the time their
+// Achieved was measured over, 0 for an unmeasured step) with each slice's
+// averaged achieved share and its member processes, and runs each slice's
+// duty cycle.
+func (g *computeGuard) observe(uuid string, outs []enforcer.ControlOutput, span time.Duration,
+	avg func(slice string) (float64, bool), members map[string][]int) {
 	if g.mode == enforcer.ModeOff {
 		return
 	}
@@ -108,10 +109,11 @@ func (g *computeGuard) observe(uuid string, outs []enforcer.ControlOutput, measu
 			}
 			continue
 		}
-		if measured {
-			dc.busy += o.Achieved * interval.Seconds()
-			dc.seen += interval.Seconds()
-		}
+		// Weighted by the span each figure covers: while the slice is
+		// stopped the driver has no sample of it, and the next figure
+		// covers the whole stop.
+		dc.busy += o.Achieved * span.Seconds()
+		dc.seen += span.Seconds()
 		if g.nextPeriod(dc, members[o.Slice], achieved, o.Allowed) {
 			g.release(key) // run freely for a whole period and still within: over
 		}

@@ -47,7 +47,7 @@ func TestComputeGuardDutyCycle(t *testing.T) {
 		outs := []enforcer.ControlOutput{{Slice: "forger", Allowed: 0.10, Rate: 1e6, Achieved: achieved["forger"]},
 			{Slice: "honest", Allowed: 0.30, Rate: 3e6, Achieved: achieved["honest"]}}
 		avg := func(s string) (float64, bool) { return achieved[s], true }
-		g.observe("GPU-a", outs, true, avg, map[string][]int{"forger": {101, 102}, "honest": {201}}, 50*time.Millisecond)
+		g.observe("GPU-a", outs, 50*time.Millisecond, avg, map[string][]int{"forger": {101, 102}, "honest": {201}})
 		now = now.Add(50 * time.Millisecond)
 	}
 	key := sliceDev{"forger", "GPU-a"}
@@ -100,7 +100,7 @@ func TestComputeGuardReportAndOff(t *testing.T) {
 		outs := []enforcer.ControlOutput{{Slice: "forger", Allowed: 0.10, Rate: 1e6}}
 		avg := func(string) (float64, bool) { return 0.85, true }
 		for i := 0; i < 3; i++ {
-			g.observe("GPU-a", outs, true, avg, map[string][]int{"forger": {101}}, 100*time.Millisecond)
+			g.observe("GPU-a", outs, 100*time.Millisecond, avg, map[string][]int{"forger": {101}})
 		}
 		require.Empty(t, rec.of(101), mode)
 		if mode == enforcer.ModeReport {
@@ -124,7 +124,7 @@ func TestComputeGuardPeriodGrowsWithADeepQueue(t *testing.T) {
 	key := sliceDev{"forger", "GPU-a"}
 	var lengths []time.Duration
 	for i := 0; i < 1000; i++ {
-		g.observe("GPU-a", outs, true, avg, map[string][]int{"forger": {101}}, 50*time.Millisecond)
+		g.observe("GPU-a", outs, 50*time.Millisecond, avg, map[string][]int{"forger": {101}})
 		if l := g.cycles[key].length; len(lengths) == 0 || lengths[len(lengths)-1] != l {
 			lengths = append(lengths, l)
 		}

@@ -84,7 +84,6 @@ func newEnforcerLoop(s *Server, o options) (*enforcerLoop, error) {
 	}
 	l.compute = newComputeShares(s.gpus, s.log.Named("compute"))
 	l.compute.guard = newComputeGuard(s.log.Named("enforcer"), mode)
-	l.compute.interval = time.Duration(s.cfg.EnforcerInterval)
 	return l, nil
 }
 
