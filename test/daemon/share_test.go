@@ -1,14 +1,11 @@
 package daemon
 
 import (
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
 // A `share` slice alone on a device uses the idle capacity (more than its
@@ -31,37 +28,15 @@ func TestSharePolicyUsesIdleCapacity(t *testing.T) {
 	}
 	a := flood("a", "40", "share")
 	time.Sleep(4 * time.Second)
-	alone := processShare(t, nd, []int{a}, 5*time.Second)[0]
+	_, shares := deviceShares(t, nd, 5*time.Second, a)
+	alone := shares[0]
 	t.Logf("share slice alone: %.1f%% (share 40%%)", alone*100)
 	require.Greater(t, alone, 0.45, "alone, a share slice uses idle capacity")
 
 	b := flood("b", "60", "cap")
 	time.Sleep(4 * time.Second)
-	both := processShare(t, nd, []int{a, b}, 5*time.Second)
+	_, both := deviceShares(t, nd, 5*time.Second, a, b)
 	t.Logf("with a 60%% neighbour: a %.1f%%, b %.1f%%", both[0]*100, both[1]*100)
 	require.InDelta(t, 0.40, both[0], 0.02)
 	require.InDelta(t, 0.60, both[1], 0.03)
-}
-
-// processShare is each pid's share of device 0's time over d.
-func processShare(t *testing.T, nd *node, pids []int, d time.Duration) []float64 {
-	t.Helper()
-	busy := func() map[int]uint64 {
-		st, err := simgpu.Status(nd.state)
-		require.NoError(t, err)
-		out := map[int]uint64{}
-		for _, p := range st.Devices[0].Processes {
-			out[p.PID] += p.BusyNs
-		}
-		return out
-	}
-	b0, t0 := busy(), time.Now()
-	time.Sleep(d)
-	b1, el := busy(), time.Since(t0)
-	shares := make([]float64, len(pids))
-	for i, pid := range pids {
-		require.Contains(t, b1, pid, "pid %s on the device", strconv.Itoa(pid))
-		shares[i] = float64(b1[pid]-b0[pid]) / float64(el.Nanoseconds())
-	}
-	return shares
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/internal/procfs"
 	"github.com/vgpu-project/vgpu/shm"
 	"github.com/vgpu-project/vgpu/test/simgpu"
 )
@@ -24,16 +25,9 @@ import (
 
 // alive reports whether pid still runs (a zombie counts as gone).
 func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	for i := len(b) - 1; i >= 0; i-- {
-		if b[i] == ')' {
-			return i+2 < len(b) && b[i+2] != 'Z'
-		}
-	}
-	return false
+	var buf [procfs.StatBufSize]byte
+	st, err := procfs.ReadStat(procfs.Root, pid, buf[:])
+	return err == nil && !st.Dead()
 }
 
 // Row 2: a tenant zeroes its device counter (dev[0].used_bytes) between
@@ -190,7 +184,7 @@ func TestAttackForgedBucketIsHeldFromOutside(t *testing.T) {
 			defer func() { close(stop); <-forged }()
 
 			time.Sleep(8 * time.Second) // the controller and the backstop settle
-			share := deviceShare(t, nd, 10*time.Second)
+			share, _ := deviceShares(t, nd, 10*time.Second)
 			t.Logf("%s mode: the forger's share of the device over 10 s: %.1f%% (target 10%%)", mode, share*100)
 			recs := d.logRecords("compute backstop: slice runs above its share (its token bucket does not hold it)")
 			require.NotEmpty(t, recs, "the overrun is reported; log:\n%s", d.log())
@@ -207,16 +201,27 @@ func TestAttackForgedBucketIsHeldFromOutside(t *testing.T) {
 	}
 }
 
-// deviceShare is the share of device 0's time used over d (one tenant on it).
-func deviceShare(t *testing.T, nd *node, d time.Duration) float64 {
+// deviceShares is the share of device 0's time used over d, in all and by each
+// of pids, from the simulated device's busy time.
+func deviceShares(t *testing.T, nd *node, d time.Duration, pids ...int) (device float64, each []float64) {
 	t.Helper()
-	busy := func() uint64 {
+	busy := func() (uint64, map[int]uint64) {
 		st, err := simgpu.Status(nd.state)
 		require.NoError(t, err)
-		return st.Devices[0].BusyNs
+		byPID := map[int]uint64{}
+		for _, p := range st.Devices[0].Processes {
+			byPID[p.PID] += p.BusyNs
+		}
+		return st.Devices[0].BusyNs, byPID
 	}
-	b0, t0 := busy(), time.Now()
+	d0, p0 := busy()
+	t0 := time.Now()
 	time.Sleep(d)
-	b1, t1 := busy(), time.Now()
-	return float64(b1-b0) / float64(t1.Sub(t0).Nanoseconds())
+	d1, p1 := busy()
+	span := float64(time.Since(t0).Nanoseconds())
+	for _, pid := range pids {
+		require.Contains(t, p1, pid, "pid %d on the device", pid)
+		each = append(each, float64(p1[pid]-p0[pid])/span)
+	}
+	return float64(d1-d0) / span, each
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vgpu-project/vgpu/internal/procfs"
 	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
@@ -110,12 +113,9 @@ func TestContainerPlantedSlotsSignalNobody(t *testing.T) {
 // identity is PID:PIDNS_INO:START_TIME of a host process, as a slot records it.
 func identity(t *testing.T, pid int) string {
 	t.Helper()
-	var st syscall.Stat_t
-	require.NoError(t, syscall.Stat("/proc/"+strconv.Itoa(pid)+"/ns/pid", &st))
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	id, err := procfs.IdentityOf(pid)
 	require.NoError(t, err)
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	return strconv.Itoa(pid) + ":" + strconv.FormatUint(st.Ino, 10) + ":" + f[22-3]
+	return fmt.Sprintf("%d:%d:%d", id.PID, id.PIDNamespace, id.StartTime)
 }
 
 // Row 4 from a container: its workload floods launches under a 10% share while
