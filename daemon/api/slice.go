@@ -31,25 +31,18 @@ const (
 	QoSBestEffort QoS = "best-effort"
 )
 
-// QoSClasses lists every class, the default first.
-var QoSClasses = []QoS{QoSGuaranteed, QoSBurstable, QoSBestEffort}
+// QoSClasses lists every class, the default first; qosCodes are their codes
+// in the budget file, in the same order.
+var (
+	QoSClasses = []QoS{QoSGuaranteed, QoSBurstable, QoSBestEffort}
+	qosCodes   = []uint32{shm.QoSGuaranteed, shm.QoSBurstable, shm.QoSBestEffort}
+)
 
 // ErrUnknownQoS is wrapped by ParseQoS's errors.
 var ErrUnknownQoS = errors.New("unknown qos")
 
 // ParseQoS reads a class name; "" is the default class, guaranteed.
-func ParseQoS(s string) (QoS, error) {
-	q := QoS(s)
-	if q == "" {
-		return QoSGuaranteed, nil
-	}
-	for _, c := range QoSClasses {
-		if q == c {
-			return q, nil
-		}
-	}
-	return "", fmt.Errorf("%w %q (want %s, %s or %s)", ErrUnknownQoS, s, QoSGuaranteed, QoSBurstable, QoSBestEffort)
-}
+func ParseQoS(s string) (QoS, error) { return parseName(s, QoSClasses, ErrUnknownQoS) }
 
 // Normalized is the class with the default spelled out.
 func (q QoS) Normalized() QoS {
@@ -64,29 +57,11 @@ func (q QoS) Guaranteed() bool { return q.Normalized() == QoSGuaranteed }
 
 // Code is the class's code in the budget file (shm.QoS*). It must only be
 // called on a class ParseQoS accepted.
-func (q QoS) Code() uint32 {
-	switch q.Normalized() {
-	case QoSBurstable:
-		return shm.QoSBurstable
-	case QoSBestEffort:
-		return shm.QoSBestEffort
-	}
-	return shm.QoSGuaranteed
-}
+func (q QoS) Code() uint32 { return codeOf(q, QoSClasses, qosCodes) }
 
 // QoSOfCode names a budget file's QoS code ("unknown-N" for a code this build
 // does not know, so a newer file still displays).
-func QoSOfCode(code uint32) QoS {
-	switch code {
-	case shm.QoSGuaranteed:
-		return QoSGuaranteed
-	case shm.QoSBurstable:
-		return QoSBurstable
-	case shm.QoSBestEffort:
-		return QoSBestEffort
-	}
-	return QoS(fmt.Sprintf("unknown-%d", code))
-}
+func QoSOfCode(code uint32) QoS { return nameOf(code, QoSClasses, qosCodes) }
 
 // ComputePolicy is what a slice's compute share means to vgpud's controller
 // (the budget's throttle policy, shm.Policy*). cap: the share is a ceiling, the
@@ -103,24 +78,19 @@ const (
 	ComputePolicyShare ComputePolicy = "share"
 )
 
-// ComputePolicies lists every policy, the default first.
-var ComputePolicies = []ComputePolicy{ComputePolicyCap, ComputePolicyShare}
+// ComputePolicies lists every policy, the default first; policyCodes are their
+// codes in the budget file, in the same order.
+var (
+	ComputePolicies = []ComputePolicy{ComputePolicyCap, ComputePolicyShare}
+	policyCodes     = []uint32{shm.PolicyCap, shm.PolicyShare}
+)
 
 // ErrUnknownComputePolicy is wrapped by ParseComputePolicy's errors.
 var ErrUnknownComputePolicy = errors.New("unknown compute policy")
 
 // ParseComputePolicy reads a policy name; "" is cap.
 func ParseComputePolicy(s string) (ComputePolicy, error) {
-	p := ComputePolicy(s)
-	if p == "" {
-		return ComputePolicyCap, nil
-	}
-	for _, c := range ComputePolicies {
-		if p == c {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%w %q (want %s or %s)", ErrUnknownComputePolicy, s, ComputePolicyCap, ComputePolicyShare)
+	return parseName(s, ComputePolicies, ErrUnknownComputePolicy)
 }
 
 // Normalized is the policy with the default, cap, spelled out.
@@ -133,23 +103,51 @@ func (p ComputePolicy) Normalized() ComputePolicy {
 
 // Code is the policy's code in the budget file (shm.Policy*). It must only be
 // called on a policy ParseComputePolicy accepted.
-func (p ComputePolicy) Code() uint32 {
-	if p.Normalized() == ComputePolicyShare {
-		return shm.PolicyShare
-	}
-	return shm.PolicyCap
-}
+func (p ComputePolicy) Code() uint32 { return codeOf(p, ComputePolicies, policyCodes) }
 
 // ComputePolicyOfCode names a budget file's policy code ("unknown-N" for a
 // code this build does not know, so a newer file still displays).
-func ComputePolicyOfCode(code uint32) ComputePolicy {
-	switch code {
-	case shm.PolicyCap:
-		return ComputePolicyCap
-	case shm.PolicyShare:
-		return ComputePolicyShare
+func ComputePolicyOfCode(code uint32) ComputePolicy { return nameOf(code, ComputePolicies, policyCodes) }
+
+// The names of the budget's enumerations (QoS, ComputePolicy): known lists the
+// names, the default first, and codes their codes in the budget file.
+
+// parseName reads one of known; "" is the default.
+func parseName[T ~string](s string, known []T, unknown error) (T, error) {
+	if s == "" {
+		return known[0], nil
 	}
-	return ComputePolicy(fmt.Sprintf("unknown-%d", code))
+	for _, k := range known {
+		if T(s) == k {
+			return k, nil
+		}
+	}
+	want := make([]string, len(known))
+	for i, k := range known {
+		want[i] = string(k)
+	}
+	list := strings.Join(want[:len(want)-1], ", ") + " or " + want[len(want)-1]
+	return "", fmt.Errorf("%w %q (want %s)", unknown, s, list)
+}
+
+// codeOf is the code of name v ("" is the default's).
+func codeOf[T ~string](v T, known []T, codes []uint32) uint32 {
+	for i, k := range known {
+		if v == k {
+			return codes[i]
+		}
+	}
+	return codes[0]
+}
+
+// nameOf names a code ("unknown-N" for a code this build does not know).
+func nameOf[T ~string](code uint32, known []T, codes []uint32) T {
+	for i, c := range codes {
+		if c == code {
+			return known[i]
+		}
+	}
+	return T(fmt.Sprintf("unknown-%d", code))
 }
 
 // MaxSliceDevices is the most devices one slice may span: the contract's
