@@ -107,7 +107,9 @@ func (p ComputePolicy) Code() uint32 { return codeOf(p, ComputePolicies, policyC
 
 // ComputePolicyOfCode names a budget file's policy code ("unknown-N" for a
 // code this build does not know, so a newer file still displays).
-func ComputePolicyOfCode(code uint32) ComputePolicy { return nameOf(code, ComputePolicies, policyCodes) }
+func ComputePolicyOfCode(code uint32) ComputePolicy {
+	return nameOf(code, ComputePolicies, policyCodes)
+}
 
 // The names of the budget's enumerations (QoS, ComputePolicy): known lists the
 // names, the default first, and codes their codes in the budget file.
