@@ -1,7 +1,10 @@
 # vgpu — build and test.
 #
 #   make build   libvgpu, the simulated driver, test programs and the Go binaries
-#   make test    everything above, then every test (installs what it needs: Debian 12, root)
+#   make test    everything above, then every gate and test, each part timed (installs
+#                what it needs: Debian 12, root); the parts run alone too:
+#                make lint, fmt-c-check, test-race, sanitize, test-all, test-unit (no root,
+#                no build: seconds)
 #   make bench   the benchmarks on the simulated node (JSON + Markdown under bench/results/)
 #   make run     vgpud and a capped workload (real GPUs, or a simulated node)
 #
