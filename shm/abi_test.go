@@ -132,6 +132,8 @@ func TestABIConstants(t *testing.T) {
 		"VGPU_POLICY_CAP":                      PolicyCap,
 		"VGPU_POLICY_SHARE":                    PolicyShare,
 		"VGPU_BUDGET_F_ELASTIC":                BudgetFlagElastic,
+		"VGPU_BUDGET_F_MANAGED":                BudgetFlagManaged,
+		"VGPU_MARKER_STRIDE":                   MarkerStride,
 		"VGPU_SLOT_FREE":                       SlotFree,
 		"VGPU_SLOT_CLAIMING":                   SlotClaiming,
 		"VGPU_SLOT_LIVE":                       SlotLive,

@@ -29,7 +29,7 @@ const (
 	ABIMajor = 1
 	// ABIMinor changes when reserved fields gain meaning; readers accept any
 	// minor of their major.
-	ABIMinor = 1
+	ABIMinor = 2
 
 	// MaxDevices is the length of the per-device arrays (devices one slice may span).
 	MaxDevices = 16
@@ -58,6 +58,10 @@ const (
 // feedback (controller.go).
 const TokenWaveNs = 10000
 
+// MarkerStride is VGPU_MARKER_STRIDE: libvgpu records a completion marker
+// whenever a launch's ticket crosses a multiple of this many tokens.
+const MarkerStride = 1 << 21
+
 // The default token burst (VGPU_TOKEN_BURST_DIV, VGPU_TOKEN_BURST_MIN_WAVES):
 // see DefaultTokenBurst.
 const (
@@ -84,8 +88,12 @@ const (
 const (
 	// BudgetFlagElastic: the slice may ask vgpud for more memory on OOM.
 	BudgetFlagElastic = 0x1
+	// BudgetFlagManaged: vgpud's controller sets the slice's token rates from
+	// driver measurements, so libvgpu charges launches at the nominal wave
+	// cost; without it libvgpu charges the device time it measured itself.
+	BudgetFlagManaged = 0x2
 
-	budgetKnownFlags = BudgetFlagElastic
+	budgetKnownFlags = BudgetFlagElastic | BudgetFlagManaged
 )
 
 // Slot owner encoding: owner = (pid << SlotPIDShift) | state; 0 means free.
@@ -156,9 +164,13 @@ type ShmUsageDevice struct {
 	LastRefillNs        uint64    `c:"last_refill_ns"`
 	Launches            uint64    `c:"launches"`
 	ThrottledNs         uint64    `c:"throttled_ns"`
-	TokenSpent          uint64    `c:"token_spent"`    // ABI 1.1
-	TokenRefilled       uint64    `c:"token_refilled"` // ABI 1.1
-	Reserved            [5]uint64 `c:"reserved"`
+	TokenSpent          uint64    `c:"token_spent"`        // ABI 1.1
+	TokenRefilled       uint64    `c:"token_refilled"`     // ABI 1.1
+	TokenDone           uint64    `c:"token_done"`         // ABI 1.2
+	SampledTokens       uint64    `c:"sampled_tokens"`     // ABI 1.2
+	SampledNs           uint64    `c:"sampled_ns"`         // ABI 1.2
+	InflightWaitedNs    uint64    `c:"inflight_waited_ns"` // ABI 1.2
+	Reserved            [1]uint64 `c:"reserved"`
 }
 
 // ShmSlot mirrors struct vgpu_slot: one process (256 bytes).

@@ -150,7 +150,7 @@ func TestBadSpecsLeaveNothing(t *testing.T) {
 		"id too long":         {Devices: []DeviceBudget{ok}, ID: string(make([]byte, SliceIDLen))},
 		"unknown qos":         {Devices: []DeviceBudget{ok}, QoS: 3},
 		"unknown policy":      {Devices: []DeviceBudget{ok}, Policy: 2},
-		"unknown budget flag": {Devices: []DeviceBudget{ok}, Flags: 0x2},
+		"unknown budget flag": {Devices: []DeviceBudget{ok}, Flags: 0x4},
 	}
 	for name, spec := range cases {
 		t.Run(name, func(t *testing.T) {

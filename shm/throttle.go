@@ -43,6 +43,11 @@ type ThrottleCounters struct {
 	Refilled    uint64 // tokens granted by refills
 	Launches    uint64 // launches through the throttle (batched per thread: may lag)
 	ThrottledNs uint64 // time launchers spent waiting for tokens, summed over threads
+	// ABI 1.2, from libvgpu's completion markers (0 from an older libvgpu):
+	Done             uint64 // tokens of launches the device has completed
+	SampledTokens    uint64 // tokens of the launches libvgpu timed
+	SampledNs        uint64 // their device time, ns
+	InflightWaitedNs uint64 // time launchers waited for in-flight work to drain
 }
 
 // Credit is the bucket's current credit (negative: launchers are queued).
@@ -56,6 +61,11 @@ func (r *UsageRegion) Throttle(d int) ThrottleCounters {
 		Refilled:    atomic.LoadUint64(&ud.TokenRefilled),
 		Launches:    atomic.LoadUint64(&ud.Launches),
 		ThrottledNs: atomic.LoadUint64(&ud.ThrottledNs),
+
+		Done:             atomic.LoadUint64(&ud.TokenDone),
+		SampledTokens:    atomic.LoadUint64(&ud.SampledTokens),
+		SampledNs:        atomic.LoadUint64(&ud.SampledNs),
+		InflightWaitedNs: atomic.LoadUint64(&ud.InflightWaitedNs),
 	}
 }
 

@@ -38,7 +38,8 @@ extern "C" {
 #define VGPU_BUDGET_MAGIC 0x5447444255504756ULL /* "VGPUBDGT" little-endian */
 #define VGPU_USAGE_MAGIC 0x4741535555504756ULL  /* "VGPUUSAG" little-endian */
 #define VGPU_ABI_MAJOR 1
-#define VGPU_ABI_MINOR 1 /* 1: token_spent / token_refilled (launch throttle) */
+#define VGPU_ABI_MINOR 2 /* 1: token_spent / token_refilled (launch throttle);
+                          * 2: completion markers (token_done, sampled_*), F_MANAGED */
 
 #define VGPU_MAX_DEVICES 16     /* devices one slice may span */
 #define VGPU_DEFAULT_SLOTS 1024 /* process slots in a usage file */
@@ -94,6 +95,21 @@ extern "C" {
 
 /* budget.flags */
 #define VGPU_BUDGET_F_ELASTIC 0x1 /* the slice may ask vgpud for more memory on OOM */
+/* vgpud's controller sets this slice's token rates from the driver's measurements
+ * (and scales them by what a token really buys): libvgpu charges launches at the
+ * nominal wave cost. Without it (a slice made without vgpud) nobody corrects the
+ * rate, so libvgpu charges what it measured itself: tokens become device-ns. */
+#define VGPU_BUDGET_F_MANAGED 0x2
+
+/* Completion markers (ABI 1.2). Whenever a launch's ticket crosses a multiple of
+ * VGPU_MARKER_STRIDE tokens, libvgpu records an event before and after it, on the
+ * launch's own stream, and later queries them without blocking (only on that slow
+ * path). A completed marker tells that the slice's work up to its ticket has run
+ * (token_done) and how long that one launch took on the device (sampled_ns for
+ * sampled_tokens): the in-flight work is token_spent - token_done, and the device-ns
+ * one token buys is sampled_ns / sampled_tokens. All tenant-written: vgpud uses them
+ * to time its measurements and as a first guess, never as the truth of the share. */
+#define VGPU_MARKER_STRIDE (1ull << 21) /* ~2 ms of device time at the nominal cost */
 
 // clang-format off: the contract's layout, laid out by hand (multi-line field comments)
 /* slot.owner encoding: (pid << 8) | state. 0 means free. */
@@ -176,7 +192,14 @@ struct vgpu_usage_device {
     /* ABI 1.1 */
     uint64_t token_spent;    /* tokens charged by launches, cumulative */
     uint64_t token_refilled; /* tokens granted by refills, cumulative */
-    uint64_t reserved[5];
+    /* ABI 1.2: completion markers (see VGPU_MARKER_STRIDE) */
+    uint64_t token_done;         /* tokens of launches the device has completed, as the
+                                  * markers showed (advances in steps; <= token_spent) */
+    uint64_t sampled_tokens;     /* tokens of the launches libvgpu timed with events */
+    uint64_t sampled_ns;         /* their device time (event elapsed time), ns */
+    uint64_t inflight_waited_ns; /* time launchers waited for in-flight work to drain
+                                  * (summed over threads) */
+    uint64_t reserved[1];
 };
 
 /* One process: 256 bytes. Claimed by CAS on owner. */
