@@ -91,6 +91,7 @@ type computeShares struct {
 	latest atomic.Pointer[[]ComputeStatus]
 	failed map[string]bool // devices whose utilization query failed (logged once)
 	avg    map[sliceDev]*avgShare
+	done   map[sliceDev]*doneHistory // token_done readings (computework.go)
 	// guard is the compute backstop (computeguard.go); nil: none.
 	guard *computeGuard
 }
@@ -104,7 +105,7 @@ type utilState struct {
 
 func newComputeShares(gpus GPUs, log *zap.Logger) *computeShares {
 	c := &computeShares{log: log, ctl: map[string]*enforcer.Controller{}, dev: map[string]*utilState{},
-		failed: map[string]bool{}, avg: map[sliceDev]*avgShare{}}
+		failed: map[string]bool{}, avg: map[sliceDev]*avgShare{}, done: map[sliceDev]*doneHistory{}}
 	c.util, _ = gpus.(processUtilizer)
 	empty := []ComputeStatus{}
 	c.latest.Store(&empty)
@@ -141,6 +142,7 @@ func (c *computeShares) step(now time.Time, tracked []enforcer.TrackedSlice, rep
 		c.guard.forget(c.seen())
 	}
 	c.dropStaleAverages()
+	c.dropStaleHistories()
 	c.latest.Store(&status)
 }
 
@@ -253,9 +255,13 @@ func (c *computeShares) stepDevice(now time.Time, uuid string, refs []sliceRef, 
 	// rather than a share of 0; a first query has no span to divide by.
 	prevUs := st.lastUs
 	measured := c.sample(uuid, st) && prevUs != 0 && st.lastUs > prevUs
-	dt := time.Duration(st.lastUs-prevUs) * time.Microsecond
+	dt := time.Duration(0) // the measured span; 0: not measured
+	if measured {
+		dt = time.Duration(st.lastUs-prevUs) * time.Microsecond
+	}
 
-	in, budgets, devs := controlInputs(refs, tracked, pids, st, measured, dt)
+	work := c.workWithin(uuid, now, time.UnixMicro(int64(prevUs)), time.UnixMicro(int64(st.lastUs)), measured)
+	in, budgets, devs := controlInputs(refs, tracked, pids, st, dt, work)
 	clear(st.busy)
 
 	ctl := c.ctl[uuid]
@@ -268,11 +274,7 @@ func (c *computeShares) stepDevice(now time.Time, uuid string, refs []sliceRef, 
 		c.log.Error("set token rates", zap.String("uuid", uuid), zap.Error(err))
 	}
 	if c.guard != nil {
-		span := time.Duration(0)
-		if measured {
-			span = dt
-		}
-		c.guard.observe(uuid, outs, span, c.avgOf(uuid), members)
+		c.guard.observe(uuid, outs, dt, c.avgOf(uuid), members)
 	}
 	for _, o := range outs {
 		a := c.average(sliceDev{o.Slice, uuid})
@@ -292,7 +294,7 @@ func (c *computeShares) stepDevice(now time.Time, uuid string, refs []sliceRef, 
 // dt) when the device was measured. budgets and devs say where Apply writes
 // each slice's rate.
 func controlInputs(refs []sliceRef, tracked []enforcer.TrackedSlice, pids map[string][]int, st *utilState,
-	measured bool, dt time.Duration) (in []enforcer.ControlInput, budgets []*shm.BudgetRegion, devs []int) {
+	dt time.Duration, work func(slice string, done uint64) (uint64, bool)) (in []enforcer.ControlInput, budgets []*shm.BudgetRegion, devs []int) {
 	in = make([]enforcer.ControlInput, 0, len(refs))
 	budgets = make([]*shm.BudgetRegion, 0, len(refs))
 	devs = make([]int, 0, len(refs))
@@ -310,10 +312,11 @@ func controlInputs(refs []sliceRef, tracked []enforcer.TrackedSlice, pids map[st
 		}
 		ci := enforcer.ControlInput{
 			Slice: ts.ID, ShareBP: db.ComputeShareBP, FloorBP: db.ComputeFloorBP,
-			Policy: b.Policy(), Priority: b.Priority(), Counters: counters, Measured: measured,
+			Policy: b.Policy(), Priority: b.Priority(), Counters: counters, Measured: dt > 0,
 		}
-		if measured {
-			ci.Achieved = busy / float64(dt.Nanoseconds())
+		ci.Done, ci.DoneKnown = work(ts.ID, counters.Done)
+		if dt > 0 {
+			ci.Achieved, ci.Span = busy/float64(dt.Nanoseconds()), dt
 		}
 		in, budgets, devs = append(in, ci), append(budgets, b), append(devs, r.dev)
 	}

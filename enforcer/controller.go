@@ -23,7 +23,13 @@ import (
 //     two measured quantities, so the loop's gain does not depend on the GPU's
 //     SM count, on the nominal wave time or on how many processes the slice has
 //     (they all share one bucket), and a change of target takes effect in one
-//     step once the scale is known.
+//     step once the scale is known. The driver counts work when it runs, long
+//     after its tokens were spent when the device queue is deep, so both sides
+//     are taken over the span the driver measured, the tokens as the work
+//     libvgpu's completion markers saw complete within it (token_done); and
+//     libvgpu itself bounds a slice's in-flight work, so a rate change acts
+//     within tens of ms. Until the driver has measured minTrustedSpan of a new
+//     slice, its scale is libvgpu's own timing of its launches (guessScale).
 //  2. Trim (integral action) for what calibration cannot see: a slice whose
 //     launches spend fewer tokens than the rate grants while it nonetheless
 //     waits for tokens (credit clipped by the bucket's depth while its kernels
@@ -130,6 +136,17 @@ type ControlInput struct {
 	// Measured is false when the driver gave no figure this step: the controller
 	// then keeps its calibration and trim as they are.
 	Measured bool
+	// Span is the interval Achieved covers (the driver's sample periods since
+	// its previous figure); 0: the time since the previous step.
+	Span time.Duration
+	// Done is the tokens of the slice's launches that completed within Span
+	// (from the token_done counter of libvgpu's completion markers); valid
+	// when DoneKnown. Both sides of the scale are then counted when work runs,
+	// over the same interval, however deep the device queue. Without it the
+	// scale is learnt from the tokens spent during the step, which run ahead
+	// of the driver's figure by the slice's queue.
+	Done      uint64
+	DoneKnown bool
 }
 
 // ControlOutput is what the controller decided for one slice.
@@ -162,6 +179,9 @@ type sliceCtl struct {
 	// avgAchieved is the achieved share averaged the same way (what a share
 	// slice that is not throttled uses: per-step figures come in lumps).
 	avgAchieved float64
+	// measuredFor is the driver-measured time the calibration has seen; the
+	// scale it learnt is trusted (replaces the prior) from minTrustedSpan on.
+	measuredFor time.Duration
 	// Time-weighted averages of the tokens granted and spent per throttled step
 	// (the trim's error), and how much of the average is filled.
 	avgGrant, avgGrantSpent, grantWeight float64
@@ -236,13 +256,21 @@ func (c *Controller) advanceClock(now time.Time) (time.Duration, bool) {
 }
 
 // Apply writes the outputs into the slices' budgets: outs[i] to budgets[i],
-// device index devs[i]. Budgets already holding the same rate and burst are
-// left alone (no generation bump, so launches keep their fast path).
+// device index devs[i], and marks each budget managed (shm.BudgetFlagManaged:
+// its rates are scaled by a controller, so libvgpu charges launches their
+// nominal cost rather than costs it measured itself). Budgets already holding
+// the same rate and burst are left alone (no generation bump, so launches keep
+// their fast path).
 func Apply(budgets []*shm.BudgetRegion, devs []int, outs []ControlOutput) error {
 	if len(budgets) != len(outs) || len(devs) != len(outs) {
 		return fmt.Errorf("apply token rates: %d budgets, %d devices, %d outputs", len(budgets), len(devs), len(outs))
 	}
 	for i, o := range outs {
+		if f := budgets[i].Flags(); f&shm.BudgetFlagManaged == 0 {
+			if err := budgets[i].SetFlags(f | shm.BudgetFlagManaged); err != nil {
+				return fmt.Errorf("slice %s: mark managed: %w", o.Slice, err)
+			}
+		}
 		rate, burst := budgets[i].TokenBucket(devs[i])
 		if rate == o.Rate && burst == o.Burst {
 			continue

@@ -31,6 +31,7 @@ func (c *Controller) observeAll(now time.Time, dt time.Duration, measure bool, i
 		if measure && s.havePrev {
 			v.throttled[i] = s.observe(&c.cfg, x, now, dt)
 		}
+		s.guessScale(x)
 		if measure || !s.havePrev {
 			s.prev, s.havePrev = x.Counters, true
 		}
@@ -60,7 +61,20 @@ func (s *sliceCtl) observe(cfg *ControllerConfig, x *ControlInput, now time.Time
 	}
 	throttled := float64(waited) >= cfg.ThrottledFraction*dtNs
 	if x.Measured {
-		s.calibrate(cfg, x.Achieved, achieved, spent, dtNs)
+		// Both sides over one interval: the work completed within the span
+		// the driver measured, when libvgpu's markers say; else the tokens
+		// spent during the step.
+		span, work := dt, float64(spent)
+		if x.Span > 0 {
+			span = x.Span
+		}
+		if x.DoneKnown {
+			work = float64(x.Done)
+		} else if x.Span > 0 {
+			work *= float64(x.Span) / dtNs // the step's spending, per span
+		}
+		s.calibrate(cfg, x.Achieved, achieved, work, float64(span.Nanoseconds()))
+		s.measuredFor += span
 	}
 	s.updateTrim(cfg, throttled, spent, dt)
 	return throttled
@@ -71,7 +85,7 @@ func (s *sliceCtl) observe(cfg *ControllerConfig, x *ControlInput, now time.Time
 // launch counted by the driver in one step and by the bucket in the next would
 // make those swing wildly, and their mean would be biased. rawAchieved is the
 // driver's figure as given, achieved the same clamped to [0, 1].
-func (s *sliceCtl) calibrate(cfg *ControllerConfig, rawAchieved, achieved float64, spent uint64, dtNs float64) {
+func (s *sliceCtl) calibrate(cfg *ControllerConfig, rawAchieved, achieved, spent, dtNs float64) {
 	// Not clipped at 1: a step's figure can exceed the step when long kernels
 	// land in it (busy time counted at launch); clipping would bias the scale
 	// low.
@@ -82,12 +96,44 @@ func (s *sliceCtl) calibrate(cfg *ControllerConfig, rawAchieved, achieved float6
 	a := 1 - math.Exp(-dtNs/float64(cfg.CalibrationTau.Nanoseconds()))
 	s.avgBusy += a * (busy - s.avgBusy)
 	s.avgAchieved += a * (achieved - s.avgAchieved)
-	s.avgSpent += a * (float64(spent) - s.avgSpent)
+	s.avgSpent += a * (spent - s.avgSpent)
 	s.calWeight += a * (1 - s.calWeight)
 	// Enough spending to mean something: 0.5% of the device at the nominal
 	// cost, averaged.
 	if s.avgSpent >= 0.005*dtNs*s.calWeight && s.avgBusy > 0 {
 		s.scale, s.scaleKnown = s.avgBusy/s.avgSpent, true
+	}
+}
+
+// minTrustedSpan is how much driver-measured time a slice's calibration needs
+// before its scale replaces the first guess from libvgpu's own timings: the
+// driver publishes a figure per sample period (1/6 s on current drivers), and
+// a single period that cuts a long kernel in two, or catches the queue of
+// work launched before the slice's first rate, is not yet the slice's cost.
+const minTrustedSpan = 300 * time.Millisecond
+
+// Plausible scales for libvgpu's own timings (device-ns per token): a tenant
+// writes them, so a value outside is ignored rather than followed.
+const minGuessScale, maxGuessScale = 1e-3, 1e3
+
+// guessScale takes libvgpu's own timing of the slice's launches (events
+// around sampled launches, summed in the usage region) as the slice's scale
+// until the driver's measurement is trusted. It starts the slice at about the
+// right rate in its first step, long before the first driver sample: without
+// it a new slice runs at the device's prior (another slice's kernels, or the
+// nominal wave time) and a tenant whose waves take 8x the nominal cost gets
+// 8x its share until the driver has spoken. Under contention the timings
+// include waiting behind other slices' work, so the guess errs low, never
+// high. Tenant-written: it only ever sets the start; the driver's figure
+// decides after minTrustedSpan, and the compute backstop bounds the rest.
+func (s *sliceCtl) guessScale(x *ControlInput) {
+	c := x.Counters
+	if s.measuredFor >= minTrustedSpan || c.SampledTokens == 0 {
+		return
+	}
+	g := float64(c.SampledNs) / float64(c.SampledTokens)
+	if g >= minGuessScale && g <= maxGuessScale {
+		s.scale = g
 	}
 }
 

@@ -359,8 +359,10 @@ func TestApplyWritesOnlyChanges(t *testing.T) {
 	require.NoError(t, err)
 	defer b.Close()
 	g0 := b.Generation()
+	require.Zero(t, b.Flags()&shm.BudgetFlagManaged, "a slice made without vgpud is not managed")
 	outs := []ControlOutput{{Slice: "s", Rate: 123, Burst: 456}}
 	require.NoError(t, Apply([]*shm.BudgetRegion{b}, []int{0}, outs))
+	require.NotZero(t, b.Flags()&shm.BudgetFlagManaged, "a controller's rates mark the slice managed")
 	rate, burst := b.TokenBucket(0)
 	require.Equal(t, uint64(123), rate)
 	require.Equal(t, uint64(456), burst)
