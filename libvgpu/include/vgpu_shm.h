@@ -38,8 +38,9 @@ extern "C" {
 #define VGPU_BUDGET_MAGIC 0x5447444255504756ULL /* "VGPUBDGT" little-endian */
 #define VGPU_USAGE_MAGIC 0x4741535555504756ULL  /* "VGPUUSAG" little-endian */
 #define VGPU_ABI_MAJOR 1
-#define VGPU_ABI_MINOR 2 /* 1: token_spent / token_refilled (launch throttle);
-                          * 2: completion markers (token_done, sampled_*), F_MANAGED */
+/* Minor 1: token_spent / token_refilled (launch throttle);
+ * minor 2: completion markers (token_done, sampled_*), F_MANAGED. */
+#define VGPU_ABI_MINOR 2
 
 #define VGPU_MAX_DEVICES 16     /* devices one slice may span */
 #define VGPU_DEFAULT_SLOTS 1024 /* process slots in a usage file */

@@ -16,6 +16,8 @@
  *   cuda_pool.c      memory pools and the stream-ordered allocator
  *   cuda_launch.c    streams, modules, kernel launches (also the legacy cuLaunch* and
  *                    the multi-device cooperative launch)
+ *   cuda_event.c     events (one FIFO timeline: an event completes with its stream's
+ *                    queued work), cuStreamWaitEvent
  *   cuda_graph.c     graphs of kernel and memory nodes, graph memory
  *   cuda_procaddr.c  cuGetProcAddress / _v2
  *
@@ -367,6 +369,21 @@ EXPORT CUresult cuLaunchGrid(CUfunction f, int w, int h);
 EXPORT CUresult cuLaunchGridAsync(CUfunction f, int w, int h, CUstream s);
 EXPORT CUresult cuLaunchCooperativeKernelMultiDevice(CUDA_LAUNCH_PARAMS *list, unsigned int n,
                                                      unsigned int flags);
+
+/* cuda_event.c */
+EXPORT CUresult cuEventCreate(CUevent *ph, unsigned int flags);
+EXPORT CUresult cuEventDestroy_v2(CUevent h);
+EXPORT CUresult cuEventDestroy(CUevent h);
+EXPORT CUresult cuEventRecord(CUevent h, CUstream s);
+EXPORT CUresult cuEventRecord_ptsz(CUevent h, CUstream s);
+EXPORT CUresult cuEventRecordWithFlags(CUevent h, CUstream s, unsigned int flags);
+EXPORT CUresult cuEventRecordWithFlags_ptsz(CUevent h, CUstream s, unsigned int flags);
+EXPORT CUresult cuEventQuery(CUevent h);
+EXPORT CUresult cuEventSynchronize(CUevent h);
+EXPORT CUresult cuEventElapsedTime(float *ms, CUevent start, CUevent end);
+EXPORT CUresult cuEventElapsedTime_v2(float *ms, CUevent start, CUevent end);
+EXPORT CUresult cuStreamWaitEvent(CUstream s, CUevent h, unsigned int flags);
+EXPORT CUresult cuStreamWaitEvent_ptsz(CUstream s, CUevent h, unsigned int flags);
 
 /* cuda_graph.c */
 EXPORT CUresult cuGraphCreate(CUgraph *ph, unsigned int flags);

@@ -78,6 +78,16 @@ func TestLaunchesOccupyDeviceTime(t *testing.T) {
 	require.Equal(t, uint64(launches+2+2*3+4), d.Launches)
 }
 
+// Events: NOT_READY until the stream's queued work has run, elapsed time of a
+// begin / end pair is the launch's span on the device (waiting behind queued work
+// included), the driver's error codes, cuStreamWaitEvent, cuGetProcAddress (see
+// sim_event.c).
+func TestEvents(t *testing.T) {
+	const nsPerBlock, sms = 200_000, 4
+	e := newNode(t, Config{Devices: 1, Memory: 1 << 30, SMs: sms, NsPerBlock: nsPerBlock})
+	require.Equal(t, "OK\n", e.run(t, "sim_event", strconv.Itoa(nsPerBlock), strconv.Itoa(sms)))
+}
+
 // A process's figures while it lives: memory (context + allocation), busy device
 // time and launches, on the device it used and no other.
 func TestPerProcessFiguresInStatus(t *testing.T) {
