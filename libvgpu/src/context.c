@@ -189,6 +189,7 @@ static void ctx_torn_down(CUcontext ctx, int sd, uint64_t charged)
 {
     vgpu_tab_drop_ctx((uint64_t)(uintptr_t)ctx, credit_rec);
     cache_drop(ctx);
+    vgpu_marker_ctx_gone(ctx);
     if (sd >= 0)
         vgpu_credit(sd, charged);
     ctx_counted(-1);

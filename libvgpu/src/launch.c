@@ -22,23 +22,31 @@
  */
 #include "vgpu_internal.h"
 
-/* charge: the statement that takes the launch's tokens (slow path only). */
-#define LAUNCH_HOOK(name, params, args, charge)                  \
-    __attribute__((noinline)) static CUresult slow_##name params \
-    {                                                            \
-        vgpu_mode();                                             \
-        name##_fn real = vgpu_real.name;                         \
-        if (!real)                                               \
-            return CUDA_ERROR_NOT_FOUND;                         \
-        charge;                                                  \
-        return real args;                                        \
-    }                                                            \
-    VGPU_EXPORT CUresult name params                             \
-    {                                                            \
-        name##_fn real = vgpu_real.name;                         \
-        if (VGPU_UNLIKELY(!real || vgpu_gate_closed()))          \
-            return slow_##name args;                             \
-        return real args;                                        \
+/* charge: the statement that takes the launch's tokens into mk (slow path only);
+ * stream: the stream the launch runs on, where a marker launch's events go
+ * (marker.c: a begin event before the launch, an end event after it). */
+#define LAUNCH_HOOK(name, params, args, charge, stream)                \
+    __attribute__((noinline)) static CUresult slow_##name params       \
+    {                                                                  \
+        vgpu_mode();                                                   \
+        name##_fn real = vgpu_real.name;                               \
+        if (!real)                                                     \
+            return CUDA_ERROR_NOT_FOUND;                               \
+        struct vgpu_mark mk;                                           \
+        mk.flags = 0;                                                  \
+        charge;                                                        \
+        if (VGPU_LIKELY(!mk.flags) || !vgpu_marker_begin(&mk, stream)) \
+            return real args;                                          \
+        CUresult r = real args;                                        \
+        vgpu_marker_end(&mk, r);                                       \
+        return r;                                                      \
+    }                                                                  \
+    VGPU_EXPORT CUresult name params                                   \
+    {                                                                  \
+        name##_fn real = vgpu_real.name;                               \
+        if (VGPU_UNLIKELY(!real || vgpu_gate_closed()))                \
+            return slow_##name args;                                   \
+        return real args;                                              \
     }
 
 /* Blocks of a grid; 0 for a malformed launch (the driver rejects it, nothing to charge). */
@@ -59,15 +67,29 @@ static inline uint64_t int_grid_blocks(int w, int h)
 }
 
 /* A multi-device cooperative launch is one kernel launch per entry, each charged
- * as such (to the current context's device: see README "Known limits"). */
+ * as such (to the current context's device: see README "Known limits"). Its
+ * entries are not timed (one stream per device); a marker launch among them
+ * retires markers and holds the in-flight bound all the same. */
 static void charge_multi(const CUDA_LAUNCH_PARAMS *list, unsigned int n)
 {
     if (!list)
         return; /* the driver refuses it */
-    for (unsigned int i = 0; i < n; i++)
+    for (unsigned int i = 0; i < n; i++) {
+        struct vgpu_mark m;
+        m.flags = 0;
         vgpu_throttle_launch(VGPU_LAUNCH_KERNEL,
-                             grid_blocks(list[i].gridDimX, list[i].gridDimY, list[i].gridDimZ));
+                             grid_blocks(list[i].gridDimX, list[i].gridDimY, list[i].gridDimZ), &m);
+        if (m.flags) {
+            m.flags &= ~VGPU_MARK_RECORD;
+            vgpu_marker_begin(&m, NULL);
+        }
+    }
 }
+
+/* A _ptsz entry point's NULL stream is the per-thread default stream; the event
+ * calls (no _ptsz form used) must name it. */
+static inline CUstream ptsz_stream(CUstream s) { return s ? s : VGPU_STREAM_PER_THREAD; }
+static inline CUstream config_stream(const CUlaunchConfig *c) { return c ? c->hStream : NULL; }
 
 #define KERNEL_PARAMS                                                                  \
     (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, \
@@ -89,20 +111,27 @@ static void charge_multi(const CUDA_LAUNCH_PARAMS *list, unsigned int n)
 #define MULTI_PARAMS (CUDA_LAUNCH_PARAMS * list, unsigned int n, unsigned int flags)
 #define MULTI_ARGS (list, n, flags)
 
-#define KERNEL(blocks) vgpu_throttle_launch(VGPU_LAUNCH_KERNEL, blocks)
-#define GRAPH(exec) vgpu_throttle_launch(VGPU_LAUNCH_GRAPH, (uint64_t)(uintptr_t)(exec))
-LAUNCH_HOOK(cuLaunchKernel, KERNEL_PARAMS, KERNEL_ARGS, KERNEL(grid_blocks(gx, gy, gz)))
-LAUNCH_HOOK(cuLaunchKernel_ptsz, KERNEL_PARAMS, KERNEL_ARGS, KERNEL(grid_blocks(gx, gy, gz)))
-LAUNCH_HOOK(cuLaunchKernelEx, EX_PARAMS, EX_ARGS, KERNEL(config_blocks(config)))
-LAUNCH_HOOK(cuLaunchKernelEx_ptsz, EX_PARAMS, EX_ARGS, KERNEL(config_blocks(config)))
-LAUNCH_HOOK(cuLaunchCooperativeKernel, COOP_PARAMS, COOP_ARGS, KERNEL(grid_blocks(gx, gy, gz)))
-LAUNCH_HOOK(cuLaunchCooperativeKernel_ptsz, COOP_PARAMS, COOP_ARGS, KERNEL(grid_blocks(gx, gy, gz)))
-LAUNCH_HOOK(cuGraphLaunch, GRAPH_PARAMS, GRAPH_ARGS, GRAPH(g))
-LAUNCH_HOOK(cuGraphLaunch_ptsz, GRAPH_PARAMS, GRAPH_ARGS, GRAPH(g))
-/* cuLaunch runs a grid of a single block. */
-LAUNCH_HOOK(cuLaunch, (CUfunction f), (f), KERNEL(1))
-LAUNCH_HOOK(cuLaunchGrid, GRID_PARAMS, GRID_ARGS, KERNEL(int_grid_blocks(w, h)))
-LAUNCH_HOOK(cuLaunchGridAsync, GRID_ASYNC_PARAMS, GRID_ASYNC_ARGS, KERNEL(int_grid_blocks(w, h)))
-LAUNCH_HOOK(cuLaunchCooperativeKernelMultiDevice, MULTI_PARAMS, MULTI_ARGS, charge_multi(list, n))
+#define KERNEL(blocks) vgpu_throttle_launch(VGPU_LAUNCH_KERNEL, blocks, &mk)
+#define GRAPH(exec) vgpu_throttle_launch(VGPU_LAUNCH_GRAPH, (uint64_t)(uintptr_t)(exec), &mk)
+#define GRID3 grid_blocks(gx, gy, gz)
+LAUNCH_HOOK(cuLaunchKernel, KERNEL_PARAMS, KERNEL_ARGS, KERNEL(GRID3), s)
+LAUNCH_HOOK(cuLaunchKernel_ptsz, KERNEL_PARAMS, KERNEL_ARGS, KERNEL(GRID3), ptsz_stream(s))
+LAUNCH_HOOK(cuLaunchKernelEx, EX_PARAMS, EX_ARGS, KERNEL(config_blocks(config)),
+            config_stream(config))
+LAUNCH_HOOK(cuLaunchKernelEx_ptsz, EX_PARAMS, EX_ARGS, KERNEL(config_blocks(config)),
+            ptsz_stream(config_stream(config)))
+LAUNCH_HOOK(cuLaunchCooperativeKernel, COOP_PARAMS, COOP_ARGS, KERNEL(GRID3), s)
+LAUNCH_HOOK(cuLaunchCooperativeKernel_ptsz, COOP_PARAMS, COOP_ARGS, KERNEL(GRID3), ptsz_stream(s))
+/* Graph launches get the same begin / end events as kernels: the graph's work runs
+ * in order on s between them. */
+LAUNCH_HOOK(cuGraphLaunch, GRAPH_PARAMS, GRAPH_ARGS, GRAPH(g), s)
+LAUNCH_HOOK(cuGraphLaunch_ptsz, GRAPH_PARAMS, GRAPH_ARGS, GRAPH(g), ptsz_stream(s))
+/* cuLaunch runs a grid of a single block; it and cuLaunchGrid use the legacy stream. */
+LAUNCH_HOOK(cuLaunch, (CUfunction f), (f), KERNEL(1), NULL)
+LAUNCH_HOOK(cuLaunchGrid, GRID_PARAMS, GRID_ARGS, KERNEL(int_grid_blocks(w, h)), NULL)
+LAUNCH_HOOK(cuLaunchGridAsync, GRID_ASYNC_PARAMS, GRID_ASYNC_ARGS, KERNEL(int_grid_blocks(w, h)), s)
+LAUNCH_HOOK(cuLaunchCooperativeKernelMultiDevice, MULTI_PARAMS, MULTI_ARGS, charge_multi(list, n),
+            NULL)
+#undef GRID3
 #undef KERNEL
 #undef GRAPH

@@ -110,6 +110,11 @@ static uint32_t refresh(uint64_t g1)
     for (uint32_t d = 0; d < vgpu_g.ndev; d++)
         if (__atomic_load_n(&b->dev[d].token_rate, __ATOMIC_RELAXED) != 0)
             mask |= 1u << d;
+    /* Whether vgpud scales this slice's rates (nominal costs) or nobody does (costs
+     * in learnt device-ns, marker.c): read with the rates, so vgpud taking a slice
+     * over later (a new generation) reaches every process. */
+    vgpu_marker_set_managed(
+        (__atomic_load_n(&b->flags, __ATOMIC_RELAXED) & VGPU_BUDGET_F_MANAGED) != 0);
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     uint64_t g2 = __atomic_load_n(&b->generation, __ATOMIC_RELAXED);
     /* Odd: vgpud is mid-change (or died there). The rates are each read atomically,
@@ -222,23 +227,39 @@ __attribute__((noinline)) static void wait_turn(int sd, uint64_t ticket)
     __atomic_fetch_add(&ud->throttled_ns, t - start, __ATOMIC_RELAXED);
 }
 
-static inline void take(int sd, uint64_t cost)
+_Static_assert((VGPU_MARKER_STRIDE & (VGPU_MARKER_STRIDE - 1)) == 0, "the stride is a power of 2");
+
+/* Returns VGPU_MARK_* flags: RECORD when [ticket, ticket + cost) crosses a multiple
+ * of VGPU_MARKER_STRIDE (one xor and compare: the hot path stays one atomic add
+ * and one load), CHECK when the launch waited for tokens. */
+static inline int take(int sd, uint64_t cost, uint64_t *ticket_end)
 {
     struct vgpu_usage_device *ud = &vgpu_g.usage->dev[sd];
     uint64_t ticket = __atomic_fetch_add(&ud->token_spent, cost, __ATOMIC_RELAXED);
     uint64_t refilled = __atomic_load_n(&ud->token_refilled, __ATOMIC_RELAXED);
     count_launch(sd);
+    *ticket_end = ticket + cost;
+    int flags = (ticket ^ (ticket + cost)) >= VGPU_MARKER_STRIDE ? VGPU_MARK_RECORD : 0;
     if (VGPU_LIKELY((int64_t)(refilled - ticket) > 0))
-        return;
+        return flags;
     wait_turn(sd, ticket);
+    return flags | VGPU_MARK_CHECK;
 }
 
-static inline uint64_t kernel_cost(int sd, uint64_t blocks)
+/* Nominal tokens (VGPU_TOKEN_WAVE_NS per wave) -> tokens charged now. */
+static inline uint64_t scale_cost(uint64_t nominal)
 {
-    if (!blocks)
-        return 0; /* malformed: the driver refuses it */
+    uint64_t w = atomic_load_explicit(&vgpu_wave_tokens, memory_order_relaxed);
+    if (VGPU_LIKELY(w == VGPU_TOKEN_WAVE_NS))
+        return nominal;
+    unsigned __int128 c = (unsigned __int128)nominal * w / VGPU_TOKEN_WAVE_NS;
+    return c > UINT64_MAX / 4 ? UINT64_MAX / 4 : (uint64_t)c;
+}
+
+static inline uint64_t kernel_waves(int sd, uint64_t blocks)
+{
     uint64_t sms = vgpu_sms_of(sd);
-    return sat_mul((blocks + sms - 1) / sms, VGPU_TOKEN_WAVE_NS);
+    return (blocks + sms - 1) / sms;
 }
 
 /* ------------------------------------------------------------------- graphs */
@@ -347,7 +368,7 @@ void vgpu_graph_cost_drop(uint64_t key)
 
 /* ------------------------------------------------------------------- launch */
 
-void vgpu_throttle_launch(enum vgpu_launch_kind kind, uint64_t arg)
+void vgpu_throttle_launch(enum vgpu_launch_kind kind, uint64_t arg, struct vgpu_mark *mk)
 {
     if (atomic_load_explicit(&vgpu_g.mode, memory_order_acquire) != VGPU_MODE_ENFORCE)
         return;
@@ -366,9 +387,28 @@ void vgpu_throttle_launch(enum vgpu_launch_kind kind, uint64_t arg)
     }
     if (!((mask >> sd) & 1))
         return;
-    uint64_t cost = kind == VGPU_LAUNCH_GRAPH ? graph_cost(arg) : kernel_cost(sd, arg);
-    if (cost)
-        take(sd, cost);
+    uint64_t nominal, cost;
+    if (kind == VGPU_LAUNCH_GRAPH) {
+        nominal = graph_cost(arg);
+        cost = scale_cost(nominal);
+    } else {
+        if (!arg)
+            return; /* malformed: the driver refuses it */
+        uint64_t waves = kernel_waves(sd, arg);
+        nominal = sat_mul(waves, VGPU_TOKEN_WAVE_NS);
+        cost = sat_mul(waves, atomic_load_explicit(&vgpu_wave_tokens, memory_order_relaxed));
+    }
+    if (!cost)
+        return;
+    uint64_t ticket_end;
+    int flags = take(sd, cost, &ticket_end);
+    if (VGPU_LIKELY(!flags))
+        return;
+    mk->flags = flags;
+    mk->sd = sd;
+    mk->ticket_end = ticket_end;
+    mk->cost = cost;
+    mk->nominal = nominal;
 }
 
 static void throttle_fork_child(int mode)

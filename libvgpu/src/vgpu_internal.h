@@ -24,6 +24,9 @@
  *   launch.c  kernel and graph launches: the gate every launch passes
  *   throttle.c the launch throttle behind the gate: token bucket per slice device,
  *             the cost of each executable graph
+ *   marker.c  completion markers: events around the launches whose ticket crosses a
+ *             VGPU_MARKER_STRIDE, token_done / sampled_*, the in-flight bound, the
+ *             learnt device-ns per wave (daemonless costing)
  *   graph.c   graph instantiation: walks the graph for its launch cost and for the
  *             memory its allocation nodes take (charged until cuGraphExecDestroy)
  */
@@ -134,6 +137,15 @@ typedef CUresult (*cuGraphKernelNodeGetParams_fn)(CUgraphNode, CUDA_KERNEL_NODE_
 typedef CUresult (*cuGraphKernelNodeGetParams_v2_fn)(CUgraphNode, CUDA_KERNEL_NODE_PARAMS_v2 *);
 typedef CUresult (*cuGraphChildGraphNodeGetGraph_fn)(CUgraphNode, CUgraph *);
 typedef CUresult (*cuGraphMemAllocNodeGetParams_fn)(CUgraphNode, CUDA_MEM_ALLOC_NODE_PARAMS *);
+/* Completion markers (marker.c). */
+typedef CUresult (*cuEventCreate_fn)(CUevent *, unsigned int);
+typedef CUresult (*cuEventDestroy_v2_fn)(CUevent);
+typedef CUresult (*cuEventRecord_fn)(CUevent, CUstream);
+typedef CUresult (*cuEventQuery_fn)(CUevent);
+typedef CUresult (*cuEventElapsedTime_fn)(float *, CUevent, CUevent);
+typedef cuEventElapsedTime_fn cuEventElapsedTime_v2_fn;
+/* The status is a CUstreamCaptureStatus (int-sized enum; 0 = not capturing). */
+typedef CUresult (*cuStreamIsCapturing_fn)(CUstream, int *);
 #define VGPU_GRAPH_NODE_KERNEL 0
 #define VGPU_GRAPH_NODE_GRAPH 4
 #define VGPU_GRAPH_NODE_MEM_ALLOC 10
@@ -231,6 +243,13 @@ typedef nvmlReturn_t (*nvmlDeviceGetIndex_fn)(nvmlDevice_t, unsigned int *);
     X(C, cuGraphKernelNodeGetParams_v2) \
     X(C, cuGraphChildGraphNodeGetGraph) \
     X(C, cuGraphMemAllocNodeGetParams)  \
+    X(C, cuEventCreate)                 \
+    X(C, cuEventDestroy_v2)             \
+    X(C, cuEventRecord)                 \
+    X(C, cuEventQuery)                  \
+    X(C, cuEventElapsedTime)            \
+    X(C, cuEventElapsedTime_v2)         \
+    X(C, cuStreamIsCapturing)           \
     X(N, nvmlDeviceGetUUID)             \
     X(N, nvmlDeviceGetIndex)
 
@@ -418,9 +437,38 @@ enum vgpu_launch_kind {
     VGPU_LAUNCH_KERNEL = 0, /* arg: blocks in the grid */
     VGPU_LAUNCH_GRAPH = 1,  /* arg: the CUgraphExec */
 };
+/* What a charged launch must do besides (marker.c): flags 0 on the hot path. */
+#define VGPU_MARK_RECORD 0x1 /* its ticket crossed a VGPU_MARKER_STRIDE: time it */
+#define VGPU_MARK_CHECK 0x2  /* it waited for tokens: retire markers, bound in-flight */
+struct vgpu_mark {
+    int flags;
+    int sd;
+    int slot;        /* ring entry (marker.c), -1: none */
+    CUstream stream; /* the launch's stream (marker.c) */
+    uint64_t ticket_end;
+    uint64_t cost;    /* tokens charged */
+    uint64_t nominal; /* the same launch at VGPU_TOKEN_WAVE_NS per wave */
+};
 /* Charges one launch to its slice device's bucket; sleeps (bounded steps) while
- * the bucket is empty. Returns at once when nothing is throttled. */
-void vgpu_throttle_launch(enum vgpu_launch_kind kind, uint64_t arg);
+ * the bucket is empty. Returns at once when nothing is throttled. Sets mk->flags
+ * (and, when non-zero, the rest of *mk); mk->flags must be 0 on entry. */
+void vgpu_throttle_launch(enum vgpu_launch_kind kind, uint64_t arg, struct vgpu_mark *mk);
+
+/* The per-thread default stream handle (cuda.h CU_STREAM_PER_THREAD). */
+#define VGPU_STREAM_PER_THREAD ((CUstream)0x2)
+/* Tokens one wave of blocks costs now: VGPU_TOKEN_WAVE_NS on a managed slice (or
+ * before any sample), the learnt device-ns per wave otherwise (marker.c). Read
+ * relaxed on the hot path: a plain load. */
+extern _Atomic uint64_t vgpu_wave_tokens;
+/* The budget's VGPU_BUDGET_F_MANAGED, as read with its generation (throttle.c). */
+void vgpu_marker_set_managed(bool managed);
+/* Before a launch with mk->flags set: retires completed markers, holds the
+ * in-flight bound, and (VGPU_MARK_RECORD) records the begin event on stream.
+ * True when the launch must be followed by vgpu_marker_end. */
+bool vgpu_marker_begin(struct vgpu_mark *mk, CUstream stream);
+void vgpu_marker_end(struct vgpu_mark *mk, CUresult launched);
+/* The driver destroyed ctx (context.c): its events went with it. */
+void vgpu_marker_ctx_gone(CUcontext ctx);
 /* SM count of slice device sd, building the device map if needed. */
 uint32_t vgpu_sms_of(int sd);
 /* The cost table of executable graphs (throttle.c); graph.c fills it when a graph
@@ -580,6 +628,7 @@ extern const struct vgpu_module vgpu_module_account; /* the allocation table */
 extern const struct vgpu_module vgpu_module_pool;
 extern const struct vgpu_module vgpu_module_context;
 extern const struct vgpu_module vgpu_module_throttle;
+extern const struct vgpu_module vgpu_module_marker;
 extern const struct vgpu_module *const vgpu_modules[];
 extern const size_t vgpu_nmodules;
 
