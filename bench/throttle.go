@@ -221,17 +221,28 @@ type tenantProc struct {
 }
 
 func (r *throttleRun) workloadArgs(work string, seconds float64) []string {
+	return loadArgs(work, r.opts.SMs, 0, seconds)
+}
+
+// loadArgs are throttle_load's arguments for a workload on a device of sms
+// SMs running for seconds; grid > 0 replaces the workload's kernel size.
+func loadArgs(work string, sms, grid int, seconds float64) []string {
 	s := strconv.FormatFloat(seconds, 'f', 3, 64)
-	grid := func(waves int) string { return strconv.Itoa(waves * r.opts.SMs) }
+	g := func(waves int) string {
+		if grid > 0 {
+			return strconv.Itoa(grid)
+		}
+		return strconv.Itoa(waves * sms)
+	}
 	switch work {
 	case WorkFlood:
-		return []string{"flood", s, "--grid", grid(100)}
+		return []string{"flood", s, "--grid", g(100)}
 	case WorkSync:
-		return []string{"sync", s, "--grid", grid(1000)}
+		return []string{"sync", s, "--grid", g(1000)}
 	case WorkGraph:
-		return []string{"graphsync", s, "--grid", grid(1000), "--nodes", "4"}
+		return []string{"graphsync", s, "--grid", g(1000), "--nodes", "4"}
 	case WorkMix:
-		return []string{"mix", s, "--grid", grid(300), "--threads", "2"}
+		return []string{"mix", s, "--grid", g(300), "--threads", "2"}
 	}
 	panic("unknown workload " + work)
 }

@@ -22,13 +22,16 @@ const topUsage = `usage: vgpu-bench COMMAND [flags]
 Commands:
   overhead   what libvgpu adds to driver calls and to process start-up
   daemon     vgpud: enforcer tick CPU over 1,000 slices, slice allocation latency
-  throttle   compute shares: target vs achieved, settle time, priority (simulated node)
+  throttle   compute shares through vgpud: target vs achieved, 1 s windows, settle (simulated node)
   runtime    vgpu-runtime: what it adds to a container's creation, vs plain runc
 
 Run 'vgpu-bench COMMAND --help' for its flags.
 `
 
 func main() {
+	if bench.SamplerRequested() { // the throttle benchmark's NVML reader (bench/throttle_sampler.go)
+		os.Exit(bench.SamplerMain(os.Stdin, os.Stdout))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -14,12 +14,34 @@ import (
 
 const throttleHelp = `usage: vgpu-bench throttle [flags]
 
-Measures how closely the launch throttle holds compute shares, on
-simulated nodes: each tenant is a slice running build/test/throttle_load under
-libvgpu; an in-process enforcer.Controller (what vgpud runs every tick) sets the
-slices' token rates from the busy time the simulated driver records per process.
-The simulated device runs in real time, so a 10 s window is 10 s of device time.
+Measures what tenants get from the compute-share throttle on simulated nodes.
 
+--controller vgpud (the default): every cell is a fresh simulated node with its
+own bin/vgpud, whose controller reads the simulated NVML through go-nvml as on a
+real node; every tenant is
+  bin/vgpuctl run --compute P --compute-policy cap -- build/test/throttle_load ...
+The benchmark measures the tenants itself, from NVML's per-process utilization
+per sample period (the simulator's default, 1/6 s as the real driver; device
+queue: the simulator's default), and judges sliding 1 s windows.
+Cells (--cells, comma-separated; --quick halves every timeline):
+  alone-2us   one 30% tenant, 2 us per wave (node --ns-per-block 2000)
+  alone-80us  one 30% tenant, 80 us per wave (--ns-per-block 80000)
+  hetero      1-block kernels at 30% next to ~20 ms kernels at 60%
+  churn       20% and 30%; a 50% tenant joins at 5 s; the 20% one is killed at 12 s
+  eight       8 tenants at 12%
+  sync-graph  launch-synchronize at 30% next to graph + synchronize at 60%
+  mix         throttle_load mix (every launch path, 1 sync in 3) at 30% and 60%
+(No target-change cell: vgpud's API cannot change a running slice's share.)
+Per tenant: achieved share over the steady part (from 1 s after each change),
+the error of every window after settling (max, mean), the worst window after
+its first second, the settle time after each change (start, join, leave: the
+first instant from which every window until the next change is within ±2
+points) and its share in its first second. The default run takes about 3
+minutes.
+
+--controller inproc: the earlier benchmark, an in-process enforcer.Controller
+fed the simulator's launch-time busy counters (flags --groups, --workloads,
+--window, --warmup, --tick, --step-log, --priority-floor):
 Groups (--groups):
   alone     one cap tenant at 10, 30, 50, 70, 90 percent
   pairs     two cap tenants: 30/70, 10/90, 50/50
@@ -36,12 +58,13 @@ Workloads (--workloads), in every target cell:
 
 Goals (reported per row as met / NOT met; never asserted, the exit status is 0
 whenever the benchmark ran):
-  every tenant of every cell within ±2 points of its target
-  the priority tenant next to a low-priority flood >= 95% of its alone throughput
+  vgpud: steady error within ±2 points, every window after settling within ±3,
+         settle <= 1 s after every change, first second <= 1.5 x the share
+  inproc: every tenant of every cell within ±2 points of its target; the
+         priority tenant next to a low-priority flood >= 95% of its alone throughput
 
-The default run takes about 9 minutes. Output: Markdown on stdout, or the JSON
-report with --json (progress on stderr); --out DIR also writes
-DIR/throttle-simgpu.json and .md.
+Output: Markdown on stdout, or the JSON report with --json (progress on
+stderr); --out DIR also writes DIR/throttle-simgpu.json and .md.
 
 --driver real runs on the machine's GPU 0 instead (test/gpu/run.sh does): one
 cap tenant alone at 50%, two cap tenants at 30/70 (--groups alone,pairs), each
@@ -61,8 +84,9 @@ Flags:
 // throttleFlags are the flags of `vgpu-bench throttle` that are not fields of
 // the options they end up in: they are read after parsing.
 type throttleFlags struct {
-	workloads, groups, stepLog, driver *string
-	floor                              *uint
+	workloads, groups, stepLog, driver, controller, cells *string
+	floor                                                 *uint
+	quick                                                 *bool
 }
 
 func throttle(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -73,6 +97,12 @@ func throttle(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	f := declareThrottleFlags(c, &opts, &ropts)
 	if status, ok := c.parse(args); !ok {
 		return status
+	}
+	if *f.driver == bench.DriverSim && *f.controller == bench.ControllerVgpud {
+		return throttleVgpud(ctx, c, f, opts)
+	}
+	if *f.controller != bench.ControllerVgpud && *f.controller != bench.ControllerInproc {
+		return c.fail(1, "--controller %q: want %s or %s", *f.controller, bench.ControllerVgpud, bench.ControllerInproc)
 	}
 	opts.Workloads = splitList(*f.workloads)
 	opts.Groups = splitList(*f.groups)
@@ -112,6 +142,11 @@ func declareThrottleFlags(c *benchCmd, opts *bench.ThrottleOptions, ropts *bench
 	fs.BoolVar(&opts.KeepTemp, "keep", false, "keep the temporary nodes and slices (path printed on stderr)")
 	f.stepLog = fs.String("step-log", "", "write every controller step (inputs and outputs per tenant) to `FILE`")
 	f.driver = fs.String("driver", bench.DriverSim, "sim (simulated nodes) or real (the machine's GPU 0)")
+	f.controller = fs.String("controller", bench.ControllerVgpud,
+		"sim: vgpud (a real vgpud per cell) or inproc (an in-process controller)")
+	f.cells = fs.String("cells", "", "vgpud: cells to run, comma-separated (default all: "+
+		strings.Join(bench.VgpudCellNames(), ",")+")")
+	f.quick = fs.Bool("quick", false, "vgpud: halve every cell's timeline")
 	fs.StringVar(&ropts.Prog, "prog", "", "real: the throttle_real binary (default build/test/throttle_real)")
 	fs.IntVar(&ropts.Waves, "waves", ropts.Waves, "real: blocks per SM of a kernel's grid")
 	fs.IntVar(&ropts.Block, "block", ropts.Block, "real: threads per block")
@@ -151,4 +186,20 @@ func runThrottleOn(ctx context.Context, driver string, fs *flag.FlagSet, opts be
 		return report, "throttle-real", err
 	}
 	return nil, "", fmt.Errorf("--driver %q: want %s or %s", driver, bench.DriverSim, bench.DriverReal)
+}
+
+// throttleVgpud runs the vgpud mode (the default on the simulated node).
+func throttleVgpud(ctx context.Context, c *benchCmd, f throttleFlags, opts bench.ThrottleOptions) int {
+	vo := bench.DefaultThrottleVgpudOptions()
+	vo.Root, vo.SMs, vo.NsPerBlock, vo.KeepTemp = opts.Root, opts.SMs, opts.NsPerBlock, opts.KeepTemp
+	vo.Cells = splitList(*f.cells)
+	if *f.quick {
+		vo.Scale = 0.5
+	}
+	vo.Log = c.progress()
+	report, err := bench.RunThrottleVgpud(ctx, vo)
+	if err != nil {
+		return c.fail(1, "%v", err)
+	}
+	return c.emit(report, "throttle-simgpu")
 }

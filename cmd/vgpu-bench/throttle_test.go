@@ -16,10 +16,16 @@ func TestThrottleHelpAndBadArguments(t *testing.T) {
 	require.Contains(t, errb.String(), "±2 points")
 	require.Contains(t, errb.String(), ">= 95%")
 
+	require.Contains(t, errb.String(), "--controller inproc")
+	require.Contains(t, errb.String(), "churn")
+
 	for _, args := range [][]string{
-		{"throttle", "--groups", "solo"},
-		{"throttle", "--workloads", "spin"},
-		{"throttle", "--tick", "1h"},
+		{"throttle", "--controller", "inproc", "--groups", "solo"},
+		{"throttle", "--controller", "inproc", "--workloads", "spin"},
+		{"throttle", "--controller", "inproc", "--tick", "1h"},
+		{"throttle", "--controller", "elsewhere"},
+		{"throttle", "--cells", "solo"},
+		{"throttle", "--quick"}, // --root has no build
 		{"throttle", "--driver", "gpu"},
 		{"throttle", "--driver", "real", "--measure", "guess"},
 	} {

@@ -1,0 +1,220 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// The throttle benchmark through a real vgpud (`vgpu-bench throttle`, the
+// default --controller vgpud): every cell is a fresh simulated node with its
+// own bin/vgpud, whose controller reads the simulated NVML through go-nvml as
+// on a real node; every tenant is `bin/vgpuctl run --compute P
+// --compute-policy cap -- build/test/throttle_load ...`, the user's path. What
+// the tenants get is measured by the benchmark itself, from NVML's
+// per-process utilization (a sampler child, throttle_sampler.go), per sample
+// period, and judged over sliding 1 s windows (throttle_series.go).
+
+// Goals of the vgpud mode, reported per row, never asserted.
+const (
+	GoalSteadyErrPts     = 2.0 // |achieved − target| over the steady part
+	GoalWindowErrPts     = 3.0 // every 1 s window after settling
+	GoalSettle           = time.Second
+	GoalFirstSecondRatio = 1.5 // share in the tenant's first second / target
+)
+
+// ThrottleVgpudOptions configures RunThrottleVgpud.
+type ThrottleVgpudOptions struct {
+	// Root is the repository root holding bin/ and build/ ("" = FindRoot).
+	Root string
+	// Cells to run (names of VgpudCellNames); empty: all.
+	Cells []string
+	// Scale stretches every cell's timeline (durations, joins, leaves); the
+	// default 1, --quick 0.5.
+	Scale float64
+	// Window is the length of the judged windows; Tolerance the settle band
+	// (points); Allowance the time after a change before the steady part
+	// begins (the settle goal).
+	Window, Allowance time.Duration
+	Tolerance         float64
+	// SMs and NsPerBlock of the node of the cells that do not set their own.
+	SMs        int
+	NsPerBlock uint64
+	KeepTemp   bool
+	Log        io.Writer
+}
+
+// DefaultThrottleVgpudOptions returns what `vgpu-bench throttle` runs.
+func DefaultThrottleVgpudOptions() ThrottleVgpudOptions {
+	return ThrottleVgpudOptions{Scale: 1, Window: time.Second, Allowance: GoalSettle,
+		Tolerance: GoalShareErrorPts, SMs: 132, NsPerBlock: 13000}
+}
+
+func (o *ThrottleVgpudOptions) validate() error {
+	names := VgpudCellNames()
+	for _, c := range o.Cells {
+		if !contains(names, c) {
+			return fmt.Errorf("unknown cell %q (want %s)", c, strings.Join(names, ", "))
+		}
+	}
+	switch {
+	case o.Scale < 0.2 || o.Scale > 10:
+		return fmt.Errorf("scale %g out of range 0.2..10", o.Scale)
+	case o.Window < 100*time.Millisecond || o.Allowance < 0 || o.Tolerance <= 0:
+		return fmt.Errorf("window %v (>= 100ms), allowance %v (>= 0), tolerance %g (> 0)", o.Window, o.Allowance, o.Tolerance)
+	case o.SMs < 1 || o.SMs > 100000:
+		return fmt.Errorf("sms %d out of range", o.SMs)
+	case o.NsPerBlock < 100:
+		return fmt.Errorf("ns-per-block %d too small (< 100)", o.NsPerBlock)
+	}
+	return nil
+}
+
+// vgpudTenantSpec is one tenant of a vgpud-mode cell.
+type vgpudTenantSpec struct {
+	Name     string
+	SharePct float64
+	Workload string
+	Grid     int           // blocks per kernel; 0: the workload's default
+	Start    time.Duration // from the cell's start
+	Stop     time.Duration // killed then; 0: runs to the end
+}
+
+// vgpudCellSpec is one cell of the vgpud mode.
+type vgpudCellSpec struct {
+	Name, About string
+	NsPerBlock  uint64 // 0: the options'
+	Duration    time.Duration
+	Tenants     []vgpudTenantSpec
+}
+
+// VgpudCellNames are the cells in report order.
+func VgpudCellNames() []string {
+	var out []string
+	for _, c := range vgpudCells(DefaultThrottleVgpudOptions()) {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+// vgpudCells are the cells of the vgpud mode, at o's scale.
+func vgpudCells(o ThrottleVgpudOptions) []vgpudCellSpec {
+	sc := func(s float64) time.Duration { return time.Duration(s * o.Scale * float64(time.Second)) }
+	flood := func(name string, pct float64) vgpudTenantSpec {
+		return vgpudTenantSpec{Name: name, SharePct: pct, Workload: WorkFlood}
+	}
+	// A ~20 ms kernel on the default node.
+	big := int(math.Ceil(20e6/float64(o.NsPerBlock))) * o.SMs
+	eight := make([]vgpudTenantSpec, 8)
+	for i := range eight {
+		eight[i] = flood(fmt.Sprintf("t%d", i+1), 12)
+	}
+	churn := []vgpudTenantSpec{flood("a20", 20), flood("b30", 30), flood("c50", 50)}
+	churn[2].Start, churn[0].Stop = sc(5), sc(12)
+	return []vgpudCellSpec{
+		{Name: "alone-2us", About: "one tenant, 2 µs per wave (100-wave kernels: 0.2 ms)", NsPerBlock: 2000,
+			Duration: sc(10), Tenants: []vgpudTenantSpec{flood("a30", 30)}},
+		{Name: "alone-80us", About: "one tenant, 80 µs per wave (100-wave kernels: 8 ms)", NsPerBlock: 80000,
+			Duration: sc(10), Tenants: []vgpudTenantSpec{flood("a30", 30)}},
+		{Name: "hetero", About: "1-block kernels (one wave) next to ~20 ms kernels", Duration: sc(15),
+			Tenants: []vgpudTenantSpec{{Name: "tiny30", SharePct: 30, Workload: WorkFlood, Grid: 1},
+				{Name: "big60", SharePct: 60, Workload: WorkFlood, Grid: big}}},
+		{Name: "churn", About: "20% and 30% running; 50% joins at 5 s; the 20% one is killed at 12 s",
+			Duration: sc(18), Tenants: churn},
+		{Name: "eight", About: "8 tenants at 12%", Duration: sc(12), Tenants: eight},
+		{Name: "sync-graph", About: "launch–synchronize (13 ms kernels) next to a 4-kernel graph + synchronize",
+			Duration: sc(15), Tenants: []vgpudTenantSpec{{Name: "sync30", SharePct: 30, Workload: WorkSync},
+				{Name: "graph60", SharePct: 60, Workload: WorkGraph}}},
+		{Name: "mix", About: "2 threads each: kernel / Ex / cooperative / graph at random, 1 sync in 3",
+			Duration: sc(15), Tenants: []vgpudTenantSpec{{Name: "mix30", SharePct: 30, Workload: WorkMix},
+				{Name: "mix60", SharePct: 60, Workload: WorkMix}}},
+	}
+}
+
+// RunThrottleVgpud runs the vgpud-mode cells.
+func RunThrottleVgpud(ctx context.Context, opts ThrottleVgpudOptions) (*ThrottleVgpudReport, error) {
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("throttle options: %w", err)
+	}
+	r, err := newVgpudRun(opts)
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp("", "vgpu-bench-throttle-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	if opts.KeepTemp {
+		fmt.Fprintf(r.log, "bench: keeping %s\n", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+	rep := r.newReport(ctx)
+	for i, c := range vgpudCells(opts) {
+		if len(opts.Cells) > 0 && !contains(opts.Cells, c.Name) {
+			continue
+		}
+		fmt.Fprintf(r.log, "bench: throttle: cell %s (%.0f s)\n", c.Name, c.Duration.Seconds())
+		res, err := r.runCell(ctx, filepath.Join(tmp, fmt.Sprintf("cell%d", i)), c)
+		if err != nil {
+			return nil, fmt.Errorf("cell %s: %w", c.Name, err)
+		}
+		for _, t := range res.Tenants {
+			fmt.Fprintf(r.log, "bench: throttle:   %s target %.0f%% achieved %.2f%% (worst window %+.2f)\n",
+				t.Name, t.TargetPct, t.AchievedPct, t.WindowMaxErrPts)
+		}
+		rep.Cells = append(rep.Cells, *res)
+	}
+	if len(rep.Cells) > 0 {
+		rep.Config.SamplePeriodNs, rep.Config.DeviceQueueNs = rep.Cells[0].SamplePeriodNs, rep.Cells[0].DeviceQueueNs
+	}
+	rep.Evaluate()
+	return rep, nil
+}
+
+// vgpudRun is one run of the vgpud mode.
+type vgpudRun struct {
+	opts                   ThrottleVgpudOptions
+	paths                  Paths
+	vgpud, vgpuctl, simLib string
+	load                   string // build/test/throttle_load
+	log                    io.Writer
+}
+
+func newVgpudRun(opts ThrottleVgpudOptions) (*vgpudRun, error) {
+	root, err := repositoryRoot(opts.Root, findDaemonRoot)
+	if err != nil {
+		return nil, err
+	}
+	r := &vgpudRun{opts: opts, paths: pathsAt(root), vgpud: filepath.Join(root, "bin", "vgpud"),
+		vgpuctl: filepath.Join(root, "bin", "vgpuctl"), simLib: filepath.Join(root, "build", "simgpu", "libnvidia-ml.so.1"),
+		load: filepath.Join(root, "build", "test", "throttle_load"), log: opts.Log}
+	if r.log == nil {
+		r.log = io.Discard
+	}
+	for _, f := range []string{r.vgpud, r.vgpuctl, r.simLib, r.load, r.paths.LibVGPU,
+		filepath.Join(r.paths.SimLibDir, "libcuda.so.1")} {
+		if !fileExists(f) {
+			return nil, fmt.Errorf("%s is missing: run `make build` first", f)
+		}
+	}
+	return r, nil
+}
+
+func (r *vgpudRun) newReport(ctx context.Context) *ThrottleVgpudReport {
+	m := hostMachine(ctx, r.paths.Root, time.Now())
+	m.Driver = DriverSim
+	o := r.opts
+	return &ThrottleVgpudReport{Benchmark: "throttle", Machine: m, Config: ThrottleVgpudConfig{
+		Controller: ControllerVgpud, SMs: o.SMs, NsPerBlock: o.NsPerBlock, Scale: o.Scale,
+		WindowS: o.Window.Seconds(), AllowanceS: o.Allowance.Seconds(), TolerancePts: o.Tolerance,
+		GoalSteadyErrPts: GoalSteadyErrPts, GoalWindowErrPts: GoalWindowErrPts,
+		GoalSettleS: GoalSettle.Seconds(), GoalFirstSecondRatio: GoalFirstSecondRatio,
+	}, Notes: []string{"no target-change cell: vgpud's API (daemon/api: alloc, get, release, top, " +
+		"quarantine) cannot change a running slice's compute share"}}
+}

@@ -1,0 +1,273 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vgpu-project/vgpu/test/simgpu"
+)
+
+// vgpudTenant is a tenant of a vgpud-mode cell while it runs: `vgpuctl run`
+// and, below it, throttle_load (pid, from its READY line).
+type vgpudTenant struct {
+	spec       vgpudTenantSpec
+	proc       *tenantProc
+	pid        int
+	start, end int64 // CLOCK_MONOTONIC ns: READY, and the kill or the cell's end
+	killed     bool
+}
+
+// vgpudCell is a cell while it runs.
+type vgpudCell struct {
+	r      *vgpudRun
+	spec   vgpudCellSpec
+	node   string
+	d      *benchVgpud
+	smp    *sampler
+	ts     []*vgpudTenant
+	t0     int64
+	events []VgpudEvent
+}
+
+// runCell runs c on a fresh node in dir, with its own vgpud and sampler.
+func (r *vgpudRun) runCell(ctx context.Context, dir string, c vgpudCellSpec) (*VgpudCell, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cell dir: %w", err)
+	}
+	vc := &vgpudCell{r: r, spec: c, node: filepath.Join(dir, "node")}
+	if c.NsPerBlock == 0 {
+		vc.spec.NsPerBlock = r.opts.NsPerBlock
+	}
+	// The simulator's defaults for the NVML sample period and the device queue.
+	if err := simgpu.Init(vc.node, simgpu.Config{Devices: 1, Memory: 80 << 30, SMs: r.opts.SMs,
+		NsPerBlock: vc.spec.NsPerBlock}); err != nil {
+		return nil, fmt.Errorf("simulated node: %w", err)
+	}
+	st, err := simgpu.Status(vc.node)
+	if err != nil {
+		return nil, fmt.Errorf("simulated node: %w", err)
+	}
+	period := int64(st.SamplePeriodNs)
+	if vc.d, err = startBenchVgpud(ctx, DaemonOptions{}, r.vgpud, r.simLib, vc.node, dir); err != nil {
+		return nil, err
+	}
+	defer func() { _ = vc.d.stop() }()
+	defer vc.d.client.Close()
+	if err := vc.d.awaitHealth(ctx, 30*time.Second); err != nil {
+		return nil, err
+	}
+	if vc.smp, err = startSampler(ctx, vc.node, r.simLib, period); err != nil {
+		return nil, err
+	}
+	defer vc.smp.stop()
+	defer vc.stopTenants()
+	if err := vc.run(ctx); err != nil {
+		return nil, err
+	}
+	// Every period up to the cell's end complete and read by the sampler.
+	if err := sleepCtx(ctx, time.Duration(2*period)+3*samplerPoll); err != nil {
+		return nil, err
+	}
+	if err := vc.check(); err != nil {
+		return nil, err
+	}
+	res := vc.result(period)
+	res.DurationS = c.Duration.Seconds()
+	res.SamplePeriodNs, res.DeviceQueueNs = st.SamplePeriodNs, st.MaxBacklogNs
+	return res, nil
+}
+
+// run starts and stops the tenants on the cell's schedule until its end.
+func (vc *vgpudCell) run(ctx context.Context) error {
+	for _, t := range vc.spec.Tenants {
+		vc.ts = append(vc.ts, &vgpudTenant{spec: t})
+	}
+	var offsets []time.Duration
+	for _, t := range vc.ts {
+		offsets = append(offsets, t.spec.Start)
+		if t.spec.Stop > 0 {
+			offsets = append(offsets, t.spec.Stop)
+		}
+	}
+	sort.Slice(offsets, func(i, j int) bool { return offsets[i] < offsets[j] })
+	vc.t0 = monoNow()
+	for _, off := range append(offsets, vc.spec.Duration) {
+		if err := sleepCtx(ctx, time.Duration(vc.t0+off.Nanoseconds()-monoNow())); err != nil {
+			return err
+		}
+		if err := vc.smp.alive(); err != nil {
+			return err
+		}
+		if err := vc.startAt(ctx, off); err != nil {
+			return err
+		}
+		for _, t := range vc.ts {
+			if t.spec.Stop == off && t.spec.Stop > 0 && !t.killed {
+				t.end = monoNow()
+				_ = syscall.Kill(t.pid, syscall.SIGKILL)
+				t.killed = true
+				vc.events = append(vc.events, VgpudEvent{AtS: vc.rel(t.end), Kind: "leave", Tenant: t.spec.Name})
+			}
+		}
+	}
+	end := vc.t0 + vc.spec.Duration.Nanoseconds()
+	for _, t := range vc.ts {
+		if !t.killed {
+			t.end = end
+		}
+	}
+	return nil
+}
+
+func (vc *vgpudCell) rel(ns int64) float64 { return float64(ns-vc.t0) / 1e9 }
+
+// startAt starts the tenants due at off, all at once, and waits until each is
+// READY (its start instant).
+func (vc *vgpudCell) startAt(ctx context.Context, off time.Duration) error {
+	var due []*vgpudTenant
+	for _, t := range vc.ts {
+		if t.spec.Start == off && t.proc == nil {
+			due = append(due, t)
+		}
+	}
+	pids := make([]int, len(due))
+	for i, t := range due {
+		seconds := (vc.spec.Duration - off + 3*time.Second).Seconds()
+		args := []string{"run", "--memory", "2GiB", "--compute", strconv.FormatFloat(t.spec.SharePct, 'f', -1, 64),
+			"--compute-policy", "cap", "--id", t.spec.Name, "--", vc.r.load}
+		args = append(args, loadArgs(t.spec.Workload, vc.r.opts.SMs, t.spec.Grid, seconds)...)
+		args = append(args, "--seed", strconv.Itoa(i+1))
+		run := &throttleRun{prog: vc.r.vgpuctl}
+		p, err := run.startWith(ctx, vc.env(), args, func(l string) {
+			if strings.HasPrefix(l, "READY ") {
+				pids[i], _ = strconv.Atoi(lineFields(l)["pid"])
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("tenant %s: %w", t.spec.Name, err)
+		}
+		t.proc = p
+	}
+	for i, t := range due {
+		select {
+		case err := <-t.proc.ready:
+			if err != nil {
+				return fmt.Errorf("tenant %s: %w", t.spec.Name, err)
+			}
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("tenant %s: no READY within 30s", t.spec.Name)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		t.start, t.pid = monoNow(), pids[i]
+		if t.pid <= 0 {
+			return fmt.Errorf("tenant %s: READY without a pid", t.spec.Name)
+		}
+		kind := "start"
+		if off > 0 {
+			kind = "join"
+		}
+		vc.events = append(vc.events, VgpudEvent{AtS: vc.rel(t.start), Kind: kind, Tenant: t.spec.Name})
+	}
+	return nil
+}
+
+// env is a tenant's environment: the simulated driver, the cell's vgpud and libvgpu.
+func (vc *vgpudCell) env() []string {
+	return append(cleanEnv(), "LD_LIBRARY_PATH="+vc.r.paths.SimLibDir, "VGPU_SIM_STATE="+vc.node,
+		"VGPU_SOCKET="+vc.d.sock, "VGPU_LIBVGPU="+vc.r.paths.LibVGPU)
+}
+
+// check fails the cell when a tenant that should still run has exited (its
+// figures would be of a shorter life than reported).
+func (vc *vgpudCell) check() error {
+	for _, t := range vc.ts {
+		if t.killed || t.proc == nil {
+			continue
+		}
+		select {
+		case <-t.proc.done:
+			return fmt.Errorf("tenant %s exited before the cell's end (%v): %s", t.spec.Name,
+				t.proc.cmd.ProcessState, strings.TrimSpace(t.proc.errb.String()))
+		default:
+		}
+	}
+	return nil
+}
+
+// stopTenants kills every tenant's throttle_load, then its vgpuctl.
+func (vc *vgpudCell) stopTenants() {
+	for _, t := range vc.ts {
+		if t.pid > 0 {
+			_ = syscall.Kill(t.pid, syscall.SIGKILL)
+		}
+	}
+	for _, t := range vc.ts {
+		if t.proc == nil {
+			continue
+		}
+		select {
+		case <-t.proc.done:
+		case <-time.After(5 * time.Second):
+		}
+		t.proc.stop()
+	}
+}
+
+// result computes every tenant's figures from the sampler's records.
+func (vc *vgpudCell) result(period int64) *VgpudCell {
+	res := &VgpudCell{Name: vc.spec.Name, About: vc.spec.About, NsPerBlock: vc.spec.NsPerBlock, Events: vc.events}
+	for _, t := range vc.ts {
+		sp := tenantSpan{target: t.spec.SharePct, start: t.start, end: t.end,
+			changes: []int64{t.start}, labels: []string{"start"}}
+		for _, o := range vc.ts {
+			if o == t {
+				continue
+			}
+			if o.spec.Start > 0 && o.start > t.start && o.start < t.end {
+				sp.changes, sp.labels = append(sp.changes, o.start), append(sp.labels, "join "+o.spec.Name)
+			}
+			if o.killed && o.end > t.start && o.end < t.end {
+				sp.changes, sp.labels = append(sp.changes, o.end), append(sp.labels, "leave "+o.spec.Name)
+			}
+		}
+		sortChanges(&sp)
+		s := vc.smp.series(map[int]bool{t.pid: true}, vc.t0, t.end)
+		f := tenantFigures(s, sp, vc.t0, vc.r.opts)
+		f.Name, f.Workload, f.Grid, f.Policy, f.Pid = t.spec.Name, t.spec.Workload, t.spec.Grid, "cap", t.pid
+		res.Tenants = append(res.Tenants, f)
+	}
+	return res
+}
+
+func sortChanges(sp *tenantSpan) {
+	idx := make([]int, len(sp.changes))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return sp.changes[idx[a]] < sp.changes[idx[b]] })
+	ch, lb := make([]int64, len(idx)), make([]string, len(idx))
+	for i, k := range idx {
+		ch[i], lb[i] = sp.changes[k], sp.labels[k]
+	}
+	sp.changes, sp.labels = ch, lb
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,94 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestMain lets the test binary serve as the vgpud mode's NVML sampler
+// (bench/throttle_sampler.go re-executes the running executable).
+func TestMain(m *testing.M) {
+	if SamplerRequested() {
+		os.Exit(SamplerMain(os.Stdin, os.Stdout))
+	}
+	os.Exit(m.Run())
+}
+
+// TestThrottleVgpudChurnCell runs the churn cell on a short timeline through a
+// real bin/vgpud on a simulated node: tenants started with vgpuctl run, one
+// joining, one killed; shares measured from NVML. Structure and sane figures
+// only: the benchmark reports its goals, it never asserts them.
+func TestThrottleVgpudChurnCell(t *testing.T) {
+	root, err := filepath.Abs("..")
+	require.NoError(t, err)
+	for _, f := range []string{"bin/vgpud", "bin/vgpuctl", "build/libvgpu.so", "build/test/throttle_load",
+		"build/simgpu/libnvidia-ml.so.1"} {
+		if !fileExists(filepath.Join(root, f)) {
+			t.Skipf("%s not built: run `make build`", f)
+		}
+	}
+	opts := DefaultThrottleVgpudOptions()
+	opts.Root, opts.Cells, opts.Scale = root, []string{"churn"}, 0.4
+	var log strings.Builder
+	opts.Log = &log
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := RunThrottleVgpud(ctx, opts)
+	require.NoError(t, err, "progress:\n%s", log.String())
+
+	require.Equal(t, ControllerVgpud, r.Config.Controller)
+	require.Equal(t, uint64(time.Second/6), r.Config.SamplePeriodNs)
+	require.Positive(t, r.Config.DeviceQueueNs)
+	require.Len(t, r.Cells, 1)
+	c := r.Cells[0]
+	require.Equal(t, "churn", c.Name)
+	kinds := map[string]int{}
+	for _, e := range c.Events {
+		kinds[e.Kind]++
+	}
+	require.Equal(t, map[string]int{"start": 2, "join": 1, "leave": 1}, kinds)
+	require.Len(t, c.Tenants, 3)
+	events := map[string][]string{}
+	for _, tr := range c.Tenants {
+		require.Positive(t, tr.Pid)
+		for _, s := range tr.Settles {
+			events[tr.Name] = append(events[tr.Name], s.Event)
+		}
+		require.NotEmpty(t, tr.Windows, tr.Name)
+		require.NotEmpty(t, tr.PeriodPct, tr.Name)
+		require.Greater(t, tr.EndS, tr.StartS)
+		// Sane, not the goals: within a factor of 3 of the target.
+		require.Greater(t, tr.AchievedPct, tr.TargetPct/3, "%s", tr.Name)
+		require.Less(t, tr.AchievedPct, tr.TargetPct*2, "%s", tr.Name)
+		require.GreaterOrEqual(t, tr.FirstSecondPct, 0.0)
+		require.LessOrEqual(t, tr.FirstSecondPct, 100.5)
+	}
+	require.Equal(t, map[string][]string{"a20": {"start", "join c50"}, "b30": {"start", "join c50", "leave a20"},
+		"c50": {"start", "leave a20"}}, events)
+	js, err := json.Marshal(r)
+	require.NoError(t, err)
+	require.Contains(t, string(js), `"period_pct"`)
+	md := r.Markdown()
+	require.Contains(t, md, "# vgpu throttle benchmark: simulated node, through vgpud")
+	require.Contains(t, md, "| churn | b30 | 30 |")
+	require.Contains(t, md, "join c50 @")
+}
+
+func TestThrottleVgpudOptionsValidate(t *testing.T) {
+	o := DefaultThrottleVgpudOptions()
+	require.NoError(t, o.validate())
+	o.Cells = []string{"solo"}
+	require.ErrorContains(t, o.validate(), `unknown cell "solo"`)
+	o = DefaultThrottleVgpudOptions()
+	o.Scale = 0.01
+	require.Error(t, o.validate())
+	require.Equal(t, []string{"alone-2us", "alone-80us", "hetero", "churn", "eight", "sync-graph", "mix"},
+		VgpudCellNames())
+}
