@@ -2,7 +2,9 @@
  * throttle.c — the launch throttle: one token bucket per slice device.
  *
  * Units (vgpu_shm.h): a token is one estimated device-ns. A kernel launch of B
- * blocks on a device with S SMs costs ceil(B / S) * VGPU_TOKEN_WAVE_NS tokens: a
+ * blocks on a device with S SMs costs ceil(B / S) * vgpu_wave_tokens tokens —
+ * VGPU_TOKEN_WAVE_NS on a slice vgpud manages, the device-ns per wave libvgpu
+ * measured with its completion markers (marker.c) on a slice without vgpud: a
  * "wave" is one pass of the grid over the whole device, so the same grid costs
  * less on a bigger GPU, as it runs shorter there. A graph costs the sum of its
  * kernel nodes, learnt when it is instantiated (graph.c walks the graph with

@@ -140,32 +140,46 @@ func TestMarkersDaemonlessShare(t *testing.T) {
 
 // token_done advances and never passes token_spent; the sampled device time per
 // token is the node's (ns per wave / VGPU_TOKEN_WAVE_NS) on a managed slice,
-// where tokens stay nominal.
+// where tokens stay nominal. Kernel launches, graph launches (their begin / end
+// events bracket the whole graph) and the per-thread default stream alike.
 func TestMarkersCounters(t *testing.T) {
 	const nspb = 40000 // 4 device-ns per nominal token
-	n := newMkNode(t, nspb)
-	n.managedSlice(2000) // 20% of nominal tokens: 80% of this device
-	p := start(t, n.env(), "throttle_load", "flood", "2.5", "--grid", mkGrid)
-	p.expect("READY")
-	var last uint64
-	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) {
-		c := n.usage.Throttle(0)
-		require.LessOrEqual(t, c.Done, c.Spent, "token_done passed token_spent")
-		require.GreaterOrEqual(t, c.Done, last, "token_done went back")
-		last = c.Done
-		time.Sleep(20 * time.Millisecond)
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"cuLaunchKernel", []string{"flood", "2.5", "--grid", mkGrid}},
+		{"cuGraphLaunch", []string{"graph", "2.5", "--grid", "1600", "--nodes", "4"}},
+		{"cuLaunchKernelEx_ptsz", []string{"ex", "2.5", "--grid", mkGrid, "--ptsz"}},
+	} {
+		tc := tc
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			n := newMkNode(t, nspb)
+			n.managedSlice(2000) // 20% of nominal tokens: 80% of this device
+			p := start(t, n.env(), "throttle_load", tc.args...)
+			p.expect("READY")
+			var last uint64
+			deadline := time.Now().Add(2 * time.Second)
+			for time.Now().Before(deadline) {
+				c := n.usage.Throttle(0)
+				require.LessOrEqual(t, c.Done, c.Spent, "token_done passed token_spent")
+				require.GreaterOrEqual(t, c.Done, last, "token_done went back")
+				last = c.Done
+				time.Sleep(20 * time.Millisecond)
+			}
+			p.expect("DONE")
+			c := n.usage.Throttle(0)
+			require.NotZero(t, c.Done, "markers completed")
+			require.LessOrEqual(t, c.Done, c.Spent)
+			require.NotZero(t, c.SampledTokens)
+			perToken := float64(c.SampledNs) / float64(c.SampledTokens)
+			want := float64(nspb) / 1e4
+			t.Logf("%s: token_done %d of %d spent; sampled %.3f ns per token over %d tokens (node: %.3f)",
+				tc.name, c.Done, c.Spent, perToken, c.SampledTokens, want)
+			require.InEpsilon(t, want, perToken, 0.10, "sampled ns per token")
+		})
 	}
-	p.expect("DONE")
-	c := n.usage.Throttle(0)
-	require.NotZero(t, c.Done, "markers completed")
-	require.LessOrEqual(t, c.Done, c.Spent)
-	require.NotZero(t, c.SampledTokens)
-	perToken := float64(c.SampledNs) / float64(c.SampledTokens)
-	want := float64(nspb) / 1e4
-	t.Logf("token_done %d of %d spent; sampled %.3f ns per token over %d tokens (node: %.3f)",
-		c.Done, c.Spent, perToken, c.SampledTokens, want)
-	require.InEpsilon(t, want, perToken, 0.10, "sampled ns per token")
 }
 
 // The in-flight bound: a tenant whose rate lets it launch 4x what the device runs
