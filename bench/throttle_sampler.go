@@ -122,6 +122,11 @@ type sampler struct {
 // startSampler starts the sampler on node with the simulated NVML at simLib
 // and waits until it reads NVML.
 func startSampler(ctx context.Context, node, simLib string, period int64) (*sampler, error) {
+	if SamplerRequested() {
+		// This process is a sampler whose main did not call SamplerMain: a
+		// sampler of its own would start the same program again, and so on.
+		return nil, fmt.Errorf("sampler: %s is set but this program did not call bench.SamplerMain", SamplerEnv)
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("sampler: %w", err)

@@ -165,7 +165,7 @@ func RunThrottleVgpud(ctx context.Context, opts ThrottleVgpudOptions) (*Throttle
 			return nil, fmt.Errorf("cell %s: %w", c.Name, err)
 		}
 		for _, t := range res.Tenants {
-			fmt.Fprintf(r.log, "bench: throttle:   %s target %.0f%% achieved %.2f%% (worst window %+.2f)\n",
+			fmt.Fprintf(r.log, "bench: throttle:   %s target %.0f%% achieved %.2f%% (windows after settling: max error %+.2f)\n",
 				t.Name, t.TargetPct, t.AchievedPct, t.WindowMaxErrPts)
 		}
 		rep.Cells = append(rep.Cells, *res)

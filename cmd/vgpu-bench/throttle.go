@@ -36,7 +36,7 @@ Per tenant: achieved share over the steady part (from 1 s after each change),
 the error of every window after settling (max, mean), the worst window after
 its first second, the settle time after each change (start, join, leave: the
 first instant from which every window until the next change is within ±2
-points) and its share in its first second. The default run takes about 3
+points) and its share in its first second. The default run takes about 2
 minutes.
 
 --controller inproc: the earlier benchmark, an in-process enforcer.Controller
