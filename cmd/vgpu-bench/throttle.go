@@ -41,7 +41,8 @@ minutes.
 
 --controller inproc: the earlier benchmark, an in-process enforcer.Controller
 fed the simulator's launch-time busy counters (flags --groups, --workloads,
---window, --warmup, --tick, --step-log, --priority-floor):
+--window, --warmup, --tick, --step-log, --priority-floor; --out DIR writes
+DIR/throttle-simgpu-inproc.json and .md):
 Groups (--groups):
   alone     one cap tenant at 10, 30, 50, 70, 90 percent
   pairs     two cap tenants: 30/70, 10/90, 50/50
@@ -165,7 +166,7 @@ func runThrottleOn(ctx context.Context, driver string, fs *flag.FlagSet, opts be
 	switch driver {
 	case bench.DriverSim:
 		report, err := bench.RunThrottle(ctx, opts)
-		return report, "throttle-simgpu", err
+		return report, "throttle-simgpu-inproc", err
 	case bench.DriverReal:
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
