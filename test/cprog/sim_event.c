@@ -111,6 +111,7 @@ static void check_errors(CUcontext ctx, CUstream s)
     EXPECT_RES(cuEventRecord(foreign, s), CUDA_ERROR_INVALID_HANDLE);
     CHECK(cuCtxDestroy_v2(c2));
     CHECK(cuCtxSetCurrent(ctx));
+    EXPECT_RES(cuEventQuery(foreign), CUDA_ERROR_INVALID_HANDLE); /* gone with c2 */
 
     CHECK(cuEventDestroy_v2(a));
     EXPECT_RES(cuEventQuery(a), CUDA_ERROR_INVALID_HANDLE);

@@ -231,3 +231,23 @@ func TestMarkersInflightBound(t *testing.T) {
 		})
 	}
 }
+
+// Markers across contexts: a launch in another context than the ring's, a context
+// destroyed with markers pending, the primary context released and retained
+// again (marker_ctx.c). Runs sanitized under `make sanitize`: a marker event used
+// after its context went away would show there.
+func TestMarkersAcrossContexts(t *testing.T) {
+	n := newMkNode(t, 10000)
+	n.managedSlice(5000)
+	lines, stderr, code := run(t, n.env(), "marker_ctx")
+	require.Equal(t, 0, code, "marker_ctx: %s", stderr)
+	lineWith(t, lines, "DONE")
+	c := n.usage.Throttle(0)
+	require.NotZero(t, c.Done, "markers completed")
+	require.LessOrEqual(t, c.Done, c.Spent)
+	require.NotZero(t, c.SampledTokens)
+	perToken := float64(c.SampledNs) / float64(c.SampledTokens)
+	t.Logf("token_done %d of %d spent; sampled %.3f ns per token", c.Done, c.Spent, perToken)
+	require.InEpsilon(t, 1.0, perToken, 0.10, "sampled ns per token on a nominal-speed node")
+	require.Empty(t, vgpuLines(stderr), "libvgpu said nothing")
+}

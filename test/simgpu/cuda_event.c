@@ -20,7 +20,7 @@
  * CUDA_ERROR_NOT_READY; an event made with CU_EVENT_DISABLE_TIMING has no time
  * either (CUDA_ERROR_INVALID_HANDLE); an event and the stream it is recorded on
  * must belong to one context (CUDA_ERROR_INVALID_HANDLE otherwise); a destroyed or
- * foreign handle is CUDA_ERROR_INVALID_HANDLE. Query, Synchronize and ElapsedTime
+ * foreign handle, or one whose context was destroyed, is CUDA_ERROR_INVALID_HANDLE. Query, Synchronize and ElapsedTime
  * need no current context, Create and Record do (Record: the stream's context).
  */
 #define _GNU_SOURCE
@@ -47,6 +47,10 @@ static CUresult event_of(CUevent h, struct sim_event **out)
 {
     struct sim_event *e = (struct sim_event *)h;
     if (e == NULL || e->magic != EVENT_MAGIC || !e->alive || e->epoch != G.epoch)
+        return CUDA_ERROR_INVALID_HANDLE;
+    /* The driver destroys a context's events with it (a primary context retained
+     * again is the same object here: its old events read as valid again). */
+    if (!ctx_live(e->ctx))
         return CUDA_ERROR_INVALID_HANDLE;
     *out = e;
     return CUDA_SUCCESS;
