@@ -216,5 +216,7 @@ func (r *vgpudRun) newReport(ctx context.Context) *ThrottleVgpudReport {
 		GoalSteadyErrPts: GoalSteadyErrPts, GoalWindowErrPts: GoalWindowErrPts,
 		GoalSettleS: GoalSettle.Seconds(), GoalFirstSecondRatio: GoalFirstSecondRatio,
 	}, Notes: []string{"no target-change cell: vgpud's API (daemon/api: alloc, get, release, top, " +
-		"quarantine) cannot change a running slice's compute share"}}
+		"quarantine) cannot change a running slice's compute share",
+		"NVML reports a whole percent (at least 1) per process and sample period: ±0.5 point per period, " +
+			"about ±0.2 over a 1 s window; a tenant's start is its READY line (before its first launch)"}}
 }
