@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -398,36 +397,39 @@ func (r *throttleRun) readBusy(node string, ts []*tenantState) error {
 	return nil
 }
 
-// settleTime is how long after a change at `at` the tenant's share settled: the
-// earliest step X (at or after the change) such that the share over [X, t] is
-// within tol points of want for every t from X+minWindow to `until`. -1: never.
-// Anchored windows (rather than sliding ones) show the step at which the rate
-// became right without the window's own length; minWindow only has to hold
-// enough kernels that one more or less stays inside the tolerance.
+// settleTime is how long after a change at `at` the tenant's share settled:
+// the first controller step X at or after the change from which the share over
+// every window of minWindow (sliding by one step) that ends by `until` is within
+// tol points of want; -1: never, or no window fits. The trace's cumulative busy
+// time becomes busy time per step (tick), and the arithmetic is the vgpud
+// mode's (throttle_series.go: windowsIn, settleAfter). minWindow only has to
+// hold enough kernels that one more or less stays inside the tolerance.
 func settleTime(trace []traceSample, tenant int, at, until time.Duration, want, tol float64,
-	minWindow time.Duration) time.Duration {
-	for x := range trace {
-		if trace[x].At < at {
-			continue
-		}
-		if trace[x].At+minWindow > until {
-			break
-		}
-		ok := true
-		for j := x + 1; j < len(trace) && trace[j].At <= until; j++ {
-			span := trace[j].At - trace[x].At
-			if span < minWindow {
-				continue
-			}
-			v := float64(trace[j].Busy[tenant]-trace[x].Busy[tenant]) / float64(span.Nanoseconds()) * 100
-			if math.Abs(v-want) > tol {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return trace[x].At - at
-		}
+	minWindow, tick time.Duration) time.Duration {
+	s := traceSeries(trace, tenant, tick)
+	ws := s.windowsIn(windowPeriods(minWindow, s.period), at.Nanoseconds(), until.Nanoseconds())
+	st, ok := settleAfter(ws, at.Nanoseconds(), want, tol)
+	if !ok {
+		return -1
 	}
-	return -1
+	return st
+}
+
+// traceSeries turns a trace's cumulative busy time into busy time per step of
+// tick: the sample taken k steps after the start closes step k-1.
+func traceSeries(trace []traceSample, tenant int, tick time.Duration) *periodSeries {
+	p := tick.Nanoseconds()
+	var end int64
+	if len(trace) > 0 {
+		end = trace[len(trace)-1].At.Nanoseconds()
+	}
+	s := newPeriodSeries(p, 0, end)
+	var prev uint64
+	var prevIdx int64
+	for _, t := range trace {
+		idx := (t.At.Nanoseconds() + p/2) / p
+		s.add(prevIdx, max(idx-1, prevIdx), float64(t.Busy[tenant]-prev))
+		prev, prevIdx = t.Busy[tenant], max(idx, prevIdx)
+	}
+	return s
 }

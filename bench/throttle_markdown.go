@@ -76,9 +76,9 @@ func (r *ThrottleReport) simCells(b *strings.Builder) {
 // settleTable: how long each change of target took.
 func (r *ThrottleReport) settleTable(b *strings.Builder) {
 	b.WriteString("## Settle time after a change of target (one cap tenant)\n\n")
-	fmt.Fprintf(b, "Settle = the earliest controller step X after the change such that the share over [X, t] "+
-		"is within ±%.0f points of the new target for every t from X + window to the next change (a "+
-		"window long enough that one kernel more or less stays inside the tolerance). Step: %.0f ms.\n\n",
+	fmt.Fprintf(b, "Settle = from the change to the earliest controller step X such that the share over "+
+		"every window (sliding by one step) from X to the next change is within ±%.0f points of the new "+
+		"target (a window long enough that one kernel more or less stays inside the tolerance). Step: %.0f ms.\n\n",
 		r.Settle[0].TolerancePts, r.Config.TickMs)
 	b.WriteString("| workload | change | window (ms) | settle (ms) |\n|---|---|---:|---:|\n")
 	for _, s := range r.Settle {

@@ -262,7 +262,7 @@ func (r *throttleRun) settle(ctx context.Context, cell func(cellSpec) (*cellResu
 		}{{"created -> 30", 0, 30, 0}, {"30 -> 70", 30, 70, seg}, {"70 -> 10", 70, 10, 2 * seg}}
 		for i, s := range steps {
 			until := time.Duration(i+1) * seg
-			st := settleTime(res.Trace, 0, s.at, until, s.to, GoalShareErrorPts, win)
+			st := settleTime(res.Trace, 0, s.at, until, s.to, GoalShareErrorPts, win, r.opts.Tick)
 			ms := -1.0
 			if st >= 0 {
 				ms = float64(st) / 1e6

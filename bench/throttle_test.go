@@ -73,11 +73,12 @@ func TestThrottleOptionsValidate(t *testing.T) {
 	}
 }
 
-// settleTime finds the first step from which the share over every later span
-// (at least the window) stays within the tolerance.
+// settleTime finds the first step from which the share over every later
+// window stays within the tolerance.
 func TestSettleTime(t *testing.T) {
 	// 100 ms steps; the tenant runs at 70% until 1 s, then moves to 30% but only
 	// from 1.3 s on (at 50% in between).
+	const step = 100 * time.Millisecond
 	var trace []traceSample
 	busy := uint64(0)
 	for k := 0; k <= 40; k++ {
@@ -92,10 +93,10 @@ func TestSettleTime(t *testing.T) {
 			busy += 30_000_000
 		}
 	}
-	st := settleTime(trace, 0, time.Second, 4*time.Second, 30, 2, 500*time.Millisecond)
+	st := settleTime(trace, 0, time.Second, 4*time.Second, 30, 2, 500*time.Millisecond, step)
 	require.Equal(t, 300*time.Millisecond, st)
-	require.Equal(t, time.Duration(0), settleTime(trace, 0, 0, time.Second, 70, 2, 300*time.Millisecond))
-	require.Equal(t, time.Duration(-1), settleTime(trace, 0, time.Second, 4*time.Second, 90, 2, 500*time.Millisecond))
+	require.Equal(t, time.Duration(0), settleTime(trace, 0, 0, time.Second, 70, 2, 300*time.Millisecond, step))
+	require.Equal(t, time.Duration(-1), settleTime(trace, 0, time.Second, 4*time.Second, 90, 2, 500*time.Millisecond, step))
 }
 
 func TestThrottleEvaluate(t *testing.T) {
