@@ -60,7 +60,12 @@ func (s *sliceCtl) observe(cfg *ControllerConfig, x *ControlInput, now time.Time
 		s.lastActive = now
 	}
 	throttled := float64(waited) >= cfg.ThrottledFraction*dtNs
-	if x.Measured {
+	// A slice whose libvgpu reports completions but whose completed work over
+	// this span is unknown (its history does not reach back to the span's
+	// start yet) is not calibrated from its spending instead: at a slice's
+	// start the tokens spent run far ahead of the work done.
+	markers := x.Counters.Done > 0 || x.Counters.SampledTokens > 0
+	if x.Measured && (x.DoneKnown || !markers) {
 		// Both sides over one interval: the work completed within the span
 		// the driver measured, when libvgpu's markers say; else the tokens
 		// spent during the step.

@@ -215,6 +215,11 @@ type SliceBudget struct {
 	// the budget records the guarantee. A slice made without a daemon
 	// (`vgpuctl slice create`) reserves nothing and records none.
 	Booked bool
+	// Managed: vgpud's controller drives the slice's token rates, so libvgpu
+	// charges launches their nominal cost from the first one
+	// (shm.BudgetFlagManaged). A slice made without a daemon is not: libvgpu
+	// then charges the device time it measures itself.
+	Managed bool
 }
 
 // Spec is the budget the slice stands for. Per device: memory_limit is the
@@ -244,6 +249,9 @@ func (b SliceBudget) Spec() (shm.SliceSpec, error) {
 		Priority: uint32(b.Priority),
 		QoS:      qos.Code(),
 		Policy:   policy.Code(),
+	}
+	if b.Managed {
+		spec.Flags |= shm.BudgetFlagManaged
 	}
 	for i, d := range b.Devices {
 		db, err := deviceBudget(d, b.Booked && qos.Guaranteed(), b.ContextOverhead)

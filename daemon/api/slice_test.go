@@ -117,9 +117,14 @@ func TestSliceBudgetSpec(t *testing.T) {
 			{Index: 1, MemoryLimit: 2 << 30, MemoryGuaranteed: 2 << 30, ContextOverhead: 1 << 20, ComputeShareBP: shm.MaxShareBP},
 		}}, spec)
 
+	spec, err = SliceBudget{ID: "m", Devices: devs, Booked: true, Managed: true}.Spec()
+	require.NoError(t, err)
+	require.Equal(t, uint32(shm.BudgetFlagManaged), spec.Flags, "vgpud's slices are managed from the start")
+
 	for _, b := range []SliceBudget{{ID: "u", Devices: devs}, {ID: "b", Devices: devs, QoS: QoSBurstable, Booked: true}} {
 		spec, err = b.Spec()
 		require.NoError(t, err)
+		require.Zero(t, spec.Flags, "%s: not managed", b.ID)
 		for _, d := range spec.Devices {
 			require.Zero(t, d.MemoryGuaranteed, b.ID)
 			require.Zero(t, d.ComputeFloorBP, b.ID)

@@ -168,6 +168,7 @@ func Spec(rec Record) (shm.SliceSpec, error) {
 		ComputePolicy:   sl.ComputePolicy,
 		ContextOverhead: rec.ContextOverhead,
 		Booked:          true,
+		Managed:         true,
 	}.Spec()
 }
 

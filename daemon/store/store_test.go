@@ -176,6 +176,7 @@ func TestSpec(t *testing.T) {
 		ID:       "g",
 		Priority: 3,
 		QoS:      shm.QoSGuaranteed,
+		Flags:    shm.BudgetFlagManaged, // vgpud's controller drives its rates
 		Devices: []shm.DeviceBudget{
 			{Index: 0, UUID: uuid(0), MemoryLimit: 2 * gib, MemoryGuaranteed: 2 * gib,
 				ContextOverhead: 256 * mib, ComputeShareBP: 2500, ComputeFloorBP: 2500,
