@@ -52,9 +52,22 @@ type OverheadOptions struct {
 	RunTimeout time.Duration
 	// KeepTemp leaves the temp dir (sim node, slice) behind for inspection.
 	KeepTemp bool
+	// Throttled gives the benchmark slice a compute share whose tokens never
+	// run out (a rate far above what one launcher can spend, marked managed):
+	// every launch then takes the token bucket's hot path and, at each
+	// VGPU_MARKER_STRIDE of tokens, a completion marker. Without it the slice
+	// is the whole device, whose launches skip the bucket.
+	Throttled bool
+	// Lib is the interception library preloaded ("" = build/libvgpu.so), e.g.
+	// an older build to compare with.
+	Lib string
 	// Log receives one progress line per run (nil: discarded).
 	Log io.Writer
 }
+
+// unspentRate is the token rate (and burst) of a --throttled benchmark slice:
+// 1e15 device-ns per second, a million times what a launcher can spend.
+const unspentRate = 1_000_000_000_000_000
 
 // DefaultOverheadOptions returns the defaults for driver.
 func DefaultOverheadOptions(driver string) OverheadOptions {
@@ -187,6 +200,8 @@ func RunOverhead(ctx context.Context, opts OverheadOptions) (*OverheadReport, er
 			InitProcs:  opts.InitProcs,
 			InitRounds: opts.InitRounds,
 			Pin:        opts.Pin,
+			Throttled:  opts.Throttled,
+			Lib:        opts.Lib,
 			SampleNotes: "per-call figures are per-batch means (CLOCK_MONOTONIC around each batch of calls), " +
 				"pooled over all threads and rounds; p99 is over batch means. Init figures pool every process of every round. " +
 				"Rows with as many threads as the machine has cores mix contended and time-sliced runs: " +
@@ -246,6 +261,11 @@ func (r *overheadRun) setup() error {
 			ComputeShareBP:  shm.MaxShareBP,
 		}},
 	}
+	if r.opts.Throttled {
+		spec.Flags = shm.BudgetFlagManaged
+		spec.Devices[0].ComputeShareBP = shm.MaxShareBP / 2
+		spec.Devices[0].TokenRate, spec.Devices[0].TokenBurst = unspentRate, unspentRate
+	}
 	if err := shm.CreateSlice(r.sliceDir, spec); err != nil {
 		return fmt.Errorf("creating the benchmark slice: %w", err)
 	}
@@ -284,7 +304,11 @@ func (r *overheadRun) environ(vgpu bool) []string {
 	if vgpu {
 		// refuse: a slice libvgpu cannot use makes the run fail loudly instead of
 		// being measured as a pass-through with no overhead.
-		env = append(env, "LD_PRELOAD="+r.paths.LibVGPU, "VGPU_SLICE_DIR="+r.sliceDir,
+		lib := r.paths.LibVGPU
+		if r.opts.Lib != "" {
+			lib = r.opts.Lib
+		}
+		env = append(env, "LD_PRELOAD="+lib, "VGPU_SLICE_DIR="+r.sliceDir,
 			"VGPU_FAIL_MODE=refuse")
 	}
 	return env

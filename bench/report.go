@@ -84,6 +84,8 @@ type OverheadConfig struct {
 	InitProcs   []int    `json:"init_procs"`
 	InitRounds  int      `json:"init_rounds"`
 	Pin         bool     `json:"pin_threads"`
+	Throttled   bool     `json:"throttled,omitempty"` // launches through the token bucket (tokens never short)
+	Lib         string   `json:"lib,omitempty"`       // the preloaded library, when not build/libvgpu.so
 	NsPerBlock  uint64   `json:"sim_ns_per_block,omitempty"`
 	SampleNotes string   `json:"sample_notes"`
 }
@@ -239,6 +241,13 @@ func (r *OverheadReport) Markdown() string {
 	c := r.Config
 	fmt.Fprintf(&b, "- %d rounds alternating bare/libvgpu; per run %d timed batches of %d calls per thread after %d warm-up batches\n",
 		c.Rounds, c.Iters, c.Batch, c.Warmup)
+	if c.Throttled {
+		b.WriteString("- throttled: the slice has a compute share whose tokens never run out, so every launch takes the " +
+			"token bucket's hot path (and a completion marker every VGPU_MARKER_STRIDE tokens)\n")
+	}
+	if c.Lib != "" {
+		fmt.Fprintf(&b, "- preloaded library: %s\n", c.Lib)
+	}
 	fmt.Fprintf(&b, "- %s\n\n", c.SampleNotes)
 
 	if len(r.Calls) > 0 {

@@ -118,6 +118,9 @@ func overhead(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Uint64Var(&opts.NsPerBlock, "ns-per-block", opts.NsPerBlock, "sim only: device ns per block of a launch")
 	fs.DurationVar(&opts.RunTimeout, "run-timeout", opts.RunTimeout, "limit for each benchmark process")
 	fs.BoolVar(&opts.KeepTemp, "keep", false, "keep the temporary node and slice (path printed on stderr)")
+	fs.BoolVar(&opts.Throttled, "throttled", false, "give the slice a compute share whose tokens never run out:\n"+
+		"launches take the token bucket's hot path and its completion markers")
+	fs.StringVar(&opts.Lib, "lib", "", "the library to preload (default build/libvgpu.so), e.g. an older build")
 	ops := fs.String("ops", strings.Join(opts.Ops, ","), "calls to measure, comma-separated (launch, alloc, getinfo);\n"+
 		"empty: none")
 	threads := fs.String("threads", joinInts(opts.Threads), "thread counts, comma-separated")
