@@ -18,6 +18,10 @@
  *                               runs, keeps every device's token_refilled far ahead of
  *                               token_spent so libvgpu never holds a launch back;
  *                               prints FORGING pid=CHILD, exits with the child
+ *   dl_forge markers PROG ARGS  the same, but forging libvgpu's completion markers:
+ *                               every device's token_done runs far ahead of what ran
+ *                               and its sampled launch timings claim a token costs
+ *                               nothing (the controller would lift the rate)
  */
 #include "testutil.h"
 
@@ -132,7 +136,22 @@ __attribute__((noreturn)) static void plant(long n, int nids, char **ids)
         pause();
 }
 
-__attribute__((noreturn)) static void refill(char **argv)
+/* The forgeries a workload's companion keeps up while the workload runs. */
+static void forge_refill(struct vgpu_usage_device *ud)
+{
+    uint64_t spent = __atomic_load_n(&ud->token_spent, __ATOMIC_RELAXED);
+    __atomic_store_n(&ud->token_refilled, spent + (1ull << 40), __ATOMIC_RELAXED);
+}
+
+static void forge_markers(struct vgpu_usage_device *ud)
+{
+    __atomic_fetch_add(&ud->token_done, 1ull << 32, __ATOMIC_RELAXED);
+    __atomic_store_n(&ud->sampled_tokens, 1ull << 62, __ATOMIC_RELAXED);
+    __atomic_store_n(&ud->sampled_ns, 1, __ATOMIC_RELAXED);
+}
+
+__attribute__((noreturn)) static void forge_while(char **argv,
+                                                  void (*forge)(struct vgpu_usage_device *))
 {
     struct vgpu_usage *u = map_usage();
     pid_t child = fork();
@@ -147,10 +166,8 @@ __attribute__((noreturn)) static void refill(char **argv)
         int status;
         if (waitpid(child, &status, WNOHANG) == child)
             exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-        for (uint32_t d = 0; d < u->hdr.device_count; d++) {
-            uint64_t spent = __atomic_load_n(&u->dev[d].token_spent, __ATOMIC_RELAXED);
-            __atomic_store_n(&u->dev[d].token_refilled, spent + (1ull << 40), __ATOMIC_RELAXED);
-        }
+        for (uint32_t d = 0; d < u->hdr.device_count; d++)
+            forge(&u->dev[d]);
         usleep(100);
     }
 }
@@ -160,9 +177,11 @@ int main(int argc, char **argv)
     if (argc >= 4 && !strcmp(argv[1], "overfill"))
         overfill(parse_size(argv[2]), atol(argv[3]));
     if (argc >= 3 && !strcmp(argv[1], "refill"))
-        refill(argv + 2);
+        forge_while(argv + 2, forge_refill);
+    if (argc >= 3 && !strcmp(argv[1], "markers"))
+        forge_while(argv + 2, forge_markers);
     if (argc >= 4 && !strcmp(argv[1], "plant"))
         plant(atol(argv[2]), argc - 3, argv + 3);
     fail("usage: dl_forge overfill CHUNK N | plant N PID:PIDNS_INO:START_TIME... | refill PROG "
-         "ARGS...");
+         "ARGS... | markers PROG ARGS...");
 }

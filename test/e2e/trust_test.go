@@ -134,18 +134,49 @@ func TestContainerForgedBucketIsHeldFromOutside(t *testing.T) {
 	n.waitOutput(res, "FORGING")
 	n.waitOutput(res, "READY")
 	time.Sleep(8 * time.Second) // the controller and the backstop settle
-	busy := func() uint64 {
-		st, err := simgpu.Status(n.sim)
-		require.NoError(t, err)
-		return st.Devices[0].BusyNs
-	}
-	b0, t0 := busy(), time.Now()
-	time.Sleep(10 * time.Second)
-	share := float64(busy()-b0) / float64(time.Since(t0).Nanoseconds())
+	share := deviceShareOver(t, n.sim, 10*time.Second)
 	t.Logf("the forging container's share of the device over 10 s: %.1f%% (target 10%%)", share*100)
 	require.LessOrEqual(t, share, 0.15)
 	n.waitLog(`compute backstop: slice runs above its share (its token bucket does not hold it)	{"slice": "forger"`)
 	running, _ := n.taskRunning("forger")
 	require.True(t, running, "throttled, never killed")
 	n.stop("forger")
+}
+
+// The same from a container whose companion process forges libvgpu's
+// completion markers instead of the bucket (token_done far ahead of what ran,
+// launch timings that say a token costs nothing): the forged completions lift
+// the controller's rate, and the backstop, reading NVML alone, holds the
+// container near its share.
+func TestContainerForgedMarkersAreHeldFromOutside(t *testing.T) {
+	n := newNode(t, nodeOpts{devices: 1, memory: 16 * GiB, maxBacklog: 100 * time.Millisecond,
+		vgpudArgs: []string{"--enforcer-mode", "enforce", "--enforcer-interval", "50ms"}})
+	res := n.run(run{id: "forger", vgpu: true, detach: true,
+		annotations: []string{"vgpu.io/memory=2GiB", "vgpu.io/cores=10"},
+		args:        []string{"/bin/dl_forge", "markers", "/bin/throttle_load", "flood", "120"}})
+	require.Equal(t, 0, res.code, "ctr: %s", res.ctr)
+	n.waitOutput(res, "FORGING")
+	n.waitOutput(res, "READY")
+	time.Sleep(8 * time.Second) // the controller and the backstop settle
+	share := deviceShareOver(t, n.sim, 10*time.Second)
+	t.Logf("the container forging its markers: %.1f%% of the device over 10 s (target 10%%)", share*100)
+	require.LessOrEqual(t, share, 0.15)
+	n.waitLog(`compute backstop: slice runs above its share (its token bucket does not hold it)	{"slice": "forger"`)
+	running, _ := n.taskRunning("forger")
+	require.True(t, running, "throttled, never killed")
+	n.stop("forger")
+}
+
+// deviceShareOver is the share of device 0's time used over d, from the
+// simulated node's busy time.
+func deviceShareOver(t *testing.T, sim string, d time.Duration) float64 {
+	t.Helper()
+	busy := func() uint64 {
+		st, err := simgpu.Status(sim)
+		require.NoError(t, err)
+		return st.Devices[0].BusyNs
+	}
+	b0, t0 := busy(), time.Now()
+	time.Sleep(d)
+	return float64(busy()-b0) / float64(time.Since(t0).Nanoseconds())
 }
