@@ -45,6 +45,7 @@ func (s *Server) apiHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, sl)
 	})
+	mux.HandleFunc("PATCH /v1/slices/{id}", s.handleUpdate)
 	mux.HandleFunc("DELETE /v1/slices/{id}", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.release(r.PathValue("id"), "released through the API"); err != nil {
 			s.writeErr(w, err)
@@ -67,14 +68,15 @@ func (s *Server) apiHandler() http.Handler {
 	return mux
 }
 
-func (s *Server) handleAlloc(w http.ResponseWriter, r *http.Request) {
-	var req api.AllocRequest
+// decodeRequest reads a request body of exactly one JSON value into v,
+// refusing unknown fields; on failure it has answered and returns false.
+func decodeRequest(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxRequestBytes))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := dec.Decode(v); err != nil {
 		status, e := bodyError(err)
 		writeError(w, status, e)
-		return
+		return false
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		status, e := http.StatusBadRequest, api.Error{Error: "bad request body: more than one JSON value"}
@@ -84,6 +86,14 @@ func (s *Server) handleAlloc(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		writeError(w, status, e)
+		return false
+	}
+	return true
+}
+
+func (s *Server) handleAlloc(w http.ResponseWriter, r *http.Request) {
+	var req api.AllocRequest
+	if !decodeRequest(w, r, &req) {
 		return
 	}
 	if req.ID == "" {

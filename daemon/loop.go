@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,7 +24,11 @@ import (
 //     drains it, both under Server.mu; the loop drains it under Server.mu too;
 //   - latest and compute's status are written by the loop and published
 //     atomically, for the API and the metrics to read from any goroutine;
-//   - stop and done are the loop's start/stop handshake with Shutdown.
+//   - stop and done are the loop's start/stop handshake with Shutdown;
+//   - budgetMu is held by the loop while the controller writes token rates
+//     and while it unmaps released regions, and by an update while it writes a
+//     budget (update.go): a budget's seqlock takes one writer at a time, and a
+//     region must not be unmapped under a write. Taken before Server.mu.
 //
 // The loop reads the set of slices (Server.slices, Server.version) under
 // Server.mu only, and the mapped regions without it: it is their only reader,
@@ -34,11 +39,12 @@ type enforcerLoop struct {
 	enf *enforcer.Loop // reclaim, pid map, driver figures, backstop
 
 	// Shared with other goroutines (see above).
-	latest  atomic.Pointer[tickState] // the last tick's report (top, health)
-	compute *computeShares            // token rates from achieved shares (compute.go); Status from anywhere
-	closing []*sliceEntry             // released, regions still mapped; guarded by Server.mu
-	stop    chan struct{}             // closed by Shutdown: run returns
-	done    chan struct{}             // closed by run when it has returned
+	latest   atomic.Pointer[tickState] // the last tick's report (top, health)
+	compute  *computeShares            // token rates from achieved shares (compute.go); Status from anywhere
+	closing  []*sliceEntry             // released, regions still mapped; guarded by Server.mu
+	budgetMu sync.Mutex                // budget writes and unmapping (see above)
+	stop     chan struct{}             // closed by Shutdown: run returns
+	done     chan struct{}             // closed by run when it has returned
 
 	// Loop goroutine only.
 	attr    *ancestry                    // a process to the slice its ancestor owns
@@ -109,6 +115,8 @@ func (l *enforcerLoop) run() {
 
 // closeReleased unmaps the regions of slices released since the last tick.
 func (l *enforcerLoop) closeReleased() {
+	l.budgetMu.Lock()
+	defer l.budgetMu.Unlock()
 	l.srv.mu.Lock()
 	closing := l.closing
 	l.closing = nil
@@ -129,7 +137,9 @@ func (l *enforcerLoop) tick() {
 
 	l.attr.newTick()
 	rep := l.enf.Tick(l.tracked)
+	l.budgetMu.Lock()
 	l.compute.step(time.Now(), l.tracked, &rep)
+	l.budgetMu.Unlock()
 	st := &tickState{at: time.Now().UTC(), report: rep}
 	if len(rep.Errors) > 0 {
 		msgs := make([]string, 0, len(rep.Errors))

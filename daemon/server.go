@@ -113,6 +113,9 @@ type sliceEntry struct {
 	uuids  []string
 	// releasing: a release is removing its record (guarded by Server.mu).
 	releasing bool
+	// updating: an update is changing its share (guarded by Server.mu;
+	// update.go); a second update meanwhile is refused.
+	updating bool
 }
 
 // New builds vgpud from cfg: opens NVML, discovers the devices, takes the state
@@ -342,6 +345,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // closeAll releases what New and Start acquired (regions, NVML, the lock).
 func (s *Server) closeAll() error {
 	var errs []error
+	if s.loop != nil {
+		// An update may still write a budget (a handler past Shutdown's timeout).
+		s.loop.budgetMu.Lock()
+		defer s.loop.budgetMu.Unlock()
+	}
 	s.mu.Lock()
 	for _, e := range s.slices {
 		e.close()

@@ -3,6 +3,7 @@
 //	vgpuctl devices|slices [--json]                  what vgpud has
 //	vgpuctl alloc --memory SIZE|PCT% [flags]         a slice from vgpud
 //	vgpuctl release ID...
+//	vgpuctl update ID --compute PCT [--compute-policy cap|share]   a running slice's share
 //	vgpuctl top [--watch]                            live usage per slice and process
 //	vgpuctl run --memory SIZE|PCT% [flags] -- CMD    CMD in a fresh slice
 //	vgpuctl quarantine list|release|restore          slices whose record vgpud could not load
@@ -69,6 +70,7 @@ Commands (vgpud):
   slices   list the slices
   alloc    allocate a slice; prints its id and directory
   release  free slices
+  update   change a running slice's compute share or policy
   top      live memory use per slice and process
   run      run a command in a fresh slice, released when it exits
   quarantine
@@ -86,7 +88,7 @@ usually: run as root).
 Run 'vgpuctl <command> --help' for details.
 `,
 		children: []*command{devicesCommand(), slicesCommand(), allocCommand(), releaseCommand(),
-			topCommand(), runCommand(), quarantineCommand(), sliceCommand(), installCommand()},
+			updateCommand(), topCommand(), runCommand(), quarantineCommand(), sliceCommand(), installCommand()},
 	}
 }
 

@@ -422,6 +422,57 @@ func (a *Allocator) Restore(id string, devs []api.SliceDevice, qos api.QoS) erro
 	return nil
 }
 
+// ErrNotBooked is wrapped by SetCompute for a slice the allocator does not hold.
+var ErrNotBooked = errors.New("slice not booked")
+
+// SetCompute changes the compute share a booked slice holds on each of its
+// devices (percents, in the order of its devices; 0: no share). A guaranteed
+// slice's new shares are checked like an allocation's: with the other slices'
+// shares they stay <= 100% on every device, else a *RefusedError naming each
+// device short of compute, and nothing changes. Lowering a share always fits,
+// which is what lets vgpud grow a booking before it records a change and
+// shrink it after (daemon/update.go).
+func (a *Allocator) SetCompute(id string, percents []float64) error {
+	bps := make([]int, len(percents))
+	for k, p := range percents {
+		bp, err := api.ShareBP(p)
+		if err != nil {
+			return invalid("slice %s: device %d: %v", id, k, err)
+		}
+		bps[k] = int(bp)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, ok := a.slices[id]
+	if !ok {
+		return fmt.Errorf("slice %s: %w", id, ErrNotBooked)
+	}
+	if len(bps) != len(s.shares) {
+		return invalid("slice %s spans %d devices, %d shares given", id, len(s.shares), len(bps))
+	}
+	if s.guaranteed {
+		var reasons []string
+		for k, sh := range s.shares {
+			d := &a.devs[sh.dev]
+			if free := fullBP - d.guaranteedBP + sh.bp; bps[k] > free {
+				reasons = append(reasons, fmt.Sprintf("%s (index %d): %s compute free beside the other slices, %s asked",
+					d.UUID, d.Index, percent(free), percent(bps[k])))
+			}
+		}
+		if reasons != nil {
+			return &RefusedError{Reasons: reasons}
+		}
+	}
+	for k := range s.shares {
+		sh := &s.shares[k]
+		if s.guaranteed {
+			a.devs[sh.dev].guaranteedBP += bps[k] - sh.bp
+		}
+		sh.bp = bps[k]
+	}
+	return nil
+}
+
 // find returns the position of the device a recorded share names. Callers hold a.mu.
 func (a *Allocator) find(sd api.SliceDevice) (int, error) {
 	if sd.UUID != "" {

@@ -108,6 +108,15 @@ func (c *Client) Get(ctx context.Context, id string) (Slice, error) {
 	return s, err
 }
 
+// Update changes a live slice's compute share or policy and returns the slice
+// as it is now. A refusal is a *StatusError (404: no such slice, 400: a bad
+// request, 409: quarantined or not enforced, 422: the share does not fit).
+func (c *Client) Update(ctx context.Context, id string, req UpdateRequest) (Slice, error) {
+	var s Slice
+	err := c.do(ctx, http.MethodPatch, "/v1/slices/"+url.PathEscape(id), req, &s)
+	return s, err
+}
+
 // Release frees a slice; a missing one is a *StatusError with StatusCode 404.
 func (c *Client) Release(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/slices/"+url.PathEscape(id), nil, nil)

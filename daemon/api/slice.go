@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
 	"strings"
 
 	"github.com/vgpu-project/vgpu/shm"
@@ -350,14 +351,14 @@ func (r *AllocRequest) validateMemory() error {
 }
 
 func (r *AllocRequest) validateSharing() error {
-	if _, err := ShareBP(r.ComputePercent); err != nil {
-		return badField("compute_percent", "%v", err)
+	if err := validateComputePercent("compute_percent", r.ComputePercent); err != nil {
+		return err
 	}
 	if _, err := ParseQoS(string(r.QoS)); err != nil {
 		return badField("qos", "%v", err)
 	}
-	if _, err := ParseComputePolicy(string(r.ComputePolicy)); err != nil {
-		return badField("compute_policy", "%v", err)
+	if err := validateComputePolicy(r.ComputePolicy); err != nil {
+		return err
 	}
 	if r.Priority < 0 {
 		return badField("priority", "priority %d is negative", r.Priority)
@@ -400,4 +401,58 @@ func (r *AllocRequest) validateDevices(hasDevice func(uuid string) bool) error {
 		return badField("device_count", "%d devices asked, a slice spans at most %d", count, MaxSliceDevices)
 	}
 	return nil
+}
+
+// validateComputePercent is the one rule for a compute share in a request
+// (ShareBP's range and granularity), for an alloc and an update alike.
+func validateComputePercent(field string, p float64) error {
+	if _, err := ShareBP(p); err != nil {
+		return badField(field, "%v", err)
+	}
+	return nil
+}
+
+// validateComputePolicy is the one rule for a compute policy in a request
+// ("" is accepted: vgpud's default in an alloc, unchanged in an update).
+func validateComputePolicy(p ComputePolicy) error {
+	if _, err := ParseComputePolicy(string(p)); err != nil {
+		return badField("compute_policy", "%v", err)
+	}
+	return nil
+}
+
+// Validate checks an update on its own (the slice's devices and the books are
+// vgpud's to check): something to change, one way of naming the share, every
+// share and the policy by the same rules as an AllocRequest's. The error is a
+// *RequestError.
+func (u UpdateRequest) Validate() error {
+	if u.ComputePercent == nil && u.DeviceComputePercent == nil && u.ComputePolicy == "" {
+		return badField("compute_percent", "nothing to change: give compute_percent, device_compute_percent or compute_policy")
+	}
+	if u.ComputePercent != nil && u.DeviceComputePercent != nil {
+		return badField("device_compute_percent", "the share is given both for every device and per device; give one")
+	}
+	if u.ComputePercent != nil {
+		if err := validateComputePercent("compute_percent", *u.ComputePercent); err != nil {
+			return err
+		}
+	}
+	if u.DeviceComputePercent != nil && len(u.DeviceComputePercent) == 0 {
+		return badField("device_compute_percent", "no device named")
+	}
+	uuids := make([]string, 0, len(u.DeviceComputePercent))
+	for uuid := range u.DeviceComputePercent {
+		uuids = append(uuids, uuid)
+	}
+	sort.Strings(uuids) // the same request always gets the same answer
+	for _, uuid := range uuids {
+		if err := validateComputePercent("device_compute_percent", u.DeviceComputePercent[uuid]); err != nil {
+			var re *RequestError
+			if errors.As(err, &re) {
+				re.Reason = "device " + uuid + ": " + re.Reason
+			}
+			return err
+		}
+	}
+	return validateComputePolicy(u.ComputePolicy)
 }

@@ -10,6 +10,7 @@
 //	GET    /v1/slices          []Slice
 //	POST   /v1/slices          AllocRequest -> 201 Slice | 4xx/5xx Error
 //	GET    /v1/slices/{id}     Slice | 404 Error
+//	PATCH  /v1/slices/{id}     UpdateRequest -> Slice | 400/404/409/422 Error (a live slice's compute share, policy)
 //	DELETE /v1/slices/{id}     204 | 404 Error
 //	GET    /v1/top             []SliceUsage
 //	GET    /v1/quarantine                   []QuarantinedSlice
@@ -80,6 +81,22 @@ type AllocRequest struct {
 	// ComputePolicy is what the compute share means: cap (a ceiling, never
 	// exceeded even alone) or share (a guarantee; idle capacity may be used).
 	// Empty: vgpud's default (its compute_policy setting, cap unless set).
+	ComputePolicy ComputePolicy `json:"compute_policy,omitempty"`
+}
+
+// UpdateRequest changes a live slice's compute share and policy (PATCH
+// /v1/slices/{id}). Fields left out stay as they are; at least one must be
+// given. ComputePercent and DeviceComputePercent are each checked like an
+// AllocRequest's compute_percent (0 < p <= 100; 0: no share, the slice is
+// no longer throttled and reserves nothing); a guaranteed slice's new shares
+// must fit its devices' compute beside the other slices' (422 otherwise).
+type UpdateRequest struct {
+	// ComputePercent is the new share on every device of the slice.
+	ComputePercent *float64 `json:"compute_percent,omitempty"`
+	// DeviceComputePercent is the new share per device, by device uuid (the
+	// slice's devices not named keep theirs). Not with ComputePercent.
+	DeviceComputePercent map[string]float64 `json:"device_compute_percent,omitempty"`
+	// ComputePolicy is the new policy, cap or share; empty: unchanged.
 	ComputePolicy ComputePolicy `json:"compute_policy,omitempty"`
 }
 

@@ -39,8 +39,13 @@
 // deleted, with a note saying why and when (quarantine.go): vgpud keeps
 // booking what the slice held until an operator releases or restores it.
 //
-// Load must run alone (at startup); Create and Delete may run concurrently for
-// different ids.
+// Update rewrites a live slice's record the same way (a changed compute share
+// or policy), before vgpud writes the budget; Load sets a budget whose compute
+// share, floor or policy differ from its record (a crash between the two) from
+// the record.
+//
+// Load must run alone (at startup); Create, Update and Delete may run
+// concurrently for different ids.
 package store
 
 import (
@@ -340,6 +345,16 @@ func (s *Store) load(id string) (*Loaded, error) {
 	sl, err := s.adopt(dir, spec, regionOptions(rec.Slice.Owner))
 	if err != nil {
 		return nil, err
+	}
+	if computeDiffers(sl.Budget, spec) {
+		// An update's record is durable before its budget is written: the
+		// record is the truth.
+		s.log.Warn("budget's compute share behind its record (an update interrupted): set from the record",
+			zap.String("slice", id))
+		if err := SetCompute(sl.Budget, spec); err != nil {
+			sl.Close()
+			return nil, err
+		}
 	}
 	return &Loaded{Record: rec, Slice: sl}, nil
 }
