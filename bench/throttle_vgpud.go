@@ -83,6 +83,14 @@ type vgpudTenantSpec struct {
 	Grid     int           // blocks per kernel; 0: the workload's default
 	Start    time.Duration // from the cell's start
 	Stop     time.Duration // killed then; 0: runs to the end
+	// Retargets change its share while it runs (`vgpuctl update --compute`).
+	Retargets []vgpudRetarget
+}
+
+// vgpudRetarget is a change of a running tenant's share.
+type vgpudRetarget struct {
+	At       time.Duration // from the cell's start
+	SharePct float64
 }
 
 // vgpudCellSpec is one cell of the vgpud mode.
@@ -116,6 +124,8 @@ func vgpudCells(o ThrottleVgpudOptions) []vgpudCellSpec {
 	}
 	churn := []vgpudTenantSpec{flood("a20", 20), flood("b30", 30), flood("c50", 50)}
 	churn[2].Start, churn[0].Stop = sc(5), sc(12)
+	retarget := flood("r30", 30)
+	retarget.Retargets = []vgpudRetarget{{At: sc(5), SharePct: 70}, {At: sc(10), SharePct: 10}}
 	return []vgpudCellSpec{
 		{Name: "alone-2us", About: "one tenant, 2 µs per wave (100-wave kernels: 0.2 ms)", NsPerBlock: 2000,
 			Duration: sc(10), Tenants: []vgpudTenantSpec{flood("a30", 30)}},
@@ -126,6 +136,8 @@ func vgpudCells(o ThrottleVgpudOptions) []vgpudCellSpec {
 				{Name: "big60", SharePct: 60, Workload: WorkFlood, Grid: big}}},
 		{Name: "churn", About: "20% and 30% running; 50% joins at 5 s; the 20% one is killed at 12 s",
 			Duration: sc(18), Tenants: churn},
+		{Name: "retarget", About: "one 30% tenant moved to 70% at 5 s and to 10% at 10 s (`vgpuctl update --compute`)",
+			Duration: sc(15), Tenants: []vgpudTenantSpec{retarget}},
 		{Name: "eight", About: "8 tenants at 12%", Duration: sc(12), Tenants: eight},
 		{Name: "sync-graph", About: "launch–synchronize (13 ms kernels) next to a 4-kernel graph + synchronize",
 			Duration: sc(15), Tenants: []vgpudTenantSpec{{Name: "sync30", SharePct: 30, Workload: WorkSync},
@@ -215,8 +227,6 @@ func (r *vgpudRun) newReport(ctx context.Context) *ThrottleVgpudReport {
 		WindowS: o.Window.Seconds(), AllowanceS: o.Allowance.Seconds(), TolerancePts: o.Tolerance,
 		GoalSteadyErrPts: GoalSteadyErrPts, GoalWindowErrPts: GoalWindowErrPts,
 		GoalSettleS: GoalSettle.Seconds(), GoalFirstSecondRatio: GoalFirstSecondRatio,
-	}, Notes: []string{"no target-change cell: vgpud's API (daemon/api: alloc, get, release, top, " +
-		"quarantine) cannot change a running slice's compute share",
-		"NVML reports a whole percent (at least 1) per process and sample period: ±0.5 point per period, " +
-			"about ±0.2 over a 1 s window; a tenant's start is its READY line (before its first launch)"}}
+	}, Notes: []string{"NVML reports a whole percent (at least 1) per process and sample period: ±0.5 point per period, " +
+		"about ±0.2 over a 1 s window; a tenant's start is its READY line (before its first launch)"}}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -22,6 +23,14 @@ type vgpudTenant struct {
 	pid        int
 	start, end int64 // CLOCK_MONOTONIC ns: READY, and the kill or the cell's end
 	killed     bool
+	retargets  []retargetAt // done, in order
+}
+
+// retargetAt is a retarget as done: when the update was asked (the instant
+// its settle is measured from) and the new share.
+type retargetAt struct {
+	at  int64 // CLOCK_MONOTONIC ns
+	pct float64
 }
 
 // vgpudCell is a cell while it runs.
@@ -95,6 +104,9 @@ func (vc *vgpudCell) run(ctx context.Context) error {
 		if t.spec.Stop > 0 {
 			offsets = append(offsets, t.spec.Stop)
 		}
+		for _, rt := range t.spec.Retargets {
+			offsets = append(offsets, rt.At)
+		}
 	}
 	sort.Slice(offsets, func(i, j int) bool { return offsets[i] < offsets[j] })
 	vc.t0 = monoNow()
@@ -106,6 +118,9 @@ func (vc *vgpudCell) run(ctx context.Context) error {
 			return err
 		}
 		if err := vc.startAt(ctx, off); err != nil {
+			return err
+		}
+		if err := vc.retargetAt(ctx, off); err != nil {
 			return err
 		}
 		for _, t := range vc.ts {
@@ -179,6 +194,31 @@ func (vc *vgpudCell) startAt(ctx context.Context, off time.Duration) error {
 	return nil
 }
 
+// retargetAt changes the shares due at off through `vgpuctl update`, the
+// user's path, and records each as a change of its tenant: its settle is
+// measured from the instant the update was asked, against the new share.
+func (vc *vgpudCell) retargetAt(ctx context.Context, off time.Duration) error {
+	for _, t := range vc.ts {
+		for _, rt := range t.spec.Retargets {
+			if rt.At != off || t.proc == nil || t.killed {
+				continue
+			}
+			pct := strconv.FormatFloat(rt.SharePct, 'f', -1, 64)
+			cmd := exec.CommandContext(ctx, vc.r.vgpuctl, "update", t.spec.Name, "--compute", pct)
+			cmd.Env = vc.env()
+			at := monoNow()
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("tenant %s: vgpuctl update --compute %s: %w: %s", t.spec.Name, pct, err,
+					strings.TrimSpace(string(out)))
+			}
+			t.retargets = append(t.retargets, retargetAt{at: at, pct: rt.SharePct})
+			vc.events = append(vc.events, VgpudEvent{AtS: vc.rel(at), Kind: "retarget", Tenant: t.spec.Name,
+				TargetPct: rt.SharePct})
+		}
+	}
+	return nil
+}
+
 // env is a tenant's environment: the simulated driver, the cell's vgpud and libvgpu.
 func (vc *vgpudCell) env() []string {
 	return append(cleanEnv(), "LD_LIBRARY_PATH="+vc.r.paths.SimLibDir, "VGPU_SIM_STATE="+vc.node,
@@ -238,13 +278,35 @@ func (vc *vgpudCell) result(period int64) *VgpudCell {
 				sp.changes, sp.labels = append(sp.changes, o.end), append(sp.labels, "leave "+o.spec.Name)
 			}
 		}
+		for _, rt := range t.retargets {
+			sp.changes = append(sp.changes, rt.at)
+			sp.labels = append(sp.labels, "retarget "+strconv.FormatFloat(rt.pct, 'f', -1, 64)+"%")
+		}
 		sortChanges(&sp)
+		if len(t.retargets) > 0 {
+			sp.targets = targetsAt(sp.changes, t.spec.SharePct, t.retargets)
+		}
 		s := vc.smp.series(map[int]bool{t.pid: true}, vc.t0, t.end)
 		f := tenantFigures(s, sp, vc.t0, vc.r.opts)
 		f.Name, f.Workload, f.Grid, f.Policy, f.Pid = t.spec.Name, t.spec.Workload, t.spec.Grid, "cap", t.pid
 		res.Tenants = append(res.Tenants, f)
 	}
 	return res
+}
+
+// targetsAt is the target in force from each change on: the first one's
+// until the first retarget, then each retarget's (retargets in time order).
+func targetsAt(changes []int64, first float64, retargets []retargetAt) []float64 {
+	out := make([]float64, len(changes))
+	for i, c := range changes {
+		out[i] = first
+		for _, rt := range retargets {
+			if rt.at <= c {
+				out[i] = rt.pct
+			}
+		}
+	}
+	return out
 }
 
 func sortChanges(sp *tenantSpan) {

@@ -27,8 +27,8 @@ func (r *ThrottleVgpudReport) Markdown() string {
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---|---:|---|\n")
 	for _, cell := range r.Cells {
 		for _, t := range cell.Tenants {
-			fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %+.2f | %+.2f / %.2f | %+.2f (%.1f) | %s | %.1f | %s |\n",
-				cell.Name, t.Name, t.TargetPct, t.AchievedPct, t.SteadyErrPts, t.WindowMaxErrPts, t.WindowMeanErrPts,
+			fmt.Fprintf(&b, "| %s | %s | %s | %.2f | %+.2f | %+.2f / %.2f | %+.2f (%.1f) | %s | %.1f | %s |\n",
+				cell.Name, t.Name, targetText(t), t.AchievedPct, t.SteadyErrPts, t.WindowMaxErrPts, t.WindowMeanErrPts,
 				t.WorstWindowErrPts, t.WorstWindowAtS, settleText(t.Settles), t.FirstSecondPct, goalsText(t))
 		}
 	}
@@ -46,6 +46,19 @@ func (r *ThrottleVgpudReport) Markdown() string {
 		fmt.Fprintf(&b, "\n> note: %s\n", n)
 	}
 	return b.String()
+}
+
+// targetText is the tenant's target, or its targets in turn ("30→70→10")
+// when it was retargeted.
+func targetText(t VgpudTenant) string {
+	if len(t.TargetsPct) == 0 {
+		return fmt.Sprintf("%.0f", t.TargetPct)
+	}
+	parts := make([]string, len(t.TargetsPct))
+	for i, p := range t.TargetsPct {
+		parts[i] = fmt.Sprintf("%.0f", p)
+	}
+	return strings.Join(parts, "→")
 }
 
 // settleText lists a tenant's settle times: "0.33 (start @ 0.1), never (join c50 @ 5.0)".

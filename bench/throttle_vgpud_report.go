@@ -31,11 +31,14 @@ type ThrottleVgpudConfig struct {
 	GoalFirstSecondRatio float64 `json:"goal_first_second_ratio"`
 }
 
-// VgpudEvent is a change in a cell: a tenant's start, a join, a leave.
+// VgpudEvent is a change in a cell: a tenant's start, a join, a leave, a
+// retarget (`vgpuctl update --compute`: its share changed while it runs).
 type VgpudEvent struct {
 	AtS    float64 `json:"at_s"` // since the cell started
-	Kind   string  `json:"kind"` // start, join, leave
+	Kind   string  `json:"kind"` // start, join, leave, retarget
 	Tenant string  `json:"tenant"`
+	// TargetPct is a retarget's new share.
+	TargetPct float64 `json:"target_pct,omitempty"`
 }
 
 // VgpudSettle is how long a tenant took to settle after one change.
@@ -63,9 +66,13 @@ type VgpudTenant struct {
 	Grid      int     `json:"grid"`
 	Policy    string  `json:"policy"`
 	Pid       int     `json:"pid"`
-	TargetPct float64 `json:"target_pct"`
-	StartS    float64 `json:"start_s"`
-	EndS      float64 `json:"end_s"`
+	TargetPct float64 `json:"target_pct"` // from its start
+	// TargetsPct are its targets in turn, when it was retargeted (the steady
+	// error is then against their time-weighted mean, each window's error
+	// and each settle against the target in force).
+	TargetsPct []float64 `json:"targets_pct,omitempty"`
+	StartS     float64   `json:"start_s"`
+	EndS       float64   `json:"end_s"`
 	// The steady part: every span from Allowance after a change to the next.
 	SteadyS      float64 `json:"steady_s"`
 	AchievedPct  float64 `json:"achieved_pct"`
@@ -147,6 +154,48 @@ type tenantSpan struct {
 	start, end int64
 	changes    []int64
 	labels     []string // per change
+	// targets is the target in force from each change on; nil: target
+	// throughout (no retarget).
+	targets []float64
+}
+
+// targetAt is the target in force from change i on.
+func (sp *tenantSpan) targetAt(i int) float64 {
+	if sp.targets == nil {
+		return sp.target
+	}
+	return sp.targets[i]
+}
+
+// windowErrorsIn are the windows of n periods in [from, to) with their error
+// against want as Pct (windowErrors over them with want 0).
+func windowErrorsIn(s *periodSeries, n int, from, to int64, want float64) []shareWindow {
+	ws := s.windowsIn(n, from, to)
+	for i := range ws {
+		ws[i].Pct -= want
+	}
+	return ws
+}
+
+// lifeErrors are the window errors of the tenant's life after its first
+// second, each window against the target in force throughout it (windows
+// across a target change are left out: no one target judges them).
+func (sp *tenantSpan) lifeErrors(s *periodSeries, n int) []shareWindow {
+	var out []shareWindow
+	from := sp.start + time.Second.Nanoseconds()
+	for i := 0; i < len(sp.changes); {
+		j := i + 1
+		for j < len(sp.changes) && sp.targetAt(j) == sp.targetAt(i) {
+			j++
+		}
+		to := sp.end
+		if j < len(sp.changes) {
+			to = sp.changes[j]
+		}
+		out = append(out, windowErrorsIn(s, n, max(from, sp.changes[i]), to, sp.targetAt(i))...)
+		i = j
+	}
+	return out
 }
 
 // tenantFigures computes a tenant's figures from its series; t0 is the cell's
@@ -155,14 +204,18 @@ func tenantFigures(s *periodSeries, sp tenantSpan, t0 int64, o ThrottleVgpudOpti
 	rel := func(ns int64) float64 { return float64(ns-t0) / 1e9 }
 	n := windowPeriods(o.Window, s.period)
 	out := VgpudTenant{TargetPct: sp.target, StartS: rel(sp.start), EndS: rel(sp.end)}
-	var busy, length float64
-	var settled []shareWindow
+	var busy, length, want float64
+	var settled []shareWindow // errors
 	for i, c := range sp.changes {
 		next := sp.end
 		if i+1 < len(sp.changes) {
 			next = sp.changes[i+1]
 		}
-		st, judged := settleAfter(s.windowsIn(n, c, next), c, sp.target, o.Tolerance)
+		target := sp.targetAt(i)
+		if sp.targets != nil && (i == 0 || target != sp.targetAt(i-1)) {
+			out.TargetsPct = append(out.TargetsPct, target)
+		}
+		st, judged := settleAfter(s.windowsIn(n, c, next), c, target, o.Tolerance)
 		out.Settles = append(out.Settles, VgpudSettle{Event: sp.labels[i], AtS: rel(c), SettleS: st.Seconds(),
 			Judged: judged})
 		if judged && st < 0 {
@@ -171,17 +224,18 @@ func tenantFigures(s *periodSeries, sp tenantSpan, t0 int64, o ThrottleVgpudOpti
 		if from := c + o.Allowance.Nanoseconds(); next > from {
 			busy += s.busyBetween(from, next)
 			length += float64(next - from)
-			settled = append(settled, s.windowsIn(n, from, next)...)
+			want += target * float64(next-from)
+			settled = append(settled, windowErrorsIn(s, n, from, next, target)...)
 		}
 	}
 	if length > 0 {
 		out.SteadyS = length / 1e9
 		out.AchievedPct = busy / length * 100
-		out.SteadyErrPts = out.AchievedPct - sp.target
+		out.SteadyErrPts = out.AchievedPct - want/length
 	}
 	out.SettledWindows = len(settled)
-	out.WindowMaxErrPts, _, out.WindowMeanErrPts = windowErrors(settled, sp.target)
-	worst, at, _ := windowErrors(s.windowsIn(n, sp.start+time.Second.Nanoseconds(), sp.end), sp.target)
+	out.WindowMaxErrPts, _, out.WindowMeanErrPts = windowErrors(settled, 0)
+	worst, at, _ := windowErrors(sp.lifeErrors(s, n), 0)
 	out.WorstWindowErrPts, out.WorstWindowAtS = worst, rel(at)
 	out.FirstSecondPct = s.sharePct(sp.start, sp.start+time.Second.Nanoseconds())
 	for _, w := range s.windowsIn(n, sp.start, sp.end) {

@@ -89,6 +89,6 @@ func TestThrottleVgpudOptionsValidate(t *testing.T) {
 	o = DefaultThrottleVgpudOptions()
 	o.Scale = 0.01
 	require.Error(t, o.validate())
-	require.Equal(t, []string{"alone-2us", "alone-80us", "hetero", "churn", "eight", "sync-graph", "mix"},
+	require.Equal(t, []string{"alone-2us", "alone-80us", "hetero", "churn", "retarget", "eight", "sync-graph", "mix"},
 		VgpudCellNames())
 }

@@ -28,13 +28,14 @@ Cells (--cells, comma-separated; --quick halves every timeline):
   alone-80us  one 30% tenant, 80 us per wave (--ns-per-block 80000)
   hetero      1-block kernels at 30% next to ~20 ms kernels at 60%
   churn       20% and 30%; a 50% tenant joins at 5 s; the 20% one is killed at 12 s
+  retarget    one 30% tenant moved to 70% at 5 s and to 10% at 10 s with
+              vgpuctl update (settle measured against each new target)
   eight       8 tenants at 12%
   sync-graph  launch-synchronize at 30% next to graph + synchronize at 60%
   mix         throttle_load mix (every launch path, 1 sync in 3) at 30% and 60%
-(No target-change cell: vgpud's API cannot change a running slice's share.)
 Per tenant: achieved share over the steady part (from 1 s after each change),
 the error of every window after settling (max, mean), the worst window after
-its first second, the settle time after each change (start, join, leave: the
+its first second, the settle time after each change (start, join, leave, retarget: the
 first instant from which every window until the next change is within ±2
 points) and its share in its first second. The default run takes about 2
 minutes.
