@@ -113,9 +113,11 @@ type sliceEntry struct {
 	uuids  []string
 	// releasing: a release is removing its record (guarded by Server.mu).
 	releasing bool
-	// updating: an update is changing its share (guarded by Server.mu;
-	// update.go); a second update meanwhile is refused.
-	updating bool
+	// recMu serializes the changes of its record on disk: an update's
+	// rewrite (update.go) against another update and against the release's
+	// removal, so a record is never written into a directory being deleted.
+	// Taken before enforcerLoop.budgetMu and Server.mu.
+	recMu sync.Mutex
 }
 
 // New builds vgpud from cfg: opens NVML, discovers the devices, takes the state

@@ -191,7 +191,10 @@ func (s *Server) release(id, why string) error {
 	e.releasing = true // a concurrent release gets 404
 	s.mu.Unlock()
 
-	if err := s.store.Delete(id); errors.Is(err, store.ErrNotFound) {
+	e.recMu.Lock() // an update's record write finishes first (update.go)
+	err := s.store.Delete(id)
+	e.recMu.Unlock()
+	if errors.Is(err, store.ErrNotFound) {
 		// Someone removed the files under us: the slice is gone all the same.
 		s.log.Warn("slice record already gone from disk", zap.String("slice", id))
 	} else if err != nil {

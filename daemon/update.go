@@ -18,7 +18,8 @@ import (
 // The steps, in this order so that a refusal or a failure at any point
 // changes nothing and a crash leaves a state vgpud restarts from:
 //  1. check the request (api.UpdateRequest.Validate: the alloc request's
-//     rules) and the slice (live, enforced, not being changed);
+//     rules) and the slice (live, enforced), and hold its recMu (updates of
+//     one slice go one at a time, and its release waits);
 //  2. grow the booking to the larger of the old and the new share on each
 //     device (the allocator refuses, changing nothing, when a guaranteed
 //     slice's new share does not fit beside the others);
@@ -38,7 +39,6 @@ import (
 var (
 	errQuarantined = errors.New("it is quarantined: restore it first (vgpuctl quarantine restore)")
 	errNotEnforced = errors.New("it is not enforced (its record no longer fits this node)")
-	errBusy        = errors.New("another update of it is in progress; retry")
 )
 
 // conflictError marks an update refused with 409.
@@ -79,18 +79,11 @@ func (s *Server) update(id string, req api.UpdateRequest) (api.Slice, error) {
 	if err := req.Validate(); err != nil {
 		return api.Slice{}, fmt.Errorf("slice %s: %w", id, err)
 	}
-	e, err := s.beginUpdate(id)
+	e, rec, err := s.beginUpdate(id)
 	if err != nil {
 		return api.Slice{}, err
 	}
-	defer func() {
-		s.mu.Lock()
-		e.updating = false
-		s.mu.Unlock()
-	}()
-	s.mu.Lock()
-	rec := e.rec // e.rec changes only here, and this is the only update of e
-	s.mu.Unlock()
+	defer e.recMu.Unlock()
 	next, err := updatedRecord(rec, req)
 	if err != nil {
 		return api.Slice{}, err
@@ -118,25 +111,35 @@ func (s *Server) update(id string, req api.UpdateRequest) (api.Slice, error) {
 	return s.applyUpdate(e, next, spec)
 }
 
-// beginUpdate finds the live slice id and marks it being updated.
-func (s *Server) beginUpdate(id string) (*sliceEntry, error) {
+// beginUpdate finds the live slice id and returns it holding its recMu, with
+// its record as it is now (e.rec changes only under recMu).
+func (s *Server) beginUpdate(id string) (*sliceEntry, store.Record, error) {
+	s.mu.Lock()
+	e, ok := s.slices[id]
+	s.mu.Unlock()
+	if ok {
+		e.recMu.Lock() // not under mu: it waits for another update's disk write
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.slices[id]
+	var err error
 	switch {
 	case s.closed:
-		return nil, errClosing
+		err = errClosing
 	case !ok && s.quarantinedID(id):
-		return nil, conflictError{fmt.Errorf("slice %s: %w", id, errQuarantined)}
-	case !ok || e.releasing:
-		return nil, fmt.Errorf("slice %s: %w", id, errNotFound)
+		err = conflictError{fmt.Errorf("slice %s: %w", id, errQuarantined)}
+	case !ok || e.releasing || s.slices[id] != e:
+		err = fmt.Errorf("slice %s: %w", id, errNotFound)
 	case !e.placed || e.region == nil:
-		return nil, conflictError{fmt.Errorf("slice %s: %w", id, errNotEnforced)}
-	case e.updating:
-		return nil, conflictError{fmt.Errorf("slice %s: %w", id, errBusy)}
+		err = conflictError{fmt.Errorf("slice %s: %w", id, errNotEnforced)}
 	}
-	e.updating = true
-	return e, nil
+	if err != nil {
+		if ok {
+			e.recMu.Unlock()
+		}
+		return nil, store.Record{}, err
+	}
+	return e, e.rec, nil
 }
 
 // applyUpdate writes the recorded change into the slice's budget and its

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/daemon/store"
+	"github.com/vgpu-project/vgpu/internal/units"
 	"github.com/vgpu-project/vgpu/shm"
 )
 
@@ -251,4 +252,48 @@ func unixHTTP(socket string) *http.Client {
 	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
 	}}}
+}
+
+// Updates race the enforcer loop's rate writes and a release: the race
+// detector and the seqlock's generation (even once all is quiet) say they are
+// serialized, and an update of a released slice is a 404.
+func TestUpdateConcurrentWithLoop(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.EnforcerInterval = units.Duration(time.Millisecond)
+	ts := startServer(t, cfg, newFakeGPUs(1, 16*GiB))
+	a, err := ts.client.Alloc(ts.ctx, api.AllocRequest{ID: "a", MemoryBytes: GiB, ComputePercent: 30})
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 50; i++ {
+			_, err := ts.update("a", api.UpdateRequest{ComputePercent: pctp(float64(10 + i%80))})
+			if err != nil {
+				require.ErrorIs(t, err, errNotFound)
+				return
+			}
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, ts.client.Release(ts.ctx, "a"))
+	<-done
+	_, err = ts.client.Update(ts.ctx, "a", api.UpdateRequest{ComputePercent: pctp(50)})
+	requireStatus(t, err, http.StatusNotFound)
+	_, err = os.Stat(a.Dir)
+	require.ErrorIs(t, err, os.ErrNotExist)
+	devs, err := ts.client.Devices(ts.ctx)
+	require.NoError(t, err)
+	require.Zero(t, devs[0].ComputePercent, "no booking left behind")
+
+	b, err := ts.client.Alloc(ts.ctx, api.AllocRequest{ID: "b", MemoryBytes: GiB, ComputePercent: 30})
+	require.NoError(t, err)
+	for i := 0; i < 20; i++ {
+		_, err := ts.client.Update(ts.ctx, "b", api.UpdateRequest{ComputePercent: pctp(float64(20 + i))})
+		require.NoError(t, err)
+	}
+	require.Zero(t, budgetOf(t, b.Dir).Devices[0].ComputeShareBP%100, "whole percents")
+	bud, err := shm.OpenBudget(filepath.Join(b.Dir, shm.BudgetFile), false)
+	require.NoError(t, err)
+	defer bud.Close()
+	require.Zero(t, bud.Generation()%2, "no write left half done")
 }
