@@ -101,7 +101,7 @@ func (s *Server) update(id string, req api.UpdateRequest) (api.Slice, error) {
 			s.log.Error("undo a compute booking", zap.String("slice", id), zap.Error(uerr))
 		}
 		if errors.Is(err, store.ErrNotFound) {
-			return api.Slice{}, fmt.Errorf("slice %s: %w", id, errNotFound) // released meanwhile
+			return api.Slice{}, fmt.Errorf("slice %s: %w", id, errNotFound) // its files removed under us
 		}
 		return api.Slice{}, fmt.Errorf("record slice %s: %w", id, err)
 	}
@@ -112,7 +112,8 @@ func (s *Server) update(id string, req api.UpdateRequest) (api.Slice, error) {
 }
 
 // beginUpdate finds the live slice id and returns it holding its recMu, with
-// its record as it is now (e.rec changes only under recMu).
+// its record as it is now (its devices and policy change only under recMu;
+// the region watch's Tampered mark, under mu, is not an update's business).
 func (s *Server) beginUpdate(id string) (*sliceEntry, store.Record, error) {
 	s.mu.Lock()
 	e, ok := s.slices[id]
