@@ -4,6 +4,8 @@ import (
 	"math"
 	"sort"
 	"time"
+
+	"github.com/vgpu-project/vgpu/shm"
 )
 
 // What the controller learns each step from a slice's counters and the
@@ -60,12 +62,14 @@ func (s *sliceCtl) observe(cfg *ControllerConfig, x *ControlInput, now time.Time
 		s.lastActive = now
 	}
 	throttled := float64(waited) >= cfg.ThrottledFraction*dtNs
-	// A slice whose libvgpu reports completions but whose completed work over
-	// this span is unknown (its history does not reach back to the span's
-	// start yet) is not calibrated from its spending instead: at a slice's
-	// start the tokens spent run far ahead of the work done.
-	markers := x.Counters.Done > 0 || x.Counters.SampledTokens > 0
-	if x.Measured && (x.DoneKnown || !markers) {
+	// A slice whose completed work over this span is unknown (its history
+	// does not reach back to the span's start, or no marker has come back
+	// yet) is not calibrated from its spending instead: at a slice's start
+	// the tokens spent run far ahead of the work done, and a scale learnt
+	// from them lets it overrun its share for seconds. Only a slice that has
+	// spent markerless strides without a single completion (a libvgpu older
+	// than the markers) is calibrated from its spending.
+	if x.Measured && (x.DoneKnown || withoutMarkers(x.Counters)) {
 		// Both sides over one interval: the work completed within the span
 		// the driver measured, when libvgpu's markers say; else the tokens
 		// spent during the step.
@@ -109,6 +113,17 @@ func (s *sliceCtl) calibrate(cfg *ControllerConfig, rawAchieved, achieved, spent
 		s.scale, s.scaleKnown = s.avgBusy/s.avgSpent, true
 	}
 }
+
+// withoutMarkers tells a slice whose libvgpu writes no completion markers: it
+// has spent enough tokens for several markers and none came back.
+func withoutMarkers(c shm.ThrottleCounters) bool {
+	return c.Done == 0 && c.SampledTokens == 0 && c.Spent >= markerlessStrides*shm.MarkerStride
+}
+
+// markerlessStrides is how many marker strides a slice spends before, with no
+// completion back, it counts as one without markers (a marker comes back
+// within a stride or two of launches, after the in-flight work drains).
+const markerlessStrides = 16
 
 // minTrustedSpan is how much driver-measured time a slice's calibration needs
 // before its scale replaces the first guess from libvgpu's own timings: the

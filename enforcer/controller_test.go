@@ -77,6 +77,11 @@ func (p *plant) advance(outs []ControlOutput) {
 		for _, v := range s.history[len(s.history)-n:] {
 			sum += v
 		}
+		if p.lag <= 1 {
+			// libvgpu's completion markers: the step's work, done within it.
+			s.counters.Done += uint64(tokens)
+			s.in.Done, s.in.DoneKnown = uint64(tokens), true
+		}
 		s.in.Counters = s.counters
 		s.in.Achieved = sum / float64(n)
 		s.in.Measured = true
