@@ -45,7 +45,11 @@ func TestThrottleRealRunsOnTheSimulatedNode(t *testing.T) {
 	require.NotNil(t, r.Config.Real)
 	require.Equal(t, MeasureSelf, r.Config.Real.Measure)
 	require.Equal(t, 20*132, r.Config.Real.Grid)
-	require.InDelta(t, 2e6, float64(r.Config.Real.KernelNs), 2e5, "20 waves of 100 µs, calibrated")
+	// 20 waves of 100 µs. The calibration times batches by wall clock, so a
+	// busy machine (CI runs test packages side by side on 2 cores) only adds
+	// its wake-up latency: 2.20 ms was seen there.
+	require.GreaterOrEqual(t, float64(r.Config.Real.KernelNs), 1.9e6, "20 waves of 100 µs, calibrated")
+	require.LessOrEqual(t, float64(r.Config.Real.KernelNs), 2.6e6, "20 waves of 100 µs, calibrated")
 	require.Len(t, r.Cells, 1)
 	c := r.Cells[0]
 	require.Len(t, c.Tenants, 2)
