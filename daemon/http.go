@@ -184,6 +184,7 @@ func (s *Server) top() []api.SliceUsage {
 		}
 	}
 	compute := s.computeByDevice()
+	activity := s.loop.activity.Status()
 	slices := s.list()
 	out := make([]api.SliceUsage, 0, len(slices))
 	for _, sl := range slices {
@@ -198,6 +199,9 @@ func (s *Server) top() []api.SliceUsage {
 		}
 		for d, sd := range sl.Devices {
 			u.Compute[d] = computeUsage(sd, compute[sliceDev{sl.ID, sd.UUID}])
+		}
+		if a, ok := activity[sl.ID]; ok {
+			u.Activity = &a
 		}
 		if snap := snaps[sl.ID]; snap != nil {
 			for d := range snap.Devices {
@@ -280,6 +284,7 @@ func (s *Server) metricsInput() metrics.Input {
 		Devices:     s.alloc.Devices(),
 		Slices:      s.list(),
 		Utilization: make(map[string]float64, len(s.devs)),
+		Activity:    s.loop.activity.Status(),
 		Health: metrics.Health{
 			Version:      Version,
 			StartTime:    s.startedAt,

@@ -41,6 +41,7 @@ type enforcerLoop struct {
 	// Shared with other goroutines (see above).
 	latest   atomic.Pointer[tickState] // the last tick's report (top, health)
 	compute  *computeShares            // token rates from achieved shares (compute.go); Status from anywhere
+	activity *activityTracker          // empty / idle slices, idle release (activity.go); Status from anywhere
 	closing  []*sliceEntry             // released, regions still mapped; guarded by Server.mu
 	budgetMu sync.Mutex                // budget writes and unmapping (see above)
 	stop     chan struct{}             // closed by Shutdown: run returns
@@ -90,6 +91,7 @@ func newEnforcerLoop(s *Server, o options) (*enforcerLoop, error) {
 	}
 	l.compute = newComputeShares(s.gpus, s.log.Named("compute"))
 	l.compute.guard = newComputeGuard(s.log.Named("enforcer"), mode)
+	l.activity = newActivityTracker(s.log.Named("activity"))
 	return l, nil
 }
 
@@ -140,6 +142,7 @@ func (l *enforcerLoop) tick() {
 	l.budgetMu.Lock()
 	l.compute.step(time.Now(), l.tracked, &rep)
 	l.budgetMu.Unlock()
+	l.releaseEmpty(l.activity.step(time.Now(), l.view, &rep, l.srv.computeByDevice()))
 	st := &tickState{at: time.Now().UTC(), report: rep}
 	if len(rep.Errors) > 0 {
 		msgs := make([]string, 0, len(rep.Errors))
@@ -169,6 +172,19 @@ func (l *enforcerLoop) releaseDeadOwners() {
 	}
 	l.closeReleased()
 	l.refreshView()
+}
+
+// releaseEmpty releases the slices the activity tracker found empty for their
+// idle release (their regions are unmapped at the next tick).
+func (l *enforcerLoop) releaseEmpty(ids []string) {
+	for _, id := range ids {
+		a := l.activity.Status()[id]
+		why := fmt.Sprintf("empty for %v, its idle release %v", time.Since(a.Since).Round(time.Millisecond),
+			a.ReleaseAt.Sub(a.Since))
+		if err := l.srv.release(id, why); err != nil {
+			l.srv.log.Error("release an empty slice", zap.String("slice", id), zap.Error(err))
+		}
+	}
 }
 
 // refreshView rebuilds the loop's list of tracked slices when the set of

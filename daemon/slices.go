@@ -147,6 +147,7 @@ func (s *Server) recordSlice(req api.AllocRequest, devs []api.SliceDevice) (*sli
 			// Recorded resolved: a later change of vgpud's default does not
 			// change an existing slice.
 			ComputePolicy: req.ComputePolicy,
+			IdleRelease:   req.IdleRelease,
 		},
 		Request:         req,
 		ContextOverhead: uint64(s.cfg.ContextOverhead),

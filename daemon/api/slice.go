@@ -6,6 +6,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/vgpu-project/vgpu/shm"
 )
@@ -359,6 +360,9 @@ func (r *AllocRequest) validateSharing() error {
 	}
 	if err := validateComputePolicy(r.ComputePolicy); err != nil {
 		return err
+	}
+	if d := time.Duration(r.IdleRelease); d < 0 || d > MaxIdleRelease {
+		return badField("idle_release", "idle release %v out of range [0, %v] (0 keeps the slice)", d, MaxIdleRelease)
 	}
 	if r.Priority < 0 {
 		return badField("priority", "priority %d is negative", r.Priority)

@@ -21,7 +21,11 @@
 // entry only has it.
 package api
 
-import "time"
+import (
+	"time"
+
+	"github.com/vgpu-project/vgpu/internal/units"
+)
 
 // DefaultSocket is where vgpud listens unless told otherwise.
 const DefaultSocket = "/run/vgpu/vgpud.sock"
@@ -82,7 +86,14 @@ type AllocRequest struct {
 	// exceeded even alone) or share (a guarantee; idle capacity may be used).
 	// Empty: vgpud's default (its compute_policy setting, cap unless set).
 	ComputePolicy ComputePolicy `json:"compute_policy,omitempty"`
+	// IdleRelease releases the slice once it has been empty this long after
+	// its last process holding one of its devices went away (notebooks and
+	// forgotten jobs); 0 keeps it until released. At most MaxIdleRelease.
+	IdleRelease units.Duration `json:"idle_release,omitempty"`
 }
+
+// MaxIdleRelease bounds AllocRequest.IdleRelease.
+const MaxIdleRelease = 30 * 24 * time.Hour
 
 // UpdateRequest changes a live slice's compute share and policy (PATCH
 // /v1/slices/{id}). Fields left out stay as they are; at least one must be
@@ -139,6 +150,8 @@ type Slice struct {
 	// budget records). Absent from an older vgpud, and from records written
 	// before the policy could be chosen: those slices are cap.
 	ComputePolicy ComputePolicy `json:"compute_policy,omitempty"`
+	// IdleRelease: the slice is released once empty this long (0: kept).
+	IdleRelease units.Duration `json:"idle_release,omitempty"`
 	// Tampered says how one of the slice's region files was changed behind
 	// vgpud's back (grown, shrunk, holes punched, unlinked or replaced): vgpud
 	// reads that slice's regions only through a fault guard. Empty: intact.
@@ -167,6 +180,39 @@ type SliceUsage struct {
 	// Slice.Devices), as vgpud's controller last set and measured it. Absent
 	// from an older vgpud.
 	Compute []ComputeUsage `json:"compute,omitempty"`
+	// Activity is whether the slice's processes hold and use its devices,
+	// as of the last tick. Absent from an older vgpud and before a slice's
+	// first tick.
+	Activity *SliceActivity `json:"activity,omitempty"`
+}
+
+// Slice activity states (SliceActivity.State).
+const (
+	// ActivityActive: a process holds one of the slice's devices and ran
+	// work on it lately (or the driver cannot say).
+	ActivityActive = "active"
+	// ActivityIdle: its processes hold its devices but the driver measured
+	// no work from them.
+	ActivityIdle = "idle"
+	// ActivityEmpty: no process holds any of its devices.
+	ActivityEmpty = "empty"
+)
+
+// SliceActivity is a slice's activity state and what it could lend.
+type SliceActivity struct {
+	State string    `json:"state"` // ActivityActive, ActivityIdle or ActivityEmpty
+	Since time.Time `json:"since"` // when the slice entered State
+	// Used: a process has held one of the slice's devices since it was
+	// created (idle release counts only from the last one's exit).
+	Used bool `json:"used"`
+	// LendableBytes per slice device: the part of an empty or idle slice's
+	// memory limit it does not use (what elastic memory may lend; the
+	// guarantee comes back when one of its processes is active again); 0
+	// while active.
+	LendableBytes []uint64 `json:"lendable_bytes"`
+	// ReleaseAt is when an idle-release slice will be released if it stays
+	// empty (zero: not scheduled).
+	ReleaseAt time.Time `json:"release_at,omitempty"`
 }
 
 // ComputeUsage is a slice's compute share on one device: what it

@@ -47,7 +47,10 @@ type Input struct {
 	// Compute is every slice's compute share per device, as the controller
 	// last set and measured it.
 	Compute []SliceCompute
-	Health  Health
+	// Activity is every slice's activity state after the last tick, by slice
+	// id (slices without an entry export none).
+	Activity map[string]api.SliceActivity
+	Health   Health
 }
 
 // SliceCompute is a slice's compute share on one device. Ratios are 0..1.
@@ -214,6 +217,12 @@ var (
 	descSliceInfo = prometheus.NewDesc("vgpu_slice_info",
 		"A slice vgpud holds (value 1): its QoS class and compute policy (cap or share).",
 		[]string{"slice", "qos", "compute_policy"}, nil)
+	descSliceActivity = prometheus.NewDesc("vgpu_slice_activity_seconds",
+		"Seconds the slice has been in its activity state (label state: active, idle or empty; one series per slice).",
+		[]string{"slice", "state"}, nil)
+	descSliceLendable = prometheus.NewDesc("vgpu_slice_lendable_bytes",
+		"Memory an empty or idle slice does not use of its limit on the device (what elastic memory may lend); 0 while active.",
+		[]string{"slice", "uuid"}, nil)
 	descSlices = prometheus.NewDesc("vgpu_slices",
 		"Slices held by vgpud, by QoS class.", []string{"qos"}, nil)
 
@@ -226,6 +235,7 @@ var (
 		descSliceLimit, descSliceUsed, descSlicePeak, descSliceDriver, descSliceRefused, descSliceBackstop,
 		descSliceReclaimed, descSliceProcs, descSlices, descSliceTampered, descSliceInfo,
 		descSliceTarget, descSliceAllowed, descSliceAchieved, descSliceTokenRate,
+		descSliceActivity, descSliceLendable,
 	}
 )
 
@@ -263,6 +273,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(ch, descTamperEvents, float64(c.tamperEvents.Load()))
 	collectDevices(ch, &in, rep)
 	collectQoS(ch, in.Slices, rep)
+	collectActivity(ch, in.Slices, in.Activity, time.Now())
 	collectCompute(ch, in.Compute)
 	if rep != nil {
 		collectSlices(ch, rep)
@@ -348,6 +359,23 @@ func collectQoS(ch chan<- prometheus.Metric, slices []api.Slice, rep *enforcer.T
 	}
 	for q, n := range byQoS {
 		gauge(ch, descSlices, float64(n), string(q))
+	}
+}
+
+// collectActivity exports each slice's activity state, how long it has been
+// in it, and what it could lend per device.
+func collectActivity(ch chan<- prometheus.Metric, slices []api.Slice, activity map[string]api.SliceActivity, now time.Time) {
+	for _, sl := range slices {
+		a, ok := activity[sl.ID]
+		if !ok {
+			continue
+		}
+		gauge(ch, descSliceActivity, max(0, now.Sub(a.Since).Seconds()), sl.ID, a.State)
+		for i, d := range sl.Devices {
+			if i < len(a.LendableBytes) {
+				gauge(ch, descSliceLendable, float64(a.LendableBytes[i]), sl.ID, d.UUID)
+			}
+		}
 	}
 }
 
