@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/internal/units"
@@ -29,10 +30,13 @@ const AnnotationPrefix = "vgpu.io/"
 //	compute-policy  cap | share: what the compute share means (a ceiling, or
 //	          a guarantee that may use idle capacity); default: vgpud's
 //	          (env VGPU_COMPUTE_POLICY)
+//	idle-release  a duration ("2s", "30m"): release the slice once it has been
+//	          empty that long after its last GPU process, while the container
+//	          runs on (notebooks, forgotten jobs); default: kept
 //
 // memory is required once any key is given. Annotations win over env, key by
 // key. An empty value counts as not given.
-var requestKeys = []string{"memory", "cores", "devices", "priority", "qos", "compute-policy"}
+var requestKeys = []string{"memory", "cores", "devices", "priority", "qos", "compute-policy", "idle-release"}
 
 // Annotations containerd and CRI-O put on a pod's sandbox (pause) container.
 // The sandbox never runs CUDA, but it carries the pod's annotations, so it must
@@ -130,6 +134,7 @@ var fieldKeys = map[string]string{
 	"memory_bytes":    "memory",
 	"memory_percent":  "memory",
 	"compute_percent": "cores",
+	"idle_release":    "idle-release",
 	"device_count":    "devices",
 	"uuids":           "devices",
 	"priority":        "priority",
@@ -215,6 +220,16 @@ var requestParsers = map[string]func(req *api.AllocRequest, v string) string{
 	"qos":      parseQoS,
 	// vgpud's default when not given (the request leaves it empty).
 	"compute-policy": parseComputePolicy,
+	"idle-release":   parseIdleRelease,
+}
+
+func parseIdleRelease(req *api.AllocRequest, v string) string {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return "want a duration (2s, 30m, 1h)"
+	}
+	req.IdleRelease = units.Duration(d) // its range: api.AllocRequest.Validate
+	return ""
 }
 
 func parseMemory(req *api.AllocRequest, v string) string {

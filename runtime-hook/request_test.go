@@ -3,10 +3,12 @@ package runtimehook
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/internal/units"
 )
 
 func TestParseRequest(t *testing.T) {
@@ -37,6 +39,10 @@ func TestParseRequest(t *testing.T) {
 			api.AllocRequest{MemoryBytes: 3 << 30}},
 		{"compute policy", map[string]string{"vgpu.io/memory": "1G", "vgpu.io/cores": "40", "vgpu.io/compute-policy": "share"}, nil,
 			api.AllocRequest{MemoryBytes: 1 << 30, ComputePercent: 40, ComputePolicy: api.ComputePolicyShare}},
+		{"idle release", map[string]string{"vgpu.io/memory": "1G", "vgpu.io/idle-release": "2s"}, nil,
+			api.AllocRequest{MemoryBytes: 1 << 30, IdleRelease: units.Duration(2 * time.Second)}},
+		{"idle release from env", nil, []string{"VGPU_MEMORY=1G", "VGPU_IDLE_RELEASE=30m"},
+			api.AllocRequest{MemoryBytes: 1 << 30, IdleRelease: units.Duration(30 * time.Minute)}},
 		{"compute policy from env", nil, []string{"VGPU_MEMORY=1G", "VGPU_COMPUTE_POLICY= cap "},
 			api.AllocRequest{MemoryBytes: 1 << 30, ComputePolicy: api.ComputePolicyCap}},
 		{"compute policy: annotation wins", map[string]string{"vgpu.io/memory": "1G", "vgpu.io/compute-policy": "share"},
@@ -88,13 +94,16 @@ func TestParseRequestMalformed(t *testing.T) {
 		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/qos": "gold"}, nil, "guaranteed, burstable or best-effort"},
 		{map[string]string{"vgpu.io/memroy": "1G"}, nil, "unknown annotation vgpu.io/memroy"},
 		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/compute_policy": "share"}, nil,
-			"unknown annotation vgpu.io/compute_policy (known: vgpu.io/memory, cores, devices, priority, qos, compute-policy)"},
+			"unknown annotation vgpu.io/compute_policy (known: vgpu.io/memory, cores, devices, priority, qos, compute-policy, idle-release)"},
 		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/compute-policy": "burst"}, nil,
 			`malformed vGPU request: annotation vgpu.io/compute-policy="burst": want cap or share`},
 		{nil, []string{"VGPU_MEMORY=1G", "VGPU_COMPUTE_POLICY=Share"},
 			`malformed vGPU request: env VGPU_COMPUTE_POLICY="Share": want cap or share`},
 		{map[string]string{"vgpu.io/compute-policy": "share"}, nil, "annotation vgpu.io/compute-policy given without vgpu.io/memory"},
 		{map[string]string{"vgpu.io/cores": "50"}, nil, "without vgpu.io/memory"},
+		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/idle-release": "soon"}, nil,
+			`annotation vgpu.io/idle-release="soon": want a duration`},
+		{nil, []string{"VGPU_MEMORY=1G", "VGPU_IDLE_RELEASE=-2s"}, `env VGPU_IDLE_RELEASE="-2s": idle release -2s out of range`},
 		// What vgpud would refuse is refused here, with its reason and the key.
 		{map[string]string{"vgpu.io/memory": "1G", "vgpu.io/priority": "-3"}, nil,
 			`annotation vgpu.io/priority="-3": priority -3 is negative`},

@@ -286,6 +286,7 @@ type requestFlags struct {
 	placement string
 	id        string
 	policy    string
+	idle      time.Duration
 }
 
 func (r *requestFlags) register(fs *flag.FlagSet) {
@@ -298,6 +299,7 @@ func (r *requestFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.policy, "compute-policy", "", "what the compute share means: `cap` (a ceiling, even alone on the device) or share (a guarantee; idle capacity may be used) (default: vgpud's, cap unless set)")
 	fs.StringVar(&r.placement, "placement", "", "placement `policy` for this slice: binpack or spread (default: vgpud's)")
 	fs.StringVar(&r.id, "id", "", "slice `ID` (letters, digits, '_', '.', '-'; default: generated)")
+	fs.DurationVar(&r.idle, "release-when-idle", 0, "release the slice once it has been empty (no process holding its devices) this `long` after its last process (0: keep it)")
 }
 
 // request builds the AllocRequest, checking what can be checked here; vgpud
@@ -312,6 +314,10 @@ func (r *requestFlags) request() (api.AllocRequest, error) {
 		QoS:            api.QoS(r.qos),
 		Placement:      r.placement,
 		ComputePolicy:  api.ComputePolicy(r.policy),
+		IdleRelease:    units.Duration(r.idle),
+	}
+	if r.idle < 0 || r.idle > api.MaxIdleRelease {
+		return req, usagef("--release-when-idle %v out of range [0, %v]", r.idle, api.MaxIdleRelease)
 	}
 	mem := strings.TrimSpace(r.memory)
 	switch {

@@ -395,7 +395,9 @@ func TestPrintTopCompute(t *testing.T) {
 	}
 	usage := []api.SliceUsage{
 		{Slice: api.Slice{ID: "b-none", Devices: []api.SliceDevice{dev(0, 0)}, ComputePolicy: api.ComputePolicyCap},
-			Compute: []api.ComputeUsage{{UUID: "GPU-0", Measured: true, AchievedPercent: 12.345}}},
+			Compute: []api.ComputeUsage{{UUID: "GPU-0", Measured: true, AchievedPercent: 12.345}},
+			Activity: &api.SliceActivity{State: api.ActivityEmpty, Since: time.Now().Add(-12200 * time.Millisecond),
+				Used: true, LendableBytes: []uint64{1 << 30}, ReleaseAt: time.Now().Add(18200 * time.Millisecond)}},
 		{Slice: api.Slice{ID: "a-30", Devices: []api.SliceDevice{dev(0, 30), dev(1, 30)}, ComputePolicy: api.ComputePolicyShare},
 			UsedBytes: []uint64{512 << 20, 0},
 			Compute: []api.ComputeUsage{
@@ -407,11 +409,11 @@ func TestPrintTopCompute(t *testing.T) {
 	}
 	var out strings.Builder
 	require.NoError(t, printTop(&out, usage))
-	want := `SLICE   DEVICE  LIMIT  USED    PEAK  REFUSED  TARGET  ALLOWED  ACHIEVED  POLICY  PROCESSES
-a-30    0       1GiB   512MiB  0B    0        30%     30.0%    30.0%     share   0
-a-30    1       1GiB   0B      0B    0        30%     45.5%    -         share   0
-b-none  0       1GiB   0B      0B    0        -       -        12.3%     cap     0
-c-old   1       1GiB   0B      0B    0        20%     -        -         -       0
+	want := `SLICE   DEVICE  LIMIT  USED    PEAK  REFUSED  TARGET  ALLOWED  ACHIEVED  POLICY  PROCESSES  STATE
+a-30    0       1GiB   512MiB  0B    0        30%     30.0%    30.0%     share   0          -
+a-30    1       1GiB   0B      0B    0        30%     45.5%    -         share   0          -
+b-none  0       1GiB   0B      0B    0        -       -        12.3%     cap     0          empty 12s lend 1GiB release in 18s
+c-old   1       1GiB   0B      0B    0        20%     -        -         -       0          -
 
 no processes
 `

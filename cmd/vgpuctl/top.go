@@ -102,14 +102,15 @@ func printTop(w io.Writer, usage []api.SliceUsage) error {
 	}
 	sort.Slice(usage, func(i, j int) bool { return usage[i].Slice.ID < usage[j].Slice.ID })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLICE\tDEVICE\tLIMIT\tUSED\tPEAK\tREFUSED\tTARGET\tALLOWED\tACHIEVED\tPOLICY\tPROCESSES")
+	fmt.Fprintln(tw, "SLICE\tDEVICE\tLIMIT\tUSED\tPEAK\tREFUSED\tTARGET\tALLOWED\tACHIEVED\tPOLICY\tPROCESSES\tSTATE")
+	now := time.Now()
 	for _, u := range usage {
 		for d, sd := range u.Slice.Devices {
 			target, allowed, achieved := computeColumns(sd, u.Compute, d)
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\n", u.Slice.ID, sd.Index,
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%s\n", u.Slice.ID, sd.Index,
 				units.HumanSize(sd.MemoryBytes), units.HumanSize(at(u.UsedBytes, d)),
 				units.HumanSize(at(u.PeakBytes, d)), at(u.Refused, d), target, allowed, achieved,
-				dash(string(u.Slice.ComputePolicy)), len(u.Processes))
+				dash(string(u.Slice.ComputePolicy)), len(u.Processes), activityColumn(u.Activity, d, now))
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -181,4 +182,22 @@ func at(v []uint64, i int) uint64 {
 		return v[i]
 	}
 	return 0
+}
+
+// activityColumn is a slice's activity state on device d: the state, how
+// long, what it could lend there, and when an idle release is due
+// ("empty 12s lend 3.0 GiB release in 18s"); "-" before vgpud's first tick
+// with it.
+func activityColumn(a *api.SliceActivity, d int, now time.Time) string {
+	if a == nil {
+		return "-"
+	}
+	out := fmt.Sprintf("%s %s", a.State, now.Sub(a.Since).Round(time.Second))
+	if d < len(a.LendableBytes) && a.LendableBytes[d] > 0 {
+		out += " lend " + units.HumanSize(a.LendableBytes[d])
+	}
+	if !a.ReleaseAt.IsZero() {
+		out += " release in " + max(0, a.ReleaseAt.Sub(now)).Round(time.Second).String()
+	}
+	return out
 }
