@@ -5,6 +5,8 @@
 #                what it needs: Debian 12, root); the parts run alone too:
 #                make lint, fmt-c-check, test-race, sanitize, test-all, test-unit (no root,
 #                no build: seconds)
+#   make generate  the tracker's BPF objects from tracker/bpf/ (Debian 12's clang-14,
+#                installed when missing); fails if the committed ones differ
 #   make bench   the benchmarks on the simulated node (JSON + Markdown under bench/results/)
 #   make run     vgpud and a capped workload (real GPUs, or a simulated node)
 #
@@ -137,7 +139,29 @@ fmt-c-check: clang-format-dep
 	if [ -n "$$bad" ]; then echo "not clang-format-formatted (run make fmt-c):"; \
 		for f in $$bad; do echo "  $$f"; done; exit 1; fi
 
-.PHONY: test-all test-unit test-race lint check-sizes check-imports
+.PHONY: test-all test-unit test-race lint check-sizes check-imports generate bpf-deps
+
+# The tracker's BPF programs (tracker/bpf/*.c) are compiled by bpf2go (go
+# generate in tracker/) into tracker/tracker_bpfel.{go,o}, which are committed
+# so that a build needs no clang. generate rebuilds them with Debian 12's
+# clang-14 (the same compiler gives the same bytes) and fails when they differ
+# from the committed ones: a changed program not regenerated, or another
+# compiler. After changing tracker/bpf/, run it and commit what it wrote.
+BPF_DEB_PKGS := clang-14 llvm-14 libbpf-dev linux-libc-dev
+BPF_GENERATED := tracker/tracker_bpfel.go tracker/tracker_bpfel.o
+bpf-deps:
+	@missing=""; for p in $(BPF_DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+generate: bpf-deps
+	cd tracker && $(GO) generate ./...
+	@if ! git diff --quiet -- $(BPF_GENERATED); then \
+		echo "the generated BPF files differ from the committed ones (commit them if tracker/bpf/ changed):"; \
+		git diff --stat -- $(BPF_GENERATED); exit 1; fi
 
 # Go gates. lint: gofmt, go vet, golangci-lint (.golangci.yml: staticcheck,
 # gosec, errorlint, gocritic, misspell, funlen, forbidigo), file sizes and the
@@ -151,7 +175,8 @@ UNIT_PKGS := ./shm/... ./internal/... ./daemon ./daemon/allocator ./daemon/api \
 	./daemon/containers ./daemon/metrics ./daemon/store ./runtime-hook/... ./cmd/...
 # Packages with goroutines (the daemon, its loop, the contract's concurrent
 # users, the runtime's signal forwarding): run under the race detector.
-RACE_PKGS := ./shm/... ./internal/... ./enforcer/... ./daemon/... ./runtime-hook/... ./cmd/vgpuctl/
+RACE_PKGS := ./shm/... ./internal/... ./enforcer/... ./daemon/... ./runtime-hook/... ./cmd/vgpuctl/ \
+	./tracker/...
 
 $(LINT_BIN):
 	@mkdir -p $(@D)
@@ -188,7 +213,7 @@ test-race:
 
 # Everything. Each part prints how long it took (CI runs on 2 cores).
 test: deps
-	@for step in build lint fmt-c-check test-race sanitize test-all; do \
+	@for step in build generate lint fmt-c-check test-race sanitize test-all; do \
 		t0=$$(date +%s); $(MAKE) --no-print-directory $$step || exit 1; \
 		echo "== make $$step: $$(( $$(date +%s) - t0 ))s"; done
 

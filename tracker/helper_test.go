@@ -111,12 +111,7 @@ func startHolder(t *testing.T, dev, cg string) *helper {
 	cmd.Env = append(os.Environ(), helperEnv+"=hold", devEnv+"="+dev)
 	cmd.Stderr = os.Stderr
 	if cg != "" {
-		fd, err := unix.Open(cg, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		require.NoError(t, err)
-		defer unix.Close(fd)
-		// Born in the cgroup (clone3 CLONE_INTO_CGROUP): its first
-		// instruction, and so its open, already runs there.
-		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+		cmd.SysProcAttr = cgroupAttr(t, cg)
 	}
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
@@ -134,6 +129,17 @@ func startHolder(t *testing.T, dev, cg string) *helper {
 	require.NoError(t, err)
 	h.startTime = id.StartTime
 	return h
+}
+
+// cgroupAttr starts a process in cgroup directory cg (clone3
+// CLONE_INTO_CGROUP): born there, its first instruction, and so its open,
+// already runs in it. The directory fd stays open until the test ends.
+func cgroupAttr(t *testing.T, cg string) *syscall.SysProcAttr {
+	t.Helper()
+	fd, err := unix.Open(cg, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { unix.Close(fd) })
+	return &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 }
 
 // line reads the helper's next stdout line, which must start with want.
