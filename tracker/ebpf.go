@@ -77,7 +77,9 @@ func newEBPF(ctx context.Context, cfg Config) (*ebpfTracker, error) {
 		return nil, fmt.Errorf("tracker: loading the BPF programs: %w", err)
 	}
 	if err := t.start(ctx, cfg); err != nil {
-		t.release()
+		if rerr := t.release(); rerr != nil {
+			cfg.Log.Warn("tracker: releasing after a failed start", zap.Error(rerr))
+		}
 		return nil, err
 	}
 	return t, nil

@@ -15,7 +15,9 @@ type state struct {
 	procs map[int]*Process
 	subs  map[int]chan Event
 	next  int
-	lost  atomic.Uint64
+	// closed: the tracker is closed; a late Subscribe gets a closed channel.
+	closed bool
+	lost   atomic.Uint64
 }
 
 func newState() *state {
@@ -28,6 +30,11 @@ func (s *state) subscribe(buf int) (<-chan Event, func()) {
 	}
 	ch := make(chan Event, buf)
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		close(ch)
+		return ch, func() {}
+	}
 	id := s.next
 	s.next++
 	s.subs[id] = ch
@@ -151,6 +158,7 @@ func (s *state) lookup(pid int) (Process, bool) {
 func (s *state) closeSubscribers() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	for id, ch := range s.subs {
 		close(ch)
 		delete(s.subs, id)
