@@ -153,7 +153,8 @@ func TestSlowSubscriber(t *testing.T) {
 	defer cancel()
 	h := startHolder(t, node, "")
 	waitEvent(t, events, 2*time.Second, is(EventOpen, h.pid))
-	assert.Positive(t, tr.Lost())
+	// The slow one's drop may be counted just after the fast one got it.
+	require.Eventually(t, func() bool { return tr.Lost() > 0 }, time.Second, 5*time.Millisecond)
 }
 
 func TestContainerIDOf(t *testing.T) {
