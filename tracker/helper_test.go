@@ -176,7 +176,7 @@ func (h *helper) stop() {
 // that succeeded): cpuid (203, CPU 0: nobody else opens it, so the tests see
 // only their own processes) where loaded, else mem's null (1:3). Not root
 // (only the procfs tests run then): /dev/null itself.
-func standIn(t *testing.T, dir, name string) (string, Device) {
+func standIn(t testing.TB, dir, name string) (string, Device) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		return "/dev/null", Device{Major: 1, Minor: 3}
