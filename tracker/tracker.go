@@ -143,7 +143,8 @@ func (c Config) withDefaults() Config {
 // New starts the eBPF tracker, or, where BPF cannot load or attach (or
 // cfg.ForceProcfs), logs one line saying why and starts the procfs scanner.
 // Both seed themselves from procfs before returning, so processes older than
-// the tracker are known at once. ctx bounds the tracker's life as Close does.
+// the tracker are known at once. Cancelling ctx stops the tracker's
+// goroutines (no more events); Close detaches the programs and frees the maps.
 func New(ctx context.Context, cfg Config) (Tracker, error) {
 	cfg = cfg.withDefaults()
 	if !cfg.ForceProcfs {
