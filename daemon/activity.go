@@ -53,8 +53,12 @@ func (t *activityTracker) Status() map[string]api.SliceActivity { return *t.late
 
 // step updates every slice of the tick and returns the ids of the slices due
 // for release (empty for at least their idle release after being used).
+//
+// holders counts, per container id, the processes the tracker knows to hold a
+// GPU device (nil: no tracker): a container's slice with such a process is
+// not empty, whether or not the process has attached libvgpu yet.
 func (t *activityTracker) step(now time.Time, view []*sliceEntry, rep *enforcer.TickReport,
-	compute map[sliceDev]*ComputeStatus) []string {
+	compute map[sliceDev]*ComputeStatus, holders map[string]int) []string {
 	snaps := make(map[string]*enforcer.SliceSnapshot, len(rep.Slices))
 	for i := range rep.Slices {
 		snaps[rep.Slices[i].ID] = &rep.Slices[i]
@@ -74,6 +78,9 @@ func (t *activityTracker) step(now time.Time, view []*sliceEntry, rep *enforcer.
 		}
 		a.seen = true
 		state := activityOf(sl, snap, compute)
+		if state == api.ActivityEmpty && sl.Owner.Kind == api.OwnerContainer && holders[sl.Owner.ContainerID] > 0 {
+			state = api.ActivityActive // held by a process in its container (tracker)
+		}
 		if state != api.ActivityEmpty {
 			a.used = true
 		}

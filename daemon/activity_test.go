@@ -44,7 +44,7 @@ func TestActivityStatesAndIdleRelease(t *testing.T) {
 		activitySnap("unused", ghost)}}
 	compute := measured("rel", 30)
 	compute[sliceDev{"plain", "GPU-0"}] = &ComputeStatus{Measured: true, AchievedPct: 0}
-	require.Empty(t, tr.step(t0, view, rep, compute))
+	require.Empty(t, tr.step(t0, view, rep, compute, nil))
 	st := tr.Status()
 	require.Equal(t, api.ActivityActive, st["rel"].State)
 	require.Equal(t, []uint64{0}, st["rel"].LendableBytes, "an active slice lends nothing")
@@ -56,24 +56,34 @@ func TestActivityStatesAndIdleRelease(t *testing.T) {
 	// rel's process exits; plain's goes on idling.
 	rep = &enforcer.TickReport{Slices: []enforcer.SliceSnapshot{activitySnap("rel"), activitySnap("plain", proc),
 		activitySnap("unused")}}
-	require.Empty(t, tr.step(t0.Add(time.Second), view, rep, compute))
+	require.Empty(t, tr.step(t0.Add(time.Second), view, rep, compute, nil))
 	st = tr.Status()
 	require.Equal(t, api.ActivityEmpty, st["rel"].State)
 	require.Equal(t, t0.Add(time.Second), st["rel"].Since)
 	require.Equal(t, t0.Add(3*time.Second), st["rel"].ReleaseAt)
 	require.True(t, st["unused"].ReleaseAt.IsZero(), "never used: not released for being empty")
 
-	require.Empty(t, tr.step(t0.Add(2900*time.Millisecond), view, rep, compute))
-	due := tr.step(t0.Add(3*time.Second), view, rep, compute)
+	require.Empty(t, tr.step(t0.Add(2900*time.Millisecond), view, rep, compute, nil))
+	due := tr.step(t0.Add(3*time.Second), view, rep, compute, nil)
 	require.Equal(t, []string{"rel"}, due)
 
 	// A process that comes back cancels the release.
 	rep.Slices[0] = activitySnap("rel", enforcer.ProcessSnapshot{HostPID: 2000, Slot: -1, Member: true})
-	require.Empty(t, tr.step(t0.Add(4*time.Second), view, rep, compute))
+	require.Empty(t, tr.step(t0.Add(4*time.Second), view, rep, compute, nil))
 	require.Equal(t, api.ActivityActive, tr.Status()["rel"].State)
 
+	// A container's slice is held while the tracker knows a process of the
+	// container with the device open, attached to libvgpu or not.
+	ctr := activityEntry("ctr", time.Second, t0)
+	ctr.rec.Slice.Owner = api.Owner{Kind: api.OwnerContainer, ContainerID: "c1"}
+	rep.Slices = append(rep.Slices, activitySnap("ctr"))
+	tr.step(t0.Add(4*time.Second), append(view, ctr), rep, compute, map[string]int{"c1": 1})
+	require.Equal(t, api.ActivityActive, tr.Status()["ctr"].State)
+	tr.step(t0.Add(4500*time.Millisecond), append(view, ctr), rep, compute, map[string]int{"other": 1})
+	require.Equal(t, api.ActivityEmpty, tr.Status()["ctr"].State)
+
 	// Slices gone from the view are forgotten.
-	tr.step(t0.Add(5*time.Second), []*sliceEntry{plain}, rep, compute)
+	tr.step(t0.Add(5*time.Second), []*sliceEntry{plain}, rep, compute, nil)
 	require.NotContains(t, tr.Status(), "rel")
 	require.NotContains(t, tr.slices, "rel")
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/daemon/containers"
 	"github.com/vgpu-project/vgpu/internal/units"
+	"github.com/vgpu-project/vgpu/tracker"
 )
 
 // Defaults of every setting (documented in vgpud --help and deploy/README.md).
@@ -82,7 +83,23 @@ type Config struct {
 	// none: cap (its compute share is a ceiling, even alone on the device) or
 	// share (a guarantee; it may use capacity others leave idle).
 	ComputePolicy api.ComputePolicy `json:"compute_policy"`
+	// Tracker is how vgpud learns which process holds which GPU: auto (eBPF,
+	// else the procfs scanner, saying why), ebpf (eBPF or refuse to start),
+	// procfs, or off (the enforcer's per-tick polling only).
+	Tracker string `json:"tracker"`
+	// TrackerMajors are the character-device majors the tracker follows
+	// (NVIDIA's 195 by default; a simulated node's stand-in device nodes use
+	// another).
+	TrackerMajors []uint32 `json:"tracker_majors"`
 }
+
+// Tracker settings.
+const (
+	TrackerAuto   = "auto"
+	TrackerEBPF   = "ebpf"
+	TrackerProcfs = "procfs"
+	TrackerOff    = "off"
+)
 
 // DefaultConfig returns the built-in defaults.
 func DefaultConfig() Config {
@@ -101,6 +118,8 @@ func DefaultConfig() Config {
 		ContainerCheckInterval: units.Duration(containers.DefaultInterval),
 		ContainerGrace:         units.Duration(containers.DefaultGrace),
 		ComputePolicy:          DefaultComputePolicy,
+		Tracker:                TrackerAuto,
+		TrackerMajors:          []uint32{tracker.NvidiaMajor},
 	}
 }
 
@@ -165,6 +184,8 @@ func (c *Config) fields() map[string]any {
 		"container_check_interval": &c.ContainerCheckInterval,
 		"container_grace":          &c.ContainerGrace,
 		"compute_policy":           &c.ComputePolicy,
+		"tracker":                  &c.Tracker,
+		"tracker_majors":           &c.TrackerMajors,
 	}
 }
 
@@ -195,6 +216,14 @@ func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
+	switch c.Tracker {
+	case TrackerAuto, TrackerEBPF, TrackerProcfs, TrackerOff:
+	default:
+		bad("tracker %q: want auto, ebpf, procfs or off", c.Tracker)
+	}
+	if c.Tracker != TrackerOff && len(c.TrackerMajors) == 0 {
+		bad("tracker_majors: empty (want the GPU device major, %d for NVIDIA)", tracker.NvidiaMajor)
+	}
 	if c.StateDir == "" {
 		bad("state_dir: empty (want a directory, e.g. %s)", DefaultStateDir)
 	} else if !filepath.IsAbs(c.StateDir) {

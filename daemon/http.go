@@ -163,6 +163,7 @@ func (s *Server) health() api.Health {
 		StartedAt:    s.startedAt,
 		Devices:      len(s.devs),
 		EnforcerMode: s.cfg.EnforcerMode,
+		Tracker:      s.tracker.kind(),
 	}
 	s.mu.Lock()
 	h.Slices = len(s.slices)
@@ -289,6 +290,8 @@ func (s *Server) metricsInput() metrics.Input {
 			Version:      Version,
 			StartTime:    s.startedAt,
 			EnforcerMode: s.cfg.EnforcerMode,
+			Tracker:      s.tracker.kind(),
+			TrackerLost:  s.tracker.lost(),
 		},
 	}
 	compute := s.computeByDevice()

@@ -44,6 +44,7 @@ type enforcerLoop struct {
 	activity *activityTracker          // empty / idle slices, idle release (activity.go); Status from anywhere
 	closing  []*sliceEntry             // released, regions still mapped; guarded by Server.mu
 	budgetMu sync.Mutex                // budget writes and unmapping (see above)
+	wake     chan struct{}             // a tick now (a tracked process exited); buffered 1
 	stop     chan struct{}             // closed by Shutdown: run returns
 	done     chan struct{}             // closed by run when it has returned
 
@@ -77,6 +78,7 @@ func newEnforcerLoop(s *Server, o options) (*enforcerLoop, error) {
 		srv:     s,
 		attr:    newAncestry(o.procRoot),
 		cgroups: containers.NewCgroupAttributor(o.procRoot),
+		wake:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -111,7 +113,18 @@ func (l *enforcerLoop) run() {
 			return
 		case <-t.C:
 			l.tick()
+		case <-l.wake:
+			l.tick()
 		}
+	}
+}
+
+// wakeUp asks for a tick now (from any goroutine); wakes while one is
+// pending merge into it.
+func (l *enforcerLoop) wakeUp() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -142,7 +155,7 @@ func (l *enforcerLoop) tick() {
 	l.budgetMu.Lock()
 	l.compute.step(time.Now(), l.tracked, &rep)
 	l.budgetMu.Unlock()
-	l.releaseEmpty(l.activity.step(time.Now(), l.view, &rep, l.srv.computeByDevice()))
+	l.releaseEmpty(l.activity.step(time.Now(), l.view, &rep, l.srv.computeByDevice(), l.srv.tracker.containerHolders()))
 	st := &tickState{at: time.Now().UTC(), report: rep}
 	if len(rep.Errors) > 0 {
 		msgs := make([]string, 0, len(rep.Errors))

@@ -88,6 +88,10 @@ type Server struct {
 	// loop is the enforcer loop and its goroutine's state (nil until New
 	// has built it, last).
 	loop *enforcerLoop
+	// tracker tells which process holds which GPU (tracking.go); nil: off or
+	// not started. Set by Start before the loop runs, stopped by Shutdown
+	// after it.
+	tracker *trackerState
 
 	// watch starts and stops the container watcher's goroutine.
 	watch containerWatch
@@ -249,8 +253,13 @@ func sliceUUIDs(sl api.Slice) []string {
 // enforcer loop. Errors (a socket in use, a port taken) come back before
 // anything runs.
 func (s *Server) Start() error {
+	tr, err := startTracker(s.cfg, s.log.Named("tracker"), s.loop.wakeUp)
+	if err != nil {
+		return err
+	}
 	ln, err := listenUnix(s.cfg.Socket)
 	if err != nil {
+		_ = tr.stop()
 		return err
 	}
 	s.apiLn, s.sockIno = ln, socketInode(s.cfg.Socket)
@@ -258,9 +267,11 @@ func (s *Server) Start() error {
 		if s.metricsLn, err = net.Listen("tcp", s.cfg.MetricsAddr); err != nil {
 			ln.Close()
 			removeSocket(s.cfg.Socket, s.sockIno)
+			_ = tr.stop()
 			return fmt.Errorf("metrics: listen on %s: %w", s.cfg.MetricsAddr, err)
 		}
 	}
+	s.tracker = tr
 	s.apiSrv = newAPIServer(s.apiHandler(), s.log)
 	go s.serve("api", s.apiSrv, s.apiLn)
 	if s.metricsLn != nil {
@@ -272,6 +283,7 @@ func (s *Server) Start() error {
 	s.log.Info("vgpud ready", zap.String("socket", s.cfg.Socket), zap.String("metrics_addr", s.MetricsAddr()),
 		zap.String("state_dir", s.cfg.StateDir), zap.String("enforcer_mode", s.cfg.EnforcerMode),
 		zap.Duration("enforcer_interval", time.Duration(s.cfg.EnforcerInterval)), zap.Int("devices", len(s.devs)),
+		zap.String("tracker", s.tracker.kind()),
 		zap.String("version", Version))
 	return nil
 }
@@ -334,6 +346,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if s.apiSrv != nil { // the loop runs only after Start
 			close(s.loop.stop)
 			<-s.loop.done
+		}
+		if err := s.tracker.stop(); err != nil {
+			errs = append(errs, fmt.Errorf("process tracker: %w", err))
 		}
 		if s.apiLn != nil {
 			removeSocket(s.cfg.Socket, s.sockIno)

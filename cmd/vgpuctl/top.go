@@ -70,6 +70,9 @@ func topCommand() *command {
 				fmt.Fprintf(stdout, "\033[H\033[2J%s  vgpuctl top (every %s, Ctrl-C to stop)\n\n",
 					time.Now().Format("15:04:05"), *interval)
 			}
+			if h, err := c.Health(ctx); err == nil && h.Tracker != "" {
+				fmt.Fprintf(stdout, "process tracker: %s\n", h.Tracker)
+			}
 			return printTop(stdout, usage)
 		}
 		if !*watch {

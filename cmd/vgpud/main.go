@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/vgpu-project/vgpu/daemon"
@@ -99,6 +101,8 @@ var flagKeys = map[string]string{
 	"container-check-interval": "container_check_interval",
 	"container-grace":          "container_grace",
 	"compute-policy":           "compute_policy",
+	"tracker":                  "tracker",
+	"tracker-majors":           "tracker_majors",
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -152,6 +156,8 @@ func loadConfig(args []string, stdout io.Writer) (daemon.Config, int, error) {
 	fs.String("containerd-socket", def.ContainerdSocket, "containerd's `SOCKET`: its events release a deleted container's slice at once (\"\": periodic runc-state checks only)")
 	fs.String("container-check-interval", def.ContainerCheckInterval.String(), "`PERIOD` of the check that releases slices of containers that are gone")
 	fs.String("container-grace", def.ContainerGrace.String(), "`AGE` a container's slice must reach before that check judges it")
+	fs.String("tracker", def.Tracker, "how vgpud learns which process holds which GPU: `auto` (eBPF, else the procfs scanner), ebpf (or refuse to start), procfs or off")
+	fs.String("tracker-majors", joinMajors(def.TrackerMajors), "character-device `MAJORS` the tracker follows, comma-separated (NVIDIA: 195)")
 	fs.String("compute-policy", string(def.ComputePolicy), "`POLICY` of a slice whose request names none: cap (its compute share is a ceiling) or share (a guarantee; idle capacity may be used)")
 	version := fs.Bool("version", false, "print the version and exit")
 
@@ -248,8 +254,37 @@ func setKey(cfg *daemon.Config, key, v string) error {
 		return cfg.ContainerGrace.Set(v)
 	case "compute_policy":
 		cfg.ComputePolicy = api.ComputePolicy(v)
+	case "tracker":
+		cfg.Tracker = v
+	case "tracker_majors":
+		majors, err := parseMajors(v)
+		if err != nil {
+			return err
+		}
+		cfg.TrackerMajors = majors
 	default:
 		return fmt.Errorf("unknown setting %q", key)
 	}
 	return nil
+}
+
+// parseMajors parses "195" or "195,203".
+func parseMajors(v string) ([]uint32, error) {
+	var out []uint32
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("%q: want device majors, comma-separated (e.g. 195)", v)
+		}
+		out = append(out, uint32(n))
+	}
+	return out, nil
+}
+
+func joinMajors(ms []uint32) string {
+	parts := make([]string, len(ms))
+	for i, m := range ms {
+		parts[i] = strconv.FormatUint(uint64(m), 10)
+	}
+	return strings.Join(parts, ",")
 }

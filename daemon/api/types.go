@@ -248,12 +248,15 @@ type ComputeUsage struct {
 
 // Health is vgpud's own state.
 type Health struct {
-	Status        string    `json:"status"` // "ok"
-	Version       string    `json:"version"`
-	StartedAt     time.Time `json:"started_at"`
-	Devices       int       `json:"devices"`
-	Slices        int       `json:"slices"`
-	EnforcerMode  string    `json:"enforcer_mode"`
+	Status       string    `json:"status"` // "ok"
+	Version      string    `json:"version"`
+	StartedAt    time.Time `json:"started_at"`
+	Devices      int       `json:"devices"`
+	Slices       int       `json:"slices"`
+	EnforcerMode string    `json:"enforcer_mode"`
+	// Tracker is the process tracker running: ebpf, procfs or off (absent
+	// from an older vgpud).
+	Tracker       string    `json:"tracker,omitempty"`
 	LastTick      time.Time `json:"last_tick"`
 	LastTickError string    `json:"last_tick_error,omitempty"`
 	// Quarantined counts the slices whose record could not be loaded, held

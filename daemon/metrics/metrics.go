@@ -30,6 +30,10 @@ type Health struct {
 	Version      string
 	StartTime    time.Time
 	EnforcerMode string // off | report | enforce
+	// Tracker is the process tracker running (ebpf, procfs or off) and
+	// TrackerLost the events it lost.
+	Tracker     string
+	TrackerLost uint64
 }
 
 // Input is what the collector reads from the daemon at every scrape.
@@ -148,6 +152,12 @@ var (
 	descDaemonInfo = prometheus.NewDesc("vgpu_daemon_info",
 		"vgpud's version and enforcer mode (value 1).", []string{"version", "enforcer_mode"}, nil)
 
+	descTrackerInfo = prometheus.NewDesc("vgpu_tracker_info",
+		"The process tracker vgpud runs (value 1): kind ebpf, procfs (eBPF could not load: see vgpud's log) or off.",
+		[]string{"kind"}, nil)
+	descTrackerLost = prometheus.NewDesc("vgpu_tracker_lost_events_total",
+		"Process-tracker events lost (ring buffer full, slow reader); each loss is repaired by a procfs rescan.", nil, nil)
+
 	descTicks = prometheus.NewDesc("vgpu_enforcer_ticks_total",
 		"Enforcer ticks run.", nil, nil)
 	descLastTick = prometheus.NewDesc("vgpu_enforcer_last_tick_timestamp_seconds",
@@ -227,7 +237,7 @@ var (
 		"Slices held by vgpud, by QoS class.", []string{"qos"}, nil)
 
 	allDescs = []*prometheus.Desc{
-		descDaemonUp, descDaemonStart, descDaemonInfo,
+		descDaemonUp, descDaemonStart, descDaemonInfo, descTrackerInfo, descTrackerLost,
 		descTicks, descLastTick, descLastTickErrors, descErrors, descReclaimedBytes, descReclaimedProcs,
 		descBackstop, descKills, descTamperEvents,
 		descDeviceInfo, descDeviceTotal, descDeviceGuaranteed, descDeviceAllocated, descDeviceCompute,
@@ -288,6 +298,10 @@ func collectDaemon(ch chan<- prometheus.Metric, h Health, rep *enforcer.TickRepo
 		gauge(ch, descDaemonStart, float64(h.StartTime.UnixNano())/1e9)
 	}
 	gauge(ch, descDaemonInfo, 1, h.Version, h.EnforcerMode)
+	if h.Tracker != "" {
+		gauge(ch, descTrackerInfo, 1, h.Tracker)
+		ch <- prometheus.MustNewConstMetric(descTrackerLost, prometheus.CounterValue, float64(h.TrackerLost))
+	}
 
 	var totals enforcer.TickTotals
 	if rep != nil {
