@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -22,6 +23,9 @@ type trackerState struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 }
+
+// exitRewakes are the extra ticks after a tracked process's exit event.
+var exitRewakes = [...]time.Duration{20 * time.Millisecond, 200 * time.Millisecond}
 
 // startTracker starts the tracker the config asks for (nil: off) and a
 // goroutine that wakes the enforcer loop whenever a tracked process exits or
@@ -51,7 +55,17 @@ func startTracker(cfg Config, log *zap.Logger, wake func()) (*trackerState, erro
 		defer close(ts.done)
 		defer unsubscribe()
 		for ev := range events {
-			if ev.Kind == tracker.EventExit || ev.Kind == tracker.EventFork {
+			switch ev.Kind {
+			case tracker.EventExit:
+				// The exit tracepoint fires early in the kernel's exit path,
+				// while /proc still shows the process running: a tick now may
+				// judge it alive. Ticks shortly after see it dead (zombie or
+				// gone); wakes merge, so a burst of exits costs a few ticks.
+				wake()
+				for _, d := range exitRewakes {
+					time.AfterFunc(d, wake)
+				}
+			case tracker.EventFork:
 				wake()
 			}
 		}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vgpu-project/vgpu/internal/procfs"
+	"github.com/vgpu-project/vgpu/internal/testdev"
 )
 
 // The test binary doubles as the processes the tracker watches (helperMain).
@@ -181,13 +182,9 @@ func standIn(t testing.TB, dir, name string) (string, Device) {
 	if os.Geteuid() != 0 {
 		return "/dev/null", Device{Major: 1, Minor: 3}
 	}
-	d := Device{Major: 1, Minor: 3}
-	if data, err := os.ReadFile("/proc/devices"); err == nil && strings.Contains(string(data), "203 cpu/cpuid") {
-		d = Device{Major: 203, Minor: 0}
-	}
-	path := filepath.Join(dir, name)
-	require.NoError(t, unix.Mknod(path, unix.S_IFCHR|0o666, int(unix.Mkdev(d.Major, d.Minor))))
-	return path, d
+	path, major, minor, err := testdev.StandIn(dir, name)
+	require.NoError(t, err)
+	return path, Device{Major: major, Minor: minor}
 }
 
 // freshCgroup creates a cgroup v2 directory for the test and returns it with
