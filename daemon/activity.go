@@ -27,10 +27,12 @@ import (
 
 // sliceActivity is one slice's activity state, kept by the loop goroutine.
 type sliceActivity struct {
-	state string
-	since time.Time
-	used  bool
-	seen  bool // in the latest tick (others are dropped)
+	state   string
+	since   time.Time
+	used    bool
+	attach  uint64 // the usage region's attach count at the last tick
+	seenAny bool   // attach was read at least once
+	seen    bool   // in the latest tick (others are dropped)
 }
 
 // activityTracker keeps every slice's activity; the loop goroutine steps it,
@@ -87,6 +89,11 @@ func (t *activityTracker) step(now time.Time, view []*sliceEntry, rep *enforcer.
 		if state != a.state {
 			a.state, a.since = state, now
 		}
+		if a.attachedSince(e) && state == api.ActivityEmpty {
+			// A process attached and went between two ticks: the slice was
+			// used, and is empty from now.
+			a.used, a.since = true, now
+		}
 		st := api.SliceActivity{State: a.state, Since: a.since, Used: a.used, LendableBytes: lendable(a.state, snap)}
 		if ir := time.Duration(sl.IdleRelease); ir > 0 && a.used && a.state == api.ActivityEmpty {
 			st.ReleaseAt = a.since.Add(ir)
@@ -104,6 +111,26 @@ func (t *activityTracker) step(now time.Time, view []*sliceEntry, rep *enforcer.
 	}
 	t.latest.Store(&out)
 	return due
+}
+
+// attachedSince reports whether a process attached libvgpu to the slice since
+// the last tick (the usage region's attach count grew). A process too short to
+// be seen by any tick still counts as a use. The count is the tenant's to
+// write: forging it can only make its own slice releasable sooner.
+func (a *sliceActivity) attachedSince(e *sliceEntry) bool {
+	if e.region == nil || e.region.Usage == nil {
+		return false
+	}
+	var n uint64
+	if e.region.Usage.Guard(func() { n = e.region.Usage.AttachCount() }) != nil {
+		return false
+	}
+	grew := a.seenAny && n > a.attach
+	if !a.seenAny && n > 0 {
+		grew = true // attached before vgpud first saw the slice (a restart)
+	}
+	a.attach, a.seenAny = n, true
+	return grew
 }
 
 // activityOf is a slice's state in this tick: empty when none of its

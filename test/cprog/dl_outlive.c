@@ -9,6 +9,7 @@
 #include "testutil.h"
 
 #include <sys/wait.h>
+#include <time.h>
 
 int main(int argc, char **argv)
 {
@@ -24,7 +25,11 @@ int main(int argc, char **argv)
     int status;
     if (waitpid(child, &status, 0) != child)
         fail("waitpid: %s", strerror(errno));
-    say("CHILD_EXITED status=%d", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    say("CHILD_EXITED status=%d at_ns=%lld",
+        WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status),
+        (long long)now.tv_sec * 1000000000ll + now.tv_nsec);
     for (;;)
         pause();
 }

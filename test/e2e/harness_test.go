@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/internal/testbuild"
+	"github.com/vgpu-project/vgpu/internal/testdev"
 	"golang.org/x/sys/unix"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
@@ -45,7 +46,7 @@ func repoRoot(t *testing.T) string {
 	t.Helper()
 	return testbuild.Root(t, "bin/vgpud", "bin/vgpu-runtime", "build/libvgpu.so", "build/simgpu/libcuda.so.1",
 		"build/simgpu/libnvidia-ml.so.1", "build/test/alloc", "build/test/query", "build/test/dl_tamper",
-		"build/test/dl_forge", "build/test/sim_hold", "build/test/throttle_load")
+		"build/test/dl_forge", "build/test/sim_hold", "build/test/throttle_load", "build/test/dl_outlive")
 }
 
 // requireHost fails unless this machine can run the end-to-end tests: root,
@@ -87,6 +88,10 @@ type nodeOpts struct {
 	events    bool
 	// maxBacklog is the simulated device queue's depth (0: the default).
 	maxBacklog time.Duration
+	// trackDevice gives the node a stand-in character device node (the
+	// simulated driver opens it per context, containers get it as a device)
+	// and has vgpud's process tracker follow its major.
+	trackDevice bool
 }
 
 func newNode(t *testing.T, o nodeOpts) *node {
@@ -100,8 +105,15 @@ func newNode(t *testing.T, o nodeOpts) *node {
 	n.sim = filepath.Join(n.dir, "node")
 	t.Cleanup(n.unmountLeftovers) // runs last: after containerd is gone
 
-	require.NoError(t, simgpu.Init(n.sim, simgpu.Config{Devices: o.devices, Memory: o.memory, SMs: 8,
-		MaxBacklog: o.maxBacklog}))
+	cfg := simgpu.Config{Devices: o.devices, Memory: o.memory, SMs: 8, MaxBacklog: o.maxBacklog}
+	if o.trackDevice {
+		_, major, _, err := testdev.StandIn(n.dir, "vgpusim0")
+		require.NoError(t, err)
+		require.Equal(t, 1, o.devices, "one stand-in device node")
+		cfg.DeviceNodes = filepath.Join(n.dir, "vgpusim%d")
+		n.opts.vgpudArgs = append(n.opts.vgpudArgs, "--tracker-majors", strconv.FormatUint(uint64(major), 10))
+	}
+	require.NoError(t, simgpu.Init(n.sim, cfg))
 	n.startContainerd()
 	n.client = api.NewClient(n.vgpudSock)
 	t.Cleanup(n.client.Close)
@@ -113,6 +125,7 @@ func newNode(t *testing.T, o nodeOpts) *node {
 		filepath.Join(root, "build/test/dl_tamper"),
 		filepath.Join(root, "build/test/dl_forge"),
 		filepath.Join(root, "build/test/throttle_load"),
+		filepath.Join(root, "build/test/dl_outlive"),
 	})
 	out, code := n.ctr("images", "import", img)
 	require.Equal(t, 0, code, "ctr images import: %s", out)
