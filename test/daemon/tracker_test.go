@@ -31,10 +31,11 @@ func trackedNode(t *testing.T) (*node, []string) {
 
 // A SIGKILLed tenant's charge comes back within a second of its death although
 // the enforcer polls only every 5 s: the eBPF tracker sees the exit and wakes
-// the enforcer. With the tracker off the same charge is still held a second
-// later (the poll has not come), which shows the event is what returned it.
+// the enforcer (the procfs fallback, forced, does the same from its 250 ms
+// scan). With the tracker off the same charge is still held a second later
+// (the poll has not come), which shows the event is what returned it.
 func TestExitEventReturnsChargeAtOnce(t *testing.T) {
-	for _, mode := range []string{"ebpf", "off"} {
+	for _, mode := range []string{"ebpf", "procfs", "off"} {
 		t.Run(mode, func(t *testing.T) {
 			nd, flags := trackedNode(t)
 			nd.start(append(flags, "--enforcer-interval", "5s", "--tracker", mode)...)
@@ -48,6 +49,10 @@ func TestExitEventReturnsChargeAtOnce(t *testing.T) {
 			defer sl.Close()
 			p := nd.holder(s.Dir, "256MiB", 2)
 			require.Equal(t, 768*MiB, sl.Usage.DeviceUsed(0))
+			// The procfs scanner sees a process that has held the device
+			// across one of its 250 ms scans (a shorter one is left to the
+			// enforcer's poll).
+			time.Sleep(600 * time.Millisecond)
 
 			require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
 			killed := time.Now()
@@ -63,6 +68,29 @@ func TestExitEventReturnsChargeAtOnce(t *testing.T) {
 			t.Logf("charge returned %v after the SIGKILL (enforcer interval 5s)", time.Since(killed).Round(time.Millisecond))
 		})
 	}
+}
+
+// A tenant SIGKILLed in the middle of a stream of allocations (its slot's
+// charge moving under it) has all of it returned within a second, with a 5 s
+// poll: nothing is left charged to the slice.
+func TestKilledMidAllocationReturnsCharge(t *testing.T) {
+	nd, flags := trackedNode(t)
+	nd.start(append(flags, "--enforcer-interval", "5s", "--tracker", "ebpf")...)
+	s, err := nd.client.Alloc(bg(), api.AllocRequest{ID: "m", MemoryBytes: 4 * GiB})
+	require.NoError(t, err)
+	sl, err := shm.OpenSlice(s.Dir)
+	require.NoError(t, err)
+	defer sl.Close()
+	p := nd.startProc(nd.env("LD_PRELOAD="+filepath.Join(nd.root, "build/libvgpu.so"), "VGPU_SLICE_DIR="+s.Dir),
+		"build/test/alloc", "--api", "alloc", "--chunk", "64KiB", "--count", "30000", "--no-free")
+	eventually(t, 5*time.Second, "allocating", func() bool { return sl.Usage.DeviceUsed(0) > 300*MiB })
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
+	killed := time.Now()
+	require.True(t, p.drain())
+	eventually(t, time.Until(killed.Add(time.Second)), "the whole charge returned within 1 s of the kill", func() bool {
+		return sl.Usage.DeviceUsed(0) == 0
+	})
+	t.Logf("killed mid-allocation: charge returned %v after the SIGKILL", time.Since(killed).Round(time.Millisecond))
 }
 
 // A slice asked with an idle release is released that long after its last
