@@ -24,6 +24,7 @@ Commands:
   daemon     vgpud: enforcer tick CPU over 1,000 slices, slice allocation latency
   throttle   compute shares through vgpud: target vs achieved, 1 s windows, settle (simulated node)
   runtime    vgpu-runtime: what it adds to a container's creation, vs plain runc
+  tracker    the process tracker: open/exit event latency, cost per syscall, CPU (eBPF vs procfs)
 
 Run 'vgpu-bench COMMAND --help' for its flags.
 `
@@ -52,6 +53,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return throttle(ctx, args[1:], stdout, stderr)
 	case "runtime":
 		return runtimeBench(ctx, args[1:], stdout, stderr)
+	case "tracker":
+		return trackerBench(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, topUsage)
 		return 0
