@@ -167,7 +167,9 @@ type TrackerReport struct {
 	Syscalls []TrackerSyscallRow `json:"syscalls,omitempty"`
 	CPU      []TrackerCPURow     `json:"cpu,omitempty"`
 	AllMet   bool                `json:"all_met"`
-	Notes    []string            `json:"notes,omitempty"`
+	// RuntimeS is how long the whole benchmark took.
+	RuntimeS float64  `json:"runtime_s"`
+	Notes    []string `json:"notes,omitempty"`
 }
 
 // Evaluate fills in the goal and met fields and AllMet.
@@ -274,6 +276,7 @@ func RunTracker(ctx context.Context, opts TrackerOptions) (*TrackerReport, error
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
+	start := time.Now()
 	root, err := repositoryRoot(opts.Root, findDaemonRoot)
 	if err != nil {
 		root = "." // the commit is only a label
@@ -310,6 +313,7 @@ func RunTracker(ctx context.Context, opts TrackerOptions) (*TrackerReport, error
 	}
 	rep.Evaluate()
 	rep.Notes = trackerNotes(rep)
+	rep.RuntimeS = time.Since(start).Seconds()
 	return rep, nil
 }
 

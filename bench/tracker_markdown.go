@@ -18,7 +18,7 @@ func (r *TrackerReport) Markdown() string {
 	m, c := r.Machine, r.Config
 	fmt.Fprintf(&b, "# vgpu tracker benchmark: hook %s\n\n", orDash(r.Hook))
 	fmt.Fprintf(&b, "- machine: %s, %s, %d cores, kernel %s\n", m.Hostname, m.CPUModel, m.Cores, orDash(m.Kernel))
-	fmt.Fprintf(&b, "- %s, %s, commit %s\n", m.GoVersion, m.Date, orDash(m.Commit))
+	fmt.Fprintf(&b, "- %s, %s, commit %s; the benchmark took %.0f s\n", m.GoVersion, m.Date, orDash(m.Commit), r.RuntimeS)
 	fmt.Fprintf(&b, "- hook used: %s (%s); stand-in device %s; procfs scan interval %.0f ms\n",
 		orDash(r.Hook), r.Hooks, c.Device, c.ProcfsIntervalMS)
 	fmt.Fprintf(&b, "- %s\n\n", c.SampleNotes)
