@@ -28,8 +28,9 @@ type trackerState struct {
 var exitRewakes = [...]time.Duration{20 * time.Millisecond, 200 * time.Millisecond}
 
 // startTracker starts the tracker the config asks for (nil: off) and a
-// goroutine that wakes the enforcer loop whenever a tracked process exits or
-// forks (a fork carries the parent's devices: the child is known at birth).
+// goroutine that wakes the enforcer loop whenever a tracked process exits,
+// forks (a fork carries the parent's devices: the child is known at birth) or
+// opens a GPU device.
 func startTracker(cfg Config, log *zap.Logger, wake func()) (*trackerState, error) {
 	if cfg.Tracker == TrackerOff {
 		log.Info("process tracker off: dead processes are found by the enforcer's polling")
@@ -65,7 +66,9 @@ func startTracker(cfg Config, log *zap.Logger, wake func()) (*trackerState, erro
 				for _, d := range exitRewakes {
 					time.AfterFunc(d, wake)
 				}
-			case tracker.EventFork:
+			case tracker.EventFork, tracker.EventOpen:
+				// A slice whose process opens a device again is active from
+				// this tick: what it lent is its own again at once.
 				wake()
 			}
 		}
