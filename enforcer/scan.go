@@ -130,6 +130,7 @@ func (l *Loop) scanSlice(rep *TickReport, i int, ts *TrackedSlice, devSlab *slab
 func (l *Loop) refreshOwned(rep *TickReport, ts *TrackedSlice, u *shm.UsageRegion, st *sliceState) {
 	attach := atomic.LoadUint64(&u.Raw().AttachCount)
 	if attach == st.attach && l.gen < st.nextFull && l.recheckOwned(u, st) {
+		l.returnUnowned(rep, ts.ID, u, st)
 		return
 	}
 	st.attach = attach
@@ -149,6 +150,36 @@ func (l *Loop) refreshOwned(rep *TickReport, ts *TrackedSlice, u *shm.UsageRegio
 	for _, rs := range rr.Slots {
 		l.recordReclaim(rep, ts.ID, st, rs)
 	}
+	l.returnUnowned(rep, ts.ID, u, st)
+}
+
+// returnUnowned returns what a slice's device counters still hold when no
+// process owns a slot in it: a charge leaked by a process killed between
+// charging the counter and its slot (shm.UsageRegion.ReturnUnowned). It runs
+// on the cheap path too (st.owned is then current), and costs one load per
+// device while the counters are 0.
+func (l *Loop) returnUnowned(rep *TickReport, slice string, u *shm.UsageRegion, st *sliceState) {
+	if len(st.owned) != 0 {
+		return
+	}
+	freed, err := u.ReturnUnowned()
+	if err != nil {
+		l.addErr(rep, slice, "", fmt.Errorf("return unowned charge: %w", err))
+		return
+	}
+	if freed == nil {
+		return
+	}
+	var total uint64
+	for d, n := range freed {
+		total += n
+		st.reclaimed[d] += n
+	}
+	rep.ReclaimedBytes += total
+	l.totals.ReclaimedBytes += total
+	rep.Reclaimed = append(rep.Reclaimed, ReclaimEvent{Slice: slice, FreedBytes: freed})
+	l.Log.Info("enforcer: returned a charge no process holds (a process killed mid-allocation)",
+		zap.String("slice", slice), zap.Uint64s("freed_bytes", freed))
 }
 
 // recheckOwned is the cheap path of a tick in which nobody attached: it looks

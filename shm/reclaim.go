@@ -101,6 +101,48 @@ func (r *UsageRegion) Reclaim(alive func(SlotIdentity) bool) (rep ReclaimReport,
 	return rep, nil
 }
 
+// ReturnUnowned zeroes the device counters of a slice no process holds a slot
+// in, and returns what each device got back (nil when nothing was). A process
+// killed between charging the device counter and recording the charge in its
+// slot leaks that charge (Reclaim cannot see it); once no slot is owned nobody
+// can be charging (a process claims its slot before it charges anything), so
+// whatever the counters still hold is such a leak. Each counter is swapped to
+// 0 by CAS from the exact value read: a process that claimed a slot and
+// charged meanwhile makes the CAS fail, and the leak waits for the next call.
+// Cheap when the counters are 0 (no slot is read).
+func (r *UsageRegion) ReturnUnowned() (freed []uint64, err error) {
+	r.reclaimMu.Lock()
+	defer r.reclaimMu.Unlock()
+	if r.u == nil {
+		return nil, fmt.Errorf("usage file %s: return unowned: %w", r.path, ErrClosed)
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer r.recoverFault(&err)
+	var held [MaxDevices]uint64
+	any := false
+	for d := 0; d < r.devices; d++ {
+		held[d] = atomic.LoadUint64(&r.u.Dev[d].UsedBytes)
+		any = any || held[d] != 0
+	}
+	if !any {
+		return nil, nil
+	}
+	for i := range r.slots {
+		if owner := atomic.LoadUint64(&r.slots[i].Owner); owner != SlotFree {
+			return nil, nil // owned, or being reclaimed: not ours to judge
+		}
+	}
+	for d := 0; d < r.devices; d++ {
+		if held[d] != 0 && atomic.CompareAndSwapUint64(&r.u.Dev[d].UsedBytes, held[d], 0) {
+			if freed == nil {
+				freed = make([]uint64, r.devices)
+			}
+			freed[d] = held[d]
+		}
+	}
+	return freed, nil
+}
+
 // returnSlot moves every per-device share of s back off the device counters and
 // clears the slot's identity and counters (not the owner word). freed, if not
 // nil, receives what each device got back; the result says whether a device

@@ -289,3 +289,30 @@ func BenchmarkReclaimIdle(b *testing.B) {
 		}
 	}
 }
+
+// TestReturnUnowned: a charge leaked by a process killed between charging
+// the device counter and its slot is returned once no slot is owned; while a
+// slot is owned (a live process may be mid-allocation) nothing is touched.
+func TestReturnUnowned(t *testing.T) {
+	u := openTestUsage(t, 2, 4)
+	freed, err := u.ReturnUnowned()
+	require.NoError(t, err)
+	require.Nil(t, freed, "nothing held")
+
+	dead, err := u.ClaimSlot(SlotIdentity{PID: 201, StartTime: 1})
+	require.NoError(t, err)
+	require.True(t, u.Charge(dead, 0, 100, 1<<40))
+	atomic.AddUint64(&u.Raw().Dev[1].UsedBytes, 64) // charged, killed before its slot said so
+	freed, err = u.ReturnUnowned()
+	require.NoError(t, err)
+	require.Nil(t, freed, "a slot is owned: its process may be mid-allocation")
+
+	_, err = u.Reclaim(func(SlotIdentity) bool { return false })
+	require.NoError(t, err)
+	require.Equal(t, uint64(0), u.DeviceUsed(0))
+	require.Equal(t, uint64(64), u.DeviceUsed(1), "Reclaim cannot see the leak")
+	freed, err = u.ReturnUnowned()
+	require.NoError(t, err)
+	require.Equal(t, []uint64{0, 64}, freed)
+	require.Equal(t, uint64(0), u.DeviceUsed(1))
+}
