@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -36,7 +37,7 @@ func TestContainerIdleRelease(t *testing.T) {
 	time.Sleep(time.Until(exited.Add(1500 * time.Millisecond)))
 	require.Contains(t, sliceIDs(n.slices()), "nb", "kept until it has been empty 2 s")
 	deadline := exited.Add(4 * time.Second)
-	for contains(sliceIDs(n.slices()), "nb") {
+	for slices.Contains(sliceIDs(n.slices()), "nb") {
 		require.True(t, time.Now().Before(deadline), "the idle-release slice is released about 2 s after its last GPU process")
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -54,13 +55,4 @@ func sliceIDs(ss []api.Slice) []string {
 		ids[i] = s.ID
 	}
 	return ids
-}
-
-func contains(xs []string, x string) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }

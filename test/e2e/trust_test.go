@@ -119,52 +119,35 @@ func identity(t *testing.T, pid int) string {
 }
 
 // Row 4 from a container: its workload floods launches under a 10% share while
-// the container's other process keeps the bucket's token_refilled far ahead of
-// token_spent, so libvgpu never holds a launch back. vgpud measures the slice
-// through the driver and, in enforce mode, stops the container's GPU process
-// from outside in a duty cycle: over ten seconds its share of the device stays
+// the container's other process forges what libvgpu's throttle reads from the
+// usage region — the bucket (token_refilled far ahead of token_spent, so
+// libvgpu never holds a launch back), or libvgpu's completion markers
+// (token_done far ahead of what ran, launch timings that say a token costs
+// nothing, so the controller lifts the rate). vgpud measures the slice through
+// the driver and, in enforce mode, stops the container's GPU process from
+// outside in a duty cycle: over ten seconds its share of the device stays
 // within its target + 5 points, and the overrun is reported.
-func TestContainerForgedBucketIsHeldFromOutside(t *testing.T) {
-	n := newNode(t, nodeOpts{devices: 1, memory: 16 * GiB, maxBacklog: 100 * time.Millisecond,
-		vgpudArgs: []string{"--enforcer-mode", "enforce", "--enforcer-interval", "50ms"}})
-	res := n.run(run{id: "forger", vgpu: true, detach: true,
-		annotations: []string{"vgpu.io/memory=2GiB", "vgpu.io/cores=10"},
-		args:        []string{"/bin/dl_forge", "refill", "/bin/throttle_load", "flood", "120"}})
-	require.Equal(t, 0, res.code, "ctr: %s", res.ctr)
-	n.waitOutput(res, "FORGING")
-	n.waitOutput(res, "READY")
-	time.Sleep(8 * time.Second) // the controller and the backstop settle
-	share := deviceShareOver(t, n.sim, 10*time.Second)
-	t.Logf("the forging container's share of the device over 10 s: %.1f%% (target 10%%)", share*100)
-	require.LessOrEqual(t, share, 0.15)
-	n.waitLog(`compute backstop: slice runs above its share (its token bucket does not hold it)	{"slice": "forger"`)
-	running, _ := n.taskRunning("forger")
-	require.True(t, running, "throttled, never killed")
-	n.stop("forger")
-}
-
-// The same from a container whose companion process forges libvgpu's
-// completion markers instead of the bucket (token_done far ahead of what ran,
-// launch timings that say a token costs nothing): the forged completions lift
-// the controller's rate, and the backstop, reading NVML alone, holds the
-// container near its share.
-func TestContainerForgedMarkersAreHeldFromOutside(t *testing.T) {
-	n := newNode(t, nodeOpts{devices: 1, memory: 16 * GiB, maxBacklog: 100 * time.Millisecond,
-		vgpudArgs: []string{"--enforcer-mode", "enforce", "--enforcer-interval", "50ms"}})
-	res := n.run(run{id: "forger", vgpu: true, detach: true,
-		annotations: []string{"vgpu.io/memory=2GiB", "vgpu.io/cores=10"},
-		args:        []string{"/bin/dl_forge", "markers", "/bin/throttle_load", "flood", "120"}})
-	require.Equal(t, 0, res.code, "ctr: %s", res.ctr)
-	n.waitOutput(res, "FORGING")
-	n.waitOutput(res, "READY")
-	time.Sleep(8 * time.Second) // the controller and the backstop settle
-	share := deviceShareOver(t, n.sim, 10*time.Second)
-	t.Logf("the container forging its markers: %.1f%% of the device over 10 s (target 10%%)", share*100)
-	require.LessOrEqual(t, share, 0.15)
-	n.waitLog(`compute backstop: slice runs above its share (its token bucket does not hold it)	{"slice": "forger"`)
-	running, _ := n.taskRunning("forger")
-	require.True(t, running, "throttled, never killed")
-	n.stop("forger")
+func TestContainerForgedThrottleIsHeldFromOutside(t *testing.T) {
+	for _, forgery := range []string{"refill", "markers"} {
+		t.Run(forgery, func(t *testing.T) {
+			n := newNode(t, nodeOpts{devices: 1, memory: 16 * GiB, maxBacklog: 100 * time.Millisecond,
+				vgpudArgs: []string{"--enforcer-mode", "enforce", "--enforcer-interval", "50ms"}})
+			res := n.run(run{id: "forger", vgpu: true, detach: true,
+				annotations: []string{"vgpu.io/memory=2GiB", "vgpu.io/cores=10"},
+				args:        []string{"/bin/dl_forge", forgery, "/bin/throttle_load", "flood", "120"}})
+			require.Equal(t, 0, res.code, "ctr: %s", res.ctr)
+			n.waitOutput(res, "FORGING")
+			n.waitOutput(res, "READY")
+			time.Sleep(8 * time.Second) // the controller and the backstop settle
+			share := deviceShareOver(t, n.sim, 10*time.Second)
+			t.Logf("the container forging (%s): %.1f%% of the device over 10 s (target 10%%)", forgery, share*100)
+			require.LessOrEqual(t, share, 0.15)
+			n.waitLog(`compute backstop: slice runs above its share (its token bucket does not hold it)	{"slice": "forger"`)
+			running, _ := n.taskRunning("forger")
+			require.True(t, running, "throttled, never killed")
+			n.stop("forger")
+		})
+	}
 }
 
 // deviceShareOver is the share of device 0's time used over d, from the
