@@ -27,12 +27,12 @@ import (
 
 // sliceActivity is one slice's activity state, kept by the loop goroutine.
 type sliceActivity struct {
-	state   string
-	since   time.Time
-	used    bool
-	attach  uint64 // the usage region's attach count at the last tick
-	seenAny bool   // attach was read at least once
-	seen    bool   // in the latest tick (others are dropped)
+	state    string
+	since    time.Time
+	used     bool
+	attach   uint64 // the usage region's attach count at the last tick
+	seenAny  bool   // attach was read at least once
+	seenMark        // in the latest tick (others are dropped)
 }
 
 // activityTracker keeps every slice's activity; the loop goroutine steps it,
@@ -78,7 +78,7 @@ func (t *activityTracker) step(now time.Time, view []*sliceEntry, rep *enforcer.
 			a = &sliceActivity{state: api.ActivityEmpty, since: sl.CreatedAt}
 			t.slices[sl.ID] = a
 		}
-		a.seen = true
+		a.mark()
 		state := activityOf(sl, snap, compute)
 		if state == api.ActivityEmpty && sl.Owner.Kind == api.OwnerContainer && holders[sl.Owner.ContainerID] > 0 {
 			state = api.ActivityActive // held by a process in its container (tracker)
@@ -103,12 +103,7 @@ func (t *activityTracker) step(now time.Time, view []*sliceEntry, rep *enforcer.
 		}
 		out[sl.ID] = st
 	}
-	for id, a := range t.slices {
-		if !a.seen {
-			delete(t.slices, id)
-		}
-		a.seen = false
-	}
+	dropUnseen(t.slices)
 	t.latest.Store(&out)
 	return due
 }

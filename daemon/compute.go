@@ -65,7 +65,7 @@ type sliceDev struct{ slice, uuid string }
 type avgShare struct {
 	value, weight float64
 	last          float64 // the last measured figure
-	seen          bool    // in the latest step (others are dropped)
+	seenMark              // in the latest step (others are dropped)
 }
 
 func (a *avgShare) add(x float64, dt time.Duration) {
@@ -340,18 +340,35 @@ func (c *computeShares) average(key sliceDev) *avgShare {
 		a = &avgShare{}
 		c.avg[key] = a
 	}
-	a.seen = true
+	a.mark()
 	return a
 }
 
 // dropStaleAverages forgets the averages not seen in this step (the slice
 // left the device) and clears the mark on the others for the next step.
-func (c *computeShares) dropStaleAverages() {
-	for k, a := range c.avg {
-		if !a.seen {
-			delete(c.avg, k) // the slice left the device
+func (c *computeShares) dropStaleAverages() { dropUnseen(c.avg) }
+
+// seenMark is per-step state the loop marks when it uses it: what a step
+// did not mark belongs to a slice (or device) that is gone.
+type seenMark struct{ seen bool }
+
+func (m *seenMark) mark() { m.seen = true }
+
+// takeMark reports whether the entry was marked since the last call, and
+// clears the mark.
+func (m *seenMark) takeMark() bool {
+	s := m.seen
+	m.seen = false
+	return s
+}
+
+// dropUnseen deletes the entries of m not marked since the last call and
+// clears the marks of the others.
+func dropUnseen[K comparable, V interface{ takeMark() bool }](m map[K]V) {
+	for k, v := range m {
+		if !v.takeMark() {
+			delete(m, k)
 		}
-		a.seen = false
 	}
 }
 

@@ -29,10 +29,10 @@ type doneReading struct {
 // doneHistory is a ring of a slice device's recent token_done readings, oldest
 // first from start.
 type doneHistory struct {
-	r     [doneHistoryLen]doneReading
-	start int
-	n     int
-	seen  bool // read in the latest step (others are dropped)
+	r        [doneHistoryLen]doneReading
+	start    int
+	n        int
+	seenMark // read in the latest step (others are dropped)
 }
 
 // add appends a reading. A counter that went back (the region was recreated)
@@ -95,7 +95,7 @@ func (c *computeShares) workWithin(uuid string, now, from, to time.Time, measure
 			h = &doneHistory{}
 			c.done[key] = h
 		}
-		h.seen = true
+		h.mark()
 		h.add(now, done)
 		if !measured {
 			return 0, false
@@ -106,11 +106,4 @@ func (c *computeShares) workWithin(uuid string, now, from, to time.Time, measure
 
 // dropStaleHistories forgets the histories of slice devices not stepped this
 // time and clears the mark on the others.
-func (c *computeShares) dropStaleHistories() {
-	for k, h := range c.done {
-		if !h.seen {
-			delete(c.done, k)
-		}
-		h.seen = false
-	}
-}
+func (c *computeShares) dropStaleHistories() { dropUnseen(c.done) }
