@@ -261,8 +261,7 @@ func TestBackstop(t *testing.T) {
 				// SIGKILLed by the backstop while it holds the memory (it waits at
 				// its "allocated" phase): vgpuctl reports 128+9.
 				require.Equal(t, 137, p.waitExit(), p.stderr())
-				recs := d.logRecords("enforcer backstop: process over its slice")
-				require.NotEmpty(t, recs, "a backstop log record; log:\n%s", d.log())
+				d.awaitLog("enforcer backstop: process over its slice")
 				_, err := nd.client.Get(bg(), "bs")
 				require.True(t, api.IsNotFound(err), "vgpuctl released the slice")
 			} else {

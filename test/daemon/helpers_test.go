@@ -161,6 +161,23 @@ func (d *vgpud) logRecords(msg string) []map[string]any {
 	return out
 }
 
+// awaitLog waits up to 5 s for records with msg: an event vgpud logs after
+// acting (a kill's record says what the kill did) can trail what the test saw
+// of the act itself on a loaded machine.
+func (d *vgpud) awaitLog(msg string) []map[string]any {
+	d.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if recs := d.logRecords(msg); len(recs) > 0 {
+			return recs
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("no log record %q after 5s; log:\n%s", msg, d.log())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func (d *vgpud) findLog(msg string) (map[string]any, bool) {
 	recs := d.logRecords(msg)
 	if len(recs) == 0 {
