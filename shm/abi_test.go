@@ -134,6 +134,7 @@ func TestABIConstants(t *testing.T) {
 		"VGPU_BUDGET_F_ELASTIC":                BudgetFlagElastic,
 		"VGPU_BUDGET_F_MANAGED":                BudgetFlagManaged,
 		"VGPU_MARKER_STRIDE":                   MarkerStride,
+		"VGPU_ELASTIC_WAIT_MS_DEFAULT":         ElasticWaitDefaultMs,
 		"VGPU_SLOT_FREE":                       SlotFree,
 		"VGPU_SLOT_CLAIMING":                   SlotClaiming,
 		"VGPU_SLOT_LIVE":                       SlotLive,

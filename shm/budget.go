@@ -105,6 +105,7 @@ func (r *BudgetRegion) Device(d int) DeviceBudget {
 		UUID:             cString(bd.UUID[:]),
 		MemoryLimit:      atomic.LoadUint64(&bd.MemoryLimit),
 		MemoryGuaranteed: atomic.LoadUint64(&bd.MemoryGuaranteed),
+		MemoryMax:        atomic.LoadUint64(&bd.MemoryMax),
 		ContextOverhead:  atomic.LoadUint64(&bd.ContextOverhead),
 		ComputeShareBP:   atomic.LoadUint32(&bd.ComputeShareBP),
 		ComputeFloorBP:   atomic.LoadUint32(&bd.ComputeFloorBP),

@@ -29,7 +29,7 @@ const (
 	ABIMajor = 1
 	// ABIMinor changes when reserved fields gain meaning; readers accept any
 	// minor of their major.
-	ABIMinor = 2
+	ABIMinor = 3
 
 	// MaxDevices is the length of the per-device arrays (devices one slice may span).
 	MaxDevices = 16
@@ -136,7 +136,8 @@ type ShmBudgetDevice struct {
 	TokenRate        uint64        `c:"token_rate"`
 	TokenBurst       uint64        `c:"token_burst"`
 	ElasticGrantSeq  uint64        `c:"elastic_grant_seq"`
-	Reserved         [8]uint64     `c:"reserved"`
+	MemoryMax        uint64        `c:"memory_max"` // ABI 1.3
+	Reserved         [7]uint64     `c:"reserved"`
 }
 
 // ShmBudget mirrors struct vgpu_budget: the whole budget file.

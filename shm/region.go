@@ -493,6 +493,7 @@ func budgetBytes(spec *SliceSpec, now time.Time) []byte {
 		bd.Index = d.Index
 		bd.MemoryLimit = d.MemoryLimit
 		bd.MemoryGuaranteed = d.MemoryGuaranteed
+		bd.MemoryMax = d.MemoryMax
 		bd.ContextOverhead = d.ContextOverhead
 		bd.ComputeShareBP = d.ComputeShareBP
 		bd.ComputeFloorBP = d.ComputeFloorBP

@@ -21,6 +21,9 @@ type DeviceBudget struct {
 	MemoryLimit uint64
 	// MemoryGuaranteed is the elastic floor: bytes never lent away. <= MemoryLimit.
 	MemoryGuaranteed uint64
+	// MemoryMax is the most elastic grants may raise MemoryLimit to (ABI 1.3);
+	// 0 or <= MemoryLimit: the limit is the ceiling.
+	MemoryMax uint64
 	// ContextOverhead is charged per CUDA context a process creates on the device:
 	// the driver's own footprint, which the real device loses too.
 	ContextOverhead uint64

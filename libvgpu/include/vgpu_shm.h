@@ -39,8 +39,9 @@ extern "C" {
 #define VGPU_USAGE_MAGIC 0x4741535555504756ULL  /* "VGPUUSAG" little-endian */
 #define VGPU_ABI_MAJOR 1
 /* Minor 1: token_spent / token_refilled (launch throttle);
- * minor 2: completion markers (token_done, sampled_*), F_MANAGED. */
-#define VGPU_ABI_MINOR 2
+ * minor 2: completion markers (token_done, sampled_*), F_MANAGED;
+ * minor 3: elastic memory (memory_max, the request/grant protocol below). */
+#define VGPU_ABI_MINOR 3
 
 #define VGPU_MAX_DEVICES 16     /* devices one slice may span */
 #define VGPU_DEFAULT_SLOTS 1024 /* process slots in a usage file */
@@ -102,6 +103,21 @@ extern "C" {
  * rate, so libvgpu charges what it measured itself: tokens become device-ns. */
 #define VGPU_BUDGET_F_MANAGED 0x2
 
+/* Elastic memory (ABI 1.3). A slice whose budget has VGPU_BUDGET_F_ELASTIC may hold
+ * up to memory_max on a device; memory_limit is what vgpud has granted so far. An
+ * allocation that does not fit memory_limit but would fit memory_max is not refused
+ * at once: libvgpu stores in usage elastic_request_bytes what the slice asks to hold
+ * on the device (used + the allocation: absolute, so a repeated request is the same
+ * request), bumps elastic_request_seq and FUTEX_WAKEs the low 32 bits of that seq
+ * (vgpud's doorbell; it also polls). vgpud answers by raising memory_limit (or not)
+ * and then storing the seq it answered into the budget's elastic_grant_seq, and
+ * FUTEX_WAKEs its low 32 bits; libvgpu FUTEX_WAITs there for a bounded time
+ * (VGPU_ELASTIC_WAIT_MS, default 100) and retries the admission once answered.
+ * Everything in usage is a request: vgpud bounds it by memory_max and by what the
+ * device and the other slices can spare, and rate-limits it per slice. Futex words
+ * are the low halves of 64-bit fields on these little-endian ABIs. */
+#define VGPU_ELASTIC_WAIT_MS_DEFAULT 100
+
 /* Completion markers (ABI 1.2). Whenever a launch's ticket crosses a multiple of
  * VGPU_MARKER_STRIDE tokens, libvgpu records an event before and after it, on the
  * launch's own stream, and later queries them without blocking (only on that slow
@@ -157,7 +173,9 @@ struct vgpu_budget_device {
                                   * 0 = launches on this device are not throttled */
     uint64_t token_burst;       /* bucket depth, tokens */
     uint64_t elastic_grant_seq; /* = usage request seq once vgpud has answered it */
-    uint64_t reserved[8];
+    uint64_t memory_max;        /* ABI 1.3: the most memory_limit may be raised to by
+                                  * elastic grants; <= memory_limit: no growth */
+    uint64_t reserved[7];
 };
 
 /* The budget file: 256-byte fixed part, then max_devices entries. */
@@ -182,7 +200,8 @@ struct vgpu_usage_device {
     uint64_t used_bytes;            /* admission counter: all charges on this device */
     uint64_t peak_bytes;            /* high-water mark of used_bytes */
     uint64_t refused_allocs;        /* allocations answered CUDA_ERROR_OUT_OF_MEMORY */
-    uint64_t elastic_request_bytes; /* extra bytes wanted past the limit */
+    uint64_t elastic_request_bytes; /* bytes the slice asks to hold (ABI 1.3: used +
+                                     * the refused allocation, not the excess) */
     uint64_t elastic_request_seq;   /* bumped by libvgpu for each posted request */
     int64_t tokens;                 /* credit (refilled - spent) as of the last refill;
                                      * informational: the bucket is the two counters below */

@@ -52,6 +52,7 @@ static const struct cabi_field cabi_fields[] = {
 	CABI_F(vgpu_budget_device, token_rate),
 	CABI_F(vgpu_budget_device, token_burst),
 	CABI_F(vgpu_budget_device, elastic_grant_seq),
+	CABI_F(vgpu_budget_device, memory_max),
 	CABI_F(vgpu_budget_device, reserved),
 
 	CABI_F(vgpu_budget, hdr),
@@ -153,6 +154,7 @@ static const struct cabi_const cabi_consts[] = {
 	CABI_C(VGPU_POLICY_SHARE),
 	CABI_C(VGPU_BUDGET_F_ELASTIC),
 	CABI_C(VGPU_BUDGET_F_MANAGED),
+	CABI_C(VGPU_ELASTIC_WAIT_MS_DEFAULT),
 	CABI_C(VGPU_MARKER_STRIDE),
 	CABI_C(VGPU_SLOT_FREE),
 	CABI_C(VGPU_SLOT_CLAIMING),
