@@ -57,7 +57,7 @@ uint64_t vgpu_used(int sd)
     return __atomic_load_n(&vgpu_g.usage->dev[sd].used_bytes, __ATOMIC_RELAXED);
 }
 
-bool vgpu_reserve(int sd, uint64_t bytes)
+static inline bool reserve_cas(int sd, uint64_t bytes)
 {
     struct vgpu_usage_device *u = &vgpu_g.usage->dev[sd];
     uint64_t limit = vgpu_limit(sd);
@@ -71,6 +71,17 @@ bool vgpu_reserve(int sd, uint64_t bytes)
     bump_peak(u, cur + bytes);
     return true;
 }
+
+bool vgpu_reserve(int sd, uint64_t bytes)
+{
+    if (VGPU_LIKELY(reserve_cas(sd, bytes)))
+        return true;
+    /* Refused: an elastic slice asks vgpud for more and waits (bounded) for the
+     * answer (elastic.c, out of line: the path above is all an admission costs). */
+    return vgpu_reserve_elastic(sd, bytes);
+}
+
+bool vgpu_reserve_now(int sd, uint64_t bytes) { return reserve_cas(sd, bytes); }
 
 void vgpu_unreserve(int sd, uint64_t bytes)
 {

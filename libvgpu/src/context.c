@@ -383,6 +383,10 @@ VGPU_EXPORT CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
                                      : vgpu_real.cuDevicePrimaryCtxRetain(pctx, dev);
     if (dev < 0 || dev >= VGPU_MAX_ORDINALS)
         return vgpu_real.cuDevicePrimaryCtxRetain(pctx, dev); /* the driver's own error */
+    /* ctx_mu is held across the admission, which in an elastic slice may wait for
+     * vgpud's answer (at most VGPU_ELASTIC_WAIT_MS, default 100 ms): only context
+     * creation and teardown take ctx_mu, never an allocation or a launch, and the
+     * driver call below is held under it anyway. */
     pthread_mutex_lock(&ctx_mu);
     uint64_t charge = 0;
     int sd = -1;

@@ -14,5 +14,6 @@ const struct vgpu_module *const vgpu_modules[] = {
     &vgpu_module_context,  /* context.c: context footprints, the context cache */
     &vgpu_module_throttle, /* throttle.c: the launch gate, graph costs */
     &vgpu_module_marker,   /* marker.c: completion-marker rings, the in-flight bound */
+    &vgpu_module_elastic,  /* elastic.c: VGPU_ELASTIC_WAIT_MS */
 };
 const size_t vgpu_nmodules = sizeof vgpu_modules / sizeof vgpu_modules[0];

@@ -286,13 +286,21 @@ static CUresult pooled_alloc(enum which w, int idx, CUdeviceptr *dptr, size_t si
     int sd = p->sd;
     if (sd < 0)
         return CUDA_ERROR_OUT_OF_MEMORY; /* a pool on a device outside the slice */
-    pthread_mutex_lock(&p->mu);
-    uint64_t before = p->charged;
-    uint64_t idle = sub_clamped(p->charged, p->inuse);
-    uint64_t need = size > idle ? size - idle : 0;
-    if (need && !vgpu_reserve(sd, need)) {
+    /* The elastic wait happens with mu dropped: frees into this pool and stream
+     * synchronizations (vgpu_pools_sync_used) take mu, and a free may be what makes
+     * the retry fit. The need is worked out again after each answer. */
+    struct vgpu_elastic el = {0};
+    uint64_t before, need;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        before = p->charged;
+        uint64_t idle = sub_clamped(p->charged, p->inuse);
+        need = size > idle ? size - idle : 0;
+        if (!need || vgpu_reserve_now(sd, need))
+            break;
         pthread_mutex_unlock(&p->mu);
-        return vgpu_refuse(sd);
+        if (!vgpu_elastic_ask(sd, need, &el))
+            return vgpu_refuse(sd);
     }
     CUresult r = call_alloc(w, dptr, size, pool, s);
     if (r != CUDA_SUCCESS) {

@@ -29,6 +29,8 @@
  *             learnt device-ns per wave (daemonless costing)
  *   graph.c   graph instantiation: walks the graph for its launch cost and for the
  *             memory its allocation nodes take (charged until cuGraphExecDestroy)
+ *   elastic.c elastic memory: a refused admission in an elastic slice asks vgpud
+ *             for more and waits, bounded, for the answer
  */
 #ifndef VGPU_INTERNAL_H
 #define VGPU_INTERNAL_H
@@ -482,8 +484,30 @@ uint64_t vgpu_graph_unknown_cost(void);
 /* ---------------------------------------------------------------- accounting */
 
 /* Reserves bytes on slice device sd by CAS against its limit (device counter only).
- * Returns true when admitted; a refusal is answered with vgpu_refuse(). */
+ * Returns true when admitted; a refusal is answered with vgpu_refuse(). When the
+ * CAS refuses and the slice is elastic, first asks vgpud for more and waits for the
+ * answer, at most VGPU_ELASTIC_WAIT_MS (elastic.c): a caller must not hold a lock
+ * another hot path needs (or must say why the bounded wait is acceptable there). */
 bool vgpu_reserve(int sd, uint64_t bytes);
+/* The same admission without asking (never waits): for callers holding a lock,
+ * which ask with vgpu_elastic_ask after dropping it. */
+bool vgpu_reserve_now(int sd, uint64_t bytes);
+
+/* Elastic memory (elastic.c): the state of one admission's requests, zeroed by
+ * the caller before the first vgpu_elastic_ask. */
+struct vgpu_elastic {
+    uint64_t deadline; /* CLOCK_MONOTONIC ns: VGPU_ELASTIC_WAIT_MS after the first ask */
+    uint64_t limit;    /* memory_limit when the last request was posted */
+    bool posted;
+};
+/* After vgpu_reserve_now(sd, bytes) refused: posts a request for used + bytes when
+ * the budget is elastic and the ceiling leaves room, and waits (futex, bounded) for
+ * vgpud's answer. True when the caller should retry the admission (then call again
+ * with the same *st if it still does not fit); false: refuse. No lock, no
+ * allocation; syscalls only here. */
+bool vgpu_elastic_ask(int sd, uint64_t bytes, struct vgpu_elastic *st);
+/* vgpu_reserve's refusal path: asks and retries until admitted or refused. */
+__attribute__((noinline, cold)) bool vgpu_reserve_elastic(int sd, uint64_t bytes);
 /* Gives a reservation back (device counter only), clamped at zero. */
 void vgpu_unreserve(int sd, uint64_t bytes);
 /* After the driver succeeded: adds a reservation to this process's slot. */
@@ -629,6 +653,7 @@ extern const struct vgpu_module vgpu_module_pool;
 extern const struct vgpu_module vgpu_module_context;
 extern const struct vgpu_module vgpu_module_throttle;
 extern const struct vgpu_module vgpu_module_marker;
+extern const struct vgpu_module vgpu_module_elastic;
 extern const struct vgpu_module *const vgpu_modules[];
 extern const size_t vgpu_nmodules;
 
