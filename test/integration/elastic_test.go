@@ -47,7 +47,8 @@ func elasticFixture(t *testing.T, flags uint32, limit, max uint64) *fixture {
 // rings the doorbell from another process).
 func futexWait(w *uint32, val uint32, timeout time.Duration) {
 	ts := unix.NsecToTimespec(timeout.Nanoseconds())
-	_, _, _ = unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), 0 /* FUTEX_WAIT */,
+	const futexWaitOp = 0 // FUTEX_WAIT (linux/futex.h)
+	_, _, _ = unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(w)), futexWaitOp,
 		uintptr(val), uintptr(unsafe.Pointer(&ts)), 0, 0)
 }
 
@@ -113,7 +114,7 @@ func (v *fakeVgpud) requests() []seen {
 }
 
 // grant raises the limit to what was asked; deny leaves it.
-func grant(req shm.ElasticRequest, _ uint64) uint64 { return req.Bytes }
+func grant(req shm.ElasticRequest, _ uint64) uint64  { return req.Bytes }
 func deny(_ shm.ElasticRequest, limit uint64) uint64 { return limit }
 
 // runElastic runs build/test/elastic and returns its RESULT fields, the
@@ -286,4 +287,3 @@ func TestElasticTwoProcesses(t *testing.T) {
 	a.waitOK()
 	bp.waitOK()
 }
-
