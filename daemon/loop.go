@@ -42,6 +42,7 @@ type enforcerLoop struct {
 	latest   atomic.Pointer[tickState] // the last tick's report (top, health)
 	compute  *computeShares            // token rates from achieved shares (compute.go); Status from anywhere
 	activity *activityTracker          // empty / idle slices, idle release (activity.go); Status from anywhere
+	bell     *doorbell                 // elastic requests ring the loop (elastic_bell.go)
 	closing  []*sliceEntry             // released, regions still mapped; guarded by Server.mu
 	budgetMu sync.Mutex                // budget writes and unmapping (see above)
 	wake     chan struct{}             // a tick now (a tracked process exited); buffered 1
@@ -58,6 +59,7 @@ type enforcerLoop struct {
 	viewVer uint64                       // Server.version that view was built at
 	viewOK  bool                         // view was built at all
 	deadBuf []int                        // scratch: indexes in view of dead owners
+	elastic *elasticBroker               // elastic memory grants (elastic.go)
 	regions regionWatch                  // region files changed behind vgpud's back (regionwatch.go)
 }
 
@@ -94,6 +96,8 @@ func newEnforcerLoop(s *Server, o options) (*enforcerLoop, error) {
 	l.compute = newComputeShares(s.gpus, s.log.Named("compute"))
 	l.compute.guard = newComputeGuard(s.log.Named("enforcer"), mode)
 	l.activity = newActivityTracker(s.log.Named("activity"))
+	l.elastic = newElasticBroker(s.log.Named("elastic"))
+	l.bell = newDoorbell(l.wakeUp)
 	return l, nil
 }
 
@@ -104,6 +108,8 @@ func (l *enforcerLoop) run() {
 	defer close(l.done)
 	t := time.NewTicker(time.Duration(l.srv.cfg.EnforcerInterval))
 	defer t.Stop()
+	go l.bell.run()
+	defer l.bell.close()
 	l.tick() // right away: a restart returns dead processes' charges at once
 	for {
 		select {
@@ -151,11 +157,15 @@ func (l *enforcerLoop) tick() {
 	l.regions.check(l.srv, l.view)
 
 	l.attr.newTick()
+	for i := range l.tracked {
+		l.tracked[i].Allowance = l.elastic.allowanceOf(l.tracked[i].ID)
+	}
 	rep := l.enf.Tick(l.tracked)
 	l.budgetMu.Lock()
 	l.compute.step(time.Now(), l.tracked, &rep)
 	l.budgetMu.Unlock()
 	l.releaseEmpty(l.activity.step(time.Now(), l.view, &rep, l.srv.computeByDevice(), l.srv.tracker.containerHolders()))
+	l.stepElastic(time.Now(), &rep)
 	st := &tickState{at: time.Now().UTC(), report: rep}
 	if len(rep.Errors) > 0 {
 		msgs := make([]string, 0, len(rep.Errors))

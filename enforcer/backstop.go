@@ -32,7 +32,7 @@ func (l *Loop) backstop(rep *TickReport, slices []TrackedSlice, mode Mode) {
 		snap := &rep.Slices[i]
 		for d := range snap.Devices {
 			sd := &snap.Devices[d]
-			if !sd.DriverKnown || sd.MemberDriverBytes <= sd.LimitBytes+l.Tolerance {
+			if !sd.DriverKnown || sd.MemberDriverBytes <= sd.LimitBytes+sd.AllowanceBytes+l.Tolerance {
 				continue
 			}
 			for _, j := range l.offenders(snap, d) {
@@ -69,7 +69,7 @@ func (l *Loop) offenders(snap *SliceSnapshot, d int) []int {
 		return pa.DriverBytes[d] > pb.DriverBytes[d]
 	})
 	left := snap.Devices[d].MemberDriverBytes
-	fit := snap.Devices[d].LimitBytes + l.Tolerance
+	fit := snap.Devices[d].LimitBytes + snap.Devices[d].AllowanceBytes + l.Tolerance
 	n := 0
 	for n < len(l.order) && left > fit {
 		left -= snap.Processes[l.order[n]].DriverBytes[d]

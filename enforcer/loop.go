@@ -17,6 +17,12 @@ type TrackedSlice struct {
 	// UUIDs holds the device uuid of each slice device (budget order); an
 	// empty or missing entry means the device has no driver figures.
 	UUIDs []string
+	// Allowance, per slice device (missing: 0), is what the backstop lets the
+	// slice hold above its budget's limit: memory it held before its limit
+	// was lowered under it (an elastic grant taken back), which it may keep
+	// until it frees it or vgpud decides to evict it. The caller may change
+	// the values between ticks.
+	Allowance []uint64
 }
 
 // DefaultFullScanEvery is how often (in ticks) every slice's whole slot table

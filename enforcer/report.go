@@ -75,11 +75,14 @@ type SliceSnapshot struct {
 
 // SliceDeviceSnapshot is a slice's figures on one of its devices.
 type SliceDeviceSnapshot struct {
-	UUID          string
-	LimitBytes    uint64
-	UsedBytes     uint64 // libvgpu's admission counter
-	PeakBytes     uint64
-	RefusedAllocs uint64
+	UUID       string
+	LimitBytes uint64
+	// AllowanceBytes is TrackedSlice.Allowance: the backstop acts above
+	// LimitBytes + AllowanceBytes (+ the loop's Tolerance).
+	AllowanceBytes uint64
+	UsedBytes      uint64 // libvgpu's admission counter
+	PeakBytes      uint64
+	RefusedAllocs  uint64
 	// DriverBytes is what the driver reports for the slice's processes as
 	// shown: its members and the processes only its slots name (claims);
 	// valid when DriverKnown.

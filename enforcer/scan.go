@@ -85,6 +85,9 @@ func (l *Loop) scanSlice(rep *TickReport, i int, ts *TrackedSlice, devSlab *slab
 				sd.UUID = ts.UUIDs[d]
 			}
 			sd.LimitBytes = b.MemoryLimit(d)
+			if d < len(ts.Allowance) {
+				sd.AllowanceBytes = ts.Allowance[d]
+			}
 			sd.UsedBytes = atomic.LoadUint64(&ud.UsedBytes)
 			sd.PeakBytes = atomic.LoadUint64(&ud.PeakBytes)
 			sd.RefusedAllocs = atomic.LoadUint64(&ud.RefusedAllocs)

@@ -154,7 +154,8 @@ type request struct {
 	pinned     []string // uuids, in the order asked; nil: placed by policy
 	bytes      uint64   // 0: percent
 	percent    float64
-	bp         int // 0: no compute share asked (whole device, nothing reserved)
+	max        uint64 // elastic ceiling per device; 0: none
+	bp         int    // 0: no compute share asked (whole device, nothing reserved)
 	guaranteed bool
 	placement  string
 }
@@ -191,6 +192,7 @@ func (r *request) takeMemory(req *api.AllocRequest) {
 	} else {
 		r.percent = req.MemoryPercent
 	}
+	r.max = req.MemoryMaxBytes
 }
 
 // takeSharing takes how the slice shares a device with others: its compute
@@ -250,6 +252,12 @@ func (r *request) fit(d *device) []string {
 	} else if need > d.MemoryBytes {
 		lacks = append(lacks, fmt.Sprintf("%s: %s memory, %s asked",
 			name, sizeFloor(d.MemoryBytes), sizeCeil(need)))
+	}
+	if r.max != 0 && r.max < need {
+		lacks = append(lacks, fmt.Sprintf("%s: memory ceiling %s is below the %s asked", name, sizeCeil(r.max), sizeCeil(need)))
+	} else if r.max > d.MemoryBytes {
+		lacks = append(lacks, fmt.Sprintf("%s: memory ceiling %s is more than the device's %s",
+			name, sizeCeil(r.max), sizeFloor(d.MemoryBytes)))
 	}
 	return lacks
 }
@@ -324,6 +332,9 @@ func (a *Allocator) Allocate(id string, req api.AllocRequest) ([]api.SliceDevice
 			UUID:           d.UUID,
 			MemoryBytes:    s.shares[k].bytes,
 			ComputePercent: api.SharePercent(uint32(r.bp)),
+		}
+		if r.max > s.shares[k].bytes {
+			out[k].MemoryMaxBytes = r.max
 		}
 	}
 	a.book(id, s)

@@ -255,6 +255,11 @@ func (b SliceBudget) Spec() (shm.SliceSpec, error) {
 	if b.Managed {
 		spec.Flags |= shm.BudgetFlagManaged
 	}
+	for _, d := range b.Devices {
+		if d.Elastic() {
+			spec.Flags |= shm.BudgetFlagElastic
+		}
+	}
 	for i, d := range b.Devices {
 		db, err := deviceBudget(d, b.Booked && qos.Guaranteed(), b.ContextOverhead)
 		if err != nil {
@@ -279,7 +284,7 @@ func deviceBudget(d SliceDevice, guaranteed bool, overhead uint64) (shm.DeviceBu
 	b := shm.DeviceBudget{
 		Index:           uint32(d.Index),
 		UUID:            d.UUID,
-		MemoryLimit:     d.MemoryBytes,
+		MemoryLimit:     d.LimitBytes(),
 		ContextOverhead: overhead,
 		ComputeShareBP:  bp,
 	}
@@ -290,6 +295,9 @@ func deviceBudget(d SliceDevice, guaranteed bool, overhead uint64) (shm.DeviceBu
 	}
 	if guaranteed {
 		b.MemoryGuaranteed = d.MemoryBytes
+	}
+	if d.Elastic() {
+		b.MemoryMax = d.MemoryMaxBytes
 	}
 	b.TokenRate, b.TokenBurst = shm.StaticTokenBucket(b.ComputeShareBP)
 	return b, nil
@@ -347,6 +355,9 @@ func (r *AllocRequest) validateMemory() error {
 		if p := r.MemoryPercent; math.IsNaN(p) || p <= 0 || p > 100 {
 			return badField("memory_percent", "memory percent %v out of range (0, 100]", p)
 		}
+	}
+	if r.MemoryBytes != 0 && r.MemoryMaxBytes != 0 && r.MemoryMaxBytes < r.MemoryBytes {
+		return badField("memory_max_bytes", "memory ceiling %d is below the memory asked %d", r.MemoryMaxBytes, r.MemoryBytes)
 	}
 	return nil
 }

@@ -90,6 +90,11 @@ type AllocRequest struct {
 	// its last process holding one of its devices went away (notebooks and
 	// forgotten jobs); 0 keeps it until released. At most MaxIdleRelease.
 	IdleRelease units.Duration `json:"idle_release,omitempty"`
+	// MemoryMaxBytes is the slice's elastic ceiling per device: an allocation
+	// over its memory (the base) may be granted, from memory no slice has
+	// reserved or that idle guaranteed slices lend, up to this much. 0 (or
+	// the base): no growth, the memory is the cap. At most the device's memory.
+	MemoryMaxBytes uint64 `json:"memory_max_bytes,omitempty"`
 }
 
 // MaxIdleRelease bounds AllocRequest.IdleRelease.
@@ -131,11 +136,42 @@ type Device struct {
 
 // SliceDevice is a slice's share of one device.
 type SliceDevice struct {
-	Index          int     `json:"index"`
-	UUID           string  `json:"uuid"`
+	Index int    `json:"index"`
+	UUID  string `json:"uuid"`
+	// MemoryBytes is the slice's base memory on the device.
 	MemoryBytes    uint64  `json:"memory_bytes"`
 	ComputePercent float64 `json:"compute_percent"`
+	// MemoryMaxBytes is the elastic ceiling (0: none; see
+	// AllocRequest.MemoryMaxBytes).
+	MemoryMaxBytes uint64 `json:"memory_max_bytes,omitempty"`
+	// GrantedBytes is what vgpud granted above the base: the slice's limit is
+	// MemoryBytes + GrantedBytes. Loans says which part was borrowed from
+	// which slice (the rest came from memory no slice reserved).
+	GrantedBytes uint64 `json:"granted_bytes,omitempty"`
+	Loans        []Loan `json:"loans,omitempty"`
 }
+
+// Loan is memory a slice was granted out of another slice's idle
+// reservation; the lender gets it back when it becomes active again.
+type Loan struct {
+	From  string `json:"from"`
+	Bytes uint64 `json:"bytes"`
+}
+
+// LimitBytes is the slice's memory limit on the device now: base + granted.
+func (d SliceDevice) LimitBytes() uint64 { return d.MemoryBytes + d.GrantedBytes }
+
+// BorrowedBytes is the part of the grant borrowed from other slices.
+func (d SliceDevice) BorrowedBytes() uint64 {
+	var n uint64
+	for _, l := range d.Loans {
+		n += l.Bytes
+	}
+	return n
+}
+
+// Elastic reports whether the slice may grow on the device.
+func (d SliceDevice) Elastic() bool { return d.MemoryMaxBytes > d.MemoryBytes }
 
 // Slice is an allocated slice. Dir holds its budget and usage region files.
 type Slice struct {

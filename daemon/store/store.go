@@ -356,6 +356,10 @@ func (s *Store) load(id string) (*Loaded, error) {
 			return nil, err
 		}
 	}
+	if err := syncMemory(sl.Budget, spec, s.log); err != nil {
+		sl.Close()
+		return nil, err
+	}
 	return &Loaded{Record: rec, Slice: sl}, nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 
+	"go.uber.org/zap"
+
 	"github.com/vgpu-project/vgpu/shm"
 )
 
@@ -61,6 +63,31 @@ func SetCompute(b *shm.BudgetRegion, spec shm.SliceSpec) error {
 	}
 	if err := b.SetPolicy(spec.Policy); err != nil {
 		return fmt.Errorf("set compute: %w", err)
+	}
+	return nil
+}
+
+// syncMemory sets the budget's memory limits and elastic ceilings from the
+// record where they differ: an elastic grant or shrink is recorded before its
+// budget is written, so a crash in between leaves the budget behind.
+func syncMemory(b *shm.BudgetRegion, spec shm.SliceSpec, log *zap.Logger) error {
+	for d, db := range spec.Devices {
+		if d >= b.DeviceCount() {
+			break
+		}
+		if b.MemoryLimit(d) != db.MemoryLimit {
+			log.Warn("budget's memory limit differs from its record (an elastic change interrupted): set from the record",
+				zap.String("slice", spec.ID), zap.Int("device", d), zap.Uint64("budget", b.MemoryLimit(d)),
+				zap.Uint64("record", db.MemoryLimit))
+			if err := b.SetMemoryLimit(d, db.MemoryLimit); err != nil {
+				return fmt.Errorf("sync memory: device %d: %w", d, err)
+			}
+		}
+		if b.MemoryMax(d) != db.MemoryMax {
+			if err := b.SetMemoryMax(d, db.MemoryMax); err != nil {
+				return fmt.Errorf("sync memory: device %d: %w", d, err)
+			}
+		}
 	}
 	return nil
 }

@@ -1,0 +1,296 @@
+package daemon
+
+import (
+	"slices"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"go.uber.org/zap"
+
+	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
+)
+
+// Elastic memory, the loop's side: every tick (and at once when a tenant
+// rings its doorbell, elastic_bell.go) it gathers the requests pending in the
+// usage regions — a request is pending while its seq differs from the seq
+// the budget says was answered, so nothing about it lives only in vgpud's
+// memory — and, when there are requests or grants outstanding, pictures the
+// node, lets planElastic decide, records every changed slice (durably, like
+// every slice change), writes the budgets and only then answers. What a
+// tenant wrote is a request and nothing more: the plan bounds it.
+
+// elasticBroker is the loop goroutine's elastic state.
+type elasticBroker struct {
+	log *zap.Logger
+	// allowance: slice id -> per slice device, what the backstop lets the
+	// slice hold above its limit after a shrink (the TrackedSlice's
+	// Allowance points at the same slice).
+	allowance map[string][]uint64
+	// firstSeen: when a pending request was first seen, for the decision
+	// latency.
+	firstSeen map[sliceDev]time.Time
+	counts    elasticCounts
+}
+
+// elasticCounts are the broker's totals, read by the metrics (any goroutine).
+type elasticCounts struct {
+	grants, refusals, shrinks, callbacks, evictions atomic.Uint64
+	grantedBytes                                    atomic.Uint64
+	// decisionNs: the last decision's latency (first seen -> answered).
+	decisionNs atomic.Int64
+}
+
+func newElasticBroker(log *zap.Logger) *elasticBroker {
+	return &elasticBroker{log: log, allowance: map[string][]uint64{}, firstSeen: map[sliceDev]time.Time{}}
+}
+
+// step runs after the activity step of a tick.
+func (l *enforcerLoop) stepElastic(now time.Time, rep *enforcer.TickReport) {
+	b := l.elastic
+	defer l.publishBells()
+	in := l.elasticInput(now, rep)
+	if in == nil {
+		return
+	}
+	plan := planElastic(in)
+	for _, s := range in.slices {
+		if s.changed {
+			l.recordElastic(s)
+		}
+	}
+	l.answerElastic(now, plan)
+	b.updateAllowances(in, plan)
+	b.logEvents(plan.events)
+}
+
+// publishBells hands the doorbell goroutine the words of every elastic slice
+// device, with the value each holds while nothing is pending.
+func (l *enforcerLoop) publishBells() {
+	var words []bellWord
+	for _, e := range l.view {
+		if e.region == nil || !slices.ContainsFunc(e.rec.Slice.Devices, api.SliceDevice.Elastic) {
+			continue
+		}
+		u, b := e.region.Usage, e.region.Budget
+		_ = u.Guard(func() {
+			for i := range min(u.DeviceCount(), b.DeviceCount(), len(e.rec.Slice.Devices)) {
+				words = append(words, bellWord{addr: uintptr(unsafe.Pointer(u.ElasticDoorbell(i))),
+					val: uint32(b.ElasticGrantSeq(i))}) //nolint:gosec // the futex word is the seq's low half
+			}
+		})
+	}
+	l.bell.publish(words)
+}
+
+// elasticInput pictures the node for a plan, or returns nil when there is
+// nothing to decide: no request pending and no grant outstanding.
+func (l *enforcerLoop) elasticInput(now time.Time, rep *enforcer.TickReport) *elasticInput {
+	snaps := make(map[string]*enforcer.SliceSnapshot, len(rep.Slices))
+	for i := range rep.Slices {
+		snaps[rep.Slices[i].ID] = &rep.Slices[i]
+	}
+	activity := l.activity.Status()
+	in := &elasticInput{devices: map[string]*elasticDevice{}}
+	pending, outstanding := false, false
+	for _, e := range l.view {
+		snap := snaps[e.rec.Slice.ID]
+		if snap == nil {
+			continue
+		}
+		s := l.elasticSlice(now, e, snap, activity[e.rec.Slice.ID].State)
+		for i, r := range s.reqs {
+			pending = pending || r != nil
+			if s.devs[i].GrantedBytes > 0 {
+				outstanding = true
+			}
+		}
+		in.slices = append(in.slices, s)
+	}
+	if !pending && !outstanding {
+		clear(l.elastic.allowance)
+		return nil
+	}
+	for _, d := range l.srv.alloc.Devices() {
+		dev := &elasticDevice{total: d.MemoryBytes, guaranteed: d.GuaranteedBytes}
+		if ps, err := l.srv.gpus.Processes(d.UUID); err == nil {
+			dev.known = true
+			for _, p := range ps {
+				dev.physUsed += p.UsedBytes
+			}
+		}
+		in.devices[d.UUID] = dev
+	}
+	return in
+}
+
+// elasticSlice is one slice's part of the picture: its recorded devices (a
+// copy the plan may edit), what it uses, its pending requests.
+func (l *enforcerLoop) elasticSlice(now time.Time, e *sliceEntry, snap *enforcer.SliceSnapshot,
+	state string) *elasticSlice {
+	sl := &e.rec.Slice
+	s := &elasticSlice{id: sl.ID, qos: sl.QoS, state: state,
+		devs: make([]api.SliceDevice, len(sl.Devices)), used: make([]uint64, len(sl.Devices)),
+		reqs: make([]*shm.ElasticRequest, len(sl.Devices)), shrunk: make([]bool, len(sl.Devices))}
+	for i, d := range sl.Devices {
+		d.Loans = slices.Clone(d.Loans)
+		s.devs[i] = d
+		if i < len(snap.Devices) {
+			s.used[i] = max(snap.Devices[i].UsedBytes, snap.Devices[i].DriverBytes)
+		}
+	}
+	if e.region == nil || !slices.ContainsFunc(sl.Devices, api.SliceDevice.Elastic) {
+		return s
+	}
+	u, b := e.region.Usage, e.region.Budget
+	_ = u.Guard(func() {
+		for i := range s.devs {
+			if i >= u.DeviceCount() || i >= b.DeviceCount() {
+				break
+			}
+			r := u.ElasticRequest(i)
+			key := sliceDev{sl.ID, s.devs[i].UUID}
+			if r.Seq == b.ElasticGrantSeq(i) {
+				delete(l.elastic.firstSeen, key)
+				continue
+			}
+			s.reqs[i] = &r
+			if _, ok := l.elastic.firstSeen[key]; !ok {
+				l.elastic.firstSeen[key] = now
+			}
+		}
+	})
+	return s
+}
+
+// recordElastic records a slice whose grants the plan changed and writes
+// its new limits into its budget (record first: after a crash the budget is
+// set from the record, never the other way).
+func (l *enforcerLoop) recordElastic(s *elasticSlice) {
+	srv := l.srv
+	srv.mu.Lock()
+	e := srv.slices[s.id]
+	srv.mu.Unlock()
+	if e == nil {
+		return
+	}
+	e.recMu.Lock()
+	defer e.recMu.Unlock()
+	srv.mu.Lock()
+	next := e.rec
+	srv.mu.Unlock()
+	// The plan's grants onto the record as it is now (an update may have
+	// changed a compute share since the tick began).
+	devs := slices.Clone(next.Slice.Devices)
+	for i := range min(len(devs), len(s.devs)) {
+		devs[i].GrantedBytes, devs[i].Loans = s.devs[i].GrantedBytes, s.devs[i].Loans
+	}
+	next.Slice.Devices = devs
+	if err := srv.store.Update(next); err != nil {
+		l.srv.log.Error("elastic: recording a slice's grants", zap.String("slice", s.id), zap.Error(err))
+		s.changed = false
+		return
+	}
+	l.budgetMu.Lock()
+	defer l.budgetMu.Unlock()
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	if srv.slices[s.id] != e || e.releasing || e.region == nil {
+		return
+	}
+	e.rec.Slice.Devices = devs
+	for i, d := range devs {
+		if err := e.region.Budget.SetMemoryLimit(i, d.LimitBytes()); err != nil {
+			l.srv.log.Error("elastic: writing a budget", zap.String("slice", s.id), zap.Error(err))
+		}
+	}
+}
+
+// answerElastic marks the plan's requests answered: the budget's limit is
+// already what the plan decided.
+func (l *enforcerLoop) answerElastic(now time.Time, plan *elasticPlan) {
+	l.budgetMu.Lock()
+	defer l.budgetMu.Unlock()
+	l.srv.mu.Lock()
+	defer l.srv.mu.Unlock()
+	for _, a := range plan.answers {
+		e := l.srv.slices[a.slice.id]
+		if e == nil || e.releasing || e.region == nil {
+			continue
+		}
+		b := e.region.Budget
+		if err := b.AnswerElastic(a.dev, b.MemoryLimit(a.dev), a.seq); err != nil {
+			l.srv.log.Error("elastic: answering a request", zap.String("slice", a.slice.id), zap.Error(err))
+			continue
+		}
+		key := sliceDev{a.slice.id, a.slice.devs[a.dev].UUID}
+		if t, ok := l.elastic.firstSeen[key]; ok {
+			l.elastic.counts.decisionNs.Store(int64(now.Sub(t)))
+			delete(l.elastic.firstSeen, key)
+		}
+	}
+}
+
+// updateAllowances sets what each slice may hold above its limit: after a
+// shrink, what it held above the new limit (shrinking as it frees); nothing
+// once it is evicted or fits.
+func (b *elasticBroker) updateAllowances(in *elasticInput, plan *elasticPlan) {
+	for _, s := range in.slices {
+		al := b.allowance[s.id]
+		if al == nil {
+			al = make([]uint64, len(s.devs))
+		}
+		any := false
+		for i, d := range s.devs {
+			over := sub(s.used[i], d.LimitBytes())
+			switch {
+			case plan.evict[s.id] != nil && plan.evict[s.id][i]:
+				al[i] = 0
+			case s.shrunk[i]:
+				al[i] = max(al[i], over)
+			default:
+				al[i] = min(al[i], over)
+			}
+			any = any || al[i] > 0
+		}
+		if any {
+			b.allowance[s.id] = al
+		} else {
+			delete(b.allowance, s.id)
+		}
+	}
+}
+
+// logEvents logs and counts the plan's decisions.
+func (b *elasticBroker) logEvents(events []elasticEvent) {
+	for _, ev := range events {
+		fields := []zap.Field{zap.String("slice", ev.slice), zap.String("device", ev.device),
+			zap.Uint64("bytes", ev.bytes), zap.String("why", ev.why)}
+		if ev.from != "" {
+			fields = append(fields, zap.String("lender", ev.from))
+		}
+		switch ev.kind {
+		case evGrant:
+			b.counts.grants.Add(1)
+			b.counts.grantedBytes.Add(ev.bytes)
+			b.log.Info("elastic: memory granted", fields...)
+		case evRefuse:
+			b.counts.refusals.Add(1)
+			b.log.Info("elastic: request refused", fields...)
+		case evShrink:
+			b.counts.shrinks.Add(1)
+			b.log.Warn("elastic: grant shrunk", fields...)
+		case evCallback:
+			b.counts.callbacks.Add(1)
+			b.log.Info("elastic: loan called back", fields...)
+		case evEvict:
+			b.counts.evictions.Add(1)
+			b.log.Warn("elastic: evicting a borrower (the backstop acts on it by its limit from now)", fields...)
+		}
+	}
+}
+
+// allowanceOf is slice id's backstop allowance (nil: none).
+func (b *elasticBroker) allowanceOf(id string) []uint64 { return b.allowance[id] }
