@@ -30,13 +30,15 @@ const AnnotationPrefix = "vgpu.io/"
 //	compute-policy  cap | share: what the compute share means (a ceiling, or
 //	          a guarantee that may use idle capacity); default: vgpud's
 //	          (env VGPU_COMPUTE_POLICY)
+//	memory-max  the elastic ceiling per device, a size >= memory: an allocation
+//	          over memory may be granted more, up to this; default: none
 //	idle-release  a duration ("2s", "30m"): release the slice once it has been
 //	          empty that long after its last GPU process, while the container
 //	          runs on (notebooks, forgotten jobs); default: kept
 //
 // memory is required once any key is given. Annotations win over env, key by
 // key. An empty value counts as not given.
-var requestKeys = []string{"memory", "cores", "devices", "priority", "qos", "compute-policy", "idle-release"}
+var requestKeys = []string{"memory", "memory-max", "cores", "devices", "priority", "qos", "compute-policy", "idle-release"}
 
 // Annotations containerd and CRI-O put on a pod's sandbox (pause) container.
 // The sandbox never runs CUDA, but it carries the pod's annotations, so it must
@@ -131,15 +133,16 @@ func ParseRequest(annotations map[string]string, env []string) (req api.AllocReq
 // fieldKeys maps an AllocRequest field (api.RequestError.Field) to the
 // request key that sets it.
 var fieldKeys = map[string]string{
-	"memory_bytes":    "memory",
-	"memory_percent":  "memory",
-	"compute_percent": "cores",
-	"idle_release":    "idle-release",
-	"device_count":    "devices",
-	"uuids":           "devices",
-	"priority":        "priority",
-	"qos":             "qos",
-	"compute_policy":  "compute-policy",
+	"memory_bytes":     "memory",
+	"memory_percent":   "memory",
+	"memory_max_bytes": "memory-max",
+	"compute_percent":  "cores",
+	"idle_release":     "idle-release",
+	"device_count":     "devices",
+	"uuids":            "devices",
+	"priority":         "priority",
+	"qos":              "qos",
+	"compute_policy":   "compute-policy",
 }
 
 // invalid words a refusal of api.AllocRequest.Validate as the other errors
@@ -221,6 +224,16 @@ var requestParsers = map[string]func(req *api.AllocRequest, v string) string{
 	// vgpud's default when not given (the request leaves it empty).
 	"compute-policy": parseComputePolicy,
 	"idle-release":   parseIdleRelease,
+	"memory-max":     parseMemoryMax,
+}
+
+func parseMemoryMax(req *api.AllocRequest, v string) string {
+	n, err := units.ParseSize(v)
+	if err != nil {
+		return "want a size (8GiB, 512MiB, bytes)"
+	}
+	req.MemoryMaxBytes = n // at least memory: api.AllocRequest.Validate
+	return ""
 }
 
 func parseIdleRelease(req *api.AllocRequest, v string) string {

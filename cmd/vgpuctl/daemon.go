@@ -172,11 +172,12 @@ func slicesCommand() *command {
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tDEVICES\tCOMPUTE\tPOLICY\tQOS\tPRIORITY\tOWNER\tAGE\tREGIONS\tDIR")
+		fmt.Fprintln(tw, "ID\tDEVICES\tELASTIC\tCOMPUTE\tPOLICY\tQOS\tPRIORITY\tOWNER\tAGE\tREGIONS\tDIR")
 		now := time.Now()
 		for _, s := range slices {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", s.ID, sliceDevices(s), sliceCompute(s),
-				dash(string(s.ComputePolicy)), s.QoS, s.Priority, ownerString(s.Owner), age(now.Sub(s.CreatedAt)), regionState(s), s.Dir)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", s.ID, sliceDevices(s), sliceElastic(s),
+				sliceCompute(s), dash(string(s.ComputePolicy)), s.QoS, s.Priority, ownerString(s.Owner),
+				age(now.Sub(s.CreatedAt)), regionState(s), s.Dir)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -206,6 +207,41 @@ func printTampered(w io.Writer, slices []api.Slice) error {
 		}
 	}
 	return nil
+}
+
+// sliceElastic is the ELASTIC column: per elastic device its ceiling and what
+// was granted ("-" for a slice that cannot grow).
+func sliceElastic(s api.Slice) string {
+	var parts []string
+	for _, d := range s.Devices {
+		if d.Elastic() {
+			parts = append(parts, fmt.Sprintf("%d:%s", d.Index, elasticString(d)))
+		}
+	}
+	if parts == nil {
+		return "-"
+	}
+	return strings.Join(parts, ",")
+}
+
+// elasticString says a device's ceiling, grant and loans: "max 8GiB +1GiB
+// (512MiB from g1)".
+func elasticString(d api.SliceDevice) string {
+	if !d.Elastic() {
+		return "-"
+	}
+	s := "max " + units.HumanSize(d.MemoryMaxBytes)
+	if d.GrantedBytes > 0 {
+		s += " +" + units.HumanSize(d.GrantedBytes)
+	}
+	if len(d.Loans) > 0 {
+		loans := make([]string, len(d.Loans))
+		for i, l := range d.Loans {
+			loans[i] = units.HumanSize(l.Bytes) + " from " + l.From
+		}
+		s += " (" + strings.Join(loans, ", ") + ")"
+	}
+	return s
 }
 
 func sliceDevices(s api.Slice) string {
@@ -287,6 +323,7 @@ type requestFlags struct {
 	id        string
 	policy    string
 	idle      time.Duration
+	memMax    string
 }
 
 func (r *requestFlags) register(fs *flag.FlagSet) {
@@ -299,6 +336,7 @@ func (r *requestFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.policy, "compute-policy", "", "what the compute share means: `cap` (a ceiling, even alone on the device) or share (a guarantee; idle capacity may be used) (default: vgpud's, cap unless set)")
 	fs.StringVar(&r.placement, "placement", "", "placement `policy` for this slice: binpack or spread (default: vgpud's)")
 	fs.StringVar(&r.id, "id", "", "slice `ID` (letters, digits, '_', '.', '-'; default: generated)")
+	fs.StringVar(&r.memMax, "memory-max", "", "elastic ceiling per device, a `SIZE` >= --memory: an allocation over the memory may be granted more, up to this, from memory no slice reserved or that idle guaranteed slices lend (default: none, the memory is the cap)")
 	fs.DurationVar(&r.idle, "release-when-idle", 0, "release the slice once it has been empty (no process holding its devices) this `long` after its last process (0: keep it)")
 }
 
@@ -338,6 +376,13 @@ func (r *requestFlags) request() (api.AllocRequest, error) {
 			return req, usagef("--memory must be more than 0")
 		}
 		req.MemoryBytes = n
+	}
+	if m := strings.TrimSpace(r.memMax); m != "" {
+		n, err := units.ParseSize(m)
+		if err != nil {
+			return req, usagef("--memory-max: %v", err)
+		}
+		req.MemoryMaxBytes = n // at least --memory: vgpud checks, for a percent once placed
 	}
 	if r.compute < 0 || r.compute > 100 {
 		return req, usagef("--compute %g out of range (0, 100]", r.compute)

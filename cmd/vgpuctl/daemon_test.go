@@ -110,9 +110,9 @@ func TestDaemonCommands(t *testing.T) {
 		require.Contains(t, r.stdout, want)
 	}
 	for _, line := range strings.Split(r.stdout, "\n") {
-		if f := strings.Fields(line); len(f) > 3 && (f[0] == "one" || f[0] == pinned) {
+		if f := strings.Fields(line); len(f) > 4 && (f[0] == "one" || f[0] == pinned) {
 			want := map[string]string{"one": "cap", pinned: "share"}[f[0]]
-			require.Equal(t, want, f[3], "POLICY of %s: %s", f[0], line)
+			require.Equal(t, want, f[4], "POLICY of %s: %s", f[0], line)
 		}
 	}
 	r = vgpuctl("slices", "--json")
@@ -154,7 +154,7 @@ func TestDaemonCommands(t *testing.T) {
 		require.Equal(t, 0, r.code, r.stderr)
 		for _, line := range strings.Split(r.stdout, "\n") {
 			if f := strings.Fields(line); len(f) > 0 && f[0] == "one" {
-				return strings.Join(f[6:9], " ") == "50% 50.0% -"
+				return strings.Join(f[7:10], " ") == "50% 50.0% -"
 			}
 		}
 		return false
@@ -407,13 +407,17 @@ func TestPrintTopCompute(t *testing.T) {
 			}},
 		{Slice: api.Slice{ID: "c-old", Devices: []api.SliceDevice{dev(1, 20)}}}, // an older vgpud
 	}
+	// An elastic device: the limit is base + granted, the grant's lenders named.
+	usage[1].Slice.Devices[0].MemoryMaxBytes = 4 << 30
+	usage[1].Slice.Devices[0].GrantedBytes = 1 << 30
+	usage[1].Slice.Devices[0].Loans = []api.Loan{{From: "g", Bytes: 512 << 20}}
 	var out strings.Builder
 	require.NoError(t, printTop(&out, usage))
-	want := `SLICE   DEVICE  LIMIT  USED    PEAK  REFUSED  TARGET  ALLOWED  ACHIEVED  POLICY  PROCESSES  STATE
-a-30    0       1GiB   512MiB  0B    0        30%     30.0%    30.0%     share   0          -
-a-30    1       1GiB   0B      0B    0        30%     45.5%    -         share   0          -
-b-none  0       1GiB   0B      0B    0        -       -        12.3%     cap     0          empty 12s lend 1GiB release in 18s
-c-old   1       1GiB   0B      0B    0        20%     -        -         -       0          -
+	want := `SLICE   DEVICE  LIMIT  ELASTIC                         USED    PEAK  REFUSED  TARGET  ALLOWED  ACHIEVED  POLICY  PROCESSES  STATE
+a-30    0       2GiB   max 4GiB +1GiB (512MiB from g)  512MiB  0B    0        30%     30.0%    30.0%     share   0          -
+a-30    1       1GiB   -                               0B      0B    0        30%     45.5%    -         share   0          -
+b-none  0       1GiB   -                               0B      0B    0        -       -        12.3%     cap     0          empty 12s lend 1GiB release in 18s
+c-old   1       1GiB   -                               0B      0B    0        20%     -        -         -       0          -
 
 no processes
 `

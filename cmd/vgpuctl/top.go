@@ -105,13 +105,13 @@ func printTop(w io.Writer, usage []api.SliceUsage) error {
 	}
 	sort.Slice(usage, func(i, j int) bool { return usage[i].Slice.ID < usage[j].Slice.ID })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLICE\tDEVICE\tLIMIT\tUSED\tPEAK\tREFUSED\tTARGET\tALLOWED\tACHIEVED\tPOLICY\tPROCESSES\tSTATE")
+	fmt.Fprintln(tw, "SLICE\tDEVICE\tLIMIT\tELASTIC\tUSED\tPEAK\tREFUSED\tTARGET\tALLOWED\tACHIEVED\tPOLICY\tPROCESSES\tSTATE")
 	now := time.Now()
 	for _, u := range usage {
 		for d, sd := range u.Slice.Devices {
 			target, allowed, achieved := computeColumns(sd, u.Compute, d)
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%s\n", u.Slice.ID, sd.Index,
-				units.HumanSize(sd.MemoryBytes), units.HumanSize(at(u.UsedBytes, d)),
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%s\n", u.Slice.ID, sd.Index,
+				units.HumanSize(sd.LimitBytes()), elasticString(sd), units.HumanSize(at(u.UsedBytes, d)),
 				units.HumanSize(at(u.PeakBytes, d)), at(u.Refused, d), target, allowed, achieved,
 				dash(string(u.Slice.ComputePolicy)), len(u.Processes), activityColumn(u.Activity, d, now))
 		}

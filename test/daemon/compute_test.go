@@ -73,12 +73,13 @@ func TestTopShowsComputeShare(t *testing.T) {
 			break // the slice table comes first, then the processes
 		}
 	}
-	// 11 columns, the last (STATE) "active 3s": two fields.
-	require.Len(t, row, 13, "top's row of slice thr:\n%s", out)
-	require.Equal(t, "30%", row[6], "TARGET")
-	require.NotEqual(t, "-", row[8], "ACHIEVED is measured")
-	require.Equal(t, "cap", row[9], "POLICY: vgpud's default")
-	require.Equal(t, "active", row[11], "STATE: it floods the device")
+	// 13 columns, the last (STATE) "active 3s": two fields.
+	require.Len(t, row, 14, "top's row of slice thr:\n%s", out)
+	require.Equal(t, "-", row[3], "ELASTIC: no ceiling")
+	require.Equal(t, "30%", row[7], "TARGET")
+	require.NotEqual(t, "-", row[9], "ACHIEVED is measured")
+	require.Equal(t, "cap", row[10], "POLICY: vgpud's default")
+	require.Equal(t, "active", row[12], "STATE: it floods the device")
 
 	eventually(t, 30*time.Second, "metrics report target 0.3 and an achieved share in 0.15..0.45", func() bool {
 		body := scrape(t, d)
