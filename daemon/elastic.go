@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/daemon/metrics"
 	"github.com/vgpu-project/vgpu/enforcer"
 	"github.com/vgpu-project/vgpu/shm"
 )
@@ -41,6 +42,13 @@ type elasticCounts struct {
 	grantedBytes                                    atomic.Uint64
 	// decisionNs: the last decision's latency (first seen -> answered).
 	decisionNs atomic.Int64
+}
+
+// totals reads the counts for the metrics (any goroutine).
+func (c *elasticCounts) totals() metrics.Elastic {
+	return metrics.Elastic{Grants: c.grants.Load(), GrantedBytes: c.grantedBytes.Load(), Refusals: c.refusals.Load(),
+		Shrinks: c.shrinks.Load(), Callbacks: c.callbacks.Load(), Evictions: c.evictions.Load(),
+		LastDecisionSeconds: time.Duration(c.decisionNs.Load()).Seconds()}
 }
 
 func newElasticBroker(log *zap.Logger) *elasticBroker {

@@ -56,6 +56,9 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("GET /v1/top", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.top())
 	})
+	mux.HandleFunc("GET /v1/processes", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.tracker.processes())
+	})
 	// Quarantined slices (quarantine.go).
 	mux.HandleFunc("GET /v1/quarantine", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.quarantineList())
@@ -286,6 +289,7 @@ func (s *Server) metricsInput() metrics.Input {
 		Slices:      s.list(),
 		Utilization: make(map[string]float64, len(s.devs)),
 		Activity:    s.loop.activity.Status(),
+		Elastic:     s.loop.elastic.counts.totals(),
 		Health: metrics.Health{
 			Version:      Version,
 			StartTime:    s.startedAt,

@@ -55,6 +55,8 @@ type Input struct {
 	// id (slices without an entry export none).
 	Activity map[string]api.SliceActivity
 	Health   Health
+	// Elastic is the elastic-memory broker's totals.
+	Elastic Elastic
 }
 
 // SliceCompute is a slice's compute share on one device. Ratios are 0..1.
@@ -257,6 +259,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range allDescs {
 		ch <- d
 	}
+	for _, d := range elasticDescs {
+		ch <- d
+	}
 }
 
 func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
@@ -285,6 +290,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	collectQoS(ch, in.Slices, rep)
 	collectActivity(ch, in.Slices, in.Activity, time.Now())
 	collectCompute(ch, in.Compute)
+	collectElastic(ch, in.Elastic, in.Slices)
 	if rep != nil {
 		collectSlices(ch, rep)
 	}

@@ -71,6 +71,27 @@ func TestCollectAndCompare(t *testing.T) {
 	m := New(testInput)
 	m.ObserveTick(testReport())
 	expected := `
+# HELP vgpu_elastic_callbacks_total Loans called back because their lender became active (or was released).
+# TYPE vgpu_elastic_callbacks_total counter
+vgpu_elastic_callbacks_total 0
+# HELP vgpu_elastic_evictions_total Borrowers handed to the backstop because the device was physically short of its guarantees.
+# TYPE vgpu_elastic_evictions_total counter
+vgpu_elastic_evictions_total 0
+# HELP vgpu_elastic_granted_bytes_total Bytes granted by elastic memory requests.
+# TYPE vgpu_elastic_granted_bytes_total counter
+vgpu_elastic_granted_bytes_total 0
+# HELP vgpu_elastic_grants_total Elastic memory requests granted (a slice over its base given more, up to its ceiling).
+# TYPE vgpu_elastic_grants_total counter
+vgpu_elastic_grants_total 0
+# HELP vgpu_elastic_last_decision_seconds Latency of the latest elastic answer: from the tick that first saw the request to the answer.
+# TYPE vgpu_elastic_last_decision_seconds gauge
+vgpu_elastic_last_decision_seconds 0
+# HELP vgpu_elastic_refusals_total Elastic memory requests refused (above the ceiling, or not enough memory to grant; see vgpud's log).
+# TYPE vgpu_elastic_refusals_total counter
+vgpu_elastic_refusals_total 0
+# HELP vgpu_elastic_shrinks_total Grants taken back because a guaranteed slice needed the memory.
+# TYPE vgpu_elastic_shrinks_total counter
+vgpu_elastic_shrinks_total 0
 # HELP vgpu_daemon_info vgpud's version and enforcer mode (value 1).
 # TYPE vgpu_daemon_info gauge
 vgpu_daemon_info{enforcer_mode="enforce",version="v0.3.0"} 1
