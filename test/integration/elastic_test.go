@@ -23,19 +23,25 @@ import (
 // elasticFixture is a fixture whose slice has memory_max and the given flags.
 func elasticFixture(t *testing.T, flags uint32, limit, max uint64) *fixture {
 	t.Helper()
+	return elasticFixtureOvh(t, flags, limit, max, 0)
+}
+
+// elasticFixtureOvh is elasticFixture with a context footprint (sim and budget).
+func elasticFixtureOvh(t *testing.T, flags uint32, limit, max, ovh uint64) *fixture {
+	t.Helper()
 	r := root(t)
 	_, err := os.Stat(filepath.Join(r, "build/test/elastic"))
 	require.NoError(t, err, "run `make build` first")
 	dir := t.TempDir()
 	f := &fixture{t: t, root: r, node: filepath.Join(dir, "node"),
-		slice: filepath.Join(dir, "slice"), limit: limit}
-	var ctxMem uint64
+		slice: filepath.Join(dir, "slice"), limit: limit, ovh: ovh}
+	ctxMem := ovh
 	require.NoError(t, simgpu.Init(f.node, simgpu.Config{
 		Devices: 1, Memory: 8 * GiB, SMs: 4, ContextMemory: &ctxMem}))
 	require.NoError(t, shm.CreateSlice(f.slice, shm.SliceSpec{
 		ID: "elastic", Flags: flags, Slots: 16,
 		Devices: []shm.DeviceBudget{{Index: 0, MemoryLimit: limit, MemoryGuaranteed: limit,
-			MemoryMax: max, ComputeShareBP: 10000}}}))
+			MemoryMax: max, ContextOverhead: ovh, ComputeShareBP: 10000}}}))
 	sl, err := shm.OpenSlice(f.slice)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sl.Close() })
@@ -286,4 +292,40 @@ func TestElasticTwoProcesses(t *testing.T) {
 	bp.next()
 	a.waitOK()
 	bp.waitOK()
+}
+
+// Every charging path asks: the context's own footprint (primary and created),
+// plain, pitch, managed, VMM, arrays, stream-ordered and pool allocations, graph
+// memory. The slice starts below one context's footprint and is granted what
+// each refused admission asks for.
+func TestElasticEveryPath(t *testing.T) {
+	type tc struct{ api, ctx string }
+	var cases []tc
+	for _, api := range capAPIs() {
+		cases = append(cases, tc{api, "primary"})
+	}
+	cases = append(cases, tc{"alloc", "create"})
+	for _, c := range cases {
+		t.Run(c.api+"/ctx="+c.ctx, func(t *testing.T) {
+			t.Parallel()
+			const ovh = 64 * MiB
+			f := elasticFixtureOvh(t, shm.BudgetFlagElastic, 32*MiB, 1*GiB, ovh)
+			v := startFakeVgpud(t, f, func(req shm.ElasticRequest, limit uint64) uint64 {
+				return max(req.Bytes, limit)
+			})
+			lines, stderr, code := run(t, f.env("VGPU_ELASTIC_WAIT_MS=5000"), "alloc",
+				"--path", "linked", "--api", c.api, "--ctx", c.ctx, "--count", "3", "--chunk", "64MiB")
+			require.Equal(t, 0, code, "stdout %q stderr %q", lines, stderr)
+			res := lineWith(t, lines, "RESULT")
+			require.Equal(t, "3", res["count"], "%v", res)
+			d := f.sl.Usage.Device(0)
+			require.Zero(t, d.RefusedAllocs)
+			require.Equal(t, ovh+3*chunk, d.PeakBytes)
+			require.Equal(t, ovh+3*chunk, f.sl.Budget.MemoryLimit(0), "granted as asked, no more")
+			reqs := v.requests()
+			require.GreaterOrEqual(t, len(reqs), 2, "the context and at least one chunk asked")
+			require.Equal(t, ovh, reqs[0].req.Bytes, "the context's footprint asked first")
+			require.Empty(t, vgpuLines(stderr))
+		})
+	}
 }
