@@ -16,16 +16,27 @@
  * budget mapping (each in a forked child, which must die of SIGSEGV: the mapping
  * is read-only) and to make that mapping writable (mprotect must fail), and prints
  *   FORGE limit_sig=<signal> grant_sig=<signal> mprotect_errno=<errno> limit=<bytes>
+ *
+ * --no-futex makes every futex call fail with ENOSYS (a seccomp filter, installed
+ * just before the allocation: the program is single-threaded, so nothing else
+ * needs futexes then), as on a kernel without them: libvgpu must fall back to
+ * short sleeps.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -116,11 +127,39 @@ static void forge(void)
         (unsigned long long)__atomic_load_n(&b->dev[0].memory_limit, __ATOMIC_RELAXED));
 }
 
+static void no_futex(void)
+{
+#if defined(__x86_64__)
+#define ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define ARCH AUDIT_ARCH_AARCH64
+#endif
+#ifdef ARCH
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ARCH, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_futex, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        fail("seccomp: %s", strerror(errno));
+    if (syscall(SYS_futex, &f[0].k, 1 /* FUTEX_WAKE */, 1, NULL, NULL, 0) != -1 || errno != ENOSYS)
+        fail("the futex filter is not in force");
+#else
+    fail("--no-futex: unknown architecture");
+#endif
+}
+
 int main(int argc, char **argv)
 {
     uint64_t base = 0, size = 0;
     const char *api = "alloc";
-    int step = 0, forging = 0;
+    int step = 0, forging = 0, nofutex = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--base") && i + 1 < argc)
             base = parse_size(argv[++i]);
@@ -132,6 +171,8 @@ int main(int argc, char **argv)
             step = 1;
         else if (!strcmp(argv[i], "--forge"))
             forging = 1;
+        else if (!strcmp(argv[i], "--no-futex"))
+            nofutex = 1;
         else
             fail("unknown argument %s", argv[i]);
     }
@@ -149,6 +190,8 @@ int main(int argc, char **argv)
         forge();
     if (!phase(step, "ready"))
         return 0;
+    if (nofutex)
+        no_futex();
     uint64_t t0 = now_ns();
     CUresult r = async ? cuMemAllocAsync(&p, size, 0) : cuMemAlloc_v2(&p, size);
     uint64_t t1 = now_ns();

@@ -329,3 +329,31 @@ func TestElasticEveryPath(t *testing.T) {
 		})
 	}
 }
+
+// Where futexes fail (ENOSYS: a seccomp filter in the program), libvgpu waits in
+// 1 ms sleeps: a grant (found by vgpud's poll) still admits, no answer still
+// refuses after VGPU_ELASTIC_WAIT_MS.
+func TestElasticWithoutFutex(t *testing.T) {
+	t.Run("granted", func(t *testing.T) {
+		f := elasticFixture(t, shm.BudgetFlagElastic, 1*GiB, 2*GiB)
+		v := startFakeVgpud(t, f, grant)
+		res, stderr, took := runElastic(t, f, []string{"VGPU_ELASTIC_WAIT_MS=2000"},
+			"--no-futex", "--base", "768MiB", "--alloc", "512MiB")
+		require.Equal(t, "CUDA_SUCCESS", res["name"], "stderr: %s", stderr)
+		require.Len(t, v.requests(), 1)
+		require.Equal(t, 768*MiB+512*MiB, f.sl.Budget.MemoryLimit(0))
+		t.Logf("granted without futexes after %v (vgpud polls every 20 ms)", took)
+		require.Less(t, took, time.Second)
+	})
+	t.Run("unanswered", func(t *testing.T) {
+		f := elasticFixture(t, shm.BudgetFlagElastic, 1*GiB, 2*GiB)
+		res, stderr, took := runElastic(t, f, []string{"VGPU_ELASTIC_WAIT_MS=200"},
+			"--no-futex", "--base", "768MiB", "--alloc", "512MiB")
+		require.Equal(t, "CUDA_ERROR_OUT_OF_MEMORY", res["name"])
+		require.Equal(t, uint64(1), f.sl.Usage.Device(0).RefusedAllocs)
+		require.Len(t, vgpuLines(stderr), 1, "stderr: %s", stderr)
+		t.Logf("unanswered without futexes: refused after %v", took)
+		require.GreaterOrEqual(t, took, 200*time.Millisecond)
+		require.Less(t, took, 2*time.Second)
+	})
+}
