@@ -29,15 +29,15 @@ const (
 	// programs and the CO-RE relocations need it.
 	btfPath = "/sys/kernel/btf/vmlinux"
 	tracefs = "/sys/kernel/tracing"
-	// dropPoll bounds how long a lost event goes unnoticed when the ring
-	// buffer is quiet (the reader wakes this often to read the counter).
+	// dropPoll bounds how long a lost event goes unnoticed (the reader reads
+	// the counter this often).
 	dropPoll = 100 * time.Millisecond
 	// nsPerTick converts task->start_boottime (ns) to /proc/<pid>/stat's
 	// clock ticks: the kernel divides by NSEC_PER_SEC/USER_HZ, and USER_HZ is
 	// 100 on every architecture vgpu runs on.
 	nsPerTick = 10_000_000
 	// eventSize is sizeof(struct event) in bpf/tracker.bpf.c.
-	eventSize = 48
+	eventSize = 64
 )
 
 // ebpfTracker applies the events of the BPF programs to the state.
@@ -48,6 +48,8 @@ type ebpfTracker struct {
 	objs  trackerObjects
 	links []link.Link
 	rd    *ringbuf.Reader
+	rec   ringbuf.Record // the reader goroutine's buffer
+	poll  time.Duration
 	// mono0 (CLOCK_MONOTONIC ns, bpf_ktime_get_ns's clock) and wall0 were
 	// read together: an event's time is wall0 + (ts - mono0).
 	mono0    int64
@@ -63,13 +65,13 @@ func newEBPF(ctx context.Context, cfg Config) (*ebpfTracker, error) {
 	if _, err := os.Stat(btfPath); err != nil {
 		return nil, fmt.Errorf("%w: %w", errNoBTF, err)
 	}
-	t := &ebpfTracker{state: newState(), sc: newScanner(cfg), log: cfg.Log}
+	t := &ebpfTracker{state: newState(), sc: newScanner(cfg), log: cfg.Log, poll: cfg.PollInterval}
 	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (the ring buffer
 	// alone is 1 MiB); later ones charge the memory cgroup, and this is a no-op.
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("tracker: raising RLIMIT_MEMLOCK: %w", err)
 	}
-	if err := loadTrackerObjects(&t.objs, nil); err != nil {
+	if err := t.load(); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
 			cfg.Log.Error("tracker: the verifier rejected a program", zap.String("log", fmt.Sprintf("%+v", ve)))
@@ -83,6 +85,19 @@ func newEBPF(ctx context.Context, cfg Config) (*ebpfTracker, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// load loads the programs and maps, with the reader's poll period as the
+// programs' minimum gap between two wake-ups of the reader.
+func (t *ebpfTracker) load() error {
+	spec, err := loadTracker()
+	if err != nil {
+		return err
+	}
+	if err := spec.Variables[trackerVarWakeGapNs].Set(uint64(t.poll.Nanoseconds())); err != nil {
+		return fmt.Errorf("setting %s: %w", trackerVarWakeGapNs, err)
+	}
+	return spec.LoadAndAssign(&t.objs, nil)
 }
 
 // start attaches the programs, seeds the state from procfs and starts the
@@ -116,9 +131,11 @@ func (t *ebpfTracker) start(ctx context.Context, cfg Config) error {
 	go func() {
 		defer t.wg.Done()
 		<-ctx.Done()
-		_ = t.rd.Close() // wakes the reader; Close reports nothing useful here
+		// Interrupts a blocked ReadInto (os.ErrClosed is not used: the ring
+		// stays mapped until the reader has returned, as it reads it directly).
+		_ = t.rd.Flush() // fails only on a closed reader
 	}()
-	go t.read()
+	go t.read(ctx)
 	return nil
 }
 
@@ -193,28 +210,77 @@ func (t *ebpfTracker) rescan() error {
 	return nil
 }
 
-// read applies ring-buffer events until the reader is closed, and checks the
-// drop counter at least every dropPoll.
-func (t *ebpfTracker) read() {
+// read applies ring-buffer events until ctx ends, and checks the drop
+// counter every dropPoll. It blocks until an event wakes it; the programs
+// then wake it again only after a gap of t.poll (wake_flag in
+// bpf/tracker.bpf.c), so while events came within the last t.poll it polls
+// the ring every t.poll instead: an event submitted without a wake-up came
+// less than t.poll after one that woke the reader, and so before the
+// reader's last poll.
+func (t *ebpfTracker) read(ctx context.Context) {
 	defer t.wg.Done()
-	var rec ringbuf.Record
+	var lastData time.Time
 	nextCheck := time.Now().Add(dropPoll)
-	for {
-		t.rd.SetDeadline(nextCheck)
-		err := t.rd.ReadInto(&rec)
-		switch {
-		case errors.Is(err, ringbuf.ErrClosed):
-			return
-		case errors.Is(err, os.ErrDeadlineExceeded):
-		case err != nil:
-			t.log.Warn("tracker: reading the ring buffer", zap.Error(err))
-		default:
-			t.handle(rec.RawSample)
+	for ctx.Err() == nil {
+		if time.Since(lastData) <= t.poll {
+			if t.rd.AvailableBytes() > 0 && t.drain() {
+				lastData = time.Now()
+			}
+			sleepCtx(ctx, t.poll)
+		} else if t.wait(nextCheck) {
+			lastData = time.Now()
 		}
-		if now := time.Now(); !now.Before(nextCheck) {
+		// epoll's deadline is in whole ms, so a wait ends up to 1 ms early.
+		if now := time.Now(); now.After(nextCheck.Add(-time.Millisecond)) {
 			t.checkDrops()
 			nextCheck = now.Add(dropPoll)
 		}
+	}
+}
+
+// wait blocks until an event arrives (true, it is applied) or until.
+func (t *ebpfTracker) wait(until time.Time) bool {
+	t.rd.SetDeadline(until)
+	err := t.rd.ReadInto(&t.rec)
+	switch {
+	case err == nil:
+		t.handle(t.rec.RawSample)
+		return true
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
+	default:
+		t.log.Warn("tracker: reading the ring buffer", zap.Error(err))
+	}
+	return false
+}
+
+// drain applies every event in the ring without blocking (with a deadline
+// already past, ReadInto returns what is there, written with or without a
+// wake-up, then os.ErrDeadlineExceeded); it says whether there was any.
+func (t *ebpfTracker) drain() bool {
+	t.rd.SetDeadline(time.Now())
+	found := false
+	for {
+		err := t.rd.ReadInto(&t.rec)
+		switch {
+		case err == nil:
+			t.handle(t.rec.RawSample)
+			found = true
+			continue
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, ringbuf.ErrFlushed):
+		default:
+			t.log.Warn("tracker: reading the ring buffer", zap.Error(err))
+		}
+		return found
+	}
+}
+
+// sleepCtx sleeps d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+	case <-ctx.Done():
 	}
 }
 
@@ -250,26 +316,28 @@ func (t *ebpfTracker) handle(raw []byte) {
 	ne := binary.NativeEndian
 	e := trackerEvent{
 		TsNs: ne.Uint64(raw[0:]), CgroupId: ne.Uint64(raw[8:]), StartNs: ne.Uint64(raw[16:]),
-		Kind: ne.Uint32(raw[24:]), Pid: ne.Uint32(raw[28:]), Tid: ne.Uint32(raw[32:]),
-		Ppid: ne.Uint32(raw[36:]), Major: ne.Uint32(raw[40:]), Minor: ne.Uint32(raw[44:]),
+		Pidns: ne.Uint64(raw[24:]), Kind: ne.Uint32(raw[32:]), Pid: ne.Uint32(raw[36:]),
+		Tid: ne.Uint32(raw[40:]), Ppid: ne.Uint32(raw[44:]), Major: ne.Uint32(raw[48:]),
+		Minor: ne.Uint32(raw[52:]), Nspid: ne.Uint32(raw[56:]),
 	}
 	ev := Event{
 		Kind: EventKind(e.Kind), PID: int(e.Pid), TID: int(e.Tid), PPID: int(e.Ppid),
+		NSPID: int(e.Nspid), PIDNamespace: e.Pidns,
 		CgroupID: e.CgroupId, StartTime: e.StartNs / nsPerTick,
 		At: t.wall0.Add(time.Duration(int64(e.TsNs) - t.mono0)),
 	}
 	if ev.Kind == EventOpen {
 		ev.Device = Device{Major: e.Major, Minor: e.Minor}
 	}
-	container := ""
+	var info procInfo
 	if ev.Kind != EventExit {
-		// The container id is read once per process (the cgroup path is not in
-		// the event): only for a process not yet known.
-		if p, ok := t.lookup(ev.PID); !ok || p.StartTime != ev.StartTime {
-			_, container = t.sc.cgroupOf(ev.PID)
+		// The cgroup path and container id are read once per process (they
+		// are not in the event): only for a process not yet known.
+		if !t.knows(ev.PID, ev.StartTime) {
+			info = t.sc.cgroupOf(ev.PID).procInfo()
 		}
 	}
-	t.apply(ev, container)
+	t.apply(ev, info)
 }
 
 func (t *ebpfTracker) Kind() string                             { return kindEBPF }
@@ -277,6 +345,14 @@ func (t *ebpfTracker) Processes() []Process                     { return t.proce
 func (t *ebpfTracker) Lookup(pid int) (Process, bool)           { return t.lookup(pid) }
 func (t *ebpfTracker) Subscribe(buf int) (<-chan Event, func()) { return t.subscribe(buf) }
 func (t *ebpfTracker) Lost() uint64                             { return t.lost.Load() }
+
+func (t *ebpfTracker) FindInNamespace(pidNS uint64, nspid int, start uint64) (Process, bool) {
+	return t.findInNamespace(pidNS, nspid, start)
+}
+
+func (t *ebpfTracker) SawExit(pidNS uint64, nspid int, start uint64) bool {
+	return t.sawExit(pidNS, nspid, start)
+}
 
 // Close detaches the programs, stops the reader and closes every
 // subscription.

@@ -108,12 +108,20 @@ type helper struct {
 // startHolder starts a "hold" helper opening dev, in cgroup dir cg ("" = ours).
 func startHolder(t *testing.T, dev, cg string) *helper {
 	t.Helper()
+	var attr *syscall.SysProcAttr
+	if cg != "" {
+		attr = cgroupAttr(t, cg)
+	}
+	return startHolderAttr(t, dev, attr)
+}
+
+// startHolderAttr starts a "hold" helper opening dev, cloned with attr.
+func startHolderAttr(t *testing.T, dev string, attr *syscall.SysProcAttr) *helper {
+	t.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), helperEnv+"=hold", devEnv+"="+dev)
 	cmd.Stderr = os.Stderr
-	if cg != "" {
-		cmd.SysProcAttr = cgroupAttr(t, cg)
-	}
+	cmd.SysProcAttr = attr
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()
@@ -141,6 +149,29 @@ func cgroupAttr(t *testing.T, cg string) *syscall.SysProcAttr {
 	require.NoError(t, err)
 	t.Cleanup(func() { unix.Close(fd) })
 	return &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+}
+
+// want is the Process the tracker should list for h: in our pid
+// namespace, in cgroup dir cg ("" = ours) with id cgID, holding dev.
+func (h *helper) want(t *testing.T, cg string, cgID uint64, dev Device) Process {
+	t.Helper()
+	path := newScanner(Config{ProcRoot: "/proc"}).cgroupOf(os.Getpid()).path
+	if cg != "" {
+		path = "/" + strings.TrimPrefix(cg, cgroup2Mount("/proc")+"/")
+	}
+	return Process{PID: h.pid, NSPID: h.pid, PIDNamespace: pidNamespaceOf(t, h.pid),
+		CgroupID: cgID, CgroupPath: path, StartTime: h.startTime, Devices: []Device{dev}}
+}
+
+// pidNamespaceOf is the inode that readlink /proc/<pid>/ns/pid shows.
+func pidNamespaceOf(t *testing.T, pid int) uint64 {
+	t.Helper()
+	link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid))
+	require.NoError(t, err)
+	var ino uint64
+	_, err = fmt.Sscanf(link, "pid:[%d]", &ino)
+	require.NoError(t, err, link)
+	return ino
 }
 
 // line reads the helper's next stdout line, which must start with want.
@@ -193,8 +224,7 @@ func standIn(t testing.TB, dir, name string) (string, Device) {
 func freshCgroup(t *testing.T) (string, uint64) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		id, _ := newScanner(Config{ProcRoot: "/proc"}).cgroupOf(os.Getpid())
-		return "", id
+		return "", newScanner(Config{ProcRoot: "/proc"}).cgroupOf(os.Getpid()).id
 	}
 	root := cgroup2Mount("/proc")
 	require.NotEmpty(t, root, "no cgroup2 mount")

@@ -60,6 +60,14 @@ func (t *procfsTracker) Lookup(pid int) (Process, bool)           { return t.loo
 func (t *procfsTracker) Subscribe(buf int) (<-chan Event, func()) { return t.subscribe(buf) }
 func (t *procfsTracker) Lost() uint64                             { return t.lost.Load() }
 
+func (t *procfsTracker) FindInNamespace(pidNS uint64, nspid int, start uint64) (Process, bool) {
+	return t.findInNamespace(pidNS, nspid, start)
+}
+
+func (t *procfsTracker) SawExit(pidNS uint64, nspid int, start uint64) bool {
+	return t.sawExit(pidNS, nspid, start)
+}
+
 // Close stops the scanner and closes every subscription.
 func (t *procfsTracker) Close() error {
 	t.cancel()

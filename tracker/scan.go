@@ -64,7 +64,9 @@ func (s *scanner) scan() (map[int]*scanned, error) {
 			continue // exited while we looked
 		}
 		p := &scanned{Process: Process{PID: pid, StartTime: st.StartTime, Devices: devs}, ppid: st.PPID}
-		p.CgroupID, p.ContainerID = s.cgroupOf(pid)
+		cg := s.cgroupOf(pid)
+		p.CgroupID, p.CgroupPath, p.ContainerID = cg.id, cg.path, cg.containerID
+		p.NSPID, p.PIDNamespace = s.nsOf(pid)
 		out[pid] = p
 	}
 	return out, nil
@@ -97,12 +99,27 @@ func (s *scanner) devicesOf(pid int) []Device {
 	return devs
 }
 
-// cgroupOf returns pid's cgroup v2 id (the inode of its cgroup directory,
-// which is what bpf_get_current_cgroup_id returns) and its container id.
-func (s *scanner) cgroupOf(pid int) (id uint64, container string) {
+// cgroupInfo is what /proc/<pid>/cgroup says about a process.
+type cgroupInfo struct {
+	// id is the cgroup v2 id: the inode of its cgroup directory, which is
+	// what bpf_get_current_cgroup_id returns.
+	id uint64
+	// path is the cgroup v2 path (the "0::" line).
+	path string
+	// containerID is the first container id found in any of its paths.
+	containerID string
+}
+
+func (c cgroupInfo) procInfo() procInfo {
+	return procInfo{containerID: c.containerID, cgroupPath: c.path}
+}
+
+// cgroupOf reads pid's cgroups; the zero value when it is gone.
+func (s *scanner) cgroupOf(pid int) cgroupInfo {
+	var out cgroupInfo
 	data, err := os.ReadFile(filepath.Join(s.root, strconv.Itoa(pid), "cgroup"))
 	if err != nil {
-		return 0, ""
+		return out
 	}
 	var paths []string
 	for line := range bytes.Lines(data) {
@@ -110,20 +127,48 @@ func (s *scanner) cgroupOf(pid int) (id uint64, container string) {
 		if len(parts) != 3 {
 			continue
 		}
-		if parts[0] == "0" && parts[1] == "" && s.cgroup != "" {
+		if parts[0] == "0" && parts[1] == "" {
+			out.path = parts[2]
 			var st unix.Stat_t
-			if unix.Stat(filepath.Join(s.cgroup, parts[2]), &st) == nil {
-				id = st.Ino
+			if s.cgroup != "" && unix.Stat(filepath.Join(s.cgroup, parts[2]), &st) == nil {
+				out.id = st.Ino
 			}
 		}
 		paths = append(paths, parts[2])
 	}
 	for _, p := range paths {
 		if c := containerIDOf(p); c != "" {
-			return id, c
+			out.containerID = c
+			break
 		}
 	}
-	return id, ""
+	return out
+}
+
+// nsOf returns pid's process id in its innermost pid namespace (the last
+// field of NSpid in /proc/<pid>/status) and that namespace's inode (stat of
+// /proc/<pid>/ns/pid); zeros for what cannot be read.
+func (s *scanner) nsOf(pid int) (nspid int, ns uint64) {
+	dir := filepath.Join(s.root, strconv.Itoa(pid))
+	var st unix.Stat_t
+	if unix.Stat(dir+"/ns/pid", &st) == nil {
+		ns = st.Ino
+	}
+	data, err := os.ReadFile(dir + "/status")
+	if err != nil {
+		return 0, ns
+	}
+	for line := range bytes.Lines(data) {
+		rest, ok := bytes.CutPrefix(line, []byte("NSpid:"))
+		if !ok {
+			continue
+		}
+		if f := strings.Fields(string(rest)); len(f) > 0 {
+			nspid, _ = strconv.Atoi(f[len(f)-1])
+		}
+		break
+	}
+	return nspid, ns
 }
 
 // containerIDOf returns the last element of a cgroup path that names a

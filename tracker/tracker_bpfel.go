@@ -18,12 +18,15 @@ type trackerEvent struct {
 	TsNs     uint64
 	CgroupId uint64
 	StartNs  uint64
+	Pidns    uint64
 	Kind     uint32
 	Pid      uint32
 	Tid      uint32
 	Ppid     uint32
 	Major    uint32
 	Minor    uint32
+	Nspid    uint32
+	Pad      uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -39,7 +42,9 @@ const (
 	trackerProgOnOpen     = "on_open"
 	trackerProgOnOpenat   = "on_openat"
 	trackerProgOnOpenat2  = "on_openat2"
+	trackerVarLastWake    = "last_wake"
 	trackerVarUnusedEvent = "unused_event"
+	trackerVarWakeGapNs   = "wake_gap_ns"
 )
 
 // loadTracker returns the embedded CollectionSpec for tracker.
@@ -105,7 +110,9 @@ type trackerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type trackerVariableSpecs struct {
+	LastWake    *ebpf.VariableSpec `ebpf:"last_wake"`
 	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
+	WakeGapNs   *ebpf.VariableSpec `ebpf:"wake_gap_ns"`
 }
 
 // trackerObjects contains all objects after they have been loaded into the kernel.
@@ -147,7 +154,9 @@ func (m *trackerMaps) Close() error {
 //
 // It can be passed to loadTrackerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type trackerVariables struct {
+	LastWake    *ebpf.Variable `ebpf:"last_wake"`
 	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
+	WakeGapNs   *ebpf.Variable `ebpf:"wake_gap_ns"`
 }
 
 // trackerPrograms contains all programs after they have been loaded into the kernel.

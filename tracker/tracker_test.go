@@ -42,7 +42,9 @@ func TestEBPFOpenForkExit(t *testing.T) {
 	assert.WithinDuration(t, h.openedAt, ev.At, 100*time.Millisecond)
 	p, ok := tr.Lookup(h.pid)
 	require.True(t, ok)
-	assert.Equal(t, Process{PID: h.pid, CgroupID: cgID, StartTime: h.startTime, Devices: []Device{dev}}, p)
+	assert.Equal(t, h.want(t, cg, cgID, dev), p)
+	assert.Equal(t, h.pid, ev.NSPID)
+	assert.Equal(t, p.PIDNamespace, ev.PIDNamespace)
 
 	h.send(t, "fork")
 	child, err := strconv.Atoi(h.line(t, "child")[1])
@@ -53,6 +55,9 @@ func TestEBPFOpenForkExit(t *testing.T) {
 	cp, ok := tr.Lookup(child)
 	require.True(t, ok, "a forked child holds its parent's devices")
 	assert.Equal(t, []Device{dev}, cp.Devices)
+	assert.Equal(t, child, cp.NSPID, "the child's own pid, not its parent's")
+	assert.Equal(t, p.PIDNamespace, cp.PIDNamespace)
+	assert.Equal(t, p.CgroupPath, cp.CgroupPath)
 	h.send(t, "reap")
 	h.line(t, "reaped")
 	waitEvent(t, events, 2*time.Second, is(EventExit, child))
@@ -80,7 +85,7 @@ func TestEBPFSeed(t *testing.T) {
 	require.Equal(t, "ebpf", tr.Kind())
 	p, ok := tr.Lookup(h.pid)
 	require.True(t, ok, "a process older than the tracker is found at start")
-	assert.Equal(t, Process{PID: h.pid, CgroupID: cgID, StartTime: h.startTime, Devices: []Device{dev}}, p)
+	assert.Equal(t, h.want(t, cg, cgID, dev), p)
 	assert.Contains(t, tr.Processes(), p)
 
 	events, cancel := tr.Subscribe(16)
@@ -109,7 +114,7 @@ func TestProcfsFallback(t *testing.T) {
 	assert.Equal(t, h.startTime, ev.StartTime)
 	p, ok := tr.Lookup(h.pid)
 	require.True(t, ok)
-	assert.Equal(t, []Device{dev}, p.Devices)
+	assert.Equal(t, h.want(t, cg, cgID, dev), p)
 
 	h.stop()
 	waitEvent(t, events, 2*time.Second, is(EventExit, h.pid))

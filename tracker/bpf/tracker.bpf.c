@@ -43,12 +43,15 @@ struct event {
     u64 ts_ns;      /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
     u64 cgroup_id;  /* cgroup v2 id of the process */
     u64 start_ns;   /* group leader's start_boottime (ns since boot) */
+    u64 pidns;      /* inode of the process's innermost pid namespace */
     u32 kind;       /* enum event_kind */
     u32 pid;        /* tgid */
     u32 tid;        /* thread */
     u32 ppid;       /* parent tgid */
     u32 major;
     u32 minor;
+    u32 nspid; /* tgid as seen in that pid namespace */
+    u32 pad;
 };
 
 /* The char-device majors to report (user space fills it from Config.Majors). */
@@ -85,6 +88,30 @@ struct {
  * (-type event): the ring buffer API uses it only through sizeof. */
 const struct event *unused_event __attribute__((unused));
 
+/* Waking the reader costs the process that submits the event several
+ * microseconds (irq_work, then a wake-up of the reader's thread: an IPI, an
+ * exit to the hypervisor on a VM), more than the rest of a tracked open. So
+ * an event wakes the reader only when none did in the last wake_gap_ns; the
+ * events that follow are submitted without a wake-up, and the reader, once
+ * woken, polls the ring every wake_gap_ns until it has found nothing for
+ * that long (tracker/ebpf.go read). A first event is seen at once, a burst
+ * costs one wake-up per gap, and an idle reader sleeps.
+ * Set by user space before loading (Config.PollInterval). */
+const volatile u64 wake_gap_ns = 2000000;
+
+/* When an event last woke the reader. Racy across CPUs on purpose: two may
+ * both wake (harmless), and one that skips the wake-up saw a time at which
+ * another CPU's event wakes the reader, who then polls for a gap past it. */
+u64 last_wake = 0;
+
+static __always_inline u64 wake_flag(u64 now)
+{
+    if (now - last_wake < wake_gap_ns)
+        return BPF_RB_NO_WAKEUP;
+    last_wake = now;
+    return BPF_RB_FORCE_WAKEUP;
+}
+
 static __always_inline void count_drop(void)
 {
     u32 zero = 0;
@@ -96,6 +123,18 @@ static __always_inline void count_drop(void)
 static __always_inline u64 task_cgroup_id(struct task_struct *t)
 {
     return BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+}
+
+/* The process's identity in its own (innermost) pid namespace, read from the
+ * group leader's struct pid: what a containerised process sees as its pid,
+ * and the namespace's inode, which together with the start time is how
+ * libvgpu names its process to vgpud. */
+static __always_inline void pidns_of(struct task_struct *t, u32 *nspid, u64 *ns)
+{
+    struct pid *pid = BPF_CORE_READ(t, group_leader, thread_pid);
+    unsigned int level = BPF_CORE_READ(pid, level);
+    *nspid = BPF_CORE_READ(pid, numbers[level].nr);
+    *ns = BPF_CORE_READ(pid, numbers[level].ns, ns.inum);
 }
 
 static __always_inline void emit(u32 kind, struct task_struct *t, u64 cgroup_id, u32 major,
@@ -115,7 +154,9 @@ static __always_inline void emit(u32 kind, struct task_struct *t, u64 cgroup_id,
     e->ppid = BPF_CORE_READ(t, real_parent, tgid);
     e->major = major;
     e->minor = minor;
-    bpf_ringbuf_submit(e, 0);
+    pidns_of(t, &e->nspid, &e->pidns);
+    e->pad = 0;
+    bpf_ringbuf_submit(e, wake_flag(e->ts_ns));
 }
 
 #define S_IFMT 00170000
@@ -150,7 +191,10 @@ static __always_inline int opened(long fd)
         return 0;
     u32 tgid = BPF_CORE_READ(t, tgid);
     u8 one = 1;
-    if (bpf_map_update_elem(&procs, &tgid, &one, BPF_ANY) != 0)
+    /* Look up first: an update of a present key still swaps in a fresh
+     * element under the bucket lock, and a process opens several devices. */
+    if (!bpf_map_lookup_elem(&procs, &tgid) &&
+        bpf_map_update_elem(&procs, &tgid, &one, BPF_NOEXIST) != 0)
         count_drop();
     emit(EVENT_OPEN, t, bpf_get_current_cgroup_id(), major, dev & 0xfffff);
     return 0;

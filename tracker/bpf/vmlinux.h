@@ -42,6 +42,24 @@ struct signal_struct {
     atomic_t live; /* threads of the group not yet exited */
 };
 
+struct ns_common {
+    unsigned int inum; /* the namespace's inode: readlink /proc/<pid>/ns/pid */
+};
+
+struct pid_namespace {
+    struct ns_common ns;
+};
+
+struct upid {
+    int nr; /* the pid as seen in ns */
+    struct pid_namespace *ns;
+};
+
+struct pid {
+    unsigned int level; /* depth of the innermost pid namespace (0: the host's) */
+    struct upid numbers[1]; /* numbers[0..level], outermost first */
+};
+
 struct task_struct {
     pid_t pid;  /* thread id (host pid namespace) */
     pid_t tgid; /* process id */
@@ -51,6 +69,7 @@ struct task_struct {
     struct css_set *cgroups;
     struct signal_struct *signal;
     struct files_struct *files;
+    struct pid *thread_pid; /* the task's struct pid (>= 4.19) */
 };
 
 struct inode {
