@@ -129,6 +129,13 @@ func (c *Client) Top(ctx context.Context) ([]SliceUsage, error) {
 	return u, err
 }
 
+// Processes lists the processes vgpud's tracker knows to hold a GPU device.
+func (c *Client) Processes(ctx context.Context) (Processes, error) {
+	var p Processes
+	err := c.do(ctx, http.MethodGet, "/v1/processes", nil, &p)
+	return p, err
+}
+
 // Quarantine lists the quarantined slices: those whose record vgpud could not
 // load, held until released or restored.
 func (c *Client) Quarantine(ctx context.Context) ([]QuarantinedSlice, error) {
