@@ -33,7 +33,43 @@ type elasticBroker struct {
 	// firstSeen: when a pending request was first seen, for the decision
 	// latency.
 	firstSeen map[sliceDev]time.Time
+	// last: every slice's activity state and use at the previous plan, to
+	// tell a lender waking up.
+	last map[string]elasticMark
 	counts    elasticCounts
+}
+
+// elasticMark is a slice's activity and use as a plan saw them.
+type elasticMark struct {
+	state string
+	used  []uint64
+}
+
+// activityRank orders the states by how much a slice is in use.
+func activityRank(state string) int {
+	switch state {
+	case api.ActivityEmpty:
+		return 0
+	case api.ActivityIdle:
+		return 1
+	}
+	return 2
+}
+
+// markWakes sets each slice's woke from its previous mark (more in use, or
+// more memory used, than at the previous plan) and keeps the new marks.
+func (b *elasticBroker) markWakes(ss []*elasticSlice) {
+	next := make(map[string]elasticMark, len(ss))
+	for _, s := range ss {
+		if prev, ok := b.last[s.id]; ok {
+			s.woke = activityRank(s.state) > activityRank(prev.state)
+			for i := range min(len(prev.used), len(s.used)) {
+				s.woke = s.woke || s.used[i] > prev.used[i]
+			}
+		}
+		next[s.id] = elasticMark{state: s.state, used: s.used}
+	}
+	b.last = next
 }
 
 // elasticCounts are the broker's totals, read by the metrics (any goroutine).
@@ -52,7 +88,8 @@ func (c *elasticCounts) totals() metrics.Elastic {
 }
 
 func newElasticBroker(log *zap.Logger) *elasticBroker {
-	return &elasticBroker{log: log, allowance: map[string][]uint64{}, firstSeen: map[sliceDev]time.Time{}}
+	return &elasticBroker{log: log, allowance: map[string][]uint64{}, firstSeen: map[sliceDev]time.Time{},
+		last: map[string]elasticMark{}}
 }
 
 // step runs after the activity step of a tick.
@@ -117,6 +154,8 @@ func (l *enforcerLoop) elasticInput(now time.Time, rep *enforcer.TickReport) *el
 		}
 		in.slices = append(in.slices, s)
 	}
+	// Marked every tick, so a lender's wake between two plans is seen.
+	l.elastic.markWakes(in.slices)
 	if !pending && !outstanding {
 		clear(l.elastic.allowance)
 		return nil
@@ -147,6 +186,9 @@ func (l *enforcerLoop) elasticSlice(now time.Time, e *sliceEntry, snap *enforcer
 		s.devs[i] = d
 		if i < len(snap.Devices) {
 			s.used[i] = max(snap.Devices[i].UsedBytes, snap.Devices[i].DriverBytes)
+		}
+		if al := l.elastic.allowance[sl.ID]; i < len(al) {
+			s.shrunk[i] = al[i] > 0
 		}
 	}
 	if e.region == nil || !slices.ContainsFunc(sl.Devices, api.SliceDevice.Elastic) {

@@ -24,7 +24,8 @@ import (
 //   - burstable and best-effort slices may also borrow what an idle or empty
 //     guaranteed slice does not use of its base (its lendable memory); a
 //     guaranteed slice never borrows, and an active one never lends;
-//   - a loan is called back the tick its lender is active again, and pool
+//   - a loan is called back the tick its lender wakes (a process of it opens
+//     its device, runs work or allocates) or is released, and pool
 //     grants are shrunk (best-effort first, then burstable, then guaranteed;
 //     the largest first) when a new guaranteed slice needs the memory;
 //   - a shrunk slice may keep what it holds, but cannot allocate past its new
@@ -51,10 +52,15 @@ type elasticSlice struct {
 	devs  []api.SliceDevice // as recorded: base, ceiling, grant, loans (the plan edits a copy)
 	used  []uint64          // per slice device: the larger of libvgpu's charge and the driver's figure
 	reqs  []*shm.ElasticRequest
+	// woke: since the last tick a process of the slice opened one of its
+	// devices (it was empty), ran work (it was idle) or allocated: what it
+	// lent is its own again.
+	woke bool
 	// changed: the plan changed devs (it must be recorded and written).
 	changed bool
 	// shrunk: per slice device, a shrink left the slice holding more than
-	// its new limit (it may keep it until it is evicted).
+	// its limit (it may keep it until it is evicted): set by this plan's
+	// shrinks, or by an earlier one whose allowance still runs.
 	shrunk []bool
 }
 
@@ -127,11 +133,11 @@ func (p *elasticPlan) callBack(in *elasticInput, byID map[string]*elasticSlice) 
 			kept := d.Loans[:0:0]
 			for _, l := range d.Loans {
 				lender := byID[l.From]
-				if lender != nil && lender.state != api.ActivityActive {
+				if lender != nil && lender.state != api.ActivityActive && !lender.woke {
 					kept = append(kept, l)
 					continue
 				}
-				why := "the lender is active again"
+				why := "the lender is in use again"
 				if lender == nil {
 					why = "the lender was released"
 				}

@@ -127,6 +127,16 @@ func TestPlanCallBackAndEvict(t *testing.T) {
 	require.True(t, b.shrunk[0], "5 GiB held over a 2 GiB limit")
 	require.Empty(t, p.evict)
 
+	// An idle lender keeps lending; one that woke (opened, allocated) does not.
+	idle := planSlice("lender", api.QoSGuaranteed, api.ActivityIdle, 8*gib, 0, gib)
+	b = borrower("b", api.QoSBurstable, 5*gib)
+	p = planElastic(planNode(16*gib, 6*gib, idle, b))
+	require.Empty(t, p.events)
+	require.Equal(t, 4*gib, b.devs[0].GrantedBytes)
+	idle.woke = true
+	p = planElastic(planNode(16*gib, 6*gib, idle, b))
+	require.Equal(t, []string{evCallback}, eventKinds(p))
+
 	lender = planSlice("lender", api.QoSGuaranteed, api.ActivityActive, 8*gib, 0, gib)
 	be := borrower("be", api.QoSBestEffort, 4*gib)
 	bu := borrower("bu", api.QoSBurstable, 6*gib)
