@@ -46,7 +46,7 @@ func repoRoot(t *testing.T) string {
 	t.Helper()
 	return testbuild.Root(t, "bin/vgpud", "bin/vgpu-runtime", "build/libvgpu.so", "build/simgpu/libcuda.so.1",
 		"build/simgpu/libnvidia-ml.so.1", "build/test/alloc", "build/test/query", "build/test/dl_tamper",
-		"build/test/dl_forge", "build/test/sim_hold", "build/test/throttle_load", "build/test/dl_outlive")
+		"build/test/dl_forge", "build/test/sim_hold", "build/test/throttle_load", "build/test/dl_outlive", "build/test/torchlike")
 }
 
 // requireHost fails unless this machine can run the end-to-end tests: root,
@@ -126,6 +126,7 @@ func newNode(t *testing.T, o nodeOpts) *node {
 		filepath.Join(root, "build/test/dl_forge"),
 		filepath.Join(root, "build/test/throttle_load"),
 		filepath.Join(root, "build/test/dl_outlive"),
+		filepath.Join(root, "build/test/torchlike"),
 	})
 	out, code := n.ctr("images", "import", img)
 	require.Equal(t, 0, code, "ctr images import: %s", out)
