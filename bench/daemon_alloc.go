@@ -88,12 +88,15 @@ type benchVgpud struct {
 }
 
 // startBenchVgpud starts vgpud in report mode on the simulated node state,
-// its state dir and socket under dir, with none of the caller's preloads.
-func startBenchVgpud(ctx context.Context, opts DaemonOptions, vgpud, simLib, state, dir string) (*benchVgpud, error) {
+// its state dir and socket under dir, with none of the caller's preloads;
+// extra flags are appended.
+func startBenchVgpud(ctx context.Context, opts DaemonOptions, vgpud, simLib, state, dir string,
+	extra ...string,
+) (*benchVgpud, error) {
 	d := &benchVgpud{out: &strings.Builder{}, sock: filepath.Join(dir, "vgpud.sock"), exited: make(chan error, 1)}
-	cmd := exec.CommandContext(ctx, vgpud, "--state-dir", filepath.Join(dir, "state"), "--socket", d.sock,
+	cmd := exec.CommandContext(ctx, vgpud, append([]string{"--state-dir", filepath.Join(dir, "state"), "--socket", d.sock,
 		"--metrics-addr", "", "--enforcer-mode", "report", "--log-level", "warn",
-		"--nvml-lib", simLib)
+		"--nvml-lib", simLib}, extra...)...)
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")

@@ -18,7 +18,7 @@ import (
 // The tracker benchmark's goals, reported, never asserted.
 const (
 	// GoalTrackerOpenP99MS: p99 from a device open to the subscriber having
-	// the event, eBPF tracker.
+	// the event, and to vgpud listing the process, eBPF tracker.
 	GoalTrackerOpenP99MS = 10.0
 	// GoalTrackerAddedOpenNS: ns the attached programs may add to one open
 	// (median over rounds).
@@ -45,8 +45,14 @@ type TrackerOptions struct {
 	Exits       int
 	ProcfsOpens int
 	ProcfsExits int
+	// VgpudOpens: samples of open → bin/vgpud's GET /v1/processes lists the
+	// process (eBPF; 0 skips them, and the need for a built tree).
+	VgpudOpens int
 	// ProcfsInterval is the scanner's period (0: the tracker's default).
 	ProcfsInterval time.Duration
+	// PollInterval is the eBPF tracker's ring-buffer poll period (0: the
+	// tracker's default).
+	PollInterval time.Duration
 	// Syscall cost: Rounds ABBA rounds (detached, attached, attached,
 	// detached); per phase OpsPerPhase open+close pairs of each file and
 	// ForksPerPhase fork+exit+wait. Rounds 0 skips it.
@@ -68,7 +74,7 @@ type TrackerOptions struct {
 // DefaultTrackerOptions returns the defaults of `vgpu-bench tracker`.
 func DefaultTrackerOptions() TrackerOptions {
 	return TrackerOptions{
-		Opens: 500, Exits: 200, ProcfsOpens: 100, ProcfsExits: 50,
+		Opens: 500, Exits: 200, ProcfsOpens: 100, ProcfsExits: 50, VgpudOpens: 300,
 		Rounds: 5, OpsPerPhase: 20000, ForksPerPhase: 300,
 		Procs: 2000, Holders: 200, CPUWindow: 10 * time.Second, ChurnPerSec: 50,
 	}
@@ -76,7 +82,7 @@ func DefaultTrackerOptions() TrackerOptions {
 
 func (o *TrackerOptions) validate() error {
 	switch {
-	case o.Opens < 0 || o.Exits < 0 || o.ProcfsOpens < 0 || o.ProcfsExits < 0:
+	case o.Opens < 0 || o.Exits < 0 || o.ProcfsOpens < 0 || o.ProcfsExits < 0 || o.VgpudOpens < 0:
 		return errors.New("sample counts must be >= 0")
 	case o.Rounds < 0 || (o.Rounds > 0 && (o.OpsPerPhase < 1 || o.ForksPerPhase < 1)):
 		return errors.New("rounds must be >= 0, and ops and forks per phase >= 1")
@@ -86,7 +92,7 @@ func (o *TrackerOptions) validate() error {
 		return fmt.Errorf("cpu window %s must be >= 100ms", o.CPUWindow)
 	case o.ChurnPerSec < 0 || o.ChurnPerSec > 1000:
 		return fmt.Errorf("churn %d/s out of range 0..1000", o.ChurnPerSec)
-	case o.Opens+o.Exits+o.ProcfsOpens+o.ProcfsExits+o.Rounds+o.Procs == 0:
+	case o.Opens+o.Exits+o.ProcfsOpens+o.ProcfsExits+o.VgpudOpens+o.Rounds+o.Procs == 0:
 		return errors.New("nothing to measure")
 	}
 	return nil
@@ -97,6 +103,7 @@ type TrackerConfig struct {
 	// Device is the stand-in node's number and driver, e.g. "203:0 (cpu/cpuid)".
 	Device           string  `json:"device"`
 	ProcfsIntervalMS float64 `json:"procfs_interval_ms"`
+	PollIntervalMS   float64 `json:"poll_interval_ms"`
 	Rounds           int     `json:"rounds"`
 	OpsPerPhase      int     `json:"ops_per_phase"`
 	ForksPerPhase    int     `json:"forks_per_phase"`
@@ -180,7 +187,7 @@ func (r *TrackerReport) Evaluate() {
 		row := &r.Latency[i]
 		goal := 0.0
 		switch {
-		case row.What == "open" && row.Tracker == trackerEBPF:
+		case (row.What == "open" || row.What == whatOpenVgpud) && row.Tracker == trackerEBPF:
 			goal = GoalTrackerOpenP99MS
 		case row.What == "exit":
 			goal = GoalTrackerExitP99MS
@@ -257,7 +264,8 @@ type benchEnv struct {
 
 func (e *benchEnv) newTracker(ctx context.Context, procfs bool) (tracker.Tracker, error) {
 	tr, err := tracker.New(ctx, tracker.Config{
-		Majors: []uint32{e.dev.Major}, ForceProcfs: procfs, ProcfsInterval: e.opts.ProcfsInterval, Log: zap.NewNop(),
+		Majors: []uint32{e.dev.Major}, ForceProcfs: procfs, ProcfsInterval: e.opts.ProcfsInterval,
+		PollInterval: e.opts.PollInterval, Log: zap.NewNop(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("tracker.New: %w", err)
@@ -272,6 +280,9 @@ func RunTracker(ctx context.Context, opts TrackerOptions) (*TrackerReport, error
 	}
 	if opts.ProcfsInterval <= 0 {
 		opts.ProcfsInterval = 250 * time.Millisecond // tracker.Config's default
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = tracker.DefaultPollInterval
 	}
 	if opts.Log == nil {
 		opts.Log = io.Discard
@@ -319,14 +330,19 @@ func RunTracker(ctx context.Context, opts TrackerOptions) (*TrackerReport, error
 
 func trackerConfig(o TrackerOptions, devName string) TrackerConfig {
 	return TrackerConfig{
-		Device: devName, ProcfsIntervalMS: float64(o.ProcfsInterval) / float64(time.Millisecond),
-		Rounds: o.Rounds, OpsPerPhase: o.OpsPerPhase, ForksPerPhase: o.ForksPerPhase,
+		Device:           devName,
+		ProcfsIntervalMS: float64(o.ProcfsInterval) / float64(time.Millisecond),
+		PollIntervalMS:   float64(o.PollInterval) / float64(time.Millisecond),
+		Rounds:           o.Rounds, OpsPerPhase: o.OpsPerPhase, ForksPerPhase: o.ForksPerPhase,
 		Procs: o.Procs, Holders: o.Holders, CPUWindowS: o.CPUWindow.Seconds(), ChurnPerSec: o.ChurnPerSec,
 		SampleNotes: "open latency: a fresh bash child stamps CLOCK_REALTIME ($EPOCHREALTIME, µs) right before " +
 			"its open of the stand-in node and reports it; the benchmark's subscriber stamps its receipt of the " +
-			"EventOpen (same clock). exit latency: time.Now before kill(SIGKILL) of a holder the tracker knows → " +
-			"receipt of its EventExit. procfs samples start at a random phase of the scan. syscalls: ns per " +
-			"operation (mean of a phase), in-process, ABBA rounds of a fresh eBPF tracker attached vs none. " +
+			"EventOpen (same clock). open → vgpud: the same child, and the benchmark's clock when the first " +
+			"answer of GET /v1/processes that lists it arrives, asked every 0.2 ms of a bin/vgpud it started " +
+			"(--tracker ebpf, report mode, simulated node). exit latency: time.Now before kill(SIGKILL) of a " +
+			"holder the tracker knows → receipt of its EventExit. procfs samples start at a random phase of the " +
+			"scan. syscalls: ns per operation (mean of a phase; opens: CPU time of the calling thread, " +
+			"CLOCK_THREAD_CPUTIME_ID; forks: wall time), ABBA rounds of a fresh eBPF tracker attached vs none. " +
 			"cpu: getrusage of the benchmark process (the tracker runs in it, with one subscriber draining its " +
 			"events) over the window, minus the same window without a tracker",
 	}
@@ -347,6 +363,13 @@ func runTrackerParts(ctx context.Context, env *benchEnv, rep *TrackerReport) err
 			return err
 		}
 		rep.Latency = append(rep.Latency, rows...)
+		if !k.procfs && o.VgpudOpens > 0 {
+			row, err := env.vgpudLatency(ctx, o.VgpudOpens)
+			if err != nil {
+				return err
+			}
+			rep.Latency = append(rep.Latency, row)
+		}
 	}
 	if o.Rounds > 0 && rep.Hook == trackerEBPF {
 		rows, err := env.syscallCost(ctx)

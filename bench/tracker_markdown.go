@@ -19,11 +19,12 @@ func (r *TrackerReport) Markdown() string {
 	fmt.Fprintf(&b, "# vgpu tracker benchmark: hook %s\n\n", orDash(r.Hook))
 	fmt.Fprintf(&b, "- machine: %s, %s, %d cores, kernel %s\n", m.Hostname, m.CPUModel, m.Cores, orDash(m.Kernel))
 	fmt.Fprintf(&b, "- %s, %s, commit %s; the benchmark took %.0f s\n", m.GoVersion, m.Date, orDash(m.Commit), r.RuntimeS)
-	fmt.Fprintf(&b, "- hook used: %s (%s); stand-in device %s; procfs scan interval %.0f ms\n",
-		orDash(r.Hook), r.Hooks, c.Device, c.ProcfsIntervalMS)
+	fmt.Fprintf(&b, "- hook used: %s (%s); stand-in device %s; procfs scan interval %.0f ms; eBPF poll interval %g ms\n",
+		orDash(r.Hook), r.Hooks, c.Device, c.ProcfsIntervalMS, c.PollIntervalMS)
 	fmt.Fprintf(&b, "- %s\n\n", c.SampleNotes)
 	if len(r.Latency) > 0 {
-		b.WriteString("## Latency (ms): open → subscriber has EventOpen; SIGKILL → subscriber has EventExit\n\n")
+		b.WriteString("## Latency (ms): open → subscriber has EventOpen (open → vgpud: GET /v1/processes lists it); " +
+			"SIGKILL → subscriber has EventExit\n\n")
 		b.WriteString("| event | tracker | n | missed | median | p99 | max | goal | result |\n")
 		b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---|\n")
 		for _, row := range r.Latency {
@@ -38,7 +39,8 @@ func (r *TrackerReport) Markdown() string {
 			"vgpud returning the charge end to end is measured by the daemon's tests, not here.\n\n")
 	}
 	if len(r.Syscalls) > 0 {
-		fmt.Fprintf(&b, "## Added cost per system call (ns per operation; %d ABBA rounds, %d opens and %d forks per phase)\n\n",
+		fmt.Fprintf(&b, "## Added cost per system call (ns per operation, opens in CPU time of the thread; "+
+			"%d ABBA rounds, %d opens and %d forks per phase)\n\n",
 			c.Rounds, c.OpsPerPhase, c.ForksPerPhase)
 		b.WriteString("| operation | detached median | attached median | added median | added per round | goal (added) | result |\n")
 		b.WriteString("|---|---:|---:|---:|---:|---:|---|\n")
@@ -105,16 +107,22 @@ func trackerNotes(r *TrackerReport) []string {
 	if len(r.Syscalls) > 0 {
 		notes = append(notes, "syscall cost: enabling any syscall tracepoint sends every system call of every "+
 			"task through the kernel's tracing exit path, so the untracked-file row is what every open on the "+
-			"machine pays; the tracked-device row also pays for the event (ring buffer, reader wake-up), which "+
-			"happens a few times per CUDA process. The fork row is a process that holds no tracked device "+
-			"(a hash lookup in the BPF map); the CPU spent in the BPF programs is charged to the process making "+
-			"the system call, not to the tracker")
+			"machine pays; the tracked-device row also pays for the event (the programs' reads, the ring "+
+			"buffer). An event wakes the tracker's reader only when none did in the last poll interval ("+
+			fmt.Sprintf("%g ms", r.Config.PollIntervalMS)+"): a wake-up costs the opening process several µs "+
+			"(irq_work and an IPI, an exit to the hypervisor on a VM), and this loop of back-to-back opens pays "+
+			"it about once per interval; the reader polls the ring while events flow. The open rows are the "+
+			"opening thread's CPU time: the tracker's reader runs in the benchmark process, and its handling "+
+			"of every event, on the other cores, would show in wall time although vgpud is another process. "+
+			"The fork row is a process that holds no tracked device (a hash lookup in the BPF map); the CPU "+
+			"spent in the BPF programs is charged to the process making the system call, not to the tracker")
 	}
 	if len(r.CPU) > 0 {
 		notes = append(notes, "tracker CPU is the benchmark process's own CPU (the tracker runs inside it, with "+
 			"one subscriber) minus the same window without a tracker. The eBPF tracker's idle CPU does not grow "+
-			"with the processes: its reader wakes 10 times a second to poll the kernel's drop counter, and the "+
-			"Go runtime (timers, sysmon) wakes with it; the procfs scanner reads every fd of every process "+
+			"with the processes: its reader sleeps until an event wakes it, and wakes 10 times a second to read "+
+			"the kernel's drop counter (the Go runtime's timers and sysmon with it); after an event it polls "+
+			"the ring every poll interval until one passes without events; the procfs scanner reads every fd of every process "+
 			"each interval, so its CPU grows with processes × fds")
 	}
 	return notes

@@ -21,6 +21,7 @@ func sampleTrackerReport() *TrackerReport {
 			{What: "exit", Tracker: trackerEBPF, MS: Summary{N: 200, Median: 0.3, P99: 1, Max: 2}},
 			{What: "open", Tracker: trackerProcfs, MS: Summary{N: 100, Median: 130, P99: 250, Max: 251}},
 			{What: "exit", Tracker: trackerProcfs, MS: Summary{N: 50, Median: 130, P99: 250, Max: 251}},
+			{What: whatOpenVgpud, Tracker: trackerEBPF, MS: Summary{N: 300, Median: 1, P99: 4, Max: 5}},
 		},
 		Syscalls: []TrackerSyscallRow{
 			{Op: opOpenFile, RoundAddedNS: []float64{300, 400, 500}},
@@ -41,6 +42,8 @@ func TestTrackerEvaluate(t *testing.T) {
 	require.NotNil(t, r.Latency[0].Met)
 	require.Nil(t, r.Latency[2].Met, "procfs open latency has no goal")
 	require.NotNil(t, r.Latency[3].Met, "a dead process's exit has a goal for both")
+	require.NotNil(t, r.Latency[4].Met, "open → vgpud has the open's goal")
+	require.Equal(t, GoalTrackerOpenP99MS, *r.Latency[4].GoalMS)
 	require.InDelta(t, 400, r.Syscalls[0].AddedMedianNS, 1e-9)
 	require.False(t, r.Syscalls[0].Noisy)
 	require.Nil(t, r.Syscalls[2].Met)
@@ -112,7 +115,7 @@ func TestRunTrackerShort(t *testing.T) {
 		t.Skip("the tracker benchmark makes a device node and loads BPF: it needs root (`make test` runs as root)")
 	}
 	o := TrackerOptions{
-		Opens: 10, Exits: 5, ProcfsOpens: 3, ProcfsExits: 2, ProcfsInterval: 100 * time.Millisecond,
+		Opens: 10, Exits: 5, ProcfsOpens: 3, ProcfsExits: 2, ProcfsInterval: 100 * time.Millisecond, VgpudOpens: 5,
 		Rounds: 1, OpsPerPhase: 500, ForksPerPhase: 5,
 		Procs: 30, Holders: 5, CPUWindow: 300 * time.Millisecond, ChurnPerSec: 20,
 		TempDir: t.TempDir(),
@@ -127,7 +130,8 @@ func TestRunTrackerShort(t *testing.T) {
 	require.Equal(t, "tracker", r.Benchmark)
 	require.NotEmpty(t, r.Machine.Kernel)
 
-	require.Len(t, r.Latency, 4)
+	require.Len(t, r.Latency, 5)
+	require.Equal(t, whatOpenVgpud, r.Latency[2].What, "after the eBPF rows, from a bin/vgpud")
 	for _, row := range r.Latency {
 		require.Zero(t, row.Missed, "%s %s", row.Tracker, row.What)
 		require.Positive(t, row.MS.N)
