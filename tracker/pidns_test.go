@@ -57,7 +57,9 @@ func TestFindInNamespaceAndSawExit(t *testing.T) {
 
 			require.NoError(t, h.cmd.Process.Kill())
 			_ = h.cmd.Wait()
-			waitEvent(t, events, 2*time.Second, is(EventExit, h.pid))
+			exit, _ := waitEvent(t, events, 2*time.Second, is(EventExit, h.pid))
+			assert.Equal(t, 1, exit.NSPID, "an exit carries the process's identity too")
+			assert.Equal(t, ns, exit.PIDNamespace)
 			assert.True(t, tr.SawExit(ns, 1, h.startTime), "its exit is remembered")
 			assert.False(t, tr.SawExit(ns, 1, h.startTime+1), "another process's is not")
 			_, ok = tr.FindInNamespace(ns, 1, h.startTime)

@@ -169,11 +169,16 @@ func (s *state) publishLocked(ev Event) {
 func (s *state) apply(ev Event, info procInfo) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.applyLocked(ev, info)
-	s.publishLocked(ev)
+	s.publishLocked(s.applyLocked(ev, info))
 }
 
-func (s *state) applyLocked(ev Event, info procInfo) {
+// applyLocked records ev and returns it with the pid namespace identity
+// filled in from the known process when the event came without it (the
+// programs skip reading it for a process already tracked).
+func (s *state) applyLocked(ev Event, info procInfo) Event {
+	if p := s.procs[ev.PID]; p != nil && ev.PIDNamespace == 0 && (ev.StartTime == 0 || p.StartTime == ev.StartTime) {
+		ev.NSPID, ev.PIDNamespace = p.NSPID, p.PIDNamespace
+	}
 	switch ev.Kind {
 	case EventOpen:
 		p := s.procs[ev.PID]
@@ -208,6 +213,7 @@ func (s *state) applyLocked(ev Event, info procInfo) {
 			s.exitedLocked(ev.PID)
 		}
 	}
+	return ev
 }
 
 // reconcile replaces the state with a full procfs scan and publishes the
