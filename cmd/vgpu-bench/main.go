@@ -25,6 +25,7 @@ Commands:
   throttle   compute shares through vgpud: target vs achieved, 1 s windows, settle (simulated node)
   runtime    vgpu-runtime: what it adds to a container's creation, vs plain runc
   tracker    the process tracker: open/exit event latency, cost per syscall, CPU (eBPF vs procfs)
+  elastic    elastic memory through vgpud: grant latency (1/8/32 at once), shrink and eviction latency
 
 Run 'vgpu-bench COMMAND --help' for its flags.
 `
@@ -55,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runtimeBench(ctx, args[1:], stdout, stderr)
 	case "tracker":
 		return trackerBench(ctx, args[1:], stdout, stderr)
+	case "elastic":
+		return elasticBench(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, topUsage)
 		return 0

@@ -1,0 +1,148 @@
+package bench
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// notes explains the figures: where the grant time goes, from the tmpfs
+// comparison and the record write cost.
+func (r *elasticRun) notes(rep *ElasticReport) []string {
+	var out []string
+	disk, tmpfs := map[int]ElasticGrantRow{}, map[int]ElasticGrantRow{}
+	for _, g := range rep.Grant {
+		if g.SettleMS == 0 {
+			out = append(out, fmt.Sprintf("the settle-0 row (%d at once released as soon as ready, requests in their "+
+				"slices' first tick): median %.2f ms, p99 %.2f ms — vgpud adds a new slice's doorbell only at the end of "+
+				"its next tick (publishBells in stepElastic), so a request before that is answered by the tick, up to "+
+				"one enforcer interval later", g.Concurrency, g.Latency.Median, g.Latency.P99))
+			continue
+		}
+		if g.StateFS == rep.Config.StateFS {
+			disk[g.Concurrency] = g
+		} else {
+			tmpfs[g.Concurrency] = g
+		}
+	}
+	var write *ElasticWriteCost
+	for i := range rep.WriteCosts {
+		if rep.WriteCosts[i].StateFS == rep.Config.StateFS {
+			write = &rep.WriteCosts[i]
+		}
+	}
+	for _, c := range rep.Config.Concurrency {
+		d, okD := disk[c]
+		t, okT := tmpfs[c]
+		if !okD || !okT || rep.Config.StateFS == "tmpfs" {
+			continue
+		}
+		s := fmt.Sprintf("%d at once: median %.2f ms with vgpud's state on %s, %.2f ms on tmpfs (p99 %.2f vs %.2f ms)",
+			c, d.Latency.Median, d.StateFS, t.Latency.Median, d.Latency.P99, t.Latency.P99)
+		if write != nil {
+			s += fmt.Sprintf("; one durable record write (what store.Update does per granted slice, in turn, before "+
+				"any request of the plan is answered) costs %.2f ms median on %s, so %d grants in one plan wait up to "+
+				"~%.1f ms for the records alone", write.Write.Median, write.StateFS, c, float64(c)*write.Write.Median)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// Markdown renders the report.
+func (r *ElasticReport) Markdown() string {
+	var b strings.Builder
+	m, c := r.Machine, r.Config
+	fmt.Fprintf(&b, "# vgpu elastic memory benchmark: driver %s\n\n", orDash(m.Driver))
+	fmt.Fprintf(&b, "- machine: %s, %s, %d cores, kernel %s\n", m.Hostname, m.CPUModel, m.Cores, orDash(m.Kernel))
+	fmt.Fprintf(&b, "- %s, %s, commit %s\n", m.GoVersion, m.Date, orDash(m.Commit))
+	fmt.Fprintf(&b, "- vgpud enforcer interval: %s; state dir on %s; load average %s at the start, %s at the end\n",
+		c.EnforcerInterval, orDash(c.StateFS), orDash(c.LoadAvgStart), orDash(c.LoadAvgEnd))
+	for _, cmd := range c.Commands {
+		fmt.Fprintf(&b, "- `%s`\n", cmd)
+	}
+	fmt.Fprintf(&b, "- %s\n\n", c.SampleNotes)
+	if len(r.Grant) > 0 {
+		b.WriteString("## Grant latency (ms, the tenant's allocation past its base)\n\n")
+		fmt.Fprintf(&b, "Burstable slices of %s base (its context takes %s of it), ceiling %s; each tenant allocates %s "+
+			"after its context; %d rounds per row (fresh slices and processes), one device sized for every grant.\n\n",
+			sizeText(c.BaseBytes), sizeText(c.ContextBytes), sizeText(c.MaxBytes), sizeText(c.AllocBytes), c.Rounds)
+		b.WriteString("*settle*: least time from the round's last slice creation to the release (vgpud adds a new " +
+			"slice's doorbell at its next tick; 0: released as soon as ready, answered by that tick). " +
+			"*last logged*: median over rounds, release → vgpud's last \"memory granted\" record of the round " +
+			"(logged after the plan answered all its requests; ms resolution). *plans*: rounds whose grants " +
+			"came in k plans, as k×rounds.\n\n")
+		b.WriteString("| at once | settle ms | state on | n | median | p99 | max | refused | last logged | plans | goal | result |\n" +
+			"|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---|\n")
+		for _, g := range r.Grant {
+			goal, res := "—", "—"
+			if g.GoalP99MS != nil {
+				goal = fmt.Sprintf("p99 ≤ %.0f", *g.GoalP99MS)
+			}
+			if g.Met != nil {
+				res = yesNo(*g.Met)
+			}
+			if g.Refused > 0 {
+				res += fmt.Sprintf(" (refused: %s)", strings.Join(g.RefusedErrs, ", "))
+			}
+			fmt.Fprintf(&b, "| %d | %.0f | %s | %d | %.2f | %.2f | %.2f | %d | %.1f | %s | %s | %s |\n", g.Concurrency,
+				g.SettleMS, g.StateFS, g.Latency.N, g.Latency.Median, g.Latency.P99, g.Latency.Max, g.Refused,
+				g.LastLoggedMS.Median, plansText(g.PlansPerRound), goal, res)
+		}
+		b.WriteString("\n")
+	}
+	if len(r.WriteCosts) > 0 {
+		b.WriteString("Durable record write (atomicfile.Write, Durable: write + fsync + rename + fsync of the directory; " +
+			"what store.Update does for each slice a plan changes), timed in the benchmark on the same filesystem:\n\n")
+		b.WriteString("| state on | n | median | p99 | max |\n|---|---:|---:|---:|---:|\n")
+		for _, w := range r.WriteCosts {
+			fmt.Fprintf(&b, "| %s | %d | %.3f | %.3f | %.3f |\n", w.StateFS, w.Write.N, w.Write.Median, w.Write.P99, w.Write.Max)
+		}
+		b.WriteString("\n")
+	}
+	if rc := r.Reclaim; rc != nil {
+		b.WriteString("## Shrink and eviction when a lender wakes (ms)\n\n")
+		b.WriteString("A guaranteed 12 GiB lender with no process, a burstable borrower (2 GiB base, 12 GiB ceiling) " +
+			"holding 9 GiB on a 16 GiB device (so part of it borrowed from the lender); a process of the lender takes " +
+			"its context. From its \"PHASE ready\" line being read: *shrink* = the borrower's budget limit lowered, " +
+			"*evict* = the borrower's process reaped (enforce mode; the device is physically short of the lender's " +
+			"guarantee). A negative shrink: vgpud acted before the line was read.\n\n")
+		b.WriteString("| figure | n | median | max | goal |\n|---|---:|---:|---:|---|\n")
+		fmt.Fprintf(&b, "| shrink (limit lowered) | %d | %.2f | %.2f | — |\n", rc.Shrink.N, rc.Shrink.Median, rc.Shrink.Max)
+		fmt.Fprintf(&b, "| evict (process dead) | %d | %.2f | %.2f | — |\n\n", rc.Evict.N, rc.Evict.Median, rc.Evict.Max)
+		var borrowed, stat []string
+		for i := range rc.BorrowedBytes {
+			borrowed = append(borrowed, fmt.Sprintf("%s (limit %s → %s)", sizeText(rc.BorrowedBytes[i]),
+				sizeText(rc.LimitBefore[i]), sizeText(rc.LimitAfter[i])))
+			stat = append(stat, fmt.Sprint(rc.ExitStatus[i]))
+		}
+		fmt.Fprintf(&b, "Borrowed per repetition: %s; borrower exit status: %s (137: SIGKILL).\n\n",
+			strings.Join(borrowed, ", "), strings.Join(stat, ", "))
+	}
+	if r.AllMet {
+		b.WriteString("**All goals met.**\n")
+	} else {
+		b.WriteString("**Some goals NOT met** (see the result column).\n")
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "\n> note: %s\n", n)
+	}
+	return b.String()
+}
+
+// plansText renders PlansPerRound as "1×18, 2×2".
+func plansText(m map[int]int) string {
+	var ks []int
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Ints(ks)
+	var parts []string
+	for _, k := range ks {
+		parts = append(parts, fmt.Sprintf("%d×%d", k, m[k]))
+	}
+	if len(parts) == 0 {
+		return "—"
+	}
+	return strings.Join(parts, ", ")
+}
