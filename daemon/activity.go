@@ -56,9 +56,10 @@ func (t *activityTracker) Status() map[string]api.SliceActivity { return *t.late
 // step updates every slice of the tick and returns the ids of the slices due
 // for release (empty for at least their idle release after being used).
 //
-// holders counts, per container id, the processes the tracker knows to hold a
-// GPU device (nil: no tracker): a container's slice with such a process is
-// not empty, whether or not the process has attached libvgpu yet.
+// holders counts, per slice, the processes the tracker knows to hold a GPU
+// device in its container's cgroup (nil: no tracker): a container's slice
+// with such a process is not empty, whether or not the process has attached
+// libvgpu yet.
 func (t *activityTracker) step(now time.Time, view []*sliceEntry, rep *enforcer.TickReport,
 	compute map[sliceDev]*ComputeStatus, holders map[string]int) []string {
 	snaps := make(map[string]*enforcer.SliceSnapshot, len(rep.Slices))
@@ -80,7 +81,7 @@ func (t *activityTracker) step(now time.Time, view []*sliceEntry, rep *enforcer.
 		}
 		a.mark()
 		state := activityOf(sl, snap, compute)
-		if state == api.ActivityEmpty && sl.Owner.Kind == api.OwnerContainer && holders[sl.Owner.ContainerID] > 0 {
+		if state == api.ActivityEmpty && sl.Owner.Kind == api.OwnerContainer && holders[sl.ID] > 0 {
 			state = api.ActivityActive // held by a process in its container (tracker)
 		}
 		if state != api.ActivityEmpty {

@@ -35,8 +35,8 @@ type elasticBroker struct {
 	firstSeen map[sliceDev]time.Time
 	// last: every slice's activity state and use at the previous plan, to
 	// tell a lender waking up.
-	last map[string]elasticMark
-	counts    elasticCounts
+	last   map[string]elasticMark
+	counts elasticCounts
 }
 
 // elasticMark is a slice's activity and use as a plan saw them.

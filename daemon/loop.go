@@ -86,13 +86,14 @@ func newEnforcerLoop(s *Server, o options) (*enforcerLoop, error) {
 	}
 	l.enf = &enforcer.Loop{
 		Mode:       mode,
-		Mapper:     enforcer.NewProcfsMapper(o.procRoot),
+		Mapper:     trackedMapper{tracker: func() *trackerState { return s.tracker }, procfs: enforcer.NewProcfsMapper(o.procRoot)},
 		Driver:     driverProcesses{s.gpus},
 		Attributor: attributors{l.attr, l.cgroups},
 		Kill:       o.kill,
 		Log:        s.log.Named("enforcer"),
 		Tolerance:  uint64(s.cfg.BackstopTolerance),
 	}
+	l.cgroups.Known = func(pid int) (string, bool) { return s.tracker.cgroupOf(pid) }
 	l.compute = newComputeShares(s.gpus, s.log.Named("compute"))
 	l.compute.guard = newComputeGuard(s.log.Named("enforcer"), mode)
 	l.activity = newActivityTracker(s.log.Named("activity"))
@@ -164,7 +165,7 @@ func (l *enforcerLoop) tick() {
 	l.budgetMu.Lock()
 	l.compute.step(time.Now(), l.tracked, &rep)
 	l.budgetMu.Unlock()
-	l.releaseEmpty(l.activity.step(time.Now(), l.view, &rep, l.srv.computeByDevice(), l.srv.tracker.containerHolders()))
+	l.releaseEmpty(l.activity.step(time.Now(), l.view, &rep, l.srv.computeByDevice(), l.srv.tracker.sliceHolders(l.cgroups)))
 	l.stepElastic(time.Now(), &rep)
 	st := &tickState{at: time.Now().UTC(), report: rep}
 	if len(rep.Errors) > 0 {

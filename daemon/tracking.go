@@ -7,6 +7,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vgpu-project/vgpu/daemon/containers"
+	"github.com/vgpu-project/vgpu/enforcer"
+	"github.com/vgpu-project/vgpu/shm"
 	"github.com/vgpu-project/vgpu/tracker"
 )
 
@@ -92,20 +95,64 @@ func (ts *trackerState) lost() uint64 {
 	return ts.t.Lost()
 }
 
-// containerHolders counts, per container id, the live processes holding a
-// tracked device (nil without a tracker).
-func (ts *trackerState) containerHolders() map[string]int {
+// sliceHolders counts, per slice, the live processes the tracker knows to
+// hold a GPU device in the cgroup of the slice's container (nil without a
+// tracker). The cgroup path is the kernel's word, recorded when the process
+// opened the device (or was forked by one that had).
+func (ts *trackerState) sliceHolders(attr *containers.CgroupAttributor) map[string]int {
 	if ts == nil {
 		return nil
 	}
 	out := map[string]int{}
 	for _, p := range ts.t.Processes() {
-		if p.ContainerID != "" {
-			out[p.ContainerID]++
+		if id, ok := attr.SliceOfPath(p.CgroupPath); ok {
+			out[id]++
 		}
 	}
 	return out
 }
+
+// cgroupOf is the cgroup path the tracker recorded for host process pid.
+func (ts *trackerState) cgroupOf(pid int) (string, bool) {
+	if ts == nil {
+		return "", false
+	}
+	p, ok := ts.t.Lookup(pid)
+	return p.CgroupPath, ok && p.CgroupPath != ""
+}
+
+// trackedMapper maps a slot's process (its pid and pid namespace as it sees
+// them, its start time) to its host pid from the tracker's record of the
+// process, made by the kernel when it opened a GPU device; a process the
+// tracker does not know (it has not opened one yet, or there is no tracker)
+// goes to the procfs scanner. It does not declare processes gone from exit
+// events: the exit tracepoint fires before the process's files — and so its
+// GPU memory — are released, so a charge is returned once the process is
+// really gone (its pidfd turns readable), which the re-wakes above make
+// prompt.
+type trackedMapper struct {
+	tracker func() *trackerState
+	procfs  *enforcer.ProcfsMapper
+}
+
+// Resolve implements enforcer.Resolver.
+func (m trackedMapper) Resolve(id shm.SlotIdentity) (int, enforcer.MapResult) {
+	if ts := m.tracker(); ts != nil && !id.Claiming && id.PIDNamespace != 0 && id.StartTime != 0 {
+		if p, ok := ts.t.FindInNamespace(id.PIDNamespace, id.PID, id.StartTime); ok {
+			return p.PID, enforcer.MapFound
+		}
+	}
+	return m.procfs.Resolve(id)
+}
+
+// HostPID implements enforcer.PIDMapper.
+func (m trackedMapper) HostPID(id shm.SlotIdentity) (int, bool) {
+	hp, res := m.Resolve(id)
+	return hp, res == enforcer.MapFound
+}
+
+// BeginTick implements enforcer.TickAware: the scanner scans at most once a tick.
+func (m trackedMapper) BeginTick() { m.procfs.BeginTick() }
 
 // stop closes the tracker: its programs are detached and the forwarding
 // goroutine ends.

@@ -23,6 +23,10 @@ import (
 type CgroupAttributor struct {
 	procRoot    string
 	byContainer map[string]string // container id -> slice id
+	// Known, when set, gives the cgroup path of a process the kernel told
+	// about (the process tracker: recorded when the process opened a GPU or
+	// was forked by one that had), so a tick reads no /proc file for it.
+	Known func(hostPID int) (cgroupPath string, ok bool)
 }
 
 // NewCgroupAttributor reads processes under procRoot ("/proc").
@@ -41,6 +45,11 @@ func (a *CgroupAttributor) SliceOf(hostPID int) (string, bool) {
 	if len(a.byContainer) == 0 || hostPID <= 0 {
 		return "", false
 	}
+	if a.Known != nil {
+		if path, ok := a.Known(hostPID); ok {
+			return a.SliceOfPath(path)
+		}
+	}
 	f, err := os.Open(a.procRoot + "/" + strconv.Itoa(hostPID) + "/cgroup")
 	if err != nil {
 		return "", false
@@ -54,10 +63,19 @@ func (a *CgroupAttributor) SliceOf(hostPID int) (string, bool) {
 		if i < 0 {
 			continue
 		}
-		for _, comp := range strings.Split(string(line[i+1:]), "/") {
-			if id, ok := a.byContainer[containerIDOf(comp)]; ok {
-				return id, true
-			}
+		if id, ok := a.SliceOfPath(string(line[i+1:])); ok {
+			return id, true
+		}
+	}
+	return "", false
+}
+
+// SliceOfPath returns the slice of the container a cgroup path names (any of
+// its components, under the layouts above).
+func (a *CgroupAttributor) SliceOfPath(path string) (string, bool) {
+	for _, comp := range strings.Split(path, "/") {
+		if id, ok := a.byContainer[containerIDOf(comp)]; ok {
+			return id, true
 		}
 	}
 	return "", false

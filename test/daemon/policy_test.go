@@ -45,13 +45,14 @@ func TestRunComputePolicy(t *testing.T) {
 		require.Equal(t, 0, code, errOut)
 		var row []string
 		for _, line := range strings.Split(out, "\n") {
-			if f := strings.Fields(line); len(f) > 3 && f[0] == c.id {
+			if f := strings.Fields(line); len(f) > 4 && f[0] == c.id {
 				row = f
 			}
 		}
 		require.NotNil(t, row, "slices lists %s:\n%s", c.id, out)
-		require.Equal(t, "40%", row[2], "COMPUTE")
-		require.Equal(t, string(c.want), row[3], "POLICY")
+		require.Equal(t, "-", row[2], "ELASTIC")
+		require.Equal(t, "40%", row[3], "COMPUTE")
+		require.Equal(t, string(c.want), row[4], "POLICY")
 		require.Contains(t, d.metricsText(t),
 			`vgpu_slice_info{compute_policy="`+string(c.want)+`",qos="guaranteed",slice="`+c.id+`"} 1`)
 

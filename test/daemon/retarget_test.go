@@ -53,12 +53,12 @@ func TestRetargetRunningSlice(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	var row []string
 	for _, line := range strings.Split(out, "\n") {
-		if f := strings.Fields(line); len(f) > 2 && f[0] == "rt" {
+		if f := strings.Fields(line); len(f) > 3 && f[0] == "rt" {
 			row = f
 		}
 	}
 	require.NotNil(t, row, out)
-	require.Equal(t, "70%", row[2], "COMPUTE in vgpuctl slices:\n%s", out)
+	require.Equal(t, "70%", row[3], "COMPUTE in vgpuctl slices:\n%s", out)
 	top, err := nd.client.Top(bg())
 	require.NoError(t, err)
 	require.Len(t, top, 1)
