@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -37,6 +38,36 @@ type elasticBroker struct {
 	// tell a lender waking up.
 	last   map[string]elasticMark
 	counts elasticCounts
+	events eventRing
+}
+
+// eventRingSize is how many elastic decisions GET /v1/events keeps.
+const eventRingSize = 256
+
+// eventRing keeps the latest elastic decisions for the API (any goroutine).
+type eventRing struct {
+	mu   sync.Mutex
+	ring [eventRingSize]api.ElasticEvent
+	n    uint64 // events added over its life
+}
+
+func (r *eventRing) add(ev api.ElasticEvent) {
+	r.mu.Lock()
+	r.ring[r.n%eventRingSize] = ev
+	r.n++
+	r.mu.Unlock()
+}
+
+// list is the kept events, oldest first.
+func (r *eventRing) list() []api.ElasticEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := min(r.n, eventRingSize)
+	out := make([]api.ElasticEvent, 0, k)
+	for i := r.n - k; i < r.n; i++ {
+		out = append(out, r.ring[i%eventRingSize])
+	}
+	return out
 }
 
 // elasticMark is a slice's activity and use as a plan saw them.
@@ -76,15 +107,12 @@ func (b *elasticBroker) markWakes(ss []*elasticSlice) {
 type elasticCounts struct {
 	grants, refusals, shrinks, callbacks, evictions atomic.Uint64
 	grantedBytes                                    atomic.Uint64
-	// decisionNs: the last decision's latency (first seen -> answered).
-	decisionNs atomic.Int64
 }
 
 // totals reads the counts for the metrics (any goroutine).
 func (c *elasticCounts) totals() metrics.Elastic {
 	return metrics.Elastic{Grants: c.grants.Load(), GrantedBytes: c.grantedBytes.Load(), Refusals: c.refusals.Load(),
-		Shrinks: c.shrinks.Load(), Callbacks: c.callbacks.Load(), Evictions: c.evictions.Load(),
-		LastDecisionSeconds: time.Duration(c.decisionNs.Load()).Seconds()}
+		Shrinks: c.shrinks.Load(), Callbacks: c.callbacks.Load(), Evictions: c.evictions.Load()}
 }
 
 func newElasticBroker(log *zap.Logger) *elasticBroker {
@@ -277,7 +305,7 @@ func (l *enforcerLoop) answerElastic(now time.Time, plan *elasticPlan) {
 		}
 		key := sliceDev{a.slice.id, a.slice.devs[a.dev].UUID}
 		if t, ok := l.elastic.firstSeen[key]; ok {
-			l.elastic.counts.decisionNs.Store(int64(now.Sub(t)))
+			l.srv.metrics.ObserveElasticDecision(time.Since(t))
 			delete(l.elastic.firstSeen, key)
 		}
 	}
@@ -313,9 +341,11 @@ func (b *elasticBroker) updateAllowances(in *elasticInput, plan *elasticPlan) {
 	}
 }
 
-// logEvents logs and counts the plan's decisions.
+// logEvents logs, counts and keeps (GET /v1/events) the plan's decisions.
 func (b *elasticBroker) logEvents(events []elasticEvent) {
 	for _, ev := range events {
+		b.events.add(api.ElasticEvent{Time: time.Now().UTC(), Kind: ev.kind, Slice: ev.slice, Device: ev.device,
+			Bytes: ev.bytes, Lender: ev.from, Why: ev.why})
 		fields := []zap.Field{zap.String("slice", ev.slice), zap.String("device", ev.device),
 			zap.Uint64("bytes", ev.bytes), zap.String("why", ev.why)}
 		if ev.from != "" {

@@ -83,11 +83,11 @@ type elasticEvent struct {
 }
 
 const (
-	evGrant    = "grant"
-	evRefuse   = "refuse"
-	evShrink   = "shrink"
-	evCallback = "callback"
-	evEvict    = "evict"
+	evGrant    = api.ElasticGrant
+	evRefuse   = api.ElasticRefuse
+	evShrink   = api.ElasticShrink
+	evCallback = api.ElasticCallback
+	evEvict    = api.ElasticEvict
 )
 
 // elasticAnswer marks one request answered.

@@ -56,6 +56,9 @@ func (s *Server) apiHandler() http.Handler {
 	mux.HandleFunc("GET /v1/top", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.top())
 	})
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.loop.elastic.events.list())
+	})
 	mux.HandleFunc("GET /v1/processes", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.tracker.processes())
 	})

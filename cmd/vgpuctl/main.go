@@ -6,6 +6,7 @@
 //	vgpuctl update ID --compute PCT [--compute-policy cap|share]   a running slice's share
 //	vgpuctl top [--watch]                            live usage per slice and process
 //	vgpuctl ps [--json]                              the processes holding a GPU (vgpud's tracker)
+//	vgpuctl events [--json]                          the latest elastic-memory decisions
 //	vgpuctl run --memory SIZE|PCT% [flags] -- CMD    CMD in a fresh slice
 //	vgpuctl quarantine list|release|restore          slices whose record vgpud could not load
 //	vgpuctl slice create --dir DIR --memory SIZE [--device N|UUID ...] [flags]
@@ -74,6 +75,8 @@ Commands (vgpud):
   update   change a running slice's compute share or policy
   top      live memory use per slice and process
   ps       the processes holding a GPU device, as vgpud's tracker knows them
+  events   the latest elastic-memory decisions (grants, refusals, call-backs,
+           evictions)
   run      run a command in a fresh slice, released when it exits
   quarantine
            list, release or restore the slices whose record vgpud could not
@@ -90,7 +93,7 @@ usually: run as root).
 Run 'vgpuctl <command> --help' for details.
 `,
 		children: []*command{devicesCommand(), slicesCommand(), allocCommand(), releaseCommand(),
-			updateCommand(), topCommand(), psCommand(), runCommand(), quarantineCommand(), sliceCommand(), installCommand()},
+			updateCommand(), topCommand(), psCommand(), eventsCommand(), runCommand(), quarantineCommand(), sliceCommand(), installCommand()},
 	}
 }
 

@@ -129,6 +129,13 @@ func (c *Client) Top(ctx context.Context) ([]SliceUsage, error) {
 	return u, err
 }
 
+// Events lists the latest elastic-memory decisions, oldest first.
+func (c *Client) Events(ctx context.Context) ([]ElasticEvent, error) {
+	var ev []ElasticEvent
+	err := c.do(ctx, http.MethodGet, "/v1/events", nil, &ev)
+	return ev, err
+}
+
 // Processes lists the processes vgpud's tracker knows to hold a GPU device.
 func (c *Client) Processes(ctx context.Context) (Processes, error) {
 	var p Processes

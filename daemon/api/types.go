@@ -13,6 +13,7 @@
 //	PATCH  /v1/slices/{id}     UpdateRequest -> Slice | 400/404/409/422 Error (a live slice's compute share, policy)
 //	DELETE /v1/slices/{id}     204 | 404 Error
 //	GET    /v1/top             []SliceUsage
+//	GET    /v1/events          []ElasticEvent (the latest elastic-memory decisions)
 //	GET    /v1/quarantine                   []QuarantinedSlice
 //	DELETE /v1/quarantine/{name}            204 | 404 Error (release: frees its booking, removes its files)
 //	POST   /v1/quarantine/{name}/restore    Slice | 404/409/422 Error (live again, rebuilt from its budget)

@@ -91,7 +91,9 @@ type Metrics struct {
 	reg          *prometheus.Registry
 	src          Source
 	tickDuration prometheus.Histogram
-	tamperEvents atomic.Uint64 // vgpu_region_tamper_events_total
+	// elasticDecision: each elastic answer's latency (elastic.go).
+	elasticDecision prometheus.Histogram
+	tamperEvents    atomic.Uint64 // vgpu_region_tamper_events_total
 
 	mu   sync.Mutex
 	last *enforcer.TickReport
@@ -109,9 +111,15 @@ func New(src Source) *Metrics {
 			Help:    "Wall time of each enforcer tick.",
 			Buckets: TickDurationBuckets,
 		}),
+		elasticDecision: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "vgpu_elastic_decision_seconds",
+			Help:    "Latency of each elastic memory answer: from the tick that first saw the request to the answer (recorded, budget written).",
+			Buckets: TickDurationBuckets,
+		}),
 	}
 	m.reg.MustRegister(
 		m.tickDuration,
+		m.elasticDecision,
 		(*collector)(m),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -144,6 +152,10 @@ func (m *Metrics) ObserveTick(rep *enforcer.TickReport) {
 // ObserveTamper counts a slice whose region files were found tampered with
 // (vgpud's region watch calls it once per slice).
 func (m *Metrics) ObserveTamper() { m.tamperEvents.Add(1) }
+
+// ObserveElasticDecision records one elastic answer's latency: from the tick
+// that first saw the request to its answer.
+func (m *Metrics) ObserveElasticDecision(d time.Duration) { m.elasticDecision.Observe(d.Seconds()) }
 
 // Descriptions of the metrics the collector builds at scrape time.
 var (
@@ -238,7 +250,7 @@ var (
 	descSlices = prometheus.NewDesc("vgpu_slices",
 		"Slices held by vgpud, by QoS class.", []string{"qos"}, nil)
 
-	allDescs = []*prometheus.Desc{
+	allDescs = append([]*prometheus.Desc{
 		descDaemonUp, descDaemonStart, descDaemonInfo, descTrackerInfo, descTrackerLost,
 		descTicks, descLastTick, descLastTickErrors, descErrors, descReclaimedBytes, descReclaimedProcs,
 		descBackstop, descKills, descTamperEvents,
@@ -248,7 +260,7 @@ var (
 		descSliceReclaimed, descSliceProcs, descSlices, descSliceTampered, descSliceInfo,
 		descSliceTarget, descSliceAllowed, descSliceAchieved, descSliceTokenRate,
 		descSliceActivity, descSliceLendable,
-	}
+	}, elasticDescs...)
 )
 
 // collector is Metrics seen as the prometheus.Collector of the scrape-time
@@ -257,9 +269,6 @@ type collector Metrics
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range allDescs {
-		ch <- d
-	}
-	for _, d := range elasticDescs {
 		ch <- d
 	}
 }

@@ -149,6 +149,20 @@ func TestElasticLenderWakes(t *testing.T) {
 	require.NotEmpty(t, d.awaitLog("elastic: loan called back"))
 	evict := d.awaitLog("elastic: evicting a borrower (the backstop acts on it by its limit from now)")
 	require.Equal(t, "borrower", evict[0]["slice"])
+	// The event log says who, why and how much.
+	evs, err := nd.client.Events(bg())
+	require.NoError(t, err)
+	kinds := map[string]api.ElasticEvent{}
+	for _, e := range evs {
+		require.Equal(t, "borrower", e.Slice)
+		kinds[e.Kind] = e
+	}
+	require.Equal(t, "lender", kinds[api.ElasticCallback].Lender)
+	require.Equal(t, dev.Loans[0].Bytes, kinds[api.ElasticCallback].Bytes)
+	require.NotEmpty(t, kinds[api.ElasticEvict].Why)
+	require.Contains(t, kinds[api.ElasticGrant].Why, "lent by lender")
+	out, _, _ = nd.ctl("events")
+	require.Contains(t, out, "callback")
 	wake.next()
 	res := wake.expect("RESULT")
 	require.Equal(t, strconv.FormatUint(10*GiB, 10), res["admitted"], "the lender has its guarantee")
