@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -175,6 +176,11 @@ func (s *Server) publish(e *sliceEntry) error {
 	s.slices[e.rec.Slice.ID] = e
 	s.version++
 	s.mu.Unlock()
+	if s.loop != nil && slices.ContainsFunc(e.rec.Slice.Devices, api.SliceDevice.Elastic) {
+		// A tick now: it adds the slice's elastic doorbells to those vgpud
+		// waits on, so its first request is not left to the next tick.
+		s.loop.wakeUp()
+	}
 	return nil
 }
 
