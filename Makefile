@@ -254,6 +254,7 @@ bench: build
 	$(BIN)/vgpu-bench daemon --out bench/results
 	$(BIN)/vgpu-bench throttle --out bench/results
 	$(BIN)/vgpu-bench runtime --out bench/results
+	$(BIN)/vgpu-bench elastic --out bench/results
 
 clean:
 	rm -rf $(BUILD) $(BIN)

@@ -110,17 +110,20 @@ func (o *ElasticOptions) validate() error {
 
 // ElasticConfig records how the figures were taken.
 type ElasticConfig struct {
-	Concurrency      []int    `json:"concurrency"`
-	Rounds           int      `json:"rounds"`
-	BaseBytes        uint64   `json:"base_bytes"`
-	MaxBytes         uint64   `json:"max_bytes"`
-	AllocBytes       uint64   `json:"alloc_bytes"`
-	ContextBytes     uint64   `json:"context_bytes"`
-	DeviceBytes      uint64   `json:"grant_device_bytes"`
-	Reclaims         int      `json:"reclaims"`
-	EnforcerInterval string   `json:"enforcer_interval"`
-	StateFS          string   `json:"state_fs"`
-	Commands         []string `json:"commands"`
+	Concurrency      []int  `json:"concurrency"`
+	Rounds           int    `json:"rounds"`
+	BaseBytes        uint64 `json:"base_bytes"`
+	MaxBytes         uint64 `json:"max_bytes"`
+	AllocBytes       uint64 `json:"alloc_bytes"`
+	ContextBytes     uint64 `json:"context_bytes"`
+	DeviceBytes      uint64 `json:"grant_device_bytes"`
+	Reclaims         int    `json:"reclaims"`
+	EnforcerInterval string `json:"enforcer_interval"`
+	StateFS          string `json:"state_fs"`
+	// NodeFS: where the simulated node's state file is (tmpfs where
+	// available: a real driver writes no file).
+	NodeFS   string   `json:"sim_node_fs"`
+	Commands []string `json:"commands"`
 	// LoadAvg: /proc/loadavg at the start and the end (other work on the
 	// machine shows in the figures).
 	LoadAvgStart string `json:"loadavg_start"`
@@ -141,6 +144,9 @@ type ElasticGrantRow struct {
 	// Refused: allocations that failed (should be 0), with their error names.
 	Refused     int      `json:"refused"`
 	RefusedErrs []string `json:"refused_errors,omitempty"`
+	// RefusedMS: how long each refused allocation took (libvgpu waits
+	// VGPU_ELASTIC_WAIT_MS, 100 ms by default, for an answer).
+	RefusedMS []float64 `json:"refused_ms,omitempty"`
 	// Grants and Refusals vgpud logged ("elastic: memory granted" /
 	// "elastic: request refused").
 	LoggedGrants int `json:"logged_grants"`
@@ -236,7 +242,22 @@ func RunElastic(ctx context.Context, opts ElasticOptions) (*ElasticReport, error
 	} else {
 		defer os.RemoveAll(tmp)
 	}
+	// The simulated node's state file is written on every driver call; a real
+	// driver keeps no file. On tmpfs it adds no I/O to what vgpud's own state
+	// dir costs (ext4's fsync commits every dirty file of its journal).
+	r.nodeRoot = tmp
+	if fsType("/dev/shm") == "tmpfs" {
+		nodes, err := os.MkdirTemp("/dev/shm", "vgpu-bench-elastic-nodes-")
+		if err != nil {
+			return nil, fmt.Errorf("node dir: %w", err)
+		}
+		if !opts.KeepTemp {
+			defer os.RemoveAll(nodes)
+		}
+		r.nodeRoot = nodes
+	}
 	rep := r.newReport(ctx, tmp)
+	rep.Config.NodeFS = fsType(r.nodeRoot)
 	rep.Config.LoadAvgStart = loadAvg()
 	dirs := []string{tmp}
 	if opts.TmpfsCompare && len(opts.Concurrency) > 0 && fsType(tmp) != "tmpfs" && fsType("/dev/shm") == "tmpfs" {

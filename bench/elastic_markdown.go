@@ -12,6 +12,14 @@ func (r *elasticRun) notes(rep *ElasticReport) []string {
 	var out []string
 	disk, tmpfs := map[int]ElasticGrantRow{}, map[int]ElasticGrantRow{}
 	for _, g := range rep.Grant {
+		if g.Refused > 0 && g.LoggedRefusals == 0 {
+			rs := Summarize(g.RefusedMS)
+			out = append(out, fmt.Sprintf("%d at once on %s: %d of %d allocations failed after %.0f–%.0f ms while vgpud "+
+				"logged no refusal (%d grants for %d requests): those tenants gave up at libvgpu's bounded wait "+
+				"(VGPU_ELASTIC_WAIT_MS, 100 ms by default) before vgpud had recorded and answered their grants",
+				g.Concurrency, g.StateFS, g.Refused, g.Refused+g.Latency.N, rs.Min, rs.Max, g.LoggedGrants,
+				g.Concurrency*(g.Rounds+1)))
+		}
 		if g.SettleMS == 0 {
 			out = append(out, fmt.Sprintf("the settle-0 row (%d at once released as soon as ready, requests in their "+
 				"slices' first tick): median %.2f ms, p99 %.2f ms — vgpud adds a new slice's doorbell only at the end of "+
@@ -56,8 +64,9 @@ func (r *ElasticReport) Markdown() string {
 	fmt.Fprintf(&b, "# vgpu elastic memory benchmark: driver %s\n\n", orDash(m.Driver))
 	fmt.Fprintf(&b, "- machine: %s, %s, %d cores, kernel %s\n", m.Hostname, m.CPUModel, m.Cores, orDash(m.Kernel))
 	fmt.Fprintf(&b, "- %s, %s, commit %s\n", m.GoVersion, m.Date, orDash(m.Commit))
-	fmt.Fprintf(&b, "- vgpud enforcer interval: %s; state dir on %s; load average %s at the start, %s at the end\n",
-		c.EnforcerInterval, orDash(c.StateFS), orDash(c.LoadAvgStart), orDash(c.LoadAvgEnd))
+	fmt.Fprintf(&b, "- vgpud enforcer interval: %s; vgpud's state dir on %s (and tmpfs in the tmpfs rows); the simulated "+
+		"node's state file on %s; load average %s at the start, %s at the end\n",
+		c.EnforcerInterval, orDash(c.StateFS), orDash(c.NodeFS), orDash(c.LoadAvgStart), orDash(c.LoadAvgEnd))
 	for _, cmd := range c.Commands {
 		fmt.Fprintf(&b, "- `%s`\n", cmd)
 	}
@@ -83,7 +92,8 @@ func (r *ElasticReport) Markdown() string {
 				res = yesNo(*g.Met)
 			}
 			if g.Refused > 0 {
-				res += fmt.Sprintf(" (refused: %s)", strings.Join(g.RefusedErrs, ", "))
+				rs := Summarize(g.RefusedMS)
+				res += fmt.Sprintf(" (refused: %s, after %.0f–%.0f ms)", countText(g.RefusedErrs), rs.Min, rs.Max)
 			}
 			fmt.Fprintf(&b, "| %d | %.0f | %s | %d | %.2f | %.2f | %.2f | %d | %.1f | %s | %s | %s |\n", g.Concurrency,
 				g.SettleMS, g.StateFS, g.Latency.N, g.Latency.Median, g.Latency.P99, g.Latency.Max, g.Refused,
@@ -143,6 +153,23 @@ func plansText(m map[int]int) string {
 	}
 	if len(parts) == 0 {
 		return "—"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// countText renders a list of names as "96× NAME, 2× OTHER" (first-seen order).
+func countText(names []string) string {
+	counts := map[string]int{}
+	var order []string
+	for _, n := range names {
+		if counts[n] == 0 {
+			order = append(order, n)
+		}
+		counts[n]++
+	}
+	parts := make([]string, len(order))
+	for i, n := range order {
+		parts[i] = fmt.Sprintf("%d× %s", counts[n], n)
 	}
 	return strings.Join(parts, ", ")
 }

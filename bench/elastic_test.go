@@ -96,10 +96,13 @@ func TestElasticEvaluateAndMarkdown(t *testing.T) {
 		require.Contains(t, md, want)
 	}
 
-	rep.Grant[0].Refused, rep.Grant[0].RefusedErrs = 1, []string{"CUDA_ERROR_OUT_OF_MEMORY"}
+	rep.Grant[0].Refused, rep.Grant[0].RefusedErrs = 2, []string{"CUDA_ERROR_OUT_OF_MEMORY", "CUDA_ERROR_OUT_OF_MEMORY"}
+	rep.Grant[0].RefusedMS = []float64{100.2, 101.5}
 	rep.Evaluate()
 	require.False(t, rep.AllMet, "a refusal fails the run")
-	require.True(t, strings.Contains(rep.Markdown(), "refused: CUDA_ERROR_OUT_OF_MEMORY"))
+	require.True(t, strings.Contains(rep.Markdown(), "refused: 2× CUDA_ERROR_OUT_OF_MEMORY, after 100–102 ms"))
+	notes := (&elasticRun{}).notes(rep)
+	require.Contains(t, notes[0], "gave up at libvgpu's bounded wait")
 }
 
 func TestElasticNotes(t *testing.T) {
