@@ -71,7 +71,7 @@ type ElasticOptions struct {
 
 // DefaultElasticOptions returns what `vgpu-bench elastic` runs.
 func DefaultElasticOptions() ElasticOptions {
-	return ElasticOptions{Concurrency: []int{1, 8, 32}, Rounds: 20, Base: 1 << 30, Max: 2 << 30, Alloc: 1 << 30,
+	return ElasticOptions{Concurrency: []int{1, 8, 32}, Rounds: 30, Base: 1 << 30, Max: 2 << 30, Alloc: 1 << 30,
 		Reclaims: 5, TmpfsCompare: true, FreshRow: true, StepTimeout: 60 * time.Second}
 }
 
