@@ -72,12 +72,13 @@ func TestActivityStatesAndIdleRelease(t *testing.T) {
 	require.Empty(t, tr.step(t0.Add(4*time.Second), view, rep, compute, nil))
 	require.Equal(t, api.ActivityActive, tr.Status()["rel"].State)
 
-	// A container's slice is held while the tracker knows a process of the
-	// container with the device open, attached to libvgpu or not.
+	// A container's slice is held while the tracker knows a process in the
+	// container's cgroup with the device open, attached to libvgpu or not
+	// (holders: per slice, tracking.go sliceHolders).
 	ctr := activityEntry("ctr", time.Second, t0)
 	ctr.rec.Slice.Owner = api.Owner{Kind: api.OwnerContainer, ContainerID: "c1"}
 	rep.Slices = append(rep.Slices, activitySnap("ctr"))
-	tr.step(t0.Add(4*time.Second), append(view, ctr), rep, compute, map[string]int{"c1": 1})
+	tr.step(t0.Add(4*time.Second), append(view, ctr), rep, compute, map[string]int{"ctr": 1})
 	require.Equal(t, api.ActivityActive, tr.Status()["ctr"].State)
 	tr.step(t0.Add(4500*time.Millisecond), append(view, ctr), rep, compute, map[string]int{"other": 1})
 	require.Equal(t, api.ActivityEmpty, tr.Status()["ctr"].State)
