@@ -49,12 +49,30 @@ func (r *elasticRun) notes(rep *ElasticReport) []string {
 			c, d.Latency.Median, d.StateFS, t.Latency.Median, d.Latency.P99, t.Latency.P99)
 		if write != nil {
 			s += fmt.Sprintf("; one durable record write (what store.Update does per granted slice, in turn, before "+
-				"any request of the plan is answered) costs %.2f ms median on %s, so %d grants in one plan wait up to "+
-				"~%.1f ms for the records alone", write.Write.Median, write.StateFS, c, float64(c)*write.Write.Median)
+				"any request of the plan is answered) costs %.2f ms median on %s, so %s in one plan wait up to "+
+				"~%.1f ms for the records alone", write.Write.Median, write.StateFS, grantsText(c), float64(c)*write.Write.Median)
 		}
 		out = append(out, s)
 	}
+	if rc := rep.Reclaim; rc != nil && len(rc.EvictMS) == len(rc.ShrinkMS) && len(rc.EvictMS) > 0 {
+		gaps := make([]float64, len(rc.EvictMS))
+		for i := range gaps {
+			gaps[i] = rc.EvictMS[i] - rc.ShrinkMS[i]
+		}
+		g := Summarize(gaps)
+		out = append(out, fmt.Sprintf("evict − shrink, per repetition: median %.1f ms (%.1f–%.1f), about one enforcer "+
+			"interval (%s): the limit is lowered by one tick's plan and the backstop acts on a later tick",
+			g.Median, g.Min, g.Max, rep.Config.EnforcerInterval))
+	}
 	return out
+}
+
+// grantsText is "one grant" or "N grants".
+func grantsText(n int) string {
+	if n == 1 {
+		return "one grant"
+	}
+	return fmt.Sprintf("%d grants", n)
 }
 
 // Markdown renders the report.
