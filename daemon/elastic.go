@@ -144,7 +144,7 @@ func (l *enforcerLoop) stepElastic(now time.Time, rep *enforcer.TickReport) {
 func (l *enforcerLoop) publishBells() {
 	var words []bellWord
 	for _, e := range l.view {
-		if e.region == nil || !slices.ContainsFunc(e.rec.Slice.Devices, api.SliceDevice.Elastic) {
+		if e.region == nil || !elasticEntry(e) {
 			continue
 		}
 		u, b := e.region.Usage, e.region.Budget
@@ -161,6 +161,13 @@ func (l *enforcerLoop) publishBells() {
 // elasticInput pictures the node for a plan, or returns nil when there is
 // nothing to decide: no request pending and no grant outstanding.
 func (l *enforcerLoop) elasticInput(now time.Time, rep *enforcer.TickReport) *elasticInput {
+	if !slices.ContainsFunc(l.view, elasticEntry) {
+		// No slice may grow: nothing to picture (the common case costs a scan
+		// of the records, no allocation).
+		clear(l.elastic.allowance)
+		clear(l.elastic.last)
+		return nil
+	}
 	snaps := make(map[string]*enforcer.SliceSnapshot, len(rep.Slices))
 	for i := range rep.Slices {
 		snaps[rep.Slices[i].ID] = &rep.Slices[i]
@@ -201,6 +208,11 @@ func (l *enforcerLoop) elasticInput(now time.Time, rep *enforcer.TickReport) *el
 	return in
 }
 
+// elasticEntry reports whether a slice may grow on one of its devices.
+func elasticEntry(e *sliceEntry) bool {
+	return slices.ContainsFunc(e.rec.Slice.Devices, api.SliceDevice.Elastic)
+}
+
 // elasticSlice is one slice's part of the picture: its recorded devices (a
 // copy the plan may edit), what it uses, its pending requests.
 func (l *enforcerLoop) elasticSlice(now time.Time, e *sliceEntry, snap *enforcer.SliceSnapshot,
@@ -219,7 +231,7 @@ func (l *enforcerLoop) elasticSlice(now time.Time, e *sliceEntry, snap *enforcer
 			s.shrunk[i] = al[i] > 0
 		}
 	}
-	if e.region == nil || !slices.ContainsFunc(sl.Devices, api.SliceDevice.Elastic) {
+	if e.region == nil || !elasticEntry(e) {
 		return s
 	}
 	u, b := e.region.Usage, e.region.Budget
