@@ -49,8 +49,8 @@ func (r *elasticRun) notes(rep *ElasticReport) []string {
 			c, d.Latency.Median, d.StateFS, t.Latency.Median, d.Latency.P99, t.Latency.P99)
 		if write != nil {
 			s += fmt.Sprintf("; one durable record write (what store.Update does per granted slice, in turn, before "+
-				"any request of the plan is answered) costs %.2f ms median on %s, so %s in one plan wait up to "+
-				"~%.1f ms for the records alone", write.Write.Median, write.StateFS, grantsText(c), float64(c)*write.Write.Median)
+				"any request of the plan is answered) costs %.2f ms median on %s: the records of %s in one plan take "+
+				"~%.1f ms alone", write.Write.Median, write.StateFS, grantsText(c), float64(c)*write.Write.Median)
 		}
 		out = append(out, s)
 	}
