@@ -73,9 +73,9 @@ func (r *elasticRun) newReport(ctx context.Context, tmp string) *ElasticReport {
 			"bin/vgpud --enforcer-mode enforce --log-level debug --log-format json --nvml-lib build/simgpu/libnvidia-ml.so.1 (one per row / repetition, fresh simulated node)",
 			fmt.Sprintf("grant: POST /v1/slices {memory_bytes: %d, memory_max_bytes: %d, qos: burstable} per tenant; "+
 				"build/test/elastic --step --alloc %d under LD_PRELOAD=build/libvgpu.so VGPU_SLICE_DIR=<slice>", o.Base, o.Max, o.Alloc),
-			"reclaim: lender POST /v1/slices {memory_bytes: 12GiB} (guaranteed, no process); borrower {memory_bytes: 2GiB, " +
-				"memory_max_bytes: 12GiB, qos: burstable} running build/test/torchlike 9GiB 512MiB hold on a 16 GiB device; " +
-				"then build/test/alloc --api alloc --chunk 1GiB --count 10 --step in the lender",
+			"reclaim (16 GiB device): lender POST /v1/slices {memory_bytes: 12GiB} (guaranteed, no process); " +
+				"bin/vgpuctl run --memory 2GiB --memory-max 12GiB --qos burstable --id borrower -- build/test/torchlike " +
+				"9GiB 512MiB hold; then build/test/alloc --api alloc --chunk 1GiB --count 10 --step in the lender's slice",
 		},
 		SampleNotes: "grant: each sample is the wall time (CLOCK_MONOTONIC, inside the tenant) of the allocation " +
 			"past the base — refused by the budget, request posted, vgpud's grant, retry — after all tenants of a " +
