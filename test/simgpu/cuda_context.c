@@ -48,6 +48,9 @@ static CUresult ctx_activate(struct sim_ctx *c, int ord, unsigned flags, bool pr
     c->fd = fd;
     c->flags = flags;
     c->primary = primary;
+    c->cache_config = 0;
+    c->shmem_config = 0;
+    c->limits_set = 0;
     atomic_store(&c->last_end, 0);
     atomic_store(&c->null_end, 0);
     c->alive = true;

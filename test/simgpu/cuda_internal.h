@@ -20,6 +20,10 @@
  *                    queued work), cuStreamWaitEvent
  *   cuda_graph.c     graphs of kernel and memory nodes, graph memory
  *   cuda_procaddr.c  cuGetProcAddress / _v2
+ *   cuda_copy.c      the contents of device memory: memcpy (1D, 2D, 3D, arrays, peer),
+ *                    memset, page-locked host memory
+ *   cuda_misc.c      context limits and cache configuration, peer access, texture
+ *                    references, the linker, IPC, OpenGL interop, the profiler
  *
  * Error codes follow the real driver: CUDA_ERROR_NOT_INITIALIZED before cuInit,
  * CUDA_ERROR_INVALID_VALUE for NULL out-pointers and bad sizes,
@@ -95,6 +99,10 @@ struct sim_ctx {
     unsigned usage;            /* created contexts: 1 + cuCtxAttach - cuCtxDetach */
     _Atomic uint64_t last_end; /* end of the latest work queued in this context */
     _Atomic uint64_t null_end; /* the legacy NULL stream */
+    unsigned cache_config;     /* cuCtxSetCacheConfig (cuda_misc.c) */
+    unsigned shmem_config;     /* cuCtxSetSharedMemConfig */
+    unsigned limits_set;       /* bit l: limits[l] was set by cuCtxSetLimit */
+    size_t limits[8];
     struct sim_ctx *next;
 };
 
@@ -140,7 +148,18 @@ struct sim_alloc {
     int kind;
     struct sim_ctx *ctx;
     struct sim_pool *pool;
+    void *bytes; /* the contents: a sparse anonymous mapping of `size`, made at the first
+                  * copy or memset that touches it (cuda_copy.c); NULL until then */
     struct sim_alloc *next;
+};
+
+/* An array's handle (AK_ARRAY): the first word marks it, the descriptor follows
+ * (cuArray3DGetDescriptor); its contents are the allocation's bytes, rows of
+ * round_up(Width * element size, 512) bytes, Height (at least 1) rows per slice. */
+struct sim_array {
+    uint32_t magic;
+    bool is3d;
+    CUDA_ARRAY3D_DESCRIPTOR desc;
 };
 
 #define AT_BITS 16
@@ -227,6 +246,11 @@ struct sim_alloc *at_find(uint64_t p, bool unlink);
 CUresult alloc_new(uint64_t ptr, uint64_t size, uint64_t charged, int dev, int kind,
                    struct sim_ctx *ctx, struct sim_pool *pool);
 void alloc_drop(struct sim_alloc *a);
+struct sim_alloc *at_containing(uint64_t p);
+int format_bytes(CUarray_format f);
+
+/* cuda_copy.c */
+void alloc_unback(struct sim_alloc *a);
 
 /* cuda_pool.c */
 void pool_release_alloc(struct sim_alloc *a);
@@ -416,5 +440,134 @@ EXPORT CUresult cuGraphExecDestroy(CUgraphExec he);
 EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int cudaVersion, cuuint64_t flags);
 EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cudaVersion,
                                     cuuint64_t flags, CUdriverProcAddressQueryResult *symbolStatus);
+
+/* cuda_memory.c (added for full driver clients such as PyCUDA) */
+EXPORT CUresult cuArrayGetDescriptor_v2(CUDA_ARRAY_DESCRIPTOR *pdesc, CUarray h);
+EXPORT CUresult cuArray3DGetDescriptor_v2(CUDA_ARRAY3D_DESCRIPTOR *pdesc, CUarray h);
+
+/* cuda_copy.c (added for full driver clients such as PyCUDA) */
+EXPORT CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t n);
+EXPORT CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t n);
+EXPORT CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, size_t n);
+EXPORT CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t n, CUstream s);
+EXPORT CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t n, CUstream s);
+EXPORT CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s);
+EXPORT CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t n);
+EXPORT CUresult cuMemcpyPeer(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx,
+                             size_t n);
+EXPORT CUresult cuMemcpyPeerAsync(CUdeviceptr dst, CUcontext dctx, CUdeviceptr src, CUcontext sctx,
+                                  size_t n, CUstream s);
+EXPORT CUresult cuMemcpy2D_v2(const void *p);
+EXPORT CUresult cuMemcpy2DUnaligned_v2(const void *p);
+EXPORT CUresult cuMemcpy2DAsync_v2(const void *p, CUstream s);
+EXPORT CUresult cuMemcpy3D_v2(const void *p);
+EXPORT CUresult cuMemcpy3DAsync_v2(const void *p, CUstream s);
+EXPORT CUresult cuMemcpy3DPeer(const void *p);
+EXPORT CUresult cuMemcpy3DPeerAsync(const void *p, CUstream s);
+EXPORT CUresult cuMemcpyHtoA_v2(CUarray dst, size_t off, const void *src, size_t n);
+EXPORT CUresult cuMemcpyAtoH_v2(void *dst, CUarray src, size_t off, size_t n);
+EXPORT CUresult cuMemcpyDtoA_v2(CUarray dst, size_t off, CUdeviceptr src, size_t n);
+EXPORT CUresult cuMemcpyAtoD_v2(CUdeviceptr dst, CUarray src, size_t off, size_t n);
+EXPORT CUresult cuMemcpyAtoA_v2(CUarray dst, size_t doff, CUarray src, size_t soff, size_t n);
+EXPORT CUresult cuMemsetD8_v2(CUdeviceptr p, unsigned char v, size_t n);
+EXPORT CUresult cuMemsetD16_v2(CUdeviceptr p, unsigned short v, size_t n);
+EXPORT CUresult cuMemsetD32_v2(CUdeviceptr p, unsigned int v, size_t n);
+EXPORT CUresult cuMemsetD8Async(CUdeviceptr p, unsigned char v, size_t n, CUstream s);
+EXPORT CUresult cuMemsetD16Async(CUdeviceptr p, unsigned short v, size_t n, CUstream s);
+EXPORT CUresult cuMemsetD32Async(CUdeviceptr p, unsigned int v, size_t n, CUstream s);
+EXPORT CUresult cuMemsetD2D8_v2(CUdeviceptr p, size_t pitch, unsigned char v, size_t w, size_t h);
+EXPORT CUresult cuMemsetD2D16_v2(CUdeviceptr p, size_t pitch, unsigned short v, size_t w, size_t h);
+EXPORT CUresult cuMemsetD2D32_v2(CUdeviceptr p, size_t pitch, unsigned int v, size_t w, size_t h);
+EXPORT CUresult cuMemsetD2D8Async(CUdeviceptr p, size_t pitch, unsigned char v, size_t w, size_t h,
+                                  CUstream s);
+EXPORT CUresult cuMemsetD2D16Async(CUdeviceptr p, size_t pitch, unsigned short v, size_t w,
+                                   size_t h, CUstream s);
+EXPORT CUresult cuMemsetD2D32Async(CUdeviceptr p, size_t pitch, unsigned int v, size_t w, size_t h,
+                                   CUstream s);
+EXPORT CUresult cuMemHostAlloc(void **pp, size_t size, unsigned int flags);
+EXPORT CUresult cuMemAllocHost_v2(void **pp, size_t size);
+EXPORT CUresult cuMemFreeHost(void *p);
+EXPORT CUresult cuMemHostRegister_v2(void *p, size_t size, unsigned int flags);
+EXPORT CUresult cuMemHostUnregister(void *p);
+EXPORT CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr *pd, void *p, unsigned int flags);
+EXPORT CUresult cuMemHostGetFlags(unsigned int *pflags, void *p);
+EXPORT CUresult cuStreamAttachMemAsync(CUstream s, CUdeviceptr p, size_t len, unsigned int flags);
+
+/* cuda_misc.c (added for full driver clients such as PyCUDA) */
+EXPORT CUresult cuCtxGetApiVersion(CUcontext ctx, unsigned int *version);
+EXPORT CUresult cuCtxGetCacheConfig(int *config);
+EXPORT CUresult cuCtxSetCacheConfig(int config);
+EXPORT CUresult cuCtxGetSharedMemConfig(int *config);
+EXPORT CUresult cuCtxSetSharedMemConfig(int config);
+EXPORT CUresult cuCtxGetLimit(size_t *value, int limit);
+EXPORT CUresult cuCtxSetLimit(int limit, size_t value);
+EXPORT CUresult cuDeviceCanAccessPeer(int *can, CUdevice d, CUdevice peer);
+EXPORT CUresult cuCtxEnablePeerAccess(CUcontext peer, unsigned int flags);
+EXPORT CUresult cuCtxDisablePeerAccess(CUcontext peer);
+EXPORT CUresult cuTexRefCreate(void **ph);
+EXPORT CUresult cuTexRefDestroy(void *h);
+EXPORT CUresult cuTexRefSetArray(void *h, CUarray a, unsigned int flags);
+EXPORT CUresult cuTexRefGetArray(CUarray *pa, void *h);
+EXPORT CUresult cuTexRefSetAddress_v2(size_t *off, void *h, CUdeviceptr p, size_t bytes);
+EXPORT CUresult cuTexRefSetAddress2D_v3(void *h, const CUDA_ARRAY_DESCRIPTOR *d, CUdeviceptr p,
+                                        size_t pitch);
+EXPORT CUresult cuTexRefGetAddress_v2(CUdeviceptr *pp, void *h);
+EXPORT CUresult cuTexRefSetFormat(void *h, int format, int channels);
+EXPORT CUresult cuTexRefGetFormat(int *format, int *channels, void *h);
+EXPORT CUresult cuTexRefSetAddressMode(void *h, int dim, int mode);
+EXPORT CUresult cuTexRefGetAddressMode(int *mode, void *h, int dim);
+EXPORT CUresult cuTexRefSetFilterMode(void *h, int mode);
+EXPORT CUresult cuTexRefGetFilterMode(int *mode, void *h);
+EXPORT CUresult cuTexRefSetFlags(void *h, unsigned int flags);
+EXPORT CUresult cuTexRefGetFlags(unsigned int *flags, void *h);
+EXPORT CUresult cuParamSetTexRef(CUfunction f, int texunit, void *h);
+EXPORT CUresult cuSurfRefSetArray(void *h, CUarray a, unsigned int flags);
+EXPORT CUresult cuSurfRefGetArray(CUarray *pa, void *h);
+EXPORT CUresult cuLinkCreate_v2(unsigned int n, void *options, void **values, void **pstate);
+EXPORT CUresult cuLinkAddData_v2(void *state, int type, void *data, size_t size, const char *name,
+                                 unsigned int n, void *options, void **values);
+EXPORT CUresult cuLinkAddFile_v2(void *state, int type, const char *path, unsigned int n,
+                                 void *options, void **values);
+EXPORT CUresult cuLinkComplete(void *state, void **cubin, size_t *size);
+EXPORT CUresult cuLinkDestroy(void *state);
+EXPORT CUresult cuIpcGetMemHandle(void *handle, CUdeviceptr p);
+EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *pp, const void *handle, unsigned int flags);
+EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr p);
+EXPORT CUresult cuIpcGetEventHandle(void *handle, CUevent e);
+EXPORT CUresult cuIpcOpenEventHandle(CUevent *pe, const void *handle);
+EXPORT CUresult cuGLInit(void);
+EXPORT CUresult cuGLCtxCreate_v2(CUcontext *p, unsigned int f, CUdevice d);
+EXPORT CUresult cuGLRegisterBufferObject(unsigned int b);
+EXPORT CUresult cuGLUnregisterBufferObject(unsigned int b);
+EXPORT CUresult cuGLMapBufferObject_v2(CUdeviceptr *p, size_t *s, unsigned int b);
+EXPORT CUresult cuGLUnmapBufferObject(unsigned int b);
+EXPORT CUresult cuGraphicsGLRegisterBuffer(void **r, unsigned int b, unsigned int f);
+EXPORT CUresult cuGraphicsGLRegisterImage(void **r, unsigned int i, unsigned int t, unsigned int f);
+EXPORT CUresult cuGraphicsUnregisterResource(void *r);
+EXPORT CUresult cuGraphicsMapResources(unsigned int n, void **r, CUstream s);
+EXPORT CUresult cuGraphicsUnmapResources(unsigned int n, void **r, CUstream s);
+EXPORT CUresult cuGraphicsResourceGetMappedPointer_v2(CUdeviceptr *p, size_t *s, void *r);
+EXPORT CUresult cuGraphicsSubResourceGetMappedArray(CUarray *a, void *r, unsigned int i,
+                                                    unsigned int l);
+EXPORT CUresult cuProfilerInitialize(const char *config, const char *out, int mode);
+EXPORT CUresult cuProfilerStart(void);
+EXPORT CUresult cuProfilerStop(void);
+
+/* cuda_launch.c (added for full driver clients such as PyCUDA) */
+EXPORT CUresult cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int n,
+                                   int *options, void **values);
+EXPORT CUresult cuModuleLoad(CUmodule *module, const char *fname);
+EXPORT CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, size_t *bytes, CUmodule hmod,
+                                     const char *name);
+EXPORT CUresult cuModuleGetTexRef(void **ptex, CUmodule hmod, const char *name);
+EXPORT CUresult cuModuleGetSurfRef(void **psurf, CUmodule hmod, const char *name);
+EXPORT CUresult cuFuncGetAttribute(int *pi, int attrib, CUfunction hf);
+EXPORT CUresult cuFuncSetAttribute(CUfunction hf, int attrib, int value);
+EXPORT CUresult cuFuncSetCacheConfig(CUfunction hf, int config);
+EXPORT CUresult cuFuncSetSharedSize(CUfunction hf, unsigned int bytes);
+EXPORT CUresult cuParamSetSize(CUfunction hf, unsigned int bytes);
+EXPORT CUresult cuParamSeti(CUfunction hf, int offset, unsigned int value);
+EXPORT CUresult cuParamSetf(CUfunction hf, int offset, float value);
+EXPORT CUresult cuParamSetv(CUfunction hf, int offset, void *ptr, unsigned int bytes);
 
 #endif /* VGPU_SIMGPU_CUDA_INTERNAL_H */

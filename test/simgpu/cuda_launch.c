@@ -34,7 +34,11 @@ struct sim_module {
 struct sim_func {
     uint32_t magic;
     struct sim_module *mod;
-    int block[3]; /* cuFuncSetBlockShape (the legacy launches); 1x1x1 until set */
+    int block[3];         /* cuFuncSetBlockShape (the legacy launches); 1x1x1 until set */
+    int max_dyn_shared;   /* CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES */
+    int carveout;         /* CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT */
+    unsigned shared_size; /* cuFuncSetSharedSize (the legacy launches) */
+    unsigned param_size;  /* cuParamSetSize */
 };
 
 /* ------------------------------------------------------------------ streams */
@@ -188,8 +192,190 @@ EXPORT CUresult cuModuleGetFunction(CUfunction *hfunc, CUmodule hmod, const char
     f->magic = FUNC_MAGIC;
     f->mod = m;
     f->block[0] = f->block[1] = f->block[2] = 1;
+    f->max_dyn_shared = 49152;
+    f->carveout = -1;
     *hfunc = (CUfunction)f;
     return CUDA_SUCCESS;
+}
+
+/* JIT options whose values the driver writes back (CUjit_option). */
+#define JIT_INFO_LOG_BUFFER 3
+#define JIT_INFO_LOG_BUFFER_SIZE_BYTES 4
+#define JIT_ERROR_LOG_BUFFER 5
+#define JIT_ERROR_LOG_BUFFER_SIZE_BYTES 6
+
+/* Modules hold no code: the image is accepted as the driver would a valid one, and
+ * the JIT logs come back empty (their size options set to 0, the buffers to ""). */
+EXPORT CUresult cuModuleLoadDataEx(CUmodule *module, const void *image, unsigned int n,
+                                   int *options, void **values)
+{
+    if (n > 0 && (options == NULL || values == NULL))
+        return ready() ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_NOT_INITIALIZED;
+    CUresult r = cuModuleLoadData(module, image);
+    if (r != CUDA_SUCCESS)
+        return r;
+    for (unsigned i = 0; i < n; i++) {
+        if (options[i] != JIT_INFO_LOG_BUFFER && options[i] != JIT_ERROR_LOG_BUFFER)
+            continue;
+        for (unsigned j = 0; j < n; j++) {
+            bool size_of_i = options[j] == options[i] + 1;
+            if (size_of_i && values[i] != NULL && (uintptr_t)values[j] > 0)
+                *(char *)values[i] = '\0';
+        }
+    }
+    for (unsigned i = 0; i < n; i++)
+        if (options[i] == JIT_INFO_LOG_BUFFER_SIZE_BYTES ||
+            options[i] == JIT_ERROR_LOG_BUFFER_SIZE_BYTES)
+            values[i] = (void *)(uintptr_t)0;
+    return CUDA_SUCCESS;
+}
+
+/* A module from a file: the file must exist and be readable. */
+EXPORT CUresult cuModuleLoad(CUmodule *module, const char *fname)
+{
+    CHECK_INIT();
+    if (fname == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    int fd = open(fname, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return CUDA_ERROR_FILE_NOT_FOUND;
+    close(fd);
+    return cuModuleLoadData(module, fname);
+}
+
+/* A module holds no globals, texture or surface references: every name is not
+ * found, as the driver answers for a name the module does not define. */
+EXPORT CUresult cuModuleGetGlobal_v2(CUdeviceptr *dptr, size_t *bytes, CUmodule hmod,
+                                     const char *name)
+{
+    (void)dptr, (void)bytes;
+    CHECK_INIT();
+    if (name == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!module_ok((struct sim_module *)hmod))
+        return CUDA_ERROR_INVALID_HANDLE;
+    return CUDA_ERROR_NOT_FOUND;
+}
+
+EXPORT CUresult cuModuleGetTexRef(void **ptex, CUmodule hmod, const char *name)
+{
+    CHECK_INIT();
+    if (ptex == NULL || name == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!module_ok((struct sim_module *)hmod))
+        return CUDA_ERROR_INVALID_HANDLE;
+    return CUDA_ERROR_NOT_FOUND;
+}
+
+EXPORT CUresult cuModuleGetSurfRef(void **psurf, CUmodule hmod, const char *name)
+{
+    CHECK_INIT();
+    if (psurf == NULL || name == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!module_ok((struct sim_module *)hmod))
+        return CUDA_ERROR_INVALID_HANDLE;
+    return CUDA_ERROR_NOT_FOUND;
+}
+
+/* ------------------------------------------------------------------ function attributes */
+
+/* CUfunction_attribute, as a compiled kernel of this device would report them. */
+EXPORT CUresult cuFuncGetAttribute(int *pi, int attrib, CUfunction hf)
+{
+    CHECK_INIT();
+    if (pi == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (!func_ok(hf))
+        return CUDA_ERROR_INVALID_HANDLE;
+    const struct sim_func *f = (const struct sim_func *)hf;
+    switch (attrib) {
+    case 0: *pi = 1024; break;                /* max threads per block */
+    case 1: *pi = (int)f->shared_size; break; /* static shared bytes */
+    case 2:                                   /* constant bytes */
+    case 3: *pi = 0; break;                   /* local bytes */
+    case 4: *pi = 32; break;                  /* registers */
+    case 5:                                   /* PTX version */
+    case 6: *pi = 90; break;                  /* binary version */
+    case 7: *pi = 0; break;                   /* cache mode CA */
+    case 8: *pi = f->max_dyn_shared; break;
+    case 9: *pi = f->carveout; break;
+    default:
+        if (attrib < 0 || attrib > 15)
+            return CUDA_ERROR_INVALID_VALUE;
+        *pi = 0; /* the cluster attributes: no cluster requirements */
+    }
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuFuncSetAttribute(CUfunction hf, int attrib, int value)
+{
+    CHECK_INIT();
+    if (!func_ok(hf))
+        return CUDA_ERROR_INVALID_HANDLE;
+    struct sim_func *f = (struct sim_func *)hf;
+    if (attrib == 8 && value >= 0 && value <= 232448 - (int)f->shared_size)
+        f->max_dyn_shared = value;
+    else if (attrib == 9 && value >= -1 && value <= 100)
+        f->carveout = value;
+    else
+        return CUDA_ERROR_INVALID_VALUE;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuFuncSetCacheConfig(CUfunction hf, int config)
+{
+    CHECK_INIT();
+    if (!func_ok(hf))
+        return CUDA_ERROR_INVALID_HANDLE;
+    return config < 0 || config > 3 ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuFuncSetSharedSize(CUfunction hf, unsigned int bytes)
+{
+    CHECK_INIT();
+    if (!func_ok(hf))
+        return CUDA_ERROR_INVALID_HANDLE;
+    if (bytes > 232448)
+        return CUDA_ERROR_INVALID_VALUE;
+    ((struct sim_func *)hf)->shared_size = bytes;
+    return CUDA_SUCCESS;
+}
+
+/* The legacy parameter calls (for cuLaunch / cuLaunchGrid): checked, not kept (the
+ * simulated kernels read no parameters). 4 KiB of parameters, as the driver. */
+static CUresult param_check(CUfunction hf, uint64_t end)
+{
+    CHECK_INIT();
+    if (!func_ok(hf))
+        return CUDA_ERROR_INVALID_HANDLE;
+    return end > 4096 ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuParamSetSize(CUfunction hf, unsigned int bytes)
+{
+    CUresult r = param_check(hf, bytes);
+    if (r == CUDA_SUCCESS)
+        ((struct sim_func *)hf)->param_size = bytes;
+    return r;
+}
+
+EXPORT CUresult cuParamSeti(CUfunction hf, int offset, unsigned int value)
+{
+    (void)value;
+    return offset < 0 ? CUDA_ERROR_INVALID_VALUE : param_check(hf, (uint64_t)offset + 4);
+}
+
+EXPORT CUresult cuParamSetf(CUfunction hf, int offset, float value)
+{
+    (void)value;
+    return offset < 0 ? CUDA_ERROR_INVALID_VALUE : param_check(hf, (uint64_t)offset + 4);
+}
+
+EXPORT CUresult cuParamSetv(CUfunction hf, int offset, void *ptr, unsigned int bytes)
+{
+    if (offset < 0 || (ptr == NULL && bytes > 0))
+        return ready() ? CUDA_ERROR_INVALID_VALUE : CUDA_ERROR_NOT_INITIALIZED;
+    return param_check(hf, (uint64_t)offset + bytes);
 }
 
 /* ------------------------------------------------------------------ launches */

@@ -38,7 +38,7 @@ struct sim_alloc *at_find(uint64_t p, bool unlink)
     return NULL;
 }
 
-static struct sim_alloc *at_containing(uint64_t p)
+struct sim_alloc *at_containing(uint64_t p)
 {
     for (unsigned h = 0; h < AT_SIZE; h++)
         for (struct sim_alloc *a = G.at[h]; a != NULL; a = a->next)
@@ -59,6 +59,7 @@ void credit(int dev, uint64_t bytes) { sim_credit(G.st, G.slot, dev, bytes); }
 /* Frees an entry already unlinked from the table (lock held). */
 void alloc_drop(struct sim_alloc *a)
 {
+    alloc_unback(a);
     if (a->kind == AK_POOL)
         pool_release_alloc(a);
     else
@@ -222,7 +223,7 @@ EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *pbase, size_t *psize, CUdev
 
 /* ------------------------------------------------------------------ arrays */
 
-static int format_bytes(CUarray_format f)
+int format_bytes(CUarray_format f)
 {
     switch (f) {
     case CU_AD_FORMAT_UNSIGNED_INT8:
@@ -238,13 +239,16 @@ static int format_bytes(CUarray_format f)
 }
 
 /* Records an array-like object: charges `size` and keys it by a fresh opaque
- * handle (whose first word marks it). */
-static CUresult handle_alloc(struct sim_ctx *c, uint64_t size, int kind, uint64_t *out)
+ * handle (struct sim_array: the first word marks it, then its descriptor). */
+static CUresult handle_alloc(struct sim_ctx *c, uint64_t size, int kind,
+                             const CUDA_ARRAY3D_DESCRIPTOR *desc, bool is3d, uint64_t *out)
 {
-    uint32_t *handle = malloc(64);
+    struct sim_array *handle = calloc(1, sizeof *handle);
     if (handle == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
-    handle[0] = ARRAY_MAGIC;
+    handle->magic = ARRAY_MAGIC;
+    handle->is3d = is3d;
+    handle->desc = *desc;
     pthread_mutex_lock(&G.lock);
     CUresult r = charge(c->dev, size);
     if (r == CUDA_SUCCESS) {
@@ -307,7 +311,11 @@ EXPORT CUresult cuArrayCreate_v2(CUarray *pHandle, const CUDA_ARRAY_DESCRIPTOR *
     uint64_t size, h;
     if (!array_bytes(desc->Width, desc->Height, 0, bpe, nc, &size))
         return CUDA_ERROR_OUT_OF_MEMORY;
-    r = handle_alloc(c, size, AK_ARRAY, &h);
+    CUDA_ARRAY3D_DESCRIPTOR d3 = {.Width = desc->Width,
+                                  .Height = desc->Height,
+                                  .Format = desc->Format,
+                                  .NumChannels = desc->NumChannels};
+    r = handle_alloc(c, size, AK_ARRAY, &d3, false, &h);
     if (r == CUDA_SUCCESS)
         *pHandle = (CUarray)(uintptr_t)h;
     return r;
@@ -358,7 +366,7 @@ EXPORT CUresult cuArray3DCreate_v2(CUarray *pHandle, const CUDA_ARRAY3D_DESCRIPT
     uint64_t size, h;
     if (!array_bytes(desc->Width, desc->Height, desc->Depth, bpe, desc->NumChannels, &size))
         return CUDA_ERROR_OUT_OF_MEMORY;
-    r = handle_alloc(c, size, AK_ARRAY, &h);
+    r = handle_alloc(c, size, AK_ARRAY, desc, true, &h);
     if (r == CUDA_SUCCESS)
         *pHandle = (CUarray)(uintptr_t)h;
     return r;
@@ -408,7 +416,7 @@ EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *pHandle,
             return CUDA_ERROR_OUT_OF_MEMORY;
     }
     uint64_t h;
-    r = handle_alloc(c, size, AK_MIPMAP, &h);
+    r = handle_alloc(c, size, AK_MIPMAP, desc, true, &h);
     if (r == CUDA_SUCCESS)
         *pHandle = (CUmipmappedArray)(uintptr_t)h;
     return r;
@@ -417,4 +425,49 @@ EXPORT CUresult cuMipmappedArrayCreate(CUmipmappedArray *pHandle,
 EXPORT CUresult cuMipmappedArrayDestroy(CUmipmappedArray h)
 {
     return handle_free((uint64_t)(uintptr_t)h, AK_MIPMAP);
+}
+
+/* The descriptor an array was created with (a 3D array's Depth included). */
+static CUresult array_desc(CUarray h, CUDA_ARRAY3D_DESCRIPTOR *out, bool *is3d)
+{
+    CHECK_INIT();
+    if (out == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&G.lock);
+    struct sim_alloc *a = at_find((uint64_t)(uintptr_t)h, false);
+    CUresult r = CUDA_ERROR_INVALID_HANDLE;
+    if (h != NULL && a != NULL && a->kind == AK_ARRAY) {
+        const struct sim_array *arr = (const struct sim_array *)h;
+        *out = arr->desc;
+        *is3d = arr->is3d;
+        r = CUDA_SUCCESS;
+    }
+    pthread_mutex_unlock(&G.lock);
+    return r;
+}
+
+EXPORT CUresult cuArrayGetDescriptor_v2(CUDA_ARRAY_DESCRIPTOR *pdesc, CUarray h)
+{
+    CUDA_ARRAY3D_DESCRIPTOR d;
+    bool is3d;
+    if (pdesc == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUresult r = array_desc(h, &d, &is3d);
+    if (r != CUDA_SUCCESS)
+        return r;
+    if (is3d && (d.Depth != 0 || d.Flags != 0)) /* as the driver: not a 1D/2D array */
+        return CUDA_ERROR_INVALID_HANDLE;
+    pdesc->Width = d.Width;
+    pdesc->Height = d.Height;
+    pdesc->Format = d.Format;
+    pdesc->NumChannels = d.NumChannels;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuArray3DGetDescriptor_v2(CUDA_ARRAY3D_DESCRIPTOR *pdesc, CUarray h)
+{
+    bool is3d;
+    if (pdesc == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    return array_desc(h, pdesc, &is3d);
 }
