@@ -6,7 +6,8 @@
  * heaps): budget.dev[d].context_overhead bytes are charged per context this process
  * holds on device d, admitted by the same CAS reservation as any allocation, so a
  * full slice cannot also create contexts past its limit.
- *   cuCtxCreate(_v2/_v3/_v4)   charged before the call, credited at cuCtxDestroy(_v2),
+ *   cuCtxCreate(_v2/_v3/_v4),  charged before the call, credited at cuCtxDestroy(_v2),
+ *   cuGLCtxCreate(_v2) (GL)
  *                              or at the cuCtxDetach that drops its last usage count
  *                              (cuCtxAttach adds one: pycuda detaches, never destroys)
  *   primary context            charged on the process's first cuDevicePrimaryCtxRetain
@@ -460,3 +461,18 @@ VGPU_EXPORT CUresult cuDevicePrimaryCtxReset_v2(CUdevice dev)
     vgpu_mode();
     return prim_down(vgpu_real.cuDevicePrimaryCtxReset_v2, dev, true);
 }
+
+/* The deprecated OpenGL interop constructor (PyCUDA's pycuda.gl links it): a
+ * context like any other, with the same arguments. */
+// clang-format off
+VGPU_EXPORT CUresult cuGLCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice dev)
+{
+    CTX_CREATE_BODY(vgpu_real.cuGLCtxCreate, dev, vgpu_real.cuGLCtxCreate(pctx, flags, dev))
+}
+
+VGPU_EXPORT CUresult cuGLCtxCreate_v2(CUcontext *pctx, unsigned int flags, CUdevice dev)
+{
+    CTX_CREATE_BODY(vgpu_real.cuGLCtxCreate_v2, dev,
+                    vgpu_real.cuGLCtxCreate_v2(pctx, flags, dev))
+}
+// clang-format on

@@ -198,6 +198,8 @@ typedef nvmlReturn_t (*nvmlDeviceGetIndex_fn)(nvmlDevice_t, unsigned int *);
     X(C, cuCtxCreate_v2)                       \
     X(C, cuCtxCreate_v3)                       \
     X(C, cuCtxCreate_v4)                       \
+    X(C, cuGLCtxCreate)                        \
+    X(C, cuGLCtxCreate_v2)                     \
     X(C, cuCtxDestroy)                         \
     X(C, cuCtxDestroy_v2)                      \
     X(C, cuCtxAttach)                          \
@@ -268,6 +270,9 @@ typedef cuDevicePrimaryCtxRelease_fn cuDevicePrimaryCtxReset_v2_fn;
  * cuGetProcAddress caller asking for an old version still gets them hooked. */
 typedef cuCtxCreate_v2_fn cuCtxCreate_fn;
 typedef cuCtxDestroy_v2_fn cuCtxDestroy_fn;
+/* cuGLCtxCreate(_v2): cuCtxCreate_v2's arguments (the GL context is the current one). */
+typedef cuCtxCreate_v2_fn cuGLCtxCreate_fn;
+typedef cuCtxCreate_v2_fn cuGLCtxCreate_v2_fn;
 typedef cuLaunchKernel_fn cuLaunchKernel_ptsz_fn;
 typedef cuLaunchKernelEx_fn cuLaunchKernelEx_ptsz_fn;
 typedef cuLaunchCooperativeKernel_fn cuLaunchCooperativeKernel_ptsz_fn;
