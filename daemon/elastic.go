@@ -129,11 +129,7 @@ func (l *enforcerLoop) stepElastic(now time.Time, rep *enforcer.TickReport) {
 		return
 	}
 	plan := planElastic(in)
-	for _, s := range in.slices {
-		if s.changed {
-			l.recordElastic(s)
-		}
-	}
+	l.recordAll(in.slices)
 	l.answerElastic(now, plan)
 	b.updateAllowances(in, plan)
 	b.logEvents(plan.events)
@@ -253,6 +249,25 @@ func (l *enforcerLoop) elasticSlice(now time.Time, e *sliceEntry, snap *enforcer
 		}
 	})
 	return s
+}
+
+// recordAll records every slice the plan changed, all at once: each record
+// is fsynced, and the filesystem commits concurrent fsyncs together (one
+// journal commit for many), where one after the other each would wait for
+// its own — on a loaded disk the difference between a few ms and tens of ms
+// for eight grants.
+func (l *enforcerLoop) recordAll(ss []*elasticSlice) {
+	var wg sync.WaitGroup
+	for _, s := range ss {
+		if s.changed {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				l.recordElastic(s)
+			}()
+		}
+	}
+	wg.Wait()
 }
 
 // recordElastic records a slice whose grants the plan changed and writes
