@@ -748,3 +748,219 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t h,
     *count = n;
     return NVML_SUCCESS;
 }
+
+/* ------------------------------------------------------------------ sensors, clocks, PCIe
+ *
+ * What monitors such as nvtop read besides memory and utilization. The simulated card
+ * is a data-center part (an H100 SXM5 by default), so the answers are those of one:
+ * a PCIe Gen5 x16 link, no fan (NVML_ERROR_NOT_SUPPORTED, as on the real card), no
+ * video engines at work. Figures that move on a real card move with the simulated
+ * load: temperature, power and the graphics/SM clocks follow the last complete sample
+ * period's utilization (idle .. full), so a busy device looks busy everywhere. */
+
+#define SIM_PCIE_GEN 5u
+#define SIM_PCIE_WIDTH 16u
+#define SIM_TEMP_IDLE_C 30u
+#define SIM_TEMP_FULL_C 70u
+#define SIM_TEMP_SLOWDOWN_C 87u
+#define SIM_TEMP_SHUTDOWN_C 92u
+#define SIM_TEMP_MEM_MAX_C 95u
+#define SIM_POWER_IDLE_MW 70000u
+#define SIM_POWER_LIMIT_MW 700000u
+#define SIM_CLOCK_GR_IDLE_MHZ 345u
+#define SIM_CLOCK_GR_MAX_MHZ 1980u
+#define SIM_CLOCK_MEM_MHZ 2619u
+#define SIM_CLOCK_VIDEO_IDLE_MHZ 765u
+#define SIM_CLOCK_VIDEO_MAX_MHZ 1755u
+
+/* nvml.h's nvmlTemperatureThresholds_t, nvmlClockType_t, nvmlPcieUtilCounter_t,
+ * nvmlTemperatureSensors_t (passed as plain ints). */
+enum {
+    SIM_TEMP_THRESHOLD_SHUTDOWN = 0,
+    SIM_TEMP_THRESHOLD_SLOWDOWN = 1,
+    SIM_TEMP_THRESHOLD_MEM_MAX = 2,
+    SIM_TEMP_THRESHOLD_GPU_MAX = 3,
+};
+enum { SIM_CLOCK_GRAPHICS = 0, SIM_CLOCK_SM = 1, SIM_CLOCK_MEM = 2, SIM_CLOCK_VIDEO = 3 };
+enum { SIM_PCIE_UTIL_TX_BYTES = 0, SIM_PCIE_UTIL_RX_BYTES = 1 };
+enum { SIM_TEMPERATURE_GPU = 0 };
+
+/* The device's utilization in the last complete sample period, 0..100. */
+static unsigned device_util(int d)
+{
+    sim_nvmlUtilization_t u;
+    if (nvmlDeviceGetUtilizationRates(&N.dev[d], &u) != NVML_SUCCESS)
+        return 0;
+    return u.gpu;
+}
+
+static unsigned scale(unsigned idle, unsigned full, unsigned pct)
+{
+    return idle + (full - idle) * pct / 100u;
+}
+
+static nvmlReturn_t dev_uint(nvmlDevice_t h, unsigned int *out, unsigned int v)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    (void)d;
+    if (out == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *out = v;
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMaxPcieLinkGeneration(nvmlDevice_t h, unsigned int *gen)
+{
+    return dev_uint(h, gen, SIM_PCIE_GEN);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMaxPcieLinkWidth(nvmlDevice_t h, unsigned int *width)
+{
+    return dev_uint(h, width, SIM_PCIE_WIDTH);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetCurrPcieLinkGeneration(nvmlDevice_t h, unsigned int *gen)
+{
+    return dev_uint(h, gen, SIM_PCIE_GEN);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetCurrPcieLinkWidth(nvmlDevice_t h, unsigned int *width)
+{
+    return dev_uint(h, width, SIM_PCIE_WIDTH);
+}
+
+/* KB/s over the last 20 ms: no host transfers are simulated. */
+EXPORT nvmlReturn_t nvmlDeviceGetPcieThroughput(nvmlDevice_t h, int counter, unsigned int *value)
+{
+    if (counter != SIM_PCIE_UTIL_TX_BYTES && counter != SIM_PCIE_UTIL_RX_BYTES)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    return dev_uint(h, value, 0);
+}
+
+/* Data-center cards are passively cooled: the real call is not supported there. */
+EXPORT nvmlReturn_t nvmlDeviceGetFanSpeed(nvmlDevice_t h, unsigned int *speed)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    (void)d;
+    if (speed == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    return NVML_ERROR_NOT_SUPPORTED;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetFanSpeed_v2(nvmlDevice_t h, unsigned int fan, unsigned int *speed)
+{
+    (void)fan;
+    return nvmlDeviceGetFanSpeed(h, speed);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetNumFans(nvmlDevice_t h, unsigned int *fans)
+{
+    return dev_uint(h, fans, 0);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t h, int sensor, unsigned int *temp)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    if (temp == NULL || sensor != SIM_TEMPERATURE_GPU)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *temp = scale(SIM_TEMP_IDLE_C, SIM_TEMP_FULL_C, device_util(d));
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetTemperatureThreshold(nvmlDevice_t h, int type, unsigned int *temp)
+{
+    switch (type) {
+    case SIM_TEMP_THRESHOLD_SHUTDOWN: return dev_uint(h, temp, SIM_TEMP_SHUTDOWN_C);
+    case SIM_TEMP_THRESHOLD_SLOWDOWN: return dev_uint(h, temp, SIM_TEMP_SLOWDOWN_C);
+    case SIM_TEMP_THRESHOLD_MEM_MAX: return dev_uint(h, temp, SIM_TEMP_MEM_MAX_C);
+    case SIM_TEMP_THRESHOLD_GPU_MAX: return dev_uint(h, temp, SIM_TEMP_SLOWDOWN_C);
+    default: { /* acoustic thresholds: no fan to be quiet */
+        CHECK_INIT();
+        DEV_OR_INVALID(h, d);
+        (void)d;
+        if (temp == NULL)
+            return NVML_ERROR_INVALID_ARGUMENT;
+        return NVML_ERROR_NOT_SUPPORTED;
+    }
+    }
+}
+
+/* Milliwatts. */
+EXPORT nvmlReturn_t nvmlDeviceGetPowerUsage(nvmlDevice_t h, unsigned int *power)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    if (power == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *power = scale(SIM_POWER_IDLE_MW, SIM_POWER_LIMIT_MW, device_util(d));
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t h, unsigned int *limit)
+{
+    return dev_uint(h, limit, SIM_POWER_LIMIT_MW);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetPowerManagementLimit(nvmlDevice_t h, unsigned int *limit)
+{
+    return dev_uint(h, limit, SIM_POWER_LIMIT_MW);
+}
+
+static nvmlReturn_t clock_of(nvmlDevice_t h, int type, unsigned int *clock, int max)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    if (clock == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned pct = max ? 100u : device_util(d);
+    switch (type) {
+    case SIM_CLOCK_GRAPHICS:
+    case SIM_CLOCK_SM:
+        *clock = max || pct > 0 ? SIM_CLOCK_GR_MAX_MHZ : SIM_CLOCK_GR_IDLE_MHZ;
+        return NVML_SUCCESS;
+    case SIM_CLOCK_MEM: *clock = SIM_CLOCK_MEM_MHZ; return NVML_SUCCESS;
+    case SIM_CLOCK_VIDEO:
+        *clock = max || pct > 0 ? SIM_CLOCK_VIDEO_MAX_MHZ : SIM_CLOCK_VIDEO_IDLE_MHZ;
+        return NVML_SUCCESS;
+    default: return NVML_ERROR_INVALID_ARGUMENT;
+    }
+}
+
+/* MHz: the graphics and SM clocks boost while the device works, as on the real card. */
+EXPORT nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t h, int type, unsigned int *clock)
+{
+    return clock_of(h, type, clock, 0);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetMaxClockInfo(nvmlDevice_t h, int type, unsigned int *clock)
+{
+    return clock_of(h, type, clock, 1);
+}
+
+/* No video engines at work: 0 %, over one sample period (in µs). */
+static nvmlReturn_t codec_util(nvmlDevice_t h, unsigned int *util, unsigned int *period_us)
+{
+    CHECK_INIT();
+    DEV_OR_INVALID(h, d);
+    (void)d;
+    if (util == NULL || period_us == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *util = 0;
+    *period_us = (unsigned)(N.st->hdr.bucket_ns / 1000u);
+    return NVML_SUCCESS;
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetEncoderUtilization(nvmlDevice_t h, unsigned int *util,
+                                                    unsigned int *period_us)
+{
+    return codec_util(h, util, period_us);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetDecoderUtilization(nvmlDevice_t h, unsigned int *util,
+                                                    unsigned int *period_us)
+{
+    return codec_util(h, util, period_us);
+}
