@@ -36,11 +36,27 @@
 #include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include "vgpu_glibc.h"
 
 #include "vgpu_internal.h"
 
 struct vgpu_global vgpu_g;
+
+/* stat / fstat without their GLIBC_2.33 symbols (vgpu_glibc.h): the system calls
+ * themselves, into glibc's struct stat, which is the kernel's on these architectures. */
+#ifdef VGPU_GLIBC_BASE
+static int vgpu_stat(const char *path, struct stat *st)
+{
+    return (int)syscall(SYS_newfstatat, AT_FDCWD, path, st, 0);
+}
+static int vgpu_fstat(int fd, struct stat *st) { return (int)syscall(SYS_fstat, fd, st); }
+#else
+static int vgpu_stat(const char *path, struct stat *st) { return stat(path, st); }
+static int vgpu_fstat(int fd, struct stat *st) { return fstat(fd, st); }
+#endif
 struct vgpu_real vgpu_real;
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -128,19 +144,23 @@ void vgpu_lock_slow(vgpu_lock_t *l)
 
 static _Atomic(dlsym_fn) real_dlsym_ptr;
 
-/* glibc >= 2.34 versions dlsym GLIBC_2.34 (in libc); older ones GLIBC_2.2.5 (in
- * libdl). dlvsym is not interposed, so this cannot recurse into our dlsym. */
+/* glibc >= 2.34 versions dlsym GLIBC_2.34 (in libc); older ones have only the
+ * architecture's first version, VGPU_GLIBC_BASE (GLIBC_2.2.5 on x86_64, GLIBC_2.17
+ * on aarch64; in libdl, see vgpu_glibc.h). dlvsym is not interposed, so this
+ * cannot recurse into our dlsym. */
 VGPU_NO_ASAN dlsym_fn vgpu_real_dlsym(void)
 {
     dlsym_fn f = atomic_load_explicit(&real_dlsym_ptr, memory_order_acquire);
     if (VGPU_LIKELY(f != NULL))
         return f;
     f = (dlsym_fn)dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34");
+#ifdef VGPU_GLIBC_BASE
     if (!f)
-        f = (dlsym_fn)dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5");
+        f = (dlsym_fn)dlvsym(RTLD_NEXT, "dlsym", VGPU_GLIBC_BASE);
+#endif
     if (!f) {
         /* Without the real dlsym nothing can be resolved; fail loudly, never loop. */
-        VGPU_LOG(VGPU_LOG_ERROR, "cannot find the real dlsym (GLIBC_2.34 / GLIBC_2.2.5)");
+        VGPU_LOG(VGPU_LOG_ERROR, "cannot find the real dlsym (GLIBC_2.34 or the oldest version)");
         abort();
     }
     atomic_store_explicit(&real_dlsym_ptr, f, memory_order_release);
@@ -162,7 +182,7 @@ static void *map_region(const char *dir, const char *file, uint64_t magic, bool 
         return NULL;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0) {
+    if (vgpu_fstat(fd, &st) != 0) {
         snprintf(why, whylen, "%s: %s", path, strerror(errno));
         close(fd);
         return NULL;
@@ -227,7 +247,7 @@ static int open_slice(void)
     bool container = false;
     const char *dir = NULL;
     struct stat st;
-    if (stat(VGPU_CONTAINER_SLICE_DIR, &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (vgpu_stat(VGPU_CONTAINER_SLICE_DIR, &st) == 0 && S_ISDIR(st.st_mode)) {
         container = true;
         dir = VGPU_CONTAINER_SLICE_DIR;
     } else {
@@ -532,7 +552,7 @@ static uint64_t read_start_time(void)
 static uint64_t read_pidns(void)
 {
     struct stat st;
-    if (stat("/proc/self/ns/pid", &st) != 0)
+    if (vgpu_stat("/proc/self/ns/pid", &st) != 0)
         return 0;
     return (uint64_t)st.st_ino;
 }
