@@ -114,6 +114,13 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
+# Debian 12's real nvtop for test/clients (bookworm contrib, unpacked into
+# build/clients/nvtop; no NVIDIA package installed) and tmux, which drives it.
+.PHONY: nvtop-dep
+nvtop-dep:
+	sh test/clients/fetch_nvtop.sh $(BUILD)
+test: nvtop-dep
+
 vet:
 	$(GO) vet ./...
 
