@@ -194,13 +194,13 @@ func TestDaemonCommandUsage(t *testing.T) {
 		{"alloc", "--memory", "0"},
 		{"alloc", "--memory", "150%"},
 		{"alloc", "--memory", "lots"},
-		{"alloc", "--memory", "1G", "--compute", "101"},
-		{"alloc", "--memory", "1G", "--compute-policy", "burst"},
-		{"run", "--memory", "1G", "--compute-policy", "Share", "--", "true"},
-		{"alloc", "--memory", "1G", "extra"},
+		{"alloc", "--memory", "1Gi", "--compute", "101"},
+		{"alloc", "--memory", "1Gi", "--compute-policy", "burst"},
+		{"run", "--memory", "1Gi", "--compute-policy", "Share", "--", "true"},
+		{"alloc", "--memory", "1Gi", "extra"},
 		{"release"},
 		{"release", "--bogus", "x"},
-		{"run", "--memory", "1G"},
+		{"run", "--memory", "1Gi"},
 		{"run", "--", "true"},
 		{"top", "--interval", "1ms"},
 		{"devices", "x"},
@@ -225,8 +225,8 @@ func TestDaemonDown(t *testing.T) {
 		{"slices", "--socket", sock},
 		{"top", "--socket", sock},
 		{"release", "x", "--socket", sock},
-		{"alloc", "--memory", "1G", "--socket", sock},
-		{"run", "--socket", sock, "--libvgpu", "/bin/true", "--memory", "1G", "--", "true"},
+		{"alloc", "--memory", "1Gi", "--socket", sock},
+		{"run", "--socket", sock, "--libvgpu", "/bin/true", "--memory", "1Gi", "--", "true"},
 	} {
 		r := vgpuctl(args...)
 		require.Equal(t, 1, r.code, "%v", args)
@@ -357,10 +357,16 @@ func TestRunSignals(t *testing.T) {
 }
 
 func TestRunEnv(t *testing.T) {
-	got := runEnv([]string{"A=1", "LD_PRELOAD=/a.so:/lib/v.so /b.so", "VGPU_SLICE_DIR=/old", "B=2"}, "/lib/v.so", "/s")
-	require.Equal(t, []string{"A=1", "B=2", "LD_PRELOAD=/a.so:/b.so:/lib/v.so", "VGPU_SLICE_DIR=/s"}, got)
-	got = runEnv([]string{"A=1"}, "/lib/v.so", "/s")
-	require.Equal(t, []string{"A=1", "LD_PRELOAD=/lib/v.so", "VGPU_SLICE_DIR=/s"}, got)
+	s := api.Slice{Dir: "/s", Devices: []api.SliceDevice{{Index: 1, UUID: "GPU-b"}, {Index: 0, UUID: "GPU-a"}}}
+	got := runEnv([]string{"A=1", "LD_PRELOAD=/a.so:/lib/v.so /b.so", "VGPU_SLICE_DIR=/old", "CUDA_VISIBLE_DEVICES=0", "B=2"},
+		"/lib/v.so", s)
+	require.Equal(t, []string{"A=1", "B=2", "LD_PRELOAD=/a.so:/b.so:/lib/v.so", "VGPU_SLICE_DIR=/s",
+		"CUDA_VISIBLE_DEVICES=GPU-b,GPU-a"}, got, "the slice's devices in slice order replace the caller's")
+	got = runEnv([]string{"A=1"}, "/lib/v.so", api.Slice{Dir: "/s", Devices: []api.SliceDevice{{UUID: "MIG-x"}}})
+	require.Equal(t, []string{"A=1", "LD_PRELOAD=/lib/v.so", "VGPU_SLICE_DIR=/s", "CUDA_VISIBLE_DEVICES=MIG-x"}, got)
+	got = runEnv([]string{"CUDA_VISIBLE_DEVICES=1"}, "/lib/v.so", api.Slice{Dir: "/s", Devices: []api.SliceDevice{{Index: 0}}})
+	require.Equal(t, []string{"CUDA_VISIBLE_DEVICES=1", "LD_PRELOAD=/lib/v.so", "VGPU_SLICE_DIR=/s"}, got,
+		"no uuid (an older vgpud): the caller's setting stays")
 }
 
 func TestFindLibvgpu(t *testing.T) {

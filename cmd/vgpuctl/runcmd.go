@@ -40,7 +40,10 @@ const runHelp = `Usage:
 
 Runs CMD inside a fresh slice: asks vgpud for a slice owned by this vgpuctl
 process, runs CMD as its child with LD_PRELOAD=<libvgpu> (appended to any
-LD_PRELOAD already set) and VGPU_SLICE_DIR=<the slice's directory>, passes on
+LD_PRELOAD already set), VGPU_SLICE_DIR=<the slice's directory> and
+CUDA_VISIBLE_DEVICES=<the slice's device UUIDs, in slice order> (replacing any
+value set: CUDA device 0 is the slice's first device, wherever vgpud placed
+it, and devices outside the slice are not seen at all), passes on
 SIGINT, SIGTERM, SIGHUP and SIGQUIT, waits for it, releases the slice and exits
 with CMD's status (128+N when a signal N ended it; 127 when CMD cannot be
 started). If vgpuctl itself dies, vgpud releases the slice on its own: the
@@ -129,7 +132,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
-	cmd.Env = runEnv(os.Environ(), lib, s.Dir)
+	cmd.Env = runEnv(os.Environ(), lib, s)
 	defer release()
 	return runChild(cmd, sigs)
 }
@@ -189,16 +192,29 @@ func describeSlice(s api.Slice) string {
 }
 
 // runEnv is the child's environment: env with libvgpu appended to LD_PRELOAD
-// (kept once) and VGPU_SLICE_DIR set to the slice.
-func runEnv(env []string, lib, dir string) []string {
-	out := make([]string, 0, len(env)+2)
+// (kept once), VGPU_SLICE_DIR set to the slice and CUDA_VISIBLE_DEVICES to
+// the slice's device UUIDs in slice order.
+//
+// CUDA_VISIBLE_DEVICES replaces whatever the caller set: the slice is what the
+// command may use, and CUDA's ordinals then follow the slice's devices (CUDA
+// device 0 is the slice's first device, as libvgpu's budget numbers them), so a
+// slice placed on GPU 1 runs the program on GPU 1 rather than on GPU 0, where
+// libvgpu would refuse every allocation. UUIDs, not indices: CUDA's default
+// ordinal order (fastest first) need not be NVML's (PCI bus order) that vgpud
+// numbers devices by. NVIDIA_VISIBLE_DEVICES is left alone: only the NVIDIA
+// container toolkit reads it, when it creates a container, and the driver
+// does not; setting it here would change nothing for the command and could
+// only mislead a container runtime the command starts.
+func runEnv(env []string, lib string, s api.Slice) []string {
+	out := make([]string, 0, len(env)+3)
 	preload := ""
+	cvd := visibleDevices(s)
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
-		switch k {
-		case "LD_PRELOAD":
+		switch {
+		case k == "LD_PRELOAD":
 			preload = v
-		case "VGPU_SLICE_DIR":
+		case k == "VGPU_SLICE_DIR", k == "CUDA_VISIBLE_DEVICES" && cvd != "":
 		default:
 			out = append(out, kv)
 		}
@@ -210,7 +226,25 @@ func runEnv(env []string, lib, dir string) []string {
 		}
 	}
 	libs = append(libs, lib)
-	return append(out, "LD_PRELOAD="+strings.Join(libs, ":"), "VGPU_SLICE_DIR="+dir)
+	out = append(out, "LD_PRELOAD="+strings.Join(libs, ":"), "VGPU_SLICE_DIR="+s.Dir)
+	if cvd != "" {
+		out = append(out, "CUDA_VISIBLE_DEVICES="+cvd)
+	}
+	return out
+}
+
+// visibleDevices is the slice's CUDA_VISIBLE_DEVICES: its device UUIDs in
+// slice order; "" when a device has none (an older vgpud: the caller's
+// setting, if any, is then left as it was).
+func visibleDevices(s api.Slice) string {
+	uuids := make([]string, 0, len(s.Devices))
+	for _, d := range s.Devices {
+		if d.UUID == "" {
+			return ""
+		}
+		uuids = append(uuids, d.UUID)
+	}
+	return strings.Join(uuids, ",")
 }
 
 // findLibvgpu returns the absolute path of libvgpu.so: --libvgpu, then
