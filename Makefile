@@ -25,6 +25,10 @@ CFLAGS  := -std=gnu11 -O2 -g $(CWARN) -fPIC -Ilibvgpu/include $(CSAN)
 # libvgpu: everything hidden except the hooks (marked VGPU_EXPORT in the sources).
 LIBVGPU_CFLAGS := $(CFLAGS) -fvisibility=hidden -pthread
 LIBVGPU_LDFLAGS := -shared -Wl,-soname,libvgpu.so -Wl,--no-undefined -ldl -pthread
+# Loads on glibc >= 2.17 (CUDA base images): every source gets the symbol version
+# pins of vgpu_glibc.h; libdl/libpthread by name, where old glibc defines those symbols.
+LIBVGPU_CFLAGS += -include libvgpu/src/vgpu_glibc.h
+LIBVGPU_LDFLAGS += -Wl,--no-as-needed -l:libdl.so.2 -l:libpthread.so.0
 # The simulated driver binds its own symbols internally (-Bsymbolic) so that an
 # interposer never sees the driver calling itself, exactly like the real libcuda.
 SIM_CFLAGS  := $(CFLAGS) -fvisibility=hidden -pthread -Itest/simgpu
@@ -117,6 +121,13 @@ deps:
 pycuda-dep:
 	sh test/clients/fetch_pycuda.sh $(BUILD)
 test: pycuda-dep
+
+# Debian 12's real nvtop for test/clients (bookworm contrib, unpacked into
+# build/clients/nvtop; no NVIDIA package installed) and tmux, which drives it.
+.PHONY: nvtop-dep
+nvtop-dep:
+	sh test/clients/fetch_nvtop.sh $(BUILD)
+test: nvtop-dep
 
 vet:
 	$(GO) vet ./...
