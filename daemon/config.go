@@ -291,8 +291,8 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Size is a byte count written as "256MiB" (binary units, see internal/units)
-// or a plain number of bytes in JSON.
+// Size is a byte count written as a Kubernetes quantity ("256Mi", "256MiB",
+// "1G" = 10^9 bytes; see internal/units) or a plain number of bytes in JSON.
 type Size uint64
 
 func (s Size) String() string { return units.FormatSize(uint64(s)) }

@@ -327,7 +327,7 @@ type requestFlags struct {
 }
 
 func (r *requestFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&r.memory, "memory", "", "memory per device: a `SIZE` (2GiB, 512M; binary units) or a percent of the device (25%) (required)")
+	fs.StringVar(&r.memory, "memory", "", "memory per device: a `SIZE` as a Kubernetes quantity (2Gi or 2GiB = 2·2^30 bytes; 2G = 2·10^9) or a percent of the device (25%) (required)")
 	fs.Float64Var(&r.compute, "compute", 0, "compute share per device in percent, 0 < `PCT` <= 100 (default 100)")
 	fs.IntVar(&r.devices, "devices", 0, "number of devices `N` the slice spans (default 1, or the number of --uuid)")
 	fs.Var(&r.uuids, "uuid", "place the slice on the device with this `UUID`; repeat for several")
@@ -411,7 +411,7 @@ Examples:
   vgpuctl alloc --memory 4GiB --compute 50
   vgpuctl alloc --memory 25% --devices 2 --qos burstable --placement spread
   vgpuctl alloc --memory 4GiB --compute 30 --compute-policy share
-  vgpuctl alloc --memory 8G --uuid GPU-5d3a1f2e-0c4b-4a6e-9f1d-2b7c8e9a0b1c --id train-1
+  vgpuctl alloc --memory 8Gi --uuid GPU-5d3a1f2e-0c4b-4a6e-9f1d-2b7c8e9a0b1c --id train-1
 
 Flags:
 `

@@ -139,7 +139,7 @@ func splitCols(line string) []string {
 
 func TestCreateDefaultsAndForce(t *testing.T) {
 	dir := t.TempDir()
-	r := vgpuctl("slice", "create", "--dir", dir, "--memory", "1G")
+	r := vgpuctl("slice", "create", "--dir", dir, "--memory", "1Gi")
 	require.Equal(t, 0, r.code, r.stderr)
 	s, err := shm.OpenSlice(dir)
 	require.NoError(t, err)
@@ -149,11 +149,11 @@ func TestCreateDefaultsAndForce(t *testing.T) {
 	require.Equal(t, uint32(shm.PolicyCap), s.Budget.Policy(), "cap unless --compute-policy says otherwise")
 	require.NoError(t, s.Close())
 
-	r = vgpuctl("slice", "create", "--dir", dir, "--memory", "4G")
+	r = vgpuctl("slice", "create", "--dir", dir, "--memory", "4Gi")
 	require.Equal(t, 1, r.code)
 	require.Equal(t, "vgpuctl: "+dir+" already holds a slice (use --force to replace it)\n", r.stderr)
 
-	r = vgpuctl("slice", "create", "--dir", dir, "--memory", "4G", "--force", "--context-overhead", "0")
+	r = vgpuctl("slice", "create", "--dir", dir, "--memory", "4Gi", "--force", "--context-overhead", "0")
 	require.Equal(t, 0, r.code, r.stderr)
 	s, err = shm.OpenSlice(dir)
 	require.NoError(t, err)
@@ -173,26 +173,26 @@ func TestBadInput(t *testing.T) {
 		{[]string{"bogus"}, `unknown command "bogus"`},
 		{[]string{"slice"}, "Usage:"},
 		{[]string{"slice", "frob"}, `unknown command "frob" for "vgpuctl slice"`},
-		{[]string{"slice", "create", "--memory", "1G"}, "--dir is required"},
+		{[]string{"slice", "create", "--memory", "1Gi"}, "--dir is required"},
 		{[]string{"slice", "create", "--dir", "D"}, "--memory is required"},
 		{[]string{"slice", "create", "--dir", "D", "--memory", "lots"}, `parse size "lots"`},
 		{[]string{"slice", "create", "--dir", "D", "--memory", "0"}, "--memory must be more than 0"},
 		{[]string{"slice", "create", "--dir", "D", "--memory", "256MiB"}, "--context-overhead 256MiB leaves no memory in a 256MiB slice"},
-		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--slots", "0"}, "--slots 0 out of range"},
-		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--slots", "65537"}, "--slots 65537 out of range"},
-		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--compute", "0"}, "--compute 0 out of range"},
-		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--compute", "101"}, "--compute 101 out of range"},
-		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--qos", "gold"}, `--qos "gold"`},
-		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--compute-policy", "burst"}, `--compute-policy "burst": want cap or share`},
-		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--compute-policy", ""}, `--compute-policy "": want cap or share`},
-		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--priority", "-1"}, "invalid value"},
-		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--device", "0", "--device", "0"}, "both name index 0"},
-		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--device", "GPU-a", "--device", "GPU-a"}, "both name uuid GPU-a"},
-		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--device", ""}, "want a device index or a UUID"},
-		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--device", strings.Repeat("x", 64)}, "uuid is 64 bytes"},
-		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--id", strings.Repeat("x", 64)}, "slice id is 64 bytes"},
-		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "extra"}, `unexpected argument "extra"`},
-		{[]string{"slice", "create", "--dir", "D", "--memory", "1G", "--frob"}, "flag provided but not defined: -frob"},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1Gi", "--slots", "0"}, "--slots 0 out of range"},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1Gi", "--slots", "65537"}, "--slots 65537 out of range"},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1Gi", "--compute", "0"}, "--compute 0 out of range"},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1Gi", "--compute", "101"}, "--compute 101 out of range"},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1Gi", "--qos", "gold"}, `--qos "gold"`},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1Gi", "--compute-policy", "burst"}, `--compute-policy "burst": want cap or share`},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1Gi", "--compute-policy", ""}, `--compute-policy "": want cap or share`},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1Gi", "--priority", "-1"}, "invalid value"},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1Gi", "--device", "0", "--device", "0"}, "both name index 0"},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1Gi", "--device", "GPU-a", "--device", "GPU-a"}, "both name uuid GPU-a"},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1Gi", "--device", ""}, "want a device index or a UUID"},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1Gi", "--device", strings.Repeat("x", 64)}, "uuid is 64 bytes"},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1Gi", "--id", strings.Repeat("x", 64)}, "slice id is 64 bytes"},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1Gi", "extra"}, `unexpected argument "extra"`},
+		{[]string{"slice", "create", "--dir", "D", "--memory", "1Gi", "--frob"}, "flag provided but not defined: -frob"},
 		{[]string{"slice", "show"}, "--dir is required"},
 		{[]string{"slice", "show", "--dir", "D", "--json=maybe"}, "invalid boolean value"},
 	}
@@ -227,7 +227,7 @@ func TestShowErrors(t *testing.T) {
 	require.Contains(t, r.stderr, "vgpuctl: open slice "+dir)
 	require.Contains(t, r.stderr, "no such file")
 
-	require.Equal(t, 0, vgpuctl("slice", "create", "--dir", dir, "--memory", "1G").code)
+	require.Equal(t, 0, vgpuctl("slice", "create", "--dir", dir, "--memory", "1Gi").code)
 	usage := filepath.Join(dir, shm.UsageFile)
 	budget, err := os.ReadFile(filepath.Join(dir, shm.BudgetFile))
 	require.NoError(t, err)
@@ -250,7 +250,7 @@ func TestHelp(t *testing.T) {
 	require.Contains(t, r.stdout, "Examples:")
 	require.Contains(t, r.stdout, "-context-overhead SIZE")
 	require.Contains(t, r.stdout, "per-context footprint (default 256MiB)")
-	require.Contains(t, r.stdout, "binary (1K = 1024")
+	require.Contains(t, r.stdout, "Sizes are Kubernetes quantities")
 	require.Contains(t, vgpuctl("slice", "show", "--help").stdout, "Examples:")
 }
 
@@ -263,9 +263,9 @@ func TestExitCodes(t *testing.T) {
 		args []string
 		code int
 	}{
-		{[]string{"slice", "create", "--dir", dir, "--memory", "1G"}, 0},
+		{[]string{"slice", "create", "--dir", dir, "--memory", "1Gi"}, 0},
 		{[]string{"slice", "show", "--dir", dir}, 0},
-		{[]string{"slice", "create", "--dir", dir, "--memory", "1G"}, 1},
+		{[]string{"slice", "create", "--dir", dir, "--memory", "1Gi"}, 1},
 		{[]string{"slice", "create", "--dir", dir}, 2},
 		{[]string{"slice", "show", "--dir", filepath.Join(dir, "none")}, 1},
 	} {

@@ -83,7 +83,7 @@ func TestQuarantineCommands(t *testing.T) {
 	require.Equal(t, uint64(12<<30), qs[0].Devices[0].MemoryBytes)
 
 	// The booking holds: 8 GiB more does not fit.
-	r = vgpuctl("alloc", "--memory", "8G")
+	r = vgpuctl("alloc", "--memory", "8Gi")
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "does not fit")
 
@@ -107,7 +107,7 @@ func TestQuarantineCommands(t *testing.T) {
 	r = vgpuctl("quarantine", "release", qs[0].Name)
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Equal(t, "released "+qs[0].Name+"\n", r.stdout)
-	require.Equal(t, 0, vgpuctl("alloc", "--memory", "16G").code, "all free again")
+	require.Equal(t, 0, vgpuctl("alloc", "--memory", "16Gi").code, "all free again")
 }
 
 func TestQuarantineCommandUsage(t *testing.T) {

@@ -34,13 +34,15 @@ their old files and are no longer counted).
 (a number) or a device UUID (GPU-xxxxxxxx-...; matched with cuDeviceGetUuid); it
 may be repeated, and defaults to device 0.
 
-Sizes are bytes or a number with K, M, G, T or P, with or without "iB" or "B";
-all of them are binary (1K = 1024, 1G = 1GB = 1GiB = 2^30): 512MiB, 16GiB, 1.5G.
+Sizes are Kubernetes quantities: bytes, or a number with Ki, Mi, Gi, Ti
+(binary: 1Gi = 2^30) or k, M, G, T (decimal: 1G = 10^9), as in a pod spec;
+the spellings KiB, MiB, GiB (binary) and kB, MB, GB (decimal) also do:
+512Mi, 16GiB, 1.5Gi.
 
 Examples:
   vgpuctl slice create --dir /tmp/slice --memory 2GiB
   vgpuctl slice create --dir /tmp/slice --memory 8GiB --device 0 --device 1 --slots 64
-  vgpuctl slice create --dir /tmp/slice --memory 4G \
+  vgpuctl slice create --dir /tmp/slice --memory 4Gi \
       --device GPU-5d3a1f2e-0c4b-4a6e-9f1d-2b7c8e9a0b1c --context-overhead 300MiB
   LD_PRELOAD=build/libvgpu.so VGPU_SLICE_DIR=/tmp/slice python train.py
 

@@ -58,7 +58,8 @@ Config file (JSON; every key optional, unknown keys are an error):
     "container_grace": "30s",
     "compute_policy": "cap"
   }
-Sizes are strings with binary units (256MiB, 1G = 1GiB) or plain bytes;
+Sizes are strings, Kubernetes quantities (256Mi or 256MiB = 256·2^20 bytes,
+1G = 10^9 bytes), or plain bytes;
 durations are Go durations (50ms, 1s). "metrics_addr": "" turns metrics off.
 "nvml_library": "" lets the dynamic loader find libnvidia-ml.so.1.
 "containerd_socket" (e.g. /run/containerd/containerd.sock) makes vgpud follow
