@@ -20,7 +20,9 @@ const AnnotationPrefix = "vgpu.io/"
 // The request keys: annotation vgpu.io/<key>, or env VGPU_<KEY>; each has a
 // parser in requestParsers.
 //
-//	memory    per device: a size ("1GiB", "512M", bytes) or a share of the device ("50%")
+//	memory    per device: a size, a Kubernetes quantity ("1Gi" = 2³⁰ bytes,
+//	          "512M" = 512·10⁶; "1GiB" also does; internal/units), or a
+//	          share of the device ("50%")
 //	cores     compute share per device in percent, 0 < p <= 100 ("30" or "30%");
 //	          absent: no share (not throttled, nothing reserved)
 //	devices   how many devices ("2", at most api.MaxSliceDevices), or which
@@ -38,6 +40,9 @@ const AnnotationPrefix = "vgpu.io/"
 //
 // memory is required once any key is given. Annotations win over env, key by
 // key. An empty value counts as not given.
+//
+// HAMi's container env is a request too, below both (hamiValues): a
+// workload moving from HAMi keeps its limits.
 var requestKeys = []string{"memory", "memory-max", "cores", "devices", "priority", "qos", "compute-policy", "idle-release"}
 
 // Annotations containerd and CRI-O put on a pod's sandbox (pause) container.
@@ -79,7 +84,8 @@ func HasRequest(annotations map[string]string, env []string) bool {
 			return true
 		}
 	}
-	return false
+	hami, err := hamiValues(env)
+	return err != nil || len(hami) > 0
 }
 
 func isEnvKey(k string) bool {
@@ -121,7 +127,7 @@ func ParseRequest(annotations map[string]string, env []string) (req api.AllocReq
 			continue
 		}
 		if why := requestParsers[key](&req, strings.TrimSpace(v.value)); why != "" {
-			return req, true, fmt.Errorf("%w: %s=%q: %s", ErrMalformed, v.source, v.value, why)
+			return req, true, fmt.Errorf("%w: %s=%q: %s", ErrMalformed, v.source, v.shown(), why)
 		}
 	}
 	if err := req.Validate(); err != nil {
@@ -153,14 +159,23 @@ func (vals valueSet) invalid(err error) error {
 		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if v, ok := vals[fieldKeys[re.Field]]; ok {
-		return fmt.Errorf("%w: %s=%q: %s", ErrMalformed, v.source, v.value, re.Reason)
+		return fmt.Errorf("%w: %s=%q: %s", ErrMalformed, v.source, v.shown(), re.Reason)
 	}
 	return fmt.Errorf("%w: %s", ErrMalformed, re.Reason)
 }
 
-// requestValue is one request key's raw value and where it came from (for
-// errors: "annotation vgpu.io/memory", "env VGPU_MEMORY").
-type requestValue struct{ value, source string }
+// requestValue is one request key's value and where it came from (for
+// errors: "annotation vgpu.io/memory", "env VGPU_MEMORY"). raw, when set, is
+// what the source said, value its translation (HAMi's env).
+type requestValue struct{ value, source, raw string }
+
+// shown is the value as its source wrote it.
+func (v requestValue) shown() string {
+	if v.raw != "" {
+		return v.raw
+	}
+	return v.value
+}
 
 type valueSet map[string]requestValue
 
@@ -179,19 +194,26 @@ func (vals valueSet) sources() []string {
 // win, key by key). An unknown vgpu.io/ annotation is an error: a typo
 // (vgpu.io/memroy) must not silently run the container without its limit.
 func requestValues(annotations map[string]string, env []string) (valueSet, error) {
-	vals := valueSet{}
+	vals, err := hamiValues(env)
+	if err != nil {
+		return nil, err
+	}
+	fromEnv := valueSet{}
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
 		for _, key := range requestKeys {
 			// The last occurrence wins, as for execve's environment.
 			if k == envName(key) {
 				if v == "" {
-					delete(vals, key)
+					delete(fromEnv, key)
 					continue
 				}
-				vals[key] = requestValue{v, "env " + k}
+				fromEnv[key] = requestValue{value: v, source: "env " + k}
 			}
 		}
+	}
+	for key, v := range fromEnv {
+		vals[key] = v
 	}
 	var unknown []string
 	for k, v := range annotations {
@@ -203,7 +225,7 @@ func requestValues(annotations map[string]string, env []string) (valueSet, error
 			unknown = append(unknown, k)
 			continue
 		}
-		vals[key] = requestValue{v, "annotation " + k}
+		vals[key] = requestValue{value: v, source: "annotation " + k}
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
@@ -230,7 +252,7 @@ var requestParsers = map[string]func(req *api.AllocRequest, v string) string{
 func parseMemoryMax(req *api.AllocRequest, v string) string {
 	n, err := units.ParseSize(v)
 	if err != nil {
-		return "want a size (8GiB, 512MiB, bytes)"
+		return "want a size (8Gi, 512Mi, bytes; " + sizeWhy(err) + ")"
 	}
 	req.MemoryMaxBytes = n // at least memory: api.AllocRequest.Validate
 	return ""
@@ -259,7 +281,7 @@ func parseMemory(req *api.AllocRequest, v string) string {
 	}
 	n, err := units.ParseSize(v)
 	if err != nil {
-		return "want a size (1GiB, 512MiB, bytes) or a percentage (50%)"
+		return "want a size (1Gi, 512Mi, bytes; " + sizeWhy(err) + ") or a percentage (50%)"
 	}
 	if n == 0 {
 		return "must be more than 0"
@@ -336,4 +358,13 @@ func parsePercent(s string) (float64, error) {
 		return 0, errors.New("want a percentage, e.g. 50%")
 	}
 	return f, nil
+}
+
+// sizeWhy is units.ParseSize's reason without the value it repeats.
+func sizeWhy(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	return msg
 }

@@ -27,6 +27,9 @@ func FuzzParseRequest(f *testing.F) {
 		{"vgpu.io/memory=-0%\nio.kubernetes.cri.container-type=sandbox", "VGPU_MEMORY="},
 		{"vgpu.io/memory=18446744073709551615", "VGPU_DEVICES=GPU-a,GPU-a"},
 		{"vgpu.io/memory=16EiB", "VGPU_PRIORITY=9223372036854775808"},
+		{"", "CUDA_DEVICE_MEMORY_LIMIT_0=4096m\nCUDA_DEVICE_MEMORY_LIMIT_1=4096m\nCUDA_DEVICE_SM_LIMIT=30"},
+		{"vgpu.io/cores=5", "CUDA_DEVICE_MEMORY_LIMIT=0\nCUDA_DEVICE_SM_LIMIT=x\nVGPU_MEMORY="},
+		{"vgpu.io/memory=512m", "CUDA_DEVICE_MEMORY_LIMIT=1.5g"},
 	} {
 		f.Add(seed[0], seed[1])
 	}
