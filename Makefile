@@ -266,6 +266,7 @@ SAN_ENV   := ASAN_OPTIONS=halt_on_error=1:detect_leaks=0:verify_asan_link_order=
 sanitize: clib
 	$(MAKE) --no-print-directory clib BUILD=$(SAN_BUILD) CSAN="$(SAN_FLAGS)"
 	$(SAN_ENV) VGPU_BUILD_DIR=$(SAN_BUILD) $(GO) test -count=1 -timeout 20m ./test/integration/ ./test/simgpu/
+	$(SAN_ENV) VGPU_BUILD_DIR=$(SAN_BUILD) $(GO) test -count=1 -timeout 10m -run Pycuda ./test/clients/
 
 bench: build
 	@mkdir -p bench/results

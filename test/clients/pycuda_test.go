@@ -43,16 +43,12 @@ const (
 )
 
 // setup returns the repository root once the C build and the fetched package are
-// there. The simulated driver is always build/'s: an ASan build (VGPU_BUILD_DIR)
-// cannot be loaded into an uninstrumented python3.
+// there. The simulated driver and libvgpu come from testbuild's directory (build/,
+// or build/san under `make sanitize`, where python3, which is not instrumented,
+// gets the sanitizer runtimes preloaded ahead of them: sanitizerPreload).
 func setup(t *testing.T) string {
 	t.Helper()
-	root := testbuild.Root(t)
-	for _, a := range []string{"build/libvgpu.so", "build/simgpu/libcuda.so.1"} {
-		if _, err := os.Stat(filepath.Join(root, a)); err != nil {
-			t.Fatalf("%s is missing: run `make build` in %s first (%v)", a, root, err)
-		}
-	}
+	root := testbuild.Root(t, "build/libvgpu.so", "build/simgpu/libcuda.so.1")
 	if _, err := os.Stat(filepath.Join(root, "build/clients/pycuda/.fetched")); err != nil {
 		fetch := exec.Command("sh", filepath.Join(root, "test/clients/fetch_pycuda.sh"), "build") //nolint:gosec // our script
 		fetch.Dir = root
@@ -98,13 +94,36 @@ func (r *run) environ() []string {
 		"PYTHONDONTWRITEBYTECODE=1",
 		// The simulated libcuda.so.1 first; libcurand.so.10, which pycuda's
 		// _driver links, from the private prefix.
-		"LD_LIBRARY_PATH="+filepath.Join(r.root, "build/simgpu")+":"+
+		"LD_LIBRARY_PATH="+testbuild.Path(r.root, "simgpu")+":"+
 			filepath.Join(prefix, "usr/lib/x86_64-linux-gnu"),
 		"VGPU_SIM_STATE="+r.node)
+	preload := sanitizerPreload()
 	if r.slice != "" {
-		out = append(out, "VGPU_SLICE_DIR="+r.slice, "LD_PRELOAD="+filepath.Join(r.root, "build/libvgpu.so"))
+		out = append(out, "VGPU_SLICE_DIR="+r.slice)
+		preload = append(preload, testbuild.Path(r.root, "libvgpu.so"))
+	}
+	if len(preload) > 0 {
+		out = append(out, "LD_PRELOAD="+strings.Join(preload, " "))
 	}
 	return out
+}
+
+// sanitizerPreload is, for a sanitizer build (testbuild.Custom: make sanitize's
+// build/san), gcc's ASan and UBSan runtimes: an instrumented libcuda.so.1 or
+// libvgpu.so needs them loaded first, and python3 does not link them. ASAN_OPTIONS
+// and UBSAN_OPTIONS come from make sanitize's environment.
+func sanitizerPreload() []string {
+	if !testbuild.Custom() {
+		return nil
+	}
+	var libs []string
+	for _, name := range []string{"libasan.so", "libubsan.so"} {
+		out, err := exec.Command("gcc", "-print-file-name="+name).Output()
+		if p := strings.TrimSpace(string(out)); err == nil && filepath.IsAbs(p) {
+			libs = append(libs, p)
+		}
+	}
+	return libs
 }
 
 // exec runs the script to completion and parses its KEY=VALUE lines; it fails t
