@@ -242,19 +242,19 @@ func runtimeArtifacts(root string) (map[string]string, error) {
 }
 
 // writeRuntimeConfig writes vgpu-runtime's config (VGPU_RUNTIME_CONFIG): the
-// real runc, vgpud's socket, libvgpu and the simulated node's driver spec
-// (written by vgpu-sim driver-spec, as a node's operator would).
+// real runc, vgpud's socket, libvgpu and the simulated node's CDI spec
+// (written by vgpu-sim cdi-spec, as an operator runs nvidia-ctk cdi generate).
 func writeRuntimeConfig(root, tmp, runc, sock, node string, art map[string]string) (string, error) {
 	cfgPath := filepath.Join(tmp, "runtime.json")
-	driverSpec := filepath.Join(tmp, "driver.json")
-	out, err := exec.Command(filepath.Join(root, "bin/vgpu-sim"), "driver-spec", "--state", node,
-		"--lib-dir", filepath.Join(root, "build/simgpu"), "--out", driverSpec).CombinedOutput()
+	cdiDir := filepath.Join(tmp, "cdi")
+	out, err := exec.Command(filepath.Join(root, "bin/vgpu-sim"), "cdi-spec", "--state", node,
+		"--lib-dir", filepath.Join(root, "build/simgpu"), "--cdi-dir", cdiDir).CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("vgpu-sim driver-spec: %w: %s", err, out)
+		return "", fmt.Errorf("vgpu-sim cdi-spec: %w: %s", err, out)
 	}
-	rcfg, _ := json.Marshal(map[string]string{
+	rcfg, _ := json.Marshal(map[string]any{
 		"runc": runc, "socket": sock, "libvgpu": art["build/libvgpu.so"],
-		"state_dir": filepath.Join(tmp, "runtime-state"), "driver_spec": driverSpec,
+		"state_dir": filepath.Join(tmp, "runtime-state"), "cdi_spec_dirs": []string{cdiDir},
 	})
 	if err := os.WriteFile(cfgPath, rcfg, 0o644); err != nil {
 		return "", fmt.Errorf("runtime config: %w", err)

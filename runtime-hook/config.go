@@ -22,6 +22,7 @@ import (
 
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/internal/units"
+	"github.com/vgpu-project/vgpu/runtime-hook/gpucdi"
 )
 
 // DefaultConfigPath is read when VGPU_RUNTIME_CONFIG and --vgpu-config are not
@@ -54,9 +55,8 @@ const (
 //	  "libvgpu": "/usr/lib/vgpu/libvgpu.so", // host path of the interception library
 //	  "state_dir": "/run/vgpu/runtime",      // generated files (ld.so.preload, mount skeleton)
 //	  "timeout": "10s",                      // each request to vgpud
-//	  "driver_spec": ""                      // a DriverSpec file: driver libraries, files,
-//	                                         // env and device nodes to add (e.g. the
-//	                                         // simulated node's: `vgpu-sim driver-spec`)
+//	  "cdi_spec_dirs": ["/etc/cdi", "/var/run/cdi"], // the node's CDI specs (later wins)
+//	  "cdi_kind": "nvidia.com/gpu"           // the CDI kind of the node's GPUs
 //	}
 type Config struct {
 	Runc     string         `json:"runc"`
@@ -64,11 +64,12 @@ type Config struct {
 	LibVGPU  string         `json:"libvgpu"`
 	StateDir string         `json:"state_dir"`
 	Timeout  units.Duration `json:"timeout"`
-	// DriverSpec names a DriverSpec file: what the driver needs in the
-	// container besides /dev/nvidia* (a simulated node's libraries, state file
-	// and stand-in device nodes), as the NVIDIA container toolkit mounts the
-	// real driver. Empty: nothing more.
-	DriverSpec string `json:"driver_spec"`
+	// CDISpecDirs are the directories of the node's CDI specs, lowest
+	// priority first; the GPUs of a slice are applied from them (the NVIDIA
+	// spec `nvidia-ctk cdi generate` writes, or the simulated node's).
+	CDISpecDirs []string `json:"cdi_spec_dirs"`
+	// CDIKind is the CDI kind of the node's GPUs.
+	CDIKind string `json:"cdi_kind"`
 
 	// Source says where the config came from (for error messages).
 	Source string `json:"-"`
@@ -82,7 +83,11 @@ func DefaultConfig() Config {
 		LibVGPU:  DefaultLibVGPU,
 		StateDir: DefaultStateDir,
 		Timeout:  units.Duration(DefaultTimeout),
-		Source:   "defaults",
+		// A copy: a config decoded over the defaults must not write into
+		// the package's slice.
+		CDISpecDirs: append([]string(nil), gpucdi.DefaultSpecDirs...),
+		CDIKind:     gpucdi.DefaultKind,
+		Source:      "defaults",
 	}
 }
 
@@ -167,8 +172,16 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: %q is not an absolute path", name, p))
 		}
 	}
-	if c.DriverSpec != "" && !filepath.IsAbs(c.DriverSpec) {
-		errs = append(errs, fmt.Errorf("driver_spec: %q is not an absolute path", c.DriverSpec))
+	if len(c.CDISpecDirs) == 0 {
+		errs = append(errs, errors.New("cdi_spec_dirs: empty"))
+	}
+	for _, d := range c.CDISpecDirs {
+		if !filepath.IsAbs(d) {
+			errs = append(errs, fmt.Errorf("cdi_spec_dirs: %q is not an absolute path", d))
+		}
+	}
+	if err := gpucdi.ValidateKind(c.CDIKind); err != nil {
+		errs = append(errs, fmt.Errorf("cdi_kind: %w", err))
 	}
 	if c.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("timeout: %s is not positive", time.Duration(c.Timeout)))

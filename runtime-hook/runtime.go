@@ -16,6 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/internal/atomicfile"
+	"github.com/vgpu-project/vgpu/runtime-hook/gpucdi"
 )
 
 // VGPUD is the part of vgpud's API the runtime uses (api.Client implements it).
@@ -43,8 +44,6 @@ type Runtime struct {
 	NewClient func(socket string) VGPUD
 	// Executable is vgpu-runtime's own path (the poststop hook runs it).
 	Executable string
-	// DevDir is where the host's GPU device nodes are ("/dev").
-	DevDir string
 }
 
 // Exit statuses of vgpu-runtime's own failures (runc's are passed on).
@@ -173,6 +172,12 @@ func (r *Runtime) create(log *RuncLog, cfg Config, runc string, inv Invocation, 
 	if err := checkRegular(cfg.LibVGPU, "libvgpu"); err != nil {
 		return fail(err)
 	}
+	// The node's GPUs must be described before a slice is taken: a node
+	// without its NVIDIA CDI spec fails here, with nothing to undo.
+	gpus, err := gpucdi.Load(cfg.CDISpecDirs, cfg.CDIKind)
+	if err != nil {
+		return fail(err)
+	}
 
 	client := r.NewClient(cfg.Socket)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.Timeout))
@@ -194,12 +199,15 @@ func (r *Runtime) create(log *RuncLog, cfg Config, runc string, inv Invocation, 
 		release("create failed")
 		return code
 	}
-	inj, err := r.injection(ctx, cfg, client, slice, files)
+	inj, err := r.injection(cfg, slice, files, gpus)
 	if err != nil {
 		return rollback(err)
 	}
 	if err := inj.Apply(spec); err != nil {
 		return rollback(fmt.Errorf("edit spec: %w", err))
+	}
+	if err := gpus.Inject(spec, inj.CDIDevices); err != nil {
+		return rollback(fmt.Errorf("slice %s: %w", slice.ID, err))
 	}
 	if err := WriteSpecFile(filepath.Join(inv.Bundle, "config.json"), spec, mode); err != nil {
 		return rollback(err)
@@ -255,7 +263,7 @@ func containerRequest(spec *specs.Spec, inv Invocation) (api.AllocRequest, error
 		return req, err
 	}
 	req.ID = SliceIDFor(inv.ContainerID)
-	req.Owner = api.Owner{Kind: api.OwnerContainer, ContainerID: inv.ContainerID}
+	req.Owner = api.Owner{Kind: api.OwnerContainer, ContainerID: inv.ContainerID, Labels: req.Owner.Labels}
 	if inv.Root != "" {
 		// vgpud checks <root>/<id> to release slices of containers that are
 		// gone without their poststop hook having run.
@@ -268,8 +276,9 @@ func containerRequest(spec *specs.Spec, inv Invocation) (api.AllocRequest, error
 	return req, nil
 }
 
-// injection resolves, on the host, everything the spec will point at.
-func (r *Runtime) injection(ctx context.Context, cfg Config, client VGPUD, slice api.Slice, files stateFiles) (*Injection, error) {
+// injection resolves, on the host, everything the spec will point at; the
+// GPUs come from the node's CDI specs (gpus).
+func (r *Runtime) injection(cfg Config, slice api.Slice, files stateFiles, gpus *gpucdi.Node) (*Injection, error) {
 	if slice.Dir == "" || !filepath.IsAbs(slice.Dir) {
 		return nil, fmt.Errorf("vgpud answered slice %s without an absolute directory (%q)", slice.ID, slice.Dir)
 	}
@@ -282,57 +291,20 @@ func (r *Runtime) injection(ctx context.Context, cfg Config, client VGPUD, slice
 	if !filepath.IsAbs(self) {
 		return nil, fmt.Errorf("the poststop hook needs vgpu-runtime's absolute path, have %q", self)
 	}
-	inj := &Injection{
-		SliceID:  slice.ID,
-		SliceDir: slice.Dir,
-		LibVGPU:  cfg.LibVGPU,
-		Preload:  files.preload,
-		Skeleton: files.skeleton,
-		HookPath: self,
-		HookArgs: []string{"vgpu-runtime", "hook", "poststop", "--socket", cfg.Socket, "--id", slice.ID},
-	}
-	devs, err := client.Devices(ctx)
+	names, err := gpus.DeviceNames(slice.Devices)
 	if err != nil {
-		return nil, fmt.Errorf("list devices from vgpud: %w", err)
+		return nil, fmt.Errorf("slice %s: %w", slice.ID, err)
 	}
-	minors := map[string]int{}
-	for _, d := range devs {
-		minors[d.UUID] = d.Minor
-	}
-	devDir := r.DevDir
-	if devDir == "" {
-		devDir = "/dev"
-	}
-	// The control and UVM nodes every CUDA process opens, then one node per
-	// device of the slice. Only nodes that exist are added: a simulated node,
-	// or a host whose UVM module is not loaded yet, has none.
-	paths := []string{devDir + "/nvidiactl", devDir + "/nvidia-uvm", devDir + "/nvidia-uvm-tools"}
-	for _, sd := range slice.Devices {
-		m, ok := minors[sd.UUID]
-		if !ok {
-			return nil, fmt.Errorf("slice %s: device %s is not in vgpud's device list", slice.ID, sd.UUID)
-		}
-		paths = append(paths, fmt.Sprintf("%s/nvidia%d", devDir, m))
-	}
-	for _, p := range paths {
-		d, ok, err := charDevice(p)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			inj.Devices = append(inj.Devices, d)
-		}
-	}
-	if cfg.DriverSpec != "" {
-		ds, err := LoadDriverSpec(cfg.DriverSpec)
-		if err != nil {
-			return nil, err
-		}
-		if err := ds.Inject(slice.Devices, inj); err != nil {
-			return nil, fmt.Errorf("slice %s: %w", slice.ID, err)
-		}
-	}
-	return inj, nil
+	return &Injection{
+		SliceID:    slice.ID,
+		SliceDir:   slice.Dir,
+		LibVGPU:    cfg.LibVGPU,
+		Preload:    files.preload,
+		Skeleton:   files.skeleton,
+		HookPath:   self,
+		HookArgs:   []string{"vgpu-runtime", "hook", "poststop", "--socket", cfg.Socket, "--id", slice.ID},
+		CDIDevices: names,
+	}, nil
 }
 
 // checkRegular makes sure path is a regular file (symlinks resolved: these are

@@ -14,7 +14,6 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/require"
-	"golang.org/x/sys/unix"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
 )
@@ -92,13 +91,27 @@ func newHarness(t *testing.T, annotations map[string]string, env ...string) *har
 	require.NoError(t, os.WriteFile(runc, []byte("#!/bin/sh\n"), 0o755))
 	self := filepath.Join(dir, "vgpu-runtime")
 	require.NoError(t, os.WriteFile(self, []byte("#!/bin/sh\n"), 0o755))
-	require.NoError(t, os.MkdirAll(filepath.Join(dir, "dev"), 0o755))
+	// The node's GPUs: a CDI spec naming the slice's device by UUID, with
+	// a stand-in file for its node (no root needed; the nvidia-ctk fixture
+	// test hands over real device nodes).
+	node := filepath.Join(dir, "gpu0")
+	require.NoError(t, os.WriteFile(node, nil, 0o666))
+	writeCDI(t, filepath.Join(dir, "cdi"), "nvidia.yaml", fmt.Sprintf(`cdiVersion: 0.5.0
+kind: nvidia.com/gpu
+devices:
+- name: %s
+  containerEdits:
+    mounts:
+    - {hostPath: %s, containerPath: /dev/nvidia0, options: [rw, nosuid, nodev, bind]}
+containerEdits:
+  env: [NVIDIA_VISIBLE_DEVICES=void]
+`, testUUID, node))
 
 	h.env = map[string]string{
 		EnvConfig: filepath.Join(dir, "none.json"), // absent: must be an error only when acting
 		EnvRunc:   runc, EnvSocket: filepath.Join(dir, "vgpud.sock"), EnvLibVGPU: lib,
 	}
-	cfg := fmt.Sprintf(`{"state_dir": %q}`, filepath.Join(dir, "state"))
+	cfg := fmt.Sprintf(`{"state_dir": %q, "cdi_spec_dirs": [%q]}`, filepath.Join(dir, "state"), filepath.Join(dir, "cdi"))
 	require.NoError(t, os.WriteFile(h.env[EnvConfig], []byte(cfg), 0o644))
 	h.vgpud = &fakeVGPUD{sliceDir: sliceDir}
 	h.r = &Runtime{
@@ -115,9 +128,15 @@ func newHarness(t *testing.T, annotations map[string]string, env ...string) *har
 		},
 		NewClient:  func(string) VGPUD { return h.vgpud },
 		Executable: self,
-		DevDir:     filepath.Join(dir, "dev"),
 	}
 	return h
+}
+
+// writeCDI writes a CDI spec file into dir.
+func writeCDI(t *testing.T, dir, name, content string) {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644))
 }
 
 func toAny(ss []string) []any {
@@ -253,8 +272,14 @@ func TestCreateWithRequest(t *testing.T) {
 		require.Equal(t, "bind", m.Type)
 		require.Contains(t, m.Options, map[bool]string{true: "ro", false: "rw"}[want.ro], dst)
 	}
-	require.Equal(t, "/run", s.Mounts[len(s.Mounts)-6].Destination,
-		"ours come after the spec's own mounts (the /run tmpfs is the last of ctr's)")
+	// Ours come after the spec's own mounts (ctr's /run tmpfs), so they win
+	// over them: CDI sorts the mounts by depth, stably, which keeps that.
+	at := map[string]int{}
+	for i, m := range s.Mounts {
+		at[m.Destination] = i
+	}
+	require.Less(t, at["/run"], at[ContainerVGPUDir])
+	require.Less(t, at[ContainerVGPUDir], at[ContainerSliceDir+"/budget"])
 	preload, err := os.ReadFile(filepath.Join(state, "ld.so.preload"))
 	require.NoError(t, err)
 	require.Equal(t, ContainerLibVGPU+"\n", string(preload))
@@ -264,7 +289,9 @@ func TestCreateWithRequest(t *testing.T) {
 		require.True(t, st.Mode().IsRegular(), "mount point %s exists in the read-only skeleton", f)
 	}
 	require.Contains(t, s.Process.Env, "VGPU_SLICE_ID=c1")
-	require.Contains(t, s.Process.Env, "LD_LIBRARY_PATH=/opt/lib", "no simulated node: untouched")
+	require.Contains(t, s.Process.Env, "LD_LIBRARY_PATH=/opt/lib", "untouched: the node's CDI spec sets none")
+	require.Contains(t, s.Process.Env, "NVIDIA_VISIBLE_DEVICES=void", "the CDI spec's env")
+	require.Equal(t, filepath.Join(h.dir, "gpu0"), mounts["/dev/nvidia0"].Source, "the CDI device's mount")
 	require.Contains(t, s.Process.Env, "VGPU_CORES=50")
 
 	require.Len(t, s.Hooks.Poststop, 1)
@@ -273,39 +300,7 @@ func TestCreateWithRequest(t *testing.T) {
 	require.Equal(t, []string{"vgpu-runtime", "hook", "poststop", "--socket", "/s.sock", "--id", "c1"}, hook.Args)
 	require.Equal(t, []string{HookPATH}, hook.Env, "the hook's env is explicit: never the container's")
 	require.NotNil(t, hook.Timeout)
-	require.Empty(t, s.Linux.Devices, "no GPU device nodes on this host")
-}
-
-func TestCreateAddsExistingDeviceNodes(t *testing.T) {
-	h := newHarness(t, map[string]string{"vgpu.io/memory": "1GiB"})
-	dev := h.r.DevDir
-	// Real char devices (root only, as `make test` runs): nvidia3 is the
-	// slice's device (minor 3 from vgpud), nvidiactl exists, nvidia-uvm does not;
-	// nvidia0 (not in the slice) must not be handed out.
-	for name, minor := range map[string]uint32{"nvidia3": 3, "nvidiactl": 255, "nvidia0": 0} {
-		err := unix.Mknod(filepath.Join(dev, name), unix.S_IFCHR|0o666, int(unix.Mkdev(195, minor)))
-		if errors.Is(err, unix.EPERM) {
-			t.Skip("mknod needs root (make test runs as root)")
-		}
-		require.NoError(t, err)
-	}
-	require.Equal(t, 0, h.run(h.createArgs("c1")...), h.stderr.String())
-	s := h.spec()
-	var paths []string
-	for _, d := range s.Linux.Devices {
-		paths = append(paths, d.Path)
-		require.Equal(t, "c", d.Type)
-		require.Equal(t, int64(195), d.Major)
-	}
-	require.ElementsMatch(t, []string{dev + "/nvidiactl", dev + "/nvidia3"}, paths)
-	var allowed []int64
-	for _, r := range s.Linux.Resources.Devices {
-		if r.Allow && r.Major != nil && *r.Major == 195 {
-			require.Equal(t, "rwm", r.Access)
-			allowed = append(allowed, *r.Minor)
-		}
-	}
-	require.ElementsMatch(t, []int64{255, 3}, allowed)
+	require.Empty(t, s.Linux.Devices, "the CDI spec names no device node")
 }
 
 func TestCreateFailures(t *testing.T) {
@@ -335,15 +330,6 @@ func TestCreateFailures(t *testing.T) {
 			Reasons: []string{testUUID + ": 16GiB free, 1TiB asked"}}
 		require.Equal(t, exitFail, h.run(h.createArgs("c1")...))
 		require.Contains(t, h.lastLogError(), "no device fits: "+testUUID+": 16GiB free, 1TiB asked")
-	})
-	t.Run("device lookup fails after alloc: rolled back", func(t *testing.T) {
-		h := newHarness(t, map[string]string{"vgpu.io/memory": "1GiB"})
-		h.vgpud.devicesErr = errors.New("boom")
-		before := h.config()
-		require.Equal(t, exitFail, h.run(h.createArgs("c1")...))
-		require.Contains(t, h.lastLogError(), "list devices from vgpud: boom")
-		require.Equal(t, []string{"c1"}, h.vgpud.releases)
-		require.Equal(t, before, h.config())
 	})
 	t.Run("slice files missing: rolled back", func(t *testing.T) {
 		h := newHarness(t, map[string]string{"vgpu.io/memory": "1GiB"})
@@ -421,14 +407,15 @@ func TestConfigLoad(t *testing.T) {
 
 	p := filepath.Join(dir, "runtime.json")
 	require.NoError(t, os.WriteFile(p, []byte(`{"runc": "/usr/sbin/runc", "socket": "/a.sock", "timeout": "3s",
-		"driver_spec": "/tmp/node.json"}`), 0o644))
+		"cdi_spec_dirs": ["/etc/cdi"], "cdi_kind": "example.com/gpu"}`), 0o644))
 	env[EnvConfig] = p
 	cfg, err := LoadConfig(getenv, Overrides{})
 	require.NoError(t, err)
 	require.Equal(t, "/usr/sbin/runc", cfg.Runc)
 	require.Equal(t, "/a.sock", cfg.Socket)
 	require.Equal(t, DefaultLibVGPU, cfg.LibVGPU)
-	require.Equal(t, "/tmp/node.json", cfg.DriverSpec)
+	require.Equal(t, []string{"/etc/cdi"}, cfg.CDISpecDirs)
+	require.Equal(t, "example.com/gpu", cfg.CDIKind)
 	require.Equal(t, p, cfg.Source)
 
 	env[EnvSocket] = "/env.sock"
@@ -441,6 +428,12 @@ func TestConfigLoad(t *testing.T) {
 	require.NoError(t, os.WriteFile(p, []byte(`{"libvgpu": "relative.so"}`), 0o644))
 	_, err = LoadConfig(getenv, Overrides{LibVGPU: "rel"})
 	require.ErrorContains(t, err, "not an absolute path")
+	require.NoError(t, os.WriteFile(p, []byte(`{"cdi_kind": "gpu"}`), 0o644))
+	_, err = LoadConfig(getenv, Overrides{})
+	require.ErrorContains(t, err, "cdi_kind")
+	require.NoError(t, os.WriteFile(p, []byte(`{"cdi_spec_dirs": ["cdi"]}`), 0o644))
+	_, err = LoadConfig(getenv, Overrides{})
+	require.ErrorContains(t, err, "cdi_spec_dirs")
 	require.NoError(t, os.WriteFile(p, []byte(`{"timeout": "soon"}`), 0o644))
 	_, err = LoadConfig(getenv, Overrides{})
 	require.ErrorContains(t, err, "duration")

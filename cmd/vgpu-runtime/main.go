@@ -46,7 +46,6 @@ func main() {
 		RunChild:   runChild,
 		NewClient:  func(socket string) runtimehook.VGPUD { return api.NewClient(socket) },
 		Executable: self,
-		DevDir:     "/dev",
 	}
 	os.Exit(r.Main())
 }

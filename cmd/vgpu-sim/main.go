@@ -23,7 +23,7 @@ const usage = `vgpu-sim — a simulated GPU node for testing vgpu without a GPU
 Usage:
   vgpu-sim init   --state FILE --memory SIZE [--devices N] [--sms N] [options]
   vgpu-sim status --state FILE [--json]
-  vgpu-sim driver-spec --state FILE --lib-dir DIR --out FILE
+  vgpu-sim cdi-spec --state FILE --cdi-dir DIR [--lib-dir DIR]
   vgpu-sim help [COMMAND]
 
 Programs see the node through the simulated driver:
@@ -58,6 +58,10 @@ Options:
                           documents; 10ms..1s)
   --name NAME             device name (default "NVIDIA H100 80GB HBM3 (simulated)")
   --force                 replace an existing state file
+  --cdi-dir DIR           also write the node's CDI spec into DIR (e.g. /etc/cdi;
+                          see vgpu-sim help cdi-spec)
+  --lib-dir DIR           the simulated driver's libraries, for the CDI spec
+                          (default: build/simgpu next to vgpu-sim's bin/)
 `
 
 const statusHelp = `Usage: vgpu-sim status --state FILE [--json]
@@ -73,18 +77,22 @@ Options:
   --json         print JSON instead of a table
 `
 
-const driverSpecHelp = `Usage: vgpu-sim driver-spec --state FILE --lib-dir DIR --out FILE
+const cdiSpecHelp = `Usage: vgpu-sim cdi-spec --state FILE --cdi-dir DIR [--lib-dir DIR]
 
-Writes the node's driver spec: what vgpu-runtime (config "driver_spec") adds to
-a container so that it reaches this node, as the NVIDIA container toolkit adds
-the real driver: the simulated libcuda.so.1 and libnvidia-ml.so.1 (from DIR,
-mounted at /usr/lib/vgpu-sim and put first on LD_LIBRARY_PATH), the state file
-(read-write, VGPU_SIM_STATE) and each device's node.
+Writes DIR/nvidia.json, the node's CDI spec (Container Device Interface), in
+the shape nvidia-ctk cdi generate gives a real node: kind nvidia.com/gpu, each
+device by index and by UUID with its device node (a stand-in file is bound
+read-write), and as "the driver" the simulated libcuda.so.1 and
+libnvidia-ml.so.1 (from the lib dir, mounted at /usr/lib/vgpu-sim, which
+becomes LD_LIBRARY_PATH) and the state file (read-write, VGPU_SIM_STATE).
+vgpu-runtime and vgpud apply it as they apply a real node's.
 
 Options:
   --state FILE     the node's state file (required)
-  --lib-dir DIR    where the simulated driver libraries are (required)
-  --out FILE       the spec to write (required)
+  --cdi-dir DIR    the CDI spec directory to write into (required; CDI reads
+                   /etc/cdi and /var/run/cdi)
+  --lib-dir DIR    where the simulated driver libraries are (default:
+                   build/simgpu next to the bin/ holding vgpu-sim)
 `
 
 func main() {
@@ -102,8 +110,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdInit(args[1:], stdout, stderr)
 	case "status":
 		err = cmdStatus(args[1:], stdout, stderr)
-	case "driver-spec":
-		err = cmdDriverSpec(args[1:], stdout, stderr)
+	case "cdi-spec":
+		err = cmdCDISpec(args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
 			switch args[1] {
@@ -113,8 +121,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			case "status":
 				fmt.Fprint(stdout, statusHelp)
 				return 0
-			case "driver-spec":
-				fmt.Fprint(stdout, driverSpecHelp)
+			case "cdi-spec":
+				fmt.Fprint(stdout, cdiSpecHelp)
 				return 0
 			}
 		}
@@ -204,6 +212,8 @@ func cmdInit(args []string, stdout, _ io.Writer) error {
 	period := fs.Duration("nvml-sample-period", simgpu.DefaultSamplePeriod, "")
 	name := fs.String("name", simgpu.DefaultName, "")
 	force := fs.Bool("force", false, "")
+	cdiDir := fs.String("cdi-dir", "", "")
+	libDir := fs.String("lib-dir", "", "")
 	if err := parse(fs, "init", args); err != nil {
 		return err
 	}
@@ -250,6 +260,9 @@ func cmdInit(args []string, stdout, _ io.Writer) error {
 		time.Duration(st.MaxBacklogNs), time.Duration(st.SamplePeriodNs))
 	fmt.Fprintf(stdout, "device nodes: %s\n", st.DeviceNodes)
 	fmt.Fprintf(stdout, "use: LD_LIBRARY_PATH=build/simgpu VGPU_SIM_STATE=%s <program>\n", *state)
+	if *cdiDir != "" {
+		return writeCDISpec(*state, *libDir, *cdiDir, stdout)
+	}
 	return nil
 }
 

@@ -88,6 +88,9 @@ type nodeOpts struct {
 	events    bool
 	// maxBacklog is the simulated device queue's depth (0: the default).
 	maxBacklog time.Duration
+	// cdiDir is where vgpud publishes the slices' CDI specs (default: the
+	// node's CDI dir, n.cdiDir()).
+	cdiDir string
 	// trackDevice gives the node a stand-in character device node (the
 	// simulated driver opens it per context, containers get it as a device)
 	// and has vgpud's process tracker follow its major.
@@ -119,18 +122,21 @@ func newNode(t *testing.T, o nodeOpts) *node {
 	t.Cleanup(n.client.Close)
 	n.startVgpud()
 	t.Cleanup(n.stopVgpud)
-	img := buildImage(t, n.dir, imageRef, []string{
-		filepath.Join(root, "build/test/alloc"),
-		filepath.Join(root, "build/test/query"),
-		filepath.Join(root, "build/test/dl_tamper"),
-		filepath.Join(root, "build/test/dl_forge"),
-		filepath.Join(root, "build/test/throttle_load"),
-		filepath.Join(root, "build/test/dl_outlive"),
-		filepath.Join(root, "build/test/torchlike"),
-	})
+	img := buildTestImage(t, n.dir, root)
 	out, code := n.ctr("images", "import", img)
 	require.Equal(t, 0, code, "ctr images import: %s", out)
 	return n
+}
+
+// buildTestImage is the test image (imageRef): the test programs and what
+// they and libvgpu need.
+func buildTestImage(t *testing.T, dir, root string) string {
+	t.Helper()
+	var progs []string
+	for _, p := range []string{"alloc", "query", "dl_tamper", "dl_forge", "throttle_load", "dl_outlive", "torchlike"} {
+		progs = append(progs, filepath.Join(root, "build/test", p))
+	}
+	return buildImage(t, dir, imageRef, progs, filepath.Join(root, "build/libvgpu.so"))
 }
 
 // startVgpud starts vgpud on the node (its state dir survives restarts) and
@@ -139,7 +145,17 @@ func (n *node) startVgpud() {
 	t := n.t
 	logf, err := os.OpenFile(filepath.Join(n.dir, "vgpud.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(t, err)
-	args := []string{"--state-dir", filepath.Join(n.dir, "vgpud-state"), "--socket", n.vgpudSock,
+	// Every slice is published as a CDI device in the node's CDI dir, its GPU
+	// edits from the simulated node's spec there (cdi.go in daemon/).
+	cfgPath := filepath.Join(n.dir, "vgpud.json")
+	publish := n.cdiDir()
+	if n.opts.cdiDir != "" {
+		publish = n.opts.cdiDir
+	}
+	vcfg := fmt.Sprintf(`{"cdi_dir": %q, "cdi_spec_dirs": [%q], "libvgpu": %q}`,
+		publish, n.cdiDir(), filepath.Join(n.root, "build/libvgpu.so"))
+	require.NoError(t, os.WriteFile(cfgPath, []byte(vcfg), 0o644))
+	args := []string{"--config", cfgPath, "--state-dir", filepath.Join(n.dir, "vgpud-state"), "--socket", n.vgpudSock,
 		"--metrics-addr", "", "--enforcer-mode", "report", "--log-format", "console"}
 	if n.opts.events {
 		args = append(args, "--containerd-socket", n.sock)
@@ -195,6 +211,10 @@ func (n *node) waitLog(s string) {
 	}
 }
 
+// cdiDir is the node's CDI spec directory (its /etc/cdi and /var/run/cdi):
+// the simulated GPUs' spec, and the slices vgpud publishes.
+func (n *node) cdiDir() string { return filepath.Join(n.dir, "cdi") }
+
 func (n *node) startContainerd() {
 	t := n.t
 	cfg := fmt.Sprintf(`version = 2
@@ -213,15 +233,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 	cfgPath := filepath.Join(n.dir, "containerd.toml")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(cfg), 0o644))
 
-	// The runtime's config: this node's vgpud, libvgpu from build/, the
-	// simulated driver described by its driver spec (vgpu-sim driver-spec).
-	// containerd's environment reaches vgpu-runtime through the shim.
-	driverSpec := filepath.Join(n.dir, "driver.json")
-	out, err := exec.Command(filepath.Join(n.root, "bin/vgpu-sim"), "driver-spec", "--state", n.sim,
-		"--lib-dir", filepath.Join(n.root, "build/simgpu"), "--out", driverSpec).CombinedOutput()
-	require.NoError(t, err, "vgpu-sim driver-spec: %s", out)
-	rcfg := fmt.Sprintf(`{"socket": %q, "libvgpu": %q, "state_dir": %q, "driver_spec": %q}`,
-		n.vgpudSock, filepath.Join(n.root, "build/libvgpu.so"), filepath.Join(n.dir, "runtime-state"), driverSpec)
+	// The runtime's config: this node's vgpud, libvgpu from build/, and the
+	// node's GPUs described by a CDI spec, as nvidia-ctk describes a real
+	// node's (vgpu-sim cdi-spec): the runtime applies it for the slice's
+	// devices. containerd's environment reaches vgpu-runtime through the shim.
+	out, err := exec.Command(filepath.Join(n.root, "bin/vgpu-sim"), "cdi-spec", "--state", n.sim,
+		"--lib-dir", filepath.Join(n.root, "build/simgpu"), "--cdi-dir", n.cdiDir()).CombinedOutput()
+	require.NoError(t, err, "vgpu-sim cdi-spec: %s", out)
+	rcfg := fmt.Sprintf(`{"socket": %q, "libvgpu": %q, "state_dir": %q, "cdi_spec_dirs": [%q]}`,
+		n.vgpudSock, filepath.Join(n.root, "build/libvgpu.so"), filepath.Join(n.dir, "runtime-state"), n.cdiDir())
 	rcfgPath := filepath.Join(n.dir, "runtime.json")
 	require.NoError(t, os.WriteFile(rcfgPath, []byte(rcfg), 0o644))
 

@@ -56,12 +56,19 @@ func sharedLibs(t *testing.T, bin string) []imageFile {
 
 // buildImage writes an OCI image layout tar (one uncompressed layer) holding
 // the given programs under /bin and the libraries they need, and returns its
-// path. The image is named ref.
-func buildImage(t *testing.T, dir, ref string, programs []string) string {
+// path. The image is named ref. libsOf are libraries that will be loaded in
+// the container (libvgpu, preloaded into every process): the image carries
+// what they need, as any distribution image does.
+func buildImage(t *testing.T, dir, ref string, programs []string, libsOf ...string) string {
 	t.Helper()
 	files := map[string]imageFile{}
 	for _, p := range programs {
 		files["/bin/"+filepath.Base(p)] = imageFile{path: "/bin/" + filepath.Base(p), src: p, mode: 0o755}
+		for _, l := range sharedLibs(t, p) {
+			files[l.path] = l
+		}
+	}
+	for _, p := range libsOf {
 		for _, l := range sharedLibs(t, p) {
 			files[l.path] = l
 		}
