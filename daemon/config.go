@@ -19,6 +19,7 @@ import (
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/daemon/containers"
 	"github.com/vgpu-project/vgpu/internal/units"
+	"github.com/vgpu-project/vgpu/runtime-hook/gpucdi"
 	"github.com/vgpu-project/vgpu/tracker"
 )
 
@@ -34,6 +35,8 @@ const (
 	DefaultLogFormat         = "json"
 	DefaultLogLevel          = "info"
 	DefaultComputePolicy     = api.ComputePolicyCap
+	DefaultCDIDir            = "/var/run/cdi"
+	DefaultLibVGPU           = "/usr/lib/vgpu/libvgpu.so"
 )
 
 // Config is vgpud's configuration: defaults, then the JSON config file, then
@@ -91,6 +94,15 @@ type Config struct {
 	// (NVIDIA's 195 by default; a simulated node's stand-in device nodes use
 	// another).
 	TrackerMajors []uint32 `json:"tracker_majors"`
+	// CDIDir is where every slice is published as the CDI device
+	// vgpu.io/slice=<id> (cdi.go); "" turns publishing off.
+	CDIDir string `json:"cdi_dir"`
+	// CDISpecDirs hold the node's CDI specs (nvidia-ctk's), whose GPU edits a
+	// slice's spec carries; CDIKind is the kind of the node's GPUs.
+	CDISpecDirs []string `json:"cdi_spec_dirs"`
+	CDIKind     string   `json:"cdi_kind"`
+	// LibVGPU is libvgpu's host path, mounted by the published specs.
+	LibVGPU string `json:"libvgpu"`
 }
 
 // Tracker settings.
@@ -120,6 +132,10 @@ func DefaultConfig() Config {
 		ComputePolicy:          DefaultComputePolicy,
 		Tracker:                TrackerAuto,
 		TrackerMajors:          []uint32{tracker.NvidiaMajor},
+		CDIDir:                 DefaultCDIDir,
+		CDISpecDirs:            append([]string(nil), gpucdi.DefaultSpecDirs...),
+		CDIKind:                gpucdi.DefaultKind,
+		LibVGPU:                DefaultLibVGPU,
 	}
 }
 
@@ -186,6 +202,10 @@ func (c *Config) fields() map[string]any {
 		"compute_policy":           &c.ComputePolicy,
 		"tracker":                  &c.Tracker,
 		"tracker_majors":           &c.TrackerMajors,
+		"cdi_dir":                  &c.CDIDir,
+		"cdi_spec_dirs":            &c.CDISpecDirs,
+		"cdi_kind":                 &c.CDIKind,
+		"libvgpu":                  &c.LibVGPU,
 	}
 }
 
@@ -224,6 +244,7 @@ func (c *Config) Validate() error {
 	if c.Tracker != TrackerOff && len(c.TrackerMajors) == 0 {
 		bad("tracker_majors: empty (want the GPU device major, %d for NVIDIA)", tracker.NvidiaMajor)
 	}
+	errs = append(errs, c.validateCDI()...)
 	if c.StateDir == "" {
 		bad("state_dir: empty (want a directory, e.g. %s)", DefaultStateDir)
 	} else if !filepath.IsAbs(c.StateDir) {

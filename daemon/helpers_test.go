@@ -90,6 +90,9 @@ func testConfig(dir string) Config {
 	cfg.MetricsAddr = "127.0.0.1:0"
 	cfg.EnforcerInterval = units.Duration(10 * time.Millisecond)
 	cfg.LogLevel = "debug"
+	// Slices' CDI specs stay in the test's dir (never the host's /var/run/cdi).
+	cfg.CDIDir = filepath.Join(dir, "cdi")
+	cfg.CDISpecDirs = []string{cfg.CDIDir}
 	return cfg
 }
 

@@ -95,6 +95,8 @@ type Server struct {
 
 	// watch starts and stops the container watcher's goroutine.
 	watch containerWatch
+	// cdi publishes every slice as a CDI device (cdi.go).
+	cdi *cdiPublisher
 
 	// Listeners and their servers (Start).
 	apiLn      *net.UnixListener
@@ -143,6 +145,7 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (_ *Server, err error) {
 		serveErr:  make(chan error, 2),
 	}
 	s.quarantined = map[string]*quarantineEntry{}
+	s.cdi = newCDIPublisher(cfg, log)
 	defer func() {
 		if err != nil {
 			_ = s.closeAll() // already failing: the first error is the one reported
@@ -179,6 +182,7 @@ func New(cfg Config, log *zap.Logger, opts ...Option) (_ *Server, err error) {
 	if err := s.restore(); err != nil {
 		return nil, err
 	}
+	s.cdi.resync(s.list())
 
 	if s.loop, err = newEnforcerLoop(s, o); err != nil {
 		return nil, err

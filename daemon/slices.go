@@ -63,6 +63,7 @@ func (s *Server) allocate(req api.AllocRequest) (api.Slice, error) {
 	if err := s.publish(e); err != nil {
 		return api.Slice{}, err
 	}
+	s.cdi.publish(e.rec.Slice, func() bool { return s.sliceLive(req.ID) })
 	s.log.Info("slice allocated", zap.String("slice", req.ID), zap.String("dir", e.rec.Slice.Dir),
 		zap.Any("devices", devs), zap.String("qos", string(req.QoS)),
 		zap.String("compute_policy", string(req.ComputePolicy)), zap.String("owner", ownerDesc(req.Owner)))
@@ -213,6 +214,7 @@ func (s *Server) release(id, why string) error {
 	if e.placed {
 		s.alloc.Release(id)
 	}
+	s.cdi.unpublish(id)
 	s.mu.Lock()
 	delete(s.slices, id)
 	s.version++
