@@ -105,7 +105,7 @@ go:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 # Debian 12 packages the tests need; installed only when missing.
-DEB_PKGS := gcc make libc6-dev python3 containerd runc
+DEB_PKGS := gcc make libc6-dev python3 containerd runc podman
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
