@@ -130,10 +130,44 @@ func ParseRequest(annotations map[string]string, env []string) (req api.AllocReq
 			return req, true, fmt.Errorf("%w: %s=%q: %s", ErrMalformed, v.source, v.shown(), why)
 		}
 	}
+	req.Owner.Labels = PodLabels(annotations)
 	if err := req.Validate(); err != nil {
 		return req, true, vals.invalid(err)
 	}
 	return req, true, nil
+}
+
+// criLabels: the CRI annotations that name a container's pod and itself, by
+// Owner.Labels key: containerd's first, then CRI-O's.
+var criLabels = []struct{ key, containerd, crio string }{
+	{api.OwnerLabelNamespace, "io.kubernetes.cri.sandbox-namespace", "io.kubernetes.pod.namespace"},
+	{api.OwnerLabelPod, "io.kubernetes.cri.sandbox-name", "io.kubernetes.pod.name"},
+	{api.OwnerLabelContainer, "io.kubernetes.cri.container-name", "io.kubernetes.container.name"},
+}
+
+// PodLabels returns the container's namespace, pod and container names from
+// the CRI annotations (containerd's io.kubernetes.cri.sandbox-namespace,
+// sandbox-name and container-name; CRI-O's io.kubernetes.pod.namespace,
+// pod.name and container.name), for the slice's owner and so its metrics;
+// nil when there are none (a container not started by a CRI). A value that
+// is no valid label (api.ValidOwnerLabel: too long, not UTF-8) is left out:
+// metadata never stops a container.
+func PodLabels(annotations map[string]string) map[string]string {
+	var out map[string]string
+	for _, l := range criLabels {
+		v := annotations[l.containerd]
+		if v == "" {
+			v = annotations[l.crio]
+		}
+		if !api.ValidOwnerLabel(l.key, v) {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]string, len(criLabels))
+		}
+		out[l.key] = v
+	}
+	return out
 }
 
 // fieldKeys maps an AllocRequest field (api.RequestError.Field) to the

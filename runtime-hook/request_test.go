@@ -183,3 +183,30 @@ func TestParseRequestSameReasonAsVgpud(t *testing.T) {
 		require.True(t, strings.HasSuffix(err.Error(), ": "+want.Reason), "%v does not end with vgpud's reason %q", err, want.Reason)
 	}
 }
+
+// TestPodLabels: the CRI annotations of containerd and CRI-O name the
+// slice's namespace, pod and container (its owner's labels, on its metrics).
+func TestPodLabels(t *testing.T) {
+	want := map[string]string{"namespace": "ml", "pod": "train-0", "container": "worker"}
+	containerd := map[string]string{"vgpu.io/memory": "1Gi", "io.kubernetes.cri.container-type": "container",
+		"io.kubernetes.cri.sandbox-namespace": "ml", "io.kubernetes.cri.sandbox-name": "train-0",
+		"io.kubernetes.cri.container-name": "worker"}
+	crio := map[string]string{"vgpu.io/memory": "1Gi", "io.kubernetes.pod.namespace": "ml",
+		"io.kubernetes.pod.name": "train-0", "io.kubernetes.container.name": "worker"}
+	for name, ann := range map[string]map[string]string{"containerd": containerd, "CRI-O": crio} {
+		require.Equal(t, want, PodLabels(ann), name)
+		req, found, err := ParseRequest(ann, nil)
+		require.NoError(t, err, name)
+		require.True(t, found)
+		require.Equal(t, want, req.Owner.Labels, name)
+		require.NoError(t, req.Validate())
+	}
+	require.Nil(t, PodLabels(map[string]string{"vgpu.io/memory": "1Gi"}), "no CRI: no labels")
+	req, _, err := ParseRequest(map[string]string{"vgpu.io/memory": "1Gi"}, nil)
+	require.NoError(t, err)
+	require.Nil(t, req.Owner.Labels)
+	// Partial, and values no label may carry, are left out, never refused.
+	got := PodLabels(map[string]string{"io.kubernetes.pod.namespace": "ns",
+		"io.kubernetes.cri.sandbox-name": strings.Repeat("p", 254), "io.kubernetes.container.name": "\xff"})
+	require.Equal(t, map[string]string{"namespace": "ns"}, got)
+}

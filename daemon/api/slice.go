@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vgpu-project/vgpu/shm"
 )
@@ -342,7 +343,31 @@ func (r AllocRequest) ValidateOn(hasDevice func(uuid string) bool) error {
 	if err := r.validateSharing(); err != nil {
 		return err
 	}
+	if err := r.Owner.ValidateLabels(); err != nil {
+		return err
+	}
 	return r.validateDevices(hasDevice)
+}
+
+// ValidOwnerLabel reports whether key=value may be one of Owner.Labels.
+func ValidOwnerLabel(key, value string) bool {
+	switch key {
+	case OwnerLabelNamespace, OwnerLabelPod, OwnerLabelContainer:
+	default:
+		return false
+	}
+	return value != "" && len(value) <= MaxOwnerLabelLen && utf8.ValidString(value)
+}
+
+// ValidateLabels checks Owner.Labels (ValidOwnerLabel for each).
+func (o Owner) ValidateLabels() error {
+	for k, v := range o.Labels {
+		if !ValidOwnerLabel(k, v) {
+			return badField("owner.labels", "owner label %q=%q: want %s, %s or %s, valid UTF-8 of 1..%d bytes",
+				k, v, OwnerLabelNamespace, OwnerLabelPod, OwnerLabelContainer, MaxOwnerLabelLen)
+		}
+	}
+	return nil
 }
 
 func (r *AllocRequest) validateMemory() error {

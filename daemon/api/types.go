@@ -60,7 +60,25 @@ type Owner struct {
 	// --root; vgpu-runtime records it): while <RuncRoot>/<ContainerID> exists
 	// the container exists. Empty: runc's default, /run/runc.
 	RuncRoot string `json:"runc_root,omitempty"`
+	// Labels is who the slice serves in Kubernetes terms, recorded with the
+	// slice and put on its metrics: OwnerLabelNamespace, OwnerLabelPod and
+	// OwnerLabelContainer (no other key), each valid UTF-8 of at most
+	// MaxOwnerLabelLen bytes. vgpu-runtime copies them from the CRI
+	// annotations (containerd's and CRI-O's). Optional, any owner kind.
+	Labels map[string]string `json:"labels,omitempty"`
 }
+
+// The keys of Owner.Labels (they are the metrics' label names too, as
+// dcgm-exporter names them).
+const (
+	OwnerLabelNamespace = "namespace"
+	OwnerLabelPod       = "pod"
+	OwnerLabelContainer = "container"
+)
+
+// MaxOwnerLabelLen bounds an Owner.Labels value (Kubernetes' longest name, a
+// pod's, is 253 bytes).
+const MaxOwnerLabelLen = 253
 
 // AllocRequest asks for a slice. Exactly one of MemoryBytes and MemoryPercent
 // is set; the memory is per device.

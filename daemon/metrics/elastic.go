@@ -24,11 +24,11 @@ var (
 		"Loans called back because their lender became active (or was released).", nil, nil)
 	descElasticEvictions = prometheus.NewDesc("vgpu_elastic_evictions_total",
 		"Borrowers handed to the backstop because the device was physically short of its guarantees.", nil, nil)
-	descSliceMemoryMax = prometheus.NewDesc("vgpu_slice_memory_max_bytes",
+	descSliceMemoryMax = sliceDesc("vgpu_slice_memory_max_bytes",
 		"The slice's elastic ceiling on the device (only slices that may grow).", []string{"slice", "uuid"}, nil)
-	descSliceGranted = prometheus.NewDesc("vgpu_slice_memory_granted_bytes",
+	descSliceGranted = sliceDesc("vgpu_slice_memory_granted_bytes",
 		"Memory granted to the slice above its base on the device (its limit is base + granted).", []string{"slice", "uuid"}, nil)
-	descSliceBorrowed = prometheus.NewDesc("vgpu_slice_memory_borrowed_bytes",
+	descSliceBorrowed = sliceDesc("vgpu_slice_memory_borrowed_bytes",
 		"The part of the slice's grant lent by another slice, by lender.", []string{"slice", "uuid", "lender"}, nil)
 
 	elasticDescs = []*prometheus.Desc{descElasticGrants, descElasticGrantedBytes, descElasticRefusals,
@@ -38,7 +38,7 @@ var (
 
 // collectElastic exports the broker's totals and each elastic slice's
 // ceiling, grant and loans.
-func collectElastic(ch chan<- prometheus.Metric, e Elastic, slices []api.Slice) {
+func collectElastic(ch chan<- prometheus.Metric, e Elastic, slices []api.Slice, p pods) {
 	counter(ch, descElasticGrants, float64(e.Grants))
 	counter(ch, descElasticGrantedBytes, float64(e.GrantedBytes))
 	counter(ch, descElasticRefusals, float64(e.Refusals))
@@ -50,10 +50,10 @@ func collectElastic(ch chan<- prometheus.Metric, e Elastic, slices []api.Slice) 
 			if !d.Elastic() {
 				continue
 			}
-			gauge(ch, descSliceMemoryMax, float64(d.MemoryMaxBytes), sl.ID, d.UUID)
-			gauge(ch, descSliceGranted, float64(d.GrantedBytes), sl.ID, d.UUID)
+			p.gauge(ch, descSliceMemoryMax, float64(d.MemoryMaxBytes), sl.ID, sl.ID, d.UUID)
+			p.gauge(ch, descSliceGranted, float64(d.GrantedBytes), sl.ID, sl.ID, d.UUID)
 			for _, l := range d.Loans {
-				gauge(ch, descSliceBorrowed, float64(l.Bytes), sl.ID, d.UUID, l.From)
+				p.gauge(ch, descSliceBorrowed, float64(l.Bytes), sl.ID, sl.ID, d.UUID, l.From)
 			}
 		}
 	}

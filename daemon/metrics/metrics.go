@@ -13,6 +13,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -210,41 +211,43 @@ var (
 	descDeviceUtil = prometheus.NewDesc("vgpu_device_utilization_ratio",
 		"GPU utilization over the driver's last sample period, 0..1.", devLabels, nil)
 
+	// Every per-slice series also carries the slice's Kubernetes identity,
+	// podLabels (empty for a slice no CRI container owns).
 	sliceLabels    = []string{"slice", "uuid", "qos"}
-	descSliceLimit = prometheus.NewDesc("vgpu_slice_memory_limit_bytes",
+	descSliceLimit = sliceDesc("vgpu_slice_memory_limit_bytes",
 		"The slice's memory limit on the device.", sliceLabels, nil)
-	descSliceUsed = prometheus.NewDesc("vgpu_slice_memory_used_bytes",
+	descSliceUsed = sliceDesc("vgpu_slice_memory_used_bytes",
 		"Memory libvgpu has charged to the slice on the device (its admission counter).", sliceLabels, nil)
-	descSlicePeak = prometheus.NewDesc("vgpu_slice_memory_peak_bytes",
+	descSlicePeak = sliceDesc("vgpu_slice_memory_peak_bytes",
 		"Highest value of vgpu_slice_memory_used_bytes since the slice was created.", sliceLabels, nil)
-	descSliceDriver = prometheus.NewDesc("vgpu_slice_driver_used_bytes",
+	descSliceDriver = sliceDesc("vgpu_slice_driver_used_bytes",
 		"Memory the driver reports for the slice's processes on the device.", sliceLabels, nil)
-	descSliceRefused = prometheus.NewDesc("vgpu_slice_allocations_refused_total",
+	descSliceRefused = sliceDesc("vgpu_slice_allocations_refused_total",
 		"Allocations libvgpu refused because they would exceed the slice's limit.", sliceLabels, nil)
-	descSliceBackstop = prometheus.NewDesc("vgpu_slice_backstop_events_total",
+	descSliceBackstop = sliceDesc("vgpu_slice_backstop_events_total",
 		"Backstop violations in the slice on the device.", sliceLabels, nil)
-	descSliceReclaimed = prometheus.NewDesc("vgpu_slice_reclaimed_bytes_total",
+	descSliceReclaimed = sliceDesc("vgpu_slice_reclaimed_bytes_total",
 		"Bytes returned to the slice from dead processes on the device.", sliceLabels, nil)
-	descSliceProcs = prometheus.NewDesc("vgpu_slice_processes",
+	descSliceProcs = sliceDesc("vgpu_slice_processes",
 		"Processes in the slice (with a slot, or attributed to it by the daemon).", []string{"slice", "qos"}, nil)
-	descSliceTarget = prometheus.NewDesc("vgpu_slice_compute_target_ratio",
+	descSliceTarget = sliceDesc("vgpu_slice_compute_target_ratio",
 		"The slice's configured compute share on the device, 0..1 (absent: no share).", sliceLabels, nil)
-	descSliceAllowed = prometheus.NewDesc("vgpu_slice_compute_allowed_ratio",
+	descSliceAllowed = sliceDesc("vgpu_slice_compute_allowed_ratio",
 		"The compute share the controller currently grants the slice on the device, 0..1.", sliceLabels, nil)
-	descSliceAchieved = prometheus.NewDesc("vgpu_slice_compute_achieved_ratio",
+	descSliceAchieved = sliceDesc("vgpu_slice_compute_achieved_ratio",
 		"The share of the device's time the slice's processes used (driver-measured, ~1s average), 0..1.", sliceLabels, nil)
-	descSliceTokenRate = prometheus.NewDesc("vgpu_slice_token_rate",
+	descSliceTokenRate = sliceDesc("vgpu_slice_token_rate",
 		"Refill rate of the slice's launch token bucket on the device, tokens (estimated device-ns) per second; 0: not throttled.", sliceLabels, nil)
-	descSliceTampered = prometheus.NewDesc("vgpu_slice_tampered",
+	descSliceTampered = sliceDesc("vgpu_slice_tampered",
 		"1 when a region file of the slice was changed behind vgpud's back (grown, shrunk, holes punched, replaced), else 0.",
 		[]string{"slice", "qos"}, nil)
-	descSliceInfo = prometheus.NewDesc("vgpu_slice_info",
+	descSliceInfo = sliceDesc("vgpu_slice_info",
 		"A slice vgpud holds (value 1): its QoS class and compute policy (cap or share).",
 		[]string{"slice", "qos", "compute_policy"}, nil)
-	descSliceActivity = prometheus.NewDesc("vgpu_slice_activity_seconds",
+	descSliceActivity = sliceDesc("vgpu_slice_activity_seconds",
 		"Seconds the slice has been in its activity state (label state: active, idle or empty; one series per slice).",
 		[]string{"slice", "state"}, nil)
-	descSliceLendable = prometheus.NewDesc("vgpu_slice_lendable_bytes",
+	descSliceLendable = sliceDesc("vgpu_slice_lendable_bytes",
 		"Memory an empty or idle slice does not use of its limit on the device (what elastic memory may lend); 0 while active.",
 		[]string{"slice", "uuid"}, nil)
 	descSlices = prometheus.NewDesc("vgpu_slices",
@@ -262,6 +265,72 @@ var (
 		descSliceActivity, descSliceLendable,
 	}, elasticDescs...)
 )
+
+// podLabels are the label names of a slice's Kubernetes identity, from its
+// owner's labels (api.Owner.Labels: vgpu-runtime copies them from the CRI
+// annotations), named as dcgm-exporter names them so that the same queries
+// (sum by (namespace)) work on both. A per-slice series carries them when
+// its slice has them, and not at all when it has none (a vgpuctl run slice,
+// a container not started by a CRI): such series are exactly what they were.
+var podLabels = []string{api.OwnerLabelNamespace, api.OwnerLabelPod, api.OwnerLabelContainer}
+
+// podDescs holds, for every per-slice description, its twin with podLabels
+// appended. The twin is never registered: it has the same name (so the same
+// descriptor id) as the registered one, which is what the registry checks a
+// collected metric against; a family whose series differ in label names is
+// valid in the exposition format, and Prometheus reads a missing label as
+// an empty one.
+var podDescs = map[*prometheus.Desc]*prometheus.Desc{}
+
+// sliceDesc is prometheus.NewDesc for a per-slice series, recording its
+// twin with podLabels.
+func sliceDesc(name, help string, labels []string, constLabels prometheus.Labels) *prometheus.Desc {
+	d := prometheus.NewDesc(name, help, labels, constLabels)
+	podDescs[d] = prometheus.NewDesc(name, help, append(append([]string(nil), labels...), podLabels...), constLabels)
+	return d
+}
+
+// pods maps a slice id to its podLabels values, in podLabels order.
+type pods map[string][]string
+
+// podsOf indexes the slices' owner labels (a slice with none is left out). A
+// value that is not valid UTF-8 (a record edited by hand; vgpud refuses such
+// a request) is mended rather than let the scrape fail.
+func podsOf(slices []api.Slice) pods {
+	p := make(pods, len(slices))
+	for _, sl := range slices {
+		if len(sl.Owner.Labels) == 0 {
+			continue
+		}
+		vals := make([]string, len(podLabels))
+		for i, k := range podLabels {
+			vals[i] = strings.ToValidUTF8(sl.Owner.Labels[k], "\uFFFD")
+		}
+		p[sl.ID] = vals
+	}
+	return p
+}
+
+// gauge exports a per-slice gauge of slice id: with its podLabels when it
+// has them.
+func (p pods) gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, id string, labels ...string) {
+	d, labels = p.with(d, id, labels)
+	gauge(ch, d, v, labels...)
+}
+
+// counter is gauge for a counter.
+func (p pods) counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, id string, labels ...string) {
+	d, labels = p.with(d, id, labels)
+	counter(ch, d, v, labels...)
+}
+
+func (p pods) with(d *prometheus.Desc, id string, labels []string) (*prometheus.Desc, []string) {
+	vals, ok := p[id]
+	if !ok {
+		return d, labels
+	}
+	return podDescs[d], append(labels, vals...)
+}
 
 // collector is Metrics seen as the prometheus.Collector of the scrape-time
 // metrics (a distinct type so that Metrics' own method set stays small).
@@ -293,15 +362,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	rep := c.last
 	c.mu.Unlock()
 
+	p := podsOf(in.Slices)
 	collectDaemon(ch, in.Health, rep)
 	counter(ch, descTamperEvents, float64(c.tamperEvents.Load()))
 	collectDevices(ch, &in, rep)
-	collectQoS(ch, in.Slices, rep)
-	collectActivity(ch, in.Slices, in.Activity, time.Now())
-	collectCompute(ch, in.Compute)
-	collectElastic(ch, in.Elastic, in.Slices)
+	collectQoS(ch, in.Slices, rep, p)
+	collectActivity(ch, in.Slices, in.Activity, time.Now(), p)
+	collectCompute(ch, in.Compute, p)
+	collectElastic(ch, in.Elastic, in.Slices, p)
 	if rep != nil {
-		collectSlices(ch, rep)
+		collectSlices(ch, rep, p)
 	}
 }
 
@@ -366,7 +436,7 @@ func collectDevices(ch chan<- prometheus.Metric, in *Input, rep *enforcer.TickRe
 // collectQoS counts slices per QoS class: the daemon's list when it has one,
 // else the last tick's; and exports each listed slice's info (class and
 // compute policy) and whether it was tampered with.
-func collectQoS(ch chan<- prometheus.Metric, slices []api.Slice, rep *enforcer.TickReport) {
+func collectQoS(ch chan<- prometheus.Metric, slices []api.Slice, rep *enforcer.TickReport, p pods) {
 	byQoS := make(map[api.QoS]int, len(api.QoSClasses))
 	for _, q := range api.QoSClasses {
 		byQoS[q] = 0
@@ -378,8 +448,8 @@ func collectQoS(ch chan<- prometheus.Metric, slices []api.Slice, rep *enforcer.T
 			if s.Tampered != "" {
 				tampered = 1
 			}
-			gauge(ch, descSliceTampered, tampered, s.ID, string(s.QoS.Normalized()))
-			gauge(ch, descSliceInfo, 1, s.ID, string(s.QoS.Normalized()), string(s.ComputePolicy.Normalized()))
+			p.gauge(ch, descSliceTampered, tampered, s.ID, s.ID, string(s.QoS.Normalized()))
+			p.gauge(ch, descSliceInfo, 1, s.ID, s.ID, string(s.QoS.Normalized()), string(s.ComputePolicy.Normalized()))
 		}
 	} else if rep != nil {
 		for _, s := range rep.Slices {
@@ -393,16 +463,16 @@ func collectQoS(ch chan<- prometheus.Metric, slices []api.Slice, rep *enforcer.T
 
 // collectActivity exports each slice's activity state, how long it has been
 // in it, and what it could lend per device.
-func collectActivity(ch chan<- prometheus.Metric, slices []api.Slice, activity map[string]api.SliceActivity, now time.Time) {
+func collectActivity(ch chan<- prometheus.Metric, slices []api.Slice, activity map[string]api.SliceActivity, now time.Time, p pods) {
 	for _, sl := range slices {
 		a, ok := activity[sl.ID]
 		if !ok {
 			continue
 		}
-		gauge(ch, descSliceActivity, max(0, now.Sub(a.Since).Seconds()), sl.ID, a.State)
+		p.gauge(ch, descSliceActivity, max(0, now.Sub(a.Since).Seconds()), sl.ID, sl.ID, a.State)
 		for i, d := range sl.Devices {
 			if i < len(a.LendableBytes) {
-				gauge(ch, descSliceLendable, float64(a.LendableBytes[i]), sl.ID, d.UUID)
+				p.gauge(ch, descSliceLendable, float64(a.LendableBytes[i]), sl.ID, sl.ID, d.UUID)
 			}
 		}
 	}
@@ -410,32 +480,32 @@ func collectActivity(ch chan<- prometheus.Metric, slices []api.Slice, activity m
 
 // collectCompute exports each slice's compute share per device, once per
 // (slice, device).
-func collectCompute(ch chan<- prometheus.Metric, compute []SliceCompute) {
+func collectCompute(ch chan<- prometheus.Metric, compute []SliceCompute, p pods) {
 	seenCompute := make(map[[2]string]bool, len(compute))
 	for _, c := range compute {
 		if seenCompute[[2]string{c.Slice, c.UUID}] {
 			continue
 		}
 		seenCompute[[2]string{c.Slice, c.UUID}] = true
-		qos := string(c.QoS.Normalized())
+		id, labels := c.Slice, []string{c.Slice, c.UUID, string(c.QoS.Normalized())}
 		if c.Target > 0 {
-			gauge(ch, descSliceTarget, c.Target, c.Slice, c.UUID, qos)
+			p.gauge(ch, descSliceTarget, c.Target, id, labels...)
 		}
 		if c.Target > 0 || c.TokenRate != 0 {
 			// A slice with no share and no rate runs unthrottled: a grant of
 			// "everything" would read like a figure.
-			gauge(ch, descSliceAllowed, c.Allowed, c.Slice, c.UUID, qos)
+			p.gauge(ch, descSliceAllowed, c.Allowed, id, labels...)
 		}
 		if c.Measured {
-			gauge(ch, descSliceAchieved, c.Achieved, c.Slice, c.UUID, qos)
+			p.gauge(ch, descSliceAchieved, c.Achieved, id, labels...)
 		}
-		gauge(ch, descSliceTokenRate, float64(c.TokenRate), c.Slice, c.UUID, qos)
+		p.gauge(ch, descSliceTokenRate, float64(c.TokenRate), id, labels...)
 	}
 }
 
 // collectSlices exports each slice's processes and per-device memory from
 // the last tick.
-func collectSlices(ch chan<- prometheus.Metric, rep *enforcer.TickReport) {
+func collectSlices(ch chan<- prometheus.Metric, rep *enforcer.TickReport, p pods) {
 	seenSlice := make(map[string]bool, len(rep.Slices))
 	for _, s := range rep.Slices {
 		if seenSlice[s.ID] {
@@ -443,7 +513,7 @@ func collectSlices(ch chan<- prometheus.Metric, rep *enforcer.TickReport) {
 		}
 		seenSlice[s.ID] = true
 		qos := string(api.QoSOfCode(s.QoS))
-		gauge(ch, descSliceProcs, float64(len(s.Processes)), s.ID, qos)
+		p.gauge(ch, descSliceProcs, float64(len(s.Processes)), s.ID, s.ID, qos)
 		for k, d := range s.Devices {
 			uuid := d.UUID
 			if uuid == "" {
@@ -451,15 +521,16 @@ func collectSlices(ch chan<- prometheus.Metric, rep *enforcer.TickReport) {
 				// it by its place in the slice so the series stay apart.
 				uuid = "slice-device-" + strconv.Itoa(k)
 			}
-			gauge(ch, descSliceLimit, float64(d.LimitBytes), s.ID, uuid, qos)
-			gauge(ch, descSliceUsed, float64(d.UsedBytes), s.ID, uuid, qos)
-			gauge(ch, descSlicePeak, float64(d.PeakBytes), s.ID, uuid, qos)
+			id, labels := s.ID, []string{s.ID, uuid, qos}
+			p.gauge(ch, descSliceLimit, float64(d.LimitBytes), id, labels...)
+			p.gauge(ch, descSliceUsed, float64(d.UsedBytes), id, labels...)
+			p.gauge(ch, descSlicePeak, float64(d.PeakBytes), id, labels...)
 			if d.DriverKnown {
-				gauge(ch, descSliceDriver, float64(d.DriverBytes), s.ID, uuid, qos)
+				p.gauge(ch, descSliceDriver, float64(d.DriverBytes), id, labels...)
 			}
-			counter(ch, descSliceRefused, float64(d.RefusedAllocs), s.ID, uuid, qos)
-			counter(ch, descSliceBackstop, float64(d.BackstopEventsTotal), s.ID, uuid, qos)
-			counter(ch, descSliceReclaimed, float64(d.ReclaimedBytesTotal), s.ID, uuid, qos)
+			p.counter(ch, descSliceRefused, float64(d.RefusedAllocs), id, labels...)
+			p.counter(ch, descSliceBackstop, float64(d.BackstopEventsTotal), id, labels...)
+			p.counter(ch, descSliceReclaimed, float64(d.ReclaimedBytesTotal), id, labels...)
 		}
 	}
 }
