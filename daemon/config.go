@@ -26,7 +26,7 @@ import (
 // Defaults of every setting (documented in vgpud --help and deploy/README.md).
 const (
 	DefaultStateDir          = "/var/lib/vgpu"
-	DefaultMetricsAddr       = "127.0.0.1:9400"
+	DefaultMetricsAddr       = "127.0.0.1:9410" // not 9400: dcgm-exporter's default, often on the same node
 	DefaultPlacement         = api.PlacementBinpack
 	DefaultEnforcerMode      = "report"
 	DefaultEnforcerInterval  = 50 * time.Millisecond

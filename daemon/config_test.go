@@ -27,7 +27,7 @@ func TestDefaultConfigIsValid(t *testing.T) {
 	require.NoError(t, cfg.Validate())
 	require.Equal(t, "/var/lib/vgpu", cfg.StateDir)
 	require.Equal(t, "/run/vgpu/vgpud.sock", cfg.Socket)
-	require.Equal(t, "127.0.0.1:9400", cfg.MetricsAddr)
+	require.Equal(t, "127.0.0.1:9410", cfg.MetricsAddr)
 	require.Equal(t, "binpack", cfg.Placement)
 	require.Equal(t, "report", cfg.EnforcerMode)
 	require.Equal(t, 50*time.Millisecond, time.Duration(cfg.EnforcerInterval))

@@ -44,7 +44,7 @@ Config file (JSON; every key optional, unknown keys are an error):
   {
     "state_dir": "/var/lib/vgpu",
     "socket": "/run/vgpu/vgpud.sock",
-    "metrics_addr": "127.0.0.1:9400",
+    "metrics_addr": "127.0.0.1:9410",
     "placement": "binpack",
     "enforcer_mode": "report",
     "enforcer_interval": "50ms",
