@@ -20,7 +20,7 @@ func TestHelp(t *testing.T) {
 	require.Equal(t, 0, run(context.Background(), []string{"--help"}, &out, &errb))
 	for _, want := range []string{
 		"Config file (JSON", `"enforcer_interval": "50ms"`, "-state-dir", "(default \"/var/lib/vgpu\")",
-		"-socket", "/run/vgpu/vgpud.sock", "-metrics-addr", "127.0.0.1:9400", "-placement", "binpack",
+		"-socket", "/run/vgpu/vgpud.sock", "-metrics-addr", "127.0.0.1:9410", "-placement", "binpack",
 		"-enforcer-mode", "report", "-enforcer-interval", "-context-overhead", "256MiB", "-nvml-lib",
 		"-log-format", "-log-level", "-config", "-compute-policy", "(default \"cap\")", `"compute_policy": "cap"`,
 	} {
