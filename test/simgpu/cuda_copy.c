@@ -15,14 +15,18 @@
  * allocation (alloc_drop). Copies round-trip real bytes; kernels do not change them
  * (the simulator does not run code).
  *
+ * A cuMemCreate handle's contents are one such mapping of the handle's size, made at
+ * the first copy into a range mapped to it (cuMemMap), so every mapping of the handle
+ * sees the same bytes; it goes when the handle is released and unmapped.
+ *
  * Page-locked host memory (cuMemHostAlloc, cuMemHostRegister) is ordinary host
  * memory recorded in a list; with unified addressing its device pointer is its host
  * address, and copies accept it wherever device memory is expected.
  *
  * Ordering: a synchronous copy or memset waits until the work queued in its context
  * is done (as the legacy stream does); the async forms copy at once (the bytes do not
- * depend on simulated kernels) and return. Memory of other kinds (VMM mappings,
- * graph memory) has no contents here: a copy touching it is CUDA_ERROR_INVALID_VALUE.
+ * depend on simulated kernels) and return. Graph memory has no contents here: a copy
+ * touching it is CUDA_ERROR_INVALID_VALUE.
  */
 #define _GNU_SOURCE
 #include "cuda_internal.h"
@@ -116,6 +120,11 @@ static CUresult dev_bytes(uint64_t p, uint64_t len, char **out)
     if (a == NULL || alloc_is_handle(a->kind))
         a = at_containing(p);
     if (a == NULL) {
+        char *v = vmm_bytes(p, len);
+        if (v != NULL) {
+            *out = v;
+            return CUDA_SUCCESS;
+        }
         struct sim_host *h = host_find((const void *)(uintptr_t)p, len);
         if (h == NULL)
             return CUDA_ERROR_INVALID_VALUE;

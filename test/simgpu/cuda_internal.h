@@ -126,6 +126,7 @@ struct sim_resv {
 
 struct sim_vmap {
     uint64_t ptr, size;
+    uint64_t offset; /* into the handle (cuMemMap) */
     struct sim_vmem *mem;
     struct sim_vmap *next;
 };
@@ -251,6 +252,10 @@ int format_bytes(CUarray_format f);
 
 /* cuda_copy.c */
 void alloc_unback(struct sim_alloc *a);
+
+/* cuda_vmm.c: where the bytes of mapped range [p, p+len) are (lock held; NULL: not
+ * inside one mapping, or out of memory) */
+char *vmm_bytes(uint64_t p, uint64_t len);
 
 /* cuda_pool.c */
 void pool_release_alloc(struct sim_alloc *a);

@@ -10,6 +10,8 @@
 #define _GNU_SOURCE
 #include "cuda_internal.h"
 
+#include <sys/mman.h>
+
 #define VMEM_MAGIC 0x564d4d31u
 
 struct sim_vmem { /* a cuMemCreate handle */
@@ -19,7 +21,37 @@ struct sim_vmem { /* a cuMemCreate handle */
     int ord, dev;
     uint64_t size;
     unsigned maps;
+    void *bytes; /* the contents: made at the first copy into a mapping (cuda_copy.c) */
 };
+
+/* The handle's memory is gone (released and unmapped): its charge and contents. */
+static void vmem_gone(struct sim_vmem *m)
+{
+    credit(m->dev, m->size);
+    if (m->bytes != NULL)
+        munmap(m->bytes, m->size);
+    m->bytes = NULL;
+}
+
+char *vmm_bytes(uint64_t p, uint64_t len)
+{
+    for (struct sim_vmap *v = G.vmaps; v != NULL; v = v->next) {
+        if (p < v->ptr || p >= v->ptr + v->size)
+            continue;
+        if (len > v->ptr + v->size - p)
+            return NULL;
+        struct sim_vmem *m = v->mem;
+        if (m->bytes == NULL) {
+            void *b = mmap(NULL, m->size, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (b == MAP_FAILED)
+                return NULL;
+            m->bytes = b;
+        }
+        return (char *)m->bytes + v->offset + (p - v->ptr);
+    }
+    return NULL;
+}
 
 /* ------------------------------------------------------------------ VMM */
 
@@ -97,7 +129,7 @@ EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle h)
         m->released = true;
         /* Memory stays charged while it is still mapped somewhere. */
         if (m->maps == 0)
-            credit(m->dev, m->size);
+            vmem_gone(m);
     }
     pthread_mutex_unlock(&G.lock);
     return r;
@@ -186,6 +218,7 @@ EXPORT CUresult cuMemMap(CUdeviceptr ptr, size_t size, size_t offset,
     }
     v->ptr = ptr;
     v->size = size;
+    v->offset = offset;
     v->mem = m;
     v->next = G.vmaps;
     G.vmaps = v;
@@ -223,7 +256,7 @@ EXPORT CUresult cuMemUnmap(CUdeviceptr ptr, size_t size)
             *pp = v->next;
             struct sim_vmem *m = v->mem;
             if (--m->maps == 0 && m->released)
-                credit(m->dev, m->size);
+                vmem_gone(m);
             free(v);
         } else {
             pp = &v->next;
