@@ -15,6 +15,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
@@ -305,4 +306,45 @@ func TestPycudaSliceScriptBare(t *testing.T) {
 		"MEM_FREE_DETACHED": fmt.Sprint(16*GiB - ovh),
 		"MEM_FREE_GL":       fmt.Sprint(16*GiB - ovh),
 	})
+}
+
+// TestPycudaDriverSymbols: every driver entry point pycuda's extension links
+// (nm -D --undefined-only _driver*.so) is defined by the simulated libcuda.so.1,
+// so the import binds (Python loads extensions RTLD_NOW); on failure the list
+// says what is missing.
+func TestPycudaDriverSymbols(t *testing.T) {
+	root := setup(t)
+	exts, err := filepath.Glob(filepath.Join(root,
+		"build/clients/pycuda/usr/lib/python3/dist-packages/pycuda/_driver*.so"))
+	require.NoError(t, err)
+	require.Len(t, exts, 1, "pycuda's _driver extension")
+	ext, err := elf.Open(exts[0])
+	require.NoError(t, err)
+	defer ext.Close()
+	imported, err := ext.DynamicSymbols()
+	require.NoError(t, err)
+	lib, err := elf.Open(testbuild.Path(root, "simgpu", "libcuda.so.1"))
+	require.NoError(t, err)
+	defer lib.Close()
+	exported, err := lib.DynamicSymbols()
+	require.NoError(t, err)
+	defined := map[string]bool{}
+	for _, s := range exported {
+		if s.Section != elf.SHN_UNDEF && elf.ST_TYPE(s.Info) == elf.STT_FUNC {
+			defined[s.Name] = true
+		}
+	}
+	var needed, missing []string
+	for _, s := range imported {
+		// cuXxx: the driver API (curandXxx come from libcurand.so.10).
+		if s.Section == elf.SHN_UNDEF && len(s.Name) > 2 && strings.HasPrefix(s.Name, "cu") &&
+			s.Name[2] >= 'A' && s.Name[2] <= 'Z' {
+			needed = append(needed, s.Name)
+			if !defined[s.Name] {
+				missing = append(missing, s.Name)
+			}
+		}
+	}
+	require.Greater(t, len(needed), 100, "pycuda links the driver directly")
+	require.Empty(t, missing, "driver entry points pycuda links that the simulated libcuda lacks")
 }
