@@ -87,10 +87,6 @@ func (p *cdiPublisher) prepare() error {
 	return nil
 }
 
-// specName is a slice's spec file name (without .json), CDI's transient
-// naming: vgpu.io-slice_<id>.
-func specName(id string) string { return "vgpu.io-slice_" + id }
-
 // publish writes the slice's spec unless live says the slice is gone by now.
 // A failure is logged, not returned: the slice exists and vgpu-runtime needs
 // no spec; only CDI consumers miss it.
@@ -140,7 +136,7 @@ func (p *cdiPublisher) write(sl api.Slice) error {
 	own.DeviceNodes = edits.DeviceNodes
 	own.Hooks = edits.Hooks
 	spec := &cdispec.Spec{Kind: gpucdi.SliceKind, Devices: []cdispec.Device{{Name: sl.ID, ContainerEdits: own}}}
-	return gpucdi.WriteSpec(p.dir, specName(sl.ID), spec)
+	return gpucdi.WriteSpec(p.dir, gpucdi.SpecName(sl.ID), spec)
 }
 
 // unpublish removes a released slice's spec.
@@ -150,7 +146,7 @@ func (p *cdiPublisher) unpublish(id string) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := gpucdi.RemoveSpec(p.dir, specName(id)); err != nil {
+	if err := gpucdi.RemoveSpec(p.dir, gpucdi.SpecName(id)); err != nil {
 		p.log.Warn("stale CDI spec of a released slice", zap.String("slice", id), zap.Error(err))
 	}
 }
@@ -164,7 +160,7 @@ func (p *cdiPublisher) resync(held []api.Slice) {
 	}
 	keep := map[string]bool{}
 	for _, sl := range held {
-		keep[specName(sl.ID)+".json"] = true
+		keep[gpucdi.SpecName(sl.ID)+".json"] = true
 		p.publish(sl, func() bool { return true })
 	}
 	entries, err := os.ReadDir(p.dir)
@@ -173,10 +169,10 @@ func (p *cdiPublisher) resync(held []api.Slice) {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if !strings.HasPrefix(name, specName("")) || !strings.HasSuffix(name, ".json") || keep[name] || !p.ours(name) {
+		if !strings.HasPrefix(name, gpucdi.SliceSpecPrefix) || !strings.HasSuffix(name, ".json") || keep[name] || !p.ours(name) {
 			continue
 		}
-		p.unpublish(strings.TrimSuffix(strings.TrimPrefix(name, specName("")), ".json"))
+		p.unpublish(strings.TrimSuffix(strings.TrimPrefix(name, gpucdi.SliceSpecPrefix), ".json"))
 		p.log.Info("stale CDI spec removed", zap.String("file", name))
 	}
 }

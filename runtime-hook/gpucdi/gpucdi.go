@@ -11,6 +11,9 @@ package gpucdi
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -36,12 +39,20 @@ const (
 // (a device in /var/run/cdi wins over one of the same name in /etc/cdi).
 var DefaultSpecDirs = []string{cdi.DefaultStaticDir, cdi.DefaultDynamicDir}
 
-// Node is what the node's CDI specs say at one moment.
+// Node is what the node's CDI specs say about its GPUs at one moment.
 type Node struct {
-	cache *cdi.Cache
-	kind  string
-	dirs  []string
+	kind    string
+	dirs    []string
+	devices map[string]*cdi.Device // by qualified name
+	errs    map[string][]error     // by spec file
 }
+
+// SliceSpecPrefix starts the file name of every spec vgpud publishes
+// (vgpu.io-slice_<id>.json, CDI's transient naming).
+const SliceSpecPrefix = "vgpu.io-slice_"
+
+// SpecName is the file name (without .json) of a slice's spec.
+func SpecName(id string) string { return SliceSpecPrefix + id }
 
 // ValidateKind checks a CDI kind ("vendor/class").
 func ValidateKind(kind string) error {
@@ -58,18 +69,35 @@ func ValidateKind(kind string) error {
 	return nil
 }
 
-// Load reads the specs in dirs (later dirs win) and checks that some device
-// of kind is described. No file watch: every caller wants the specs as they
-// are now, and a watch would be a goroutine per create.
+// Load reads the specs in dirs (a device in a later dir wins over one of the
+// same name in an earlier dir, as in CDI's own cache) and checks that some
+// device of kind is described. It is CDI's directory scan, less the specs
+// vgpud publishes per slice (never GPUs, and a node holds hundreds: parsing
+// them made every create pay ~0.3 ms each), and without a file watch (each
+// caller wants the specs as they are now).
 func Load(dirs []string, kind string) (*Node, error) {
 	if err := ValidateKind(kind); err != nil {
 		return nil, err
 	}
-	cache, err := cdi.NewCache(cdi.WithSpecDirs(dirs...), cdi.WithAutoRefresh(false))
-	if err != nil {
-		return nil, fmt.Errorf("read CDI specs in %s: %w", strings.Join(dirs, ", "), err)
+	n := &Node{kind: kind, dirs: dirs, devices: map[string]*cdi.Device{}, errs: map[string][]error{}}
+	for prio, dir := range dirs {
+		entries, err := os.ReadDir(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			n.errs[dir] = append(n.errs[dir], err)
+			continue
+		}
+		for _, e := range entries {
+			name := e.Name()
+			if ext := filepath.Ext(name); e.IsDir() || (ext != ".json" && ext != ".yaml") ||
+				strings.HasPrefix(name, SliceSpecPrefix) {
+				continue
+			}
+			n.add(filepath.Join(dir, name), prio)
+		}
 	}
-	n := &Node{cache: cache, kind: kind, dirs: dirs}
 	if len(n.names()) == 0 {
 		return nil, fmt.Errorf("no CDI device of kind %s in %s: this node's GPUs have no CDI spec; %s%s",
 			kind, strings.Join(dirs, ", "), GenerateHint, n.specErrors())
@@ -77,12 +105,37 @@ func Load(dirs []string, kind string) (*Node, error) {
 	return n, nil
 }
 
+// add reads one spec file and takes its devices of the node's kind. Two
+// specs of one priority naming the same device: the device is dropped and
+// both files are in error, as CDI's cache does.
+func (n *Node) add(path string, prio int) {
+	sp, err := cdi.ReadSpec(path, prio)
+	if err != nil {
+		n.errs[path] = append(n.errs[path], err)
+		return
+	}
+	if sp.Kind != n.kind {
+		return
+	}
+	for _, d := range sp.Devices {
+		q := n.kind + "=" + d.Name
+		dev := sp.GetDevice(d.Name)
+		if old, ok := n.devices[q]; ok && old != nil && old.GetSpec().GetPriority() == prio {
+			err := fmt.Errorf("conflicting device %s (also in %s)", q, old.GetSpec().GetPath())
+			n.errs[path] = append(n.errs[path], err)
+			n.devices[q] = nil
+			continue
+		}
+		n.devices[q] = dev
+	}
+}
+
 // names lists the device names of the kind ("0", "GPU-…", "all").
 func (n *Node) names() []string {
 	var out []string
-	for _, q := range n.cache.ListDevices() {
-		if name, ok := strings.CutPrefix(q, n.kind+"="); ok {
-			out = append(out, name)
+	for q, d := range n.devices {
+		if d != nil {
+			out = append(out, strings.TrimPrefix(q, n.kind+"="))
 		}
 	}
 	sort.Strings(out)
@@ -93,7 +146,7 @@ func (n *Node) names() []string {
 // file is skipped by CDI: the device it describes is then missing, and this
 // says why).
 func (n *Node) specErrors() string {
-	errs := n.cache.GetErrors()
+	errs := n.errs
 	if len(errs) == 0 {
 		return ""
 	}
@@ -119,7 +172,7 @@ func (n *Node) DeviceNames(devs []api.SliceDevice) ([]string, error) {
 		found := ""
 		for _, name := range []string{d.UUID, strconv.Itoa(d.Index)} {
 			q := n.kind + "=" + name
-			if name != "" && n.cache.GetDevice(q) != nil {
+			if name != "" && n.devices[q] != nil {
 				found = q
 				break
 			}
@@ -133,11 +186,15 @@ func (n *Node) DeviceNames(devs []api.SliceDevice) ([]string, error) {
 	return out, nil
 }
 
-// Inject applies the devices (their spec's common edits and their own) to a
-// container's OCI spec: device nodes with their cgroup rules, mounts, hooks,
-// env.
+// Inject applies the devices (their spec's common edits once, then their
+// own) to a container's OCI spec: device nodes with their cgroup rules,
+// mounts, hooks, env — what CDI's cache does for a runtime.
 func (n *Node) Inject(s *specs.Spec, names []string) error {
-	if _, err := n.cache.InjectDevices(s, names...); err != nil {
+	edits, err := n.Edits(names)
+	if err != nil {
+		return err
+	}
+	if err := (&cdi.ContainerEdits{ContainerEdits: &edits}).Apply(s); err != nil {
 		return fmt.Errorf("apply CDI devices %s: %w", strings.Join(names, ", "), err)
 	}
 	return nil
@@ -149,7 +206,7 @@ func (n *Node) Edits(names []string) (cdispec.ContainerEdits, error) {
 	merged := &cdi.ContainerEdits{ContainerEdits: &cdispec.ContainerEdits{}}
 	seen := map[*cdi.Spec]bool{}
 	for _, q := range names {
-		d := n.cache.GetDevice(q)
+		d := n.devices[q]
 		if d == nil {
 			return cdispec.ContainerEdits{}, fmt.Errorf("no CDI device %s", q)
 		}

@@ -1,0 +1,99 @@
+package gpucdi
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	cdispec "tags.cncf.io/container-device-interface/specs-go"
+
+	"github.com/vgpu-project/vgpu/daemon/api"
+)
+
+const gpuSpec = `cdiVersion: 0.5.0
+kind: nvidia.com/gpu
+devices:
+- name: "0"
+  containerEdits:
+    env: [GPU=0]
+- name: GPU-aaaa
+  containerEdits:
+    env: [GPU=0]
+containerEdits:
+  env: [COMMON=1]
+`
+
+// TestWriteSpecValidatesAndLoads: a written spec is what CDI reads back, at
+// the oldest version that carries it; an invalid one is refused and nothing
+// is written.
+func TestWriteSpecValidatesAndLoads(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "nvidia.yaml"), []byte(gpuSpec), 0o644))
+	spec := &cdispec.Spec{Kind: SliceKind, Devices: []cdispec.Device{{Name: "s1",
+		ContainerEdits: cdispec.ContainerEdits{Env: []string{"A=b"}}}}}
+	require.NoError(t, WriteSpec(dir, "vgpu.io-slice_s1", spec))
+	require.Equal(t, "0.3.0", spec.Version)
+
+	bad := &cdispec.Spec{Kind: SliceKind, Devices: []cdispec.Device{{Name: "bad name!"}}}
+	require.Error(t, WriteSpec(dir, "vgpu.io-slice_bad", bad))
+	require.NoFileExists(t, filepath.Join(dir, "vgpu.io-slice_bad.json"))
+
+	n, err := Load([]string{dir}, DefaultKind)
+	require.NoError(t, err)
+	names, err := n.DeviceNames([]api.SliceDevice{{Index: 0, UUID: "GPU-aaaa"}, {Index: 0, UUID: "GPU-other"}})
+	require.NoError(t, err)
+	require.Equal(t, []string{"nvidia.com/gpu=GPU-aaaa", "nvidia.com/gpu=0"}, names, "by UUID, else by index")
+	edits, err := n.Edits(names)
+	require.NoError(t, err)
+	require.Equal(t, []string{"COMMON=1", "GPU=0", "GPU=0"}, edits.Env, "the common edits once")
+
+	require.NoError(t, RemoveSpec(dir, "vgpu.io-slice_s1"))
+	require.NoError(t, RemoveSpec(dir, "vgpu.io-slice_s1"), "already gone")
+	_, err = Load([]string{dir}, "bad")
+	require.ErrorContains(t, err, "vendor/class")
+}
+
+// BenchmarkLoad: what a create pays to read the node's specs beside 200
+// published slices.
+func BenchmarkLoad(b *testing.B) {
+	dir := b.TempDir()
+	require.NoError(b, os.WriteFile(filepath.Join(dir, "nvidia.yaml"), []byte(gpuSpec), 0o644))
+	for i := 0; i < 200; i++ {
+		spec := &cdispec.Spec{Kind: SliceKind, Devices: []cdispec.Device{{Name: fmt.Sprintf("s%d", i),
+			ContainerEdits: cdispec.ContainerEdits{Env: []string{"A=b"}, Mounts: []*cdispec.Mount{
+				{HostPath: "/a", ContainerPath: "/b", Options: []string{"bind", "ro"}}}}}}}
+		require.NoError(b, WriteSpec(dir, fmt.Sprintf("vgpu.io-slice_s%d", i), spec))
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := Load([]string{dir}, DefaultKind); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestLoadPriorityAndConflicts: a device in a later dir wins; two specs of
+// one dir naming the same device drop it, with both files in the error; a
+// slice spec vgpud published is never read (not even when malformed).
+func TestLoadPriorityAndConflicts(t *testing.T) {
+	etc, run := t.TempDir(), t.TempDir()
+	write := func(dir, name, env string) {
+		spec := fmt.Sprintf("cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: \"0\"\n  containerEdits:\n    env: [%s]\n", env)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(spec), 0o644))
+	}
+	write(etc, "nvidia.yaml", "FROM=etc")
+	write(run, "nvidia.yaml", "FROM=run")
+	require.NoError(t, os.WriteFile(filepath.Join(run, SpecName("x")+".json"), []byte("{"), 0o644))
+	n, err := Load([]string{etc, run}, DefaultKind)
+	require.NoError(t, err)
+	edits, err := n.Edits([]string{"nvidia.com/gpu=0"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"FROM=run"}, edits.Env)
+	require.Empty(t, n.errs, "the slice spec is skipped")
+
+	write(etc, "other.yaml", "FROM=other")
+	_, err = Load([]string{etc}, DefaultKind)
+	require.ErrorContains(t, err, "conflicting device nvidia.com/gpu=0")
+}
