@@ -29,8 +29,8 @@ Usage:
 Programs see the node through the simulated driver:
   LD_LIBRARY_PATH=build/simgpu VGPU_SIM_STATE=FILE ./program
 
-Sizes: plain bytes or K/M/G/T with optional iB or B; all units are binary
-(1G = 1GB = 1GiB = 1073741824 bytes).
+Sizes are Kubernetes quantities: plain bytes, Ki/Mi/Gi/Ti (binary: 1Gi = 1GiB =
+1073741824 bytes) or k/M/G/T (decimal: 1G = 1GB = 10^9 bytes).
 `
 
 const initHelp = `Usage: vgpu-sim init --state FILE --memory SIZE [options]
