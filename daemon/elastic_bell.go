@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"errors"
+	"slices"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -35,12 +36,18 @@ type futexWaitv struct {
 }
 
 const (
-	// futexWaitvMax is FUTEX_WAITV_MAX: the most words one call waits on.
-	// Slices beyond it are served by the regular tick.
+	// futexWaitvMax is FUTEX_WAITV_MAX: the most words one call waits on
+	// (one of them the generation word). Slices beyond it are served by the
+	// regular tick.
 	futexWaitvMax = 128
-	// futex2Size32 is FUTEX2_SIZE_U32; without FUTEX2_PRIVATE the words are
+	// futex2Size32 is FUTEX2_SIZE_U32; without futex2Private the words are
 	// shared between processes, as the doorbells are.
 	futex2Size32 = 0x02
+	// futex2Private is FUTEX2_PRIVATE: the word is this process's own.
+	futex2Private = 128
+	// futexWakeOp is FUTEX_WAKE, futexPrivateFlag FUTEX_PRIVATE_FLAG.
+	futexWakeOp      = 1
+	futexPrivateFlag = 128
 	// bellRecheck bounds how long a changed set of doorbells waits to be
 	// waited on (a new elastic slice), and how soon a stop is noticed.
 	bellRecheck = 100 * time.Millisecond
@@ -52,6 +59,10 @@ const (
 // doorbell waits on the published words and rings the loop.
 type doorbell struct {
 	words atomic.Pointer[[]bellWord]
+	// gen counts publishes of a changed set of words; the waiter waits on it
+	// too (a private futex word), so a new slice's doorbell is waited on at
+	// once, not after the current wait times out.
+	gen   uint32 // atomically; a plain word: its address is the futex
 	ring  func()
 	stop  chan struct{}
 	done  chan struct{}
@@ -65,8 +76,16 @@ func newDoorbell(ring func()) *doorbell {
 	return d
 }
 
-// publish replaces the words waited on (the loop, after each tick).
-func (d *doorbell) publish(words []bellWord) { d.words.Store(&words) }
+// publish replaces the words waited on (the loop, after each tick) and
+// interrupts the current wait when they changed.
+func (d *doorbell) publish(words []bellWord) {
+	if slices.Equal(*d.words.Load(), words) {
+		return
+	}
+	d.words.Store(&words)
+	atomic.AddUint32(&d.gen, 1)
+	_, _, _ = unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(&d.gen)), futexWakeOp|futexPrivateFlag, 1, 0, 0, 0)
+}
 
 // run waits until stop is closed.
 func (d *doorbell) run() {
@@ -78,16 +97,19 @@ func (d *doorbell) run() {
 			return
 		default:
 		}
+		gen := atomic.LoadUint32(&d.gen)
 		words := *d.words.Load()
-		if len(words) == 0 {
-			d.sleep(bellRecheck)
-			continue
-		}
-		n := min(len(words), futexWaitvMax)
-		for i, w := range words[:n] {
-			ws[i] = futexWaitv{val: uint64(w.val), uaddr: uint64(w.addr), flags: futex2Size32}
+		// Slot 0: the private generation word, so a publish interrupts the wait.
+		ws[0] = futexWaitv{val: uint64(gen), uaddr: uint64(uintptr(unsafe.Pointer(&d.gen))),
+			flags: futex2Size32 | futex2Private}
+		n := 1 + min(len(words), futexWaitvMax-1)
+		for i, w := range words[:n-1] {
+			ws[1+i] = futexWaitv{val: uint64(w.val), uaddr: uint64(w.addr), flags: futex2Size32}
 		}
 		err := waitv(ws[:n], bellRecheck)
+		if atomic.LoadUint32(&d.gen) != gen {
+			continue // new words: wait on them
+		}
 		switch {
 		case err == nil, errors.Is(err, unix.EAGAIN):
 			// Woken, or a word already differs: a request is pending.
