@@ -116,7 +116,7 @@ write_summary() {
             fi
         done
         echo
-        echo "Raw results: env.txt, run.log, driver_check-*.json, cprog-*.txt, hooks-gpaself.txt, torch-*.json, overhead-real.json, throttle-real.json."
+        echo "Raw results: env.txt, run.log, driver_check-*.json, cprog-*.txt, hooks-gpaself.txt, torch-*.json, nvidia-smi-*.txt, vgpud.log, torch-vgpuctl.json, elastic-*.txt, container-*.txt, overhead-real.json, throttle-real.json."
     } >"$OUT/summary.md"
 }
 trap 'write_summary; cleanup' EXIT

@@ -31,7 +31,17 @@
 #      real kernel (test/cprog/throttle_real.c, a PTX busy loop, built here against the
 #      real libcuda), one tenant alone at 50% and two at 30/70, with and without CUDA
 #      graphs -> $OUT/throttle-real.json and .md. Goals are reported, not asserted.
-#   8. $OUT/summary.md naming the card, one line per check, and the seconds each step took.
+#   8. nvidia-smi inside a 2 GiB slice (LD_PRELOAD=libvgpu.so): memory.total must be the
+#      slice's; what it shows and how it binds NVML (LD_DEBUG=bindings, LD_DEBUG=libs)
+#      -> $OUT/nvidia-smi-*.txt.
+#   9. the daemon path: a real bin/vgpud (the real NVML, a temporary state dir and
+#      socket); torch_check.py under `vgpuctl run --memory 2GiB`; elastic memory:
+#      3 GiB with torch.empty under `--memory 2GiB --memory-max 4GiB --qos burstable`
+#      is granted, and without --memory-max raises torch.OutOfMemoryError.
+#  10. a container through vgpu-runtime with the node's NVIDIA CDI spec (nvidia-ctk cdi
+#      generate), running driver_check capped at its slice, where containerd, ctr and
+#      runc and nvidia-ctk are present; otherwise skipped, saying what is missing.
+#  11. $OUT/summary.md naming the card, one line per check, and the seconds each step took.
 # The steps are test/gpu/steps/NN-*.sh, sourced in order (lib.sh holds the helpers).
 # Exit status: 0 when every check passed, 1 otherwise. Whatever was gathered is
 # always written to $OUT.
@@ -45,6 +55,10 @@
 #   GPU_RUN_FORCE_BUILD=0   do not rebuild build/ from scratch (make without -B)
 #   GPU_RUN_STEPS="10 20 50"   run only the steps whose file names start so (a quick look;
 #       steps after 30 need 10-30)
+#   GPU_RUN_SMI_STANDIN=1   nvidia-smi is a stand-in that does not use NVML (the rehearsal):
+#       the nvidia-smi step records what it shows but cannot judge it
+#   GPU_RUN_CDI_GENERATE="CMD ARGS"   writes the node's GPU CDI spec into the directory
+#       appended as the last argument (default: nvidia-ctk cdi generate --output DIR/nvidia.yaml)
 # test/gpu/rehearsal/run_test.go runs this script on the simulated node (a stand-in nvidia-smi,
 # LD_LIBRARY_PATH=build/simgpu) so that it keeps working between GPU runs.
 

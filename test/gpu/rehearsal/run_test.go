@@ -3,7 +3,11 @@
 // build/simgpu with stand-ins for nvidia-smi (this test binary) and for the few torch
 // calls torch_check.py makes (faketorch/, ctypes over the driver API), and every one
 // of its checks must pass there. What only a GPU can show (PyTorch's own allocators,
-// real timings) is left to the real run.
+// real timings) is left to the real run. One check cannot be judged here and must
+// say why it was skipped: nvidia-smi inside a slice (the stand-in reads the
+// simulated node, not NVML). The container check runs through containerd and vgpu-runtime
+// with the simulated node's CDI spec (vgpu-sim cdi-spec) where this machine can (root,
+// containerd, ctr, runc and the shim), and is skipped otherwise.
 package rehearsal
 
 import (
@@ -181,7 +185,7 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 		switch {
 		case k == "PATH", k == "LD_PRELOAD", k == "LD_LIBRARY_PATH", k == "OUT", k == "BENCH_ARGS", k == "THROTTLE_ARGS",
 			k == "PYTHONPATH", k == "PYTORCH_CUDA_ALLOC_CONF",
-			strings.HasPrefix(k, "VGPU_"), strings.HasPrefix(k, "MAKE"), k == "MFLAGS":
+			strings.HasPrefix(k, "VGPU_"), strings.HasPrefix(k, "GPU_RUN_"), strings.HasPrefix(k, "MAKE"), k == "MFLAGS":
 			continue // a make jobserver of `make test` must not leak into run.sh's make
 		}
 		env = append(env, kv)
@@ -200,6 +204,11 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 		"PYTHONPATH="+filepath.Join(root, "test", "gpu", "rehearsal", "faketorch"),
 		// Other packages' tests run build/ programs meanwhile: never rebuild under them.
 		"GPU_RUN_FORCE_BUILD=0",
+		// The stand-in nvidia-smi does not go through NVML: recorded, not judged.
+		"GPU_RUN_SMI_STANDIN=1",
+		// The node's GPU CDI spec, as nvidia-ctk cdi generate writes a real node's.
+		"GPU_RUN_CDI_GENERATE="+filepath.Join(root, "bin", "vgpu-sim")+" cdi-spec --state "+state+
+			" --lib-dir "+sim+" --cdi-dir",
 	)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -223,12 +232,33 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 	for _, label := range []string{"default", "expandable_segments", "backend"} {
 		require.Equal(t, "PASS", rows["torch-"+label], "torch check %s\n%s", label, failMsg)
 	}
-	for name, status := range rows {
-		require.Equal(t, "PASS", status, "check %s\n%s", name, failMsg)
+	// The daemon path: a real vgpud on the (simulated) NVML, torch under vgpuctl run,
+	// elastic memory granted with --memory-max and refused without.
+	for _, name := range []string{"vgpud", "vgpud-torch", "elastic-grant", "elastic-no-max"} {
+		require.Equal(t, "PASS", rows[name], "check %s\n%s", name, failMsg)
+	}
+	// Skipped here, each for its reason (in the summary's detail).
+	skips := map[string]string{
+		"nvidia-smi-slice": "stand-in",
+	}
+	if containersHere() {
+		require.Equal(t, "PASS", rows["container"], "container check (this machine has what it needs)\n%s", failMsg)
+	} else {
+		skips["container"] = "no container runtime"
 	}
 	sum, err := os.ReadFile(summary)
 	require.NoError(t, err)
+	for name, why := range skips {
+		require.Equal(t, "SKIP", rows[name], "check %s\n%s", name, failMsg)
+		require.Regexp(t, `\| `+name+` \| SKIP \| [^\n]*`+why, string(sum), "check %s says why it was skipped", name)
+	}
+	for name, status := range rows {
+		if _, skipped := skips[name]; !skipped {
+			require.Equal(t, "PASS", status, "check %s\n%s", name, failMsg)
+		}
+	}
 	require.Contains(t, string(sum), "simulated", "the summary names the card")
+	require.Contains(t, string(sum), "| 60-vgpud |", "the summary gives each step's time")
 	require.Contains(t, string(sum), "256 MiB", "the context footprint is the sim's")
 	require.Contains(t, string(sum), "## vgpu overhead benchmark", "the overhead table is included")
 	require.Contains(t, string(sum), "## vgpu throttle benchmark: real GPU", "the throttle table is included")
@@ -236,9 +266,24 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 	require.Contains(t, string(sum), "achieved from nvml",
 		"NVML names the tenants' pids on the simulated node, so the controller steps on NVML as vgpud does")
 	for _, f := range []string{"env.txt", "overhead-real.json", "overhead-real.md", "driver_check-linked.json",
-		"hooks-gpaself.txt", "throttle-real.json", "throttle-real.md"} {
+		"hooks-gpaself.txt", "throttle-real.json", "throttle-real.md", "nvidia-smi-query.txt", "nvidia-smi-bindings.txt",
+		"nvidia-smi-libs.txt", "nvidia-smi-elf.txt", "vgpud.log", "torch-vgpuctl.json", "elastic-grant.txt", "elastic-no-max.txt"} {
 		require.FileExists(t, filepath.Join(out, f))
 	}
 
 	require.NoError(t, runErr, "every check passed, so the script must exit 0\n%s", failMsg)
+}
+
+// containersHere reports whether run.sh's container step can run on this machine:
+// root, and containerd, ctr, runc and the runc v2 shim (`make deps`).
+func containersHere() bool {
+	if os.Geteuid() != 0 {
+		return false
+	}
+	for _, b := range []string{"containerd", "ctr", "runc", "containerd-shim-runc-v2"} {
+		if _, err := exec.LookPath(b); err != nil {
+			return false
+		}
+	}
+	return true
 }
