@@ -39,6 +39,9 @@ type elasticBroker struct {
 	last   map[string]elasticMark
 	counts elasticCounts
 	events eventRing
+	// persisting: records being written in the background (persistElastic);
+	// the loop waits for them when it stops.
+	persisting sync.WaitGroup
 }
 
 // eventRingSize is how many elastic decisions GET /v1/events keeps.
@@ -129,7 +132,7 @@ func (l *enforcerLoop) stepElastic(now time.Time, rep *enforcer.TickReport) {
 		return
 	}
 	plan := planElastic(in)
-	l.recordAll(in.slices)
+	l.applyAll(in.slices)
 	l.answerElastic(now, plan)
 	b.updateAllowances(in, plan)
 	b.logEvents(plan.events)
@@ -251,66 +254,80 @@ func (l *enforcerLoop) elasticSlice(now time.Time, e *sliceEntry, snap *enforcer
 	return s
 }
 
-// recordAll records every slice the plan changed, all at once: each record
-// is fsynced, and the filesystem commits concurrent fsyncs together (one
-// journal commit for many), where one after the other each would wait for
-// its own — on a loaded disk the difference between a few ms and tens of ms
-// for eight grants.
-func (l *enforcerLoop) recordAll(ss []*elasticSlice) {
-	var wg sync.WaitGroup
+// applyAll writes every slice the plan changed into its budget and its
+// in-memory record, then starts recording them (persistAll).
+func (l *enforcerLoop) applyAll(ss []*elasticSlice) {
 	for _, s := range ss {
 		if s.changed {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				l.recordElastic(s)
-			}()
+			if e := l.applyElastic(s); e != nil {
+				l.persistElastic(e)
+			}
 		}
 	}
-	wg.Wait()
 }
 
-// recordElastic records a slice whose grants the plan changed and writes
-// its new limits into its budget (record first: after a crash the budget is
-// set from the record, never the other way).
-func (l *enforcerLoop) recordElastic(s *elasticSlice) {
+// applyElastic writes a slice's new grants into its budget and its entry's
+// record, and returns the entry (nil: released meanwhile). The budget comes
+// first and the durable record after (persistElastic), without holding the
+// answer back for an fsync: the budget is a file only vgpud writes, which a
+// crash of vgpud does not lose, and the store's Load makes the record follow
+// a budget that got ahead of it (store.syncMemory). (A crash of the whole
+// machine loses the page cache, and with it every process the grant was for.)
+func (l *enforcerLoop) applyElastic(s *elasticSlice) *sliceEntry {
 	srv := l.srv
 	srv.mu.Lock()
 	e := srv.slices[s.id]
 	srv.mu.Unlock()
 	if e == nil {
-		return
+		return nil
 	}
-	e.recMu.Lock()
+	e.recMu.Lock() // an update's record write finishes first, and sees these grants after
 	defer e.recMu.Unlock()
-	srv.mu.Lock()
-	next := e.rec
-	srv.mu.Unlock()
-	// The plan's grants onto the record as it is now (an update may have
-	// changed a compute share since the tick began).
-	devs := slices.Clone(next.Slice.Devices)
-	for i := range min(len(devs), len(s.devs)) {
-		devs[i].GrantedBytes, devs[i].Loans = s.devs[i].GrantedBytes, s.devs[i].Loans
-	}
-	next.Slice.Devices = devs
-	if err := srv.store.Update(next); err != nil {
-		l.srv.log.Error("elastic: recording a slice's grants", zap.String("slice", s.id), zap.Error(err))
-		s.changed = false
-		return
-	}
 	l.budgetMu.Lock()
 	defer l.budgetMu.Unlock()
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
 	if srv.slices[s.id] != e || e.releasing || e.region == nil {
-		return
+		return nil
 	}
-	e.rec.Slice.Devices = devs
+	// The plan's grants onto the record as it is now (an update may have
+	// changed a compute share since the tick began); a fresh slice, as
+	// lists handed out share the old one.
+	devs := slices.Clone(e.rec.Slice.Devices)
+	for i := range min(len(devs), len(s.devs)) {
+		devs[i].GrantedBytes, devs[i].Loans = s.devs[i].GrantedBytes, s.devs[i].Loans
+	}
 	for i, d := range devs {
 		if err := e.region.Budget.SetMemoryLimit(i, d.LimitBytes()); err != nil {
 			l.srv.log.Error("elastic: writing a budget", zap.String("slice", s.id), zap.Error(err))
+			s.changed = false
+			return nil
 		}
 	}
+	e.rec.Slice.Devices = devs
+	return e
+}
+
+// persistElastic records e as it is now, durably, in the background: the
+// latest state whenever it runs (so records written out of order still end
+// at the newest), one at a time per slice (recMu).
+func (l *enforcerLoop) persistElastic(e *sliceEntry) {
+	l.elastic.persisting.Add(1)
+	go func() {
+		defer l.elastic.persisting.Done()
+		e.recMu.Lock()
+		defer e.recMu.Unlock()
+		l.srv.mu.Lock()
+		rec, gone := e.rec, e.releasing
+		l.srv.mu.Unlock()
+		if gone {
+			return
+		}
+		if err := l.srv.store.Update(rec); err != nil {
+			l.srv.log.Error("elastic: recording a slice's grants (its budget has them: a restart records them)",
+				zap.String("slice", rec.Slice.ID), zap.Error(err))
+		}
+	}()
 }
 
 // answerElastic marks the plan's requests answered: the budget's limit is

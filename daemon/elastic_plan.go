@@ -24,6 +24,8 @@ import (
 //   - burstable and best-effort slices may also borrow what an idle or empty
 //     guaranteed slice does not use of its base (its lendable memory); a
 //     guaranteed slice never borrows, and an active one never lends;
+//   - an empty slice (no process holds its devices) gives back what it was
+//     granted and does not use;
 //   - a loan is called back the tick its lender wakes (a process of it opens
 //     its device, runs work or allocates) or is released, and pool
 //     grants are shrunk (best-effort first, then burstable, then guaranteed;
@@ -113,6 +115,7 @@ func planElastic(in *elasticInput) *elasticPlan {
 		byID[s.id] = s
 	}
 	p.callBack(in, byID)
+	p.returnEmpty(in)
 	p.shrinkPools(in)
 	for _, s := range in.slices {
 		for i, r := range s.reqs {
@@ -149,6 +152,29 @@ func (p *elasticPlan) callBack(in *elasticInput, byID map[string]*elasticSlice) 
 				d.Loans = kept
 				s.changed = true
 			}
+		}
+	}
+}
+
+// returnEmpty takes back what an empty slice was granted and does not use:
+// no process holds its devices, so the memory goes back to the pool and to
+// its lenders (the last lenders repaid first); it asks again when it needs it.
+func (p *elasticPlan) returnEmpty(in *elasticInput) {
+	for _, s := range in.slices {
+		if s.state != api.ActivityEmpty {
+			continue
+		}
+		for i := range s.devs {
+			d := &s.devs[i]
+			keep := sub(s.used[i], d.MemoryBytes)
+			if d.GrantedBytes <= keep {
+				continue
+			}
+			back := d.GrantedBytes - keep
+			p.shrink(s, i, back)
+			d.Loans = api.TrimLoans(d.Loans, d.GrantedBytes)
+			p.events = append(p.events, elasticEvent{kind: evShrink, slice: s.id, device: d.UUID, bytes: back,
+				why: "the slice is empty: what it was granted and does not use goes back"})
 		}
 	}
 }

@@ -161,3 +161,17 @@ func TestPlanShrinksAnOverdrawnPool(t *testing.T) {
 	require.Equal(t, 2*gib, be.devs[0].GrantedBytes)
 	require.Equal(t, 4*gib, bu.devs[0].GrantedBytes)
 }
+
+// An empty slice gives back what it was granted and does not use, its
+// lenders repaid last-first; what it still holds above its base is kept.
+func TestPlanEmptySliceGivesBack(t *testing.T) {
+	lender := planSlice("lender", api.QoSGuaranteed, api.ActivityIdle, 8*gib, 0, 0)
+	e := planSlice("e", api.QoSBurstable, api.ActivityEmpty, 2*gib, 12*gib, 3*gib)
+	e.devs[0].GrantedBytes = 6 * gib
+	e.devs[0].Loans = []api.Loan{{From: "lender", Bytes: 4 * gib}}
+	p := planElastic(planNode(16*gib, 3*gib, lender, e))
+	require.Equal(t, []string{evShrink}, eventKinds(p))
+	require.Equal(t, gib, e.devs[0].GrantedBytes, "keeps the 1 GiB it holds above its base")
+	require.Equal(t, []api.Loan{{From: "lender", Bytes: gib}}, e.devs[0].Loans)
+	require.True(t, e.changed)
+}

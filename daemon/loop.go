@@ -109,6 +109,7 @@ func (l *enforcerLoop) run() {
 	defer close(l.done)
 	t := time.NewTicker(time.Duration(l.srv.cfg.EnforcerInterval))
 	defer t.Stop()
+	defer l.elastic.persisting.Wait() // grants' records written before vgpud stops
 	go l.bell.run()
 	defer l.bell.close()
 	l.tick() // right away: a restart returns dead processes' charges at once

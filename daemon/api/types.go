@@ -189,6 +189,22 @@ func (d SliceDevice) BorrowedBytes() uint64 {
 	return n
 }
 
+// TrimLoans keeps loans, in order, up to granted bytes in all: what is left
+// of a grant's loans once the grant is lowered to granted (the last lenders
+// are repaid first).
+func TrimLoans(loans []Loan, granted uint64) []Loan {
+	var out []Loan
+	for _, l := range loans {
+		if granted == 0 {
+			break
+		}
+		l.Bytes = min(l.Bytes, granted)
+		granted -= l.Bytes
+		out = append(out, l)
+	}
+	return out
+}
+
 // Elastic reports whether the slice may grow on the device.
 func (d SliceDevice) Elastic() bool { return d.MemoryMaxBytes > d.MemoryBytes }
 

@@ -356,7 +356,11 @@ func (s *Store) load(id string) (*Loaded, error) {
 			return nil, err
 		}
 	}
-	if err := syncMemory(sl.Budget, spec, s.log); err != nil {
+	followed, err := syncMemory(sl.Budget, &rec, spec, s.log)
+	if err == nil && followed {
+		err = writeRecord(dir, rec)
+	}
+	if err != nil {
 		sl.Close()
 		return nil, err
 	}

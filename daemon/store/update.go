@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/shm"
 )
 
@@ -67,29 +68,47 @@ func SetCompute(b *shm.BudgetRegion, spec shm.SliceSpec) error {
 	return nil
 }
 
-// syncMemory sets the budget's memory limits and elastic ceilings from the
-// record where they differ: an elastic grant or shrink is recorded before its
-// budget is written, so a crash in between leaves the budget behind.
-func syncMemory(b *shm.BudgetRegion, spec shm.SliceSpec, log *zap.Logger) error {
+// syncMemory brings a re-adopted slice's memory limits and their record
+// together. vgpud writes an elastic change (a grant, a shrink) into the
+// budget first — the budget is a file only vgpud writes, which a crash of
+// vgpud does not lose — and records it right after; a crash in between leaves
+// the budget ahead of the record. So where a device's limit differs from the
+// record's and lies within the slice's base and ceiling, the budget is the
+// truth and the record follows it (the grant becomes limit − base; loans
+// beyond it are dropped, the first lenders kept): changed is true and the
+// caller rewrites the record. A limit outside that range (no ceiling, or a
+// value vgpud cannot have written) is set from the record. Ceilings are always
+// set from the record.
+func syncMemory(b *shm.BudgetRegion, rec *Record, spec shm.SliceSpec, log *zap.Logger) (changed bool, err error) {
 	for d, db := range spec.Devices {
-		if d >= b.DeviceCount() {
+		if d >= b.DeviceCount() || d >= len(rec.Slice.Devices) {
 			break
 		}
-		if b.MemoryLimit(d) != db.MemoryLimit {
-			log.Warn("budget's memory limit differs from its record (an elastic change interrupted): set from the record",
-				zap.String("slice", spec.ID), zap.Int("device", d), zap.Uint64("budget", b.MemoryLimit(d)),
-				zap.Uint64("record", db.MemoryLimit))
-			if err := b.SetMemoryLimit(d, db.MemoryLimit); err != nil {
-				return fmt.Errorf("sync memory: device %d: %w", d, err)
+		if lim := b.MemoryLimit(d); lim != db.MemoryLimit {
+			sd := &rec.Slice.Devices[d]
+			if sd.Elastic() && lim >= sd.MemoryBytes && lim <= sd.MemoryMaxBytes {
+				log.Info("budget's memory limit differs from its record (an elastic change not yet recorded): the record follows",
+					zap.String("slice", spec.ID), zap.Int("device", d), zap.Uint64("budget", lim),
+					zap.Uint64("record", db.MemoryLimit))
+				sd.GrantedBytes = lim - sd.MemoryBytes
+				sd.Loans = api.TrimLoans(sd.Loans, sd.GrantedBytes)
+				changed = true
+			} else {
+				log.Warn("budget's memory limit differs from its record: set from the record",
+					zap.String("slice", spec.ID), zap.Int("device", d), zap.Uint64("budget", lim),
+					zap.Uint64("record", db.MemoryLimit))
+				if err := b.SetMemoryLimit(d, db.MemoryLimit); err != nil {
+					return false, fmt.Errorf("sync memory: device %d: %w", d, err)
+				}
 			}
 		}
 		if b.MemoryMax(d) != db.MemoryMax {
 			if err := b.SetMemoryMax(d, db.MemoryMax); err != nil {
-				return fmt.Errorf("sync memory: device %d: %w", d, err)
+				return false, fmt.Errorf("sync memory: device %d: %w", d, err)
 			}
 		}
 	}
-	return nil
+	return changed, nil
 }
 
 // computeDiffers reports whether b's compute share, floor or policy is not

@@ -82,3 +82,39 @@ func TestLoadSetsComputeFromUpdatedRecord(t *testing.T) {
 	rate, burst := ls[1].Slice.Budget.TokenBucket(0)
 	require.Equal(t, []uint64{12345, 678}, []uint64{rate, burst}, "an agreeing budget is re-adopted untouched")
 }
+
+// An elastic change is written into the budget before its record: after a
+// crash in between, Load makes the record follow a budget that is within the
+// slice's base and ceiling (the grant is limit − base, loans trimmed to it)
+// and sets from the record a limit that is not (a slice that cannot grow, or
+// a value vgpud cannot have written).
+func TestLoadRecordFollowsElasticBudget(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir)
+	el := record("el", api.QoSBurstable, 1)
+	el.Slice.Devices[0].MemoryMaxBytes = 8 * gib
+	el.Slice.Devices[0].GrantedBytes = 3 * gib
+	el.Slice.Devices[0].Loans = []api.Loan{{From: "x", Bytes: 2 * gib}, {From: "y", Bytes: gib}}
+	create(t, s, el)
+	create(t, s, record("plain", api.QoSGuaranteed, 1))
+	setLimit := func(id string, v uint64) {
+		b, err := shm.OpenBudget(filepath.Join(s.Dir(id), shm.BudgetFile), true)
+		require.NoError(t, err)
+		require.NoError(t, b.SetMemoryLimit(0, v))
+		require.NoError(t, b.Close())
+	}
+	setLimit("el", 3*gib+512*mib) // shrunk by 1.5 GiB, then "crash"
+	setLimit("plain", 5*gib)      // cannot grow: not vgpud's
+
+	s2, _ := open(t, dir)
+	ls := load(t, s2)
+	require.Equal(t, []string{"el", "plain"}, ids(ls))
+	d := ls[0].Record.Slice.Devices[0]
+	require.Equal(t, uint64(gib+512*mib), d.GrantedBytes, "the record follows the budget")
+	require.Equal(t, []api.Loan{{From: "x", Bytes: gib + 512*mib}}, d.Loans)
+	require.Equal(t, uint64(3*gib+512*mib), ls[0].Slice.Budget.MemoryLimit(0))
+	onDisk, err := parseRecord(readFile(t, filepath.Join(s.Dir("el"), RecordFile)), "el")
+	require.NoError(t, err)
+	require.Equal(t, d, onDisk.Slice.Devices[0], "and is rewritten")
+	require.Equal(t, uint64(2*gib), ls[1].Slice.Budget.MemoryLimit(0), "set from the record")
+}
