@@ -41,7 +41,9 @@
 #  10. a container through vgpu-runtime with the node's NVIDIA CDI spec (nvidia-ctk cdi
 #      generate), running driver_check capped at its slice, where containerd, ctr and
 #      runc and nvidia-ctk are present; otherwise skipped, saying what is missing.
-#  11. $OUT/summary.md naming the card, one line per check, and the seconds each step took.
+#  11. the vgpud-mode throttle benchmark on the real GPU: not covered yet (reported as
+#      skipped with the reason; vgpu-bench's vgpud mode runs only on simulated nodes).
+#  12. $OUT/summary.md naming the card, one line per check, and the seconds each step took.
 # The steps are test/gpu/steps/NN-*.sh, sourced in order (lib.sh holds the helpers).
 # Exit status: 0 when every check passed, 1 otherwise. Whatever was gathered is
 # always written to $OUT.
