@@ -123,18 +123,22 @@ func newElasticBroker(log *zap.Logger) *elasticBroker {
 		last: map[string]elasticMark{}}
 }
 
-// step runs after the activity step of a tick.
-func (l *enforcerLoop) stepElastic(now time.Time, rep *enforcer.TickReport) {
+// stepElastic runs after the activity step of a tick (full), or alone when
+// the doorbell rings between ticks (not full: rep is the last tick's, and
+// only requests are answered — see planElastic).
+func (l *enforcerLoop) stepElastic(now time.Time, rep *enforcer.TickReport, full bool) {
 	b := l.elastic
 	defer l.publishBells()
-	in := l.elasticInput(now, rep)
+	in := l.elasticInput(now, rep, full)
 	if in == nil {
 		return
 	}
-	plan := planElastic(in)
+	plan := planElastic(in, !full)
 	l.applyAll(in.slices)
 	l.answerElastic(now, plan)
-	b.updateAllowances(in, plan)
+	if full {
+		b.updateAllowances(in, plan)
+	}
 	b.logEvents(plan.events)
 }
 
@@ -159,7 +163,7 @@ func (l *enforcerLoop) publishBells() {
 
 // elasticInput pictures the node for a plan, or returns nil when there is
 // nothing to decide: no request pending and no grant outstanding.
-func (l *enforcerLoop) elasticInput(now time.Time, rep *enforcer.TickReport) *elasticInput {
+func (l *enforcerLoop) elasticInput(now time.Time, rep *enforcer.TickReport, full bool) *elasticInput {
 	if !slices.ContainsFunc(l.view, elasticEntry) {
 		// No slice may grow: nothing to picture (the common case costs a scan
 		// of the records, no allocation).
@@ -188,11 +192,17 @@ func (l *enforcerLoop) elasticInput(now time.Time, rep *enforcer.TickReport) *el
 		}
 		in.slices = append(in.slices, s)
 	}
-	// Marked every tick, so a lender's wake between two plans is seen.
-	l.elastic.markWakes(in.slices)
-	if !pending && !outstanding {
-		clear(l.elastic.allowance)
-		return nil
+	if !full {
+		if !pending {
+			return nil
+		}
+	} else {
+		// Marked every tick, so a lender's wake between two plans is seen.
+		l.elastic.markWakes(in.slices)
+		if !pending && !outstanding {
+			clear(l.elastic.allowance)
+			return nil
+		}
 	}
 	for _, d := range l.srv.alloc.Devices() {
 		dev := &elasticDevice{total: d.MemoryBytes, guaranteed: d.GuaranteedBytes}

@@ -108,15 +108,20 @@ type elasticPlan struct {
 }
 
 // planElastic decides. It edits in.slices' devs copies (marking changed).
-func planElastic(in *elasticInput) *elasticPlan {
+// With answersOnly it only answers requests: the picture's use and activity
+// of the slices are a tick old (the doorbell's fast path), good enough to
+// grant within what the driver says is free now, not to take anything back.
+func planElastic(in *elasticInput, answersOnly bool) *elasticPlan {
 	p := &elasticPlan{evict: map[string][]bool{}}
 	byID := make(map[string]*elasticSlice, len(in.slices))
 	for _, s := range in.slices {
 		byID[s.id] = s
 	}
-	p.callBack(in, byID)
-	p.returnEmpty(in)
-	p.shrinkPools(in)
+	if !answersOnly {
+		p.callBack(in, byID)
+		p.returnEmpty(in)
+		p.shrinkPools(in)
+	}
 	for _, s := range in.slices {
 		for i, r := range s.reqs {
 			if r != nil {
@@ -124,7 +129,9 @@ func planElastic(in *elasticInput) *elasticPlan {
 			}
 		}
 	}
-	p.evictShort(in)
+	if !answersOnly {
+		p.evictShort(in)
+	}
 	return p
 }
 

@@ -48,7 +48,7 @@ func TestPlanGrantsFromThePool(t *testing.T) {
 	g := planSlice("g", api.QoSGuaranteed, api.ActivityActive, 8*gib, 0, 4*gib)
 	b := planSlice("b", api.QoSBurstable, api.ActivityActive, 2*gib, 6*gib, 2*gib)
 	ask(b, 3*gib+1, 7)
-	p := planElastic(planNode(16*gib, 6*gib, g, b))
+	p := planElastic(planNode(16*gib, 6*gib, g, b), false)
 	require.Equal(t, []string{evGrant}, eventKinds(p))
 	require.Equal(t, gib+grantStep, b.devs[0].GrantedBytes, "1 GiB + 1 byte asked, rounded up to the step")
 	require.Empty(t, b.devs[0].Loans)
@@ -57,14 +57,14 @@ func TestPlanGrantsFromThePool(t *testing.T) {
 
 	b2 := planSlice("b", api.QoSBurstable, api.ActivityActive, 2*gib, 6*gib, 2*gib)
 	ask(b2, 7*gib, 8)
-	p = planElastic(planNode(16*gib, 6*gib, g, b2))
+	p = planElastic(planNode(16*gib, 6*gib, g, b2), false)
 	require.Equal(t, []string{evRefuse}, eventKinds(p), "above the ceiling")
 	require.Zero(t, b2.devs[0].GrantedBytes)
 	require.Len(t, p.answers, 1, "a refusal is an answer too")
 
 	b3 := planSlice("b", api.QoSBurstable, api.ActivityActive, 2*gib, 6*gib, 2*gib)
 	ask(b3, 5*gib, 9)
-	p = planElastic(planNode(16*gib, 14*gib, g, b3))
+	p = planElastic(planNode(16*gib, 14*gib, g, b3), false)
 	require.Equal(t, []string{evRefuse}, eventKinds(p), "the driver says the device is nearly full")
 	require.Zero(t, b3.devs[0].GrantedBytes)
 }
@@ -76,7 +76,7 @@ func TestPlanConcurrentRequestersStayWithinTheDevice(t *testing.T) {
 	b := planSlice("b", api.QoSBurstable, api.ActivityActive, 2*gib, 12*gib, 2*gib)
 	ask(a, 10*gib, 1)
 	ask(b, 10*gib, 1)
-	p := planElastic(planNode(16*gib, 4*gib, a, b))
+	p := planElastic(planNode(16*gib, 4*gib, a, b), false)
 	require.Equal(t, []string{evGrant, evRefuse}, eventKinds(p))
 	require.Equal(t, 8*gib, a.devs[0].GrantedBytes)
 	require.Zero(t, b.devs[0].GrantedBytes, "4 GiB left: b's 8 GiB does not fit")
@@ -88,7 +88,7 @@ func TestPlanBorrowsFromIdleGuaranteed(t *testing.T) {
 	lender := planSlice("lender", api.QoSGuaranteed, api.ActivityIdle, 12*gib, 0, gib)
 	b := planSlice("b", api.QoSBurstable, api.ActivityActive, 2*gib, 12*gib, 2*gib)
 	ask(b, 10*gib, 3)
-	p := planElastic(planNode(16*gib, 3*gib, lender, b))
+	p := planElastic(planNode(16*gib, 3*gib, lender, b), false)
 	require.Equal(t, []string{evGrant}, eventKinds(p))
 	require.Equal(t, 8*gib, b.devs[0].GrantedBytes)
 	require.Equal(t, []api.Loan{{From: "lender", Bytes: 4 * gib}}, b.devs[0].Loans, "4 GiB unreserved, 4 GiB lent")
@@ -96,13 +96,13 @@ func TestPlanBorrowsFromIdleGuaranteed(t *testing.T) {
 	gb := planSlice("gb", api.QoSGuaranteed, api.ActivityActive, 2*gib, 12*gib, 2*gib)
 	lender2 := planSlice("lender", api.QoSGuaranteed, api.ActivityIdle, 12*gib, 0, gib)
 	ask(gb, 10*gib, 1)
-	p = planElastic(planNode(16*gib, 3*gib, lender2, gb))
+	p = planElastic(planNode(16*gib, 3*gib, lender2, gb), false)
 	require.Equal(t, []string{evRefuse}, eventKinds(p), "a guaranteed slice grows only into unreserved memory (2 GiB)")
 
 	active := planSlice("lender", api.QoSGuaranteed, api.ActivityActive, 12*gib, 0, gib)
 	b2 := planSlice("b", api.QoSBurstable, api.ActivityActive, 2*gib, 12*gib, 2*gib)
 	ask(b2, 10*gib, 1)
-	p = planElastic(planNode(16*gib, 3*gib, active, b2))
+	p = planElastic(planNode(16*gib, 3*gib, active, b2), false)
 	require.Equal(t, []string{evRefuse}, eventKinds(p), "an active slice lends nothing")
 }
 
@@ -120,7 +120,7 @@ func TestPlanCallBackAndEvict(t *testing.T) {
 	}
 	lender := planSlice("lender", api.QoSGuaranteed, api.ActivityActive, 8*gib, 0, gib)
 	b := borrower("b", api.QoSBurstable, 5*gib)
-	p := planElastic(planNode(16*gib, 6*gib, lender, b))
+	p := planElastic(planNode(16*gib, 6*gib, lender, b), false)
 	require.Equal(t, []string{evCallback}, eventKinds(p), "10 GiB free: the lender's 7 GiB owed fit")
 	require.Zero(t, b.devs[0].GrantedBytes)
 	require.Empty(t, b.devs[0].Loans)
@@ -130,17 +130,17 @@ func TestPlanCallBackAndEvict(t *testing.T) {
 	// An idle lender keeps lending; one that woke (opened, allocated) does not.
 	idle := planSlice("lender", api.QoSGuaranteed, api.ActivityIdle, 8*gib, 0, gib)
 	b = borrower("b", api.QoSBurstable, 5*gib)
-	p = planElastic(planNode(16*gib, 6*gib, idle, b))
+	p = planElastic(planNode(16*gib, 6*gib, idle, b), false)
 	require.Empty(t, p.events)
 	require.Equal(t, 4*gib, b.devs[0].GrantedBytes)
 	idle.woke = true
-	p = planElastic(planNode(16*gib, 6*gib, idle, b))
+	p = planElastic(planNode(16*gib, 6*gib, idle, b), false)
 	require.Equal(t, []string{evCallback}, eventKinds(p))
 
 	lender = planSlice("lender", api.QoSGuaranteed, api.ActivityActive, 8*gib, 0, gib)
 	be := borrower("be", api.QoSBestEffort, 4*gib)
 	bu := borrower("bu", api.QoSBurstable, 6*gib)
-	p = planElastic(planNode(16*gib, 11*gib, lender, be, bu))
+	p = planElastic(planNode(16*gib, 11*gib, lender, be, bu), false)
 	// Owed 7 GiB, 5 GiB free: 2 GiB short. The best-effort one goes first
 	// even though the burstable one is further over.
 	require.Equal(t, []string{evCallback, evCallback, evEvict}, eventKinds(p))
@@ -155,7 +155,7 @@ func TestPlanShrinksAnOverdrawnPool(t *testing.T) {
 	be.devs[0].GrantedBytes = 3 * gib
 	bu := planSlice("bu", api.QoSBurstable, api.ActivityActive, gib, 8*gib, gib)
 	bu.devs[0].GrantedBytes = 4 * gib
-	p := planElastic(planNode(16*gib, 2*gib, g, be, bu))
+	p := planElastic(planNode(16*gib, 2*gib, g, be, bu), false)
 	// 6 GiB unreserved, 7 GiB granted: 1 GiB back, from the best-effort slice.
 	require.Equal(t, []string{evShrink}, eventKinds(p))
 	require.Equal(t, 2*gib, be.devs[0].GrantedBytes)
@@ -169,7 +169,7 @@ func TestPlanEmptySliceGivesBack(t *testing.T) {
 	e := planSlice("e", api.QoSBurstable, api.ActivityEmpty, 2*gib, 12*gib, 3*gib)
 	e.devs[0].GrantedBytes = 6 * gib
 	e.devs[0].Loans = []api.Loan{{From: "lender", Bytes: 4 * gib}}
-	p := planElastic(planNode(16*gib, 3*gib, lender, e))
+	p := planElastic(planNode(16*gib, 3*gib, lender, e), false)
 	require.Equal(t, []string{evShrink}, eventKinds(p))
 	require.Equal(t, gib, e.devs[0].GrantedBytes, "keeps the 1 GiB it holds above its base")
 	require.Equal(t, []api.Loan{{From: "lender", Bytes: gib}}, e.devs[0].Loans)

@@ -46,8 +46,10 @@ type enforcerLoop struct {
 	closing  []*sliceEntry             // released, regions still mapped; guarded by Server.mu
 	budgetMu sync.Mutex                // budget writes and unmapping (see above)
 	wake     chan struct{}             // a tick now (a tracked process exited); buffered 1
-	stop     chan struct{}             // closed by Shutdown: run returns
-	done     chan struct{}             // closed by run when it has returned
+	// elasticWake: an elastic step now (the doorbell rang); buffered 1.
+	elasticWake chan struct{}
+	stop        chan struct{} // closed by Shutdown: run returns
+	done        chan struct{} // closed by run when it has returned
 
 	// Loop goroutine only.
 	attr    *ancestry                    // a process to the slice its ancestor owns
@@ -98,7 +100,8 @@ func newEnforcerLoop(s *Server, o options) (*enforcerLoop, error) {
 	l.compute.guard = newComputeGuard(s.log.Named("enforcer"), mode)
 	l.activity = newActivityTracker(s.log.Named("activity"))
 	l.elastic = newElasticBroker(s.log.Named("elastic"))
-	l.bell = newDoorbell(l.wakeUp)
+	l.elasticWake = make(chan struct{}, 1)
+	l.bell = newDoorbell(l.ringElastic)
 	return l, nil
 }
 
@@ -123,8 +126,45 @@ func (l *enforcerLoop) run() {
 			l.tick()
 		case <-l.wake:
 			l.tick()
+		case <-l.elasticWake:
+			l.elasticOnly()
 		}
 	}
+}
+
+// ringElastic asks for an elastic step now (the doorbell, any goroutine);
+// rings while one is pending merge into it.
+func (l *enforcerLoop) ringElastic() {
+	select {
+	case l.elasticWake <- struct{}{}:
+	default:
+	}
+}
+
+// elasticOnly answers elastic requests without a whole tick: from the last
+// tick's picture of the slices (their use at most one interval old; the
+// driver's figure of each device is read afresh), so a request waits for no
+// NVML process scan, controller or backstop. A slice the last tick did not
+// see (just created) needs a whole tick.
+func (l *enforcerLoop) elasticOnly() {
+	l.closeReleased()
+	l.refreshView()
+	st := l.latest.Load()
+	if st == nil {
+		l.tick()
+		return
+	}
+	seen := make(map[string]bool, len(st.report.Slices))
+	for i := range st.report.Slices {
+		seen[st.report.Slices[i].ID] = true
+	}
+	for _, e := range l.view {
+		if !seen[e.rec.Slice.ID] {
+			l.tick()
+			return
+		}
+	}
+	l.stepElastic(time.Now(), &st.report, false)
 }
 
 // wakeUp asks for a tick now (from any goroutine); wakes while one is
@@ -167,7 +207,7 @@ func (l *enforcerLoop) tick() {
 	l.compute.step(time.Now(), l.tracked, &rep)
 	l.budgetMu.Unlock()
 	l.releaseEmpty(l.activity.step(time.Now(), l.view, &rep, l.srv.computeByDevice(), l.srv.tracker.sliceHolders(l.cgroups)))
-	l.stepElastic(time.Now(), &rep)
+	l.stepElastic(time.Now(), &rep, true)
 	st := &tickState{at: time.Now().UTC(), report: rep}
 	if len(rep.Errors) > 0 {
 		msgs := make([]string, 0, len(rep.Errors))
