@@ -55,8 +55,8 @@ type ElasticOptions struct {
 	// EnforcerInterval is vgpud's --enforcer-interval ("" = vgpud's default).
 	EnforcerInterval string
 	// Settle: the least time from a round's last slice creation to the
-	// release (0: 3 enforcer intervals). vgpud adds a new slice's doorbell at
-	// its first tick, so a request earlier than that waits for the tick.
+	// release (0: 3 enforcer intervals): the steady case, apart from the
+	// settle-0 row's requests right after the slices are made.
 	Settle time.Duration
 	// FreshRow adds a row of GoalElasticGrantConcurrency tenants released as
 	// soon as they are ready (no settle): requests in their slices' first tick.

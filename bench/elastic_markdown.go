@@ -21,10 +21,9 @@ func (r *elasticRun) notes(rep *ElasticReport) []string {
 				g.Concurrency*(g.Rounds+1)))
 		}
 		if g.SettleMS == 0 {
-			out = append(out, fmt.Sprintf("the settle-0 row (%d at once released as soon as ready, requests in their "+
-				"slices' first tick): median %.2f ms, p99 %.2f ms — vgpud adds a new slice's doorbell only at the end of "+
-				"its next tick (publishBells in stepElastic), so a request before that is answered by the tick, up to "+
-				"one enforcer interval later", g.Concurrency, g.Latency.Median, g.Latency.P99))
+			out = append(out, fmt.Sprintf("the settle-0 row (%d at once released as soon as ready, right after their "+
+				"slices were made): median %.2f ms, p99 %.2f ms — a new slice wakes vgpud's loop, which adds its "+
+				"doorbell at once", g.Concurrency, g.Latency.Median, g.Latency.P99))
 			continue
 		}
 		if g.StateFS == rep.Config.StateFS {
@@ -48,9 +47,10 @@ func (r *elasticRun) notes(rep *ElasticReport) []string {
 		s := fmt.Sprintf("%d at once: median %.2f ms with vgpud's state on %s, %.2f ms on tmpfs (p99 %.2f vs %.2f ms)",
 			c, d.Latency.Median, d.StateFS, t.Latency.Median, d.Latency.P99, t.Latency.P99)
 		if write != nil {
-			s += fmt.Sprintf("; one durable record write (what store.Update does per granted slice, in turn, before "+
-				"any request of the plan is answered) costs %.2f ms median on %s: the records of %s in one plan take "+
-				"~%.1f ms alone", write.Write.Median, write.StateFS, grantsText(c), float64(c)*write.Write.Median)
+			s += fmt.Sprintf("; one durable record write (what store.Update does for each granted slice, in the "+
+				"background after the answer: the budget carries the grant) costs %.2f ms median on %s — %s written "+
+				"one after another would take ~%.1f ms", write.Write.Median, write.StateFS, grantsText(c),
+				float64(c)*write.Write.Median)
 		}
 		out = append(out, s)
 	}
@@ -94,8 +94,8 @@ func (r *ElasticReport) Markdown() string {
 		fmt.Fprintf(&b, "Burstable slices of %s base (its context takes %s of it), ceiling %s; each tenant allocates %s "+
 			"after its context; %d rounds per row (fresh slices and processes), one device sized for every grant.\n\n",
 			sizeText(c.BaseBytes), sizeText(c.ContextBytes), sizeText(c.MaxBytes), sizeText(c.AllocBytes), c.Rounds)
-		b.WriteString("*settle*: least time from the round's last slice creation to the release (vgpud adds a new " +
-			"slice's doorbell at its next tick; 0: released as soon as ready, answered by that tick). " +
+		b.WriteString("*settle*: least time from the round's last slice creation to the release (0: released as " +
+			"soon as ready, right after the slices were made). " +
 			"*last logged*: median over rounds, release → vgpud's last \"memory granted\" record of the round " +
 			"(logged after the plan answered all its requests; ms resolution). *plans*: rounds whose grants " +
 			"came in k plans, as k×rounds.\n\n")

@@ -232,8 +232,8 @@ func (r *elasticRun) grantRound(ctx context.Context, n *elasticNode, round, c in
 			return nil, time.Time{}, err
 		}
 	}
-	// vgpud adds a new slice's doorbell at its first tick after the slice was
-	// created: a request before it waits for the tick (see the settle column).
+	// The steady case: the slices made a while before their requests (the
+	// settle-0 row has them right after).
 	if wait := time.Until(created.Add(settle)); wait > 0 {
 		time.Sleep(wait)
 	}

@@ -114,7 +114,7 @@ func TestElasticNotes(t *testing.T) {
 	notes := r.notes(rep)
 	require.Len(t, notes, 1)
 	require.Contains(t, notes[0], "median 10.00 ms with vgpud's state on ext4, 4.00 ms on tmpfs")
-	require.Contains(t, notes[0], "the records of 8 grants in one plan take ~6.4 ms alone")
+	require.Contains(t, notes[0], "8 grants written one after another would take ~6.4 ms")
 }
 
 func TestPlansText(t *testing.T) {

@@ -24,8 +24,8 @@ slice against the simulated driver.
            slices and processes each, after one warm-up round; a fresh node and
            vgpud per N, its device sized for every grant. Refused allocations are
            counted. The release comes --settle after the round's last slice was
-           created (vgpud adds a new slice's doorbell at its next tick; --fresh-row
-           adds a row of 8 released at once, answered by the tick). With --tmpfs-compare (default) the rows are taken again with
+           created (--fresh-row adds a row of 8 released as soon as ready, right after
+           their slices were made). With --tmpfs-compare (default) the rows are taken again with
            vgpud's state dir on /dev/shm: the difference is what the durable record
            of each grant costs; the cost of one such record write (write, fsync,
            rename, fsync of the directory) on each filesystem is reported too.
@@ -68,7 +68,7 @@ func elasticBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.BoolVar(&opts.TmpfsCompare, "tmpfs-compare", opts.TmpfsCompare, "take the grant rows again with vgpud's state dir on /dev/shm")
 	fs.StringVar(&opts.EnforcerInterval, "enforcer-interval", "", "vgpud's --enforcer-interval (default: vgpud's)")
 	fs.DurationVar(&opts.Settle, "settle", 0, "least time from a round's last slice creation to the release\n"+
-		"(default: 3 enforcer intervals; vgpud adds a new slice's doorbell at its first tick)")
+		"(default: 3 enforcer intervals)")
 	fs.BoolVar(&opts.FreshRow, "fresh-row", opts.FreshRow, "add a row of 8 at once released as soon as ready (no settle:\n"+
 		"requests in their slices' first tick, answered by the tick)")
 	fs.StringVar(&opts.TempDir, "tmp", "", "`DIR` for the nodes and vgpud's state dirs (default: the system's temp\n"+
