@@ -203,14 +203,7 @@ func (r *DaemonReport) Markdown() string {
 		fmt.Fprintf(&b, "| DELETE /v1/slices/{id} (release) | %d | %.3f | %.3f | %.3f | — | — |\n\n",
 			a.Release.N, a.Release.Median, a.Release.P99, a.Release.Max)
 	}
-	if r.AllMet {
-		b.WriteString("**All goals met.**\n")
-	} else {
-		b.WriteString("**Some goals NOT met** (see the result column).\n")
-	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(&b, "\n> note: %s\n", n)
-	}
+	writeVerdict(&b, r.AllMet, r.Notes)
 	return b.String()
 }
 

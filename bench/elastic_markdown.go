@@ -147,14 +147,7 @@ func (r *ElasticReport) Markdown() string {
 		fmt.Fprintf(&b, "Borrowed per repetition: %s; borrower exit status: %s (137: SIGKILL).\n\n",
 			strings.Join(borrowed, ", "), strings.Join(stat, ", "))
 	}
-	if r.AllMet {
-		b.WriteString("**All goals met.**\n")
-	} else {
-		b.WriteString("**Some goals NOT met** (see the result column).\n")
-	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(&b, "\n> note: %s\n", n)
-	}
+	writeVerdict(&b, r.AllMet, r.Notes)
 	return b.String()
 }
 

@@ -289,14 +289,7 @@ func (r *OverheadReport) Markdown() string {
 		fmt.Fprintf(&b, "Init growth %d → %d processes: added median %s ms → %s ms, growth %s ms (goal ≤ %.1f ms): %s\n\n",
 			g.FromProcs, g.ToProcs, signed(g.FromAddedMS, 3), signed(g.ToAddedMS, 3), signed(g.GrowthMS, 3), g.GoalMS, yesNo(g.Met))
 	}
-	if r.AllMet {
-		b.WriteString("**All goals met.**\n")
-	} else {
-		b.WriteString("**Some goals NOT met** (see the result column).\n")
-	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(&b, "\n> note: %s\n", n)
-	}
+	writeVerdict(&b, r.AllMet, r.Notes)
 	return b.String()
 }
 
@@ -305,4 +298,17 @@ func orDash(s string) string {
 		return "—"
 	}
 	return s
+}
+
+// writeVerdict ends a benchmark's Markdown report: whether every goal was
+// met, then its notes.
+func writeVerdict(b *strings.Builder, allMet bool, notes []string) {
+	if allMet {
+		b.WriteString("**All goals met.**\n")
+	} else {
+		b.WriteString("**Some goals NOT met** (see the result column).\n")
+	}
+	for _, n := range notes {
+		fmt.Fprintf(b, "\n> note: %s\n", n)
+	}
 }

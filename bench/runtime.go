@@ -105,14 +105,7 @@ func (r *RuntimeReport) Markdown() string {
 	row("vgpu-runtime, vgpu.io/memory=1GiB", r.VGPU, fmt.Sprintf("%+.2f", r.AddedMS),
 		fmt.Sprintf("≤ %.0f", r.GoalMS), yesNo(r.Met))
 	b.WriteString("\n")
-	if r.AllMet {
-		b.WriteString("**All goals met.**\n")
-	} else {
-		b.WriteString("**Some goals NOT met** (see the result column).\n")
-	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(&b, "\n> note: %s\n", n)
-	}
+	writeVerdict(&b, r.AllMet, r.Notes)
 	return b.String()
 }
 

@@ -37,14 +37,7 @@ func (r *ThrottleVgpudReport) Markdown() string {
 		fmt.Fprintf(&b, "- **%s** (%.0f s, %d ns per wave): %s\n", cell.Name, cell.DurationS, cell.NsPerBlock, cell.About)
 	}
 	b.WriteString("\n")
-	if r.AllMet {
-		b.WriteString("**All goals met.**\n")
-	} else {
-		b.WriteString("**Some goals NOT met** (see the result column).\n")
-	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(&b, "\n> note: %s\n", n)
-	}
+	writeVerdict(&b, r.AllMet, r.Notes)
 	return b.String()
 }
 

@@ -74,14 +74,7 @@ func (r *TrackerReport) Markdown() string {
 		}
 		b.WriteString("\n")
 	}
-	if r.AllMet {
-		b.WriteString("**All goals met.**\n")
-	} else {
-		b.WriteString("**Some goals NOT met** (see the result column).\n")
-	}
-	for _, n := range r.Notes {
-		fmt.Fprintf(&b, "\n> note: %s\n", n)
-	}
+	writeVerdict(&b, r.AllMet, r.Notes)
 	return b.String()
 }
 
