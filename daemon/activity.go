@@ -80,7 +80,7 @@ func (t *activityTracker) step(now time.Time, view []*sliceEntry, rep *enforcer.
 			t.slices[sl.ID] = a
 		}
 		a.mark()
-		state := activityOf(sl, snap, compute)
+		state := activityOf(sl.ID, e.uuids, snap, compute)
 		if state == api.ActivityEmpty && sl.Owner.Kind == api.OwnerContainer && holders[sl.ID] > 0 {
 			state = api.ActivityActive // held by a process in its container (tracker)
 		}
@@ -133,7 +133,9 @@ func (a *sliceActivity) attachedSince(e *sliceEntry) bool {
 // processes holds a device, idle when the driver measured no work from them
 // on any of its devices, else active. Without a measurement (no NVML
 // utilization) a held slice counts as active.
-func activityOf(sl *api.Slice, snap *enforcer.SliceSnapshot, compute map[sliceDev]*ComputeStatus) string {
+// The slice's device uuids come from its entry (fixed for its life): its
+// recorded devices are changed by updates on other goroutines.
+func activityOf(id string, uuids []string, snap *enforcer.SliceSnapshot, compute map[sliceDev]*ComputeStatus) string {
 	held := false
 	for _, p := range snap.Processes {
 		if holdsDevice(p) {
@@ -144,8 +146,8 @@ func activityOf(sl *api.Slice, snap *enforcer.SliceSnapshot, compute map[sliceDe
 	if !held {
 		return api.ActivityEmpty
 	}
-	for _, d := range sl.Devices {
-		c := compute[sliceDev{sl.ID, d.UUID}]
+	for _, uuid := range uuids {
+		c := compute[sliceDev{id, uuid}]
 		if c == nil || !c.Measured || c.AchievedPct > 0 {
 			return api.ActivityActive
 		}

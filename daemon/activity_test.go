@@ -15,7 +15,7 @@ import (
 
 func activityEntry(id string, idleRelease time.Duration, created time.Time) *sliceEntry {
 	return &sliceEntry{rec: store.Record{Slice: api.Slice{ID: id, CreatedAt: created,
-		IdleRelease: units.Duration(idleRelease), Devices: []api.SliceDevice{{UUID: "GPU-0"}}}}}
+		IdleRelease: units.Duration(idleRelease), Devices: []api.SliceDevice{{UUID: "GPU-0"}}}}, uuids: []string{"GPU-0"}}
 }
 
 func activitySnap(id string, procs ...enforcer.ProcessSnapshot) enforcer.SliceSnapshot {

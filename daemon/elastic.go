@@ -152,7 +152,7 @@ func (l *enforcerLoop) publishBells() {
 		}
 		u, b := e.region.Usage, e.region.Budget
 		_ = u.Guard(func() {
-			for i := range min(u.DeviceCount(), b.DeviceCount(), len(e.rec.Slice.Devices)) {
+			for i := range min(u.DeviceCount(), b.DeviceCount(), len(e.uuids)) {
 				words = append(words, bellWord{addr: uintptr(unsafe.Pointer(u.ElasticDoorbell(i))),
 					val: uint32(b.ElasticGrantSeq(i))}) //nolint:gosec // the futex word is the seq's low half
 			}
@@ -176,6 +176,7 @@ func (l *enforcerLoop) elasticInput(now time.Time, rep *enforcer.TickReport, ful
 		snaps[rep.Slices[i].ID] = &rep.Slices[i]
 	}
 	activity := l.activity.Status()
+	recorded := l.devicesOf()
 	in := &elasticInput{devices: map[string]*elasticDevice{}}
 	pending, outstanding := false, false
 	for _, e := range l.view {
@@ -183,7 +184,7 @@ func (l *enforcerLoop) elasticInput(now time.Time, rep *enforcer.TickReport, ful
 		if snap == nil {
 			continue
 		}
-		s := l.elasticSlice(now, e, snap, activity[e.rec.Slice.ID].State)
+		s := l.elasticSlice(now, e, recorded[e], snap, activity[e.rec.Slice.ID].State)
 		for i, r := range s.reqs {
 			pending = pending || r != nil
 			if s.devs[i].GrantedBytes > 0 {
@@ -217,22 +218,37 @@ func (l *enforcerLoop) elasticInput(now time.Time, rep *enforcer.TickReport, ful
 	return in
 }
 
-// elasticEntry reports whether a slice may grow on one of its devices.
-func elasticEntry(e *sliceEntry) bool {
-	return slices.ContainsFunc(e.rec.Slice.Devices, api.SliceDevice.Elastic)
+// elasticEntry reports whether a slice was asked with a ceiling (it may grow
+// on its devices). It reads the request, which nothing changes after the
+// slice is made, so the loop needs no lock for it.
+func elasticEntry(e *sliceEntry) bool { return e.rec.Request.MemoryMaxBytes > 0 }
+
+// devicesOf copies the recorded devices of the view's slices (loans
+// included) under the server's lock: an update changes them from another
+// goroutine.
+func (l *enforcerLoop) devicesOf() map[*sliceEntry][]api.SliceDevice {
+	out := make(map[*sliceEntry][]api.SliceDevice, len(l.view))
+	l.srv.mu.Lock()
+	defer l.srv.mu.Unlock()
+	for _, e := range l.view {
+		devs := slices.Clone(e.rec.Slice.Devices)
+		for i := range devs {
+			devs[i].Loans = slices.Clone(devs[i].Loans)
+		}
+		out[e] = devs
+	}
+	return out
 }
 
 // elasticSlice is one slice's part of the picture: its recorded devices (a
 // copy the plan may edit), what it uses, its pending requests.
-func (l *enforcerLoop) elasticSlice(now time.Time, e *sliceEntry, snap *enforcer.SliceSnapshot,
-	state string) *elasticSlice {
-	sl := &e.rec.Slice
+func (l *enforcerLoop) elasticSlice(now time.Time, e *sliceEntry, devs []api.SliceDevice,
+	snap *enforcer.SliceSnapshot, state string) *elasticSlice {
+	sl := &e.rec.Slice // its id and class: fixed for the slice's life
 	s := &elasticSlice{id: sl.ID, qos: sl.QoS, state: state,
-		devs: make([]api.SliceDevice, len(sl.Devices)), used: make([]uint64, len(sl.Devices)),
-		reqs: make([]*shm.ElasticRequest, len(sl.Devices)), shrunk: make([]bool, len(sl.Devices))}
-	for i, d := range sl.Devices {
-		d.Loans = slices.Clone(d.Loans)
-		s.devs[i] = d
+		devs: devs, used: make([]uint64, len(devs)),
+		reqs: make([]*shm.ElasticRequest, len(devs)), shrunk: make([]bool, len(devs))}
+	for i := range devs {
 		if i < len(snap.Devices) {
 			s.used[i] = max(snap.Devices[i].UsedBytes, snap.Devices[i].DriverBytes)
 		}

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"time"
 
@@ -177,7 +176,7 @@ func (s *Server) publish(e *sliceEntry) error {
 	s.slices[e.rec.Slice.ID] = e
 	s.version++
 	s.mu.Unlock()
-	if s.loop != nil && slices.ContainsFunc(e.rec.Slice.Devices, api.SliceDevice.Elastic) {
+	if s.loop != nil && elasticEntry(e) {
 		// A tick now: it adds the slice's elastic doorbells to those vgpud
 		// waits on, so its first request is not left to the next tick.
 		s.loop.wakeUp()
