@@ -52,8 +52,12 @@ const (
 	// waited on (a new elastic slice), and how soon a stop is noticed.
 	bellRecheck = 100 * time.Millisecond
 	// bellGap is the least time between two rings passed on to the loop: a
-	// tenant ringing in a loop costs vgpud at most one tick per gap.
-	bellGap = time.Millisecond
+	// tenant ringing in a loop costs vgpud at most one elastic step per gap.
+	// A ring the loop did not answer (the words it waits on did not change:
+	// a request vgpud cannot read, a doorbell rung with nothing posted)
+	// doubles the gap, up to bellGapMax, until an answer comes.
+	bellGap    = time.Millisecond
+	bellGapMax = 64 * time.Millisecond
 )
 
 // doorbell waits on the published words and rings the loop.
@@ -91,6 +95,7 @@ func (d *doorbell) publish(words []bellWord) {
 func (d *doorbell) run() {
 	defer close(d.done)
 	var ws [futexWaitvMax]futexWaitv
+	gap, rangAt := bellGap, ^uint32(0)
 	for {
 		select {
 		case <-d.stop:
@@ -113,9 +118,15 @@ func (d *doorbell) run() {
 		switch {
 		case err == nil, errors.Is(err, unix.EAGAIN):
 			// Woken, or a word already differs: a request is pending.
+			if gen == rangAt {
+				gap = min(2*gap, bellGapMax) // the last ring brought no answer
+			} else {
+				gap = bellGap
+			}
+			rangAt = gen
 			d.rings.Add(1)
 			d.ring()
-			d.sleep(bellGap)
+			d.sleep(gap)
 		case errors.Is(err, unix.ETIMEDOUT), errors.Is(err, unix.EINTR):
 		case errors.Is(err, unix.ENOSYS):
 			return // the regular tick answers
