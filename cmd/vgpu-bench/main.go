@@ -26,6 +26,7 @@ Commands:
   runtime    vgpu-runtime: what it adds to a container's creation, vs plain runc
   tracker    the process tracker: open/exit event latency, cost per syscall, CPU (eBPF vs procfs)
   elastic    elastic memory through vgpud: grant latency (1/8/32 at once), shrink and eviction latency
+  workload   a training/inference step end to end: step time bare vs libvgpu (and --compare peers)
 
 Run 'vgpu-bench COMMAND --help' for its flags.
 `
@@ -58,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return trackerBench(ctx, args[1:], stdout, stderr)
 	case "elastic":
 		return elasticBench(ctx, args[1:], stdout, stderr)
+	case "workload":
+		return workloadBench(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, topUsage)
 		return 0
