@@ -134,6 +134,9 @@ func overhead(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		"empty: none")
 	threads := fs.String("threads", joinInts(opts.Threads), "thread counts, comma-separated")
 	procs := fs.String("procs", joinInts(opts.InitProcs), "init process counts, comma-separated; empty: no init benchmark")
+	var peers stringList
+	fs.Var(&peers, "compare", "NAME=/path/lib.so[,ENV=V...]: also compare the per-call figures with another\n"+
+		"interception library, run in turn with bare and libvgpu (repeatable)")
 	if status, ok := c.parse(args); !ok {
 		return status
 	}
@@ -146,6 +149,9 @@ func overhead(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return c.fail(2, "--procs: %v", err)
 	}
 	opts.Log = c.progress()
+	if len(peers) > 0 {
+		return overheadCompare(ctx, c, opts, peers)
+	}
 
 	report, err := bench.RunOverhead(ctx, opts)
 	if err != nil {

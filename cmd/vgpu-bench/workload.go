@@ -88,3 +88,21 @@ func workloadBench(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	return c.emit(report, "workload-simgpu")
 }
+
+// overheadCompare is `vgpu-bench overhead --compare`: the overhead report and
+// the peers' per-call rows, written as overhead-compare-<simgpu|real>.
+func overheadCompare(ctx context.Context, c *benchCmd, opts bench.OverheadOptions, specs []string) int {
+	peers, err := bench.ParsePeers(specs)
+	if err != nil {
+		return c.fail(2, "%v", err)
+	}
+	report, err := bench.RunOverheadCompare(ctx, opts, peers)
+	if err != nil {
+		return c.fail(1, "%v", err)
+	}
+	name := "overhead-compare-real"
+	if report.Machine.Driver == "simgpu" {
+		name = "overhead-compare-simgpu"
+	}
+	return c.emit(report, name)
+}
