@@ -1,0 +1,82 @@
+package bench
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestPlotResultsCommitted draws from the committed reports (when present) to a temp dir.
+func TestPlotResultsFromFixtures(t *testing.T) {
+	in := t.TempDir()
+	if d := os.Getenv("VGPU_PLOT_IN"); d != "" {
+		in = d
+	} else {
+		writeFixtures(t, in)
+	}
+	out := t.TempDir()
+	if d := os.Getenv("VGPU_PLOT_OUT"); d != "" {
+		out = d
+	}
+	plots, err := PlotResults(in, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plots) == 0 {
+		t.Fatal("no plots")
+	}
+	for _, p := range plots {
+		for _, ext := range []string{".svg", ".png"} {
+			st, err := os.Stat(filepath.Join(out, p.Name+ext))
+			if err != nil || st.Size() == 0 {
+				t.Errorf("%s%s: %v (empty or missing)", p.Name, ext, err)
+			}
+		}
+	}
+}
+
+func sum(med, p99 float64, n int) Summary {
+	return Summary{N: n, Median: med, P99: p99, Mean: med, Min: med / 2, Max: p99 * 1.2}
+}
+
+// writeFixtures writes one small report of every benchmark PlotResults draws.
+func writeFixtures(t *testing.T, dir string) {
+	t.Helper()
+	m := Machine{Hostname: "fixture", CPUModel: "test cpu", Cores: 2, Driver: "simgpu", Commit: "abc1234", Date: "2026-01-01T00:00:00Z"}
+	yes, no := true, false
+	goal := 15.0
+	reports := map[string]any{
+		"overhead-simgpu.json": OverheadReport{Benchmark: "overhead", Machine: m,
+			Calls: []CallRow{{Op: OpLaunch, Threads: 1, Bare: sum(70, 90, 10), VGPU: sum(75, 99, 10), Met: &yes},
+				{Op: OpGetInfo, Threads: 1, Bare: sum(3, 4, 10), VGPU: sum(10, 12, 10)}},
+			Init: []InitRow{{Procs: 1, Bare: sum(0.3, 0.5, 4), VGPU: sum(0.4, 0.6, 4), Met: true},
+				{Procs: 8, Bare: sum(0.2, 0.4, 32), VGPU: sum(0.3, 0.5, 32), Met: true}}, AllMet: true},
+		"daemon-simgpu.json": DaemonReport{Benchmark: "daemon", Machine: m,
+			Alloc: &AllocResult{Allocs: 10, Alloc: sum(1, 3, 10), Release: sum(0.5, 1, 10), GoalMS: 10, Met: true}, AllMet: true},
+		"elastic-simgpu.json": ElasticReport{Benchmark: "elastic", Machine: m,
+			Grant: []ElasticGrantRow{{Concurrency: 8, StateFS: "ext4", SettleMS: 50, Latency: sum(2, 4, 4),
+				SamplesMS: []float64{1, 2, 3, 4}, GoalP99MS: &goal, Met: &yes}},
+			Reclaim: &ElasticReclaim{Repeats: 2, ShrinkMS: []float64{5, 8}, EvictMS: []float64{50, 60}}, AllMet: true},
+		"tracker-ebpf.json": TrackerReport{Benchmark: "tracker", Machine: m, Hook: "ebpf",
+			Latency: []TrackerLatencyRow{{What: "open", Tracker: "ebpf", MS: sum(0.4, 6, 50), Met: &no},
+				{What: "open", Tracker: "procfs", MS: sum(110, 240, 10)}}},
+		"runtime-simgpu.json": RuntimeReport{Benchmark: "runtime", Machine: m, Runc: sum(40, 60, 5),
+			Passthrough: sum(41, 61, 5), VGPU: sum(45, 70, 5), GoalMS: 20, Met: true, AllMet: true},
+		"throttle-simgpu.json": ThrottleVgpudReport{Benchmark: "throttle", Machine: m,
+			Config: ThrottleVgpudConfig{GoalSteadyErrPts: 2},
+			Cells: []VgpudCell{{Name: "retarget", About: "one tenant retargeted", DurationS: 3, SamplePeriodNs: 500e6,
+				Events: []VgpudEvent{{AtS: 0, Kind: "start", Tenant: "r30"}, {AtS: 1.5, Kind: "retarget", Tenant: "r30", TargetPct: 70}},
+				Tenants: []VgpudTenant{{Name: "r30", TargetPct: 30, EndS: 3, AchievedPct: 50, SteadyErrPts: 0.5,
+					PeriodPct: []float64{20, 30, 30, 60, 70, 70}, Met: true}}}}, AllMet: true},
+	}
+	for name, r := range reports {
+		js, err := json.MarshalIndent(r, "", "  ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), js, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,389 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"html"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// SuiteStep is what the suite did with one benchmark: ran it (Err empty),
+// skipped it (Skipped says why) or saw it fail.
+type SuiteStep struct {
+	Benchmark string
+	Skipped   string
+	Err       string
+	Seconds   float64
+}
+
+// IndexInfo is what WriteIndex adds besides the reports: the suite's steps
+// (none when it indexes existing results) and how it was run.
+type IndexInfo struct {
+	Steps  []SuiteStep
+	Quick  bool
+	Driver string
+}
+
+// IndexEntry is one report as the index lists it.
+type IndexEntry struct {
+	File      string
+	Benchmark string
+	Machine   Machine
+	// AllMet: the report's all_met, else every "met" in it together; nil: no goal.
+	AllMet   *bool
+	NotMet   []string // the rows whose goal was not met
+	Goals    int      // rows with a goal
+	Headline []string
+	Plots    []Plot
+}
+
+// ReadIndexEntries reads every report in dir (*.json with a "benchmark"
+// field) and attaches its plots.
+func ReadIndexEntries(dir string, plots []Plot) ([]IndexEntry, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(files)
+	var out []IndexEntry
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		var doc map[string]any
+		if json.Unmarshal(data, &doc) != nil {
+			continue
+		}
+		b, _ := doc["benchmark"].(string)
+		if b == "" {
+			continue
+		}
+		e := IndexEntry{File: filepath.Base(f), Benchmark: b}
+		if m, ok := doc["machine"]; ok {
+			mj, _ := json.Marshal(m)
+			_ = json.Unmarshal(mj, &e.Machine)
+		}
+		met := true
+		walkGoals(doc, "", func(where string, ok bool) {
+			e.Goals++
+			met = met && ok
+			if !ok {
+				e.NotMet = append(e.NotMet, where)
+			}
+		})
+		if am, ok := doc["all_met"].(bool); ok {
+			e.AllMet = &am
+		} else if e.Goals > 0 {
+			e.AllMet = &met
+		}
+		e.Headline = headline(b, data)
+		for _, p := range plots {
+			if p.Source == e.File {
+				e.Plots = append(e.Plots, p)
+			}
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// idKeys name a row of a report (its "met" says for which row).
+var idKeys = []string{"name", "op", "what", "tracker", "load", "threads", "procs", "concurrency", "state_fs", "mode", "tenant"}
+
+// walkGoals calls f for every object holding a boolean "met", with a short
+// description of where it is.
+func walkGoals(v any, where string, f func(string, bool)) {
+	switch x := v.(type) {
+	case map[string]any:
+		if met, ok := x["met"].(bool); ok {
+			var id []string
+			for _, k := range idKeys {
+				if val, ok := x[k]; ok {
+					id = append(id, fmt.Sprintf("%s=%v", k, val))
+				}
+			}
+			w := where
+			if len(id) > 0 {
+				w += " (" + strings.Join(id, ", ") + ")"
+			}
+			f(strings.TrimPrefix(w, "."), met)
+		}
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if k == "machine" || k == "config" {
+				continue
+			}
+			walkGoals(x[k], where+"."+k, f)
+		}
+	case []any:
+		for i, e := range x {
+			walkGoals(e, fmt.Sprintf("%s[%d]", where, i), f)
+		}
+	}
+}
+
+// headline is a report's figures in a few lines.
+func headline(benchmark string, data []byte) []string {
+	var out []string
+	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
+	switch benchmark {
+	case "overhead":
+		var r OverheadReport
+		if json.Unmarshal(data, &r) != nil {
+			return nil
+		}
+		for _, c := range r.Calls {
+			goal := "no goal"
+			if c.GoalNS != nil {
+				goal = fmt.Sprintf("goal ≤ %g ns: %s", *c.GoalNS, metWord(c.Met != nil && *c.Met))
+			}
+			add("%s, %d thread(s): %+.1f ns per call median (%.1f → %.1f ns; %s)", shortOp(c.Op), c.Threads,
+				c.AddedMedianNS, c.Bare.Median, c.VGPU.Median, goal)
+		}
+		for _, i := range r.Init {
+			add("init, %d process(es) at once: %+.2f ms median (goal ≤ %g ms: %s)", i.Procs, i.AddedMedianMS, i.GoalMS, metWord(i.Met))
+		}
+	case "daemon":
+		var r DaemonReport
+		if json.Unmarshal(data, &r) != nil {
+			return nil
+		}
+		if t := r.Tick; t != nil {
+			add("enforcer tick over %d slices: p99 %.2f ms CPU (goal ≤ %g ms: %s)", t.Slices, t.CPU.P99, t.GoalCPUMS, metWord(t.Met))
+		}
+		if a := r.Alloc; a != nil {
+			add("slice allocation: median %.2f ms, p99 %.2f ms (goal p99 ≤ %g ms: %s)", a.Alloc.Median, a.Alloc.P99, a.GoalMS, metWord(a.Met))
+		}
+	case "throttle":
+		var r ThrottleVgpudReport
+		if json.Unmarshal(data, &r) != nil {
+			return nil
+		}
+		n, met, worst := 0, 0, 0.0
+		for _, c := range r.Cells {
+			for _, t := range c.Tenants {
+				n++
+				if t.Met {
+					met++
+				}
+				worst = math.Max(worst, math.Abs(t.SteadyErrPts))
+			}
+		}
+		add("%d cells, %d tenants: %d met every goal; worst steady error %.2f pts (goal ±%g)", len(r.Cells), n, met, worst, r.Config.GoalSteadyErrPts)
+	case "elastic":
+		var r ElasticReport
+		if json.Unmarshal(data, &r) != nil {
+			return nil
+		}
+		for _, g := range r.Grant {
+			goal := ""
+			if g.GoalP99MS != nil && g.Met != nil {
+				goal = fmt.Sprintf(" (goal p99 ≤ %g ms: %s)", *g.GoalP99MS, metWord(*g.Met))
+			}
+			add("grant, %d at once, state on %s: median %.1f ms, p99 %.1f ms, %d refused%s", g.Concurrency, g.StateFS,
+				g.Latency.Median, g.Latency.P99, g.Refused, goal)
+		}
+		if rc := r.Reclaim; rc != nil {
+			add("shrink median %.1f ms, eviction median %.1f ms (%d repeats)", rc.Shrink.Median, rc.Evict.Median, rc.Repeats)
+		}
+	case "tracker":
+		var r TrackerReport
+		if json.Unmarshal(data, &r) != nil {
+			return nil
+		}
+		for _, l := range r.Latency {
+			goal := ""
+			if l.GoalMS != nil && l.Met != nil {
+				goal = fmt.Sprintf(" (goal p99 ≤ %g ms: %s)", *l.GoalMS, metWord(*l.Met))
+			}
+			add("%s via %s: median %.2f ms, p99 %.2f ms%s", l.What, l.Tracker, l.MS.Median, l.MS.P99, goal)
+		}
+	case "runtime":
+		var r RuntimeReport
+		if json.Unmarshal(data, &r) != nil {
+			return nil
+		}
+		add("container create: runc %.1f ms, vgpu-runtime %.1f ms median: %+.1f ms (goal ≤ %g ms: %s)",
+			r.Runc.Median, r.VGPU.Median, r.AddedMS, r.GoalMS, metWord(r.Met))
+	}
+	return out
+}
+
+func metWord(met bool) string {
+	if met {
+		return "met"
+	}
+	return "NOT met"
+}
+
+func statusWord(e IndexEntry) string {
+	switch {
+	case e.AllMet == nil:
+		return "no goals"
+	case *e.AllMet:
+		return fmt.Sprintf("all met (%d rows)", e.Goals)
+	default:
+		return fmt.Sprintf("NOT met (%d of %d rows)", len(e.NotMet), e.Goals)
+	}
+}
+
+func commitOf(m Machine) string {
+	if len(m.Commit) > 12 {
+		return m.Commit[:12]
+	}
+	if m.Commit == "" {
+		return "?"
+	}
+	return m.Commit
+}
+
+// WriteIndex writes dir/index.md and dir/index.html: every report in dir with
+// its machine, driver, commit, goal status and headline figures, and its plots
+// (plotsRel: the plots' directory relative to dir).
+func WriteIndex(dir, plotsRel string, entries []IndexEntry, info IndexInfo) error {
+	var md, h strings.Builder
+	now := time.Now().UTC().Format(time.RFC3339)
+	md.WriteString("# vgpu benchmark results\n\n")
+	fmt.Fprintf(&md, "Indexed %s by `vgpu-bench` from the %d reports in this directory", now, len(entries))
+	if len(info.Steps) > 0 {
+		mode := "full"
+		if info.Quick {
+			mode = "--quick"
+		}
+		fmt.Fprintf(&md, " (`vgpu-bench suite`, %s, driver %s)", mode, info.Driver)
+	}
+	md.WriteString(". Each report's Markdown has its configuration, every row and its notes.\n\n")
+	md.WriteString("| benchmark | report | goals | driver | machine | commit | date |\n|---|---|---|---|---|---|---|\n")
+	for _, e := range entries {
+		fmt.Fprintf(&md, "| %s | [%s](%s) | %s | %s | %s, %d cores | %s | %s |\n", e.Benchmark, e.File,
+			strings.TrimSuffix(e.File, ".json")+".md", statusWord(e), e.Machine.Driver, e.Machine.CPUModel,
+			e.Machine.Cores, commitOf(e.Machine), e.Machine.Date)
+	}
+	if len(info.Steps) > 0 {
+		md.WriteString("\n## This suite run\n\n")
+		for _, s := range info.Steps {
+			switch {
+			case s.Skipped != "":
+				fmt.Fprintf(&md, "- %s: skipped (%s)\n", s.Benchmark, s.Skipped)
+			case s.Err != "":
+				fmt.Fprintf(&md, "- %s: FAILED after %.0f s (%s)\n", s.Benchmark, s.Seconds, s.Err)
+			default:
+				fmt.Fprintf(&md, "- %s: ran in %.0f s\n", s.Benchmark, s.Seconds)
+			}
+		}
+	}
+	for _, e := range entries {
+		fmt.Fprintf(&md, "\n## %s — %s\n\n", e.Benchmark, statusWord(e))
+		fmt.Fprintf(&md, "From [%s](%s): %s on %s (%s, %d cores), commit %s.\n\n", e.File, e.File, e.Machine.Driver,
+			e.Machine.Hostname, e.Machine.CPUModel, e.Machine.Cores, commitOf(e.Machine))
+		for _, l := range e.Headline {
+			fmt.Fprintf(&md, "- %s\n", l)
+		}
+		if len(e.NotMet) > 0 {
+			md.WriteString("\nGoals not met:\n\n")
+			for _, w := range e.NotMet {
+				fmt.Fprintf(&md, "- `%s`\n", w)
+			}
+		}
+		for _, p := range e.Plots {
+			fmt.Fprintf(&md, "\n[![%s](%s/%s.png)](%s/%s.svg)\n", p.Title, plotsRel, p.Name, plotsRel, p.Name)
+		}
+	}
+
+	esc := html.EscapeString
+	h.WriteString("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>vgpu benchmark results</title>\n")
+	h.WriteString("<style>body{font-family:sans-serif;max-width:70em;margin:auto;padding:1em}table{border-collapse:collapse}" +
+		"td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}.met{color:#070}.not{color:#b00;font-weight:bold}" +
+		"img{max-width:100%;border:1px solid #eee;margin:.5em 0}</style></head><body>\n")
+	fmt.Fprintf(&h, "<h1>vgpu benchmark results</h1>\n<p>Indexed %s from the %d reports in this directory", esc(now), len(entries))
+	if len(info.Steps) > 0 {
+		mode := "full"
+		if info.Quick {
+			mode = "--quick"
+		}
+		fmt.Fprintf(&h, " (vgpu-bench suite, %s, driver %s)", esc(mode), esc(info.Driver))
+	}
+	h.WriteString(".</p>\n<table><tr><th>benchmark</th><th>report</th><th>goals</th><th>driver</th><th>machine</th><th>commit</th><th>date</th></tr>\n")
+	for _, e := range entries {
+		cls := "met"
+		if e.AllMet != nil && !*e.AllMet {
+			cls = "not"
+		}
+		md := strings.TrimSuffix(e.File, ".json") + ".md"
+		fmt.Fprintf(&h, "<tr><td><a href=\"#%s\">%s</a></td><td><a href=\"%s\">%s</a></td><td class=\"%s\">%s</td><td>%s</td><td>%s, %d cores</td><td>%s</td><td>%s</td></tr>\n",
+			esc(e.File), esc(e.Benchmark), esc(md), esc(e.File), cls, esc(statusWord(e)), esc(e.Machine.Driver),
+			esc(e.Machine.CPUModel), e.Machine.Cores, esc(commitOf(e.Machine)), esc(e.Machine.Date))
+	}
+	h.WriteString("</table>\n")
+	if len(info.Steps) > 0 {
+		h.WriteString("<h2>This suite run</h2><ul>\n")
+		for _, s := range info.Steps {
+			switch {
+			case s.Skipped != "":
+				fmt.Fprintf(&h, "<li>%s: skipped (%s)</li>\n", esc(s.Benchmark), esc(s.Skipped))
+			case s.Err != "":
+				fmt.Fprintf(&h, "<li class=\"not\">%s: FAILED after %.0f s (%s)</li>\n", esc(s.Benchmark), s.Seconds, esc(s.Err))
+			default:
+				fmt.Fprintf(&h, "<li>%s: ran in %.0f s</li>\n", esc(s.Benchmark), s.Seconds)
+			}
+		}
+		h.WriteString("</ul>\n")
+	}
+	for _, e := range entries {
+		cls := "met"
+		if e.AllMet != nil && !*e.AllMet {
+			cls = "not"
+		}
+		fmt.Fprintf(&h, "<h2 id=\"%s\">%s — <span class=\"%s\">%s</span></h2>\n", esc(e.File), esc(e.Benchmark), cls, esc(statusWord(e)))
+		fmt.Fprintf(&h, "<p>From <a href=\"%s\">%s</a>: %s on %s (%s, %d cores), commit %s.</p>\n<ul>\n", esc(e.File), esc(e.File),
+			esc(e.Machine.Driver), esc(e.Machine.Hostname), esc(e.Machine.CPUModel), e.Machine.Cores, esc(commitOf(e.Machine)))
+		for _, l := range e.Headline {
+			fmt.Fprintf(&h, "<li>%s</li>\n", esc(l))
+		}
+		h.WriteString("</ul>\n")
+		if len(e.NotMet) > 0 {
+			h.WriteString("<p class=\"not\">Goals not met:</p><ul>\n")
+			for _, w := range e.NotMet {
+				fmt.Fprintf(&h, "<li><code>%s</code></li>\n", esc(w))
+			}
+			h.WriteString("</ul>\n")
+		}
+		for _, p := range e.Plots {
+			fmt.Fprintf(&h, "<a href=\"%s/%s.svg\"><img src=\"%s/%s.svg\" alt=\"%s\"></a>\n", esc(plotsRel), esc(p.Name),
+				esc(plotsRel), esc(p.Name), esc(p.Title))
+		}
+	}
+	h.WriteString("</body></html>\n")
+	if err := os.WriteFile(filepath.Join(dir, "index.md"), []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "index.html"), []byte(h.String()), 0o644)
+}
+
+// PlotAndIndex draws the plots of every report in dir under plotsDir and
+// writes dir/index.md and dir/index.html.
+func PlotAndIndex(dir, plotsDir string, info IndexInfo) ([]Plot, error) {
+	plots, err := PlotResults(dir, plotsDir)
+	if err != nil {
+		return plots, err
+	}
+	entries, err := ReadIndexEntries(dir, plots)
+	if err != nil {
+		return plots, err
+	}
+	rel, err := filepath.Rel(dir, plotsDir)
+	if err != nil {
+		rel = plotsDir
+	}
+	return plots, WriteIndex(dir, filepath.ToSlash(rel), entries, info)
+}
