@@ -1,0 +1,334 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vgpu-project/vgpu/test/simgpu"
+)
+
+// The noisy-neighbour isolation benchmark (`vgpu-bench isolation`): a victim
+// (latency: a short kernel and a synchronize per step, like inference; or
+// throughput: launches back to back, like training) next to 0, 1 and 3
+// aggressors (flooding launches, or allocation churn plus launches), with vgpu
+// (every tenant `vgpuctl run --compute P --compute-policy cap` through a real
+// bin/vgpud on a fresh simulated node, like the throttle benchmark) and bare
+// (the same processes on the same kind of node, no libvgpu). The victim's
+// figures are reported relative to the same configuration with 0 aggressors.
+
+// Victim and aggressor kinds.
+const (
+	VictimLatency    = "latency"
+	VictimThroughput = "throughput"
+	AggressorFlood   = "flood"
+	AggressorChurn   = "churn"
+	IsoVgpu          = "vgpu"
+	IsoBare          = "bare"
+)
+
+// Goals of the isolation benchmark for the vgpu rows, reported, never asserted.
+const (
+	GoalIsoThroughputRatio = 0.9 // victim throughput / alone, at least
+	GoalIsoP99Ratio        = 2.0 // latency victim p99 / alone, at most
+)
+
+// IsolationOptions configures RunIsolation.
+type IsolationOptions struct {
+	Root string
+	// Victims, Aggressors (counts), Configs to run; Churn adds rows with
+	// allocation-churn aggressors (at the largest nonzero count... at 1).
+	Victims    []string
+	Aggressors []int
+	Configs    []string
+	Churn      bool
+	// Warmup is not counted; Measure is the counted part of the victim's run.
+	Warmup, Measure time.Duration
+	// VictimSharePct is the victim's compute share with vgpu; the aggressors
+	// share the rest equally.
+	VictimSharePct float64
+	SMs            int
+	NsPerBlock     uint64
+	// LatencyWaves and FloodWaves size the victim's and aggressors' kernels
+	// in waves of SMs blocks.
+	LatencyWaves, FloodWaves int
+	KeepTemp                 bool
+	Log                      io.Writer
+}
+
+// DefaultIsolationOptions returns what `vgpu-bench isolation` runs.
+func DefaultIsolationOptions() IsolationOptions {
+	return IsolationOptions{Victims: []string{VictimLatency, VictimThroughput}, Aggressors: []int{0, 1, 3},
+		Configs: []string{IsoVgpu, IsoBare}, Churn: true, Warmup: 2 * time.Second, Measure: 8 * time.Second,
+		VictimSharePct: 50, SMs: 132, NsPerBlock: 13000, LatencyWaves: 8, FloodWaves: 100}
+}
+
+// QuickIsolation shortens o to a run of under a minute: no churn rows, 0.5 s
+// warm-up, 1.5 s counted.
+func QuickIsolation(o *IsolationOptions) {
+	o.Churn, o.Warmup, o.Measure = false, 500*time.Millisecond, 1500*time.Millisecond
+}
+
+func (o *IsolationOptions) validate() error {
+	for _, v := range o.Victims {
+		if v != VictimLatency && v != VictimThroughput {
+			return fmt.Errorf("unknown victim %q (want latency, throughput)", v)
+		}
+	}
+	for _, c := range o.Configs {
+		if c != IsoVgpu && c != IsoBare {
+			return fmt.Errorf("unknown configuration %q (want vgpu, bare)", c)
+		}
+	}
+	for _, n := range o.Aggressors {
+		if n < 0 || n > 16 {
+			return fmt.Errorf("aggressors %d out of range 0..16", n)
+		}
+	}
+	switch {
+	case len(o.Victims) == 0 || len(o.Configs) == 0 || len(o.Aggressors) == 0:
+		return fmt.Errorf("nothing to measure: no victims, configurations or aggressor counts")
+	case o.Warmup < 0 || o.Measure < 500*time.Millisecond:
+		return fmt.Errorf("warmup %v (>= 0), measure %v (>= 500ms)", o.Warmup, o.Measure)
+	case o.VictimSharePct <= 0 || o.VictimSharePct >= 100:
+		return fmt.Errorf("victim share %g out of range (0, 100)", o.VictimSharePct)
+	case o.SMs < 1 || o.NsPerBlock < 100 || o.LatencyWaves < 1 || o.FloodWaves < 1:
+		return fmt.Errorf("sms %d, ns-per-block %d, waves %d/%d out of range", o.SMs, o.NsPerBlock, o.LatencyWaves, o.FloodWaves)
+	}
+	return nil
+}
+
+// isoCell is one run: a victim next to n aggressors of a kind, in a configuration.
+type isoCell struct {
+	Victim, Aggressor, Config string
+	N                         int
+}
+
+// isolationCells lists the cells of o in report order: per victim, per
+// configuration, the aggressor counts (flood), then the churn row.
+func isolationCells(o IsolationOptions) []isoCell {
+	var out []isoCell
+	for _, v := range o.Victims {
+		for _, c := range o.Configs {
+			for _, n := range o.Aggressors {
+				out = append(out, isoCell{Victim: v, Aggressor: AggressorFlood, Config: c, N: n})
+			}
+			if o.Churn {
+				out = append(out, isoCell{Victim: v, Aggressor: AggressorChurn, Config: c, N: 1})
+			}
+		}
+	}
+	return out
+}
+
+// aggressorSharePct is each of n aggressors' share with vgpu: the rest of
+// the device after the victim's, split equally, rounded down to 0.1 point.
+func aggressorSharePct(victim float64, n int) float64 {
+	if n <= 0 {
+		return 0
+	}
+	return float64(int((100-victim)/float64(n)*10)) / 10
+}
+
+// RunIsolation runs every cell of opts.
+func RunIsolation(ctx context.Context, opts IsolationOptions) (*IsolationReport, error) {
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("isolation options: %w", err)
+	}
+	root, err := repositoryRoot(opts.Root, findDaemonRoot)
+	if err != nil {
+		return nil, err
+	}
+	r := &isoRun{opts: opts, paths: pathsAt(root), vgpud: filepath.Join(root, "bin", "vgpud"),
+		vgpuctl: filepath.Join(root, "bin", "vgpuctl"), simLib: filepath.Join(root, "build", "simgpu", "libnvidia-ml.so.1"),
+		load: filepath.Join(root, "build", "test", "isolation_load"), log: opts.Log}
+	if r.log == nil {
+		r.log = io.Discard
+	}
+	for _, f := range []string{r.vgpud, r.vgpuctl, r.simLib, r.load, r.paths.LibVGPU,
+		filepath.Join(r.paths.SimLibDir, "libcuda.so.1")} {
+		if !fileExists(f) {
+			return nil, fmt.Errorf("%s is missing: run `make build` first", f)
+		}
+	}
+	tmp, err := os.MkdirTemp("", "vgpu-bench-isolation-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	if opts.KeepTemp {
+		fmt.Fprintf(r.log, "bench: keeping %s\n", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+	m := hostMachine(ctx, root, time.Now())
+	m.Driver = DriverSim
+	rep := &IsolationReport{Benchmark: "isolation", Machine: m, Config: IsolationConfig{
+		SMs: opts.SMs, NsPerBlock: opts.NsPerBlock, WarmupS: opts.Warmup.Seconds(), MeasureS: opts.Measure.Seconds(),
+		VictimSharePct: opts.VictimSharePct, LatencyKernelUs: float64(opts.LatencyWaves) * float64(opts.NsPerBlock) / 1e3,
+		FloodKernelUs:       float64(opts.FloodWaves) * float64(opts.NsPerBlock) / 1e3,
+		GoalThroughputRatio: GoalIsoThroughputRatio, GoalP99Ratio: GoalIsoP99Ratio}, Notes: isolationNotes()}
+	for i, c := range isolationCells(opts) {
+		fmt.Fprintf(r.log, "bench: isolation: %s victim, %d %s aggressor(s), %s\n", c.Victim, c.N, c.Aggressor, c.Config)
+		row, err := r.runCell(ctx, filepath.Join(tmp, fmt.Sprintf("cell%d", i)), c)
+		if err != nil {
+			return nil, fmt.Errorf("%s victim, %d %s aggressors, %s: %w", c.Victim, c.N, c.Aggressor, c.Config, err)
+		}
+		fmt.Fprintf(r.log, "bench: isolation:   %.1f steps/s, p50 %.0f us, p99 %.0f us\n",
+			row.StepsPerS, row.LatencyUs.Median, row.LatencyUs.P99)
+		rep.Rows = append(rep.Rows, *row)
+	}
+	rep.Evaluate()
+	return rep, nil
+}
+
+type isoRun struct {
+	opts                         IsolationOptions
+	paths                        Paths
+	vgpud, vgpuctl, simLib, load string
+	log                          io.Writer
+}
+
+// isoProc is a started tenant: its process (vgpuctl, or the load itself
+// bare), the load's pid from READY, and its stdout lines.
+type isoProc struct {
+	p     *tenantProc
+	mu    sync.Mutex
+	lines []string
+	pid   int
+}
+
+func (t *isoProc) line(l string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if strings.HasPrefix(l, "READY ") {
+		t.pid, _ = strconv.Atoi(lineFields(l)["pid"])
+	}
+	t.lines = append(t.lines, l)
+}
+
+// runCell runs one cell on a fresh node (with its own vgpud for vgpu).
+func (r *isoRun) runCell(ctx context.Context, dir string, c isoCell) (*IsolationRow, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("cell dir: %w", err)
+	}
+	node := filepath.Join(dir, "node")
+	if err := simgpu.Init(node, simgpu.Config{Devices: 1, Memory: 80 << 30, SMs: r.opts.SMs,
+		NsPerBlock: r.opts.NsPerBlock}); err != nil {
+		return nil, fmt.Errorf("simulated node: %w", err)
+	}
+	env := append(cleanEnv(), "LD_LIBRARY_PATH="+r.paths.SimLibDir, "VGPU_SIM_STATE="+node)
+	if c.Config == IsoVgpu {
+		d, err := startBenchVgpud(ctx, DaemonOptions{}, r.vgpud, r.simLib, node, dir)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = d.stop() }()
+		defer d.client.Close()
+		if err := d.awaitHealth(ctx, 30*time.Second); err != nil {
+			return nil, err
+		}
+		env = append(env, "VGPU_SOCKET="+d.sock, "VGPU_LIBVGPU="+r.paths.LibVGPU)
+	}
+	total := r.opts.Warmup + r.opts.Measure
+	var procs []*isoProc
+	defer func() {
+		for _, p := range procs {
+			if p.pid > 0 {
+				_ = syscall.Kill(p.pid, syscall.SIGKILL)
+			}
+		}
+		for _, p := range procs {
+			select {
+			case <-p.p.done:
+			case <-time.After(5 * time.Second):
+			}
+			p.p.stop()
+		}
+	}()
+	start := func(name string, share float64, args []string) (*isoProc, error) {
+		if c.Config == IsoVgpu {
+			args = append([]string{"run", "--memory", "4GiB", "--compute", strconv.FormatFloat(share, 'f', -1, 64),
+				"--compute-policy", "cap", "--id", name, "--", r.load}, args...)
+		}
+		prog := r.load
+		if c.Config == IsoVgpu {
+			prog = r.vgpuctl
+		}
+		t := &isoProc{}
+		p, err := (&throttleRun{prog: prog}).startWith(ctx, env, args, t.line)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		t.p = p
+		procs = append(procs, t)
+		select {
+		case err := <-p.ready:
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+		case <-time.After(30 * time.Second):
+			return nil, fmt.Errorf("%s: no READY within 30s: %s", name, strings.TrimSpace(p.errb.String()))
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return t, nil
+	}
+	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 3, 64) }
+	flood := strconv.Itoa(r.opts.FloodWaves * r.opts.SMs)
+	share := aggressorSharePct(r.opts.VictimSharePct, c.N)
+	for i := 0; i < c.N; i++ {
+		args := []string{c.Aggressor, secs(total + 60*time.Second), "--grid", flood}
+		if _, err := start(fmt.Sprintf("aggr%d", i+1), share, args); err != nil {
+			return nil, err
+		}
+	}
+	vargs := []string{"flood", secs(total), "--grid", flood, "--warmup", secs(r.opts.Warmup)}
+	if c.Victim == VictimLatency {
+		vargs = []string{"latency", secs(total), "--grid", strconv.Itoa(r.opts.LatencyWaves * r.opts.SMs),
+			"--warmup", secs(r.opts.Warmup)}
+	}
+	v, err := start("victim", r.opts.VictimSharePct, vargs)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-v.p.done:
+	case <-time.After(total + 60*time.Second):
+		return nil, fmt.Errorf("victim did not finish within %v", total+60*time.Second)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	for _, p := range procs[:len(procs)-1] {
+		select {
+		case <-p.p.done:
+			return nil, fmt.Errorf("an aggressor exited before the victim's end: %s", strings.TrimSpace(p.p.errb.String()))
+		default:
+		}
+	}
+	v.mu.Lock()
+	lines := append([]string(nil), v.lines...)
+	v.mu.Unlock()
+	res, err := parseVictim(lines)
+	if err != nil {
+		return nil, fmt.Errorf("victim: %w (stderr: %s)", err, strings.TrimSpace(v.p.errb.String()))
+	}
+	row := &IsolationRow{Victim: c.Victim, Aggressor: c.Aggressor, Aggressors: c.N, Config: c.Config,
+		Steps: res.steps, Seconds: res.seconds}
+	if c.Config == IsoVgpu {
+		row.VictimSharePct, row.AggressorSharePct = r.opts.VictimSharePct, share
+	}
+	if res.seconds > 0 {
+		row.StepsPerS = float64(res.steps) / res.seconds
+	}
+	if c.Victim == VictimLatency {
+		row.LatencyUs = Summarize(res.latUs)
+	}
+	return row, nil
+}

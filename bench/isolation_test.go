@@ -1,0 +1,97 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestIsolationCells(t *testing.T) {
+	o := DefaultIsolationOptions()
+	cells := isolationCells(o)
+	require.Len(t, cells, 2*2*4)
+	require.Equal(t, isoCell{Victim: VictimLatency, Aggressor: AggressorFlood, Config: IsoVgpu, N: 0}, cells[0])
+	require.Equal(t, isoCell{Victim: VictimLatency, Aggressor: AggressorChurn, Config: IsoVgpu, N: 1}, cells[3])
+	require.Equal(t, isoCell{Victim: VictimThroughput, Aggressor: AggressorFlood, Config: IsoBare, N: 3}, cells[14])
+	QuickIsolation(&o)
+	require.Len(t, isolationCells(o), 2*2*3)
+	require.NoError(t, o.validate())
+}
+
+func TestIsolationValidate(t *testing.T) {
+	for _, mod := range []func(*IsolationOptions){
+		func(o *IsolationOptions) { o.Victims = []string{"nosuch"} },
+		func(o *IsolationOptions) { o.Configs = []string{"nosuch"} },
+		func(o *IsolationOptions) { o.Aggressors = []int{-1} },
+		func(o *IsolationOptions) { o.Victims = nil },
+		func(o *IsolationOptions) { o.Measure = time.Millisecond },
+		func(o *IsolationOptions) { o.VictimSharePct = 100 },
+		func(o *IsolationOptions) { o.SMs = 0 },
+	} {
+		o := DefaultIsolationOptions()
+		mod(&o)
+		require.Error(t, o.validate())
+	}
+}
+
+func TestAggressorSharePct(t *testing.T) {
+	require.Equal(t, 0.0, aggressorSharePct(50, 0))
+	require.Equal(t, 50.0, aggressorSharePct(50, 1))
+	require.Equal(t, 16.6, aggressorSharePct(50, 3))
+	require.Equal(t, 23.3, aggressorSharePct(30, 3))
+}
+
+func TestParseVictim(t *testing.T) {
+	r, err := parseVictim([]string{"READY pid=7 sms=132 grid=1056", "DONE steps=3 seconds=0.500000",
+		"LAT 100 200", "LAT 300"})
+	require.NoError(t, err)
+	require.Equal(t, uint64(3), r.steps)
+	require.Equal(t, 0.5, r.seconds)
+	require.Equal(t, []float64{100, 200, 300}, r.latUs)
+	_, err = parseVictim([]string{"READY pid=7"})
+	require.Error(t, err)
+	_, err = parseVictim([]string{"DONE steps=x seconds=1"})
+	require.Error(t, err)
+	_, err = parseVictim([]string{"DONE steps=1 seconds=1", "LAT 1 zz"})
+	require.Error(t, err)
+}
+
+func TestIsolationEvaluate(t *testing.T) {
+	lat := func(p50, p99 float64) Summary { return Summary{N: 10, Median: p50, P99: p99} }
+	r := &IsolationReport{Config: IsolationConfig{GoalThroughputRatio: 0.9, GoalP99Ratio: 2}, Rows: []IsolationRow{
+		{Victim: VictimLatency, Config: IsoVgpu, Aggressor: AggressorFlood, Aggressors: 0, StepsPerS: 100, LatencyUs: lat(100, 200)},
+		{Victim: VictimLatency, Config: IsoVgpu, Aggressor: AggressorFlood, Aggressors: 1, StepsPerS: 95, LatencyUs: lat(110, 300)},
+		{Victim: VictimLatency, Config: IsoVgpu, Aggressor: AggressorFlood, Aggressors: 3, StepsPerS: 95, LatencyUs: lat(110, 500)},
+		{Victim: VictimLatency, Config: IsoBare, Aggressor: AggressorFlood, Aggressors: 0, StepsPerS: 200, LatencyUs: lat(50, 100)},
+		{Victim: VictimLatency, Config: IsoBare, Aggressor: AggressorFlood, Aggressors: 1, StepsPerS: 1, LatencyUs: lat(1e6, 1e6)},
+		{Victim: VictimThroughput, Config: IsoVgpu, Aggressor: AggressorFlood, Aggressors: 1, StepsPerS: 10}, // no alone row
+	}}
+	r.Evaluate()
+	require.InDelta(t, 1.0, *r.Rows[0].RelThroughput, 1e-9)
+	require.Nil(t, r.Rows[0].Met)
+	require.InDelta(t, 0.95, *r.Rows[1].RelThroughput, 1e-9)
+	require.InDelta(t, 1.1, *r.Rows[1].RelP50, 1e-9)
+	require.InDelta(t, 1.5, *r.Rows[1].RelP99, 1e-9)
+	require.True(t, *r.Rows[1].Met)
+	require.False(t, *r.Rows[2].Met) // p99 2.5 × alone
+	require.InDelta(t, 0.005, *r.Rows[4].RelThroughput, 1e-9)
+	require.InDelta(t, 1e4, *r.Rows[4].RelP99, 1e-6)
+	require.Nil(t, r.Rows[4].Met) // bare: no goal
+	require.Nil(t, r.Rows[5].RelThroughput)
+	require.Nil(t, r.Rows[5].Met)
+	require.False(t, r.AllMet)
+
+	md := r.Markdown()
+	require.Contains(t, md, "| latency | 1 flood | vgpu (0% / 0% each) |")
+	require.Contains(t, md, "0.95×")
+	require.Contains(t, md, "NOT met")
+	require.Contains(t, md, "**Some goals NOT met**")
+	require.Equal(t, 1, strings.Count(md, "| latency | none (alone) | bare |"))
+}
+
+func TestCommandLine(t *testing.T) {
+	require.Equal(t, "bin/vgpu-bench isolation --out '' --x 'a b' 'it'\\''s'",
+		CommandLine([]string{"bin/vgpu-bench", "isolation", "--out", "", "--x", "a b", "it's"}))
+}
