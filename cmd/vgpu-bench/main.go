@@ -27,6 +27,8 @@ Commands:
   tracker    the process tracker: open/exit event latency, cost per syscall, CPU (eBPF vs procfs)
   elastic    elastic memory through vgpud: grant latency (1/8/32 at once), shrink and eviction latency
   isolation  noisy neighbours: a victim's throughput and p50/p99 step time next to aggressors, vgpu vs bare
+  suite      every benchmark command in turn, then plots and DIR/index.md, index.html (--out DIR, --quick)
+  plot       plots (SVG, PNG) and index.md/index.html from existing reports (--in bench/results)
   workload   a training/inference step end to end: step time bare vs libvgpu (and --compare peers)
 
 Run 'vgpu-bench COMMAND --help' for its flags.
@@ -64,6 +66,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return isolationBench(ctx, args[1:], stdout, stderr)
 	case "workload":
 		return workloadBench(ctx, args[1:], stdout, stderr)
+	case "suite":
+		return suite(ctx, args[1:], stdout, stderr)
+	case "plot":
+		return plotCmd(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, topUsage)
 		return 0
