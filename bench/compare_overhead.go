@@ -147,4 +147,3 @@ func (r *OverheadWithPeers) Markdown() string {
 	b.WriteString("\n")
 	return b.String()
 }
-
