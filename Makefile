@@ -7,7 +7,8 @@
 #                no build: seconds)
 #   make generate  the tracker's BPF objects from tracker/bpf/ (Debian 12's clang-14,
 #                installed when missing); fails if the committed ones differ
-#   make bench   the benchmarks on the simulated node (JSON + Markdown under bench/results/)
+#   make bench   the benchmarks on the simulated node (vgpu-bench suite: JSON + Markdown, plots
+#                and index.md/index.html under bench/results/; BENCH_FLAGS=--quick: a short run)
 #   make run     vgpud and a capped workload (real GPUs, or a simulated node)
 #
 # Nothing here needs a CUDA toolkit: libvgpu and the simulated driver declare the
@@ -268,13 +269,12 @@ sanitize: clib
 	$(SAN_ENV) VGPU_BUILD_DIR=$(SAN_BUILD) $(GO) test -count=1 -timeout 20m ./test/integration/ ./test/simgpu/
 	$(SAN_ENV) VGPU_BUILD_DIR=$(SAN_BUILD) $(GO) test -count=1 -timeout 10m -run Pycuda ./test/clients/
 
+# Every benchmark through `vgpu-bench suite` (tracker only as root), then the plots
+# (bench/results/plots) and bench/results/index.md + index.html. make bench BENCH_FLAGS=--quick
+# is a short run (under 3 minutes); `vgpu-bench plot` redraws from existing reports.
+BENCH_FLAGS ?=
 bench: build
-	@mkdir -p bench/results
-	$(BIN)/vgpu-bench overhead --out bench/results
-	$(BIN)/vgpu-bench daemon --out bench/results
-	$(BIN)/vgpu-bench throttle --out bench/results
-	$(BIN)/vgpu-bench runtime --out bench/results
-	$(BIN)/vgpu-bench elastic --out bench/results
+	$(BIN)/vgpu-bench suite --out bench/results $(BENCH_FLAGS)
 
 clean:
 	rm -rf $(BUILD) $(BIN)

@@ -178,15 +178,15 @@ func dotWhiskerPlot(title, ylabel string, cats []string, series []dotSeries, log
 		if err != nil {
 			return nil, err
 		}
-		sc.GlyphStyle.Color = plotutil.Color(s)
-		sc.GlyphStyle.Shape = draw.CircleGlyph{}
-		sc.GlyphStyle.Radius = vg.Points(4)
+		sc.Color = plotutil.Color(s)
+		sc.Shape = draw.CircleGlyph{}
+		sc.Radius = vg.Points(4)
 		eb, err := plotter.NewYErrorBars(w)
 		if err != nil {
 			return nil, err
 		}
-		eb.LineStyle.Color = plotutil.Color(s)
-		eb.LineStyle.Width = vg.Points(1.5)
+		eb.Color = plotutil.Color(s)
+		eb.Width = vg.Points(1.5)
 		eb.CapWidth = vg.Points(8)
 		p.Add(eb, sc)
 		p.Legend.Add(ser.name+" (dot: median, whisker: p99)", sc)
@@ -213,9 +213,9 @@ func hline(p *plot.Plot, y float64, label string) error {
 	if err != nil {
 		return err
 	}
-	l.LineStyle.Color = color.RGBA{R: 200, A: 255}
-	l.LineStyle.Dashes = []vg.Length{vg.Points(6), vg.Points(3)}
-	l.LineStyle.Width = vg.Points(1.5)
+	l.Color = color.RGBA{R: 200, A: 255}
+	l.Dashes = []vg.Length{vg.Points(6), vg.Points(3)}
+	l.Width = vg.Points(1.5)
 	p.Add(l)
 	p.Legend.Add(label, l)
 	if y > p.Y.Max {
@@ -270,7 +270,7 @@ func overheadFigures(r *OverheadReport) ([]figure, error) {
 			if err != nil {
 				return nil, err
 			}
-			eb.LineStyle.Color = plotutil.Color(s)
+			eb.Color = plotutil.Color(s)
 			p.Add(l, sc, eb)
 			p.Legend.Add(v.name, l, sc)
 		}

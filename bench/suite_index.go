@@ -190,8 +190,12 @@ func headline(benchmark string, data []byte) []string {
 			if g.GoalP99MS != nil && g.Met != nil {
 				goal = fmt.Sprintf(" (goal p99 ≤ %g ms: %s)", *g.GoalP99MS, metWord(*g.Met))
 			}
-			add("grant, %d at once, state on %s: median %.1f ms, p99 %.1f ms, %d refused%s", g.Concurrency, g.StateFS,
-				g.Latency.Median, g.Latency.P99, g.Refused, goal)
+			how := fmt.Sprintf("released %.0f ms after the last slice", g.SettleMS)
+			if g.SettleMS == 0 {
+				how = "released when ready"
+			}
+			add("grant, %d at once, state on %s, %s: median %.1f ms, p99 %.1f ms, %d refused%s", g.Concurrency, g.StateFS,
+				how, g.Latency.Median, g.Latency.P99, g.Refused, goal)
 		}
 		if rc := r.Reclaim; rc != nil {
 			add("shrink median %.1f ms, eviction median %.1f ms (%d repeats)", rc.Shrink.Median, rc.Evict.Median, rc.Repeats)
@@ -265,8 +269,8 @@ func WriteIndex(dir, plotsRel string, entries []IndexEntry, info IndexInfo) erro
 	md.WriteString(". Each report's Markdown has its configuration, every row and its notes.\n\n")
 	md.WriteString("| benchmark | report | goals | driver | machine | commit | date |\n|---|---|---|---|---|---|---|\n")
 	for _, e := range entries {
-		fmt.Fprintf(&md, "| %s | [%s](%s) | %s | %s | %s, %d cores | %s | %s |\n", e.Benchmark, e.File,
-			strings.TrimSuffix(e.File, ".json")+".md", statusWord(e), e.Machine.Driver, e.Machine.CPUModel,
+		fmt.Fprintf(&md, "| %s | [%s](%s) ([json](%s)) | %s | %s | %s, %d cores | %s | %s |\n", e.Benchmark,
+			strings.TrimSuffix(e.File, ".json")+".md", strings.TrimSuffix(e.File, ".json")+".md", e.File, statusWord(e), e.Machine.Driver, e.Machine.CPUModel,
 			e.Machine.Cores, commitOf(e.Machine), e.Machine.Date)
 	}
 	if len(info.Steps) > 0 {
@@ -320,8 +324,8 @@ func WriteIndex(dir, plotsRel string, entries []IndexEntry, info IndexInfo) erro
 			cls = "not"
 		}
 		md := strings.TrimSuffix(e.File, ".json") + ".md"
-		fmt.Fprintf(&h, "<tr><td><a href=\"#%s\">%s</a></td><td><a href=\"%s\">%s</a></td><td class=\"%s\">%s</td><td>%s</td><td>%s, %d cores</td><td>%s</td><td>%s</td></tr>\n",
-			esc(e.File), esc(e.Benchmark), esc(md), esc(e.File), cls, esc(statusWord(e)), esc(e.Machine.Driver),
+		fmt.Fprintf(&h, "<tr><td><a href=\"#%s\">%s</a></td><td><a href=\"%s\">%s</a> (<a href=\"%s\">json</a>)</td><td class=\"%s\">%s</td><td>%s</td><td>%s, %d cores</td><td>%s</td><td>%s</td></tr>\n",
+			esc(e.File), esc(e.Benchmark), esc(md), esc(md), esc(e.File), cls, esc(statusWord(e)), esc(e.Machine.Driver),
 			esc(e.Machine.CPUModel), e.Machine.Cores, esc(commitOf(e.Machine)), esc(e.Machine.Date))
 	}
 	h.WriteString("</table>\n")

@@ -1,0 +1,61 @@
+package bench
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestIndexListsEveryBenchmark: index.md and index.html list each fixture
+// report with its goal status, and link its plots.
+func TestIndexListsEveryBenchmark(t *testing.T) {
+	dir := t.TempDir()
+	writeFixtures(t, dir)
+	plots, err := PlotAndIndex(dir, filepath.Join(dir, "plots"), IndexInfo{
+		Steps: []SuiteStep{{Benchmark: "overhead", Seconds: 3}, {Benchmark: "tracker", Skipped: "needs root"}}, Quick: true, Driver: "sim"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "index.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := os.ReadFile(filepath.Join(dir, "index.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{ // benchmark: its status in the fixtures
+		"overhead": "all met", "daemon": "all met", "elastic": "all met", "runtime": "all met",
+		"throttle": "all met", "tracker": "NOT met",
+	}
+	for b, st := range want {
+		row := ""
+		for _, l := range strings.Split(string(md), "\n") {
+			if strings.HasPrefix(l, "| "+b+" |") {
+				row = l
+			}
+		}
+		if row == "" {
+			t.Errorf("index.md has no row for %s", b)
+		} else if !strings.Contains(row, st) {
+			t.Errorf("index.md row for %s lacks %q: %s", b, st, row)
+		}
+		if !strings.Contains(string(md), "## "+b+" — "+st) {
+			t.Errorf("index.md has no section for %s saying %q", b, st)
+		}
+		if !strings.Contains(string(h), ">"+b+"</a>") {
+			t.Errorf("index.html does not list %s", b)
+		}
+	}
+	for _, s := range []string{"tracker: skipped (needs root)", "commit abc1234", "`latency[0] (what=open, tracker=ebpf)`"} {
+		if !strings.Contains(string(md), s) {
+			t.Errorf("index.md lacks %q", s)
+		}
+	}
+	for _, p := range plots {
+		if !strings.Contains(string(md), "plots/"+p.Name+".png") || !strings.Contains(string(h), "plots/"+p.Name+".svg") {
+			t.Errorf("plot %s not linked from the index", p.Name)
+		}
+	}
+}
