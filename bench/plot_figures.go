@@ -222,28 +222,32 @@ func daemonFigures(r *DaemonReport) ([]figure, error) {
 }
 
 // cdfLine is the empirical CDF of samples (ms) as a step line.
-func cdfLine(samples []float64) plotter.XYs {
+func cdfLine(samples []float64, logX bool) plotter.XYs {
 	s := append([]float64(nil), samples...)
 	sort.Float64s(s)
-	xy := make(plotter.XYs, 0, len(s))
+	xy := make(plotter.XYs, 0, 2*len(s))
 	for i, v := range s {
-		if v <= 0 {
+		if v <= 0 && logX {
 			v = 1e-3 // a log axis: sub-µs (or negative) values at its floor
 		}
-		xy = append(xy, plotter.XY{X: v, Y: float64(i+1) / float64(len(s))})
+		n := float64(len(s))
+		xy = append(xy, plotter.XY{X: v, Y: float64(i) / n}, plotter.XY{X: v, Y: float64(i+1) / n})
 	}
 	return xy
 }
 
-func cdfPlot(title, xlabel string, names []string, samples [][]float64, goal float64, goalLabel string) (*plot.Plot, error) {
-	p := newPlot(title, xlabel+" (log scale)", "fraction of requests ≤ x")
+func cdfPlot(title, xlabel string, names []string, samples [][]float64, goal float64, goalLabel string, logX bool) (*plot.Plot, error) {
+	if logX {
+		xlabel += " (log scale)"
+	}
+	p := newPlot(title, xlabel, "fraction of requests ≤ x")
 	p.Legend.Top = false
 	p.Legend.Left = false
 	for i, s := range samples {
 		if len(s) == 0 {
 			continue
 		}
-		l, err := plotter.NewLine(cdfLine(s))
+		l, err := plotter.NewLine(cdfLine(s, logX))
 		if err != nil {
 			return nil, err
 		}
@@ -253,8 +257,12 @@ func cdfPlot(title, xlabel string, names []string, samples [][]float64, goal flo
 		p.Add(l)
 		p.Legend.Add(names[i], l)
 	}
-	p.X.Scale = plot.LogScale{}
-	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	if logX {
+		p.X.Scale = plot.LogScale{}
+		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+	} else {
+		p.X.Min = math.Min(0, p.X.Min)
+	}
 	p.Y.Min, p.Y.Max = 0, 1.02
 	if goal > 0 {
 		l, err := plotter.NewLine(plotter.XYs{{X: goal, Y: 0}, {X: goal, Y: 1}})
@@ -292,15 +300,15 @@ func elasticFigures(r *ElasticReport) ([]figure, error) {
 	}
 	if len(samples) > 0 {
 		p, err := cdfPlot("Elastic memory grant latency through vgpud (CDF)", "ms from the tenant's allocation call to its grant",
-			names, samples, goal, fmt.Sprintf("goal: p99 ≤ %g ms (8 at once)", goal))
+			names, samples, goal, fmt.Sprintf("goal: p99 ≤ %g ms (8 at once)", goal), true)
 		if err != nil {
 			return nil, err
 		}
 		figs = append(figs, figure{"grant", p})
 	}
 	if rc := r.Reclaim; rc != nil && (len(rc.ShrinkMS) > 0 || len(rc.EvictMS) > 0) {
-		p, err := cdfPlot("Elastic reclaim: lender returns → borrower shrunk / evicted (CDF)", "ms",
-			[]string{"shrink (budget lowered)", "evict (borrower killed)"}, [][]float64{rc.ShrinkMS, rc.EvictMS}, 0, "")
+		p, err := cdfPlot("Elastic reclaim: lender returns → borrower shrunk / evicted (CDF)", "ms from the lender's PHASE ready",
+			[]string{"shrink (budget lowered)", "evict (borrower killed)"}, [][]float64{rc.ShrinkMS, rc.EvictMS}, 0, "", false)
 		if err != nil {
 			return nil, err
 		}
