@@ -180,8 +180,12 @@ func RunIsolation(ctx context.Context, opts IsolationOptions) (*IsolationReport,
 		if err != nil {
 			return nil, fmt.Errorf("%s victim, %d %s aggressors, %s: %w", c.Victim, c.N, c.Aggressor, c.Config, err)
 		}
-		fmt.Fprintf(r.log, "bench: isolation:   %.1f steps/s, p50 %.0f us, p99 %.0f us\n",
-			row.StepsPerS, row.LatencyUs.Median, row.LatencyUs.P99)
+		if c.Victim == VictimLatency {
+			fmt.Fprintf(r.log, "bench: isolation:   %.1f steps/s, p50 %.0f us, p99 %.0f us\n",
+				row.StepsPerS, row.LatencyUs.Median, row.LatencyUs.P99)
+		} else {
+			fmt.Fprintf(r.log, "bench: isolation:   %.1f kernels/s\n", row.StepsPerS)
+		}
 		rep.Rows = append(rep.Rows, *row)
 	}
 	rep.Evaluate()

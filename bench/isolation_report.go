@@ -218,5 +218,8 @@ func isolationNotes() []string {
 		"throughput = counted steps / counted seconds (latency victim: launch + synchronize steps; throughput " +
 			"victim: kernels launched, at a full device queue the rate the device ran them); p50/p99 are over the " +
 			"counted steps: with few steps (a victim stuck behind a 1 s queue) p99 is the slowest step",
+		"a compute share caps how much device time each tenant gets, not where its kernels sit in the queue: " +
+			"on the FIFO device a latency victim's short kernel still waits behind the (capped) aggressors' " +
+			"long kernels queued before it, so its step rate and p99 suffer even when every tenant keeps its share",
 	}
 }
