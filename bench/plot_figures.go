@@ -80,7 +80,11 @@ func throttleFigures(r *ThrottleVgpudReport) ([]figure, error) {
 	p.X.Min, p.X.Max = -0.6, float64(len(cats))-0.4
 	g := r.Config.GoalSteadyErrPts
 	if g > 0 {
-		p.Y.Min, p.Y.Max = -1.3*g, 1.3*g
+		lim := 1.3 * g
+		for _, e := range errs {
+			lim = math.Max(lim, 1.1*math.Abs(e))
+		}
+		p.Y.Min, p.Y.Max = -lim, lim
 		for _, y := range []float64{g, -g} {
 			if err := hline(p, y, ""); err != nil {
 				return nil, err
