@@ -43,7 +43,9 @@
 #      runc and nvidia-ctk are present; otherwise skipped, saying what is missing.
 #  11. the vgpud-mode throttle benchmark on the real GPU: not covered yet (reported as
 #      skipped with the reason; vgpu-bench's vgpud mode runs only on simulated nodes).
-#  12. $OUT/summary.md naming the card, one line per check, and the seconds each step took.
+#  12. `bin/vgpu-bench suite --driver real --quick` -> $OUT/suite/ (every benchmark's
+#      report, the plots, index.md; commit it under bench/results/ naming the card).
+#  13. $OUT/summary.md naming the card, one line per check, and the seconds each step took.
 # The steps are test/gpu/steps/NN-*.sh, sourced in order (lib.sh holds the helpers).
 # Exit status: 0 when every check passed, 1 otherwise. Whatever was gathered is
 # always written to $OUT.
@@ -57,6 +59,7 @@
 #   GPU_RUN_FORCE_BUILD=0   do not rebuild build/ from scratch (make without -B)
 #   GPU_RUN_STEPS="10 20 50"   run only the steps whose file names start so (a quick look;
 #       steps after 30 need 10-30)
+#   GPU_RUN_SUITE=0   skip the benchmark suite (step 90; the rehearsal)
 #   GPU_RUN_SMI_STANDIN=1   nvidia-smi is a stand-in that does not use NVML (the rehearsal):
 #       the nvidia-smi step records what it shows but cannot judge it
 #   GPU_RUN_CDI_GENERATE="CMD ARGS"   writes the node's GPU CDI spec into the directory

@@ -207,6 +207,8 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 		"GPU_RUN_FORCE_BUILD=0",
 		// The stand-in nvidia-smi does not go through NVML: recorded, not judged.
 		"GPU_RUN_SMI_STANDIN=1",
+		// The suite has its own tests (bench, cmd/vgpu-bench) and takes minutes.
+		"GPU_RUN_SUITE=0",
 		// The node's GPU CDI spec, as nvidia-ctk cdi generate writes a real node's.
 		"GPU_RUN_CDI_GENERATE="+filepath.Join(root, "bin", "vgpu-sim")+" cdi-spec --state "+state+
 			" --lib-dir "+sim+" --cdi-dir",
@@ -242,6 +244,7 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 	skips := map[string]string{
 		"nvidia-smi-slice":    "stand-in",
 		"throttle-vgpud-real": "not covered",
+		"suite":               "GPU_RUN_SUITE=0",
 	}
 	if containersHere() {
 		require.Equal(t, "PASS", rows["container"], "container check (this machine has what it needs)\n%s", failMsg)
