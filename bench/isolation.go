@@ -21,8 +21,10 @@ import (
 // aggressors (flooding launches, or allocation churn plus launches), with vgpu
 // (every tenant `vgpuctl run --compute P --compute-policy cap` through a real
 // bin/vgpud on a fresh simulated node, like the throttle benchmark) and bare
-// (the same processes on the same kind of node, no libvgpu). The victim's
-// figures are reported relative to the same configuration with 0 aggressors.
+// (the same processes on the same kind of node, no libvgpu), and per --compare
+// peer the bare rows again with every tenant under LD_PRELOAD=<peer>. The
+// victim's figures are reported relative to the same configuration with 0
+// aggressors.
 
 // Victim and aggressor kinds.
 const (
@@ -59,8 +61,12 @@ type IsolationOptions struct {
 	// LatencyWaves and FloodWaves size the victim's and aggressors' kernels
 	// in waves of SMs blocks.
 	LatencyWaves, FloodWaves int
-	KeepTemp                 bool
-	Log                      io.Writer
+	// Peers (--compare) are other interception libraries: per peer, the bare
+	// rows again with every tenant under LD_PRELOAD=<peer.Lib> and its Env, as
+	// a configuration named after the peer.
+	Peers    []Peer
+	KeepTemp bool
+	Log      io.Writer
 }
 
 // DefaultIsolationOptions returns what `vgpu-bench isolation` runs.
@@ -87,6 +93,13 @@ func (o *IsolationOptions) validate() error {
 			return fmt.Errorf("unknown configuration %q (want vgpu, bare)", c)
 		}
 	}
+	seen := map[string]bool{}
+	for _, p := range o.Peers {
+		if p.Name == IsoVgpu || p.Name == IsoBare || seen[p.Name] {
+			return fmt.Errorf("--compare: peer name %q is taken (vgpu, bare, or another peer)", p.Name)
+		}
+		seen[p.Name] = true
+	}
 	for _, n := range o.Aggressors {
 		if n < 0 || n > 16 {
 			return fmt.Errorf("aggressors %d out of range 0..16", n)
@@ -105,24 +118,32 @@ func (o *IsolationOptions) validate() error {
 	return nil
 }
 
-// isoCell is one run: a victim next to n aggressors of a kind, in a configuration.
+// isoCell is one run: a victim next to n aggressors of a kind, in a
+// configuration (vgpu, bare, or a peer's name with Peer set).
 type isoCell struct {
 	Victim, Aggressor, Config string
 	N                         int
+	Peer                      *Peer
 }
 
 // isolationCells lists the cells of o in report order: per victim, per
-// configuration, the aggressor counts (flood), then the churn row.
+// configuration (then per peer), the aggressor counts (flood), then the churn row.
 func isolationCells(o IsolationOptions) []isoCell {
 	var out []isoCell
+	add := func(v, c string, p *Peer) {
+		for _, n := range o.Aggressors {
+			out = append(out, isoCell{Victim: v, Aggressor: AggressorFlood, Config: c, N: n, Peer: p})
+		}
+		if o.Churn {
+			out = append(out, isoCell{Victim: v, Aggressor: AggressorChurn, Config: c, N: 1, Peer: p})
+		}
+	}
 	for _, v := range o.Victims {
 		for _, c := range o.Configs {
-			for _, n := range o.Aggressors {
-				out = append(out, isoCell{Victim: v, Aggressor: AggressorFlood, Config: c, N: n})
-			}
-			if o.Churn {
-				out = append(out, isoCell{Victim: v, Aggressor: AggressorChurn, Config: c, N: 1})
-			}
+			add(v, c, nil)
+		}
+		for i := range o.Peers {
+			add(v, o.Peers[i].Name, &o.Peers[i])
 		}
 	}
 	return out
@@ -173,7 +194,8 @@ func RunIsolation(ctx context.Context, opts IsolationOptions) (*IsolationReport,
 		SMs: opts.SMs, NsPerBlock: opts.NsPerBlock, WarmupS: opts.Warmup.Seconds(), MeasureS: opts.Measure.Seconds(),
 		VictimSharePct: opts.VictimSharePct, LatencyKernelUs: float64(opts.LatencyWaves) * float64(opts.NsPerBlock) / 1e3,
 		FloodKernelUs:       float64(opts.FloodWaves) * float64(opts.NsPerBlock) / 1e3,
-		GoalThroughputRatio: GoalIsoThroughputRatio, GoalP99Ratio: GoalIsoP99Ratio}, Notes: isolationNotes()}
+		GoalThroughputRatio: GoalIsoThroughputRatio, GoalP99Ratio: GoalIsoP99Ratio, Peers: opts.Peers},
+		Notes: isolationNotes()}
 	for i, c := range isolationCells(opts) {
 		fmt.Fprintf(r.log, "bench: isolation: %s victim, %d %s aggressor(s), %s\n", c.Victim, c.N, c.Aggressor, c.Config)
 		row, err := r.runCell(ctx, filepath.Join(tmp, fmt.Sprintf("cell%d", i)), c)
@@ -208,6 +230,28 @@ type isoProc struct {
 	pid   int
 }
 
+func (t *isoProc) loadPid() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.pid
+}
+
+// expectMapped fails unless a file mapped into pid has marker in its path: a
+// peer's preload that silently failed must not be measured.
+func expectMapped(pid int, marker string) error {
+	if pid <= 0 {
+		return fmt.Errorf("no pid in READY")
+	}
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return fmt.Errorf("reading its maps: %w", err)
+	}
+	if !strings.Contains(string(maps), marker) {
+		return fmt.Errorf("%s is not mapped into pid %d (did the preload fail?)", strings.TrimPrefix(marker, "/"), pid)
+	}
+	return nil
+}
+
 func (t *isoProc) line(l string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -239,6 +283,9 @@ func (r *isoRun) runCell(ctx context.Context, dir string, c isoCell) (*Isolation
 			return nil, err
 		}
 		env = append(env, "VGPU_SOCKET="+d.sock, "VGPU_LIBVGPU="+r.paths.LibVGPU)
+	}
+	if c.Peer != nil {
+		env = peerEnviron(env, *c.Peer)
 	}
 	total := r.opts.Warmup + r.opts.Measure
 	var procs []*isoProc
@@ -282,6 +329,11 @@ func (r *isoRun) runCell(ctx context.Context, dir string, c isoCell) (*Isolation
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+		if c.Peer != nil {
+			if err := expectMapped(t.loadPid(), c.Peer.marker()); err != nil {
+				return nil, fmt.Errorf("%s: peer %s: %w", name, c.Peer.Name, err)
+			}
+		}
 		return t, nil
 	}
 	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 3, 64) }
@@ -324,7 +376,7 @@ func (r *isoRun) runCell(ctx context.Context, dir string, c isoCell) (*Isolation
 		return nil, fmt.Errorf("victim: %w (stderr: %s)", err, strings.TrimSpace(v.p.errb.String()))
 	}
 	row := &IsolationRow{Victim: c.Victim, Aggressor: c.Aggressor, Aggressors: c.N, Config: c.Config,
-		Steps: res.steps, Seconds: res.seconds}
+		Peer: c.Peer != nil, Steps: res.steps, Seconds: res.seconds}
 	if c.Config == IsoVgpu {
 		row.VictimSharePct, row.AggressorSharePct = r.opts.VictimSharePct, share
 	}

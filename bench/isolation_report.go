@@ -28,6 +28,8 @@ type IsolationConfig struct {
 	FloodKernelUs       float64 `json:"flood_kernel_us"`
 	GoalThroughputRatio float64 `json:"goal_vgpu_throughput_ratio_min"`
 	GoalP99Ratio        float64 `json:"goal_vgpu_p99_ratio_max"`
+	// Peers are the --compare libraries, each a configuration of its own.
+	Peers []Peer `json:"peers,omitempty"`
 }
 
 // IsolationRow is one cell: the victim's figures and, after Evaluate, their
@@ -36,7 +38,8 @@ type IsolationRow struct {
 	Victim            string  `json:"victim"`    // latency | throughput
 	Aggressor         string  `json:"aggressor"` // flood | churn
 	Aggressors        int     `json:"aggressors"`
-	Config            string  `json:"config"` // vgpu | bare
+	Config            string  `json:"config"` // vgpu | bare | a --compare peer's name
+	Peer              bool    `json:"peer,omitempty"`
 	VictimSharePct    float64 `json:"victim_share_pct,omitempty"`
 	AggressorSharePct float64 `json:"aggressor_share_pct,omitempty"`
 	Steps             uint64  `json:"steps"`
@@ -154,10 +157,17 @@ func (r *IsolationReport) Markdown() string {
 	fmt.Fprintf(&b, "- vgpu: a real bin/vgpud per row; every tenant `vgpuctl run --compute P --compute-policy cap -- "+
 		"build/test/isolation_load ...`, the victim at %.0f%%, the aggressors sharing the rest equally; "+
 		"bare: the same processes without libvgpu\n", c.VictimSharePct)
+	for _, p := range c.Peers {
+		fmt.Fprintf(&b, "- peer %s (`--compare`): the bare rows again, every tenant with `LD_PRELOAD=%s`", p.Name, p.Lib)
+		if len(p.Env) > 0 {
+			fmt.Fprintf(&b, " `%s`", strings.Join(p.Env, " "))
+		}
+		b.WriteString(" (checked mapped into each tenant)\n")
+	}
 	fmt.Fprintf(&b, "- the victim starts once every aggressor is READY; %.1f s warm-up, then %.1f s counted\n\n",
 		c.WarmupS, c.MeasureS)
 	fmt.Fprintf(&b, "Figures relative to the same victim and configuration alone (0 aggressors). Goals for the vgpu "+
-		"rows with aggressors: throughput ≥ %.2f × alone, latency victim p99 ≤ %.1f × alone; bare rows have none.\n\n",
+		"rows with aggressors: throughput ≥ %.2f × alone, latency victim p99 ≤ %.1f × alone; bare and peer rows have none.\n\n",
 		c.GoalThroughputRatio, c.GoalP99Ratio)
 	b.WriteString("| victim | aggressors | config | steps counted | steps/s | rel. throughput | p50 µs | rel. p50 | p99 µs | rel. p99 | result |\n")
 	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")

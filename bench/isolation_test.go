@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +20,14 @@ func TestIsolationCells(t *testing.T) {
 	QuickIsolation(&o)
 	require.Len(t, isolationCells(o), 2*2*3)
 	require.NoError(t, o.validate())
+	o.Peers = []Peer{{Name: "other", Lib: "/x.so"}}
+	cells = isolationCells(o)
+	require.Len(t, cells, 2*3*3)
+	require.Equal(t, "other", cells[6].Config)
+	require.Same(t, &o.Peers[0], cells[6].Peer)
+	require.Equal(t, VictimLatency, cells[8].Victim)
+	require.Nil(t, cells[5].Peer)
+	require.NoError(t, o.validate())
 }
 
 func TestIsolationValidate(t *testing.T) {
@@ -29,6 +39,8 @@ func TestIsolationValidate(t *testing.T) {
 		func(o *IsolationOptions) { o.Measure = time.Millisecond },
 		func(o *IsolationOptions) { o.VictimSharePct = 100 },
 		func(o *IsolationOptions) { o.SMs = 0 },
+		func(o *IsolationOptions) { o.Peers = []Peer{{Name: IsoVgpu, Lib: "/x.so"}} },
+		func(o *IsolationOptions) { o.Peers = []Peer{{Name: "p", Lib: "/x.so"}, {Name: "p", Lib: "/y.so"}} },
 	} {
 		o := DefaultIsolationOptions()
 		mod(&o)
@@ -94,4 +106,48 @@ func TestIsolationEvaluate(t *testing.T) {
 func TestCommandLine(t *testing.T) {
 	require.Equal(t, "bin/vgpu-bench isolation --out '' --x 'a b' 'it'\\''s'",
 		CommandLine([]string{"bin/vgpu-bench", "isolation", "--out", "", "--x", "a b", "it's"}))
+}
+
+// TestIsolationComparesAPeer runs a tiny isolation benchmark (throughput victim,
+// 0 and 1 aggressor, short window) with the pass-through interposer as --compare
+// peer: the report carries the peer's rows beside vgpu's and bare's, with their
+// ratios to the peer alone. It checks the rows, not how fast anything is.
+func TestIsolationComparesAPeer(t *testing.T) {
+	root, err := filepath.Abs("..")
+	require.NoError(t, err)
+	require.FileExists(t, filepath.Join(root, "build", "test", "isolation_load"), "the benchmark needs `make build`")
+	peer, err := ParsePeer("pass=" + buildPassthrough(t, root) + ",PASSTHROUGH_COUNT=1")
+	require.NoError(t, err)
+
+	opts := DefaultIsolationOptions()
+	QuickIsolation(&opts)
+	opts.Root, opts.Victims, opts.Aggressors = root, []string{VictimThroughput}, []int{0, 1}
+	opts.Warmup, opts.Measure = 200*time.Millisecond, 500*time.Millisecond
+	opts.Peers = []Peer{peer}
+	var log strings.Builder
+	opts.Log = &log
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r, err := RunIsolation(ctx, opts)
+	require.NoError(t, err, "progress:\n%s", log.String())
+
+	require.Len(t, r.Rows, 6)
+	for i, cfg := range []string{IsoVgpu, IsoVgpu, IsoBare, IsoBare, "pass", "pass"} {
+		row := r.Rows[i]
+		require.Equal(t, cfg, row.Config, i)
+		require.Equal(t, i%2, row.Aggressors, i)
+		require.Equal(t, cfg == "pass", row.Peer, i)
+		require.Positive(t, row.StepsPerS, i)
+		require.NotNil(t, row.RelThroughput, i)
+	}
+	require.InDelta(t, 1, *r.Rows[4].RelThroughput, 1e-9, "the peer alone is its own reference")
+	require.Nil(t, r.Rows[5].Met, "peers have no goal")
+	require.NotNil(t, r.Rows[1].Met)
+	require.Equal(t, []Peer{peer}, r.Config.Peers)
+	md := r.Markdown()
+	require.Contains(t, md, "| throughput | none (alone) | pass |")
+	require.Contains(t, md, "| throughput | 1 flood | pass |")
+	require.Contains(t, md, "| throughput | 1 flood | bare |")
+	require.Contains(t, md, "peer pass (`--compare`)")
+	require.Contains(t, md, "LD_PRELOAD="+peer.Lib+"` `PASSTHROUGH_COUNT=1`")
 }

@@ -24,6 +24,10 @@ aggressors, with vgpu and bare, relative to the victim alone.
               is 'bin/vgpuctl run --compute P --compute-policy cap -- build/test/isolation_load',
               the victim at --victim-share, the aggressors sharing the rest equally;
               bare: the same processes without libvgpu
+  --compare   NAME=/path/lib.so[,ENV=V...] (repeatable): another LD_PRELOAD interception
+              library; the bare rows are run again with every tenant under
+              LD_PRELOAD=<lib> and ENV (a configuration named NAME, checked mapped into
+              each tenant), reported beside vgpu's and bare's with the same relative figures
 
 The simulated GPU runs kernels on one FIFO timeline per device (no time-slicing
 between contexts; a launch blocks while the queue is over 1 s ahead), so the
@@ -62,6 +66,8 @@ func isolationBench(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.IntVar(&opts.FloodWaves, "flood-waves", opts.FloodWaves, "waves of the throughput victim's and aggressors' kernels")
 	quick := fs.Bool("quick", false, "a short run (under a minute): no churn rows, 0.5 s warm-up, 1.5 s counted")
 	fs.BoolVar(&opts.KeepTemp, "keep", false, "keep the temporary nodes (path printed on stderr)")
+	var peers stringList
+	fs.Var(&peers, "compare", "NAME=/path/lib.so[,ENV=V...]: another interception library; the bare rows again under it (repeatable)")
 	if status, ok := c.parse(args); !ok {
 		return status
 	}
@@ -69,6 +75,9 @@ func isolationBench(ctx context.Context, args []string, stdout, stderr io.Writer
 	opts.Victims, opts.Configs = splitList(*victims), splitList(*configs)
 	if opts.Aggressors, err = parseInts(*aggr); err != nil {
 		return c.fail(2, "--aggressors: %v", err)
+	}
+	if opts.Peers, err = bench.ParsePeers(peers); err != nil {
+		return c.fail(2, "%v", err)
 	}
 	if *quick {
 		bench.QuickIsolation(&opts)

@@ -13,7 +13,7 @@ func TestIsolationHelp(t *testing.T) {
 	require.Equal(t, 0, run(context.Background(), []string{"isolation", "--help"}, &stdout, &stderr))
 	help := stdout.String()
 	for _, want := range []string{"-victims", "-aggressors", "-configs", "-churn", "-quick", "-victim-share",
-		"-json", "-out", "(default \"bench/results\")", "FIFO timeline"} {
+		"-json", "-out", "(default \"bench/results\")", "FIFO timeline", "-compare"} {
 		require.Contains(t, help, want)
 	}
 	stdout.Reset()
@@ -26,6 +26,7 @@ func TestIsolationBadArguments(t *testing.T) {
 		{"isolation", "--nosuch"},
 		{"isolation", "extra"},
 		{"isolation", "--aggressors", "x"},
+		{"isolation", "--compare", "other=/no/such.so"},
 	} {
 		var stdout, stderr bytes.Buffer
 		require.Equal(t, 2, run(context.Background(), args, &stdout, &stderr), "%v", args)
