@@ -163,22 +163,11 @@ func RunIsolation(ctx context.Context, opts IsolationOptions) (*IsolationReport,
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("isolation options: %w", err)
 	}
-	root, err := repositoryRoot(opts.Root, findDaemonRoot)
+	tools, err := findVgpudTools(opts.Root, "isolation_load", opts.Log)
 	if err != nil {
 		return nil, err
 	}
-	r := &isoRun{opts: opts, paths: pathsAt(root), vgpud: filepath.Join(root, "bin", "vgpud"),
-		vgpuctl: filepath.Join(root, "bin", "vgpuctl"), simLib: filepath.Join(root, "build", "simgpu", "libnvidia-ml.so.1"),
-		load: filepath.Join(root, "build", "test", "isolation_load"), log: opts.Log}
-	if r.log == nil {
-		r.log = io.Discard
-	}
-	for _, f := range []string{r.vgpud, r.vgpuctl, r.simLib, r.load, r.paths.LibVGPU,
-		filepath.Join(r.paths.SimLibDir, "libcuda.so.1")} {
-		if !fileExists(f) {
-			return nil, fmt.Errorf("%s is missing: run `make build` first", f)
-		}
-	}
+	r := &isoRun{opts: opts, vgpudTools: tools}
 	tmp, err := os.MkdirTemp("", "vgpu-bench-isolation-")
 	if err != nil {
 		return nil, fmt.Errorf("temp dir: %w", err)
@@ -188,7 +177,7 @@ func RunIsolation(ctx context.Context, opts IsolationOptions) (*IsolationReport,
 	} else {
 		defer os.RemoveAll(tmp)
 	}
-	m := hostMachine(ctx, root, time.Now())
+	m := hostMachine(ctx, r.paths.Root, time.Now())
 	m.Driver = DriverSim
 	rep := &IsolationReport{Benchmark: "isolation", Machine: m, Config: IsolationConfig{
 		SMs: opts.SMs, NsPerBlock: opts.NsPerBlock, WarmupS: opts.Warmup.Seconds(), MeasureS: opts.Measure.Seconds(),
@@ -215,10 +204,8 @@ func RunIsolation(ctx context.Context, opts IsolationOptions) (*IsolationReport,
 }
 
 type isoRun struct {
-	opts                         IsolationOptions
-	paths                        Paths
-	vgpud, vgpuctl, simLib, load string
-	log                          io.Writer
+	opts IsolationOptions
+	vgpudTools
 }
 
 // isoProc is a started tenant: its process (vgpuctl, or the load itself

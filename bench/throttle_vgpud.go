@@ -191,31 +191,48 @@ func RunThrottleVgpud(ctx context.Context, opts ThrottleVgpudOptions) (*Throttle
 
 // vgpudRun is one run of the vgpud mode.
 type vgpudRun struct {
-	opts                   ThrottleVgpudOptions
+	opts ThrottleVgpudOptions
+	vgpudTools
+}
+
+// vgpudTools are what a benchmark running tenants under a real vgpud on a
+// simulated node needs: the daemon, vgpuctl, the simulated driver, libvgpu
+// and its load program.
+type vgpudTools struct {
 	paths                  Paths
 	vgpud, vgpuctl, simLib string
-	load                   string // build/test/throttle_load
+	load                   string // build/test/<the benchmark's load program>
 	log                    io.Writer
 }
 
+// findVgpudTools finds them under root (opts' Root, or found from here) and
+// checks that each was built; log nil discards.
+func findVgpudTools(root, load string, log io.Writer) (vgpudTools, error) {
+	root, err := repositoryRoot(root, findDaemonRoot)
+	if err != nil {
+		return vgpudTools{}, err
+	}
+	t := vgpudTools{paths: pathsAt(root), vgpud: filepath.Join(root, "bin", "vgpud"),
+		vgpuctl: filepath.Join(root, "bin", "vgpuctl"), simLib: filepath.Join(root, "build", "simgpu", "libnvidia-ml.so.1"),
+		load: filepath.Join(root, "build", "test", load), log: log}
+	if t.log == nil {
+		t.log = io.Discard
+	}
+	for _, f := range []string{t.vgpud, t.vgpuctl, t.simLib, t.load, t.paths.LibVGPU,
+		filepath.Join(t.paths.SimLibDir, "libcuda.so.1")} {
+		if !fileExists(f) {
+			return vgpudTools{}, fmt.Errorf("%s is missing: run `make build` first", f)
+		}
+	}
+	return t, nil
+}
+
 func newVgpudRun(opts ThrottleVgpudOptions) (*vgpudRun, error) {
-	root, err := repositoryRoot(opts.Root, findDaemonRoot)
+	tools, err := findVgpudTools(opts.Root, "throttle_load", opts.Log)
 	if err != nil {
 		return nil, err
 	}
-	r := &vgpudRun{opts: opts, paths: pathsAt(root), vgpud: filepath.Join(root, "bin", "vgpud"),
-		vgpuctl: filepath.Join(root, "bin", "vgpuctl"), simLib: filepath.Join(root, "build", "simgpu", "libnvidia-ml.so.1"),
-		load: filepath.Join(root, "build", "test", "throttle_load"), log: opts.Log}
-	if r.log == nil {
-		r.log = io.Discard
-	}
-	for _, f := range []string{r.vgpud, r.vgpuctl, r.simLib, r.load, r.paths.LibVGPU,
-		filepath.Join(r.paths.SimLibDir, "libcuda.so.1")} {
-		if !fileExists(f) {
-			return nil, fmt.Errorf("%s is missing: run `make build` first", f)
-		}
-	}
-	return r, nil
+	return &vgpudRun{opts: opts, vgpudTools: tools}, nil
 }
 
 func (r *vgpudRun) newReport(ctx context.Context) *ThrottleVgpudReport {
