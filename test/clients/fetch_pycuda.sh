@@ -31,7 +31,9 @@ SYS_DEPS="python3 python3-numpy python3-pytools python3-appdirs python3-platform
 # (_driver*.so links libcurand.so.10; a CUDA toolkit library, not the driver).
 PRIVATE_DEBS="python3-pycuda libcurand10"
 
-log() { echo "clients/fetch_pycuda: $*"; }
+TAG=fetch_pycuda
+# shellcheck source=test/clients/private_apt.sh
+. "$(dirname "$0")/private_apt.sh"
 
 have() {
 	[ -f "$PREFIX/.fetched" ] || return 1
@@ -47,52 +49,10 @@ if have; then
 	exit 0
 fi
 
-missing=""
-for p in $SYS_DEPS; do
-	dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-	log "installing Debian dependencies:$missing"
-	if [ "$(id -u)" != 0 ]; then
-		echo "clients/fetch_pycuda: need root to install:$missing" >&2
-		exit 1
-	fi
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
-fi
-
-mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial" "$PREFIX"
-APT_ABS=$(cd "$APT" && pwd)
-cat >"$APT_ABS/sources.list" <<EOS
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR bookworm main contrib non-free
-EOS
-set -- -o Dir::Etc::SourceList="$APT_ABS/sources.list" -o Dir::Etc::SourceParts=/dev/null \
-	-o Dir::State::Lists="$APT_ABS/lists" -o Dir::Cache="$APT_ABS/cache" \
-	-o Dir::Cache::pkgcache="" -o Dir::Cache::srcpkgcache="" \
-	-o Debug::NoLocking=1 -o APT::Sandbox::User=root
-
-log "apt-get update (private lists: $APT/lists, sources: $APT/sources.list)"
-apt-get "$@" -qq update
-
-# Download into BUILD_DIR/apt/pycuda/debs (apt-get download writes to the cwd).
-mkdir -p "$APT/debs"
-rm -f "$APT_ABS/debs/"*.deb
-(cd "$APT/debs" && apt-get "$@" -q download $PRIVATE_DEBS)
-
-rm -rf "$PREFIX"
-mkdir -p "$PREFIX"
-what=""
-for deb in "$APT_ABS/debs/"*.deb; do
-	pkg=$(dpkg-deb -f "$deb" Package)
-	ver=$(dpkg-deb -f "$deb" Version)
-	log "downloaded $(basename "$deb"); Depends: $(dpkg-deb -f "$deb" Depends)"
-	dpkg -x "$deb" "$PREFIX"
-	what="$what $pkg=$ver"
-done
-# The 40 MB of debs are not needed any more.
-rm -f "$APT_ABS/debs/"*.deb
-echo "${what# }" >"$PREFIX/.fetched"
-log "extracted${what} into $PREFIX (not installed; no driver package installed)"
+# shellcheck disable=SC2086 # a list of package names
+install_missing $SYS_DEPS
+# shellcheck disable=SC2086 # a list of package names
+fetch_private "$APT" "$PREFIX" "main contrib non-free" $PRIVATE_DEBS
 if command -v objdump >/dev/null 2>&1; then
 	for so in "$PREFIX"/usr/lib/python3/dist-packages/pycuda/_driver*.so; do
 		log "  $(basename "$so") needs: $(objdump -p "$so" | awk '/NEEDED/ {printf "%s ", $2}')"
