@@ -151,8 +151,8 @@ type TrackerCPURow struct {
 	BaselineMS float64 `json:"baseline_cpu_ms"`
 	Percent    float64 `json:"cpu_percent_of_core"`
 	WindowS    float64 `json:"window_s"`
-	// Known is how many processes the tracker listed at the window's end
-	// (the holders); ChurnPerSec the churn achieved in the window.
+	// Known is how many of the holders the tracker listed at the window's
+	// end; ChurnPerSec the churn achieved in the window.
 	Known       int     `json:"known_processes"`
 	ChurnPerSec float64 `json:"churn_per_s"`
 	Events      int     `json:"events"`

@@ -41,6 +41,15 @@ func startIdleProcs(node string, n, holders int) (*idleProcs, error) {
 	return p, nil
 }
 
+// holderPIDs are the pids of the processes that hold the node.
+func (p *idleProcs) holderPIDs(holders int) map[int]bool {
+	pids := make(map[int]bool, holders)
+	for _, c := range p.cmds[:holders] {
+		pids[c.Process.Pid] = true
+	}
+	return pids
+}
+
 func (p *idleProcs) stop() {
 	for _, c := range p.cmds {
 		_ = c.Process.Kill()
@@ -133,7 +142,7 @@ func (e *benchEnv) cpu(ctx context.Context, withEBPF bool) ([]TrackerCPURow, err
 				return nil, err
 			}
 		}
-		loadRows, err := e.cpuLoad(ctx, load, kinds, churn)
+		loadRows, err := e.cpuLoad(ctx, load, kinds, churn, procs.holderPIDs(o.Holders))
 		if churn != nil {
 			churn.stop()
 		}
@@ -145,14 +154,14 @@ func (e *benchEnv) cpu(ctx context.Context, withEBPF bool) ([]TrackerCPURow, err
 	return rows, nil
 }
 
-func (e *benchEnv) cpuLoad(ctx context.Context, load string, kinds []string, churn *churner) ([]TrackerCPURow, error) {
-	base, err := e.cpuWindow(ctx, "", load, churn)
+func (e *benchEnv) cpuLoad(ctx context.Context, load string, kinds []string, churn *churner, holders map[int]bool) ([]TrackerCPURow, error) {
+	base, err := e.cpuWindow(ctx, "", load, churn, holders)
 	if err != nil {
 		return nil, err
 	}
 	var rows []TrackerCPURow
 	for _, kind := range kinds {
-		row, err := e.cpuWindow(ctx, kind, load, churn)
+		row, err := e.cpuWindow(ctx, kind, load, churn, holders)
 		if err != nil {
 			return nil, err
 		}
@@ -165,7 +174,9 @@ func (e *benchEnv) cpuLoad(ctx context.Context, load string, kinds []string, chu
 }
 
 // cpuWindow measures one window with a fresh tracker of kind ("" = none).
-func (e *benchEnv) cpuWindow(ctx context.Context, kind, load string, churn *churner) (TrackerCPURow, error) {
+// Known counts the holders the tracker lists, not the churn's short-lived
+// openers, one of which may be alive when the window ends.
+func (e *benchEnv) cpuWindow(ctx context.Context, kind, load string, churn *churner, holders map[int]bool) (TrackerCPURow, error) {
 	name := kind
 	if name == "" {
 		name = "no tracker"
@@ -188,7 +199,15 @@ func (e *benchEnv) cpuWindow(ctx context.Context, kind, load string, churn *chur
 		rec, stop = newRecorder(tr, e.dev)
 		defer stop()
 		lost = tr.Lost
-		known = func() int { return len(tr.Processes()) }
+		known = func() int {
+			n := 0
+			for _, p := range tr.Processes() {
+				if holders[p.PID] {
+					n++
+				}
+			}
+			return n
+		}
 	}
 	// Start-up (the seed scan, its garbage) is not the steady cost.
 	if err := sleepCtx(ctx, min(time.Second, e.opts.CPUWindow)); err != nil {
