@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -36,17 +37,19 @@ var errOwnerGone = errors.New("owner process is not running")
 func resolveOwner(o *api.Owner) error {
 	switch o.Kind {
 	case api.OwnerNone:
-		if o.PID != 0 || o.StartTime != 0 || o.ContainerID != "" || o.RuncRoot != "" {
-			return fmt.Errorf("owner: pid/start_time/container_id/runc_root given without a kind (want kind %q or %q)",
-				api.OwnerPID, api.OwnerContainer)
+		if o.PID != 0 || o.StartTime != 0 || o.ContainerID != "" || o.RuncRoot != "" || hasClaim(o) {
+			return fmt.Errorf("owner: pid/start_time/container_id/runc_root/claim_* given without a kind (want kind %q, %q or %q)",
+				api.OwnerPID, api.OwnerContainer, api.OwnerClaim)
 		}
 		return nil
+	case api.OwnerClaim:
+		return checkClaimOwner(o)
 	case api.OwnerPID:
 		if o.PID <= 0 {
 			return fmt.Errorf("owner: kind %q needs a pid > 0", api.OwnerPID)
 		}
-		if o.ContainerID != "" || o.RuncRoot != "" {
-			return fmt.Errorf("owner: kind %q takes no container_id/runc_root", api.OwnerPID)
+		if o.ContainerID != "" || o.RuncRoot != "" || hasClaim(o) {
+			return fmt.Errorf("owner: kind %q takes no container_id/runc_root/claim_*", api.OwnerPID)
 		}
 		id, err := procfs.IdentityOf(o.PID)
 		if err != nil {
@@ -63,15 +66,38 @@ func resolveOwner(o *api.Owner) error {
 		if o.ContainerID == "" {
 			return fmt.Errorf("owner: kind %q needs a container_id", api.OwnerContainer)
 		}
-		if o.PID != 0 || o.StartTime != 0 {
-			return fmt.Errorf("owner: kind %q takes no pid/start_time", api.OwnerContainer)
+		if o.PID != 0 || o.StartTime != 0 || hasClaim(o) {
+			return fmt.Errorf("owner: kind %q takes no pid/start_time/claim_*", api.OwnerContainer)
 		}
 		if o.RuncRoot != "" && !filepath.IsAbs(o.RuncRoot) {
 			return fmt.Errorf("owner: runc_root %q is not an absolute path", o.RuncRoot)
 		}
 		return nil
 	}
-	return fmt.Errorf("owner: unknown kind %q (want %q, %q or none)", o.Kind, api.OwnerPID, api.OwnerContainer)
+	return fmt.Errorf("owner: unknown kind %q (want %q, %q, %q or none)", o.Kind, api.OwnerPID, api.OwnerContainer, api.OwnerClaim)
+}
+
+func hasClaim(o *api.Owner) bool {
+	return o.ClaimUID != "" || o.ClaimNamespace != "" || o.ClaimName != ""
+}
+
+// checkClaimOwner checks a ResourceClaim owner: a uid, and nothing of the
+// other kinds. The names are recorded and shown, so they are bounded like
+// the labels (Kubernetes names are at most 253 bytes).
+func checkClaimOwner(o *api.Owner) error {
+	if o.ClaimUID == "" {
+		return fmt.Errorf("owner: kind %q needs a claim_uid", api.OwnerClaim)
+	}
+	if o.PID != 0 || o.StartTime != 0 || o.ContainerID != "" || o.RuncRoot != "" {
+		return fmt.Errorf("owner: kind %q takes no pid/start_time/container_id/runc_root", api.OwnerClaim)
+	}
+	for key, v := range map[string]string{"claim_uid": o.ClaimUID, "claim_namespace": o.ClaimNamespace,
+		"claim_name": o.ClaimName} {
+		if len(v) > api.MaxOwnerLabelLen || !utf8.ValidString(v) {
+			return fmt.Errorf("owner: %s %q: want valid UTF-8 of at most %d bytes", key, v, api.MaxOwnerLabelLen)
+		}
+	}
+	return nil
 }
 
 // watchOwner starts watching a pid owner. It returns errOwnerGone (wrapped)

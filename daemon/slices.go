@@ -265,6 +265,8 @@ func ownerDesc(o api.Owner) string {
 		return fmt.Sprintf("pid %d", o.PID)
 	case api.OwnerContainer:
 		return "container " + o.ContainerID
+	case api.OwnerClaim:
+		return "claim " + o.ClaimNamespace + "/" + o.ClaimName + " " + o.ClaimUID
 	}
 	return "none"
 }

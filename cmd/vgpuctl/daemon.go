@@ -288,6 +288,8 @@ func ownerString(o api.Owner) string {
 			id = id[:12]
 		}
 		return "container " + id
+	case api.OwnerClaim:
+		return "claim " + o.ClaimNamespace + "/" + o.ClaimName
 	case api.OwnerNone:
 		return "-"
 	}

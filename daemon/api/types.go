@@ -44,6 +44,12 @@ const (
 	OwnerNone      = ""          // released only by an explicit DELETE
 	OwnerPID       = "pid"       // a host process (vgpuctl run)
 	OwnerContainer = "container" // a container (vgpu-runtime); released when it is gone
+	// OwnerClaim: a Kubernetes ResourceClaim (vgpu-dra). Like OwnerNone, vgpud
+	// never releases it on its own — no liveness check applies, since the
+	// claim's pods come and go while it stays prepared — only the DRA
+	// plugin's unprepare (DELETE) does. The kind lets the plugin find and
+	// re-adopt its slices after a restart.
+	OwnerClaim = "claim"
 )
 
 // Owner says what a slice belongs to.
@@ -60,6 +66,11 @@ type Owner struct {
 	// --root; vgpu-runtime records it): while <RuncRoot>/<ContainerID> exists
 	// the container exists. Empty: runc's default, /run/runc.
 	RuncRoot string `json:"runc_root,omitempty"`
+	// ClaimUID, ClaimNamespace and ClaimName identify a ResourceClaim
+	// (OwnerClaim; the uid is required, namespace and name are for people).
+	ClaimUID       string `json:"claim_uid,omitempty"`
+	ClaimNamespace string `json:"claim_namespace,omitempty"`
+	ClaimName      string `json:"claim_name,omitempty"`
 	// Labels is who the slice serves in Kubernetes terms, recorded with the
 	// slice and put on its metrics: OwnerLabelNamespace, OwnerLabelPod and
 	// OwnerLabelContainer (no other key), each valid UTF-8 of at most
