@@ -20,6 +20,7 @@ import (
 
 	"github.com/vgpu-project/vgpu/internal/testbuild"
 	"github.com/vgpu-project/vgpu/internal/testdev"
+	"github.com/vgpu-project/vgpu/internal/testimage"
 	"golang.org/x/sys/unix"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
@@ -136,7 +137,8 @@ func buildTestImage(t *testing.T, dir, root string) string {
 	for _, p := range []string{"alloc", "query", "dl_tamper", "dl_forge", "throttle_load", "dl_outlive", "torchlike"} {
 		progs = append(progs, filepath.Join(root, "build/test", p))
 	}
-	return buildImage(t, dir, imageRef, progs, filepath.Join(root, "build/libvgpu.so"))
+	return testimage.Build(t, filepath.Join(dir, "image.tar"), testimage.Image{Ref: imageRef, Programs: progs,
+		LibsOf: []string{filepath.Join(root, "build/libvgpu.so")}})
 }
 
 // startVgpud starts vgpud on the node (its state dir survives restarts) and
