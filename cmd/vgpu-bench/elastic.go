@@ -60,7 +60,8 @@ func elasticBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	conc := fs.String("concurrency", joinInts(opts.Concurrency), "slices asking at once, one grant row each,\n"+
 		"comma-separated; empty: no grant rows")
 	fs.IntVar(&opts.Rounds, "rounds", opts.Rounds, "grant rounds per concurrency (after one warm-up round)")
-	quick := fs.Bool("quick", false, "a short run: 4 rounds, 2 reclaims, no tmpfs comparison")
+	quick := fs.Bool("quick", false, "a short run: 4 rounds, 2 reclaims, no tmpfs comparison\n"+
+		"(--rounds, --reclaims, --tmpfs-compare given win)")
 	base := fs.String("base", units.FormatSize(opts.Base), "each grant slice's memory (its context takes 256MiB of it)")
 	maxMem := fs.String("max", units.FormatSize(opts.Max), "each grant slice's ceiling")
 	alloc := fs.String("alloc", units.FormatSize(opts.Alloc), "what each grant tenant allocates after its context")
@@ -91,8 +92,8 @@ func elasticBench(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return c.fail(2, "%s: %v", s.name, err)
 		}
 	}
-	if *quick {
-		opts.Rounds, opts.Reclaims, opts.TmpfsCompare = 4, 2, false
+	if err := c.quickPreset(*quick, "rounds", "4", "reclaims", "2", "tmpfs-compare", "false"); err != nil {
+		return c.fail(2, "%v", err)
 	}
 	opts.Log = c.progress()
 	report, err := bench.RunElastic(ctx, opts)

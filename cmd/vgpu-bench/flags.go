@@ -87,3 +87,31 @@ func (c *benchCmd) progress() io.Writer {
 func (c *benchCmd) emit(report markdowner, name string) int {
 	return emitReport(c.name, report, name, *c.out, *c.jsonOut, c.stdout, c.stderr)
 }
+
+// quickPreset gives --quick's values (flag name, value, ...) to the flags the
+// command line did not set: a flag given explicitly wins over the preset, in
+// whatever order the two were written. The preset names flags of the
+// command's own set; a name it lacks is a programming error, reported as one.
+func (c *benchCmd) quickPreset(quick bool, preset ...string) error {
+	if !quick {
+		return nil
+	}
+	if len(preset)%2 != 0 {
+		return fmt.Errorf("--quick preset %v: want flag, value pairs", preset)
+	}
+	given := map[string]bool{}
+	c.fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for i := 0; i < len(preset); i += 2 {
+		name, value := preset[i], preset[i+1]
+		if c.fs.Lookup(name) == nil {
+			return fmt.Errorf("--quick presets --%s, which this command lacks", name)
+		}
+		if given[name] {
+			continue
+		}
+		if err := c.fs.Set(name, value); err != nil {
+			return fmt.Errorf("--quick preset --%s=%s: %w", name, value, err)
+		}
+	}
+	return nil
+}

@@ -18,8 +18,9 @@ aggressors, with vgpu and bare, relative to the victim alone.
               step, like inference: steps/s, p50 and p99 step time (launch to the
               end of the synchronize); throughput: kernels (--flood-waves waves)
               launched back to back, like training: kernels/s
-  aggressors  flood: kernels launched back to back; with --churn also a row with one
-              churn aggressor (64 MiB cuMemAlloc + cuMemFree and a launch per step)
+  aggressors  flood: kernels launched back to back; churn (--churn, on by default): a
+              64 MiB cuMemAlloc + cuMemFree and a launch per step, at every nonzero
+              count of --aggressors (the alone row is shared)
   configs     vgpu: a real bin/vgpud on a fresh simulated node per row; every tenant
               is 'bin/vgpuctl run --compute P --compute-policy cap -- build/test/isolation_load',
               the victim at --victim-share, the aggressors sharing the rest equally;
@@ -56,7 +57,7 @@ func isolationBench(ctx context.Context, args []string, stdout, stderr io.Writer
 	victims := fs.String("victims", strings.Join(opts.Victims, ","), "victim kinds, comma-separated (latency, throughput)")
 	aggr := fs.String("aggressors", joinInts(opts.Aggressors), "aggressor counts, comma-separated (0 = alone, the reference)")
 	configs := fs.String("configs", strings.Join(opts.Configs, ","), "configurations, comma-separated (vgpu, bare)")
-	fs.BoolVar(&opts.Churn, "churn", opts.Churn, "add a row with one allocation-churn aggressor per victim and configuration")
+	fs.BoolVar(&opts.Churn, "churn", opts.Churn, "also run every nonzero aggressor count with allocation-churn aggressors")
 	fs.DurationVar(&opts.Warmup, "warmup", opts.Warmup, "victim time not counted")
 	fs.DurationVar(&opts.Measure, "measure", opts.Measure, "victim time counted")
 	fs.Float64Var(&opts.VictimSharePct, "victim-share", opts.VictimSharePct, "the victim's compute share with vgpu (%)")
@@ -64,7 +65,7 @@ func isolationBench(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.Uint64Var(&opts.NsPerBlock, "ns-per-block", opts.NsPerBlock, "device ns per wave of blocks")
 	fs.IntVar(&opts.LatencyWaves, "latency-waves", opts.LatencyWaves, "waves of the latency victim's kernel")
 	fs.IntVar(&opts.FloodWaves, "flood-waves", opts.FloodWaves, "waves of the throughput victim's and aggressors' kernels")
-	quick := fs.Bool("quick", false, "a short run (under a minute): no churn rows, 0.5 s warm-up, 1.5 s counted")
+	quick := fs.Bool("quick", false, "a short run (under a minute): 0.5 s warm-up, 1 s counted, unless --warmup/--measure are given")
 	fs.BoolVar(&opts.KeepTemp, "keep", false, "keep the temporary nodes (path printed on stderr)")
 	var peers stringList
 	fs.Var(&peers, "compare", "NAME=/path/lib.so[,ENV=V...]: another interception library; the bare rows again under it (repeatable)")
@@ -79,8 +80,10 @@ func isolationBench(ctx context.Context, args []string, stdout, stderr io.Writer
 	if opts.Peers, err = bench.ParsePeers(peers); err != nil {
 		return c.fail(2, "%v", err)
 	}
-	if *quick {
-		bench.QuickIsolation(&opts)
+	q := bench.DefaultIsolationOptions()
+	bench.QuickIsolation(&q)
+	if err := c.quickPreset(*quick, "warmup", q.Warmup.String(), "measure", q.Measure.String()); err != nil {
+		return c.fail(2, "%v", err)
 	}
 	opts.Log = c.progress()
 	report, err := bench.RunIsolation(ctx, opts)

@@ -51,7 +51,7 @@ func workloadBench(ctx context.Context, args []string, stdout, stderr io.Writer)
 	*c.out = defaultOut
 	fs.Lookup("out").DefValue = defaultOut
 	c.rootFlag(&opts.Root, "build/")
-	quick := fs.Bool("quick", false, "3 rounds of 100 steps (a quick look)")
+	quick := fs.Bool("quick", false, "3 rounds of 100 steps (a quick look); --rounds/--steps given win")
 	fs.IntVar(&opts.Rounds, "rounds", opts.Rounds, "alternations of every run")
 	fs.IntVar(&opts.Steps, "steps", opts.Steps, "timed steps per run")
 	fs.IntVar(&opts.Warmup, "warmup", opts.Warmup, "untimed steps per run first")
@@ -65,8 +65,8 @@ func workloadBench(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if status, ok := c.parse(args); !ok {
 		return status
 	}
-	if *quick {
-		opts.Rounds, opts.Steps = 3, 100
+	if err := c.quickPreset(*quick, "rounds", "3", "steps", "100"); err != nil {
+		return c.fail(2, "%v", err)
 	}
 	var err error
 	if opts.Peers, err = bench.ParsePeers(peers); err != nil {
