@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -144,31 +145,17 @@ func relText(x *float64) string {
 // Markdown renders the report.
 func (r *IsolationReport) Markdown() string {
 	var b strings.Builder
-	m, c := r.Machine, r.Config
+	m := r.Machine
 	b.WriteString("# vgpu isolation benchmark: noisy neighbours on a simulated node\n\n")
 	fmt.Fprintf(&b, "- machine: %s, %s, %d cores, kernel %s\n", m.Hostname, m.CPUModel, m.Cores, orDash(m.Kernel))
 	fmt.Fprintf(&b, "- %s, %s, commit %s\n", m.GoVersion, m.Date, orDash(m.Commit))
 	for _, cmd := range r.Commands {
 		fmt.Fprintf(&b, "- command: `%s`\n", cmd)
 	}
-	fmt.Fprintf(&b, "- node: a fresh simulated node per row, %d SMs, %d ns per wave; victim kernels: latency %.0f µs "+
-		"(launch + synchronize per step), throughput and aggressors %.0f µs (launched back to back)\n",
-		c.SMs, c.NsPerBlock, c.LatencyKernelUs, c.FloodKernelUs)
-	fmt.Fprintf(&b, "- vgpu: a real bin/vgpud per row; every tenant `vgpuctl run --compute P --compute-policy cap -- "+
-		"build/test/isolation_load ...`, the victim at %.0f%%, the aggressors sharing the rest equally; "+
-		"bare: the same processes without libvgpu\n", c.VictimSharePct)
-	for _, p := range c.Peers {
-		fmt.Fprintf(&b, "- peer %s (`--compare`): the bare rows again, every tenant with `LD_PRELOAD=%s`", p.Name, p.Lib)
-		if len(p.Env) > 0 {
-			fmt.Fprintf(&b, " `%s`", strings.Join(p.Env, " "))
-		}
-		b.WriteString(" (checked mapped into each tenant)\n")
-	}
-	fmt.Fprintf(&b, "- the victim starts once every aggressor is READY; %.1f s warm-up, then %.1f s counted\n\n",
-		c.WarmupS, c.MeasureS)
-	fmt.Fprintf(&b, "Figures relative to the same victim and configuration alone (0 aggressors). Goals for the vgpu "+
-		"rows with aggressors: throughput ≥ %.2f × alone, latency victim p99 ≤ %.1f × alone; bare and peer rows have none.\n\n",
-		c.GoalThroughputRatio, c.GoalP99Ratio)
+	ran := r.configsRun()
+	r.writeSetup(&b, ran)
+	r.writeSummary(&b)
+	b.WriteString("All rows:\n\n")
 	b.WriteString("| victim | aggressors | config | steps counted | steps/s | rel. throughput | p50 µs | rel. p50 | p99 µs | rel. p99 | result |\n")
 	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, row := range r.Rows {
@@ -199,8 +186,122 @@ func (r *IsolationReport) Markdown() string {
 			relText(row.RelThroughput), p50, relText(row.RelP50), p99, relText(row.RelP99), res)
 	}
 	b.WriteString("\n")
-	writeVerdict(&b, r.AllMet, r.Notes)
+	notes := r.Notes
+	if !ran[IsoVgpu] {
+		notes = nil
+		for _, n := range r.Notes {
+			if !strings.HasPrefix(n, noteVgpuPrefix) {
+				notes = append(notes, n)
+			}
+		}
+	}
+	if ran[IsoVgpu] {
+		writeVerdict(&b, r.AllMet, notes)
+	} else {
+		b.WriteString("**No goals apply** (no vgpu rows).\n")
+		for _, n := range notes {
+			fmt.Fprintf(&b, "\n> note: %s\n", n)
+		}
+	}
 	return b.String()
+}
+
+// writeSummary is the table at a glance: per victim and aggressors (kind and
+// count), per configuration in the report's order, the victim's throughput
+// and (latency victim) p99 relative to alone.
+func (r *IsolationReport) writeSummary(b *strings.Builder) {
+	var configs []string
+	type key struct {
+		victim, aggressor string
+		n                 int
+	}
+	var keys []key
+	cell := map[key]map[string]*IsolationRow{}
+	for i := range r.Rows {
+		row := &r.Rows[i]
+		if !slices.Contains(configs, row.Config) {
+			configs = append(configs, row.Config)
+		}
+		if row.Aggressors == 0 {
+			continue
+		}
+		k := key{row.Victim, row.Aggressor, row.Aggressors}
+		if cell[k] == nil {
+			cell[k] = map[string]*IsolationRow{}
+			keys = append(keys, k)
+		}
+		cell[k][row.Config] = row
+	}
+	if len(keys) == 0 {
+		return
+	}
+	b.WriteString("Summary: the victim's throughput and (latency victim) p99, relative to the same victim and " +
+		"configuration alone.\n\n| victim | aggressors |")
+	for _, c := range configs {
+		fmt.Fprintf(b, " %s: throughput | %s: p99 |", c, c)
+	}
+	b.WriteString("\n|---|---|" + strings.Repeat("---:|---:|", len(configs)) + "\n")
+	for _, k := range keys {
+		fmt.Fprintf(b, "| %s | %d %s |", k.victim, k.n, k.aggressor)
+		for _, c := range configs {
+			row := cell[k][c]
+			switch {
+			case row == nil:
+				b.WriteString(" | |")
+			case k.victim == VictimLatency:
+				fmt.Fprintf(b, " %s | %s |", relText(row.RelThroughput), relText(row.RelP99))
+			default:
+				fmt.Fprintf(b, " %s | — |", relText(row.RelThroughput))
+			}
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n")
+}
+
+// writeSetup says how the rows were taken: the node, each configuration that
+// ran, the timeline, and the goals where vgpu rows ran.
+func (r *IsolationReport) writeSetup(b *strings.Builder, ran map[string]bool) {
+	c := r.Config
+	fmt.Fprintf(b, "- node: a fresh simulated node per row, %d SMs, %d ns per wave; victim kernels: latency %.0f µs "+
+		"(launch + synchronize per step), throughput and aggressors %.0f µs (launched back to back)\n",
+		c.SMs, c.NsPerBlock, c.LatencyKernelUs, c.FloodKernelUs)
+	if ran[IsoVgpu] {
+		fmt.Fprintf(b, "- vgpu: a real bin/vgpud per row; every tenant `vgpuctl run --compute P --compute-policy cap -- "+
+			"build/test/isolation_load ...`, the victim at %.0f%%, the aggressors sharing the rest equally\n", c.VictimSharePct)
+	}
+	if ran[IsoBare] {
+		b.WriteString("- bare: the same processes without libvgpu and without limits\n")
+	}
+	for _, p := range c.Peers {
+		if !ran[p.Name] {
+			continue
+		}
+		fmt.Fprintf(b, "- peer %s (`--compare`): the bare rows again, every tenant with `LD_PRELOAD=%s`", p.Name, p.Lib)
+		if len(p.Env) > 0 {
+			fmt.Fprintf(b, " `%s`", strings.Join(p.Env, " "))
+		}
+		b.WriteString(" (checked mapped into each tenant)\n")
+	}
+	fmt.Fprintf(b, "- the victim starts once every aggressor is READY; %.1f s warm-up, then %.1f s counted\n\n",
+		c.WarmupS, c.MeasureS)
+	b.WriteString("Figures relative to the same victim and configuration alone (0 aggressors). ")
+	if ran[IsoVgpu] {
+		fmt.Fprintf(b, "Goals for the vgpu rows with aggressors: throughput ≥ %.2f × alone, latency victim p99 ≤ %.1f × "+
+			"alone; other configurations have none.\n\n", c.GoalThroughputRatio, c.GoalP99Ratio)
+	} else {
+		b.WriteString("No vgpu rows were run: the goals (of the vgpu rows) do not apply.\n\n")
+	}
+}
+
+// configsRun is the set of configurations with rows in the report: the report
+// describes only those (a --configs bare run has no vgpu line).
+func (r *IsolationReport) configsRun() map[string]bool {
+	ran := map[string]bool{}
+	for _, row := range r.Rows {
+		ran[row.Config] = true
+	}
+	return ran
 }
 
 // CommandLine is args as one shell line (empty and spaced arguments quoted).
@@ -215,6 +316,9 @@ func CommandLine(args []string) string {
 	return strings.Join(out, " ")
 }
 
+// noteVgpuPrefix starts the note about the vgpu rows, left out where none ran.
+const noteVgpuPrefix = "with vgpu"
+
 // isolationNotes are the notes every report carries.
 func isolationNotes() []string {
 	return []string{
@@ -223,7 +327,7 @@ func isolationNotes() []string {
 			"ahead; there is no time-slicing between contexts, so bare a victim's kernel waits behind the " +
 			"aggressors' whole queue — a real GPU time-slices contexts and differs in degree; the figures show " +
 			"what vgpu's launch throttle does to the queue, not a real GPU's scheduler",
-		"with vgpu the victim is capped at its share alone too (cap policy), so its alone figures are of a " +
+		noteVgpuPrefix + " the victim is capped at its share alone too (cap policy), so its alone figures are of a " +
 			"capped tenant: the ratios compare like with like",
 		"throughput = counted steps / counted seconds (latency victim: launch + synchronize steps; throughput " +
 			"victim: kernels launched, at a full device queue the rate the device ran them); p50/p99 are over the " +

@@ -13,13 +13,19 @@ import (
 func TestIsolationCells(t *testing.T) {
 	o := DefaultIsolationOptions()
 	cells := isolationCells(o)
-	require.Len(t, cells, 2*2*4)
+	// Per victim and configuration: flood at 0, 1, 3; churn at 1 and 3 (the
+	// alone row is shared).
+	require.Len(t, cells, 2*2*5)
 	require.Equal(t, isoCell{Victim: VictimLatency, Aggressor: AggressorFlood, Config: IsoVgpu, N: 0}, cells[0])
 	require.Equal(t, isoCell{Victim: VictimLatency, Aggressor: AggressorChurn, Config: IsoVgpu, N: 1}, cells[3])
-	require.Equal(t, isoCell{Victim: VictimThroughput, Aggressor: AggressorFlood, Config: IsoBare, N: 3}, cells[14])
+	require.Equal(t, isoCell{Victim: VictimLatency, Aggressor: AggressorChurn, Config: IsoVgpu, N: 3}, cells[4])
+	require.Equal(t, isoCell{Victim: VictimThroughput, Aggressor: AggressorFlood, Config: IsoBare, N: 3}, cells[17])
+	require.Equal(t, isoCell{Victim: VictimThroughput, Aggressor: AggressorChurn, Config: IsoBare, N: 3}, cells[19])
 	QuickIsolation(&o)
-	require.Len(t, isolationCells(o), 2*2*3)
+	require.Len(t, isolationCells(o), 2*2*5, "--quick keeps the churn rows")
 	require.NoError(t, o.validate())
+	o.Churn = false
+	require.Len(t, isolationCells(o), 2*2*3)
 	o.Peers = []Peer{{Name: "other", Lib: "/x.so"}}
 	cells = isolationCells(o)
 	require.Len(t, cells, 2*3*3)
@@ -28,6 +34,37 @@ func TestIsolationCells(t *testing.T) {
 	require.Equal(t, VictimLatency, cells[8].Victim)
 	require.Nil(t, cells[5].Peer)
 	require.NoError(t, o.validate())
+}
+
+// TestIsolationReportOnlyWhatRan: a report of bare rows only (--configs bare)
+// describes no vgpu configuration, states no vgpu goal and claims none met.
+func TestIsolationReportOnlyWhatRan(t *testing.T) {
+	lat := Summary{N: 10, Median: 100, P99: 200}
+	rows := []IsolationRow{
+		{Victim: VictimLatency, Config: IsoBare, Aggressor: AggressorFlood, Aggressors: 0, StepsPerS: 100, LatencyUs: lat},
+		{Victim: VictimLatency, Config: IsoBare, Aggressor: AggressorChurn, Aggressors: 3, StepsPerS: 50, LatencyUs: lat},
+	}
+	r := &IsolationReport{Config: IsolationConfig{VictimSharePct: 50, GoalThroughputRatio: 0.9, GoalP99Ratio: 2,
+		Peers: []Peer{{Name: "other", Lib: "/other.so"}}}, Rows: rows, Notes: isolationNotes()}
+	r.Evaluate()
+	md := r.Markdown()
+	require.NotContains(t, md, "- vgpu:")
+	require.NotContains(t, md, "vgpuctl run")
+	require.NotContains(t, md, "with vgpu the victim")
+	require.NotContains(t, md, "goals met")
+	require.NotContains(t, md, "peer other", "a peer with no rows is not described")
+	require.Contains(t, md, "- bare: ")
+	require.Contains(t, md, "**No goals apply**")
+	require.Contains(t, md, "| latency | 3 churn | 0.50× | 1.00× |")
+
+	// vgpu only (--configs vgpu): no bare line.
+	r.Rows = []IsolationRow{{Victim: VictimThroughput, Config: IsoVgpu, Aggressor: AggressorFlood,
+		Aggressors: 0, StepsPerS: 100, VictimSharePct: 50}}
+	r.Evaluate()
+	md = r.Markdown()
+	require.Contains(t, md, "- vgpu: ")
+	require.NotContains(t, md, "- bare: ")
+	require.Contains(t, md, "with vgpu the victim")
 }
 
 func TestIsolationValidate(t *testing.T) {
@@ -96,6 +133,9 @@ func TestIsolationEvaluate(t *testing.T) {
 	require.False(t, r.AllMet)
 
 	md := r.Markdown()
+	require.Contains(t, md, "| victim | aggressors | vgpu: throughput | vgpu: p99 | bare: throughput | bare: p99 |")
+	require.Contains(t, md, "| latency | 1 flood | 0.95× | 1.50× | 0.01× | 10000.00× |")
+	require.Contains(t, md, "| throughput | 1 flood | — | — | | |", "no alone row, no bare row")
 	require.Contains(t, md, "| latency | 1 flood | vgpu (0% / 0% each) |")
 	require.Contains(t, md, "0.95×")
 	require.Contains(t, md, "NOT met")
@@ -121,7 +161,7 @@ func TestIsolationComparesAPeer(t *testing.T) {
 
 	opts := DefaultIsolationOptions()
 	QuickIsolation(&opts)
-	opts.Root, opts.Victims, opts.Aggressors = root, []string{VictimThroughput}, []int{0, 1}
+	opts.Root, opts.Victims, opts.Aggressors, opts.Churn = root, []string{VictimThroughput}, []int{0, 1}, false
 	opts.Warmup, opts.Measure = 200*time.Millisecond, 500*time.Millisecond
 	opts.Peers = []Peer{peer}
 	var log strings.Builder

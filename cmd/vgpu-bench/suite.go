@@ -60,7 +60,7 @@ var suiteBenches = []suiteBench{
 		"--vgpud-opens", "50", "--rounds", "2", "--ops", "5000", "--forks", "100", "--procs", "500",
 		"--holders", "50", "--cpu-window", "2s"}, 180, 25},
 	{"elastic", []string{"--quick"}, 300, 30},
-	{"isolation", nil, 120, 20},
+	{"isolation", nil, 220, 45},
 	{"workload", nil, 120, 20},
 }
 
