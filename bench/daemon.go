@@ -137,8 +137,12 @@ type AllocResult struct {
 	Devices  int     `json:"devices"`
 	Alloc    Summary `json:"alloc_ms"`
 	Release  Summary `json:"release_ms"`
-	GoalMS   float64 `json:"goal_p99_ms"`
-	Met      bool    `json:"met"`
+	// The samples (ms, in the order taken), for the CDFs `vgpu-bench plot`
+	// draws; reports from before they were kept have none.
+	AllocSamplesMS   []float64 `json:"alloc_samples_ms,omitempty"`
+	ReleaseSamplesMS []float64 `json:"release_samples_ms,omitempty"`
+	GoalMS           float64   `json:"goal_p99_ms"`
+	Met              bool      `json:"met"`
 }
 
 // DaemonReport is the result of `vgpu-bench daemon`.

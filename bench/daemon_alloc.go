@@ -73,6 +73,13 @@ func runAllocBench(ctx context.Context, opts DaemonOptions, root, dir string, lo
 	}
 	res.Allocs, res.Releases = len(allocMS), len(releaseMS)
 	res.Alloc, res.Release = Summarize(allocMS), Summarize(releaseMS)
+	// Samples to the µs (round3): finer only lengthens the JSON.
+	for _, v := range allocMS {
+		res.AllocSamplesMS = append(res.AllocSamplesMS, round3(v))
+	}
+	for _, v := range releaseMS {
+		res.ReleaseSamplesMS = append(res.ReleaseSamplesMS, round3(v))
+	}
 	fmt.Fprintf(log, "bench: alloc: median %.3f ms p99 %.3f ms\n", res.Alloc.Median, res.Alloc.P99)
 	return res, gpu, nil
 }

@@ -133,6 +133,8 @@ func TestRunDaemonAlloc(t *testing.T) {
 	require.Equal(t, 20, rep.Alloc.Releases)
 	require.Equal(t, 2, rep.Alloc.Devices)
 	require.Greater(t, rep.Alloc.Alloc.Median, 0.0)
+	require.Len(t, rep.Alloc.AllocSamplesMS, 20, "every sample is kept, for the CDF")
+	require.Len(t, rep.Alloc.ReleaseSamplesMS, 20)
 	require.Contains(t, rep.Machine.GPU, "simulated")
 	require.Contains(t, log.String(), "bench: alloc: median")
 }

@@ -203,22 +203,35 @@ func throttleSeries(c *VgpudCell) (*plot.Plot, error) {
 	return p, nil
 }
 
-// daemonFigures: vgpud's slice allocation and release latency. The report keeps
-// only a summary (no samples), so median and p99, not a CDF.
+// daemonFigures: vgpud's slice allocation and release latency: the CDF of the
+// samples, or, for a report from before they were kept, median and p99.
 func daemonFigures(r *DaemonReport) ([]figure, error) {
 	if r.Alloc == nil || r.Alloc.Alloc.N == 0 {
 		return nil, nil
 	}
 	a := r.Alloc
+	goalLabel := fmt.Sprintf("goal: allocation p99 ≤ %g ms", a.GoalMS)
+	if len(a.AllocSamplesMS) > 0 {
+		p, err := cdfPlot(fmt.Sprintf("vgpud slice allocation latency through its API (CDF; %d allocations on %d GPUs)",
+			len(a.AllocSamplesMS), a.Devices),
+			"ms per request, client side (unix socket round trip)",
+			[]string{fmt.Sprintf("allocate (p50 %.2f ms, p99 %.2f ms)", a.Alloc.Median, a.Alloc.P99),
+				fmt.Sprintf("release (p50 %.2f ms, p99 %.2f ms)", a.Release.Median, a.Release.P99)},
+			[][]float64{a.AllocSamplesMS, a.ReleaseSamplesMS}, a.GoalMS, goalLabel, true)
+		if err != nil {
+			return nil, err
+		}
+		return []figure{{"alloc", p}}, nil
+	}
 	cats := []string{fmt.Sprintf("allocate (n=%d)", a.Alloc.N), fmt.Sprintf("release (n=%d)", a.Release.N)}
 	ser := dotSeries{name: "vgpud", median: []float64{a.Alloc.Median, a.Release.Median}, p99: []float64{a.Alloc.P99, a.Release.P99}}
-	p, err := dotWhiskerPlot("vgpud slice allocation latency (summary: the report keeps no samples)",
+	p, err := dotWhiskerPlot("vgpud slice allocation latency (summary: this report keeps no samples)",
 		"ms per request", cats, []dotSeries{ser}, false)
 	if err != nil {
 		return nil, err
 	}
 	if a.GoalMS > 0 {
-		if err := hline(p, a.GoalMS, fmt.Sprintf("goal: p99 ≤ %g ms", a.GoalMS)); err != nil {
+		if err := hline(p, a.GoalMS, goalLabel); err != nil {
 			return nil, err
 		}
 	}

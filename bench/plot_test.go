@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/stretchr/testify/require"
 )
 
 // TestPlotResultsCommitted draws from the committed reports (when present) to a temp dir.
@@ -53,7 +55,8 @@ func writeFixtures(t *testing.T, dir string) {
 			Init: []InitRow{{Procs: 1, Bare: sum(0.3, 0.5, 4), VGPU: sum(0.4, 0.6, 4), Met: true},
 				{Procs: 8, Bare: sum(0.2, 0.4, 32), VGPU: sum(0.3, 0.5, 32), Met: true}}, AllMet: true},
 		"daemon-simgpu.json": DaemonReport{Benchmark: "daemon", Machine: m,
-			Alloc: &AllocResult{Allocs: 10, Alloc: sum(1, 3, 10), Release: sum(0.5, 1, 10), GoalMS: 10, Met: true}, AllMet: true},
+			Alloc: &AllocResult{Allocs: 10, Devices: 2, Alloc: sum(1, 3, 10), Release: sum(0.5, 1, 10), GoalMS: 10, Met: true,
+				AllocSamplesMS: []float64{0.8, 1, 1, 1.2, 3}, ReleaseSamplesMS: []float64{0.4, 0.5, 0.5, 1}}, AllMet: true},
 		"elastic-simgpu.json": ElasticReport{Benchmark: "elastic", Machine: m,
 			Grant: []ElasticGrantRow{{Concurrency: 8, StateFS: "ext4", SettleMS: 50, Latency: sum(2, 4, 4),
 				SamplesMS: []float64{1, 2, 3, 4}, GoalP99MS: &goal, Met: &yes}},
@@ -79,4 +82,28 @@ func writeFixtures(t *testing.T, dir string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestDaemonAllocFigure: with samples the daemon report's figure is their CDF
+// (both series, the goal line, units on the axes); a report without samples
+// still gets its median/p99 summary.
+func TestDaemonAllocFigure(t *testing.T) {
+	r := &DaemonReport{Benchmark: "daemon", Alloc: &AllocResult{Allocs: 5, Devices: 2, Alloc: sum(1, 3, 5),
+		Release: sum(0.5, 1, 4), GoalMS: 2, AllocSamplesMS: []float64{0.8, 1, 1, 1.2, 3},
+		ReleaseSamplesMS: []float64{0.4, 0.5, 0.5, 1}}}
+	figs, err := daemonFigures(r)
+	require.NoError(t, err)
+	require.Len(t, figs, 1)
+	p := figs[0].p
+	require.Contains(t, p.Title.Text, "CDF")
+	require.Contains(t, p.X.Label.Text, "ms per request")
+	require.Contains(t, p.Y.Label.Text, "fraction of requests")
+	require.GreaterOrEqual(t, p.X.Max, 3.0, "the slowest sample is on the axis")
+
+	r.Alloc.AllocSamplesMS, r.Alloc.ReleaseSamplesMS = nil, nil
+	figs, err = daemonFigures(r)
+	require.NoError(t, err)
+	require.Len(t, figs, 1)
+	require.NotContains(t, figs[0].p.Title.Text, "CDF")
+	require.Equal(t, "ms per request", figs[0].p.Y.Label.Text)
 }
