@@ -162,6 +162,10 @@ type Device struct {
 	AllocatedBytes  uint64  `json:"allocated_bytes"`
 	ComputePercent  float64 `json:"compute_percent"` // guaranteed compute shares, summed
 	Slices          int     `json:"slices"`
+	// UnslicedBytes is the device memory the driver reports used by
+	// processes in no slice (bypassing vgpu entirely), as of the last
+	// enforcer tick: memory no slice can have. 0 from an older vgpud.
+	UnslicedBytes uint64 `json:"unsliced_bytes,omitempty"`
 }
 
 // SliceDevice is a slice's share of one device.
