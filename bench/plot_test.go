@@ -47,7 +47,7 @@ func writeFixtures(t *testing.T, dir string) {
 	t.Helper()
 	m := Machine{Hostname: "fixture", CPUModel: "test cpu", Cores: 2, Driver: "simgpu", Commit: "abc1234", Date: "2026-01-01T00:00:00Z"}
 	yes, no := true, false
-	goal := 15.0
+	goal, half := 15.0, 0.5
 	reports := map[string]any{
 		"overhead-simgpu.json": OverheadReport{Benchmark: "overhead", Machine: m,
 			Calls: []CallRow{{Op: OpLaunch, Threads: 1, Bare: sum(70, 90, 10), VGPU: sum(75, 99, 10), Met: &yes},
@@ -72,6 +72,11 @@ func writeFixtures(t *testing.T, dir string) {
 				Events: []VgpudEvent{{AtS: 0, Kind: "start", Tenant: "r30"}, {AtS: 1.5, Kind: "retarget", Tenant: "r30", TargetPct: 70}},
 				Tenants: []VgpudTenant{{Name: "r30", TargetPct: 30, EndS: 3, AchievedPct: 50, SteadyErrPts: 0.5,
 					PeriodPct: []float64{20, 30, 30, 60, 70, 70}, Met: true}}}}, AllMet: true},
+		"isolation-simgpu.json": isolationFixture(m),
+		"workload-simgpu.json": WorkloadReport{Benchmark: "workload", Machine: m, Rows: []WorkloadRow{
+			{Mode: ModeBare, Step: sum(1200, 1300, 100)},
+			{Mode: "vgpu-mem", Step: sum(1201, 1302, 100), AddedMedianPct: 0.08, AddedMedianUS: 1, GoalPct: &half, Met: &yes}},
+			AllMet: true},
 	}
 	for name, r := range reports {
 		js, err := json.MarshalIndent(r, "", "  ")
@@ -106,4 +111,19 @@ func TestDaemonAllocFigure(t *testing.T) {
 	require.Len(t, figs, 1)
 	require.NotContains(t, figs[0].p.Title.Text, "CDF")
 	require.Equal(t, "ms per request", figs[0].p.Y.Label.Text)
+}
+
+// isolationFixture: a latency victim alone and next to 3 churning aggressors,
+// with vgpu (goal NOT met) and bare.
+func isolationFixture(m Machine) IsolationReport {
+	lat := func(p50, p99 float64) Summary { return Summary{N: 100, Median: p50, P99: p99} }
+	r := IsolationReport{Benchmark: "isolation", Machine: m, Config: IsolationConfig{GoalThroughputRatio: 0.9, GoalP99Ratio: 2},
+		Rows: []IsolationRow{
+			{Victim: VictimLatency, Aggressor: AggressorFlood, Config: IsoVgpu, StepsPerS: 100, LatencyUs: lat(100, 200)},
+			{Victim: VictimLatency, Aggressor: AggressorChurn, Aggressors: 3, Config: IsoVgpu, StepsPerS: 50, LatencyUs: lat(150, 800)},
+			{Victim: VictimLatency, Aggressor: AggressorFlood, Config: IsoBare, StepsPerS: 100, LatencyUs: lat(100, 200)},
+			{Victim: VictimLatency, Aggressor: AggressorChurn, Aggressors: 3, Config: IsoBare, StepsPerS: 1, LatencyUs: lat(1e6, 1e6)},
+		}}
+	r.Evaluate()
+	return r
 }

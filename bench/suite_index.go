@@ -94,7 +94,8 @@ func ReadIndexEntries(dir string, plots []Plot) ([]IndexEntry, error) {
 }
 
 // idKeys name a row of a report (its "met" says for which row).
-var idKeys = []string{"name", "op", "what", "tracker", "load", "threads", "procs", "concurrency", "state_fs", "mode", "tenant"}
+var idKeys = []string{"name", "op", "what", "tracker", "load", "threads", "procs", "concurrency", "state_fs", "mode", "tenant",
+	"victim", "aggressors", "aggressor", "config"}
 
 // walkGoals calls f for every object holding a boolean "met", with a short
 // description of where it is.
@@ -104,7 +105,8 @@ func walkGoals(v any, where string, f func(string, bool)) {
 		if met, ok := x["met"].(bool); ok {
 			var id []string
 			for _, k := range idKeys {
-				if val, ok := x[k]; ok {
+				switch val := x[k].(type) {
+				case string, float64, bool: // names, not objects (a report's "config")
 					id = append(id, fmt.Sprintf("%s=%v", k, val))
 				}
 			}
@@ -112,7 +114,11 @@ func walkGoals(v any, where string, f func(string, bool)) {
 			if len(id) > 0 {
 				w += " (" + strings.Join(id, ", ") + ")"
 			}
-			f(strings.TrimPrefix(w, "."), met)
+			w = strings.TrimPrefix(w, ".")
+			if w == "" {
+				w = "the report's goal" // a "met" at the top level: the whole report's one goal
+			}
+			f(w, met)
 		}
 		keys := make([]string, 0, len(x))
 		for k := range x {
@@ -136,6 +142,9 @@ func walkGoals(v any, where string, f func(string, bool)) {
 func headline(benchmark string, data []byte) []string {
 	var out []string
 	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
+	if f := moreHeadlines[benchmark]; f != nil {
+		return f(data)
+	}
 	switch benchmark {
 	case "overhead":
 		var r OverheadReport

@@ -27,7 +27,7 @@ func TestIndexListsEveryBenchmark(t *testing.T) {
 	}
 	want := map[string]string{ // benchmark: its status in the fixtures
 		"overhead": "all met", "daemon": "all met", "elastic": "all met", "runtime": "all met",
-		"throttle": "all met", "tracker": "NOT met",
+		"throttle": "all met", "tracker": "NOT met", "isolation": "NOT met", "workload": "all met",
 	}
 	for b, st := range want {
 		row := ""
@@ -48,7 +48,11 @@ func TestIndexListsEveryBenchmark(t *testing.T) {
 			t.Errorf("index.html does not list %s", b)
 		}
 	}
-	for _, s := range []string{"tracker: skipped (needs root)", "commit abc1234", "`latency[0] (what=open, tracker=ebpf)`"} {
+	for _, s := range []string{"tracker: skipped (needs root)", "commit abc1234", "`latency[0] (what=open, tracker=ebpf)`",
+		"`rows[1] (victim=latency, aggressors=3, aggressor=churn, config=vgpu)`",
+		"- latency victim next to 3 churn aggressor(s), step rate (p99) vs alone: vgpu 0.50× (p99 4.00×): NOT met; " +
+			"bare 0.01× (p99 5000.00×)",
+		"- vgpu-mem: +0.08 % median step (+1.00 µs; p99 +0.0 %; goal ≤ 0.5 %: met)"} {
 		if !strings.Contains(string(md), s) {
 			t.Errorf("index.md lacks %q", s)
 		}
@@ -57,5 +61,16 @@ func TestIndexListsEveryBenchmark(t *testing.T) {
 		if !strings.Contains(string(md), "plots/"+p.Name+".png") || !strings.Contains(string(h), "plots/"+p.Name+".svg") {
 			t.Errorf("plot %s not linked from the index", p.Name)
 		}
+	}
+}
+
+// TestIndexTopLevelGoal: a report whose one "met" is at its top level (runtime)
+// names it as the report's goal, not as an empty row or its config object.
+func TestIndexTopLevelGoal(t *testing.T) {
+	var got []string
+	walkGoals(map[string]any{"benchmark": "runtime", "met": false, "config": map[string]any{"creates": 5.0}},
+		"", func(w string, ok bool) { got = append(got, w) })
+	if len(got) != 1 || got[0] != "the report's goal" {
+		t.Fatalf("got %q", got)
 	}
 }
