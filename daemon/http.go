@@ -30,7 +30,7 @@ func (s *Server) apiHandler() http.Handler {
 		writeJSON(w, http.StatusOK, s.health())
 	})
 	mux.HandleFunc("GET /v1/devices", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.alloc.Devices())
+		writeJSON(w, http.StatusOK, s.devicesView())
 	})
 	mux.HandleFunc("GET /v1/slices", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.list())
