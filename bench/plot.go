@@ -115,6 +115,18 @@ func figuresFor(benchmark string, data []byte) ([]figure, error) {
 			return nil, err
 		}
 		return runtimeFigures(&r)
+	case "isolation":
+		var r IsolationReport
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, err
+		}
+		return isolationFigures(&r)
+	case "workload":
+		var r WorkloadReport
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, err
+		}
+		return workloadFigures(&r)
 	}
 	return nil, nil
 }
@@ -145,7 +157,8 @@ type whiskers struct {
 func (w whiskers) YError(i int) (float64, float64) { return w.low[i], w.high[i] }
 
 // dotSeries is one series of a dot-and-whisker chart: a median per category
-// and its p99 (the whisker runs from the median up to the p99).
+// and its p99 (the whisker runs from the median up to the p99). With p99 nil
+// it is dots only (one figure per category, e.g. a ratio), named as it is.
 type dotSeries struct {
 	name        string
 	median, p99 []float64
@@ -169,7 +182,9 @@ func dotWhiskerPlot(title, ylabel string, cats []string, series []dotSeries, log
 			}
 			w.XYs = append(w.XYs, plotter.XY{X: float64(i) + off, Y: ser.median[i]})
 			w.low = append(w.low, 0)
-			w.high = append(w.high, math.Max(0, ser.p99[i]-ser.median[i]))
+			if ser.p99 != nil {
+				w.high = append(w.high, math.Max(0, ser.p99[i]-ser.median[i]))
+			}
 		}
 		if len(w.XYs) == 0 {
 			continue
@@ -181,6 +196,11 @@ func dotWhiskerPlot(title, ylabel string, cats []string, series []dotSeries, log
 		sc.Color = plotutil.Color(s)
 		sc.Shape = draw.CircleGlyph{}
 		sc.Radius = vg.Points(4)
+		if ser.p99 == nil {
+			p.Add(sc)
+			p.Legend.Add(ser.name, sc)
+			continue
+		}
 		eb, err := plotter.NewYErrorBars(w)
 		if err != nil {
 			return nil, err

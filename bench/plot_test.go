@@ -127,3 +127,25 @@ func isolationFixture(m Machine) IsolationReport {
 	r.Evaluate()
 	return r
 }
+
+// TestIsolationAndWorkloadFigures: the isolation report gives a throughput and
+// a p99 figure (log axes, relative to alone), the workload report its added %.
+func TestIsolationAndWorkloadFigures(t *testing.T) {
+	r := isolationFixture(Machine{})
+	figs, err := isolationFigures(&r)
+	require.NoError(t, err)
+	require.Len(t, figs, 2)
+	require.Equal(t, "throughput", figs[0].name)
+	require.Contains(t, figs[0].p.Y.Label.Text, "÷ alone")
+	require.Equal(t, "p99", figs[1].name)
+	require.LessOrEqual(t, figs[1].p.Y.Min, 1.0, "alone (1×) is in view")
+
+	half, yes := 0.5, true
+	w := &WorkloadReport{Rows: []WorkloadRow{{Mode: ModeBare}, {Mode: "vgpu-mem", AddedMedianPct: 0.1,
+		RoundAddedPct: []float64{-0.2, 0.3}, GoalPct: &half, Met: &yes}}}
+	figs, err = workloadFigures(w)
+	require.NoError(t, err)
+	require.Len(t, figs, 1)
+	require.Contains(t, figs[0].p.Y.Label.Text, "% of bare")
+	require.GreaterOrEqual(t, figs[0].p.Y.Max, 0.5, "the goal is in view")
+}
