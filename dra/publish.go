@@ -44,15 +44,10 @@ func (d *Driver) Publish(ctx context.Context, pub Publisher, interval time.Durat
 func (d *Driver) publishOnce(ctx context.Context, pub Publisher, last *string) error {
 	ctx, cancel := context.WithTimeout(ctx, pollTimeout)
 	defer cancel()
-	devs, err := d.vgpud.Devices(ctx)
+	res, err := d.Resources(ctx)
 	if err != nil {
-		return fmt.Errorf("ask vgpud for its GPUs: %w", err)
+		return err
 	}
-	slices, err := d.vgpud.Slices(ctx)
-	if err != nil {
-		return fmt.Errorf("ask vgpud for its slices: %w", err)
-	}
-	res := Resources(d.pool, devs, slices)
 	digest, err := json.Marshal(res)
 	if err != nil {
 		return fmt.Errorf("encode the pool: %w", err)
@@ -70,4 +65,17 @@ func (d *Driver) publishOnce(ctx context.Context, pub Publisher, last *string) e
 	}
 	d.log.Info("GPUs published", zap.String("pool", d.pool), zap.Strings("devices", lines))
 	return nil
+}
+
+// Resources is the node's pool as vgpud describes it now.
+func (d *Driver) Resources(ctx context.Context) (resourceslice.DriverResources, error) {
+	devs, err := d.vgpud.Devices(ctx)
+	if err != nil {
+		return resourceslice.DriverResources{}, fmt.Errorf("ask vgpud for its GPUs: %w", err)
+	}
+	slices, err := d.vgpud.Slices(ctx)
+	if err != nil {
+		return resourceslice.DriverResources{}, fmt.Errorf("ask vgpud for its slices: %w", err)
+	}
+	return Resources(d.pool, devs, slices), nil
 }
