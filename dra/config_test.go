@@ -24,18 +24,18 @@ func TestDecodeConfig(t *testing.T) {
 	require.Equal(t, "2GiB", c.MemoryMax)
 
 	for in, want := range map[string]string{
-		`{` + head + `,"extra":1}`:                   `unknown field "extra"`,
-		`{` + head + `,"qos":"gold"}`:                `qos`,
-		`{` + head + `,"computePolicy":"fair"}`:      `computePolicy`,
-		`{` + head + `,"priority":-1}`:               `priority -1`,
-		`{` + head + `,"priority":5000000000}`:       `priority 5000000000`,
-		`{` + head + `,"memoryMax":"512m"}`:          `memoryMax`,
-		`{` + head + `,"memoryMax":"lots"}`:          `memoryMax`,
-		`{"apiVersion":"v1","kind":"SliceConfig"}`:   `want apiVersion vgpu.io/v1alpha1, kind SliceConfig`,
-		`{"apiVersion":"vgpu.io/v1alpha1"}`:          `kind ""`,
-		`{` + head + `} {}`:                          `trailing data`,
-		`[1]`:                                        `want a JSON object`,
-		`{` + head + `,"qos":"guaranteed","qos":1}`:  `config`,
+		`{` + head + `,"extra":1}`:                                         `unknown field "extra"`,
+		`{` + head + `,"qos":"gold"}`:                                      `qos`,
+		`{` + head + `,"computePolicy":"fair"}`:                            `computePolicy`,
+		`{` + head + `,"priority":-1}`:                                     `priority -1`,
+		`{` + head + `,"priority":5000000000}`:                             `priority 5000000000`,
+		`{` + head + `,"memoryMax":"512m"}`:                                `memoryMax`,
+		`{` + head + `,"memoryMax":"lots"}`:                                `memoryMax`,
+		`{"apiVersion":"v1","kind":"SliceConfig"}`:                         `want apiVersion vgpu.io/v1alpha1, kind SliceConfig`,
+		`{"apiVersion":"vgpu.io/v1alpha1"}`:                                `kind ""`,
+		`{` + head + `} {}`:                                                `trailing data`,
+		`[1]`:                                                              `want a JSON object`,
+		`{` + head + `,"qos":"guaranteed","qos":1}`:                        `config`,
 		`{` + head + `,"memoryMax":"` + strings.Repeat("9", 70<<10) + `"}`: `at most 65536`,
 	} {
 		_, err := DecodeConfig([]byte(in))
@@ -118,14 +118,14 @@ func TestPlanClaim(t *testing.T) {
 
 	two := map[resourceapi.QualifiedName]string{"memory": "2Gi"}
 	for want, c := range map[string]*resourceapi.ResourceClaim{
-		"must consume the same":       claimWith(result("gpu-0", four), result("gpu-1", two)),
+		"must consume the same":        claimWith(result("gpu-0", four), result("gpu-1", two)),
 		"allocated to the claim twice": claimWith(result("gpu-0", two), result("gpu-0", two)),
-		"no such GPU":                 claimWith(result("gpu-9", two)),
-		"vgpu.io publishes only":      claimWith(result("gpu-0", map[resourceapi.QualifiedName]string{"memory": "1Gi", "cores": "1"})),
-		"no consumed memory":          claimWith(result("gpu-0", map[resourceapi.QualifiedName]string{"compute": "1"})),
-		"whole, non-negative number":  claimWith(result("gpu-0", map[resourceapi.QualifiedName]string{"memory": "1500m"})),
-		"want more than 0":            claimWith(result("gpu-0", map[resourceapi.QualifiedName]string{"memory": "0"})),
-		"not allocated":               newClaim("y", nil),
+		"no such GPU":                  claimWith(result("gpu-9", two)),
+		"vgpu.io publishes only":       claimWith(result("gpu-0", map[resourceapi.QualifiedName]string{"memory": "1Gi", "cores": "1"})),
+		"no consumed memory":           claimWith(result("gpu-0", map[resourceapi.QualifiedName]string{"compute": "1"})),
+		"whole, non-negative number":   claimWith(result("gpu-0", map[resourceapi.QualifiedName]string{"memory": "1500m"})),
+		"want more than 0":             claimWith(result("gpu-0", map[resourceapi.QualifiedName]string{"memory": "0"})),
+		"not allocated":                newClaim("y", nil),
 	} {
 		_, err := planClaim(c, "vgpu.io", node, devs, whole)
 		require.ErrorContains(t, err, want)
