@@ -106,7 +106,7 @@ go:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 # Debian 12 packages the tests need; installed only when missing.
-DEB_PKGS := gcc make libc6-dev python3 containerd runc podman
+DEB_PKGS := gcc make libc6-dev python3 containerd runc podman busybox-static containernetworking-plugins
 deps:
 	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -233,12 +233,23 @@ test-race:
 
 # Everything. Each part prints how long it took (CI runs on 2 cores).
 test: deps
-	@for step in build generate lint fmt-c-check test-race sanitize test-all; do \
+	@for step in build generate lint fmt-c-check test-race sanitize test-all test-k8s; do \
 		t0=$$(date +%s); $(MAKE) --no-print-directory $$step || exit 1; \
 		echo "== make $$step: $$(( $$(date +%s) - t0 ))s"; done
 
+# test/k8s runs alone (test-k8s): it starts a whole cluster.
 test-all:
-	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v /test/k8s)
+
+# The Kubernetes e2e (test/k8s/README.md): a single-node v1.34 cluster with
+# containerd v1.7 (CDI) on a simulated GPU node, vgpud and vgpu-dra. The
+# cluster's binaries are built once into a cache outside the checkout
+# (VGPU_K8S_CACHE, default /var/cache/vgpu-k8s; ~12 min cold on 2 cores).
+.PHONY: k8s-binaries test-k8s
+k8s-binaries:
+	GO="$(GO)" sh test/k8s/build.sh
+test-k8s: k8s-binaries
+	$(GO) test -count=1 -timeout 30m ./test/k8s/
 
 # Sanitizer gate: libvgpu, the simulated driver (libcuda.so.1, libnvidia-ml.so.1),
 # the test programs and libtestutil.a built with ASan + UBSan into build/san (the
