@@ -12,14 +12,12 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
@@ -146,61 +144,10 @@ func serve(ctx context.Context, o *options, log *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
-	pluginDir := filepath.Join(o.pluginsDir, o.driverName)
-	if err := os.MkdirAll(pluginDir, 0o750); err != nil {
-		return fmt.Errorf("plugin dir: %w", err)
-	}
 	vgpud := api.NewClient(o.socket)
 	defer vgpud.Close()
-
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	driver := dra.New(o.driverName, o.nodeName, vgpud, log, func(err error) { cancel(err) })
-	readopt(ctx, driver, vgpud, log)
-
-	opts := []kubeletplugin.Option{
-		kubeletplugin.DriverName(o.driverName),
-		kubeletplugin.NodeName(o.nodeName),
-		kubeletplugin.KubeClient(kube),
-		kubeletplugin.RegistrarDirectoryPath(o.registrarDir),
-		kubeletplugin.PluginDataDirectoryPath(pluginDir),
-	}
-	if o.podUID != "" {
-		opts = append(opts, kubeletplugin.RollingUpdate(types.UID(o.podUID)))
-	}
-	helper, err := kubeletplugin.Start(ctx, driver, opts...)
-	if err != nil {
-		return fmt.Errorf("start the kubelet plugin: %w", err)
-	}
-	defer helper.Stop()
-	log.Info("kubelet plugin started", zap.String("driver", o.driverName), zap.String("node", o.nodeName),
-		zap.String("plugin_dir", pluginDir), zap.String("registrar_dir", o.registrarDir), zap.String("vgpud", o.socket))
-
-	driver.Publish(ctx, helper, o.poll)
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	log.Info("stopping")
-	return nil
-}
-
-// readopt says what vgpud holds for claims at start: those slices are this
-// plugin's (unprepare finds each by its claim's uid), nothing else to do.
-func readopt(ctx context.Context, driver *dra.Driver, vgpud *api.Client, log *zap.Logger) {
-	if _, err := vgpud.Health(ctx); err != nil {
-		log.Warn("vgpud is not answering yet: claims cannot be prepared until it does", zap.Error(err))
-		return
-	}
-	slices, err := driver.Claims(ctx)
-	if err != nil {
-		log.Warn("cannot list vgpud's slices", zap.Error(err))
-		return
-	}
-	for _, sl := range slices {
-		log.Info("claim slice re-adopted", zap.String("slice", sl.ID),
-			zap.String("claim", sl.Owner.ClaimNamespace+"/"+sl.Owner.ClaimName), zap.String("uid", sl.Owner.ClaimUID))
-	}
-	log.Info("vgpud reached", zap.Int("claim_slices", len(slices)))
+	return dra.Serve(ctx, dra.PluginConfig{DriverName: o.driverName, NodeName: o.nodeName,
+		RegistrarDir: o.registrarDir, PluginsDir: o.pluginsDir, PodUID: o.podUID, PollInterval: o.poll}, kube, vgpud, log)
 }
 
 // newLogger is the same logger vgpud builds (daemon.NewLogger), without
