@@ -19,6 +19,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/vgpu-project/vgpu/internal/atomicfile"
 )
 
 // Image describes one image.
@@ -141,7 +143,7 @@ func Build(t testing.TB, out string, img Image) string {
 		add("blobs/sha256/"+strings.TrimPrefix(Digest(b), "sha256:"), b)
 	}
 	require.NoError(t, tw.Close())
-	require.NoError(t, os.WriteFile(out, buf.Bytes(), 0o644))
+	require.NoError(t, atomicfile.Write(out, buf.Bytes(), 0o644, atomicfile.Volatile))
 	return out
 }
 

@@ -24,30 +24,7 @@ import (
 // starts once a running pod is deleted; a claim larger than a GPU is
 // unschedulable; vgpud and the plugin restart without losing anything.
 func TestDRA(t *testing.T) {
-	requireHost(t)
-	root := repoRoot(t)
-	bins := k8sBinaries(t, root)
-	dir := t.TempDir()
-	// containerd reads CDI specs where vgpud publishes them and where the
-	// simulated GPUs' spec lies.
-	cdiDir := filepath.Join(dir, "cdi")
-	node := newGPUNode(t, root, cdiDir)
-	t0 := time.Now()
-	c := cluster.Start(t, cluster.Config{BinDir: bins, Runc: "/usr/sbin/runc", CNIBinDir: "/usr/lib/cni",
-		CDIDir: cdiDir, FeatureGates: "DRAConsumableCapacity=true", Images: images(t, root, dir)})
-	// Registered after the cluster's stop, so they run before it: the plugin
-	// and vgpud go first, and their logs come out on failure.
-	node.startVgpud()
-	t.Cleanup(node.stopVgpud)
-	t.Cleanup(func() {
-		if t.Failed() {
-			node.dumpLogs()
-		}
-	})
-	node.startDRA(c)
-	t.Cleanup(node.stopDRA)
-	t.Logf("cluster, vgpud and vgpu-dra up in %s", time.Since(t0).Round(100*time.Millisecond))
-
+	c, node, root := setup(t)
 	checkPlainPod(t, c)
 	checkManifests(t, c, root)
 	checkResourceSlice(t, c)
@@ -86,10 +63,13 @@ func TestDRA(t *testing.T) {
 
 	// Deleting p1 (through the restarted plugin: it re-adopted p1's claim)
 	// frees its slice; p3 then gets it and runs capped.
+	s1, s2 := sliceOf(t, c, "p1"), sliceOf(t, c, "p2")
+	require.Equal(t, map[string]uint64{s1: 6 * GiB, s2: 6 * GiB}, sliceIDs(node))
 	c.MustKubectl("delete", "pod", "p1", "-n", "default", "--wait=false")
 	waitGone(t, c, "p1")
 	requireCapped(t, waitReady(t, c, "p3"), 6*GiB)
-	requireSlices(t, node, 6*GiB, 6*GiB)
+	require.Equal(t, map[string]uint64{s2: 6 * GiB, sliceOf(t, c, "p3"): 6 * GiB}, sliceIDs(node),
+		"p1's slice released, p3's made")
 	cond = waitUnschedulable(t, c, "big")
 	require.Contains(t, cond.Message, "cannot allocate all claims", "still too big")
 
@@ -105,6 +85,35 @@ func TestDRA(t *testing.T) {
 		return nil
 	})
 	require.NoError(t, err)
+}
+
+// setup starts the cluster on the simulated node, then vgpud and vgpu-dra.
+func setup(t *testing.T) (*cluster.Cluster, *gpuNode, string) {
+	t.Helper()
+	requireHost(t)
+	root := repoRoot(t)
+	bins := k8sBinaries(t, root)
+	dir := t.TempDir()
+	// containerd reads CDI specs where vgpud publishes them and where the
+	// simulated GPUs' spec lies.
+	cdiDir := filepath.Join(dir, "cdi")
+	node := newGPUNode(t, root, cdiDir)
+	t0 := time.Now()
+	c := cluster.Start(t, cluster.Config{BinDir: bins, Runc: "/usr/sbin/runc", CNIBinDir: "/usr/lib/cni",
+		CDIDir: cdiDir, FeatureGates: "DRAConsumableCapacity=true", Images: images(t, root, dir)})
+	// Registered after the cluster's stop, so they run before it: the plugin
+	// and vgpud go first, and their logs come out on failure.
+	node.startVgpud()
+	t.Cleanup(node.stopVgpud)
+	t.Cleanup(func() {
+		if t.Failed() {
+			node.dumpLogs()
+		}
+	})
+	node.startDRA(c)
+	t.Cleanup(node.stopDRA)
+	t.Logf("cluster, vgpud and vgpu-dra up in %s", time.Since(t0).Round(100*time.Millisecond))
+	return c, node, root
 }
 
 // checkPlainPod: a pod without a claim runs, and has no GPU at all (the

@@ -223,3 +223,26 @@ func lineWith(t *testing.T, out, prefix string) map[string]string {
 	t.Fatalf("no %q line in:\n%s", prefix, out)
 	return nil
 }
+
+// sliceOf is the vgpud slice of a pod's claim: the plugin names it after the
+// claim's uid (claim-<uid>).
+func sliceOf(t *testing.T, c *cluster.Cluster, name string) string {
+	t.Helper()
+	p, err := getPod(c, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Status.ResourceClaimStatuses) != 1 || p.Status.ResourceClaimStatuses[0].ResourceClaimName == "" {
+		t.Fatalf("pod %s: no generated claim: %+v", name, p.Status.ResourceClaimStatuses)
+	}
+	var claim struct {
+		Metadata struct {
+			UID string `json:"uid"`
+		} `json:"metadata"`
+	}
+	if err := c.GetJSON(&claim, "get", "resourceclaim", p.Status.ResourceClaimStatuses[0].ResourceClaimName,
+		"-n", "default"); err != nil {
+		t.Fatal(err)
+	}
+	return "claim-" + claim.Metadata.UID
+}

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -205,13 +204,4 @@ func (c *Cluster) DumpLogs() {
 		}
 		c.t.Logf("--- %s log (tail) ---\n%s", p.Name, p.Tail(max))
 	}
-}
-
-// lookPath returns the path of a host program, or "".
-func lookPath(name string) string {
-	p, err := exec.LookPath(name)
-	if err != nil {
-		return ""
-	}
-	return p
 }

@@ -112,7 +112,7 @@ func WaitFor(what string, timeout time.Duration, p *Proc, cond func() error) err
 		}
 		if p != nil {
 			if ended, werr := p.Exited(); ended {
-				return fmt.Errorf("%s: %s exited (%v) while waiting: %w", what, p.Name, werr, err)
+				return fmt.Errorf("%s: %s exited while waiting (%w): %w", what, p.Name, werr, err)
 			}
 		}
 		if time.Now().After(deadline) {

@@ -99,7 +99,7 @@ func (c *Cluster) nodeReady() error {
 			if cond.Status == "True" {
 				return nil
 			}
-			return fmt.Errorf("Ready=%s: %s: %s", cond.Status, cond.Reason, cond.Message)
+			return fmt.Errorf("condition Ready=%s: %s: %s", cond.Status, cond.Reason, cond.Message)
 		}
 	}
 	return fmt.Errorf("no Ready condition yet")
