@@ -41,6 +41,14 @@ if ! missing "$dest/bin" $K8S_BINS etcd $CTRD_BINS; then
 fi
 
 mkdir -p "$parent"
+# One build at a time (two test runs starting cold): the second waits, then
+# finds the cache filled.
+exec 9>"$parent/.lock"
+flock 9
+if ! missing "$dest/bin" $K8S_BINS etcd $CTRD_BINS; then
+	echo "$dest/bin"
+	exit 0
+fi
 tmp=$(mktemp -d "$parent/.build-$key.XXXXXX")
 trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/bin"
