@@ -123,18 +123,20 @@ func waitReady(t *testing.T, c *cluster.Cluster, name string) string {
 }
 
 // waitUnschedulable waits until the scheduler has marked the pod
-// unschedulable, and returns its PodScheduled condition.
-func waitUnschedulable(t *testing.T, c *cluster.Cluster, name string) cluster.Condition {
+// unschedulable for the reason want (a part of the condition's message:
+// before the claim controller made the pod's claim, the pod waits for that
+// instead), and returns its PodScheduled condition.
+func waitUnschedulable(t *testing.T, c *cluster.Cluster, name, want string) cluster.Condition {
 	t.Helper()
 	var cond cluster.Condition
-	err := cluster.WaitFor("pod "+name+" unschedulable", podWait, nil, func() error {
+	err := cluster.WaitFor("pod "+name+" unschedulable: "+want, podWait, nil, func() error {
 		p, err := getPod(c, name)
 		if err != nil {
 			return err
 		}
 		var ok bool
 		cond, ok = p.condition("PodScheduled")
-		if !ok || cond.Status != "False" || cond.Reason != "Unschedulable" {
+		if !ok || cond.Status != "False" || cond.Reason != "Unschedulable" || !strings.Contains(cond.Message, want) {
 			return fmt.Errorf("phase %q, PodScheduled %+v", p.Status.Phase, cond)
 		}
 		return nil
