@@ -76,15 +76,36 @@ func (p *cdiPublisher) prepare() error {
 	if err := os.MkdirAll(filepath.Join(p.skeleton, "slice"), 0o755); err != nil {
 		return fmt.Errorf("cdi files: %w", err)
 	}
-	if err := atomicfile.Write(p.preload, []byte(cdiContainerLibVGPU+"\n"), 0o644, atomicfile.Volatile); err != nil {
+	if err := keepMountedFile(p.preload, []byte(cdiContainerLibVGPU+"\n")); err != nil {
 		return fmt.Errorf("cdi preload file: %w", err)
 	}
 	for _, f := range []string{"budget", "usage"} {
-		if err := atomicfile.Write(filepath.Join(p.skeleton, "slice", f), nil, 0o644, atomicfile.Volatile); err != nil {
+		if err := keepMountedFile(filepath.Join(p.skeleton, "slice", f), nil); err != nil {
 			return fmt.Errorf("cdi skeleton: %w", err)
 		}
 	}
 	return nil
+}
+
+// keepMountedFile makes path hold content without replacing an existing
+// file: running containers have these files bind-mounted (the preload at
+// /etc/ld.so.preload) or have mounts on them (the skeleton's budget and
+// usage), and renaming a new file over one detaches those mounts in every
+// container, so after a vgpud restart their new processes would start
+// without libvgpu or their budget. An existing file with the right content
+// is left alone; one with other content is rewritten in place (same inode).
+func keepMountedFile(path string, content []byte) error {
+	old, err := os.ReadFile(path)
+	switch {
+	case err == nil && bytes.Equal(old, content):
+		return nil
+	case err == nil:
+		return os.WriteFile(path, content, 0o644)
+	case errors.Is(err, os.ErrNotExist):
+		return atomicfile.Write(path, content, 0o644, atomicfile.Volatile)
+	default:
+		return err
+	}
 }
 
 // publish writes the slice's spec unless live says the slice is gone by now.

@@ -8,6 +8,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
@@ -99,4 +101,38 @@ func TestSliceWithoutGPUSpecNotPublished(t *testing.T) {
 	_, err := ts.client.Alloc(ts.ctx, api.AllocRequest{ID: "s1", MemoryBytes: GiB})
 	require.NoError(t, err)
 	require.NoFileExists(t, filepath.Join(cfg.CDIDir, "vgpu.io-slice_s1.json"))
+}
+
+// TestCDIFilesKeptAcrossRestarts: a restarted vgpud keeps the preload file
+// and the skeleton's mount points (same inodes): containers have mounts on
+// them, which replacing the files would detach. A preload file with stale
+// content is rewritten in place.
+func TestCDIFilesKeptAcrossRestarts(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.StateDir = t.TempDir()
+	cfg.CDIDir = t.TempDir()
+	first := newCDIPublisher(cfg, zap.NewNop())
+	require.NotEmpty(t, first.dir, "publishing is on")
+	files := []string{first.preload, filepath.Join(first.skeleton, "slice", "budget"), filepath.Join(first.skeleton, "slice", "usage")}
+	inodes := make([]uint64, len(files))
+	for i, f := range files {
+		inodes[i] = inodeOf(t, f)
+	}
+	require.NoError(t, os.WriteFile(first.preload, []byte("/stale/libvgpu.so\n"), 0o644))
+
+	second := newCDIPublisher(cfg, zap.NewNop())
+	require.NotEmpty(t, second.dir)
+	for i, f := range files {
+		require.Equal(t, inodes[i], inodeOf(t, f), "%s replaced", f)
+	}
+	data, err := os.ReadFile(second.preload)
+	require.NoError(t, err)
+	require.Equal(t, cdiContainerLibVGPU+"\n", string(data))
+}
+
+func inodeOf(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(path, &st))
+	return st.Ino
 }
