@@ -81,8 +81,30 @@ func cudaVersionString(v int) string {
 	return fmt.Sprintf("%d.%d", v/1000, (v%1000)/10)
 }
 
-// gitCommit returns the short commit of the tree at root, or "".
+// pinnedCommit, once PinCommit has set it, is the commit every report of this
+// process records.
+var pinnedCommit string
+
+// PinCommit makes every later report of this process record the commit the
+// tree at root (FindRoot's when empty) has now, and returns it. The suite pins
+// it when it starts, right after `make bench` built the binaries from that
+// tree: in a shared checkout HEAD may move on during a long run, and every
+// report of one run must name the commit its binaries came from.
+func PinCommit(ctx context.Context, root string) string {
+	if root == "" {
+		root, _ = FindRoot()
+	}
+	pinnedCommit = ""
+	pinnedCommit = gitCommit(ctx, root)
+	return pinnedCommit
+}
+
+// gitCommit returns the pinned commit (PinCommit), else the short commit of
+// the tree at root, or "".
 func gitCommit(ctx context.Context, root string) string {
+	if pinnedCommit != "" {
+		return pinnedCommit
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "git", "-C", root, "rev-parse", "--short", "HEAD").Output()

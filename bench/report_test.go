@@ -1,9 +1,12 @@
 package bench
 
 import (
+	"context"
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -194,4 +197,19 @@ func TestEnvironIgnoresTheCallersShell(t *testing.T) {
 	require.Equal(t, []string{"/elsewhere/lib"}, bare["LD_LIBRARY_PATH"], "the real driver is the caller's")
 	require.NotContains(t, bare, "LD_PRELOAD")
 	require.NotContains(t, bare, "VGPU_SLICE_DIR")
+}
+
+// TestPinCommit: once pinned, every report records the pinned commit, whatever
+// tree it is asked about (HEAD moving on during a suite changes nothing).
+func TestPinCommit(t *testing.T) {
+	root, err := filepath.Abs("..")
+	require.NoError(t, err)
+	head := gitCommit(context.Background(), root)
+	if head == "" {
+		t.Skip("not a git checkout")
+	}
+	defer func() { pinnedCommit = "" }()
+	require.Equal(t, head, PinCommit(context.Background(), root))
+	require.Equal(t, head, gitCommit(context.Background(), t.TempDir()))
+	require.Equal(t, head, hostMachine(context.Background(), "/nonexistent", time.Now()).Commit)
 }

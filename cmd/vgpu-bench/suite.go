@@ -52,16 +52,16 @@ type suiteBench struct {
 // suiteBenches in the order the suite runs them. Commands this build lacks are
 // left out (see hasCommand): isolation and workload came later.
 var suiteBenches = []suiteBench{
-	{"overhead", []string{"--rounds", "2", "--init-rounds", "1", "--iters", "500"}, 240, 25},
-	{"daemon", []string{"--slices", "200", "--ticks", "50", "--allocs", "200"}, 60, 10},
-	{"throttle", []string{"--quick"}, 180, 70},
-	{"runtime", []string{"--creates", "5", "--warmup", "1"}, 30, 10},
+	{"overhead", []string{"--rounds", "2", "--init-rounds", "1", "--iters", "500"}, 10, 5},
+	{"daemon", []string{"--slices", "200", "--ticks", "50", "--allocs", "200"}, 15, 5},
+	{"throttle", []string{"--quick"}, 120, 65},
+	{"runtime", []string{"--creates", "5", "--warmup", "1"}, 15, 5},
 	{"tracker", []string{"--opens", "100", "--exits", "40", "--procfs-opens", "20", "--procfs-exits", "10",
 		"--vgpud-opens", "50", "--rounds", "2", "--ops", "5000", "--forks", "100", "--procs", "500",
-		"--holders", "50", "--cpu-window", "2s"}, 180, 25},
-	{"elastic", []string{"--quick"}, 300, 30},
-	{"isolation", nil, 220, 45},
-	{"workload", nil, 120, 20},
+		"--holders", "50", "--cpu-window", "2s"}, 150, 40},
+	{"elastic", []string{"--quick"}, 60, 10},
+	{"isolation", nil, 210, 45},
+	{"workload", nil, 20, 5},
 }
 
 // hasCommand: whether this vgpu-bench has the command (it is listed in the
@@ -141,6 +141,8 @@ func suite(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	start := time.Now()
 	failed := false
+	commit := bench.PinCommit(ctx, "")
+	fmt.Fprintf(stderr, "suite: every report records commit %s (the tree's HEAD now)\n", commit)
 	for i, b := range todo {
 		if ctx.Err() != nil {
 			steps = append(steps, bench.SuiteStep{Benchmark: b.name, Skipped: "interrupted"})
