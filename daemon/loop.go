@@ -280,6 +280,10 @@ func (l *enforcerLoop) refreshView() {
 			l.attr.setOwner(o.PID, e.rec.Slice.ID)
 		case api.OwnerContainer:
 			l.cgroups.Set(o.ContainerID, e.rec.Slice.ID)
+		case api.OwnerClaim:
+			for _, pod := range o.PodUIDs {
+				l.cgroups.SetPod(pod, e.rec.Slice.ID)
+			}
 		}
 	}
 }

@@ -78,7 +78,7 @@ func resolveOwner(o *api.Owner) error {
 }
 
 func hasClaim(o *api.Owner) bool {
-	return o.ClaimUID != "" || o.ClaimNamespace != "" || o.ClaimName != ""
+	return o.ClaimUID != "" || o.ClaimNamespace != "" || o.ClaimName != "" || len(o.PodUIDs) > 0
 }
 
 // checkClaimOwner checks a ResourceClaim owner: a uid, and nothing of the
@@ -95,6 +95,15 @@ func checkClaimOwner(o *api.Owner) error {
 		"claim_name": o.ClaimName} {
 		if len(v) > api.MaxOwnerLabelLen || !utf8.ValidString(v) {
 			return fmt.Errorf("owner: %s %q: want valid UTF-8 of at most %d bytes", key, v, api.MaxOwnerLabelLen)
+		}
+	}
+	if len(o.PodUIDs) > api.MaxOwnerPods {
+		return fmt.Errorf("owner: %d pod_uids, at most %d", len(o.PodUIDs), api.MaxOwnerPods)
+	}
+	for _, uid := range o.PodUIDs {
+		// They are matched against cgroup path components: no separators.
+		if !validPodUID(uid) {
+			return fmt.Errorf("owner: pod uid %q: want 1..64 of [0-9a-zA-Z-]", uid)
 		}
 	}
 	return nil
@@ -185,4 +194,17 @@ func (p *ownerPoller) dead(watches []*ownerWatch, out []int) []int {
 		}
 	}
 	return out
+}
+
+func validPodUID(uid string) bool {
+	if uid == "" || len(uid) > 64 {
+		return false
+	}
+	for _, c := range uid {
+		alnum := c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if !alnum && c != '-' {
+			return false
+		}
+	}
+	return true
 }

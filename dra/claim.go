@@ -197,8 +197,10 @@ func addUUID(req *api.AllocRequest, uuid, device string) error {
 	return nil
 }
 
-// claimOwner records the claim (and its pod, when exactly one pod holds it)
-// as the slice's owner.
+// claimOwner records the claim as the slice's owner, with the pods it is
+// reserved for (their processes are the slice's members in vgpud: the
+// backstop judges them; the scheduler wrote them, not the user) and, when
+// exactly one pod holds it, that pod's name as a label.
 func claimOwner(claim *resourceapi.ResourceClaim) api.Owner {
 	o := api.Owner{Kind: api.OwnerClaim, ClaimUID: string(claim.UID), ClaimNamespace: claim.Namespace,
 		ClaimName: claim.Name, Labels: map[string]string{}}
@@ -209,6 +211,9 @@ func claimOwner(claim *resourceapi.ResourceClaim) api.Owner {
 	for _, ref := range claim.Status.ReservedFor {
 		if ref.Resource == "pods" && ref.APIGroup == "" {
 			pods = append(pods, ref.Name)
+			if ref.UID != "" && len(o.PodUIDs) < api.MaxOwnerPods {
+				o.PodUIDs = append(o.PodUIDs, string(ref.UID))
+			}
 		}
 	}
 	if len(pods) == 1 && api.ValidOwnerLabel(api.OwnerLabelPod, pods[0]) {

@@ -71,6 +71,11 @@ type Owner struct {
 	ClaimUID       string `json:"claim_uid,omitempty"`
 	ClaimNamespace string `json:"claim_namespace,omitempty"`
 	ClaimName      string `json:"claim_name,omitempty"`
+	// PodUIDs (OwnerClaim) are the pods the claim was reserved for when it
+	// was prepared: the processes the kernel places in their cgroups are the
+	// slice's members (what the backstop judges), as a container's are for
+	// OwnerContainer. At most MaxOwnerPods, each of [0-9a-zA-Z-].
+	PodUIDs []string `json:"pod_uids,omitempty"`
 	// Labels is who the slice serves in Kubernetes terms, recorded with the
 	// slice and put on its metrics: OwnerLabelNamespace, OwnerLabelPod and
 	// OwnerLabelContainer (no other key), each valid UTF-8 of at most
@@ -86,6 +91,10 @@ const (
 	OwnerLabelPod       = "pod"
 	OwnerLabelContainer = "container"
 )
+
+// MaxOwnerPods bounds Owner.PodUIDs (a claim is reserved for at most 256
+// consumers).
+const MaxOwnerPods = 256
 
 // MaxOwnerLabelLen bounds an Owner.Labels value (Kubernetes' longest name, a
 // pod's, is 253 bytes).

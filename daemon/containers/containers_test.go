@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -129,5 +130,36 @@ func TestCgroupAttributor(t *testing.T) {
 	require.False(t, ok, "no such process")
 	a.Reset()
 	_, ok = a.SliceOf(10)
+	require.False(t, ok)
+}
+
+// TestCgroupAttributorPods: a pod's processes belong to its slice under
+// either kubelet cgroup driver; a container with a slice of its own keeps it.
+func TestCgroupAttributorPods(t *testing.T) {
+	proc := t.TempDir()
+	write := func(pid, content string) {
+		require.NoError(t, os.MkdirAll(filepath.Join(proc, pid), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(proc, pid, "cgroup"), []byte(content), 0o644))
+	}
+	const uid = "c1175db3-2c48-4325-a5c3-33b1774b2011"
+	write("20", "0::/kubepods/besteffort/pod"+uid+"/ctr-1\n")
+	write("21", "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"+
+		strings.ReplaceAll(uid, "-", "_")+".slice/cri-containerd-ctr-2.scope\n")
+	write("22", "0::/kubepods.slice/kubepods-pod"+strings.ReplaceAll(uid, "-", "_")+".slice/cri-containerd-ctr-3.scope\n")
+	write("23", "0::/kubepods/besteffort/pod"+uid+"/ctr-own\n")
+	write("24", "0::/kubepods/besteffort/podother/ctr-4\n")
+
+	a := NewCgroupAttributor(proc)
+	a.SetPod(uid, "claim")
+	a.Set("ctr-own", "own")
+	for pid, want := range map[int]string{20: "claim", 21: "claim", 22: "claim", 23: "own"} {
+		got, ok := a.SliceOf(pid)
+		require.True(t, ok, "pid %d", pid)
+		require.Equal(t, want, got, "pid %d", pid)
+	}
+	_, ok := a.SliceOf(24)
+	require.False(t, ok, "another pod")
+	a.Reset()
+	_, ok = a.SliceOf(20)
 	require.False(t, ok)
 }

@@ -69,7 +69,7 @@ func allocatedClaim(uid string, index int, memory, compute string, configs ...st
 				Driver: "vgpu.io", Parameters: runtime.RawExtension{Raw: []byte(cfg)}}}})
 	}
 	c.Status.Allocation = alloc
-	c.Status.ReservedFor = []resourceapi.ResourceClaimConsumerReference{{Resource: "pods", Name: "pod-" + uid, UID: "p"}}
+	c.Status.ReservedFor = []resourceapi.ResourceClaimConsumerReference{{Resource: "pods", Name: "pod-" + uid, UID: types.UID("pod-" + uid)}}
 	return c
 }
 
@@ -109,7 +109,7 @@ func TestDRAPrepareUnprepare(t *testing.T) {
 
 	sl, err := nd.client.Get(context.Background(), "claim-uid-a")
 	require.NoError(t, err)
-	require.Equal(t, api.Owner{Kind: api.OwnerClaim, ClaimUID: "uid-a", ClaimNamespace: "ml", ClaimName: "c-uid-a",
+	require.Equal(t, api.Owner{Kind: api.OwnerClaim, ClaimUID: "uid-a", ClaimNamespace: "ml", ClaimName: "c-uid-a", PodUIDs: []string{"pod-uid-a"},
 		Labels: map[string]string{"namespace": "ml", "pod": "pod-uid-a"}}, sl.Owner)
 	require.Len(t, sl.Devices, 1)
 	require.Equal(t, 1, sl.Devices[0].Index)
