@@ -86,9 +86,15 @@ func planClaim(claim *resourceapi.ResourceClaim, driver, pool string, devs []api
 		if err := addUUID(&p.Req, d.UUID, r.Device); err != nil {
 			return plan{}, err
 		}
+		// One slice, one CDI device: named once per request, so a container
+		// using the request gets it once however many GPUs the request has.
+		var cdi []string
+		if !requests[r.Request] {
+			cdi = []string{CDIDevice(SliceID(claim.UID))}
+		}
 		requests[r.Request] = true
 		p.Devices = append(p.Devices, kubeletplugin.Device{Requests: []string{r.Request}, PoolName: r.Pool,
-			DeviceName: r.Device, CDIDeviceIDs: []string{CDIDevice(SliceID(claim.UID))}})
+			DeviceName: r.Device, CDIDeviceIDs: cdi})
 	}
 	if share == nil {
 		return plan{}, nil

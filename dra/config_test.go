@@ -102,6 +102,8 @@ func TestPlanClaim(t *testing.T) {
 	require.Equal(t, []string{"GPU-1", "GPU-0"}, p.Req.UUIDs)
 	require.Equal(t, 4*gib, p.Req.MemoryBytes)
 	require.Len(t, p.Devices, 2)
+	require.Equal(t, []string{"vgpu.io/slice=claim-uid-x"}, p.Devices[0].CDIDeviceIDs)
+	require.Empty(t, p.Devices[1].CDIDeviceIDs, "the slice's CDI device once per request")
 
 	// No consumed capacity (a cluster without DRAConsumableCapacity): the
 	// whole GPU, as much as it offers DRA, no compute share.
