@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 
 	resourceapi "k8s.io/api/resource/v1"
 
@@ -155,8 +156,6 @@ func appliesTo(names []string, requests map[string]bool) bool {
 
 // baseRequest is the main request of "main/sub" (or the name itself).
 func baseRequest(r string) string {
-	if i := bytes.IndexByte([]byte(r), '/'); i >= 0 {
-		return r[:i]
-	}
-	return r
+	base, _, _ := strings.Cut(r, "/")
+	return base
 }
