@@ -192,11 +192,11 @@ LINT_BIN := $(BUILD)/tools/golangci-lint
 MAX_GO_FILE_LINES := 600
 # Packages whose tests need neither built artifacts nor root: seconds.
 UNIT_PKGS := ./shm/... ./internal/... ./daemon ./daemon/allocator ./daemon/api \
-	./daemon/containers ./daemon/metrics ./daemon/store ./runtime-hook/... ./cmd/...
+	./daemon/containers ./daemon/metrics ./daemon/store ./runtime-hook/... ./dra/... ./cmd/...
 # Packages with goroutines (the daemon, its loop, the contract's concurrent
 # users, the runtime's signal forwarding): run under the race detector.
 RACE_PKGS := ./shm/... ./internal/... ./enforcer/... ./daemon/... ./runtime-hook/... ./cmd/vgpuctl/ \
-	./tracker/...
+	./tracker/... ./dra/...
 
 $(LINT_BIN):
 	@mkdir -p $(@D)
