@@ -26,7 +26,8 @@ const noFit = "cannot allocate all claims"
 // share of the GPU run capped at their claim; a pod whose claim no longer fits
 // stays Pending with the scheduler's reason and never reaches the node, and
 // starts once a running pod is deleted; a claim larger than a GPU is
-// unschedulable; vgpud and the plugin restart without losing anything.
+// unschedulable; a claim with a forged config is refused by the plugin and
+// harms nobody; vgpud and the plugin restart without losing anything.
 func TestDRA(t *testing.T) {
 	c, node, root := setup(t)
 	checkPlainPod(t, c)
@@ -62,6 +63,7 @@ func TestDRA(t *testing.T) {
 	t.Logf("big PodScheduled=%s %s: %s", cond.Status, cond.Reason, cond.Message)
 	require.Empty(t, containersOf(t, c, "big"))
 
+	checkForgedConfigs(t, c, node)
 	restartVgpud(t, c, node)
 	restartPlugin(t, c, node)
 
