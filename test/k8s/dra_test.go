@@ -12,7 +12,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/vgpu-project/vgpu/internal/units"
 	"github.com/vgpu-project/vgpu/test/k8s/cluster"
 )
 
@@ -27,7 +26,8 @@ const noFit = "cannot allocate all claims"
 // stays Pending with the scheduler's reason and never reaches the node, and
 // starts once a running pod is deleted; a claim larger than a GPU is
 // unschedulable; a claim with a forged config is refused by the plugin and
-// harms nobody; vgpud and the plugin restart without losing anything.
+// harms nobody; vgpud and the plugin restart without losing anything; memory
+// booked outside Kubernetes is not offered to the scheduler.
 func TestDRA(t *testing.T) {
 	c, node, root := setup(t)
 	checkPlainPod(t, c)
@@ -90,6 +90,9 @@ func TestDRA(t *testing.T) {
 		return nil
 	})
 	require.NoError(t, err)
+
+	checkOutsideBooking(t, c, node)
+	require.Empty(t, node.slices(), "every slice released")
 }
 
 // setup starts the cluster on the simulated node, then vgpud and vgpu-dra.
@@ -201,8 +204,7 @@ func checkResourceSlice(t *testing.T, c *cluster.Cluster) {
 	require.Len(t, devs, 1, "one simulated GPU: %v", devs)
 	require.Equal(t, true, devs[0]["allowMultipleAllocations"], "%v", devs[0])
 	capacity, _ := devs[0]["capacity"].(map[string]any)
-	mem, _ := capacity["memory"].(map[string]any)
-	size, err := units.ParseSize(fmt.Sprint(mem["value"]))
+	size, err := offeredMemory(c)
 	require.NoError(t, err, "memory capacity: %v", capacity)
 	require.Equal(t, 16*GiB, size, "memory capacity: the whole GPU: %v", capacity)
 	_, ok := capacity["compute"]
