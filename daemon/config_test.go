@@ -124,15 +124,3 @@ func TestValidate(t *testing.T) {
 	cfg.Socket = "/" + strings.Repeat("s", 120)
 	require.ErrorContains(t, cfg.Validate(), "at most 107")
 }
-
-func TestNewLogger(t *testing.T) {
-	for _, f := range []string{"json", "console"} {
-		log, err := NewLogger(f, "debug")
-		require.NoError(t, err)
-		log.Debug("hello")
-	}
-	_, err := NewLogger("xml", "info")
-	require.ErrorContains(t, err, "json or console")
-	_, err = NewLogger("json", "loud")
-	require.ErrorContains(t, err, "log level")
-}

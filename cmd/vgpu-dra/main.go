@@ -17,13 +17,13 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/dynamic-resource-allocation/kubeletplugin"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/dra"
+	"github.com/vgpu-project/vgpu/internal/logging"
 )
 
 const help = `vgpu-dra — vgpu's Dynamic Resource Allocation driver (kubelet plugin).
@@ -85,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if code == 0 && o == nil {
 		return 0 // --help
 	}
-	log, err := newLogger(o.logFormat, o.logLevel)
+	log, err := logging.New(o.logFormat, o.logLevel)
 	if err != nil {
 		fmt.Fprintf(stderr, "vgpu-dra: %v\n", err)
 		return 2
@@ -148,34 +148,4 @@ func serve(ctx context.Context, o *options, log *zap.Logger) error {
 	defer vgpud.Close()
 	return dra.Serve(ctx, dra.PluginConfig{DriverName: o.driverName, NodeName: o.nodeName,
 		RegistrarDir: o.registrarDir, PluginsDir: o.pluginsDir, PodUID: o.podUID, PollInterval: o.poll}, kube, vgpud, log)
-}
-
-// newLogger is the same logger vgpud builds (daemon.NewLogger), without
-// pulling the daemon into this binary: zap's JSON or console encoder on stderr.
-func newLogger(format, level string) (*zap.Logger, error) {
-	var lvl zapcore.Level
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
-	}
-	var cfg zap.Config
-	switch format {
-	case "json":
-		cfg = zap.NewProductionConfig()
-		cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
-	case "console":
-		cfg = zap.NewDevelopmentConfig()
-		cfg.Development = false
-	default:
-		return nil, fmt.Errorf("log format %q: want json or console", format)
-	}
-	cfg.DisableStacktrace = true
-	cfg.Level = zap.NewAtomicLevelAt(lvl)
-	cfg.Sampling = nil
-	cfg.OutputPaths = []string{"stderr"}
-	cfg.ErrorOutputPaths = []string{"stderr"}
-	log, err := cfg.Build()
-	if err != nil {
-		return nil, fmt.Errorf("build logger: %w", err)
-	}
-	return log, nil
 }

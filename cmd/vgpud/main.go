@@ -19,6 +19,7 @@ import (
 
 	"github.com/vgpu-project/vgpu/daemon"
 	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/internal/logging"
 )
 
 const help = `vgpud — the vgpu node daemon.
@@ -114,7 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return code
 	}
-	log, err := daemon.NewLogger(cfg.LogFormat, cfg.LogLevel)
+	log, err := logging.New(cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		fmt.Fprintf(stderr, "vgpud: %v\n", err)
 		return 2

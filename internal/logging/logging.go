@@ -1,4 +1,6 @@
-package daemon
+// Package logging builds the zap logger every vgpu daemon uses (vgpud,
+// vgpu-dra), so their logs read the same.
+package logging
 
 import (
 	"fmt"
@@ -7,10 +9,10 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// NewLogger builds vgpud's logger: zap's production JSON encoder (one object a
-// line, for journald and log shippers) or, with format "console", the
+// New builds the logger: zap's production JSON encoder (one object a line,
+// for journald and log shippers) or, with format "console", the
 // human-readable development encoder. Logs go to stderr.
-func NewLogger(format, level string) (*zap.Logger, error) {
+func New(format, level string) (*zap.Logger, error) {
 	var lvl zapcore.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
@@ -29,8 +31,8 @@ func NewLogger(format, level string) (*zap.Logger, error) {
 		return nil, fmt.Errorf("log format %q: want json or console", format)
 	}
 	cfg.Level = zap.NewAtomicLevelAt(lvl)
-	// Sampling would drop repeated backstop events, which are exactly the lines
-	// an operator needs.
+	// Sampling would drop repeated events (vgpud's backstop, the plugin's
+	// refusals), which are exactly the lines an operator needs.
 	cfg.Sampling = nil
 	cfg.OutputPaths = []string{"stderr"}
 	cfg.ErrorOutputPaths = []string{"stderr"}
