@@ -54,7 +54,7 @@ func isolationFigures(r *IsolationReport) ([]figure, error) {
 		thr[i].name, p99[i].name = c, c
 	}
 	for _, k := range keys {
-		cat := fmt.Sprintf("%s victim\n%d %s", k.victim, k.n, k.aggressor)
+		cat := fmt.Sprintf("%s\n%d %s", k.victim, k.n, k.aggressor) // short: eight fit side by side
 		cats = append(cats, cat)
 		if k.victim == VictimLatency {
 			latCats = append(latCats, cat)
@@ -80,6 +80,7 @@ func isolationFigures(r *IsolationReport) ([]figure, error) {
 		return nil, err
 	}
 	p.Y.Max = math.Max(p.Y.Max, 2) // alone (1×) below the top edge
+	p.X.Label.Text = "victim, and its aggressors (count, kind)"
 	figs = append(figs, figure{"throughput", p})
 	if len(latCats) > 0 {
 		p, err := dotWhiskerPlot("Noisy neighbours: latency victim p99 step time, relative to alone",
@@ -91,6 +92,7 @@ func isolationFigures(r *IsolationReport) ([]figure, error) {
 			return nil, err
 		}
 		p.Y.Min = math.Min(p.Y.Min, 0.5) // alone (1×) and the goal in view, not on the edge
+		p.X.Label.Text = "victim, and its aggressors (count, kind)"
 		figs = append(figs, figure{"p99", p})
 	}
 	return figs, nil
@@ -143,6 +145,12 @@ func workloadFigures(r *WorkloadReport) ([]figure, error) {
 	p.Legend.Add("all rounds pooled", sc)
 	p.NominalX(cats...)
 	p.X.Min, p.X.Max = -0.6, float64(len(cats))-0.4
+	zero, err := plotter.NewLine(plotter.XYs{{X: p.X.Min, Y: 0}, {X: p.X.Max, Y: 0}})
+	if err != nil {
+		return nil, err
+	}
+	zero.Color = color.Gray{Y: 60} // bare's own level: the reference, not a goal
+	p.Add(zero)
 	if goal > 0 {
 		if err := hline(p, goal, fmt.Sprintf("goal: libvgpu adds ≤ %g %%", goal)); err != nil {
 			return nil, err

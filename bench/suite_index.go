@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html"
 	"math"
@@ -15,18 +16,95 @@ import (
 // SuiteStep is what the suite did with one benchmark: ran it (Err empty),
 // skipped it (Skipped says why) or saw it fail.
 type SuiteStep struct {
-	Benchmark string
-	Skipped   string
-	Err       string
-	Seconds   float64
+	Benchmark string  `json:"benchmark_name"`
+	Skipped   string  `json:"skipped,omitempty"`
+	Err       string  `json:"error,omitempty"`
+	Seconds   float64 `json:"seconds"`
 }
 
 // IndexInfo is what WriteIndex adds besides the reports: the suite's steps
-// (none when it indexes existing results) and how it was run.
+// (none when it indexes existing results) and how it was run. The suite
+// keeps it in DIR/suite-run.json (WriteSuiteRun), so that `vgpu-bench plot`
+// redrawing the plots later keeps the run's record in the index.
 type IndexInfo struct {
-	Steps  []SuiteStep
-	Quick  bool
-	Driver string
+	Steps  []SuiteStep `json:"steps"`
+	Quick  bool        `json:"quick"`
+	Driver string      `json:"driver"`
+	// Commit every report of the run records (PinCommit); Started and
+	// Seconds: the whole run; Load*: /proc/loadavg's 1, 5 and 15 minute
+	// averages at its start and end (the machine's other work).
+	Commit    string  `json:"commit,omitempty"`
+	Started   string  `json:"started,omitempty"`
+	Seconds   float64 `json:"seconds,omitempty"`
+	LoadStart string  `json:"load_start,omitempty"`
+	LoadEnd   string  `json:"load_end,omitempty"`
+}
+
+// suiteRunFile is where the suite keeps its IndexInfo beside the reports (no
+// "benchmark" field: the index and the plots skip it).
+const suiteRunFile = "suite-run.json"
+
+// WriteSuiteRun writes info to dir/suite-run.json.
+func WriteSuiteRun(dir string, info IndexInfo) error {
+	js, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, suiteRunFile), append(js, '\n'), 0o644)
+}
+
+// ReadSuiteRun reads dir/suite-run.json; ok is false where there is none.
+func ReadSuiteRun(dir string) (info IndexInfo, ok bool, err error) {
+	data, err := os.ReadFile(filepath.Join(dir, suiteRunFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return info, false, nil
+	}
+	if err != nil {
+		return info, false, err
+	}
+	if err := json.Unmarshal(data, &info); err != nil {
+		return info, false, fmt.Errorf("%s: %w", suiteRunFile, err)
+	}
+	return info, true, nil
+}
+
+// LoadAverage is /proc/loadavg's first three fields ("" where unreadable).
+func LoadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// suiteRunLines is what the index says about the suite run, a line each, and
+// which lines report a failure.
+func suiteRunLines(info IndexInfo) (lines []string, failed []bool) {
+	add := func(bad bool, format string, a ...any) {
+		lines, failed = append(lines, fmt.Sprintf(format, a...)), append(failed, bad)
+	}
+	if info.Started != "" {
+		add(false, "started %s, %.0f s in all; every report records commit %s", info.Started, info.Seconds, orDash(info.Commit))
+	}
+	if info.LoadStart != "" || info.LoadEnd != "" {
+		add(false, "load average (1, 5, 15 min): %s at the start, %s at the end (2 cores; the benchmarks' own "+
+			"processes count in it)", orDash(info.LoadStart), orDash(info.LoadEnd))
+	}
+	for _, s := range info.Steps {
+		switch {
+		case s.Skipped != "":
+			add(false, "%s: skipped (%s)", s.Benchmark, s.Skipped)
+		case s.Err != "":
+			add(true, "%s: FAILED after %.0f s (%s)", s.Benchmark, s.Seconds, s.Err)
+		default:
+			add(false, "%s: ran in %.0f s", s.Benchmark, s.Seconds)
+		}
+	}
+	return lines, failed
 }
 
 // IndexEntry is one report as the index lists it.
@@ -260,6 +338,25 @@ func commitOf(m Machine) string {
 	return m.Commit
 }
 
+// writeEntryMarkdown is one report's section of index.md.
+func writeEntryMarkdown(md *strings.Builder, e IndexEntry, plotsRel string) {
+	fmt.Fprintf(md, "\n## %s — %s\n\n", e.Benchmark, statusWord(e))
+	fmt.Fprintf(md, "From [%s](%s): %s on %s (%s, %d cores), commit %s.\n\n", e.File, e.File, e.Machine.Driver,
+		e.Machine.Hostname, e.Machine.CPUModel, e.Machine.Cores, commitOf(e.Machine))
+	for _, l := range e.Headline {
+		fmt.Fprintf(md, "- %s\n", l)
+	}
+	if len(e.NotMet) > 0 {
+		md.WriteString("\nGoals not met:\n\n")
+		for _, w := range e.NotMet {
+			fmt.Fprintf(md, "- `%s`\n", w)
+		}
+	}
+	for _, p := range e.Plots {
+		fmt.Fprintf(md, "\n[![%s](%s/%s.png)](%s/%s.svg)\n", p.Title, plotsRel, p.Name, plotsRel, p.Name)
+	}
+}
+
 // WriteIndex writes dir/index.md and dir/index.html: every report in dir with
 // its machine, driver, commit, goal status and headline figures, and its plots
 // (plotsRel: the plots' directory relative to dir).
@@ -284,33 +381,13 @@ func WriteIndex(dir, plotsRel string, entries []IndexEntry, info IndexInfo) erro
 	}
 	if len(info.Steps) > 0 {
 		md.WriteString("\n## This suite run\n\n")
-		for _, s := range info.Steps {
-			switch {
-			case s.Skipped != "":
-				fmt.Fprintf(&md, "- %s: skipped (%s)\n", s.Benchmark, s.Skipped)
-			case s.Err != "":
-				fmt.Fprintf(&md, "- %s: FAILED after %.0f s (%s)\n", s.Benchmark, s.Seconds, s.Err)
-			default:
-				fmt.Fprintf(&md, "- %s: ran in %.0f s\n", s.Benchmark, s.Seconds)
-			}
+		lines, _ := suiteRunLines(info)
+		for _, l := range lines {
+			fmt.Fprintf(&md, "- %s\n", l)
 		}
 	}
 	for _, e := range entries {
-		fmt.Fprintf(&md, "\n## %s — %s\n\n", e.Benchmark, statusWord(e))
-		fmt.Fprintf(&md, "From [%s](%s): %s on %s (%s, %d cores), commit %s.\n\n", e.File, e.File, e.Machine.Driver,
-			e.Machine.Hostname, e.Machine.CPUModel, e.Machine.Cores, commitOf(e.Machine))
-		for _, l := range e.Headline {
-			fmt.Fprintf(&md, "- %s\n", l)
-		}
-		if len(e.NotMet) > 0 {
-			md.WriteString("\nGoals not met:\n\n")
-			for _, w := range e.NotMet {
-				fmt.Fprintf(&md, "- `%s`\n", w)
-			}
-		}
-		for _, p := range e.Plots {
-			fmt.Fprintf(&md, "\n[![%s](%s/%s.png)](%s/%s.svg)\n", p.Title, plotsRel, p.Name, plotsRel, p.Name)
-		}
+		writeEntryMarkdown(&md, e, plotsRel)
 	}
 
 	esc := html.EscapeString
@@ -340,14 +417,12 @@ func WriteIndex(dir, plotsRel string, entries []IndexEntry, info IndexInfo) erro
 	h.WriteString("</table>\n")
 	if len(info.Steps) > 0 {
 		h.WriteString("<h2>This suite run</h2><ul>\n")
-		for _, s := range info.Steps {
-			switch {
-			case s.Skipped != "":
-				fmt.Fprintf(&h, "<li>%s: skipped (%s)</li>\n", esc(s.Benchmark), esc(s.Skipped))
-			case s.Err != "":
-				fmt.Fprintf(&h, "<li class=\"not\">%s: FAILED after %.0f s (%s)</li>\n", esc(s.Benchmark), s.Seconds, esc(s.Err))
-			default:
-				fmt.Fprintf(&h, "<li>%s: ran in %.0f s</li>\n", esc(s.Benchmark), s.Seconds)
+		lines, failed := suiteRunLines(info)
+		for i, l := range lines {
+			if failed[i] {
+				fmt.Fprintf(&h, "<li class=\"not\">%s</li>\n", esc(l))
+			} else {
+				fmt.Fprintf(&h, "<li>%s</li>\n", esc(l))
 			}
 		}
 		h.WriteString("</ul>\n")

@@ -74,3 +74,41 @@ func TestIndexTopLevelGoal(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// TestSuiteRunKeptByARedraw: the suite's record written beside the reports is
+// read back and shown in the index (run time, commit, load, steps), so a later
+// `vgpu-bench plot` keeps it; a directory without one reads as none.
+func TestSuiteRunKeptByARedraw(t *testing.T) {
+	dir := t.TempDir()
+	if _, ok, err := ReadSuiteRun(dir); ok || err != nil {
+		t.Fatalf("empty dir: ok %v, err %v", ok, err)
+	}
+	writeFixtures(t, dir)
+	info := IndexInfo{Steps: []SuiteStep{{Benchmark: "overhead", Seconds: 7}, {Benchmark: "daemon", Err: "exit status 1: x"}},
+		Driver: "sim", Commit: "abc1234", Started: "2026-01-01T00:00:00Z", Seconds: 560, LoadStart: "0.88 1.44 2.25",
+		LoadEnd: "1.04 1.50 1.90"}
+	if err := WriteSuiteRun(dir, info); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := ReadSuiteRun(dir)
+	if err != nil || !ok {
+		t.Fatalf("ok %v, err %v", ok, err)
+	}
+	if _, err := PlotAndIndex(dir, filepath.Join(dir, "plots"), got); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "index.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"(`vgpu-bench suite`, full, driver sim)", "- started 2026-01-01T00:00:00Z, 560 s in all; every report records commit abc1234",
+		"load average (1, 5, 15 min): 0.88 1.44 2.25 at the start, 1.04 1.50 1.90 at the end", "- overhead: ran in 7 s",
+		"- daemon: FAILED after 0 s (exit status 1: x)"} {
+		if !strings.Contains(string(md), s) {
+			t.Errorf("index.md lacks %q", s)
+		}
+	}
+	if strings.Contains(string(md), "suite-run") {
+		t.Error("the suite's record is listed as a report")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -142,7 +143,8 @@ func suite(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	start := time.Now()
 	failed := false
 	commit := bench.PinCommit(ctx, "")
-	fmt.Fprintf(stderr, "suite: every report records commit %s (the tree's HEAD now)\n", commit)
+	loadStart := bench.LoadAverage()
+	fmt.Fprintf(stderr, "suite: every report records commit %s (the tree's HEAD now); load average %s\n", commit, loadStart)
 	for i, b := range todo {
 		if ctx.Err() != nil {
 			steps = append(steps, bench.SuiteStep{Benchmark: b.name, Skipped: "interrupted"})
@@ -183,8 +185,14 @@ func suite(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		steps = append(steps, st)
 	}
-	plots, err := bench.PlotAndIndex(*out, filepath.Join(*out, "plots"),
-		bench.IndexInfo{Steps: steps, Quick: *quick, Driver: *driver})
+	info := bench.IndexInfo{Steps: steps, Quick: *quick, Driver: *driver, Commit: commit,
+		Started: start.UTC().Format(time.RFC3339), Seconds: math.Round(time.Since(start).Seconds()),
+		LoadStart: loadStart, LoadEnd: bench.LoadAverage()}
+	if err := bench.WriteSuiteRun(*out, info); err != nil {
+		fmt.Fprintf(stderr, "vgpu-bench suite: %v\n", err)
+		return 1
+	}
+	plots, err := bench.PlotAndIndex(*out, filepath.Join(*out, "plots"), info)
 	if err != nil {
 		fmt.Fprintf(stderr, "vgpu-bench suite: plots and index: %v\n", err)
 		return 1
@@ -253,7 +261,8 @@ const plotHelp = `usage: vgpu-bench plot [--in DIR] [--out DIR/plots]
 Draws the plots of every report in --in (the *.json that vgpu-bench writes) as SVG
 and PNG under --out, and writes --in/index.md and --in/index.html listing every
 report (machine, driver, commit, goals met / not met, headline figures) with its
-plots. The suite does the same after its benchmarks.
+plots. The suite does the same after its benchmarks, and keeps its run's record
+(steps, times, commit, load) in --in/suite-run.json, which the index keeps.
 
 Flags:
 `
@@ -280,7 +289,14 @@ func plotCmd(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	if *out == "" {
 		*out = filepath.Join(*in, "plots")
 	}
-	plots, err := bench.PlotAndIndex(*in, *out, bench.IndexInfo{})
+	// The last suite run's record (if the suite wrote one here) stays in the
+	// index: redrawing the plots must not drop which run the reports came from.
+	info, _, err := bench.ReadSuiteRun(*in)
+	if err != nil {
+		fmt.Fprintf(stderr, "vgpu-bench plot: %v\n", err)
+		return 1
+	}
+	plots, err := bench.PlotAndIndex(*in, *out, info)
 	if err != nil {
 		fmt.Fprintf(stderr, "vgpu-bench plot: %v\n", err)
 		return 1
