@@ -228,3 +228,16 @@ func Fields(line string) map[string]string {
 	}
 	return m
 }
+
+// LineWith returns the fields (Fields) of the first line of out that starts
+// with prefix; the test fails when there is none.
+func LineWith(t testing.TB, out, prefix string) map[string]string {
+	t.Helper()
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return Fields(l)
+		}
+	}
+	t.Fatalf("no %q line in:\n%s", prefix, out)
+	return nil
+}

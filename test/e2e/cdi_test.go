@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/vgpu-project/vgpu/internal/testproc"
 )
 
 // TestNodeWithoutCDISpecFailsTheRun: through containerd, a vGPU container on
@@ -36,6 +37,6 @@ func TestNodeWithoutCDISpecFailsTheRun(t *testing.T) {
 	require.NoError(t, os.WriteFile(spec, good, 0o644))
 	res = n.run(run{id: "withspec", vgpu: true, annotations: []string{"vgpu.io/memory=1GiB"}, args: []string{"/bin/query"}})
 	require.Equal(t, 0, res.code, "ctr: %s\noutput:\n%s", res.ctr, res.output)
-	require.Equal(t, 1*GiB, num(t, lineWith(t, res.output, "QUERY"), "cu_total"))
+	require.Equal(t, 1*GiB, num(t, testproc.LineWith(t, res.output, "QUERY"), "cu_total"))
 	require.Empty(t, n.slices())
 }

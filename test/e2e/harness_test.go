@@ -497,26 +497,3 @@ func (n *node) deviceUsed(d int) uint64 {
 	require.NoError(n.t, err)
 	return st.Devices[d].Used
 }
-
-// fields parses "KEY a=1 b=x" into a map.
-func fields(line string) map[string]string {
-	m := map[string]string{}
-	for _, f := range strings.Fields(line) {
-		if k, v, ok := strings.Cut(f, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
-}
-
-// lineWith returns the first line of out that starts with prefix.
-func lineWith(t *testing.T, out, prefix string) map[string]string {
-	t.Helper()
-	for _, l := range strings.Split(out, "\n") {
-		if strings.HasPrefix(l, prefix) {
-			return fields(l)
-		}
-	}
-	t.Fatalf("no %q line in:\n%s", prefix, out)
-	return nil
-}

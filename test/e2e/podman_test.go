@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/internal/testproc"
 )
 
 // hostCDIDir is where podman 4.x reads CDI specs (it has no setting for
@@ -46,7 +47,7 @@ func TestPodmanSliceThroughCDI(t *testing.T) {
 	out, code := pm.run(append(runArgs, "--device", "vgpu.io/slice="+id, img,
 		"/bin/alloc", "--api", "alloc", "--path", "linked", "--until-oom", "--chunk", "64MiB")...)
 	require.Equal(t, 0, code, "podman run: %s", out)
-	r := lineWith(t, out, "RESULT")
+	r := testproc.LineWith(t, out, "RESULT")
 	require.Equal(t, "CUDA_ERROR_OUT_OF_MEMORY", r["name"])
 	require.Equal(t, 1*GiB-ctxMem, num(t, r, "admitted"), "capped at the slice's 1 GiB including the context")
 	require.Equal(t, uint64(0), n.deviceUsed(0), "all returned")

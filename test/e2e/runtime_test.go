@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/internal/testproc"
 	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
@@ -32,7 +33,7 @@ func TestContainerGetsItsSlice(t *testing.T) {
 	res := n.run(run{id: "oom", vgpu: true, annotations: []string{"vgpu.io/memory=1GiB"},
 		args: []string{"/bin/alloc", "--api", "alloc", "--path", "linked", "--until-oom", "--chunk", "64MiB"}})
 	require.Equal(t, 0, res.code, "ctr: %s\noutput:\n%s", res.ctr, res.output)
-	r := lineWith(t, res.output, "RESULT")
+	r := testproc.LineWith(t, res.output, "RESULT")
 	require.Equal(t, "CUDA_ERROR_OUT_OF_MEMORY", r["name"])
 	require.Equal(t, 1*GiB-ctxMem, num(t, r, "admitted"), "1 GiB including the context")
 	require.Empty(t, n.slices(), "the poststop hook released the slice")
@@ -40,7 +41,7 @@ func TestContainerGetsItsSlice(t *testing.T) {
 	// The env works as well as the annotation.
 	res = n.run(run{id: "query", vgpu: true, env: []string{"VGPU_MEMORY=1GiB"}, args: []string{"/bin/query"}})
 	require.Equal(t, 0, res.code, "ctr: %s\noutput:\n%s", res.ctr, res.output)
-	q := lineWith(t, res.output, "QUERY")
+	q := testproc.LineWith(t, res.output, "QUERY")
 	for _, k := range []string{"cu_total", "totalmem", "nvml_total", "nvml2_total"} {
 		require.Equal(t, 1*GiB, num(t, q, k), k)
 	}
@@ -63,7 +64,7 @@ func TestMaliciousContainerKeepsItsLimit(t *testing.T) {
 		if !strings.HasPrefix(l, "ATTACK") {
 			continue
 		}
-		f := fields(l)
+		f := testproc.Fields(l)
 		if f["name"] == "reexec_without_ld_preload" {
 			continue
 		}
@@ -71,7 +72,7 @@ func TestMaliciousContainerKeepsItsLimit(t *testing.T) {
 		require.NotEqual(t, "OK", f["result"], "attack %s worked:\n%s", f["name"], res.output)
 	}
 	require.Equal(t, 11, attacks, res.output)
-	r := lineWith(t, res.output, "RESULT")
+	r := testproc.LineWith(t, res.output, "RESULT")
 	require.Equal(t, "1", r["libvgpu"], "libvgpu is still loaded after LD_PRELOAD was unset")
 	require.Equal(t, "CUDA_ERROR_OUT_OF_MEMORY", r["name"])
 	require.Equal(t, 1*GiB-ctxMem, num(t, r, "admitted"), "still capped at 1 GiB")
@@ -85,7 +86,7 @@ func TestContainerWithoutRequestUntouched(t *testing.T) {
 	n := newNode(t, nodeOpts{devices: 1, memory: 16 * GiB})
 	res := n.run(run{id: "plain", vgpu: true, args: []string{"/bin/dl_tamper", "inspect"}})
 	require.Equal(t, 0, res.code, "ctr: %s\noutput:\n%s", res.ctr, res.output)
-	in := lineWith(t, res.output, "INSPECT")
+	in := testproc.LineWith(t, res.output, "INSPECT")
 	require.Equal(t, map[string]string{"preload": "-ENOENT", "vgpu_dir": "0", "slice_id": "-", "libvgpu": "0"}, in)
 
 	// The same container through runc and through vgpu-runtime: equal bundles.
@@ -128,7 +129,7 @@ func TestStopFreesSlice(t *testing.T) {
 	res := n.run(run{id: "holder", vgpu: true, detach: true, annotations: []string{"vgpu.io/memory=2GiB"},
 		args: []string{"/bin/dl_tamper", "hold", "256MiB", "2"}})
 	require.Equal(t, 0, res.code, "ctr: %s", res.ctr)
-	held := fields(n.waitOutput(res, "HELD"))
+	held := testproc.Fields(n.waitOutput(res, "HELD"))
 	require.Equal(t, 512*MiB, num(t, held, "admitted"))
 	sl := n.slices()
 	require.Len(t, sl, 1)
@@ -155,7 +156,7 @@ func TestTwoContainersShareDevice(t *testing.T) {
 			annotations: []string{"vgpu.io/memory=" + strconv.FormatUint(lim, 10), "vgpu.io/cores=40"},
 			args:        []string{"/bin/dl_tamper", "hold", "64MiB", "1000"}})
 		require.Equal(t, 0, res.code, "ctr: %s", res.ctr)
-		held := fields(n.waitOutput(res, "HELD"))
+		held := testproc.Fields(n.waitOutput(res, "HELD"))
 		require.Equal(t, "CUDA_ERROR_OUT_OF_MEMORY", held["name"], id)
 		require.Equal(t, lim-ctxMem, num(t, held, "admitted"), id)
 	}
@@ -268,7 +269,7 @@ func TestBypassCaughtByBackstop(t *testing.T) {
 	res := n.run(run{id: "bypass", vgpu: true, detach: true,
 		annotations: []string{"vgpu.io/memory=1GiB"}, args: []string{"/bin/dl_tamper", "bypass", "2GiB"}})
 	require.Equal(t, 0, res.code, "ctr: %s", res.ctr)
-	line := fields(n.waitOutput(res, "BYPASSED"))
+	line := testproc.Fields(n.waitOutput(res, "BYPASSED"))
 	seen := time.Now()
 	require.Equal(t, "CUDA_SUCCESS", line["name"], "the driver itself gave the memory")
 	deadline := seen.Add(cmdTimeout)

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/internal/procfs"
+	"github.com/vgpu-project/vgpu/internal/testproc"
 	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
@@ -50,7 +51,7 @@ func TestContainerZeroedCounterIsCaught(t *testing.T) {
 	res := n.run(run{id: "forger", vgpu: true, detach: true,
 		annotations: []string{"vgpu.io/memory=2GiB"}, args: []string{"/bin/dl_forge", "overfill", "768MiB", "4"}})
 	require.Equal(t, 0, res.code, "ctr: %s", res.ctr)
-	line := fields(n.waitOutput(res, "OVERFILLED"))
+	line := testproc.Fields(n.waitOutput(res, "OVERFILLED"))
 	seen := time.Now()
 	require.Equal(t, strconv.FormatUint(3*GiB, 10), line["admitted"], "the forged counter let it in")
 	deadline := seen.Add(cmdTimeout)
@@ -99,7 +100,7 @@ func TestContainerPlantedSlotsSignalNobody(t *testing.T) {
 	res := n.run(run{id: "attacker", vgpu: true, detach: true, hostPID: true,
 		annotations: []string{"vgpu.io/memory=512MiB"}, args: append([]string{"/bin/dl_forge", "plant", "1000"}, ids...)})
 	require.Equal(t, 0, res.code, "ctr: %s", res.ctr)
-	require.Equal(t, "1000", fields(n.waitOutput(res, "PLANTED"))["n"])
+	require.Equal(t, "1000", testproc.Fields(n.waitOutput(res, "PLANTED"))["n"])
 	time.Sleep(40 * 50 * time.Millisecond) // 40 ticks
 	running, _ := n.taskRunning("victim")
 	require.True(t, running, "the other container's process was signalled")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/vgpu-project/vgpu/internal/testproc"
 	"github.com/vgpu-project/vgpu/test/k8s/cluster"
 )
 
@@ -216,10 +217,10 @@ func checkResourceSlice(t *testing.T, c *cluster.Cluster) {
 // reported the claim as the device's memory.
 func requireCapped(t *testing.T, logs string, claim uint64) {
 	t.Helper()
-	r := lineWith(t, logs, "RESULT")
+	r := testproc.LineWith(t, logs, "RESULT")
 	require.Equal(t, "CUDA_ERROR_OUT_OF_MEMORY", r["name"], logs)
 	require.Equal(t, strconv.FormatUint(claim-ctxMem, 10), r["admitted"], "capped at the claim: %s", logs)
-	q := lineWith(t, logs, "QUERY")
+	q := testproc.LineWith(t, logs, "QUERY")
 	require.Equal(t, strconv.FormatUint(claim, 10), q["cu_total"], "cuMemGetInfo shows the claim: %s", logs)
 }
 

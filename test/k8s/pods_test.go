@@ -203,29 +203,6 @@ func nodeSlice(c *cluster.Cluster) ([]map[string]any, error) {
 	return devs, nil
 }
 
-// fields parses "KEY a=1 b=x" into a map.
-func fields(line string) map[string]string {
-	m := map[string]string{}
-	for _, f := range strings.Fields(line) {
-		if k, v, ok := strings.Cut(f, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
-}
-
-// lineWith returns the fields of the first line of out starting with prefix.
-func lineWith(t *testing.T, out, prefix string) map[string]string {
-	t.Helper()
-	for _, l := range strings.Split(out, "\n") {
-		if strings.HasPrefix(l, prefix) {
-			return fields(l)
-		}
-	}
-	t.Fatalf("no %q line in:\n%s", prefix, out)
-	return nil
-}
-
 // sliceOf is the vgpud slice of a pod's claim: the plugin names it after the
 // claim's uid (claim-<uid>).
 func sliceOf(t *testing.T, c *cluster.Cluster, name string) string {

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/internal/testproc"
 	"github.com/vgpu-project/vgpu/test/k8s/cluster"
 )
 
@@ -61,7 +62,7 @@ func requireRunningAndCapped(t *testing.T, c *cluster.Cluster, pods ...string) {
 		require.Equal(t, "Running", p.Status.Phase, name)
 		out, err := c.Kubectl("exec", name, "-n", "default", "--", "/bin/sh", "-c", "/bin/query </dev/null")
 		require.NoError(t, err)
-		q := lineWith(t, out, "QUERY")
+		q := testproc.LineWith(t, out, "QUERY")
 		require.Equal(t, fmt.Sprint(6*GiB), q["cu_total"], "%s: %s", name, out)
 	}
 }
