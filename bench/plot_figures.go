@@ -274,11 +274,14 @@ func cdfPlot(title, xlabel string, names []string, samples [][]float64, goal flo
 		p.Add(l)
 		p.Legend.Add(names[i], l)
 	}
+	// A margin right of the slowest sample: its last step is not on the edge.
 	if logX {
 		p.X.Scale = plot.LogScale{}
 		p.X.Tick.Marker = plot.LogTicks{Prec: -1}
+		p.X.Max *= 1.25
 	} else {
 		p.X.Min = math.Min(0, p.X.Min)
+		p.X.Max *= 1.05
 	}
 	p.Y.Min, p.Y.Max = 0, 1.02
 	if goal > 0 {
