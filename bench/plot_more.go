@@ -5,7 +5,9 @@ import (
 	"image/color"
 	"math"
 	"slices"
+	"strconv"
 
+	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
@@ -157,5 +159,22 @@ func workloadFigures(r *WorkloadReport) ([]figure, error) {
 		}
 	}
 	p.Y.Max += (p.Y.Max - p.Y.Min) * 0.3 // room for the legend
+	p.Y.Tick.Marker = halfPointTicks{}
 	return []figure{{"added", p}}, nil
+}
+
+// halfPointTicks marks every 0.5 (every 1 beyond a span of 6), 0 among them:
+// the default ticker put them at -0.5, 1.0, 2.5 with no 0 in sight.
+type halfPointTicks struct{}
+
+func (halfPointTicks) Ticks(lo, hi float64) []plot.Tick {
+	step := 0.5
+	if hi-lo > 6 {
+		step = 1
+	}
+	var t []plot.Tick
+	for v := math.Ceil(lo/step) * step; v <= hi; v += step {
+		t = append(t, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'f', 1, 64)})
+	}
+	return t
 }
