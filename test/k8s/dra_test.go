@@ -96,8 +96,21 @@ func TestDRA(t *testing.T) {
 	require.Empty(t, node.slices(), "every slice released")
 }
 
-// setup starts the cluster on the simulated node, then vgpud and vgpu-dra.
+// setup starts the cluster on the simulated node, then vgpud and vgpu-dra
+// (a host process).
 func setup(t *testing.T) (*cluster.Cluster, *gpuNode, string) {
+	t.Helper()
+	t0 := time.Now()
+	c, node, root := setupNode(t, nil)
+	node.startDRA(c)
+	t.Cleanup(node.stopDRA)
+	t.Logf("cluster, vgpud and vgpu-dra up in %s", time.Since(t0).Round(100*time.Millisecond))
+	return c, node, root
+}
+
+// setupNode starts the cluster on the simulated node (with the test images
+// and those extra makes in its dir imported), then vgpud.
+func setupNode(t *testing.T, extra func(root, dir string) []string) (*cluster.Cluster, *gpuNode, string) {
 	t.Helper()
 	requireHost(t)
 	root := repoRoot(t)
@@ -107,9 +120,12 @@ func setup(t *testing.T) (*cluster.Cluster, *gpuNode, string) {
 	// simulated GPUs' spec lies.
 	cdiDir := filepath.Join(dir, "cdi")
 	node := newGPUNode(t, root, cdiDir)
-	t0 := time.Now()
+	imgs := images(t, root, dir)
+	if extra != nil {
+		imgs = append(imgs, extra(root, dir)...)
+	}
 	c := cluster.Start(t, cluster.Config{BinDir: bins, Runc: "/usr/sbin/runc", CNIBinDir: "/usr/lib/cni",
-		CDIDir: cdiDir, FeatureGates: "DRAConsumableCapacity=true", Images: images(t, root, dir)})
+		CDIDir: cdiDir, FeatureGates: "DRAConsumableCapacity=true", Images: imgs})
 	// Registered after the cluster's stop, so they run before it: the plugin
 	// and vgpud go first, and their logs come out on failure.
 	node.startVgpud()
@@ -119,9 +135,6 @@ func setup(t *testing.T) (*cluster.Cluster, *gpuNode, string) {
 			node.dumpLogs()
 		}
 	})
-	node.startDRA(c)
-	t.Cleanup(node.stopDRA)
-	t.Logf("cluster, vgpud and vgpu-dra up in %s", time.Since(t0).Round(100*time.Millisecond))
 	return c, node, root
 }
 
