@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/internal/atomicfile"
 	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
@@ -95,14 +97,18 @@ type benchVgpud struct {
 }
 
 // startBenchVgpud starts vgpud in report mode on the simulated node state,
-// its state dir and socket under dir, with none of the caller's preloads;
-// extra flags are appended.
+// its state dir, socket and CDI dirs under dir, with none of the caller's
+// preloads; extra flags are appended.
 func startBenchVgpud(ctx context.Context, opts DaemonOptions, vgpud, simLib, state, dir string,
 	extra ...string,
 ) (*benchVgpud, error) {
 	d := &benchVgpud{out: &strings.Builder{}, sock: filepath.Join(dir, "vgpud.sock"), exited: make(chan error, 1)}
-	cmd := exec.CommandContext(ctx, vgpud, append([]string{"--state-dir", filepath.Join(dir, "state"), "--socket", d.sock,
-		"--metrics-addr", "", "--enforcer-mode", "report", "--log-level", "warn",
+	config, err := writeBenchVgpudConfig(simLib, state, dir)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, vgpud, append([]string{"--config", config, "--state-dir", filepath.Join(dir, "state"),
+		"--socket", d.sock, "--metrics-addr", "", "--enforcer-mode", "report", "--log-level", "warn",
 		"--nvml-lib", simLib}, extra...)...)
 	var env []string
 	for _, kv := range os.Environ() {
@@ -124,6 +130,36 @@ func startBenchVgpud(ctx context.Context, opts DaemonOptions, vgpud, simLib, sta
 	go func() { d.exited <- cmd.Wait() }()
 	d.client = api.NewClient(d.sock)
 	return d, nil
+}
+
+// benchCDIDir is where a benchmark's vgpud reads the node's CDI spec and
+// publishes its slices, under its dir.
+const benchCDIDir = "cdi"
+
+// writeBenchVgpudConfig writes the config of a benchmark's vgpud into dir:
+// the simulated node's CDI spec (build/simgpu's driver) in a private CDI dir,
+// where vgpud also publishes every slice, as on a real node whose runtime
+// reads /var/run/cdi — so an allocation costs what it costs there, and the
+// benchmark never reads the host's CDI specs nor touches the host's
+// /var/run/cdi (a vgpud removes the specs there it does not hold, which
+// would be a node's own vgpud's). libvgpu is build/libvgpu.so beside
+// build/simgpu.
+func writeBenchVgpudConfig(simLib, state, dir string) (string, error) {
+	libDir := filepath.Dir(simLib)
+	cdiDir := filepath.Join(dir, benchCDIDir)
+	if _, _, err := simgpu.WriteCDISpec(state, libDir, cdiDir); err != nil {
+		return "", fmt.Errorf("the simulated node's CDI spec: %w", err)
+	}
+	cfg, err := json.Marshal(map[string]any{"cdi_dir": cdiDir, "cdi_spec_dirs": []string{cdiDir},
+		"libvgpu": filepath.Join(filepath.Dir(libDir), "libvgpu.so")})
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "vgpud.json")
+	if err := atomicfile.Write(path, cfg, 0o644, atomicfile.Volatile); err != nil {
+		return "", fmt.Errorf("vgpud config: %w", err)
+	}
+	return path, nil
 }
 
 // stop ends vgpud with SIGTERM (SIGKILL after 10 s) and returns how it

@@ -9,8 +9,11 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/vgpu-project/vgpu/daemon/api"
+	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
 func sampleDaemonReport() *DaemonReport {
@@ -113,11 +116,7 @@ func TestRunDaemonAlloc(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "build/simgpu/libnvidia-ml.so.1")); err != nil {
 		t.Fatalf("build/simgpu/libnvidia-ml.so.1 is missing: run `make build` first (%v)", err)
 	}
-	vgpud := filepath.Join(t.TempDir(), "vgpud")
-	build := exec.Command("go", "build", "-o", vgpud, "./cmd/vgpud")
-	build.Dir = root
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build ./cmd/vgpud: %s", out)
+	vgpud := buildVgpud(t, root)
 
 	opts := DefaultDaemonOptions()
 	opts.Root, opts.Vgpud = root, vgpud
@@ -137,6 +136,48 @@ func TestRunDaemonAlloc(t *testing.T) {
 	require.Len(t, rep.Alloc.ReleaseSamplesMS, 20)
 	require.Contains(t, rep.Machine.GPU, "simulated")
 	require.Contains(t, log.String(), "bench: alloc: median")
+}
+
+// buildVgpud builds vgpud from this tree into a temporary dir.
+func buildVgpud(t *testing.T, root string) string {
+	t.Helper()
+	vgpud := filepath.Join(t.TempDir(), "vgpud")
+	build := exec.Command("go", "build", "-o", vgpud, "./cmd/vgpud")
+	build.Dir = root
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build ./cmd/vgpud: %s", out)
+	return vgpud
+}
+
+// A benchmark's vgpud publishes its slices as CDI devices, as on a real
+// node, but in a private dir from the simulated node's spec there: never
+// in the host's /var/run/cdi, where it would remove a node vgpud's specs.
+func TestBenchVgpudPublishesPrivately(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts vgpud; skipped with -short")
+	}
+	_, file, _, ok := runtime.Caller(0)
+	require.True(t, ok)
+	root := filepath.Clean(filepath.Join(filepath.Dir(file), ".."))
+	simLib := filepath.Join(root, "build/simgpu/libnvidia-ml.so.1")
+	require.FileExists(t, simLib, "run `make build` first")
+	dir := t.TempDir()
+	state := filepath.Join(dir, "node")
+	require.NoError(t, simgpu.Init(state, simgpu.Config{Devices: 1, Memory: 4 << 30, SMs: simSMs}))
+	hostSpecs, _ := filepath.Glob("/var/run/cdi/vgpu.io-slice_*")
+
+	ctx := context.Background()
+	d, err := startBenchVgpud(ctx, DaemonOptions{}, buildVgpud(t, root), simLib, state, dir)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, d.stop(), d.out.String()) }()
+	defer d.client.Close()
+	require.NoError(t, d.awaitHealth(ctx, time.Minute))
+	_, err = d.client.Alloc(ctx, api.AllocRequest{ID: "bench-cdi", MemoryBytes: 1 << 30})
+	require.NoError(t, err)
+	require.FileExists(t, filepath.Join(dir, benchCDIDir, "vgpu.io-slice_bench-cdi.json"), d.out.String())
+	require.NotContains(t, d.out.String(), "not published")
+	after, _ := filepath.Glob("/var/run/cdi/vgpu.io-slice_*")
+	require.Equal(t, hostSpecs, after, "the host's CDI dir is untouched")
 }
 
 // A missing vgpud is a clear error, not a hang.

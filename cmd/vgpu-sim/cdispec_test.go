@@ -21,7 +21,7 @@ func TestInitWritesCDISpec(t *testing.T) {
 	dir := t.TempDir()
 	libDir := filepath.Join(dir, "lib")
 	require.NoError(t, os.MkdirAll(libDir, 0o755))
-	for _, l := range simDriverLibs {
+	for _, l := range simgpu.DriverLibs {
 		require.NoError(t, os.WriteFile(filepath.Join(libDir, l), []byte("ELF"), 0o755))
 	}
 	state, cdiDir := filepath.Join(dir, "node"), filepath.Join(dir, "cdi")
@@ -49,13 +49,13 @@ func TestInitWritesCDISpec(t *testing.T) {
 		mounts[m.Destination] = m.Source + " " + strings.Join(m.Options, ",")
 	}
 	require.Contains(t, mounts[state], "rw", "the state file, read-write")
-	require.Contains(t, mounts[containerSimLibDir+"/libcuda.so.1"], filepath.Join(libDir, "libcuda.so.1"))
-	require.Contains(t, mounts[containerSimLibDir+"/libcuda.so.1"], "ro")
+	require.Contains(t, mounts[simgpu.ContainerSimLibDir+"/libcuda.so.1"], filepath.Join(libDir, "libcuda.so.1"))
+	require.Contains(t, mounts[simgpu.ContainerSimLibDir+"/libcuda.so.1"], "ro")
 	node1 := strings.Replace(st.DeviceNodes, "%d", "1", 1)
 	require.Contains(t, mounts[node1], "rw", "the device's stand-in node")
 	require.NotContains(t, mounts, strings.Replace(st.DeviceNodes, "%d", "0", 1), "only the asked device")
 	require.Contains(t, s.Process.Env, "VGPU_SIM_STATE="+state)
-	require.Contains(t, s.Process.Env, "LD_LIBRARY_PATH="+containerSimLibDir)
+	require.Contains(t, s.Process.Env, "LD_LIBRARY_PATH="+simgpu.ContainerSimLibDir)
 
 	// cdi-spec rewrites it for an existing node; a missing library is an error.
 	code, _, errOut = runCLI("cdi-spec", "--state", state, "--cdi-dir", cdiDir, "--lib-dir", libDir)
