@@ -301,7 +301,8 @@ func RunDaemon(ctx context.Context, opts DaemonOptions) (*DaemonReport, error) {
 			SampleNotes: "tick: enforcer.Loop.Tick called in-process on a locked OS thread; CPU from " +
 				"CLOCK_THREAD_CPUTIME_ID around each tick. alloc: wall time of each API request from a Go client " +
 				"over vgpud's unix socket (bin/vgpud on a simulated node; each alloc includes the fsyncs that make " +
-				"the slice durable, on the state dir's filesystem, state_fs).",
+				"the slice durable, on the state dir's filesystem, state_fs, and the write of its CDI spec, which " +
+				"vgpud publishes for every slice as on a real node, into a private CDI dir holding the node's spec).",
 		},
 	}
 	rep.Machine.Driver = "simgpu"
