@@ -142,20 +142,7 @@ func setupNode(t *testing.T, extra func(root, dir string) []string) (*cluster.Cl
 // driver reaches containers only through a claim's CDI device).
 func checkPlainPod(t *testing.T, c *cluster.Cluster) {
 	t.Helper()
-	c.Apply(`apiVersion: v1
-kind: Pod
-metadata: {name: plain, namespace: default}
-spec:
-  hostNetwork: true
-  automountServiceAccountToken: false
-  terminationGracePeriodSeconds: 1
-  restartPolicy: Never
-  containers:
-  - name: work
-    image: ` + testImage + `
-    imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "/bin/query </dev/null; echo query=$?"]
-`)
+	c.Apply(testPod("plain", "/bin/query </dev/null; echo query=$?"))
 	var logs string
 	err := cluster.WaitFor("pod plain done", podWait, nil, func() error {
 		p, err := getPod(c, "plain")

@@ -37,8 +37,19 @@ spec:
 const workload = `/bin/alloc --api alloc --path linked --until-oom --chunk 64MiB && ` +
 	`/bin/query </dev/null && echo READY && exec sleep 100000`
 
-// gpuPod is a pod of the test image with one claim made from template.
+// gpuPod is a pod of the test image running workload, with one claim made
+// from template.
 func gpuPod(name, template string) string {
+	return testPod(name, workload) + fmt.Sprintf(`    resources:
+      claims: [{name: gpu}]
+  resourceClaims:
+  - name: gpu
+    resourceClaimTemplateName: %s
+`, template)
+}
+
+// testPod is a pod of the test image running script in sh, without claims.
+func testPod(name, script string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: %s, namespace: default}
@@ -52,12 +63,7 @@ spec:
     image: %s
     imagePullPolicy: Never
     command: ["/bin/sh", "-c", %q]
-    resources:
-      claims: [{name: gpu}]
-  resourceClaims:
-  - name: gpu
-    resourceClaimTemplateName: %s
-`, name, testImage, workload, template)
+`, name, testImage, script)
 }
 
 // pod is the part of a Pod the test reads.
