@@ -253,113 +253,159 @@ func (t *isoProc) line(l string) {
 	t.lines = append(t.lines, l)
 }
 
-// runCell runs one cell on a fresh node (with its own vgpud for vgpu).
+// runCell runs one cell on a fresh node (with its own vgpud for vgpu): the
+// aggressors, then the victim, whose figures make the row.
 func (r *isoRun) runCell(ctx context.Context, dir string, c isoCell) (*IsolationRow, error) {
+	env, stop, err := r.cellEnv(ctx, dir, c)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	t := &isoTenants{r: r, c: c, env: env}
+	defer t.stopAll()
+	total := r.opts.Warmup + r.opts.Measure
+	flood := strconv.Itoa(r.opts.FloodWaves * r.opts.SMs)
+	share := aggressorSharePct(r.opts.VictimSharePct, c.N)
+	for i := 0; i < c.N; i++ {
+		args := []string{c.Aggressor, isoSecs(total + 60*time.Second), "--grid", flood}
+		if _, err := t.start(ctx, fmt.Sprintf("aggr%d", i+1), share, args); err != nil {
+			return nil, err
+		}
+	}
+	vargs := []string{"flood", isoSecs(total), "--grid", flood, "--warmup", isoSecs(r.opts.Warmup)}
+	if c.Victim == VictimLatency {
+		vargs = []string{"latency", isoSecs(total), "--grid", strconv.Itoa(r.opts.LatencyWaves * r.opts.SMs),
+			"--warmup", isoSecs(r.opts.Warmup)}
+	}
+	v, err := t.start(ctx, "victim", r.opts.VictimSharePct, vargs)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.awaitVictim(ctx, v, total+60*time.Second); err != nil {
+		return nil, err
+	}
+	return r.cellRow(c, v, share)
+}
+
+// isoSecs is a duration as the load program's seconds argument.
+func isoSecs(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 3, 64) }
+
+// cellEnv makes the cell's simulated node and, for vgpu, starts its vgpud;
+// it returns the tenants' environment and what stops that vgpud.
+func (r *isoRun) cellEnv(ctx context.Context, dir string, c isoCell) ([]string, func(), error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("cell dir: %w", err)
+		return nil, nil, fmt.Errorf("cell dir: %w", err)
 	}
 	node := filepath.Join(dir, "node")
 	if err := simgpu.Init(node, simgpu.Config{Devices: 1, Memory: 80 << 30, SMs: r.opts.SMs,
 		NsPerBlock: r.opts.NsPerBlock}); err != nil {
-		return nil, fmt.Errorf("simulated node: %w", err)
+		return nil, nil, fmt.Errorf("simulated node: %w", err)
 	}
 	env := append(cleanEnv(), "LD_LIBRARY_PATH="+r.paths.SimLibDir, "VGPU_SIM_STATE="+node)
+	stop := func() {}
 	if c.Config == IsoVgpu {
 		d, err := startBenchVgpud(ctx, DaemonOptions{}, r.vgpud, r.simLib, node, dir)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		defer func() { _ = d.stop() }()
-		defer d.client.Close()
+		stop = func() {
+			d.client.Close()
+			_ = d.stop()
+		}
 		if err := d.awaitHealth(ctx, 30*time.Second); err != nil {
-			return nil, err
+			stop()
+			return nil, nil, err
 		}
 		env = append(env, "VGPU_SOCKET="+d.sock, "VGPU_LIBVGPU="+r.paths.LibVGPU)
 	}
 	if c.Peer != nil {
 		env = peerEnviron(env, *c.Peer)
 	}
-	total := r.opts.Warmup + r.opts.Measure
-	var procs []*isoProc
-	defer func() {
-		for _, p := range procs {
-			if p.pid > 0 {
-				_ = syscall.Kill(p.pid, syscall.SIGKILL)
-			}
-		}
-		for _, p := range procs {
-			select {
-			case <-p.p.done:
-			case <-time.After(5 * time.Second):
-			}
-			p.p.stop()
-		}
-	}()
-	start := func(name string, share float64, args []string) (*isoProc, error) {
-		if c.Config == IsoVgpu {
-			args = append([]string{"run", "--memory", "4GiB", "--compute", strconv.FormatFloat(share, 'f', -1, 64),
-				"--compute-policy", "cap", "--id", name, "--", r.load}, args...)
-		}
-		prog := r.load
-		if c.Config == IsoVgpu {
-			prog = r.vgpuctl
-		}
-		t := &isoProc{}
-		p, err := (&throttleRun{prog: prog}).startWith(ctx, env, args, t.line)
+	return env, stop, nil
+}
+
+// isoTenants are a cell's running load programs (aggressors, then the
+// victim), started in its environment.
+type isoTenants struct {
+	r     *isoRun
+	c     isoCell
+	env   []string
+	procs []*isoProc
+}
+
+// start starts one tenant (through `vgpuctl run` with its share for vgpu)
+// and waits for its READY line; with a peer, it checks the peer's library
+// is mapped in it.
+func (t *isoTenants) start(ctx context.Context, name string, share float64, args []string) (*isoProc, error) {
+	prog := t.r.load
+	if t.c.Config == IsoVgpu {
+		args = append([]string{"run", "--memory", "4GiB", "--compute", strconv.FormatFloat(share, 'f', -1, 64),
+			"--compute-policy", "cap", "--id", name, "--", t.r.load}, args...)
+		prog = t.r.vgpuctl
+	}
+	ip := &isoProc{}
+	p, err := (&throttleRun{prog: prog}).startWith(ctx, t.env, args, ip.line)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	ip.p = p
+	t.procs = append(t.procs, ip)
+	select {
+	case err := <-p.ready:
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		t.p = p
-		procs = append(procs, t)
-		select {
-		case err := <-p.ready:
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", name, err)
-			}
-		case <-time.After(30 * time.Second):
-			return nil, fmt.Errorf("%s: no READY within 30s: %s", name, strings.TrimSpace(p.errb.String()))
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		if c.Peer != nil {
-			if err := expectMapped(t.loadPid(), c.Peer.marker()); err != nil {
-				return nil, fmt.Errorf("%s: peer %s: %w", name, c.Peer.Name, err)
-			}
-		}
-		return t, nil
-	}
-	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 3, 64) }
-	flood := strconv.Itoa(r.opts.FloodWaves * r.opts.SMs)
-	share := aggressorSharePct(r.opts.VictimSharePct, c.N)
-	for i := 0; i < c.N; i++ {
-		args := []string{c.Aggressor, secs(total + 60*time.Second), "--grid", flood}
-		if _, err := start(fmt.Sprintf("aggr%d", i+1), share, args); err != nil {
-			return nil, err
-		}
-	}
-	vargs := []string{"flood", secs(total), "--grid", flood, "--warmup", secs(r.opts.Warmup)}
-	if c.Victim == VictimLatency {
-		vargs = []string{"latency", secs(total), "--grid", strconv.Itoa(r.opts.LatencyWaves * r.opts.SMs),
-			"--warmup", secs(r.opts.Warmup)}
-	}
-	v, err := start("victim", r.opts.VictimSharePct, vargs)
-	if err != nil {
-		return nil, err
-	}
-	select {
-	case <-v.p.done:
-	case <-time.After(total + 60*time.Second):
-		return nil, fmt.Errorf("victim did not finish within %v", total+60*time.Second)
+	case <-time.After(30 * time.Second):
+		return nil, fmt.Errorf("%s: no READY within 30s: %s", name, strings.TrimSpace(p.errb.String()))
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	for _, p := range procs[:len(procs)-1] {
+	if t.c.Peer != nil {
+		if err := expectMapped(ip.loadPid(), t.c.Peer.marker()); err != nil {
+			return nil, fmt.Errorf("%s: peer %s: %w", name, t.c.Peer.Name, err)
+		}
+	}
+	return ip, nil
+}
+
+// awaitVictim waits for the victim (the last tenant) to finish within
+// limit; every aggressor must still be running then.
+func (t *isoTenants) awaitVictim(ctx context.Context, v *isoProc, limit time.Duration) error {
+	select {
+	case <-v.p.done:
+	case <-time.After(limit):
+		return fmt.Errorf("victim did not finish within %v", limit)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	for _, p := range t.procs[:len(t.procs)-1] {
 		select {
 		case <-p.p.done:
-			return nil, fmt.Errorf("an aggressor exited before the victim's end: %s", strings.TrimSpace(p.p.errb.String()))
+			return fmt.Errorf("an aggressor exited before the victim's end: %s", strings.TrimSpace(p.p.errb.String()))
 		default:
 		}
 	}
+	return nil
+}
+
+// stopAll kills every tenant and waits (5 s each at most) for it to end.
+func (t *isoTenants) stopAll() {
+	for _, p := range t.procs {
+		if p.pid > 0 {
+			_ = syscall.Kill(p.pid, syscall.SIGKILL)
+		}
+	}
+	for _, p := range t.procs {
+		select {
+		case <-p.p.done:
+		case <-time.After(5 * time.Second):
+		}
+		p.p.stop()
+	}
+}
+
+// cellRow is the row of a cell from its victim's output.
+func (r *isoRun) cellRow(c isoCell, v *isoProc, share float64) (*IsolationRow, error) {
 	v.mu.Lock()
 	lines := append([]string(nil), v.lines...)
 	v.mu.Unlock()
