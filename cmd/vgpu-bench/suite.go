@@ -109,101 +109,126 @@ func suite(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vgpu-bench suite: %v\n", err)
 		return 1
 	}
+	r := &suiteRun{out: *out, driver: *driver, quick: *quick, stderr: stderr}
+	todo, steps := r.selectBenches(splitList(*only))
+	return r.runAll(ctx, todo, steps, stdout)
+}
+
+// suiteRun is one `vgpu-bench suite`: where it writes, what it passes on,
+// and its progress (start, expected seconds left).
+type suiteRun struct {
+	out, driver string
+	quick       bool
+	stderr      io.Writer
+	start       time.Time
+	left        float64
+}
+
+// selectBenches is what the suite runs (only those named, when any are;
+// those this build has), and a step for each it skips (tracker: not root).
+func (r *suiteRun) selectBenches(only []string) ([]suiteBench, []bench.SuiteStep) {
 	want := map[string]bool{}
-	for _, n := range splitList(*only) {
+	for _, n := range only {
 		want[n] = true
 	}
-
 	var todo []suiteBench
 	var steps []bench.SuiteStep
 	for _, b := range suiteBenches {
-		if len(want) > 0 && !want[b.name] {
-			continue
-		}
-		if !hasCommand(b.name) {
+		if (len(want) > 0 && !want[b.name]) || !hasCommand(b.name) {
 			continue
 		}
 		if b.name == "tracker" && os.Geteuid() != 0 {
-			fmt.Fprintln(stderr, "suite: skipping tracker: it needs root (BPF)")
+			fmt.Fprintln(r.stderr, "suite: skipping tracker: it needs root (BPF)")
 			steps = append(steps, bench.SuiteStep{Benchmark: b.name, Skipped: "needs root to load its BPF programs"})
 			continue
 		}
 		todo = append(todo, b)
 	}
-	expect := func(b suiteBench) float64 {
-		if *quick {
-			return b.short
-		}
-		return b.full
+	return todo, steps
+}
+
+// expect is a benchmark's expected seconds in this run.
+func (r *suiteRun) expect(b suiteBench) float64 {
+	if r.quick {
+		return b.short
 	}
-	left := 0.0
+	return b.full
+}
+
+// runAll runs todo in turn (a failure is recorded, the rest still run),
+// then writes the run's record, the plots and the index.
+func (r *suiteRun) runAll(ctx context.Context, todo []suiteBench, steps []bench.SuiteStep, stdout io.Writer) int {
 	for _, b := range todo {
-		left += expect(b)
+		r.left += r.expect(b)
 	}
-	start := time.Now()
-	failed := false
+	r.start = time.Now()
 	commit := bench.PinCommit(ctx, "")
 	loadStart := bench.LoadAverage()
-	fmt.Fprintf(stderr, "suite: every report records commit %s (the tree's HEAD now); load average %s\n", commit, loadStart)
+	fmt.Fprintf(r.stderr, "suite: every report records commit %s (the tree's HEAD now); load average %s\n", commit, loadStart)
+	failed := false
 	for i, b := range todo {
 		if ctx.Err() != nil {
 			steps = append(steps, bench.SuiteStep{Benchmark: b.name, Skipped: "interrupted"})
 			continue
 		}
-		help := commandFlags(ctx, b.name)
-		a := []string{b.name, "--out", *out}
-		if hasFlag(help, "driver") {
-			a = append(a, "--driver", *driver)
-		}
-		if *quick {
-			if b.quick != nil {
-				a = append(a, b.quick...)
-			} else if hasFlag(help, "quick") {
-				a = append(a, "--quick")
-			}
-		}
-		fmt.Fprintf(stderr, "suite: [%d/%d] %s (expected ~%s; suite elapsed %s, ~%s left): vgpu-bench %s\n",
-			i+1, len(todo), b.name, fmtDur(expect(b)), fmtDur(time.Since(start).Seconds()), fmtDur(left),
-			strings.Join(a, " "))
-		t0 := time.Now()
-		stop := suiteTicker(stderr, b.name, t0, start, expect(b), left)
-		var errb strings.Builder
-		code := run(ctx, a, io.Discard, io.MultiWriter(stderr, &tail{b: &errb}))
-		stop()
-		secs := time.Since(t0).Seconds()
-		left -= expect(b)
-		if left < 0 {
-			left = 0
-		}
-		st := bench.SuiteStep{Benchmark: b.name, Seconds: secs}
-		if code != 0 {
-			failed = true
-			st.Err = fmt.Sprintf("exit status %d: %s", code, lastLine(errb.String()))
-			fmt.Fprintf(stderr, "suite: %s FAILED after %s (%s); going on\n", b.name, fmtDur(secs), st.Err)
-		} else {
-			fmt.Fprintf(stderr, "suite: %s done in %s\n", b.name, fmtDur(secs))
-		}
+		st := r.runOne(ctx, b, i, len(todo))
+		failed = failed || st.Err != ""
 		steps = append(steps, st)
 	}
-	info := bench.IndexInfo{Steps: steps, Quick: *quick, Driver: *driver, Commit: commit,
-		Started: start.UTC().Format(time.RFC3339), Seconds: math.Round(time.Since(start).Seconds()),
+	info := bench.IndexInfo{Steps: steps, Quick: r.quick, Driver: r.driver, Commit: commit,
+		Started: r.start.UTC().Format(time.RFC3339), Seconds: math.Round(time.Since(r.start).Seconds()),
 		LoadStart: loadStart, LoadEnd: bench.LoadAverage()}
-	if err := bench.WriteSuiteRun(*out, info); err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench suite: %v\n", err)
+	if err := bench.WriteSuiteRun(r.out, info); err != nil {
+		fmt.Fprintf(r.stderr, "vgpu-bench suite: %v\n", err)
 		return 1
 	}
-	plots, err := bench.PlotAndIndex(*out, filepath.Join(*out, "plots"), info)
+	plots, err := bench.PlotAndIndex(r.out, filepath.Join(r.out, "plots"), info)
 	if err != nil {
-		fmt.Fprintf(stderr, "vgpu-bench suite: plots and index: %v\n", err)
+		fmt.Fprintf(r.stderr, "vgpu-bench suite: plots and index: %v\n", err)
 		return 1
 	}
 	fmt.Fprintf(stdout, "suite: %d benchmarks in %s; %d plots under %s; index: %s and %s\n", len(todo),
-		fmtDur(time.Since(start).Seconds()), len(plots), filepath.Join(*out, "plots"),
-		filepath.Join(*out, "index.md"), filepath.Join(*out, "index.html"))
+		fmtDur(time.Since(r.start).Seconds()), len(plots), filepath.Join(r.out, "plots"),
+		filepath.Join(r.out, "index.md"), filepath.Join(r.out, "index.html"))
 	if failed {
 		return 1
 	}
 	return 0
+}
+
+// runOne runs benchmark b (the i-th of n) with the suite's --out, --driver
+// and --quick where it has them, showing its progress.
+func (r *suiteRun) runOne(ctx context.Context, b suiteBench, i, n int) bench.SuiteStep {
+	help := commandFlags(ctx, b.name)
+	a := []string{b.name, "--out", r.out}
+	if hasFlag(help, "driver") {
+		a = append(a, "--driver", r.driver)
+	}
+	if r.quick {
+		if b.quick != nil {
+			a = append(a, b.quick...)
+		} else if hasFlag(help, "quick") {
+			a = append(a, "--quick")
+		}
+	}
+	fmt.Fprintf(r.stderr, "suite: [%d/%d] %s (expected ~%s; suite elapsed %s, ~%s left): vgpu-bench %s\n",
+		i+1, n, b.name, fmtDur(r.expect(b)), fmtDur(time.Since(r.start).Seconds()), fmtDur(r.left),
+		strings.Join(a, " "))
+	t0 := time.Now()
+	stop := suiteTicker(r.stderr, b.name, t0, r.start, r.expect(b), r.left)
+	var errb strings.Builder
+	code := run(ctx, a, io.Discard, io.MultiWriter(r.stderr, &tail{b: &errb}))
+	stop()
+	secs := time.Since(t0).Seconds()
+	r.left = max(r.left-r.expect(b), 0)
+	st := bench.SuiteStep{Benchmark: b.name, Seconds: secs}
+	if code != 0 {
+		st.Err = fmt.Sprintf("exit status %d: %s", code, lastLine(errb.String()))
+		fmt.Fprintf(r.stderr, "suite: %s FAILED after %s (%s); going on\n", b.name, fmtDur(secs), st.Err)
+	} else {
+		fmt.Fprintf(r.stderr, "suite: %s done in %s\n", b.name, fmtDur(secs))
+	}
+	return st
 }
 
 // suiteTicker prints, every 20 s while a benchmark runs, how long it has run
