@@ -361,16 +361,29 @@ func writeEntryMarkdown(md *strings.Builder, e IndexEntry, plotsRel string) {
 // its machine, driver, commit, goal status and headline figures, and its plots
 // (plotsRel: the plots' directory relative to dir).
 func WriteIndex(dir, plotsRel string, entries []IndexEntry, info IndexInfo) error {
-	var md, h strings.Builder
 	now := time.Now().UTC().Format(time.RFC3339)
+	if err := os.WriteFile(filepath.Join(dir, "index.md"), []byte(indexMarkdown(now, plotsRel, entries, info)), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "index.html"), []byte(indexHTML(now, plotsRel, entries, info)), 0o644)
+}
+
+// suiteMode names a suite run's mode ("full" or "--quick").
+func suiteMode(info IndexInfo) string {
+	if info.Quick {
+		return "--quick"
+	}
+	return "full"
+}
+
+// indexMarkdown is index.md: the table of reports, the suite run, then each
+// report's headline figures, goals and plots.
+func indexMarkdown(now, plotsRel string, entries []IndexEntry, info IndexInfo) string {
+	var md strings.Builder
 	md.WriteString("# vgpu benchmark results\n\n")
 	fmt.Fprintf(&md, "Indexed %s by `vgpu-bench` from the %d reports in this directory", now, len(entries))
 	if len(info.Steps) > 0 {
-		mode := "full"
-		if info.Quick {
-			mode = "--quick"
-		}
-		fmt.Fprintf(&md, " (`vgpu-bench suite`, %s, driver %s)", mode, info.Driver)
+		fmt.Fprintf(&md, " (`vgpu-bench suite`, %s, driver %s)", suiteMode(info), info.Driver)
 	}
 	md.WriteString(". Each report's Markdown has its configuration, every row and its notes.\n\n")
 	md.WriteString("| benchmark | report | goals | driver | machine | commit | date |\n|---|---|---|---|---|---|---|\n")
@@ -389,7 +402,13 @@ func WriteIndex(dir, plotsRel string, entries []IndexEntry, info IndexInfo) erro
 	for _, e := range entries {
 		writeEntryMarkdown(&md, e, plotsRel)
 	}
+	return md.String()
+}
 
+// indexHTML is index.html: index.md's content as a static page showing the
+// SVG plots.
+func indexHTML(now, plotsRel string, entries []IndexEntry, info IndexInfo) string {
+	var h strings.Builder
 	esc := html.EscapeString
 	h.WriteString("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>vgpu benchmark results</title>\n")
 	h.WriteString("<style>body{font-family:sans-serif;max-width:70em;margin:auto;padding:1em}table{border-collapse:collapse}" +
@@ -397,21 +416,13 @@ func WriteIndex(dir, plotsRel string, entries []IndexEntry, info IndexInfo) erro
 		"img{max-width:100%;border:1px solid #eee;margin:.5em 0}</style></head><body>\n")
 	fmt.Fprintf(&h, "<h1>vgpu benchmark results</h1>\n<p>Indexed %s from the %d reports in this directory", esc(now), len(entries))
 	if len(info.Steps) > 0 {
-		mode := "full"
-		if info.Quick {
-			mode = "--quick"
-		}
-		fmt.Fprintf(&h, " (vgpu-bench suite, %s, driver %s)", esc(mode), esc(info.Driver))
+		fmt.Fprintf(&h, " (vgpu-bench suite, %s, driver %s)", esc(suiteMode(info)), esc(info.Driver))
 	}
 	h.WriteString(".</p>\n<table><tr><th>benchmark</th><th>report</th><th>goals</th><th>driver</th><th>machine</th><th>commit</th><th>date</th></tr>\n")
 	for _, e := range entries {
-		cls := "met"
-		if e.AllMet != nil && !*e.AllMet {
-			cls = "not"
-		}
 		md := strings.TrimSuffix(e.File, ".json") + ".md"
 		fmt.Fprintf(&h, "<tr><td><a href=\"#%s\">%s</a></td><td><a href=\"%s\">%s</a> (<a href=\"%s\">json</a>)</td><td class=\"%s\">%s</td><td>%s</td><td>%s, %d cores</td><td>%s</td><td>%s</td></tr>\n",
-			esc(e.File), esc(e.Benchmark), esc(md), esc(md), esc(e.File), cls, esc(statusWord(e)), esc(e.Machine.Driver),
+			esc(e.File), esc(e.Benchmark), esc(md), esc(md), esc(e.File), statusClass(e), esc(statusWord(e)), esc(e.Machine.Driver),
 			esc(e.Machine.CPUModel), e.Machine.Cores, esc(commitOf(e.Machine)), esc(e.Machine.Date))
 	}
 	h.WriteString("</table>\n")
@@ -428,34 +439,41 @@ func WriteIndex(dir, plotsRel string, entries []IndexEntry, info IndexInfo) erro
 		h.WriteString("</ul>\n")
 	}
 	for _, e := range entries {
-		cls := "met"
-		if e.AllMet != nil && !*e.AllMet {
-			cls = "not"
-		}
-		fmt.Fprintf(&h, "<h2 id=\"%s\">%s — <span class=\"%s\">%s</span></h2>\n", esc(e.File), esc(e.Benchmark), cls, esc(statusWord(e)))
-		fmt.Fprintf(&h, "<p>From <a href=\"%s\">%s</a>: %s on %s (%s, %d cores), commit %s.</p>\n<ul>\n", esc(e.File), esc(e.File),
-			esc(e.Machine.Driver), esc(e.Machine.Hostname), esc(e.Machine.CPUModel), e.Machine.Cores, esc(commitOf(e.Machine)))
-		for _, l := range e.Headline {
-			fmt.Fprintf(&h, "<li>%s</li>\n", esc(l))
-		}
-		h.WriteString("</ul>\n")
-		if len(e.NotMet) > 0 {
-			h.WriteString("<p class=\"not\">Goals not met:</p><ul>\n")
-			for _, w := range e.NotMet {
-				fmt.Fprintf(&h, "<li><code>%s</code></li>\n", esc(w))
-			}
-			h.WriteString("</ul>\n")
-		}
-		for _, p := range e.Plots {
-			fmt.Fprintf(&h, "<a href=\"%s/%s.svg\"><img src=\"%s/%s.svg\" alt=\"%s\"></a>\n", esc(plotsRel), esc(p.Name),
-				esc(plotsRel), esc(p.Name), esc(p.Title))
-		}
+		writeEntryHTML(&h, e, plotsRel)
 	}
 	h.WriteString("</body></html>\n")
-	if err := os.WriteFile(filepath.Join(dir, "index.md"), []byte(md.String()), 0o644); err != nil {
-		return err
+	return h.String()
+}
+
+// statusClass is the CSS class of a report's goals: met, or not.
+func statusClass(e IndexEntry) string {
+	if e.AllMet != nil && !*e.AllMet {
+		return "not"
 	}
-	return os.WriteFile(filepath.Join(dir, "index.html"), []byte(h.String()), 0o644)
+	return "met"
+}
+
+// writeEntryHTML writes one report's section of index.html.
+func writeEntryHTML(h *strings.Builder, e IndexEntry, plotsRel string) {
+	esc := html.EscapeString
+	fmt.Fprintf(h, "<h2 id=\"%s\">%s — <span class=\"%s\">%s</span></h2>\n", esc(e.File), esc(e.Benchmark), statusClass(e), esc(statusWord(e)))
+	fmt.Fprintf(h, "<p>From <a href=\"%s\">%s</a>: %s on %s (%s, %d cores), commit %s.</p>\n<ul>\n", esc(e.File), esc(e.File),
+		esc(e.Machine.Driver), esc(e.Machine.Hostname), esc(e.Machine.CPUModel), e.Machine.Cores, esc(commitOf(e.Machine)))
+	for _, l := range e.Headline {
+		fmt.Fprintf(h, "<li>%s</li>\n", esc(l))
+	}
+	h.WriteString("</ul>\n")
+	if len(e.NotMet) > 0 {
+		h.WriteString("<p class=\"not\">Goals not met:</p><ul>\n")
+		for _, w := range e.NotMet {
+			fmt.Fprintf(h, "<li><code>%s</code></li>\n", esc(w))
+		}
+		h.WriteString("</ul>\n")
+	}
+	for _, p := range e.Plots {
+		fmt.Fprintf(h, "<a href=\"%s/%s.svg\"><img src=\"%s/%s.svg\" alt=\"%s\"></a>\n", esc(plotsRel), esc(p.Name),
+			esc(plotsRel), esc(p.Name), esc(p.Title))
+	}
 }
 
 // PlotAndIndex draws the plots of every report in dir under plotsDir and
