@@ -3,14 +3,147 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 )
 
-// moreHeadlines are the index's headline figures of the reports that came
-// after headline's switch (kept apart so that it stays readable).
-var moreHeadlines = map[string]func([]byte) []string{
+// headline is a report's figures in a few lines.
+func headline(benchmark string, data []byte) []string {
+	if f := headliners[benchmark]; f != nil {
+		return f(data)
+	}
+	return nil
+}
+
+// headliners give each benchmark's headline figures from its JSON report
+// (nil when it does not decode).
+var headliners = map[string]func([]byte) []string{
+	"overhead":  overheadHeadline,
+	"daemon":    daemonHeadline,
+	"throttle":  throttleHeadline,
+	"elastic":   elasticHeadline,
+	"tracker":   trackerHeadline,
+	"runtime":   runtimeHeadline,
 	"isolation": isolationHeadline,
 	"workload":  workloadHeadline,
+}
+
+// overheadHeadline: added ns per call and added init time, with their goals.
+func overheadHeadline(data []byte) []string {
+	var out []string
+	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
+	var r OverheadReport
+	if json.Unmarshal(data, &r) != nil {
+		return nil
+	}
+	for _, c := range r.Calls {
+		goal := "no goal"
+		if c.GoalNS != nil {
+			goal = fmt.Sprintf("goal ≤ %g ns: %s", *c.GoalNS, metWord(c.Met != nil && *c.Met))
+		}
+		add("%s, %d thread(s): %+.1f ns per call median (%.1f → %.1f ns; %s)", shortOp(c.Op), c.Threads,
+			c.AddedMedianNS, c.Bare.Median, c.VGPU.Median, goal)
+	}
+	for _, i := range r.Init {
+		add("init, %d process(es) at once: %+.2f ms median (goal ≤ %g ms: %s)", i.Procs, i.AddedMedianMS, i.GoalMS, metWord(i.Met))
+	}
+	return out
+}
+
+// daemonHeadline: the enforcer tick's p99 CPU and the slice allocation latency.
+func daemonHeadline(data []byte) []string {
+	var out []string
+	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
+	var r DaemonReport
+	if json.Unmarshal(data, &r) != nil {
+		return nil
+	}
+	if t := r.Tick; t != nil {
+		add("enforcer tick over %d slices: p99 %.2f ms CPU (goal ≤ %g ms: %s)", t.Slices, t.CPU.P99, t.GoalCPUMS, metWord(t.Met))
+	}
+	if a := r.Alloc; a != nil {
+		add("slice allocation: median %.2f ms, p99 %.2f ms (goal p99 ≤ %g ms: %s)", a.Alloc.Median, a.Alloc.P99, a.GoalMS, metWord(a.Met))
+	}
+	return out
+}
+
+// throttleHeadline: how many tenants met every goal, and the worst steady error.
+func throttleHeadline(data []byte) []string {
+	var out []string
+	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
+	var r ThrottleVgpudReport
+	if json.Unmarshal(data, &r) != nil {
+		return nil
+	}
+	n, met, worst := 0, 0, 0.0
+	for _, c := range r.Cells {
+		for _, t := range c.Tenants {
+			n++
+			if t.Met {
+				met++
+			}
+			worst = math.Max(worst, math.Abs(t.SteadyErrPts))
+		}
+	}
+	add("%d cells, %d tenants: %d met every goal; worst steady error %.2f pts (goal ±%g)", len(r.Cells), n, met, worst, r.Config.GoalSteadyErrPts)
+	return out
+}
+
+// elasticHeadline: grant latency per concurrency and state filesystem; reclaim times.
+func elasticHeadline(data []byte) []string {
+	var out []string
+	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
+	var r ElasticReport
+	if json.Unmarshal(data, &r) != nil {
+		return nil
+	}
+	for _, g := range r.Grant {
+		goal := ""
+		if g.GoalP99MS != nil && g.Met != nil {
+			goal = fmt.Sprintf(" (goal p99 ≤ %g ms: %s)", *g.GoalP99MS, metWord(*g.Met))
+		}
+		how := fmt.Sprintf("released %.0f ms after the last slice", g.SettleMS)
+		if g.SettleMS == 0 {
+			how = "released when ready"
+		}
+		add("grant, %d at once, state on %s, %s: median %.1f ms, p99 %.1f ms, %d refused%s", g.Concurrency, g.StateFS,
+			how, g.Latency.Median, g.Latency.P99, g.Refused, goal)
+	}
+	if rc := r.Reclaim; rc != nil {
+		add("shrink median %.1f ms, eviction median %.1f ms (%d repeats)", rc.Shrink.Median, rc.Evict.Median, rc.Repeats)
+	}
+	return out
+}
+
+// trackerHeadline: each latency row with its goal.
+func trackerHeadline(data []byte) []string {
+	var out []string
+	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
+	var r TrackerReport
+	if json.Unmarshal(data, &r) != nil {
+		return nil
+	}
+	for _, l := range r.Latency {
+		goal := ""
+		if l.GoalMS != nil && l.Met != nil {
+			goal = fmt.Sprintf(" (goal p99 ≤ %g ms: %s)", *l.GoalMS, metWord(*l.Met))
+		}
+		add("%s via %s: median %.2f ms, p99 %.2f ms%s", l.What, l.Tracker, l.MS.Median, l.MS.P99, goal)
+	}
+	return out
+}
+
+// runtimeHeadline: container create time, runc vs vgpu-runtime.
+func runtimeHeadline(data []byte) []string {
+	var out []string
+	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
+	var r RuntimeReport
+	if json.Unmarshal(data, &r) != nil {
+		return nil
+	}
+	add("container create: runc %.1f ms, vgpu-runtime %.1f ms median: %+.1f ms (goal ≤ %g ms: %s)",
+		r.Runc.Median, r.VGPU.Median, r.AddedMS, r.GoalMS, metWord(r.Met))
+	return out
 }
 
 // isolationHeadline: per victim and aggressors (kind, count), the victim's
