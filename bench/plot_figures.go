@@ -37,63 +37,15 @@ func throttleFigures(r *ThrottleVgpudReport) ([]figure, error) {
 	if len(cats) == 0 {
 		return nil, nil
 	}
-	var figs []figure
-	p := newPlot("Compute share through vgpud: achieved vs target, per cell/tenant", "",
-		"share of the GPU (%, steady part)")
-	for s, ser := range []dotSeries{target, achieved} {
-		xy := make(plotter.XYs, len(cats))
-		for i := range cats {
-			xy[i] = plotter.XY{X: float64(i), Y: ser.median[i]}
-		}
-		sc, err := plotter.NewScatter(xy)
-		if err != nil {
-			return nil, err
-		}
-		sc.Color = plotutil.Color(s)
-		if s == 0 {
-			sc.Shape, sc.Radius = draw.BoxGlyph{}, vg.Points(6)
-		} else {
-			sc.Shape, sc.Radius = draw.CircleGlyph{}, vg.Points(3)
-		}
-		p.Add(sc)
-		p.Legend.Add(ser.name, sc)
-	}
-	p.NominalX(cats...)
-	p.X.Tick.Label.Rotation = math.Pi / 4
-	p.X.Tick.Label.XAlign = draw.XRight
-	p.X.Tick.Label.YAlign = draw.YCenter
-	p.Y.Min, p.Y.Max = 0, 100
-	figs = append(figs, figure{"shares", p})
-
-	p = newPlot(fmt.Sprintf("Steady share error per cell/tenant (goal: within ±%g pts)", r.Config.GoalSteadyErrPts),
-		"", "achieved − target (percentage points)")
-	bars, err := plotter.NewBarChart(errs, vg.Points(10))
+	shares, err := throttleSharesPlot(cats, []dotSeries{target, achieved})
 	if err != nil {
 		return nil, err
 	}
-	bars.Color = plotutil.Color(1)
-	p.Add(bars)
-	p.NominalX(cats...)
-	p.X.Tick.Label.Rotation = math.Pi / 4
-	p.X.Tick.Label.XAlign = draw.XRight
-	p.X.Tick.Label.YAlign = draw.YCenter
-	p.X.Min, p.X.Max = -0.6, float64(len(cats))-0.4
-	g := r.Config.GoalSteadyErrPts
-	if g > 0 {
-		lim := 1.3 * g
-		for _, e := range errs {
-			lim = math.Max(lim, 1.1*math.Abs(e))
-		}
-		p.Y.Min, p.Y.Max = -lim, lim
-		for _, y := range []float64{g, -g} {
-			if err := hline(p, y, ""); err != nil {
-				return nil, err
-			}
-		}
-		p.Legend = plot.NewLegend()
+	errPlot, err := throttleErrorPlot(cats, errs, r.Config.GoalSteadyErrPts)
+	if err != nil {
+		return nil, err
 	}
-	figs = append(figs, figure{"error", p})
-
+	figs := []figure{{"shares", shares}, {"error", errPlot}}
 	for _, c := range r.Cells {
 		changes := 0
 		for _, e := range c.Events {
@@ -113,6 +65,69 @@ func throttleFigures(r *ThrottleVgpudReport) ([]figure, error) {
 		}
 	}
 	return figs, nil
+}
+
+// rotatedCategories names the x axis's categories, slanted to fit many.
+func rotatedCategories(p *plot.Plot, cats []string) {
+	p.NominalX(cats...)
+	p.X.Tick.Label.Rotation = math.Pi / 4
+	p.X.Tick.Label.XAlign = draw.XRight
+	p.X.Tick.Label.YAlign = draw.YCenter
+}
+
+// throttleSharesPlot: each tenant's target (box) and achieved share (dot).
+func throttleSharesPlot(cats []string, series []dotSeries) (*plot.Plot, error) {
+	p := newPlot("Compute share through vgpud: achieved vs target, per cell/tenant", "",
+		"share of the GPU (%, steady part)")
+	for s, ser := range series {
+		xy := make(plotter.XYs, len(cats))
+		for i := range cats {
+			xy[i] = plotter.XY{X: float64(i), Y: ser.median[i]}
+		}
+		sc, err := plotter.NewScatter(xy)
+		if err != nil {
+			return nil, err
+		}
+		sc.Color = plotutil.Color(s)
+		if s == 0 {
+			sc.Shape, sc.Radius = draw.BoxGlyph{}, vg.Points(6)
+		} else {
+			sc.Shape, sc.Radius = draw.CircleGlyph{}, vg.Points(3)
+		}
+		p.Add(sc)
+		p.Legend.Add(ser.name, sc)
+	}
+	rotatedCategories(p, cats)
+	p.Y.Min, p.Y.Max = 0, 100
+	return p, nil
+}
+
+// throttleErrorPlot: each tenant's steady error as a bar, with the ±goal lines.
+func throttleErrorPlot(cats []string, errs plotter.Values, goal float64) (*plot.Plot, error) {
+	p := newPlot(fmt.Sprintf("Steady share error per cell/tenant (goal: within ±%g pts)", goal),
+		"", "achieved − target (percentage points)")
+	bars, err := plotter.NewBarChart(errs, vg.Points(10))
+	if err != nil {
+		return nil, err
+	}
+	bars.Color = plotutil.Color(1)
+	p.Add(bars)
+	rotatedCategories(p, cats)
+	p.X.Min, p.X.Max = -0.6, float64(len(cats))-0.4
+	if goal > 0 {
+		lim := 1.3 * goal
+		for _, e := range errs {
+			lim = math.Max(lim, 1.1*math.Abs(e))
+		}
+		p.Y.Min, p.Y.Max = -lim, lim
+		for _, y := range []float64{goal, -goal} {
+			if err := hline(p, y, ""); err != nil {
+				return nil, err
+			}
+		}
+		p.Legend = plot.NewLegend()
+	}
+	return p, nil
 }
 
 // throttleSeries is one cell's share per NVML sample period over time, each
