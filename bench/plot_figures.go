@@ -67,6 +67,24 @@ func throttleFigures(r *ThrottleVgpudReport) ([]figure, error) {
 	return figs, nil
 }
 
+// targetSteps is a tenant's target over its life: the start target, then
+// every retarget, as steps.
+func targetSteps(c *VgpudCell, t VgpudTenant) plotter.XYs {
+	tg := plotter.XYs{{X: t.StartS, Y: t.TargetPct}}
+	cur := t.TargetPct
+	for _, e := range c.Events {
+		if e.Kind == "retarget" && e.Tenant == t.Name && e.AtS > t.StartS {
+			tg = append(tg, plotter.XY{X: e.AtS, Y: cur}, plotter.XY{X: e.AtS, Y: e.TargetPct})
+			cur = e.TargetPct
+		}
+	}
+	end := t.EndS
+	if end <= 0 {
+		end = c.DurationS
+	}
+	return append(tg, plotter.XY{X: end, Y: cur})
+}
+
 // rotatedCategories names the x axis's categories, slanted to fit many.
 func rotatedCategories(p *plot.Plot, cats []string) {
 	p.NominalX(cats...)
@@ -162,21 +180,7 @@ func throttleSeries(c *VgpudCell) (*plot.Plot, error) {
 		l.Width = vg.Points(1.2)
 		p.Add(l)
 		p.Legend.Add(t.Name+" achieved", l)
-		// Its target over its life: the start target, then every retarget.
-		tg := plotter.XYs{{X: t.StartS, Y: t.TargetPct}}
-		cur := t.TargetPct
-		for _, e := range c.Events {
-			if e.Kind == "retarget" && e.Tenant == t.Name && e.AtS > t.StartS {
-				tg = append(tg, plotter.XY{X: e.AtS, Y: cur}, plotter.XY{X: e.AtS, Y: e.TargetPct})
-				cur = e.TargetPct
-			}
-		}
-		end := t.EndS
-		if end <= 0 {
-			end = c.DurationS
-		}
-		tg = append(tg, plotter.XY{X: end, Y: cur})
-		tl, err := plotter.NewLine(tg)
+		tl, err := plotter.NewLine(targetSteps(c, t))
 		if err != nil {
 			return nil, err
 		}
