@@ -206,32 +206,49 @@ func (r *IsolationReport) Markdown() string {
 	return b.String()
 }
 
-// writeSummary is the table at a glance: per victim and aggressors (kind and
-// count), per configuration in the report's order, the victim's throughput
-// and (latency victim) p99 relative to alone.
-func (r *IsolationReport) writeSummary(b *strings.Builder) {
-	var configs []string
-	type key struct {
-		victim, aggressor string
-		n                 int
-	}
-	var keys []key
-	cell := map[key]map[string]*IsolationRow{}
+// isoNeighbours names a victim next to its aggressors (kind, count).
+type isoNeighbours struct {
+	victim, aggressor string
+	n                 int
+}
+
+// isoGroups are a report's rows with aggressors by neighbours, in the order
+// first seen, and per configuration; configs lists every configuration that
+// ran (rows alone included) in the report's order.
+type isoGroups struct {
+	configs []string
+	keys    []isoNeighbours
+	rows    map[isoNeighbours]map[string]*IsolationRow
+}
+
+// groups groups the rows (the summary table, the index headline and the
+// plots read them so).
+func (r *IsolationReport) groups() isoGroups {
+	g := isoGroups{rows: map[isoNeighbours]map[string]*IsolationRow{}}
 	for i := range r.Rows {
 		row := &r.Rows[i]
-		if !slices.Contains(configs, row.Config) {
-			configs = append(configs, row.Config)
+		if !slices.Contains(g.configs, row.Config) {
+			g.configs = append(g.configs, row.Config)
 		}
 		if row.Aggressors == 0 {
 			continue
 		}
-		k := key{row.Victim, row.Aggressor, row.Aggressors}
-		if cell[k] == nil {
-			cell[k] = map[string]*IsolationRow{}
-			keys = append(keys, k)
+		k := isoNeighbours{row.Victim, row.Aggressor, row.Aggressors}
+		if g.rows[k] == nil {
+			g.rows[k] = map[string]*IsolationRow{}
+			g.keys = append(g.keys, k)
 		}
-		cell[k][row.Config] = row
+		g.rows[k][row.Config] = row
 	}
+	return g
+}
+
+// writeSummary is the table at a glance: per victim and aggressors (kind and
+// count), per configuration in the report's order, the victim's throughput
+// and (latency victim) p99 relative to alone.
+func (r *IsolationReport) writeSummary(b *strings.Builder) {
+	g := r.groups()
+	configs, keys, cell := g.configs, g.keys, g.rows
 	if len(keys) == 0 {
 		return
 	}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"image/color"
 	"math"
-	"slices"
 	"strconv"
 
 	"gonum.org/v1/plot"
@@ -19,31 +18,12 @@ import (
 // aggressors (kind, count), with the vgpu goals. Log scale: bare ratios on
 // the FIFO simulated device go down to a thousandth (and p99 up a thousandfold).
 func isolationFigures(r *IsolationReport) ([]figure, error) {
-	var configs, cats, latCats []string
-	type key struct {
-		victim, aggressor string
-		n                 int
-	}
-	var keys []key
-	at := map[key]map[string]*IsolationRow{}
-	for i := range r.Rows {
-		row := &r.Rows[i]
-		if !slices.Contains(configs, row.Config) {
-			configs = append(configs, row.Config)
-		}
-		if row.Aggressors == 0 {
-			continue
-		}
-		k := key{row.Victim, row.Aggressor, row.Aggressors}
-		if at[k] == nil {
-			at[k] = map[string]*IsolationRow{}
-			keys = append(keys, k)
-		}
-		at[k][row.Config] = row
-	}
+	g := r.groups()
+	configs, keys, at := g.configs, g.keys, g.rows
 	if len(keys) == 0 {
 		return nil, nil
 	}
+	var cats, latCats []string
 	val := func(x *float64) float64 {
 		if x == nil {
 			return 0 // no figure: left out on the log axis

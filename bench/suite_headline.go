@@ -153,37 +153,30 @@ func isolationHeadline(data []byte) []string {
 	if json.Unmarshal(data, &r) != nil {
 		return nil
 	}
-	type key struct {
-		victim, aggressor string
-		n                 int
-	}
-	var keys []key
-	parts := map[key][]string{}
-	for _, row := range r.Rows {
-		if row.Aggressors == 0 {
-			continue
-		}
-		k := key{row.Victim, row.Aggressor, row.Aggressors}
-		if parts[k] == nil {
-			keys = append(keys, k)
-		}
-		p := fmt.Sprintf("%s %s", row.Config, relText(row.RelThroughput))
-		if row.Victim == VictimLatency {
-			p += fmt.Sprintf(" (p99 %s)", relText(row.RelP99))
-		}
-		if row.Met != nil {
-			p += ": " + metWord(*row.Met)
-		}
-		parts[k] = append(parts[k], p)
-	}
+	g := r.groups()
 	var out []string
-	for _, k := range keys {
+	for _, k := range g.keys {
+		var parts []string
+		for _, c := range g.configs {
+			row := g.rows[k][c]
+			if row == nil {
+				continue
+			}
+			p := fmt.Sprintf("%s %s", row.Config, relText(row.RelThroughput))
+			if row.Victim == VictimLatency {
+				p += fmt.Sprintf(" (p99 %s)", relText(row.RelP99))
+			}
+			if row.Met != nil {
+				p += ": " + metWord(*row.Met)
+			}
+			parts = append(parts, p)
+		}
 		what := "throughput"
 		if k.victim == VictimLatency {
 			what = "step rate (p99)"
 		}
 		out = append(out, fmt.Sprintf("%s victim next to %d %s aggressor(s), %s vs alone: %s", k.victim, k.n,
-			k.aggressor, what, strings.Join(parts[k], "; ")))
+			k.aggressor, what, strings.Join(parts, "; ")))
 	}
 	return out
 }
