@@ -50,6 +50,8 @@ type ebpfTracker struct {
 	rd    *ringbuf.Reader
 	rec   ringbuf.Record // the reader goroutine's buffer
 	poll  time.Duration
+	// dropCheck is how often the reader checks the drop counter (Config).
+	dropCheck time.Duration
 	// mono0 (CLOCK_MONOTONIC ns, bpf_ktime_get_ns's clock) and wall0 were
 	// read together: an event's time is wall0 + (ts - mono0).
 	mono0    int64
@@ -65,7 +67,8 @@ func newEBPF(ctx context.Context, cfg Config) (*ebpfTracker, error) {
 	if _, err := os.Stat(btfPath); err != nil {
 		return nil, fmt.Errorf("%w: %w", errNoBTF, err)
 	}
-	t := &ebpfTracker{state: newState(), sc: newScanner(cfg), log: cfg.Log, poll: cfg.PollInterval}
+	t := &ebpfTracker{state: newState(), sc: newScanner(cfg), log: cfg.Log, poll: cfg.PollInterval,
+		dropCheck: cfg.dropCheck}
 	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (the ring buffer
 	// alone is 1 MiB); later ones charge the memory cgroup, and this is a no-op.
 	if err := rlimit.RemoveMemlock(); err != nil {
@@ -211,31 +214,65 @@ func (t *ebpfTracker) rescan() error {
 }
 
 // read applies ring-buffer events until ctx ends, and checks the drop
-// counter every dropPoll. It blocks until an event wakes it; the programs
-// then wake it again only after a gap of t.poll (wake_flag in
-// bpf/tracker.bpf.c), so while events came within the last t.poll it polls
-// the ring every t.poll instead: an event submitted without a wake-up came
-// less than t.poll after one that woke the reader, and so before the
-// reader's last poll.
+// counter every t.dropCheck. The programs submit an event without waking the
+// reader when one woke it less than t.poll before (wake_flag in
+// bpf/tracker.bpf.c, last_wake), so such an event sits in the ring
+// unannounced: the reader may block only after a drain made at least t.poll
+// past last_wake, with last_wake unchanged across that drain. Then any later
+// event either finds last_wake older than t.poll and wakes the reader, or
+// finds a newer last_wake, whose event woke it. (Blocking right after the
+// drain that followed a wake-up, as an earlier version did, left an event
+// submitted meanwhile unread until the next drop check: ~100 ms at p99.)
 func (t *ebpfTracker) read(ctx context.Context) {
 	defer t.wg.Done()
-	var lastData time.Time
-	nextCheck := time.Now().Add(dropPoll)
+	nextCheck := time.Now().Add(t.dropCheck)
 	for ctx.Err() == nil {
-		if time.Since(lastData) <= t.poll {
-			if t.rd.AvailableBytes() > 0 && t.drain() {
-				lastData = time.Now()
-			}
-			sleepCtx(ctx, t.poll)
-		} else if t.wait(nextCheck) {
-			lastData = time.Now()
+		if t.quiet(ctx) {
+			t.wait(nextCheck)
 		}
+		t.drain()
 		// epoll's deadline is in whole ms, so a wait ends up to 1 ms early.
 		if now := time.Now(); now.After(nextCheck.Add(-time.Millisecond)) {
 			t.checkDrops()
-			nextCheck = now.Add(dropPoll)
+			nextCheck = now.Add(t.dropCheck)
 		}
 	}
+}
+
+// quiet reports whether the reader may block: it waits until t.poll has
+// passed since the programs last woke it, drains the ring, and answers true
+// when no event woke the reader meanwhile (false: events are flowing, drain
+// again after the next gap).
+func (t *ebpfTracker) quiet(ctx context.Context) bool {
+	lastWake, ok := t.lastWake()
+	if !ok {
+		return true // cannot tell: every event then wakes (see lastWake)
+	}
+	if d := time.Duration(lastWake + t.poll.Nanoseconds() - monoNow()); d > 0 {
+		sleepCtx(ctx, d)
+		return false
+	}
+	t.drain()
+	again, ok := t.lastWake()
+	return !ok || again == lastWake
+}
+
+// lastWake is the programs' last_wake (bpf_ktime_get_ns, CLOCK_MONOTONIC).
+// Reading it fails only if the map cannot be read at all; the reader then
+// blocks between drains and relies on the drop check's deadline.
+func (t *ebpfTracker) lastWake() (int64, bool) {
+	var v uint64
+	if err := t.objs.LastWake.Get(&v); err != nil {
+		return 0, false
+	}
+	return int64(v), true
+}
+
+// monoNow is CLOCK_MONOTONIC in ns, the programs' clock.
+func monoNow() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
 }
 
 // wait blocks until an event arrives (true, it is applied) or until.

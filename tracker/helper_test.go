@@ -83,6 +83,16 @@ func helperMain(mode string) int {
 			}
 			childIn = w
 			fmt.Println("child", child.Process.Pid)
+		case "reopen": // two more opens back to back
+			for range 2 {
+				f, err := os.OpenFile(os.Getenv(devEnv), os.O_RDWR, 0)
+				if err != nil {
+					fmt.Println("error", err)
+					return 1
+				}
+				_ = f.Close()
+			}
+			fmt.Println("reopened")
 		case "reap":
 			_ = childIn.Close()
 			_ = child.Wait()

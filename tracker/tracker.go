@@ -127,6 +127,10 @@ type Config struct {
 	Log *zap.Logger
 	// ProcRoot is where procfs is mounted (default /proc); tests only.
 	ProcRoot string
+	// dropCheck is how often the eBPF reader checks the drop counter
+	// (default dropPoll); tests lengthen it so that it cannot stand in for a
+	// missed event.
+	dropCheck time.Duration
 }
 
 // Tracker is the process-to-device map and its event stream.
@@ -176,6 +180,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ProcRoot == "" {
 		c.ProcRoot = "/proc"
+	}
+	if c.dropCheck <= 0 {
+		c.dropCheck = dropPoll
 	}
 	return c
 }

@@ -191,3 +191,34 @@ func TestScanMatchesDeviceNumberNotName(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, []Device{dev}, p.Devices)
 }
+
+// An event submitted without a wake-up (less than PollInterval after one that
+// woke the reader) is delivered by the reader's next poll, not left in the
+// ring until something else wakes it. Poll interval 1 s; the drop check
+// (which also drains the ring) is pushed out of the test's reach. Once the
+// reader is idle, two opens back to back (the first wakes the reader, which
+// finds the second already there and drains both), then a fork less than a
+// second later, submitted without a wake-up: an earlier reader blocked after
+// that drain's poll and never saw the fork.
+func TestEBPFEventWithoutWakeUpIsDelivered(t *testing.T) {
+	requireBPF(t)
+	node, dev := standIn(t, t.TempDir(), "vgpusim0")
+	tr := newTracker(t, Config{Majors: []uint32{dev.Major}, PollInterval: time.Second, dropCheck: time.Hour})
+	require.Equal(t, "ebpf", tr.Kind())
+	events, cancel := tr.Subscribe(1024)
+	defer cancel()
+
+	h := startHolder(t, node, "")
+	waitEvent(t, events, 5*time.Second, is(EventOpen, h.pid))
+	time.Sleep(1100 * time.Millisecond) // the next open wakes the reader
+	h.send(t, "reopen")
+	h.line(t, "reopened")
+	waitEvent(t, events, 5*time.Second, is(EventOpen, h.pid))
+	waitEvent(t, events, 5*time.Second, is(EventOpen, h.pid))
+	h.send(t, "fork")
+	child, err := strconv.Atoi(h.line(t, "child")[1])
+	require.NoError(t, err)
+	waitEvent(t, events, 10*time.Second, is(EventFork, child))
+	h.send(t, "reap")
+	h.line(t, "reaped")
+}
