@@ -102,23 +102,45 @@ type benchVgpud struct {
 func startBenchVgpud(ctx context.Context, opts DaemonOptions, vgpud, simLib, state, dir string,
 	extra ...string,
 ) (*benchVgpud, error) {
-	d := &benchVgpud{out: &strings.Builder{}, sock: filepath.Join(dir, "vgpud.sock"), exited: make(chan error, 1)}
 	config, err := writeBenchVgpudConfig(simLib, state, dir)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, vgpud, append([]string{"--config", config, "--state-dir", filepath.Join(dir, "state"),
-		"--socket", d.sock, "--metrics-addr", "", "--enforcer-mode", "report", "--log-level", "warn",
-		"--nvml-lib", simLib}, extra...)...)
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if k == "LD_PRELOAD" || k == "LD_LIBRARY_PATH" || strings.HasPrefix(k, "VGPU_") {
-			continue
-		}
-		env = append(env, kv)
+	env := append(cleanEnv(), "LD_LIBRARY_PATH="+filepath.Dir(simLib), "VGPU_SIM_STATE="+state)
+	return launchBenchVgpud(ctx, vgpud, config, simLib, env, dir, extra...)
+}
+
+// startRealBenchVgpud starts vgpud in report mode on the machine's NVML
+// (nvmlLib, "" = through the loader), with the caller's driver environment
+// (driverEnv) and its state dir, socket and CDI dirs under dir: slices are
+// published into a private dir (never the host's /var/run/cdi, where a node's
+// own vgpud keeps its specs), which holds no GPU spec, so publishing is
+// skipped with a warning; `vgpuctl run` needs none.
+func startRealBenchVgpud(ctx context.Context, vgpud, nvmlLib, libvgpu, dir string, extra ...string) (*benchVgpud, error) {
+	cdiDir := filepath.Join(dir, benchCDIDir)
+	if err := os.MkdirAll(cdiDir, 0o755); err != nil {
+		return nil, fmt.Errorf("vgpud CDI dir: %w", err)
 	}
-	env = append(env, "LD_LIBRARY_PATH="+filepath.Dir(simLib), "VGPU_SIM_STATE="+state)
+	config, err := writeVgpudConfig(dir, map[string]any{"cdi_dir": cdiDir, "cdi_spec_dirs": []string{cdiDir},
+		"libvgpu": libvgpu})
+	if err != nil {
+		return nil, err
+	}
+	return launchBenchVgpud(ctx, vgpud, config, nvmlLib, driverEnv(), dir, extra...)
+}
+
+// launchBenchVgpud starts vgpud with config and env in report mode, its state
+// dir and socket under dir, on NVML library nvmlLib ("" = vgpud's default).
+func launchBenchVgpud(ctx context.Context, vgpud, config, nvmlLib string, env []string, dir string,
+	extra ...string,
+) (*benchVgpud, error) {
+	d := &benchVgpud{out: &strings.Builder{}, sock: filepath.Join(dir, "vgpud.sock"), exited: make(chan error, 1)}
+	args := []string{"--config", config, "--state-dir", filepath.Join(dir, "state"),
+		"--socket", d.sock, "--metrics-addr", "", "--enforcer-mode", "report", "--log-level", "warn"}
+	if nvmlLib != "" {
+		args = append(args, "--nvml-lib", nvmlLib)
+	}
+	cmd := exec.CommandContext(ctx, vgpud, append(args, extra...)...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = d.out, d.out
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
@@ -150,13 +172,18 @@ func writeBenchVgpudConfig(simLib, state, dir string) (string, error) {
 	if _, _, err := simgpu.WriteCDISpec(state, libDir, cdiDir); err != nil {
 		return "", fmt.Errorf("the simulated node's CDI spec: %w", err)
 	}
-	cfg, err := json.Marshal(map[string]any{"cdi_dir": cdiDir, "cdi_spec_dirs": []string{cdiDir},
+	return writeVgpudConfig(dir, map[string]any{"cdi_dir": cdiDir, "cdi_spec_dirs": []string{cdiDir},
 		"libvgpu": filepath.Join(filepath.Dir(libDir), "libvgpu.so")})
+}
+
+// writeVgpudConfig writes cfg as dir/vgpud.json and returns its path.
+func writeVgpudConfig(dir string, cfg map[string]any) (string, error) {
+	data, err := json.Marshal(cfg)
 	if err != nil {
 		return "", err
 	}
 	path := filepath.Join(dir, "vgpud.json")
-	if err := atomicfile.Write(path, cfg, 0o644, atomicfile.Volatile); err != nil {
+	if err := atomicfile.Write(path, data, 0o644, atomicfile.Volatile); err != nil {
 		return "", fmt.Errorf("vgpud config: %w", err)
 	}
 	return path, nil

@@ -342,19 +342,11 @@ func openNVML(lib string) (*devices.NVML, string, string, error) {
 	return n, devs[0].UUID, devs[0].Name, nil
 }
 
-// env is the environment of a benchmark program: the caller's (its
-// LD_LIBRARY_PATH, and VGPU_SIM_STATE when rehearsing on the simulated node),
-// with libvgpu preloaded on slice dir when dir is not "".
+// env is the environment of a benchmark program: the caller's driver
+// environment (driverEnv), with libvgpu preloaded on slice dir when dir is
+// not "".
 func (r *realRun) env(dir string) []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if k == "LD_PRELOAD" || k == "CUDA_DEVICE_ORDER" || (strings.HasPrefix(k, "VGPU_") && k != "VGPU_SIM_STATE") {
-			continue
-		}
-		out = append(out, kv)
-	}
-	out = append(out, "CUDA_DEVICE_ORDER=PCI_BUS_ID")
+	out := driverEnv()
 	if dir != "" {
 		out = append(out, "LD_PRELOAD="+r.paths.LibVGPU, "VGPU_SLICE_DIR="+dir, "VGPU_FAIL_MODE=refuse")
 	}

@@ -92,3 +92,30 @@ func TestUtilTracker(t *testing.T) {
 	u.add([]devices.ProcessUtil{{HostPID: 7, TimeStampUs: 1_300_000, SMPercent: 100}}, busy)
 	require.InDelta(t, 250e6, busy[7], 1, "seen before")
 }
+
+// The sampler reads the real driver's samples as vgpud does (utilTracker): a
+// sample stands for the time since the process's previous one, or since the
+// previous query's newest stamp; its busy time lands in the periods it spans.
+func TestSampleMapperReadsRealSamplesAsVgpud(t *testing.T) {
+	const period = int64(100 * time.Millisecond)
+	m := &sampleMapper{period: period, real: true, pidUs: map[int]uint64{}, lastSeen: 1_000_000}
+	recs := m.records([]devices.ProcessUtil{{HostPID: 7, TimeStampUs: 1_300_000, SMPercent: 100},
+		{HostPID: 7, TimeStampUs: 1_100_000, SMPercent: 50}, {HostPID: 8, TimeStampUs: 900_000, SMPercent: 100}}, 0)
+	require.Equal(t, []utilRecord{{first: 10, last: 10, pid: 7, pct: 50}, {first: 11, last: 12, pid: 7, pct: 100}}, recs,
+		"in time order; pid 8's sample is older than the last query")
+	s := newPeriodSeries(period, 0, 2*int64(time.Second))
+	for _, r := range recs {
+		s.add(r.first, r.last, r.pct/100*float64(period)*float64(r.last-r.first+1))
+	}
+	require.InDelta(t, 0.5*100e6+200e6, s.busyBetween(0, 2*int64(time.Second)), 1, "as utilTracker counts them")
+	require.Equal(t, int64(12), m.readThrough)
+	require.Equal(t, uint64(1_300_000), m.lastSeen)
+
+	// The simulated NVML's: one entry per process covering every period since
+	// lastSeen; what was read runs to the last complete period.
+	sim := &sampleMapper{period: period, pidUs: map[int]uint64{}, lastSeen: 1_000_000}
+	recs = sim.records([]devices.ProcessUtil{{HostPID: 7, TimeStampUs: 1_200_000, SMPercent: 40}}, 1_300_000)
+	require.Equal(t, []utilRecord{{first: 10, last: 11, pid: 7, pct: 40}}, recs)
+	require.Equal(t, int64(12), sim.readThrough)
+	require.Equal(t, uint64(1_300_000), sim.lastSeen)
+}

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vgpu-project/vgpu/daemon/devices"
 )
 
 // The benchmark's own view of the device: NVML's per-process utilization read
@@ -27,7 +30,7 @@ import (
 // TestMain do).
 
 // SamplerEnv names the environment variable that turns the executable into the
-// NVML sampler: "LIBRARY|PERIOD_NS".
+// NVML sampler: "LIBRARY|PERIOD_NS|sim" or "...|real" (samplerSim, samplerReal).
 const SamplerEnv = "VGPU_BENCH_NVML_SAMPLER"
 
 // samplerPoll is how often the sampler queries NVML: several times per sample
@@ -51,16 +54,21 @@ func realNow() int64 {
 
 // SamplerMain runs the sampler until stdin closes: it writes "READY", then one
 // line "S FIRST LAST PID SM%" per NVML sample, FIRST..LAST the sample periods
-// (indices of the CLOCK_MONOTONIC timeline) the sample stands for. It returns
+// (indices of the CLOCK_MONOTONIC timeline) the sample stands for, and after
+// each query "C LAST", the last period whose samples it has read. It returns
 // the exit status.
 func SamplerMain(stdin io.Reader, stdout io.Writer) int {
-	lib, periodText, _ := strings.Cut(os.Getenv(SamplerEnv), "|")
-	period, err := strconv.ParseInt(periodText, 10, 64)
-	if err != nil || period <= 0 {
+	f := strings.Split(os.Getenv(SamplerEnv), "|")
+	var period int64
+	var err error
+	if len(f) == 3 {
+		period, err = strconv.ParseInt(f[1], 10, 64)
+	}
+	if len(f) != 3 || err != nil || period <= 0 || (f[2] != samplerSim && f[2] != samplerReal) {
 		fmt.Fprintf(os.Stderr, "sampler: bad %s=%q\n", SamplerEnv, os.Getenv(SamplerEnv))
 		return 2
 	}
-	n, uuid, _, err := openNVML(lib)
+	n, uuid, _, err := openNVML(f[0])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "sampler: %v\n", err)
 		return 1
@@ -68,14 +76,8 @@ func SamplerMain(stdin io.Reader, stdout io.Writer) int {
 	defer func() { _ = n.Close() }()
 	done := make(chan struct{})
 	go func() { _, _ = io.Copy(io.Discard, stdin); close(done) }()
-	// A sample's stamp is the end of its period in CLOCK_REALTIME µs.
-	off := realNow() - monoNow()
-	epochOf := func(stampUs uint64) int64 {
-		return (int64(stampUs)*1000-off+period/2)/period - 1
-	}
-	stampOf := func(e int64) uint64 { return uint64(((e+1)*period + off) / 1000) }
+	sm := newSampleMapper(period, f[2] == samplerReal)
 	w := bufio.NewWriter(stdout)
-	lastSeen := stampOf(monoNow()/period - 1) // only what happens from now on
 	fmt.Fprintln(w, "READY")
 	for {
 		_ = w.Flush()
@@ -84,20 +86,92 @@ func SamplerMain(stdin io.Reader, stdout io.Writer) int {
 			return 0
 		case <-time.After(samplerPoll):
 		}
-		complete := stampOf(monoNow()/period - 1)
-		samples, err := n.ProcessUtilization(uuid, lastSeen)
+		complete := sm.stampOf(monoNow()/period - 1)
+		samples, err := n.ProcessUtilization(uuid, sm.lastSeen)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "sampler: %v\n", err)
 			return 1
 		}
-		first := epochOf(lastSeen) + 1
-		next := max(lastSeen, complete)
+		for _, r := range sm.records(samples, complete) {
+			fmt.Fprintf(w, "S %d %d %d %.4f\n", r.first, r.last, r.pid, r.pct)
+		}
+		fmt.Fprintf(w, "C %d\n", sm.readThrough)
+	}
+}
+
+// Sample semantics of the sampler (SamplerEnv's third field).
+const (
+	// samplerSim: the simulated NVML's, one entry per process and query
+	// covering every period since lastSeen up to its newest busy one, stamped
+	// at the end of that period (test/simgpu/nvml.c).
+	samplerSim = "sim"
+	// samplerReal: the driver's, read as vgpud reads them (daemon/compute.go,
+	// utilTracker): a sample's SM% stands for the time since the process's
+	// previous sample, or since the previous query's newest stamp for its
+	// first, at most a second.
+	samplerReal = "real"
+)
+
+// sampleMapper turns NVML's samples into utilRecords over the periods of the
+// CLOCK_MONOTONIC timeline. Stamps are CLOCK_REALTIME µs.
+type sampleMapper struct {
+	period, off int64 // off: realtime − monotonic, ns
+	real        bool
+	lastSeen    uint64         // the next query's lastSeenTimeStamp
+	pidUs       map[int]uint64 // real: each process's last stamp
+	readThrough int64          // the last period whose samples were read
+}
+
+func newSampleMapper(period int64, real bool) *sampleMapper {
+	m := &sampleMapper{period: period, off: realNow() - monoNow(), real: real, pidUs: map[int]uint64{}}
+	m.lastSeen = m.stampOf(monoNow()/period - 1) // only what happens from now on
+	m.readThrough = m.epochOf(m.lastSeen)
+	return m
+}
+
+// epochOf is the period a stamp ends (the nearest period end).
+func (m *sampleMapper) epochOf(stampUs uint64) int64 {
+	return (int64(stampUs)*1000-m.off+m.period/2)/m.period - 1
+}
+
+// stampOf is the stamp of the end of period e.
+func (m *sampleMapper) stampOf(e int64) uint64 { return uint64(((e+1)*m.period + m.off) / 1000) }
+
+// records maps one query's samples; complete is the stamp of the last period
+// complete when the query was made.
+func (m *sampleMapper) records(samples []devices.ProcessUtil, complete uint64) []utilRecord {
+	since := m.lastSeen
+	var out []utilRecord
+	if !m.real {
+		next := max(since, complete)
 		for _, s := range samples {
-			fmt.Fprintf(w, "S %d %d %d %d\n", first, epochOf(s.TimeStampUs), s.HostPID, s.SMPercent)
+			out = append(out, utilRecord{first: m.epochOf(since) + 1, last: m.epochOf(s.TimeStampUs), pid: s.HostPID,
+				pct: float64(s.SMPercent)})
 			next = max(next, s.TimeStampUs)
 		}
-		lastSeen = next
+		m.lastSeen, m.readThrough = next, m.epochOf(complete)
+		return out
 	}
+	sort.Slice(samples, func(i, j int) bool { return samples[i].TimeStampUs < samples[j].TimeStampUs })
+	for _, s := range samples {
+		if s.TimeStampUs <= since {
+			continue
+		}
+		from := max(m.pidUs[s.HostPID], since)
+		if from == 0 || s.TimeStampUs-from > 1_000_000 {
+			from = s.TimeStampUs - 1_000_000
+		}
+		first, last := m.epochOf(from)+1, m.epochOf(s.TimeStampUs)
+		first = min(first, last)
+		// The busy time the sample stands for, spread over its periods.
+		busyUs := float64(min(s.SMPercent, 100)) / 100 * float64(s.TimeStampUs-from)
+		out = append(out, utilRecord{first: first, last: last, pid: s.HostPID,
+			pct: busyUs * 1000 / float64(m.period*(last-first+1)) * 100})
+		m.pidUs[s.HostPID] = s.TimeStampUs
+		m.lastSeen = max(m.lastSeen, s.TimeStampUs)
+	}
+	m.readThrough = m.epochOf(m.lastSeen)
+	return out
 }
 
 // utilRecord is one sample as the sampler reported it.
@@ -117,11 +191,14 @@ type sampler struct {
 	mu     sync.Mutex
 	recs   []utilRecord
 	period int64
+	// through is the last period the sampler has read (its "C" lines).
+	through int64
 }
 
-// startSampler starts the sampler on node with the simulated NVML at simLib
-// and waits until it reads NVML.
-func startSampler(ctx context.Context, node, simLib string, period int64) (*sampler, error) {
+// startSampler starts the sampler with the driver environment env and the
+// NVML library lib ("" = libnvidia-ml.so.1 through the loader), reading
+// samples as the real driver's when real, and waits until it reads NVML.
+func startSampler(ctx context.Context, env []string, lib string, period int64, real bool) (*sampler, error) {
 	if SamplerRequested() {
 		// This process is a sampler whose main did not call SamplerMain: a
 		// sampler of its own would start the same program again, and so on.
@@ -133,8 +210,11 @@ func startSampler(ctx context.Context, node, simLib string, period int64) (*samp
 	}
 	s := &sampler{ready: make(chan error, 1), done: make(chan struct{}), period: period}
 	cmd := exec.CommandContext(ctx, exe)
-	cmd.Env = append(cleanEnv(), "LD_LIBRARY_PATH="+filepath.Dir(simLib), "VGPU_SIM_STATE="+node,
-		SamplerEnv+"="+simLib+"|"+strconv.FormatInt(period, 10))
+	mode := samplerSim
+	if real {
+		mode = samplerReal
+	}
+	cmd.Env = append(append([]string(nil), env...), SamplerEnv+"="+lib+"|"+strconv.FormatInt(period, 10)+"|"+mode)
 	cmd.Stderr = &lockedBuilder{b: &s.errb}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -171,6 +251,14 @@ func (s *sampler) read(out io.Reader) {
 			sent = true
 			continue
 		}
+		if len(f) == 2 && f[0] == "C" {
+			if e, err := strconv.ParseInt(f[1], 10, 64); err == nil {
+				s.mu.Lock()
+				s.through = max(s.through, e)
+				s.mu.Unlock()
+			}
+			continue
+		}
 		if len(f) != 5 || f[0] != "S" {
 			continue
 		}
@@ -201,6 +289,19 @@ func (s *sampler) series(pids map[int]bool, from, to int64) *periodSeries {
 		}
 	}
 	return ps
+}
+
+// readThroughNs is the end (CLOCK_MONOTONIC ns) of the last sample period
+// whose samples the sampler has read. NVML lists live processes only, so what
+// a tenant killed now did after this instant is lost with it: its figures end
+// here (a period it ran in but nobody read would count as idle).
+func (s *sampler) readThroughNs() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.through == 0 {
+		return math.MaxInt64 // nothing read yet: no bound
+	}
+	return (s.through + 1) * s.period
 }
 
 // alive reports an error once the sampler has exited.

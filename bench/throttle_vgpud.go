@@ -45,18 +45,33 @@ type ThrottleVgpudOptions struct {
 	// SMs and NsPerBlock of the node of the cells that do not set their own.
 	SMs        int
 	NsPerBlock uint64
-	KeepTemp   bool
-	Log        io.Writer
+	// Driver is DriverSim (a fresh simulated node per cell) or DriverReal
+	// (the machine's GPU 0, realVgpudCells).
+	Driver string
+	// Real GPU: the throttle_real binary ("" = build/test/throttle_real), the
+	// NVML library ("" = through the loader), the device time of the short
+	// and the long kernel to calibrate for, threads per block and kernels
+	// queued between synchronizations.
+	Prog                        string
+	NVMLLib                     string
+	ShortKernelMs, LongKernelMs float64
+	Block, SyncEvery            int
+	KeepTemp                    bool
+	Log                         io.Writer
 }
 
 // DefaultThrottleVgpudOptions returns what `vgpu-bench throttle` runs.
 func DefaultThrottleVgpudOptions() ThrottleVgpudOptions {
 	return ThrottleVgpudOptions{Scale: 1, Window: time.Second, Allowance: GoalSettle,
-		Tolerance: GoalShareErrorPts, SMs: 132, NsPerBlock: 13000}
+		Tolerance: GoalShareErrorPts, SMs: 132, NsPerBlock: 13000, Driver: DriverSim,
+		ShortKernelMs: 0.2, LongKernelMs: 20, Block: 128, SyncEvery: 4}
 }
 
 func (o *ThrottleVgpudOptions) validate() error {
-	names := VgpudCellNames()
+	if o.Driver != DriverSim && o.Driver != DriverReal {
+		return fmt.Errorf("driver %q: want %s or %s", o.Driver, DriverSim, DriverReal)
+	}
+	names := vgpudCellNames(o.Driver)
 	for _, c := range o.Cells {
 		if !contains(names, c) {
 			return fmt.Errorf("unknown cell %q (want %s)", c, strings.Join(names, ", "))
@@ -71,6 +86,10 @@ func (o *ThrottleVgpudOptions) validate() error {
 		return fmt.Errorf("sms %d out of range", o.SMs)
 	case o.NsPerBlock < 100:
 		return fmt.Errorf("ns-per-block %d too small (< 100)", o.NsPerBlock)
+	case o.Driver == DriverReal && !(o.ShortKernelMs > 0 && o.ShortKernelMs < o.LongKernelMs && o.LongKernelMs <= 1000):
+		return fmt.Errorf("kernel lengths %g ms and %g ms: want 0 < short < long <= 1000", o.ShortKernelMs, o.LongKernelMs)
+	case o.Driver == DriverReal && (o.Block < 1 || o.Block > 1024 || o.SyncEvery < 1):
+		return fmt.Errorf("block %d (1..1024), sync-every %d (>= 1)", o.Block, o.SyncEvery)
 	}
 	return nil
 }
@@ -81,6 +100,7 @@ type vgpudTenantSpec struct {
 	SharePct float64
 	Workload string
 	Grid     int           // blocks per kernel; 0: the workload's default
+	Kernel   string        // real GPU: KernelShort or KernelLong
 	Start    time.Duration // from the cell's start
 	Stop     time.Duration // killed then; 0: runs to the end
 	// Retargets change its share while it runs (`vgpuctl update --compute`).
@@ -101,18 +121,28 @@ type vgpudCellSpec struct {
 	Tenants     []vgpudTenantSpec
 }
 
-// VgpudCellNames are the cells in report order.
-func VgpudCellNames() []string {
+// VgpudCellNames are the cells of the simulated node in report order.
+func VgpudCellNames() []string { return vgpudCellNames(DriverSim) }
+
+// VgpudRealCellNames are the cells of the real GPU in report order.
+func VgpudRealCellNames() []string { return vgpudCellNames(DriverReal) }
+
+func vgpudCellNames(driver string) []string {
+	o := DefaultThrottleVgpudOptions()
+	o.Driver = driver
 	var out []string
-	for _, c := range vgpudCells(DefaultThrottleVgpudOptions()) {
+	for _, c := range vgpudCells(o) {
 		out = append(out, c.Name)
 	}
 	return out
 }
 
-// vgpudCells are the cells of the vgpud mode, at o's scale.
+// vgpudCells are the cells of the vgpud mode on o's driver, at o's scale.
 func vgpudCells(o ThrottleVgpudOptions) []vgpudCellSpec {
 	sc := func(s float64) time.Duration { return time.Duration(s * o.Scale * float64(time.Second)) }
+	if o.Driver == DriverReal {
+		return realVgpudCells(sc)
+	}
 	flood := func(name string, pct float64) vgpudTenantSpec {
 		return vgpudTenantSpec{Name: name, SharePct: pct, Workload: WorkFlood}
 	}
@@ -153,7 +183,7 @@ func RunThrottleVgpud(ctx context.Context, opts ThrottleVgpudOptions) (*Throttle
 	if err := opts.validate(); err != nil {
 		return nil, fmt.Errorf("throttle options: %w", err)
 	}
-	r, err := newVgpudRun(opts)
+	r, err := newVgpudRun(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -193,6 +223,7 @@ func RunThrottleVgpud(ctx context.Context, opts ThrottleVgpudOptions) (*Throttle
 type vgpudRun struct {
 	opts ThrottleVgpudOptions
 	vgpudTools
+	node cellNode
 }
 
 // vgpudTools are what a benchmark running tenants under a real vgpud on a
@@ -227,23 +258,72 @@ func findVgpudTools(root, load string, log io.Writer) (vgpudTools, error) {
 	return t, nil
 }
 
-func newVgpudRun(opts ThrottleVgpudOptions) (*vgpudRun, error) {
+func newVgpudRun(ctx context.Context, opts ThrottleVgpudOptions) (*vgpudRun, error) {
+	if opts.Driver == DriverReal {
+		return newRealVgpudRun(ctx, opts)
+	}
 	tools, err := findVgpudTools(opts.Root, "throttle_load", opts.Log)
 	if err != nil {
 		return nil, err
 	}
-	return &vgpudRun{opts: opts, vgpudTools: tools}, nil
+	r := &vgpudRun{opts: opts, vgpudTools: tools}
+	r.node = &simNode{r: r}
+	return r, nil
+}
+
+// newRealVgpudRun finds bin/vgpud, bin/vgpuctl, libvgpu and throttle_real
+// (none of the simulator) and calibrates the real GPU's kernels.
+func newRealVgpudRun(ctx context.Context, opts ThrottleVgpudOptions) (*vgpudRun, error) {
+	root, err := repositoryRoot(opts.Root, findDaemonRoot)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Prog == "" {
+		opts.Prog = filepath.Join(root, "build", "test", "throttle_real")
+	}
+	t := vgpudTools{paths: pathsAt(root), vgpud: filepath.Join(root, "bin", "vgpud"),
+		vgpuctl: filepath.Join(root, "bin", "vgpuctl"), load: opts.Prog, log: opts.Log}
+	if t.log == nil {
+		t.log = io.Discard
+	}
+	for _, f := range []string{t.vgpud, t.vgpuctl, t.load, t.paths.LibVGPU} {
+		if !fileExists(f) {
+			return nil, fmt.Errorf("%s is missing: run `make build` first", f)
+		}
+	}
+	r := &vgpudRun{opts: opts, vgpudTools: t}
+	if r.node, err = newRealNode(ctx, r); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 func (r *vgpudRun) newReport(ctx context.Context) *ThrottleVgpudReport {
 	m := hostMachine(ctx, r.paths.Root, time.Now())
 	m.Driver = DriverSim
 	o := r.opts
-	return &ThrottleVgpudReport{Benchmark: "throttle", Machine: m, Config: ThrottleVgpudConfig{
-		Controller: ControllerVgpud, SMs: o.SMs, NsPerBlock: o.NsPerBlock, Scale: o.Scale,
+	rep := &ThrottleVgpudReport{Benchmark: "throttle", Machine: m, Config: ThrottleVgpudConfig{
+		Controller: ControllerVgpud, Driver: o.Driver, SMs: o.SMs, NsPerBlock: o.NsPerBlock, Scale: o.Scale,
 		WindowS: o.Window.Seconds(), AllowanceS: o.Allowance.Seconds(), TolerancePts: o.Tolerance,
 		GoalSteadyErrPts: GoalSteadyErrPts, GoalWindowErrPts: GoalWindowErrPts,
 		GoalSettleS: GoalSettle.Seconds(), GoalFirstSecondRatio: GoalFirstSecondRatio,
 	}, Notes: []string{"NVML reports a whole percent (at least 1) per process and sample period: ±0.5 point per period, " +
-		"about ±0.2 over a 1 s window; a tenant's start is its READY line (before its first launch)"}}
+		"about ±0.2 over a 1 s window; a tenant's start is its READY line (before its first launch)",
+		"a tenant killed mid-cell is judged up to the last sample period the benchmark's sampler had read " +
+			"before the kill: NVML lists live processes only, so a period read after the kill is lost with the process"}}
+	if n, ok := r.node.(*realNode); ok {
+		if m.Driver = nvidiaDriverVersion(ctx); m.Driver == "" {
+			m.Driver = "nvidia (version unknown)"
+		}
+		rep.Machine.Driver, rep.Machine.GPU = m.Driver, n.gpuName
+		rep.Config.SMs, rep.Config.NsPerBlock = n.kernels[KernelShort].SMs, 0
+		rep.Config.Kernels = map[string]VgpudKernel{}
+		for name, k := range n.kernels {
+			rep.Config.Kernels[name] = VgpudKernel{TargetMs: k.KernelMsTarget, KernelNs: k.KernelNs, Iters: k.Iters,
+				Grid: k.Grid, Block: k.Block}
+		}
+		rep.Notes = append(rep.Notes, "real GPU: the sampler reads NVML's samples as vgpud does (each stands for "+
+			"the time since the process's previous sample, at most 1 s) and cuts them into 1/6 s periods")
+	}
+	return rep
 }

@@ -5,14 +5,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/vgpu-project/vgpu/test/simgpu"
 )
 
 // vgpudTenant is a tenant of a vgpud-mode cell while it runs: `vgpuctl run`
@@ -22,8 +19,12 @@ type vgpudTenant struct {
 	proc       *tenantProc
 	pid        int
 	start, end int64 // CLOCK_MONOTONIC ns: READY, and the kill or the cell's end
-	killed     bool
-	retargets  []retargetAt // done, in order
+	// judgedEnd is where its figures end: end, or for a tenant killed mid-cell
+	// the last sample period the sampler had read before the kill
+	// (sampler.readThroughNs).
+	judgedEnd int64
+	killed    bool
+	retargets []retargetAt // done, in order
 }
 
 // retargetAt is a retarget as done: when the update was asked (the instant
@@ -37,7 +38,6 @@ type retargetAt struct {
 type vgpudCell struct {
 	r      *vgpudRun
 	spec   vgpudCellSpec
-	node   string
 	d      *benchVgpud
 	smp    *sampler
 	ts     []*vgpudTenant
@@ -45,26 +45,21 @@ type vgpudCell struct {
 	events []VgpudEvent
 }
 
-// runCell runs c on a fresh node in dir, with its own vgpud and sampler.
+// runCell runs c on the run's node in dir (a fresh one on the simulated
+// driver), with its own vgpud and sampler.
 func (r *vgpudRun) runCell(ctx context.Context, dir string, c vgpudCellSpec) (*VgpudCell, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("cell dir: %w", err)
 	}
-	vc := &vgpudCell{r: r, spec: c, node: filepath.Join(dir, "node")}
-	if c.NsPerBlock == 0 {
+	vc := &vgpudCell{r: r, spec: c}
+	if c.NsPerBlock == 0 && r.opts.Driver == DriverSim {
 		vc.spec.NsPerBlock = r.opts.NsPerBlock
 	}
-	// The simulator's defaults for the NVML sample period and the device queue.
-	if err := simgpu.Init(vc.node, simgpu.Config{Devices: 1, Memory: 80 << 30, SMs: r.opts.SMs,
-		NsPerBlock: vc.spec.NsPerBlock}); err != nil {
-		return nil, fmt.Errorf("simulated node: %w", err)
-	}
-	st, err := simgpu.Status(vc.node)
+	period, queueNs, err := r.node.setUp(dir, vc.spec)
 	if err != nil {
-		return nil, fmt.Errorf("simulated node: %w", err)
+		return nil, err
 	}
-	period := int64(st.SamplePeriodNs)
-	if vc.d, err = startBenchVgpud(ctx, DaemonOptions{}, r.vgpud, r.simLib, vc.node, dir); err != nil {
+	if vc.d, err = r.node.startVgpud(ctx, dir); err != nil {
 		return nil, err
 	}
 	defer func() { _ = vc.d.stop() }()
@@ -72,7 +67,7 @@ func (r *vgpudRun) runCell(ctx context.Context, dir string, c vgpudCellSpec) (*V
 	if err := vc.d.awaitHealth(ctx, 30*time.Second); err != nil {
 		return nil, err
 	}
-	if vc.smp, err = startSampler(ctx, vc.node, r.simLib, period); err != nil {
+	if vc.smp, err = r.node.startSampler(ctx, period); err != nil {
 		return nil, err
 	}
 	defer vc.smp.stop()
@@ -89,7 +84,7 @@ func (r *vgpudRun) runCell(ctx context.Context, dir string, c vgpudCellSpec) (*V
 	}
 	res := vc.result(period)
 	res.DurationS = c.Duration.Seconds()
-	res.SamplePeriodNs, res.DeviceQueueNs = st.SamplePeriodNs, st.MaxBacklogNs
+	res.SamplePeriodNs, res.DeviceQueueNs = uint64(period), queueNs
 	return res, nil
 }
 
@@ -126,6 +121,7 @@ func (vc *vgpudCell) run(ctx context.Context) error {
 		for _, t := range vc.ts {
 			if t.spec.Stop == off && t.spec.Stop > 0 && !t.killed {
 				t.end = monoNow()
+				t.judgedEnd = min(t.end, vc.smp.readThroughNs())
 				_ = syscall.Kill(t.pid, syscall.SIGKILL)
 				t.killed = true
 				vc.events = append(vc.events, VgpudEvent{AtS: vc.rel(t.end), Kind: "leave", Tenant: t.spec.Name})
@@ -135,7 +131,7 @@ func (vc *vgpudCell) run(ctx context.Context) error {
 	end := vc.t0 + vc.spec.Duration.Nanoseconds()
 	for _, t := range vc.ts {
 		if !t.killed {
-			t.end = end
+			t.end, t.judgedEnd = end, end
 		}
 	}
 	return nil
@@ -155,10 +151,10 @@ func (vc *vgpudCell) startAt(ctx context.Context, off time.Duration) error {
 	pids := make([]int, len(due))
 	for i, t := range due {
 		seconds := (vc.spec.Duration - off + 3*time.Second).Seconds()
-		args := []string{"run", "--memory", "2GiB", "--compute", strconv.FormatFloat(t.spec.SharePct, 'f', -1, 64),
-			"--compute-policy", "cap", "--id", t.spec.Name, "--", vc.r.load}
-		args = append(args, loadArgs(t.spec.Workload, vc.r.opts.SMs, t.spec.Grid, seconds)...)
-		args = append(args, "--seed", strconv.Itoa(i+1))
+		prog, place := vc.r.node.command(t.spec, seconds, i+1)
+		args := append([]string{"run", "--memory", "2GiB", "--compute", strconv.FormatFloat(t.spec.SharePct, 'f', -1, 64),
+			"--compute-policy", "cap", "--id", t.spec.Name}, place...)
+		args = append(append(args, "--"), prog...)
 		run := &throttleRun{prog: vc.r.vgpuctl}
 		p, err := run.startWith(ctx, vc.env(), args, func(l string) {
 			if strings.HasPrefix(l, "READY ") {
@@ -219,10 +215,9 @@ func (vc *vgpudCell) retargetAt(ctx context.Context, off time.Duration) error {
 	return nil
 }
 
-// env is a tenant's environment: the simulated driver, the cell's vgpud and libvgpu.
+// env is a tenant's environment: the node's driver, the cell's vgpud and libvgpu.
 func (vc *vgpudCell) env() []string {
-	return append(cleanEnv(), "LD_LIBRARY_PATH="+vc.r.paths.SimLibDir, "VGPU_SIM_STATE="+vc.node,
-		"VGPU_SOCKET="+vc.d.sock, "VGPU_LIBVGPU="+vc.r.paths.LibVGPU)
+	return append(vc.r.node.env(), "VGPU_SOCKET="+vc.d.sock, "VGPU_LIBVGPU="+vc.r.paths.LibVGPU)
 }
 
 // check fails the cell when a tenant that should still run has exited (its
@@ -265,16 +260,16 @@ func (vc *vgpudCell) stopTenants() {
 func (vc *vgpudCell) result(period int64) *VgpudCell {
 	res := &VgpudCell{Name: vc.spec.Name, About: vc.spec.About, NsPerBlock: vc.spec.NsPerBlock, Events: vc.events}
 	for _, t := range vc.ts {
-		sp := tenantSpan{target: t.spec.SharePct, start: t.start, end: t.end,
+		sp := tenantSpan{target: t.spec.SharePct, start: t.start, end: t.judgedEnd,
 			changes: []int64{t.start}, labels: []string{"start"}}
 		for _, o := range vc.ts {
 			if o == t {
 				continue
 			}
-			if o.spec.Start > 0 && o.start > t.start && o.start < t.end {
+			if o.spec.Start > 0 && o.start > t.start && o.start < t.judgedEnd {
 				sp.changes, sp.labels = append(sp.changes, o.start), append(sp.labels, "join "+o.spec.Name)
 			}
-			if o.killed && o.end > t.start && o.end < t.end {
+			if o.killed && o.end > t.start && o.end < t.judgedEnd {
 				sp.changes, sp.labels = append(sp.changes, o.end), append(sp.labels, "leave "+o.spec.Name)
 			}
 		}
@@ -286,9 +281,10 @@ func (vc *vgpudCell) result(period int64) *VgpudCell {
 		if len(t.retargets) > 0 {
 			sp.targets = targetsAt(sp.changes, t.spec.SharePct, t.retargets)
 		}
-		s := vc.smp.series(map[int]bool{t.pid: true}, vc.t0, t.end)
+		s := vc.smp.series(map[int]bool{t.pid: true}, vc.t0, t.judgedEnd)
 		f := tenantFigures(s, sp, vc.t0, vc.r.opts)
 		f.Name, f.Workload, f.Grid, f.Policy, f.Pid = t.spec.Name, t.spec.Workload, t.spec.Grid, "cap", t.pid
+		f.Kernel = t.spec.Kernel
 		res.Tenants = append(res.Tenants, f)
 	}
 	return res

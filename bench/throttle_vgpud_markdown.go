@@ -9,13 +9,33 @@ import (
 func (r *ThrottleVgpudReport) Markdown() string {
 	var b strings.Builder
 	m, c := r.Machine, r.Config
-	b.WriteString("# vgpu throttle benchmark: simulated node, through vgpud\n\n")
+	real := c.Driver == DriverReal
+	if real {
+		fmt.Fprintf(&b, "# vgpu throttle benchmark: %s, through vgpud\n\n", orDash(m.GPU))
+	} else {
+		b.WriteString("# vgpu throttle benchmark: simulated node, through vgpud\n\n")
+	}
 	fmt.Fprintf(&b, "- machine: %s, %s, %d cores, kernel %s\n", m.Hostname, m.CPUModel, m.Cores, orDash(m.Kernel))
 	fmt.Fprintf(&b, "- %s, %s, commit %s\n", m.GoVersion, m.Date, orDash(m.Commit))
+	load := "throttle_load"
+	if real {
+		load = "throttle_real kernel"
+	}
 	fmt.Fprintf(&b, "- controller: a real bin/vgpud per cell (NVML per-process utilization through go-nvml, "+
-		"its default enforcer interval); tenants: `vgpuctl run --compute P --compute-policy cap -- throttle_load ...`\n")
-	fmt.Fprintf(&b, "- node: %d SMs, NVML sample period %.1f ms, device queue %.0f ms (the simulator's defaults); "+
-		"%d ns per wave unless the cell says\n", c.SMs, float64(c.SamplePeriodNs)/1e6, float64(c.DeviceQueueNs)/1e6, c.NsPerBlock)
+		"its default enforcer interval); tenants: `vgpuctl run --compute P --compute-policy cap -- %s ...`\n", load)
+	if real {
+		fmt.Fprintf(&b, "- GPU 0: %s, driver %s, %d SMs; figures cut into %.1f ms periods\n", orDash(m.GPU), m.Driver,
+			c.SMs, float64(c.SamplePeriodNs)/1e6)
+		for _, name := range []string{KernelShort, KernelLong} {
+			k := c.Kernels[name]
+			fmt.Fprintf(&b, "- %s kernel: %.3f ms alone (calibrated for %g ms: %d iterations, grid %d x %d)\n",
+				name, float64(k.KernelNs)/1e6, k.TargetMs, k.Iters, k.Grid, k.Block)
+		}
+	} else {
+		fmt.Fprintf(&b, "- node: %d SMs, NVML sample period %.1f ms, device queue %.0f ms (the simulator's defaults); "+
+			"%d ns per wave unless the cell says\n", c.SMs, float64(c.SamplePeriodNs)/1e6, float64(c.DeviceQueueNs)/1e6,
+			c.NsPerBlock)
+	}
 	fmt.Fprintf(&b, "- measured by the benchmark itself from NVML per-process utilization per sample period; "+
 		"%.0f s windows sliding by one period; steady = from %.0f s after each change; settle band ±%.0f points; "+
 		"timeline scale %.2g\n\n", c.WindowS, c.AllowanceS, c.TolerancePts, c.Scale)
@@ -34,6 +54,10 @@ func (r *ThrottleVgpudReport) Markdown() string {
 	}
 	b.WriteString("\nCells:\n\n")
 	for _, cell := range r.Cells {
+		if real {
+			fmt.Fprintf(&b, "- **%s** (%.0f s): %s\n", cell.Name, cell.DurationS, cell.About)
+			continue
+		}
 		fmt.Fprintf(&b, "- **%s** (%.0f s, %d ns per wave): %s\n", cell.Name, cell.DurationS, cell.NsPerBlock, cell.About)
 	}
 	b.WriteString("\n")

@@ -13,7 +13,9 @@ const (
 
 // ThrottleVgpudConfig records how the vgpud-mode figures were taken.
 type ThrottleVgpudConfig struct {
-	Controller string  `json:"controller"`
+	Controller string `json:"controller"`
+	// Driver is "sim" (a fresh simulated node per cell) or "real" (GPU 0).
+	Driver     string  `json:"driver"`
 	SMs        int     `json:"sms"`
 	NsPerBlock uint64  `json:"ns_per_block"` // of the cells that do not set their own
 	Scale      float64 `json:"timeline_scale"`
@@ -29,6 +31,18 @@ type ThrottleVgpudConfig struct {
 	GoalWindowErrPts     float64 `json:"goal_window_error_pts"`
 	GoalSettleS          float64 `json:"goal_settle_s"`
 	GoalFirstSecondRatio float64 `json:"goal_first_second_ratio"`
+	// Kernels are the real GPU's kernels (KernelShort, KernelLong) as
+	// calibrated alone.
+	Kernels map[string]VgpudKernel `json:"kernels,omitempty"`
+}
+
+// VgpudKernel is a calibrated throttle_real kernel of the real-GPU cells.
+type VgpudKernel struct {
+	TargetMs float64 `json:"target_ms"`
+	KernelNs uint64  `json:"kernel_ns"` // one kernel's device time alone
+	Iters    uint64  `json:"iters"`
+	Grid     int     `json:"grid"`
+	Block    int     `json:"block"`
 }
 
 // VgpudEvent is a change in a cell: a tenant's start, a join, a leave, a
@@ -64,6 +78,7 @@ type VgpudTenant struct {
 	Name      string  `json:"name"`
 	Workload  string  `json:"workload"`
 	Grid      int     `json:"grid"`
+	Kernel    string  `json:"kernel,omitempty"` // real GPU: short or long
 	Policy    string  `json:"policy"`
 	Pid       int     `json:"pid"`
 	TargetPct float64 `json:"target_pct"` // from its start

@@ -14,7 +14,8 @@ import (
 
 const throttleHelp = `usage: vgpu-bench throttle [flags]
 
-Measures what tenants get from the compute-share throttle on simulated nodes.
+Measures what tenants get from the compute-share throttle on simulated nodes
+(or, with --driver real, on the machine's GPU).
 
 --controller vgpud (the default): every cell is a fresh simulated node with its
 own bin/vgpud, whose controller reads the simulated NVML through go-nvml as on a
@@ -68,7 +69,19 @@ whenever the benchmark ran):
 Output: Markdown on stdout, or the JSON report with --json (progress on
 stderr); --out DIR also writes DIR/throttle-simgpu.json and .md.
 
---driver real runs on the machine's GPU 0 instead (test/gpu/run.sh does): one
+--driver real runs on the machine's GPU 0 instead (test/gpu/run.sh does).
+With --controller vgpud (the default): the same steps (a real bin/vgpud per cell
+on the machine's NVML, --nvml-lib; tenants under vgpuctl run; the benchmark's own
+NVML reader) with build/test/throttle_real (--prog) calibrated alone for a short
+(--short-kernel-ms, 0.2) and a long kernel (--long-kernel-ms, 20), synchronizing
+every --sync-every launches; cells:
+  alone-short  one 30% tenant, short kernels
+  alone-long   one 30% tenant, long kernels
+  hetero       short kernels at 30% next to long kernels at 60%
+  churn        20% (short) and 30% (long); a 50% (short) tenant joins at 5 s;
+               the 20% one is killed at 12 s
+about 80 s in all; --out writes throttle-vgpud-real.json and .md.
+With --controller inproc: one
 cap tenant alone at 50%, two cap tenants at 30/70 (--groups alone,pairs), each
 with the workloads (--workloads) kernel (cuLaunchKernel, synchronize every
 --sync-every launches) and graph (cuGraphLaunch of a --nodes kernel graph) of
@@ -89,6 +102,7 @@ type throttleFlags struct {
 	workloads, groups, stepLog, driver, controller, cells *string
 	floor                                                 *uint
 	quick                                                 *bool
+	shortMs, longMs, scale                                *float64
 }
 
 func throttle(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -100,10 +114,10 @@ func throttle(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if status, ok := c.parse(args); !ok {
 		return status
 	}
-	if *f.driver == bench.DriverSim && *f.controller == bench.ControllerVgpud {
-		return throttleVgpud(ctx, c, f, opts)
+	if *f.controller == bench.ControllerVgpud {
+		return throttleVgpud(ctx, c, f, opts, ropts)
 	}
-	if *f.controller != bench.ControllerVgpud && *f.controller != bench.ControllerInproc {
+	if *f.controller != bench.ControllerInproc {
 		return c.fail(1, "--controller %q: want %s or %s", *f.controller, bench.ControllerVgpud, bench.ControllerInproc)
 	}
 	opts.Workloads = splitList(*f.workloads)
@@ -145,10 +159,14 @@ func declareThrottleFlags(c *benchCmd, opts *bench.ThrottleOptions, ropts *bench
 	f.stepLog = fs.String("step-log", "", "write every controller step (inputs and outputs per tenant) to `FILE`")
 	f.driver = fs.String("driver", bench.DriverSim, "sim (simulated nodes) or real (the machine's GPU 0)")
 	f.controller = fs.String("controller", bench.ControllerVgpud,
-		"sim: vgpud (a real vgpud per cell) or inproc (an in-process controller)")
+		"vgpud (a real vgpud per cell) or inproc (an in-process controller)")
 	f.cells = fs.String("cells", "", "vgpud: cells to run, comma-separated (default all: "+
-		strings.Join(bench.VgpudCellNames(), ",")+")")
+		strings.Join(bench.VgpudCellNames(), ",")+"; real: "+strings.Join(bench.VgpudRealCellNames(), ",")+")")
+	vd := bench.DefaultThrottleVgpudOptions()
+	f.shortMs = fs.Float64("short-kernel-ms", vd.ShortKernelMs, "real, vgpud: device time of the short kernel")
+	f.longMs = fs.Float64("long-kernel-ms", vd.LongKernelMs, "real, vgpud: device time of the long kernel")
 	f.quick = fs.Bool("quick", false, "vgpud: halve every cell's timeline")
+	f.scale = fs.Float64("scale", 0, "vgpud: stretch every cell's timeline by this factor, 0.2..10 (default 1; --quick 0.5)")
 	fs.StringVar(&ropts.Prog, "prog", "", "real: the throttle_real binary (default build/test/throttle_real)")
 	fs.IntVar(&ropts.Waves, "waves", ropts.Waves, "real: blocks per SM of a kernel's grid")
 	fs.IntVar(&ropts.Block, "block", ropts.Block, "real: threads per block")
@@ -190,18 +208,30 @@ func runThrottleOn(ctx context.Context, driver string, fs *flag.FlagSet, opts be
 	return nil, "", fmt.Errorf("--driver %q: want %s or %s", driver, bench.DriverSim, bench.DriverReal)
 }
 
-// throttleVgpud runs the vgpud mode (the default on the simulated node).
-func throttleVgpud(ctx context.Context, c *benchCmd, f throttleFlags, opts bench.ThrottleOptions) int {
+// throttleVgpud runs the vgpud mode: on simulated nodes, or on the machine's
+// GPU 0 with --driver real (the real-GPU flags from ropts).
+func throttleVgpud(ctx context.Context, c *benchCmd, f throttleFlags, opts bench.ThrottleOptions,
+	ropts bench.ThrottleRealOptions,
+) int {
 	vo := bench.DefaultThrottleVgpudOptions()
 	vo.Root, vo.SMs, vo.NsPerBlock, vo.KeepTemp = opts.Root, opts.SMs, opts.NsPerBlock, opts.KeepTemp
-	vo.Cells = splitList(*f.cells)
+	vo.Driver, vo.Cells = *f.driver, splitList(*f.cells)
+	vo.Prog, vo.NVMLLib, vo.Block, vo.SyncEvery = ropts.Prog, ropts.NVMLLib, ropts.Block, ropts.SyncEvery
+	vo.ShortKernelMs, vo.LongKernelMs = *f.shortMs, *f.longMs
 	if *f.quick {
 		vo.Scale = 0.5
+	}
+	if *f.scale != 0 {
+		vo.Scale = *f.scale
 	}
 	vo.Log = c.progress()
 	report, err := bench.RunThrottleVgpud(ctx, vo)
 	if err != nil {
 		return c.fail(1, "%v", err)
 	}
-	return c.emit(report, "throttle-simgpu")
+	name := "throttle-simgpu"
+	if vo.Driver == bench.DriverReal {
+		name = "throttle-vgpud-real"
+	}
+	return c.emit(report, name)
 }

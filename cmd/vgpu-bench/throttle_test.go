@@ -27,7 +27,10 @@ func TestThrottleHelpAndBadArguments(t *testing.T) {
 		{"throttle", "--cells", "solo"},
 		{"throttle", "--quick"}, // --root has no build
 		{"throttle", "--driver", "gpu"},
-		{"throttle", "--driver", "real", "--measure", "guess"},
+		{"throttle", "--driver", "real", "--controller", "inproc", "--measure", "guess"},
+		{"throttle", "--driver", "real", "--short-kernel-ms", "30"}, // longer than the long one
+		{"throttle", "--driver", "real", "--cells", "eight"},        // a cell of the simulated node
+		{"throttle", "--scale", "50"},
 	} {
 		out.Reset()
 		errb.Reset()

@@ -107,7 +107,7 @@ write_summary() {
             echo "|---|---|"
             printf '%s\n' "${STEP_TIMES[@]}"
         fi
-        for md in overhead-real.md throttle-real.md; do
+        for md in overhead-real.md throttle-real.md throttle-vgpud-real.md; do
             if [ -s "$OUT/$md" ]; then
                 echo
                 echo "---"
@@ -116,7 +116,7 @@ write_summary() {
             fi
         done
         echo
-        echo "Raw results: env.txt, run.log, driver_check-*.json, cprog-*.txt, hooks-gpaself.txt, torch-*.json, nvidia-smi-*.txt, vgpud.log, torch-vgpuctl.json, elastic-*.txt, container-*.txt, overhead-real.json, throttle-real.json."
+        echo "Raw results: env.txt, run.log, driver_check-*.json, cprog-*.txt, hooks-gpaself.txt, torch-*.json, nvidia-smi-*.txt, vgpud.log, torch-vgpuctl.json, elastic-*.txt, container-*.txt, overhead-real.json, throttle-real.json, throttle-vgpud-real.json."
     } >"$OUT/summary.md"
 }
 trap 'write_summary; cleanup' EXIT

@@ -27,7 +27,7 @@
 #      entry point libvgpu hooks resolved (through the real cuGetProcAddress) to the
 #      hook, proving the pointer matching on this driver -> $OUT/hooks-gpaself.txt.
 #   6. `bin/vgpu-bench overhead --driver real` -> $OUT/overhead-real.json and .md.
-#   7. `bin/vgpu-bench throttle --driver real` (about a minute): compute shares with a
+#   7. `bin/vgpu-bench throttle --driver real --controller inproc` (about a minute): compute shares with a
 #      real kernel (test/cprog/throttle_real.c, a PTX busy loop, built here against the
 #      real libcuda), one tenant alone at 50% and two at 30/70, with and without CUDA
 #      graphs -> $OUT/throttle-real.json and .md. Goals are reported, not asserted.
@@ -41,8 +41,10 @@
 #  10. a container through vgpu-runtime with the node's NVIDIA CDI spec (nvidia-ctk cdi
 #      generate), running driver_check capped at its slice, where containerd, ctr and
 #      runc and nvidia-ctk are present; otherwise skipped, saying what is missing.
-#  11. the vgpud-mode throttle benchmark on the real GPU: not covered yet (reported as
-#      skipped with the reason; vgpu-bench's vgpud mode runs only on simulated nodes).
+#  11. `bin/vgpu-bench throttle --driver real --controller vgpud` (about 80 s): the same
+#      under a real vgpud per cell on the real NVML, tenants under `vgpuctl run` with two
+#      real kernels of very different lengths (0.2 ms and 20 ms), alone, side by side,
+#      joining and leaving -> $OUT/throttle-vgpud-real.json and .md.
 #  12. `bin/vgpu-bench suite --driver real --quick` -> $OUT/suite/ (every benchmark's
 #      report, the plots, index.md; commit it under bench/results/ naming the card).
 #  13. $OUT/summary.md naming the card, one line per check, and the seconds each step took.
@@ -53,7 +55,8 @@
 # Usage: OUT=/some/dir test/gpu/run.sh      (default OUT: ./gpu-results)
 # Optional environment:
 #   BENCH_ARGS="--iters 500"   extra flags for vgpu-bench overhead
-#   THROTTLE_ARGS="--window 5s"   extra flags for vgpu-bench throttle --driver real
+#   THROTTLE_ARGS="--window 5s"   extra flags for vgpu-bench throttle --driver real (step 7)
+#   THROTTLE_VGPUD_ARGS="--quick"   extra flags for the vgpud-mode throttle (step 11)
 #   GPU_RUN_LIBCUDA=PATH, GPU_RUN_LIBNVML=PATH   the driver libraries to link
 #       driver_check against, when the loader's cache does not know them
 #   GPU_RUN_FORCE_BUILD=0   do not rebuild build/ from scratch (make without -B)

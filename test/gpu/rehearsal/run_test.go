@@ -3,10 +3,9 @@
 // build/simgpu with stand-ins for nvidia-smi (this test binary) and for the few torch
 // calls torch_check.py makes (faketorch/, ctypes over the driver API), and every one
 // of its checks must pass there. What only a GPU can show (PyTorch's own allocators,
-// real timings) is left to the real run. Two checks cannot be judged here and must
-// say why they were skipped: nvidia-smi inside a slice (the stand-in reads the
-// simulated node, not NVML) and the vgpud-mode throttle benchmark on a real GPU (not
-// in vgpu-bench yet). The container check runs through containerd and vgpu-runtime
+// real timings) is left to the real run. One check cannot be judged here and must
+// say why it was skipped: nvidia-smi inside a slice (the stand-in reads the
+// simulated node, not NVML). The container check runs through containerd and vgpu-runtime
 // with the simulated node's CDI spec (vgpu-sim cdi-spec) where this machine can (root,
 // containerd, ctr, runc and the shim), and is skipped otherwise.
 package rehearsal
@@ -185,6 +184,7 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {
 		case k == "PATH", k == "LD_PRELOAD", k == "LD_LIBRARY_PATH", k == "OUT", k == "BENCH_ARGS", k == "THROTTLE_ARGS",
+			k == "THROTTLE_VGPUD_ARGS",
 			k == "PYTHONPATH", k == "PYTORCH_CUDA_ALLOC_CONF",
 			strings.HasPrefix(k, "VGPU_"), strings.HasPrefix(k, "GPU_RUN_"), strings.HasPrefix(k, "MAKE"), k == "MFLAGS":
 			continue // a make jobserver of `make test` must not leak into run.sh's make
@@ -202,6 +202,8 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 		"BENCH_ARGS=--iters 20 --batch 10 --warmup 2 --rounds 1 --init-rounds 1 --procs 1,2",
 		// 2 ms kernels on this node (see above); short cells.
 		"THROTTLE_ARGS=--waves 20 --warmup 2s --window 2s",
+		// The vgpud-mode cells at a fifth of their length (about 12 s in all).
+		"THROTTLE_VGPUD_ARGS=--scale 0.2",
 		"PYTHONPATH="+filepath.Join(root, "test", "gpu", "rehearsal", "faketorch"),
 		// Other packages' tests run build/ programs meanwhile: never rebuild under them.
 		"GPU_RUN_FORCE_BUILD=0",
@@ -229,7 +231,7 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 	for _, name := range []string{"environment", "build", "build-driver-check", "context-footprint",
 		"driver-linked", "driver-dlsym", "driver-procaddr", "driver-vmm", "driver-async",
 		"cprog-linked-alloc", "cprog-gpa-alloc", "hooks-gpaself", "four-processes", "overhead",
-		"throttle-real"} {
+		"throttle-real", "throttle-vgpud-real"} {
 		require.Equal(t, "PASS", rows[name], "check %s\n%s", name, failMsg)
 	}
 	for _, label := range []string{"default", "expandable_segments", "backend"} {
@@ -242,9 +244,8 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 	}
 	// Skipped here, each for its reason (in the summary's detail).
 	skips := map[string]string{
-		"nvidia-smi-slice":    "stand-in",
-		"throttle-vgpud-real": "not covered",
-		"suite":               "GPU_RUN_SUITE=0",
+		"nvidia-smi-slice": "stand-in",
+		"suite":            "GPU_RUN_SUITE=0",
 	}
 	if containersHere() {
 		require.Equal(t, "PASS", rows["container"], "container check (this machine has what it needs)\n%s", failMsg)
@@ -268,10 +269,14 @@ func TestRunScriptOnTheSimulatedNode(t *testing.T) {
 	require.Contains(t, string(sum), "## vgpu overhead benchmark", "the overhead table is included")
 	require.Contains(t, string(sum), "## vgpu throttle benchmark: real GPU", "the throttle table is included")
 	require.Contains(t, string(sum), "| pairs | graph | 30.00 / 70.00 |", "every throttle cell ran")
+	require.Contains(t, string(sum), "## vgpu throttle benchmark: NVIDIA H100 80GB HBM3 (simulated), through vgpud",
+		"the vgpud-mode throttle table is included")
+	require.Contains(t, string(sum), "| churn | c50 | 50 |", "every vgpud-mode throttle cell ran")
 	require.Contains(t, string(sum), "achieved from nvml",
 		"NVML names the tenants' pids on the simulated node, so the controller steps on NVML as vgpud does")
 	for _, f := range []string{"env.txt", "overhead-real.json", "overhead-real.md", "driver_check-linked.json",
-		"hooks-gpaself.txt", "throttle-real.json", "throttle-real.md", "nvidia-smi-query.txt", "nvidia-smi-bindings.txt",
+		"hooks-gpaself.txt", "throttle-real.json", "throttle-real.md", "throttle-vgpud-real.json",
+		"throttle-vgpud-real.md", "nvidia-smi-query.txt", "nvidia-smi-bindings.txt",
 		"nvidia-smi-libs.txt", "nvidia-smi-elf.txt", "vgpud.log", "torch-vgpuctl.json", "elastic-grant.txt", "elastic-no-max.txt"} {
 		require.FileExists(t, filepath.Join(out, f))
 	}

@@ -18,7 +18,7 @@ elif ! { [ -n "$REAL_LIBCUDA" ] && [ -n "$REAL_LIBNVML" ] &&
     result FAIL throttle-real "could not build test/cprog/throttle_real.c against the real libcuda (${REAL_LIBCUDA:-not found})"
 else
     # shellcheck disable=SC2086
-    if step throttle-real 240 bin/vgpu-bench throttle --driver real --prog "$THROTTLE_PROG" \
+    if step throttle-real 240 bin/vgpu-bench throttle --driver real --controller inproc --prog "$THROTTLE_PROG" \
         --out "$OUT/throttle-real.json" --step-log "$OUT/throttle-real-steps.txt" ${THROTTLE_ARGS:-}; then
         tsum=$(python3 -c 'import json,sys
 try:
