@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 
 	"go.uber.org/zap"
 
@@ -13,7 +14,8 @@ import (
 	"github.com/vgpu-project/vgpu/shm"
 )
 
-// Changing a live slice's compute share and policy (PATCH /v1/slices/{id}).
+// Changing a live slice's compute share and policy, and a claim's slice's
+// pods (PATCH /v1/slices/{id}).
 //
 // The steps, in this order so that a refusal or a failure at any point
 // changes nothing and a crash leaves a state vgpud restarts from:
@@ -164,13 +166,18 @@ func (s *Server) applyUpdate(e *sliceEntry, next store.Record, spec shm.SliceSpe
 	// A fresh Devices slice: lists handed out before share the old one.
 	e.rec.Slice.Devices = next.Slice.Devices
 	e.rec.Slice.ComputePolicy = next.Slice.ComputePolicy
+	if !slices.Equal(e.rec.Slice.Owner.PodUIDs, next.Slice.Owner.PodUIDs) {
+		e.rec.Slice.Owner = next.Slice.Owner
+		s.version++ // the loop's view: the pods' cgroups are the slice's members
+	}
 	s.log.Info("slice updated", zap.String("slice", id), zap.Any("devices", next.Slice.Devices),
-		zap.String("compute_policy", string(next.Slice.ComputePolicy)))
+		zap.String("compute_policy", string(next.Slice.ComputePolicy)), zap.Strings("pod_uids", next.Slice.Owner.PodUIDs))
 	return e.rec.Slice, nil
 }
 
 // updatedRecord is rec with req's changes: new shares on its devices (a
-// device req names must be one of the slice's) and the policy.
+// device req names must be one of the slice's), the policy and, for a
+// claim's slice, its pods.
 func updatedRecord(rec store.Record, req api.UpdateRequest) (store.Record, error) {
 	id := rec.Slice.ID
 	devs := append([]api.SliceDevice(nil), rec.Slice.Devices...)
@@ -191,6 +198,18 @@ func updatedRecord(rec store.Record, req api.UpdateRequest) (store.Record, error
 	rec.Slice.Devices = devs
 	if req.ComputePolicy != "" {
 		rec.Slice.ComputePolicy = req.ComputePolicy
+	}
+	if req.PodUIDs != nil {
+		if rec.Slice.Owner.Kind != api.OwnerClaim {
+			return store.Record{}, fmt.Errorf("%w: slice %s: pod_uids: only a claim's slice has pods (its owner is %q)",
+				allocator.ErrInvalidRequest, id, rec.Slice.Owner.Kind)
+		}
+		owner := rec.Slice.Owner
+		owner.PodUIDs = append([]string(nil), *req.PodUIDs...)
+		if err := checkClaimOwner(&owner); err != nil {
+			return store.Record{}, fmt.Errorf("%w: slice %s: %w", allocator.ErrInvalidRequest, id, err)
+		}
+		rec.Slice.Owner = owner
 	}
 	return rec, nil
 }

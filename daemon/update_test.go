@@ -297,3 +297,49 @@ func TestUpdateConcurrentWithLoop(t *testing.T) {
 	defer bud.Close()
 	require.Zero(t, bud.Generation()%2, "no write left half done")
 }
+
+// A claim's slice takes the pods its claim is reserved for now (a pod that
+// joined a shared claim after it was prepared): recorded and kept across a
+// restart (that their processes become the slice's members is shown with real
+// pods by test/k8s). Other slices have no pods; bad pod uids are refused,
+// changing nothing.
+func TestUpdateClaimPods(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	gpus := newFakeGPUs(1, 16*GiB)
+	ts := startServer(t, cfg, gpus)
+	c, ctx := ts.client, ts.ctx
+	claim := api.Owner{Kind: api.OwnerClaim, ClaimUID: "0b7f1c2e-5d1a-4c56-9a43-2f8a0e0c1d11", ClaimNamespace: "ml",
+		ClaimName: "shared", PodUIDs: []string{"pod-1"}}
+	sl, err := c.Alloc(ctx, api.AllocRequest{ID: "claim-x", MemoryBytes: GiB, Owner: claim})
+	require.NoError(t, err)
+	plain, err := c.Alloc(ctx, api.AllocRequest{ID: "plain", MemoryBytes: GiB})
+	require.NoError(t, err)
+	rec := recordBytes(t, sl.Dir)
+
+	for name, pods := range map[string][]string{
+		"separator": {"pod-1", "../x"},
+		"too many":  make([]string, api.MaxOwnerPods+1),
+	} {
+		_, err := c.Update(ctx, sl.ID, api.UpdateRequest{PodUIDs: &pods})
+		requireStatus(t, err, http.StatusBadRequest)
+		require.NotEmpty(t, err.Error(), name)
+	}
+	pods := []string{"pod-1"}
+	_, err = c.Update(ctx, plain.ID, api.UpdateRequest{PodUIDs: &pods})
+	requireStatus(t, err, http.StatusBadRequest)
+	require.Contains(t, err.Error(), "only a claim's slice has pods")
+	require.Equal(t, rec, recordBytes(t, sl.Dir), "refused: record unchanged")
+
+	pods = []string{"pod-1", "pod-2"}
+	got, err := c.Update(ctx, sl.ID, api.UpdateRequest{PodUIDs: &pods})
+	require.NoError(t, err)
+	require.Equal(t, pods, got.Owner.PodUIDs)
+	require.Equal(t, "shared", got.Owner.ClaimName, "the rest of the owner kept")
+	require.Equal(t, sl.Devices, got.Devices, "shares untouched")
+
+	ts.stop(t)
+	ts = startServer(t, cfg, gpus)
+	got, err = ts.client.Get(ts.ctx, sl.ID)
+	require.NoError(t, err)
+	require.Equal(t, pods, got.Owner.PodUIDs, "recorded")
+}

@@ -91,6 +91,9 @@ func (d *Driver) prepareClaim(ctx context.Context, c *resourceapi.ResourceClaim,
 			return kubeletplugin.PrepareResult{}, err
 		}
 		d.log.Info("claim already prepared", zap.String("claim", c.Namespace+"/"+c.Name), zap.String("slice", sl.ID))
+		if err := d.syncSlicePods(ctx, sl, c); err != nil {
+			d.log.Warn("claim's pods not brought up to date (the next sync retries)", zap.Error(err))
+		}
 	default:
 		return kubeletplugin.PrepareResult{}, fmt.Errorf("vgpud refused slice %s (%s on %d GPU(s)): %w", p.Req.ID,
 			units.FormatSize(p.Req.MemoryBytes), len(p.Req.UUIDs), err)

@@ -24,6 +24,9 @@ type PluginConfig struct {
 	PluginsDir   string // the kubelet's plugins dir: the socket goes into <dir>/<driver>
 	PodUID       string // non-empty: the kubelet's seamless plugin upgrades
 	PollInterval time.Duration
+	// PodSyncInterval is how often the claims of vgpud's claim slices are
+	// read for pods that joined them (SyncPods).
+	PodSyncInterval time.Duration
 }
 
 // Serve runs the kubelet plugin until ctx ends (nil) or the helper fails
@@ -60,6 +63,7 @@ func Serve(ctx context.Context, cfg PluginConfig, kube kubernetes.Interface, vgp
 		zap.String("plugin_dir", pluginDir), zap.String("registrar_dir", cfg.RegistrarDir),
 		zap.String("vgpud", vgpud.Socket()))
 
+	go driver.SyncPods(ctx, KubeClaims(kube), cfg.PodSyncInterval)
 	driver.Publish(ctx, helper, cfg.PollInterval)
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return err

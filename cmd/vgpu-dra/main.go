@@ -49,6 +49,10 @@ SliceConfig: qos, priority, computePolicy, memoryMax), and hands the container
 the CDI device vgpu.io/slice=<id> (vgpud writes its spec into its cdi_dir).
 The slice's id is claim-<claim uid>; vgpud's store is the only state, so
 prepare and unprepare are idempotent and a restarted plugin finds its slices.
+The pods a claim is reserved for are the slice's members in vgpud (their
+processes are judged by its backstop); a pod that joins a shared claim after
+it was prepared gets no prepare call, so the claims of vgpud's claim slices
+are read every --pod-sync-interval and vgpud told of new pods.
 
 SIGTERM or SIGINT stop it cleanly; prepared slices stay with vgpud.
 Exit status: 0 after a clean stop, 1 on an error, 2 on a bad command line.
@@ -65,6 +69,7 @@ type options struct {
 	driverName   string
 	podUID       string
 	poll         time.Duration
+	podSync      time.Duration
 	logFormat    string
 	logLevel     string
 }
@@ -110,6 +115,7 @@ func parseFlags(args []string, stdout io.Writer) (*options, int, error) {
 	fs.StringVar(&o.driverName, "driver-name", "vgpu.io", "the DRA driver `NAME` (DeviceClass selectors and opaque configs name it)")
 	fs.StringVar(&o.podUID, "pod-uid", os.Getenv("POD_UID"), "the plugin pod's `UID` (default: $POD_UID): enables the kubelet's seamless plugin upgrades (Kubernetes >= 1.33); empty: off")
 	fs.DurationVar(&o.poll, "poll-interval", 5*time.Second, "how often vgpud is asked whether what the GPUs offer DRA changed (`PERIOD`)")
+	fs.DurationVar(&o.podSync, "pod-sync-interval", 2*time.Second, "how often the claims of vgpud's claim slices are read for pods that joined them (`PERIOD`)")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log `FORMAT`: json (one object a line) or console")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `LEVEL`: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -131,6 +137,9 @@ func parseFlags(args []string, stdout io.Writer) (*options, int, error) {
 	if o.poll < 100*time.Millisecond {
 		return nil, 2, fmt.Errorf("--poll-interval %s: want at least 100ms", o.poll)
 	}
+	if o.podSync < 100*time.Millisecond {
+		return nil, 2, fmt.Errorf("--pod-sync-interval %s: want at least 100ms", o.podSync)
+	}
 	return o, 0, nil
 }
 
@@ -147,5 +156,6 @@ func serve(ctx context.Context, o *options, log *zap.Logger) error {
 	vgpud := api.NewClient(o.socket)
 	defer vgpud.Close()
 	return dra.Serve(ctx, dra.PluginConfig{DriverName: o.driverName, NodeName: o.nodeName,
-		RegistrarDir: o.registrarDir, PluginsDir: o.pluginsDir, PodUID: o.podUID, PollInterval: o.poll}, kube, vgpud, log)
+		RegistrarDir: o.registrarDir, PluginsDir: o.pluginsDir, PodUID: o.podUID, PollInterval: o.poll,
+		PodSyncInterval: o.podSync}, kube, vgpud, log)
 }

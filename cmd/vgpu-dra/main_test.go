@@ -34,8 +34,10 @@ func TestFlags(t *testing.T) {
 	require.Zero(t, code)
 	require.Equal(t, options{nodeName: "n1", socket: "/run/vgpu/vgpud.sock",
 		registrarDir: "/var/lib/kubelet/plugins_registry", pluginsDir: "/var/lib/kubelet/plugins",
-		driverName: "vgpu.io", poll: 5 * time.Second, logFormat: "json", logLevel: "info"}, *o)
-	_, code, err = parseFlags([]string{"--poll-interval", "1ms"}, &out)
-	require.Equal(t, 2, code)
-	require.ErrorContains(t, err, "at least 100ms")
+		driverName: "vgpu.io", poll: 5 * time.Second, podSync: 2 * time.Second, logFormat: "json", logLevel: "info"}, *o)
+	for _, bad := range []string{"--poll-interval", "--pod-sync-interval"} {
+		_, code, err = parseFlags([]string{bad, "1ms"}, &out)
+		require.Equal(t, 2, code)
+		require.ErrorContains(t, err, bad+" 1ms: want at least 100ms")
+	}
 }

@@ -461,13 +461,17 @@ func validateComputePolicy(p ComputePolicy) error {
 	return nil
 }
 
-// Validate checks an update on its own (the slice's devices and the books are
-// vgpud's to check): something to change, one way of naming the share, every
-// share and the policy by the same rules as an AllocRequest's. The error is a
-// *RequestError.
+// Validate checks an update on its own (the slice's devices, owner and the
+// books are vgpud's to check): something to change, one way of naming the
+// share, every share and the policy by the same rules as an AllocRequest's,
+// at most MaxOwnerPods pods. The error is a *RequestError.
 func (u UpdateRequest) Validate() error {
-	if u.ComputePercent == nil && u.DeviceComputePercent == nil && u.ComputePolicy == "" {
-		return badField("compute_percent", "nothing to change: give compute_percent, device_compute_percent or compute_policy")
+	if u.ComputePercent == nil && u.DeviceComputePercent == nil && u.ComputePolicy == "" && u.PodUIDs == nil {
+		return badField("compute_percent",
+			"nothing to change: give compute_percent, device_compute_percent, compute_policy or pod_uids")
+	}
+	if u.PodUIDs != nil && len(*u.PodUIDs) > MaxOwnerPods {
+		return badField("pod_uids", "%d pods, at most %d", len(*u.PodUIDs), MaxOwnerPods)
 	}
 	if u.ComputePercent != nil && u.DeviceComputePercent != nil {
 		return badField("device_compute_percent", "the share is given both for every device and per device; give one")

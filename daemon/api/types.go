@@ -153,6 +153,11 @@ type UpdateRequest struct {
 	DeviceComputePercent map[string]float64 `json:"device_compute_percent,omitempty"`
 	// ComputePolicy is the new policy, cap or share; empty: unchanged.
 	ComputePolicy ComputePolicy `json:"compute_policy,omitempty"`
+	// PodUIDs (a claim's slice only) are the pods the claim is reserved for
+	// now, replacing Owner.PodUIDs: a pod that joins a shared claim after it
+	// was prepared (the kubelet prepares a claim once per node) becomes a
+	// member of the slice. nil: unchanged.
+	PodUIDs *[]string `json:"pod_uids,omitempty"`
 }
 
 // Device is one physical GPU as vgpud sees it.

@@ -3,15 +3,19 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	resourceapi "k8s.io/api/resource/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -20,6 +24,7 @@ import (
 
 	"github.com/vgpu-project/vgpu/daemon/api"
 	"github.com/vgpu-project/vgpu/dra"
+	"github.com/vgpu-project/vgpu/internal/testproc"
 	"github.com/vgpu-project/vgpu/runtime-hook/gpucdi"
 )
 
@@ -239,4 +244,60 @@ func TestDRAPublishedCapacity(t *testing.T) {
 	require.Zero(t, devs[1].UnslicedBytes)
 	want := resource.NewQuantity(int64(12*GiB-devs[0].UnslicedBytes), resource.BinarySI).String()
 	require.Equal(t, map[string][2]string{"gpu-0": {want, "75"}, "gpu-1": {"16Gi", "100"}}, capacity())
+}
+
+// TestDRAPodJoinsSharedClaim: the kubelet prepares a claim once per node, so a
+// pod that joins a shared claim later reaches no prepare. Until the plugin's
+// pod sync tells vgpud, that pod's processes are in no slice (its memory
+// counted as held outside DRA, no backstop judging it); once the claim's
+// status.reservedFor names it, the plugin updates the slice's pods and the
+// process, found through its pod's cgroup, is the claim slice's.
+func TestDRAPodJoinsSharedClaim(t *testing.T) {
+	nd, _, _ := draNodeWithCDI(t)
+	d := newDriver(t, nd)
+	claim := allocatedClaim("uid-shared", 0, "6Gi", "30")
+	require.NoError(t, prepare(t, d, claim).Err)
+	slice := dra.SliceID(claim.UID)
+
+	// The joining pod's process: in the kubelet's cgroupfs layout (pod<uid>),
+	// holding 2GiB on GPU 0 without libvgpu.
+	podB := fmt.Sprintf("b%d-%d", os.Getpid(), time.Now().UnixNano())
+	_, cgFD := testCgroupNamed(t, "pod"+podB)
+	cmd := exec.Command(filepath.Join(nd.root, "build/test/alloc"), "--api", "alloc", "--chunk", "1GiB", "--count", "2", "--step")
+	cmd.Env, cmd.Dir = nd.env("CUDA_VISIBLE_DEVICES=0"), nd.root
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgFD}
+	p := &proc{Proc: testproc.Start(t, cmd, "alloc in pod "+podB, lineTimeout), t: t, cmd: cmd}
+	p.expect("PHASE ready")
+	p.next()
+	p.expect("RESULT")
+	p.expect("PHASE allocated")
+	unsliced := func() uint64 {
+		devs, err := nd.client.Devices(context.Background())
+		require.NoError(t, err)
+		return devs[0].UnslicedBytes
+	}
+	eventually(t, 2*time.Second, "the joining pod's process is in no slice yet", func() bool { return unsliced() >= 2*GiB })
+
+	// The scheduler reserves the claim for the pod too; the plugin's sync
+	// reads the claim (here from the test) and tells vgpud.
+	claim.Status.ReservedFor = append(claim.Status.ReservedFor,
+		resourceapi.ResourceClaimConsumerReference{Resource: "pods", Name: "pod-b", UID: types.UID(podB)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.SyncPods(ctx, func(_ context.Context, ns, name string) (*resourceapi.ResourceClaim, error) {
+			if ns != claim.Namespace || name != claim.Name {
+				return nil, apierrors.NewNotFound(resourceapi.Resource("resourceclaims"), name)
+			}
+			return claim.DeepCopy(), nil
+		}, 50*time.Millisecond)
+	}()
+	defer func() { cancel(); <-done }()
+	eventually(t, 5*time.Second, "vgpud has the claim's new pod", func() bool {
+		sl, err := nd.client.Get(context.Background(), slice)
+		require.NoError(t, err)
+		return len(sl.Owner.PodUIDs) == 2 && sl.Owner.PodUIDs[1] == podB
+	})
+	eventually(t, 2*time.Second, "the process is the claim slice's: no memory held outside", func() bool { return unsliced() == 0 })
 }

@@ -99,6 +99,12 @@ func TestProcessesTrackerOff(t *testing.T) {
 // (for CLONE_INTO_CGROUP); both go when the test ends.
 func testCgroup(t *testing.T) (string, int) {
 	t.Helper()
+	return testCgroupNamed(t, fmt.Sprintf("vgpu-daemon-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
+}
+
+// testCgroupNamed is testCgroup with the directory's name.
+func testCgroupNamed(t *testing.T, name string) (string, int) {
+	t.Helper()
 	root := ""
 	for _, dir := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
 		var fs unix.Statfs_t
@@ -108,7 +114,6 @@ func testCgroup(t *testing.T) (string, int) {
 		}
 	}
 	require.NotEmpty(t, root, "no cgroup v2 mount")
-	name := fmt.Sprintf("vgpu-daemon-test-%d-%d", os.Getpid(), time.Now().UnixNano())
 	dir := filepath.Join(root, name)
 	require.NoError(t, os.Mkdir(dir, 0o755))
 	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)

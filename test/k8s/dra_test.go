@@ -28,7 +28,8 @@ const noFit = "cannot allocate all claims"
 // starts once a running pod is deleted; a claim larger than a GPU is
 // unschedulable; a claim with a forged config is refused by the plugin and
 // harms nobody; vgpud and the plugin restart without losing anything; memory
-// booked outside Kubernetes is not offered to the scheduler.
+// booked outside Kubernetes is not offered to the scheduler; a pod joining a
+// shared claim becomes a member of its slice.
 func TestDRA(t *testing.T) {
 	c, node, root := setup(t)
 	checkPlainPod(t, c)
@@ -93,6 +94,7 @@ func TestDRA(t *testing.T) {
 	require.NoError(t, err)
 
 	checkOutsideBooking(t, c, node)
+	checkSharedClaim(t, c, node)
 	require.Empty(t, node.slices(), "every slice released")
 }
 
