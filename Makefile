@@ -101,9 +101,30 @@ $(BUILD)/test/%: test/cprog/%.c $(CPROG_HDR) $(TESTUTIL_LIB) $(BUILD)/simgpu/lib
 	$(CC) $(CPROG_CFLAGS) -o $@ $< $(TESTUTIL_LIB) \
 		-L$(BUILD)/simgpu -l:libcuda.so.1 -l:libnvidia-ml.so.1 -ldl -pthread -lm
 
+# Every command in cmd/ into bin/. vgpu-dra runs in an image holding nothing
+# else (deploy/kubernetes/Dockerfile, FROM scratch), so it is built static,
+# without cgo (it needs none).
+GO_CMDS := $(filter-out ./cmd/vgpu-dra,$(patsubst %/main.go,./%,$(wildcard cmd/*/main.go)))
 go:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -o $(BIN)/ $(GO_CMDS)
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/vgpu-dra ./cmd/vgpu-dra
+
+# The vgpu-dra image: deploy/kubernetes/Dockerfile over bin/vgpu-dra, built with
+# $(CONTAINER_TOOL) (FROM scratch: no registry is reached) and saved as an archive
+# ($(BUILD)/vgpu-dra-image.tar; an OCI archive with podman) for `ctr images import`
+# or `podman load`. Push $(DRA_IMAGE) to your registry, or name yours in
+# deploy/kubernetes/daemonset.yaml. test/k8s deploys this image.
+DRA_IMAGE ?= docker.io/vgpu/vgpu-dra:latest
+CONTAINER_TOOL ?= podman
+.PHONY: dra-image
+dra-image: go
+	@rm -rf $(BUILD)/dra-image && mkdir -p $(BUILD)/dra-image
+	cp $(BIN)/vgpu-dra $(BUILD)/dra-image/
+	$(CONTAINER_TOOL) build -q -f deploy/kubernetes/Dockerfile -t $(DRA_IMAGE) $(BUILD)/dra-image
+	rm -f $(BUILD)/vgpu-dra-image.tar
+	$(CONTAINER_TOOL) save $(if $(filter podman,$(notdir $(CONTAINER_TOOL))),--format oci-archive) \
+		-o $(BUILD)/vgpu-dra-image.tar $(DRA_IMAGE)
 
 # Debian 12 packages the tests need; installed only when missing.
 DEB_PKGS := gcc make libc6-dev python3 containerd runc podman busybox-static containernetworking-plugins
@@ -248,7 +269,7 @@ test-all:
 .PHONY: k8s-binaries test-k8s
 k8s-binaries:
 	GO="$(GO)" sh test/k8s/build.sh
-test-k8s: k8s-binaries
+test-k8s: k8s-binaries dra-image
 	$(GO) test -count=1 -timeout 30m ./test/k8s/
 
 # Sanitizer gate: libvgpu, the simulated driver (libcuda.so.1, libnvidia-ml.so.1),

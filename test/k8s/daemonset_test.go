@@ -11,25 +11,26 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/vgpu-project/vgpu/internal/testimage"
 	"github.com/vgpu-project/vgpu/test/k8s/cluster"
 )
 
-// draImage is the image of bin/vgpu-dra the test builds for the DaemonSet.
-const draImage = "docker.io/library/vgpu-dra-test:latest"
+// draImageArchive is the plugin's image as `make dra-image` saves it
+// (deploy/kubernetes/Dockerfile over bin/vgpu-dra): the image users deploy,
+// under the name deploy/kubernetes/daemonset.yaml gives it.
+const draImageArchive = "build/vgpu-dra-image.tar"
 
 // TestDRADaemonSet deploys the driver as users do: deploy/kubernetes/ (the
-// namespace, RBAC, DeviceClass and the plugin's DaemonSet, its image built
-// from bin/vgpu-dra) applied for real to the cluster, with vgpud as the host
+// namespace, RBAC, DeviceClass and the plugin's DaemonSet, its image the one
+// `make dra-image` builds) applied for real to the cluster, with vgpud as the host
 // service. The plugin pod registers with the kubelet and publishes the GPU
 // through its service account; a claim's pod runs capped; the plugin pod
 // deleted, the DaemonSet's new one re-adopts the claim and unprepares it
 // when the pod goes.
 func TestDRADaemonSet(t *testing.T) {
-	c, node, root := setupNode(t, func(root, dir string) []string {
-		return []string{testimage.Build(t, filepath.Join(dir, "vgpu-dra.tar"), testimage.Image{Ref: draImage,
-			Programs: []string{filepath.Join(root, "bin/vgpu-dra")},
-			Links:    map[string]string{"/usr/local/bin/vgpu-dra": "/bin/vgpu-dra"}})}
+	c, node, root := setupNode(t, func(root, _ string) []string {
+		archive := filepath.Join(root, draImageArchive)
+		require.FileExists(t, archive, "run `make dra-image` first (make test-k8s does)")
+		return []string{archive}
 	})
 	c.MustKubectl("label", "node", cluster.NodeName, "vgpu.io/enabled=true")
 	c.Apply(deployManifests(t, root, c, node))
@@ -64,8 +65,7 @@ func TestDRADaemonSet(t *testing.T) {
 }
 
 // deployManifests is deploy/kubernetes/ without the example, changed only
-// where this test node differs from a real one: the image built here; the
-// kubelet's directories under the test cluster's root dir and vgpud's
+// where this test node differs from a real one: the kubelet's directories under the test cluster's root dir and vgpud's
 // socket in the node's dir instead of /var/lib/kubelet and /run/vgpu; host
 // networking with the apiserver on the loopback (the test cluster runs no
 // service proxy, so the in-cluster service address reaches nothing).
@@ -79,7 +79,6 @@ func deployManifests(t *testing.T, root string, c *cluster.Cluster, node *gpuNod
 	}
 	ds := docs[len(docs)-1]
 	for _, r := range []struct{ old, new string }{
-		{"image: vgpu/vgpu-dra:latest", "image: " + draImage},
 		{"/var/lib/kubelet/plugins_registry", filepath.Join(c.KubeletRoot, "plugins_registry")},
 		{"/var/lib/kubelet/plugins\n", filepath.Join(c.KubeletRoot, "plugins") + "\n"},
 		{"path: /run/vgpu\n", "path: " + filepath.Dir(node.vgpudSock) + "\n"},
