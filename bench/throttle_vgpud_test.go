@@ -23,19 +23,27 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// builtRoot is the repository root, when files (relative to it) are built;
+// the test is skipped otherwise.
+func builtRoot(t *testing.T, files ...string) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	require.NoError(t, err)
+	for _, f := range files {
+		if !fileExists(filepath.Join(root, f)) {
+			t.Skipf("%s not built: run `make build`", f)
+		}
+	}
+	return root
+}
+
 // TestThrottleVgpudChurnCell runs the churn cell on a short timeline through a
 // real bin/vgpud on a simulated node: tenants started with vgpuctl run, one
 // joining, one killed; shares measured from NVML. Structure and sane figures
 // only: the benchmark reports its goals, it never asserts them.
 func TestThrottleVgpudChurnCell(t *testing.T) {
-	root, err := filepath.Abs("..")
-	require.NoError(t, err)
-	for _, f := range []string{"bin/vgpud", "bin/vgpuctl", "build/libvgpu.so", "build/test/throttle_load",
-		"build/simgpu/libnvidia-ml.so.1"} {
-		if !fileExists(filepath.Join(root, f)) {
-			t.Skipf("%s not built: run `make build`", f)
-		}
-	}
+	root := builtRoot(t, "bin/vgpud", "bin/vgpuctl", "build/libvgpu.so", "build/test/throttle_load",
+		"build/simgpu/libnvidia-ml.so.1")
 	opts := DefaultThrottleVgpudOptions()
 	opts.Root, opts.Cells, opts.Scale = root, []string{"churn"}, 0.4
 	var log strings.Builder
@@ -109,14 +117,8 @@ func TestThrottleVgpudOptionsValidate(t *testing.T) {
 // NVML library path): both kernels calibrated, every tenant under vgpuctl run
 // with its kernel, a leaving tenant judged up to what the sampler read.
 func TestThrottleVgpudRealDriverOnTheSimulatedNode(t *testing.T) {
-	root, err := filepath.Abs("..")
-	require.NoError(t, err)
-	for _, f := range []string{"bin/vgpud", "bin/vgpuctl", "build/libvgpu.so", "build/test/throttle_real",
-		"build/simgpu/libnvidia-ml.so.1"} {
-		if !fileExists(filepath.Join(root, f)) {
-			t.Skipf("%s not built: run `make build`", f)
-		}
-	}
+	root := builtRoot(t, "bin/vgpud", "bin/vgpuctl", "build/libvgpu.so", "build/test/throttle_real",
+		"build/simgpu/libnvidia-ml.so.1")
 	node := filepath.Join(t.TempDir(), "node")
 	require.NoError(t, simgpu.Init(node, simgpu.Config{Devices: 1, Memory: 80 << 30, SMs: 132, NsPerBlock: 100_000}))
 	t.Setenv("VGPU_SIM_STATE", node)

@@ -39,23 +39,7 @@ func KubeClaims(kube kubernetes.Interface) ClaimGetter {
 // SyncPods keeps every claim slice's pods in step with its claim's
 // status.reservedFor, every interval, until ctx ends.
 func (d *Driver) SyncPods(ctx context.Context, get ClaimGetter, interval time.Duration) {
-	var failing bool
-	for {
-		err := d.syncPodsOnce(ctx, get)
-		switch {
-		case err != nil && !failing:
-			d.log.Warn("cannot bring the claims' pods up to date (retrying every interval)",
-				zap.Duration("interval", interval), zap.Error(err))
-		case err == nil && failing:
-			d.log.Info("claims' pods up to date again")
-		}
-		failing = err != nil
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(interval):
-		}
-	}
+	d.every(ctx, interval, "bring the claims' pods up to date", func() error { return d.syncPodsOnce(ctx, get) })
 }
 
 // syncPodsOnce updates the pods of every claim slice vgpud holds whose claim

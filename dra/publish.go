@@ -21,14 +21,20 @@ type Publisher interface {
 // taken by a process in no slice). It returns when ctx ends.
 func (d *Driver) Publish(ctx context.Context, pub Publisher, interval time.Duration) {
 	var last string
+	d.every(ctx, interval, "publish the GPUs", func() error { return d.publishOnce(ctx, pub, &last) })
+}
+
+// every runs step now and then every interval until ctx ends, logging the
+// first failure of a run of them (what it could not do) and the recovery.
+func (d *Driver) every(ctx context.Context, interval time.Duration, what string, step func() error) {
 	var failing bool
 	for {
-		err := d.publishOnce(ctx, pub, &last)
+		err := step()
 		switch {
 		case err != nil && !failing:
-			d.log.Warn("cannot publish the GPUs (retrying every interval)", zap.Duration("interval", interval), zap.Error(err))
+			d.log.Warn("cannot "+what+" (retrying every interval)", zap.Duration("interval", interval), zap.Error(err))
 		case err == nil && failing:
-			d.log.Info("publishing again")
+			d.log.Info("could " + what + " again")
 		}
 		failing = err != nil
 		select {

@@ -21,15 +21,31 @@ kind: ResourceClaimTemplate
 metadata: {name: %s, namespace: default}
 spec:
   spec:
-    devices:
-      requests:
-      - name: gpu
-        exactly:
-          deviceClassName: %s
-          capacity:
-            requests:
-              memory: %s
-`, name, driver, memory)
+%s`, name, indent(claimSpec(memory), "    "))
+}
+
+// claimSpec is a ResourceClaim's spec asking for memory of one vgpu.io device.
+func claimSpec(memory string) string {
+	return fmt.Sprintf(`devices:
+  requests:
+  - name: gpu
+    exactly:
+      deviceClassName: %s
+      capacity:
+        requests:
+          memory: %s
+`, driver, memory)
+}
+
+// indent puts prefix before every line of text.
+func indent(text, prefix string) string {
+	lines := strings.SplitAfter(text, "\n")
+	for i, l := range lines {
+		if l != "" {
+			lines[i] = prefix + l
+		}
+	}
+	return strings.Join(lines, "")
 }
 
 // workload is what each test pod runs: allocate until the driver refuses

@@ -28,15 +28,7 @@ func sharedClaim(name, memory string) string {
 kind: ResourceClaim
 metadata: {name: %s, namespace: default}
 spec:
-  devices:
-    requests:
-    - name: gpu
-      exactly:
-        deviceClassName: %s
-        capacity:
-          requests:
-            memory: %s
-`, name, driver, memory)
+%s`, name, indent(claimSpec(memory), "  "))
 }
 
 // sharedClaimPod is a pod running holdWorkload with the existing claim.
