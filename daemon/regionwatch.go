@@ -73,6 +73,7 @@ func checkRegionFile(s *Server, e *sliceEntry, name string, f regionFile) {
 		// A release unlinks the files: only a live slice's change is the tenant's.
 		e.rec.Slice.Tampered = what
 	}
+	owner := ownerDesc(e.rec.Slice.Owner) // an update may change its pods
 	s.mu.Unlock()
 	if !live {
 		return
@@ -81,6 +82,6 @@ func checkRegionFile(s *Server, e *sliceEntry, name string, f regionFile) {
 	s.log.Warn("slice region tampered with", zap.String("slice", e.rec.Slice.ID), zap.String("file", name),
 		zap.String("path", f.Path()), zap.String("change", what), zap.Int64("size", c.Size),
 		zap.Int64("mapped_size", c.WantSize), zap.Uint64("links", c.Links), zap.Bool("holes", c.Holes),
-		zap.String("owner", ownerDesc(e.rec.Slice.Owner)),
+		zap.String("owner", owner),
 		zap.String("consequence", "its regions are read only through a fault guard; a grown file is cut back every tick"))
 }

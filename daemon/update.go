@@ -167,7 +167,9 @@ func (s *Server) applyUpdate(e *sliceEntry, next store.Record, spec shm.SliceSpe
 	e.rec.Slice.Devices = next.Slice.Devices
 	e.rec.Slice.ComputePolicy = next.Slice.ComputePolicy
 	if !slices.Equal(e.rec.Slice.Owner.PodUIDs, next.Slice.Owner.PodUIDs) {
-		e.rec.Slice.Owner = next.Slice.Owner
+		// Only the field that changed: the loop reads the owner's kind
+		// without mu (activity); it reads the pods under mu (refreshView).
+		e.rec.Slice.Owner.PodUIDs = next.Slice.Owner.PodUIDs
 		s.version++ // the loop's view: the pods' cgroups are the slice's members
 	}
 	s.log.Info("slice updated", zap.String("slice", id), zap.Any("devices", next.Slice.Devices),
