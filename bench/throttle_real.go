@@ -370,8 +370,7 @@ func lineFields(l string) map[string]string {
 }
 
 // utilTracker turns NVML's per-process samples into busy ns per host pid, as
-// vgpud does (daemon/compute.go): a sample stands for the time since the pid's
-// previous sample, or since the previous query for its first one, at most a second.
+// vgpud does (daemon/compute.go; sampleStart).
 type utilTracker struct {
 	lastUs uint64
 	pidUs  map[int]uint64
@@ -384,13 +383,21 @@ func (u *utilTracker) add(samples []devices.ProcessUtil, busy map[int]float64) {
 		if s.TimeStampUs <= since {
 			continue
 		}
-		prev := max(u.pidUs[s.HostPID], since)
-		period := time.Duration(s.TimeStampUs-prev) * time.Microsecond
-		if prev == 0 || period > time.Second {
-			period = time.Second
-		}
+		period := time.Duration(s.TimeStampUs-sampleStart(u.pidUs[s.HostPID], since, s.TimeStampUs)) * time.Microsecond
 		busy[s.HostPID] += float64(min(s.SMPercent, 100)) / 100 * float64(period.Nanoseconds())
 		u.pidUs[s.HostPID] = s.TimeStampUs
 		u.lastUs = max(u.lastUs, s.TimeStampUs)
 	}
+}
+
+// sampleStart is where a process's NVML sample stamped stampUs begins, as
+// vgpud reads the driver's samples (daemon/compute.go): at the process's
+// previous sample (prevUs), or at the previous query's newest stamp (sinceUs)
+// for its first, at most a second before the stamp.
+func sampleStart(prevUs, sinceUs, stampUs uint64) uint64 {
+	from := max(prevUs, sinceUs)
+	if from == 0 || stampUs-from > 1_000_000 {
+		return stampUs - 1_000_000
+	}
+	return from
 }

@@ -105,10 +105,10 @@ const (
 	// covering every period since lastSeen up to its newest busy one, stamped
 	// at the end of that period (test/simgpu/nvml.c).
 	samplerSim = "sim"
-	// samplerReal: the driver's, read as vgpud reads them (daemon/compute.go,
-	// utilTracker): a sample's SM% stands for the time since the process's
-	// previous sample, or since the previous query's newest stamp for its
-	// first, at most a second.
+	// samplerReal: the driver's, read as vgpud reads them (sampleStart): a
+	// sample's SM% stands for the time since the process's previous sample,
+	// or since the previous query's newest stamp for its first, at most a
+	// second.
 	samplerReal = "real"
 )
 
@@ -157,10 +157,7 @@ func (m *sampleMapper) records(samples []devices.ProcessUtil, complete uint64) [
 		if s.TimeStampUs <= since {
 			continue
 		}
-		from := max(m.pidUs[s.HostPID], since)
-		if from == 0 || s.TimeStampUs-from > 1_000_000 {
-			from = s.TimeStampUs - 1_000_000
-		}
+		from := sampleStart(m.pidUs[s.HostPID], since, s.TimeStampUs)
 		first, last := m.epochOf(from)+1, m.epochOf(s.TimeStampUs)
 		first = min(first, last)
 		// The busy time the sample stands for, spread over its periods.
