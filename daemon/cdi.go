@@ -44,8 +44,7 @@ const (
 type cdiPublisher struct {
 	mu       sync.Mutex
 	dir      string // "" : off
-	specDirs []string
-	kind     string
+	nodes    *gpucdi.NodeCache
 	libvgpu  string
 	preload  string
 	skeleton string
@@ -55,8 +54,8 @@ type cdiPublisher struct {
 // newCDIPublisher prepares the shared files; on failure publishing is off
 // (logged): slices still work through vgpu-runtime.
 func newCDIPublisher(cfg Config, log *zap.Logger) *cdiPublisher {
-	p := &cdiPublisher{dir: cfg.CDIDir, specDirs: cfg.CDISpecDirs, kind: cfg.CDIKind, libvgpu: cfg.LibVGPU,
-		log: log.Named("cdi")}
+	p := &cdiPublisher{dir: cfg.CDIDir, nodes: gpucdi.NewNodeCache(cfg.CDISpecDirs, cfg.CDIKind),
+		libvgpu: cfg.LibVGPU, log: log.Named("cdi")}
 	if p.dir == "" {
 		return p
 	}
@@ -126,7 +125,7 @@ func (p *cdiPublisher) publish(sl api.Slice, live func() bool) {
 }
 
 func (p *cdiPublisher) write(sl api.Slice) error {
-	node, err := gpucdi.Load(p.specDirs, p.kind)
+	node, err := p.nodes.Load()
 	if err != nil {
 		return err
 	}

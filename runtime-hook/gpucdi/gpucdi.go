@@ -90,12 +90,9 @@ func Load(dirs []string, kind string) (*Node, error) {
 			continue
 		}
 		for _, e := range entries {
-			name := e.Name()
-			if ext := filepath.Ext(name); e.IsDir() || (ext != ".json" && ext != ".yaml") ||
-				strings.HasPrefix(name, SliceSpecPrefix) {
-				continue
+			if nodeSpecFile(e) {
+				n.add(filepath.Join(dir, e.Name()), prio)
 			}
-			n.add(filepath.Join(dir, name), prio)
 		}
 	}
 	if len(n.names()) == 0 {
@@ -103,6 +100,14 @@ func Load(dirs []string, kind string) (*Node, error) {
 			kind, strings.Join(dirs, ", "), GenerateHint, n.specErrors())
 	}
 	return n, nil
+}
+
+// nodeSpecFile: whether a spec dir's entry is a spec Load reads (a file
+// CDI would read, not a slice's spec).
+func nodeSpecFile(e fs.DirEntry) bool {
+	name := e.Name()
+	ext := filepath.Ext(name)
+	return !e.IsDir() && (ext == ".json" || ext == ".yaml") && !strings.HasPrefix(name, SliceSpecPrefix)
 }
 
 // add reads one spec file and takes its devices of the node's kind. Two

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -39,6 +40,9 @@ func TestWriteSpecValidatesAndLoads(t *testing.T) {
 	bad := &cdispec.Spec{Kind: SliceKind, Devices: []cdispec.Device{{Name: "bad name!"}}}
 	require.Error(t, WriteSpec(dir, "vgpu.io-slice_bad", bad))
 	require.NoFileExists(t, filepath.Join(dir, "vgpu.io-slice_bad.json"))
+	staged, err := os.ReadDir(filepath.Join(dir, StagingDir))
+	require.NoError(t, err)
+	require.Empty(t, staged, "nothing left in the staging dir")
 
 	n, err := Load([]string{dir}, DefaultKind)
 	require.NoError(t, err)
@@ -96,4 +100,39 @@ func TestLoadPriorityAndConflicts(t *testing.T) {
 	write(etc, "other.yaml", "FROM=other")
 	_, err = Load([]string{etc}, DefaultKind)
 	require.ErrorContains(t, err, "conflicting device nvidia.com/gpu=0")
+}
+
+// TestNodeCache: the node's specs are read once while no spec file changes;
+// a rewritten, replaced or removed spec is read again; an error is not kept.
+// Slice specs and the staging directory beside them are not the node's.
+func TestNodeCache(t *testing.T) {
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "nvidia.yaml")
+	require.NoError(t, os.WriteFile(spec, []byte(gpuSpec), 0o644))
+	c := NewNodeCache([]string{dir}, DefaultKind)
+	n1, err := c.Load()
+	require.NoError(t, err)
+	require.NoError(t, WriteSpec(dir, "vgpu.io-slice_s1", &cdispec.Spec{Kind: SliceKind,
+		Devices: []cdispec.Device{{Name: "s1", ContainerEdits: cdispec.ContainerEdits{Env: []string{"A=b"}}}}}))
+	n2, err := c.Load()
+	require.NoError(t, err)
+	require.Same(t, n1, n2, "a slice's spec and the staging dir are not the node's: nothing read again")
+
+	// Another GPU added (a longer file, written in place).
+	more := strings.Replace(gpuSpec, "devices:\n", "devices:\n- name: \"7\"\n  containerEdits:\n    env: [GPU=7]\n", 1)
+	require.NoError(t, os.WriteFile(spec, []byte(more), 0o644))
+	n3, err := c.Load()
+	require.NoError(t, err)
+	require.NotSame(t, n1, n3)
+	_, err = n3.DeviceNames([]api.SliceDevice{{Index: 7, UUID: "GPU-seven"}})
+	require.NoError(t, err, "the new device is known")
+
+	require.NoError(t, os.Remove(spec))
+	_, err = c.Load()
+	require.ErrorContains(t, err, "no CDI device of kind nvidia.com/gpu")
+	require.NoError(t, os.WriteFile(spec, []byte(gpuSpec), 0o644))
+	n4, err := c.Load()
+	require.NoError(t, err, "the error was not kept")
+	_, err = n4.DeviceNames([]api.SliceDevice{{Index: 7, UUID: "GPU-seven"}})
+	require.Error(t, err, "the spec as it is now: no device 7")
 }

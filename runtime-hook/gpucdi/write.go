@@ -8,55 +8,48 @@ import (
 
 	"tags.cncf.io/container-device-interface/pkg/cdi"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
-
-	"github.com/vgpu-project/vgpu/internal/atomicfile"
 )
 
-// WriteSpec validates raw as CDI's own writer does and puts it at
-// dir/name.json atomically (internal/atomicfile: a temp file not named
-// *.json, which CDI readers skip, renamed over it): a reader (podman,
-// containerd, vgpu-runtime) sees the old spec or the new one, never half of
-// one. Its cdiVersion is the oldest that carries what it uses, so that older
-// readers (podman 4.x understands up to 0.5.0) accept it.
+// StagingDir is where WriteSpec has CDI's writer put a spec before renaming
+// it into place: a directory in the spec dir (the same filesystem, so the
+// rename is atomic), which CDI readers do not scan (they read the spec dir's
+// files only). It is made once and kept.
+const StagingDir = ".vgpu-staging"
+
+// WriteSpec validates and encodes raw with CDI's own writer (kind, device
+// names, edits, version; a cache on dir's staging directory) and renames the
+// result to dir/name.json: a reader (podman, containerd, vgpu-runtime) sees
+// the old spec or the new one, never half of one. Its cdiVersion is the
+// oldest that carries what it uses, so that older readers (podman 4.x
+// understands up to 0.5.0) accept it. Not fsynced: a spec describes live
+// state that its writer publishes again after a restart (vgpud rewrites
+// every slice's), in a directory that is a tmpfs on a real node
+// (/var/run/cdi). (An earlier version validated in a fresh temp dir, read the
+// result back and fsynced it: half of every allocation's CPU time in vgpud,
+// and on ext4 an fsync more.)
 func WriteSpec(dir, name string, raw *cdispec.Spec) error {
 	v, err := cdispec.MinimumRequiredVersion(raw)
 	if err != nil {
 		return fmt.Errorf("CDI spec %s: %w", name, err)
 	}
 	raw.Version = v
-	data, err := validated(raw, name+".json")
-	if err != nil {
-		return fmt.Errorf("CDI spec %s: %w", name, err)
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	staging := filepath.Join(dir, StagingDir)
+	if err := os.MkdirAll(staging, 0o755); err != nil {
 		return fmt.Errorf("CDI spec dir: %w", err)
 	}
-	if err := atomicfile.Write(filepath.Join(dir, name+".json"), data, 0o644, atomicfile.Durable); err != nil {
+	cache, err := cdi.NewCache(cdi.WithSpecDirs(staging), cdi.WithAutoRefresh(false))
+	if err != nil {
+		return fmt.Errorf("CDI cache: %w", err)
+	}
+	file := name + ".json"
+	if err := cache.WriteSpec(raw, file); err != nil {
+		return fmt.Errorf("CDI spec %s: invalid: %w", name, err)
+	}
+	if err := os.Rename(filepath.Join(staging, file), filepath.Join(dir, file)); err != nil {
+		_ = os.Remove(filepath.Join(staging, file))
 		return fmt.Errorf("publish CDI spec %s: %w", name, err)
 	}
 	return nil
-}
-
-// validated is raw encoded by CDI's own writer, which validates it (kind,
-// device names, edits, version), in a private temp dir.
-func validated(raw *cdispec.Spec, file string) ([]byte, error) {
-	tmp, err := os.MkdirTemp("", "vgpu-cdi-")
-	if err != nil {
-		return nil, fmt.Errorf("temp dir: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	cache, err := cdi.NewCache(cdi.WithSpecDirs(tmp), cdi.WithAutoRefresh(false))
-	if err != nil {
-		return nil, fmt.Errorf("CDI cache: %w", err)
-	}
-	if err := cache.WriteSpec(raw, file); err != nil {
-		return nil, fmt.Errorf("invalid: %w", err)
-	}
-	data, err := os.ReadFile(filepath.Join(tmp, file))
-	if err != nil {
-		return nil, fmt.Errorf("read back: %w", err)
-	}
-	return data, nil
 }
 
 // RemoveSpec removes dir/name.json; a spec already gone is no error.
