@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/fsnotify/fsnotify"
 	"github.com/stretchr/testify/require"
 	cdispec "tags.cncf.io/container-device-interface/specs-go"
 
@@ -135,4 +137,33 @@ func TestNodeCache(t *testing.T) {
 	require.NoError(t, err, "the error was not kept")
 	_, err = n4.DeviceNames([]api.SliceDevice{{Index: 7, UUID: "GPU-seven"}})
 	require.Error(t, err, "the spec as it is now: no device 7")
+}
+
+// TestWriteSpecSeenByWatchers: container runtimes' CDI caches watch the spec
+// dir and refresh on a write or a rename in it; older ones (containerd 1.7's)
+// ignore a file that is only moved in from elsewhere (fsnotify's Create for
+// the destination). A spec WriteSpec publishes must give such a watcher an
+// event it refreshes on.
+func TestWriteSpecSeenByWatchers(t *testing.T) {
+	dir := t.TempDir()
+	w, err := fsnotify.NewWatcher()
+	require.NoError(t, err)
+	defer w.Close()
+	require.NoError(t, w.Add(dir))
+	require.NoError(t, WriteSpec(dir, "vgpu.io-slice_s1", &cdispec.Spec{Kind: SliceKind,
+		Devices: []cdispec.Device{{Name: "s1", ContainerEdits: cdispec.ContainerEdits{Env: []string{"A=b"}}}}}))
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case ev := <-w.Events:
+			if ev.Op&(fsnotify.Write|fsnotify.Rename) != 0 {
+				require.FileExists(t, filepath.Join(dir, "vgpu.io-slice_s1.json"))
+				return
+			}
+		case err := <-w.Errors:
+			require.NoError(t, err)
+		case <-deadline:
+			t.Fatal("no write or rename event in the spec dir: an older CDI cache would not see the spec")
+		}
+	}
 }
