@@ -246,7 +246,7 @@ func (t *ebpfTracker) read(ctx context.Context) {
 func (t *ebpfTracker) quiet(ctx context.Context) bool {
 	lastWake, ok := t.lastWake()
 	if !ok {
-		return true // cannot tell: every event then wakes (see lastWake)
+		return true // cannot tell: block, the drop check's deadline bounds it (see lastWake)
 	}
 	if d := time.Duration(lastWake + t.poll.Nanoseconds() - monoNow()); d > 0 {
 		sleepCtx(ctx, d)
