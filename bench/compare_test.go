@@ -54,9 +54,7 @@ func TestRotationAndRatio(t *testing.T) {
 // pass-through interposer as --compare peer: the report carries the peer's row.
 // It checks the rows, not how fast anything is.
 func TestWorkloadComparesAPeer(t *testing.T) {
-	root, err := filepath.Abs("..")
-	require.NoError(t, err)
-	require.FileExists(t, filepath.Join(root, "build", "test", "workload_step"), "the benchmark needs `make build`")
+	root := builtRoot(t, "build/test/workload_step")
 	peer, err := ParsePeer("passthrough=" + buildPassthrough(t, root) + ",PASSTHROUGH_COUNT=1")
 	require.NoError(t, err)
 

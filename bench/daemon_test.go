@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -110,12 +109,7 @@ func TestRunDaemonAlloc(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts vgpud; skipped with -short")
 	}
-	_, file, _, ok := runtime.Caller(0)
-	require.True(t, ok)
-	root := filepath.Clean(filepath.Join(filepath.Dir(file), ".."))
-	if _, err := os.Stat(filepath.Join(root, "build/simgpu/libnvidia-ml.so.1")); err != nil {
-		t.Fatalf("build/simgpu/libnvidia-ml.so.1 is missing: run `make build` first (%v)", err)
-	}
+	root := builtRoot(t, "build/simgpu/libnvidia-ml.so.1")
 	vgpud := buildVgpud(t, root)
 
 	opts := DefaultDaemonOptions()
@@ -156,11 +150,8 @@ func TestBenchVgpudPublishesPrivately(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and starts vgpud; skipped with -short")
 	}
-	_, file, _, ok := runtime.Caller(0)
-	require.True(t, ok)
-	root := filepath.Clean(filepath.Join(filepath.Dir(file), ".."))
+	root := builtRoot(t, "build/simgpu/libnvidia-ml.so.1")
 	simLib := filepath.Join(root, "build/simgpu/libnvidia-ml.so.1")
-	require.FileExists(t, simLib, "run `make build` first")
 	dir := t.TempDir()
 	state := filepath.Join(dir, "node")
 	require.NoError(t, simgpu.Init(state, simgpu.Config{Devices: 1, Memory: 4 << 30, SMs: simSMs}))

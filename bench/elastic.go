@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
@@ -258,7 +257,7 @@ func RunElastic(ctx context.Context, opts ElasticOptions) (*ElasticReport, error
 	}
 	rep := r.newReport(ctx, tmp)
 	rep.Config.NodeFS = fsType(r.nodeRoot)
-	rep.Config.LoadAvgStart = loadAvg()
+	rep.Config.LoadAvgStart = LoadAverage()
 	dirs := []string{tmp}
 	if opts.TmpfsCompare && len(opts.Concurrency) > 0 && fsType(tmp) != "tmpfs" && fsType("/dev/shm") == "tmpfs" {
 		shmTmp, err := os.MkdirTemp("/dev/shm", "vgpu-bench-elastic-")
@@ -308,7 +307,7 @@ func RunElastic(ctx context.Context, opts ElasticOptions) (*ElasticReport, error
 		}
 		rep.Reclaim = rc
 	}
-	rep.Config.LoadAvgEnd = loadAvg()
+	rep.Config.LoadAvgEnd = LoadAverage()
 	rep.Evaluate()
 	rep.Notes = append(rep.Notes, r.notes(rep)...)
 	return rep, nil
@@ -328,17 +327,4 @@ func (r *elasticRun) settle() (time.Duration, error) {
 		interval = d
 	}
 	return 3 * interval, nil
-}
-
-// loadAvg is the first three fields of /proc/loadavg ("" where unreadable).
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
 }

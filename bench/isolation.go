@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/vgpu-project/vgpu/test/simgpu"
@@ -390,18 +389,11 @@ func (t *isoTenants) awaitVictim(ctx context.Context, v *isoProc, limit time.Dur
 
 // stopAll kills every tenant and waits (5 s each at most) for it to end.
 func (t *isoTenants) stopAll() {
-	for _, p := range t.procs {
-		if p.pid > 0 {
-			_ = syscall.Kill(p.pid, syscall.SIGKILL)
-		}
+	pids, launchers := make([]int, len(t.procs)), make([]*tenantProc, len(t.procs))
+	for i, p := range t.procs {
+		pids[i], launchers[i] = p.pid, p.p
 	}
-	for _, p := range t.procs {
-		select {
-		case <-p.p.done:
-		case <-time.After(5 * time.Second):
-		}
-		p.p.stop()
-	}
+	stopWorkloads(pids, launchers)
 }
 
 // cellRow is the row of a cell from its victim's output.

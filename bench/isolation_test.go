@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -153,9 +152,7 @@ func TestCommandLine(t *testing.T) {
 // peer: the report carries the peer's rows beside vgpu's and bare's, with their
 // ratios to the peer alone. It checks the rows, not how fast anything is.
 func TestIsolationComparesAPeer(t *testing.T) {
-	root, err := filepath.Abs("..")
-	require.NoError(t, err)
-	require.FileExists(t, filepath.Join(root, "build", "test", "isolation_load"), "the benchmark needs `make build`")
+	root := builtRoot(t, "build/test/isolation_load")
 	peer, err := ParsePeer("pass=" + buildPassthrough(t, root) + ",PASSTHROUGH_COUNT=1")
 	require.NoError(t, err)
 

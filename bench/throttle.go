@@ -297,6 +297,27 @@ func (p *tenantProc) stop() {
 	}
 }
 
+// stopWorkloads kills each tenant's workload (pids[i]; 0: never reported),
+// then waits for each launcher (launchers[i], nil: never started) to end, 5 s
+// each at most, and stops it.
+func stopWorkloads(pids []int, launchers []*tenantProc) {
+	for _, pid := range pids {
+		if pid > 0 {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	for _, p := range launchers {
+		if p == nil {
+			continue
+		}
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+		}
+		p.stop()
+	}
+}
+
 // lockedBuilder collects a child's stderr (written by exec's copier goroutine,
 // read after Wait).
 type lockedBuilder struct{ b *strings.Builder }

@@ -239,21 +239,11 @@ func (vc *vgpudCell) check() error {
 
 // stopTenants kills every tenant's throttle_load, then its vgpuctl.
 func (vc *vgpudCell) stopTenants() {
-	for _, t := range vc.ts {
-		if t.pid > 0 {
-			_ = syscall.Kill(t.pid, syscall.SIGKILL)
-		}
+	pids, launchers := make([]int, len(vc.ts)), make([]*tenantProc, len(vc.ts))
+	for i, t := range vc.ts {
+		pids[i], launchers[i] = t.pid, t.proc
 	}
-	for _, t := range vc.ts {
-		if t.proc == nil {
-			continue
-		}
-		select {
-		case <-t.proc.done:
-		case <-time.After(5 * time.Second):
-		}
-		t.proc.stop()
-	}
+	stopWorkloads(pids, launchers)
 }
 
 // result computes every tenant's figures from the sampler's records.

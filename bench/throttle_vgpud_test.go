@@ -23,20 +23,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// builtRoot is the repository root, when files (relative to it) are built;
-// the test is skipped otherwise.
-func builtRoot(t *testing.T, files ...string) string {
-	t.Helper()
-	root, err := filepath.Abs("..")
-	require.NoError(t, err)
-	for _, f := range files {
-		if !fileExists(filepath.Join(root, f)) {
-			t.Skipf("%s not built: run `make build`", f)
-		}
-	}
-	return root
-}
-
 // TestThrottleVgpudChurnCell runs the churn cell on a short timeline through a
 // real bin/vgpud on a simulated node: tenants started with vgpuctl run, one
 // joining, one killed; shares measured from NVML. Structure and sane figures
