@@ -18,24 +18,35 @@ func headline(benchmark string, data []byte) []string {
 // headliners give each benchmark's headline figures from its JSON report
 // (nil when it does not decode).
 var headliners = map[string]func([]byte) []string{
-	"overhead":  overheadHeadline,
-	"daemon":    daemonHeadline,
-	"throttle":  throttleHeadline,
-	"elastic":   elasticHeadline,
-	"tracker":   trackerHeadline,
-	"runtime":   runtimeHeadline,
+	"overhead":  headlineOf(overheadHeadline),
+	"daemon":    headlineOf(daemonHeadline),
+	"throttle":  headlineOf(throttleHeadline),
+	"elastic":   headlineOf(elasticHeadline),
+	"tracker":   headlineOf(trackerHeadline),
+	"runtime":   headlineOf(runtimeHeadline),
 	"isolation": isolationHeadline,
 	"workload":  workloadHeadline,
 }
 
-// overheadHeadline: added ns per call and added init time, with their goals.
-func overheadHeadline(data []byte) []string {
-	var out []string
-	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
-	var r OverheadReport
-	if json.Unmarshal(data, &r) != nil {
-		return nil
+// addLine adds a formatted line to a headline.
+type addLine func(format string, a ...any)
+
+// headlineOf makes a headliner of lines, which writes the headline of a
+// decoded report: nil when data does not decode as a T.
+func headlineOf[T any](lines func(r *T, add addLine)) func([]byte) []string {
+	return func(data []byte) []string {
+		var r T
+		if json.Unmarshal(data, &r) != nil {
+			return nil
+		}
+		var out []string
+		lines(&r, func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) })
+		return out
 	}
+}
+
+// overheadHeadline: added ns per call and added init time, with their goals.
+func overheadHeadline(r *OverheadReport, add addLine) {
 	for _, c := range r.Calls {
 		goal := "no goal"
 		if c.GoalNS != nil {
@@ -47,34 +58,20 @@ func overheadHeadline(data []byte) []string {
 	for _, i := range r.Init {
 		add("init, %d process(es) at once: %+.2f ms median (goal ≤ %g ms: %s)", i.Procs, i.AddedMedianMS, i.GoalMS, metWord(i.Met))
 	}
-	return out
 }
 
 // daemonHeadline: the enforcer tick's p99 CPU and the slice allocation latency.
-func daemonHeadline(data []byte) []string {
-	var out []string
-	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
-	var r DaemonReport
-	if json.Unmarshal(data, &r) != nil {
-		return nil
-	}
+func daemonHeadline(r *DaemonReport, add addLine) {
 	if t := r.Tick; t != nil {
 		add("enforcer tick over %d slices: p99 %.2f ms CPU (goal ≤ %g ms: %s)", t.Slices, t.CPU.P99, t.GoalCPUMS, metWord(t.Met))
 	}
 	if a := r.Alloc; a != nil {
 		add("slice allocation: median %.2f ms, p99 %.2f ms (goal p99 ≤ %g ms: %s)", a.Alloc.Median, a.Alloc.P99, a.GoalMS, metWord(a.Met))
 	}
-	return out
 }
 
 // throttleHeadline: how many tenants met every goal, and the worst steady error.
-func throttleHeadline(data []byte) []string {
-	var out []string
-	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
-	var r ThrottleVgpudReport
-	if json.Unmarshal(data, &r) != nil {
-		return nil
-	}
+func throttleHeadline(r *ThrottleVgpudReport, add addLine) {
 	n, met, worst := 0, 0, 0.0
 	for _, c := range r.Cells {
 		for _, t := range c.Tenants {
@@ -86,17 +83,10 @@ func throttleHeadline(data []byte) []string {
 		}
 	}
 	add("%d cells, %d tenants: %d met every goal; worst steady error %.2f pts (goal ±%g)", len(r.Cells), n, met, worst, r.Config.GoalSteadyErrPts)
-	return out
 }
 
 // elasticHeadline: grant latency per concurrency and state filesystem; reclaim times.
-func elasticHeadline(data []byte) []string {
-	var out []string
-	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
-	var r ElasticReport
-	if json.Unmarshal(data, &r) != nil {
-		return nil
-	}
+func elasticHeadline(r *ElasticReport, add addLine) {
 	for _, g := range r.Grant {
 		goal := ""
 		if g.GoalP99MS != nil && g.Met != nil {
@@ -112,17 +102,10 @@ func elasticHeadline(data []byte) []string {
 	if rc := r.Reclaim; rc != nil {
 		add("shrink median %.1f ms, eviction median %.1f ms (%d repeats)", rc.Shrink.Median, rc.Evict.Median, rc.Repeats)
 	}
-	return out
 }
 
 // trackerHeadline: each latency row with its goal.
-func trackerHeadline(data []byte) []string {
-	var out []string
-	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
-	var r TrackerReport
-	if json.Unmarshal(data, &r) != nil {
-		return nil
-	}
+func trackerHeadline(r *TrackerReport, add addLine) {
 	for _, l := range r.Latency {
 		goal := ""
 		if l.GoalMS != nil && l.Met != nil {
@@ -130,20 +113,12 @@ func trackerHeadline(data []byte) []string {
 		}
 		add("%s via %s: median %.2f ms, p99 %.2f ms%s", l.What, l.Tracker, l.MS.Median, l.MS.P99, goal)
 	}
-	return out
 }
 
 // runtimeHeadline: container create time, runc vs vgpu-runtime.
-func runtimeHeadline(data []byte) []string {
-	var out []string
-	add := func(format string, a ...any) { out = append(out, fmt.Sprintf(format, a...)) }
-	var r RuntimeReport
-	if json.Unmarshal(data, &r) != nil {
-		return nil
-	}
+func runtimeHeadline(r *RuntimeReport, add addLine) {
 	add("container create: runc %.1f ms, vgpu-runtime %.1f ms median: %+.1f ms (goal ≤ %g ms: %s)",
 		r.Runc.Median, r.VGPU.Median, r.AddedMS, r.GoalMS, metWord(r.Met))
-	return out
 }
 
 // isolationHeadline: per victim and aggressors (kind, count), the victim's
