@@ -102,10 +102,7 @@ func TestWatcherRun(t *testing.T) {
 
 func TestCgroupAttributor(t *testing.T) {
 	proc := t.TempDir()
-	write := func(pid, content string) {
-		require.NoError(t, os.MkdirAll(filepath.Join(proc, pid), 0o755))
-		require.NoError(t, os.WriteFile(filepath.Join(proc, pid, "cgroup"), []byte(content), 0o644))
-	}
+	write := procCgroupWriter(t, proc)
 	const k8s = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	write("10", "12:memory:/vgpu-e2e/ctr-a\n11:devices:/vgpu-e2e/ctr-a\n")
 	write("11", "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-"+k8s+".scope\n")
@@ -137,10 +134,7 @@ func TestCgroupAttributor(t *testing.T) {
 // either kubelet cgroup driver; a container with a slice of its own keeps it.
 func TestCgroupAttributorPods(t *testing.T) {
 	proc := t.TempDir()
-	write := func(pid, content string) {
-		require.NoError(t, os.MkdirAll(filepath.Join(proc, pid), 0o755))
-		require.NoError(t, os.WriteFile(filepath.Join(proc, pid, "cgroup"), []byte(content), 0o644))
-	}
+	write := procCgroupWriter(t, proc)
 	const uid = "c1175db3-2c48-4325-a5c3-33b1774b2011"
 	write("20", "0::/kubepods/besteffort/pod"+uid+"/ctr-1\n")
 	write("21", "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"+
@@ -162,4 +156,12 @@ func TestCgroupAttributorPods(t *testing.T) {
 	a.Reset()
 	_, ok = a.SliceOf(20)
 	require.False(t, ok)
+}
+
+// procCgroupWriter writes <proc>/<pid>/cgroup files, as /proc shows them.
+func procCgroupWriter(t *testing.T, proc string) func(pid, content string) {
+	return func(pid, content string) {
+		require.NoError(t, os.MkdirAll(filepath.Join(proc, pid), 0o755))
+		require.NoError(t, os.WriteFile(filepath.Join(proc, pid, "cgroup"), []byte(content), 0o644))
+	}
 }
